@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Install what fks-bootstrap's scripts need on a fresh Debian machine. Idempotent: a package
+# already present is not installed again. Usage: scripts/setup.sh test|quickstart
+set -euo pipefail
+what=${1:-test}
+
+apt_packages=()
+pip_packages=()
+case "$what" in
+    test) ;;
+    quickstart) ;;
+    *) echo "usage: $0 test|quickstart" >&2; exit 2 ;;
+esac
+
+missing=()
+for p in "${apt_packages[@]}"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "[INFO] installing Debian packages: ${missing[*]}" >&2
+    sudo_=""; [ "$(id -u)" -eq 0 ] || sudo_=sudo
+    $sudo_ apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if [ "${#pip_packages[@]}" -gt 0 ]; then
+    python3 -m pip install -q "${pip_packages[@]}"
+fi
+for c in cargo rustc; do
+    command -v "$c" >/dev/null || { echo "[ERROR] $c not found: install Rust with rustup first" >&2; exit 1; }
+done

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The test command (README, .ci/run): install what the tests need, then check formatting,
+# lint, and run every test of the workspace. Runs from any directory.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup.sh test
+
+echo "[INFO] cargo fmt --check" >&2
+cargo fmt --all -- --check
+echo "[INFO] cargo clippy --all-targets -- -D warnings" >&2
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "[INFO] tests" >&2
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --locked --no-fail-fast
+    cargo test --workspace --locked --doc
+else
+    cargo test --workspace --locked --no-fail-fast
+fi

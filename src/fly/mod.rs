@@ -1,0 +1,1 @@
+//! The Fly Machines API (filled in by the client work).

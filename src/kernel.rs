@@ -1,0 +1,1 @@
+//! Kernel config verification (filled in by the kernel work).

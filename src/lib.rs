@@ -1,0 +1,11 @@
+//! fks-bootstrap: build and operate k3s clusters on Fly.io Machines.
+//!
+//! Data flows one way: flags -> [`config::Config`] (resolved once) -> observed state ->
+//! plan (pure) -> run (effects). Pure modules (`config`, `kernel`, `render`, `fly::types`)
+//! do no I/O beyond reading the files they are handed; effects live in `fly` and `cli`.
+
+pub mod cli;
+pub mod config;
+pub mod fly;
+pub mod kernel;
+pub mod render;

@@ -1,0 +1,1 @@
+//! k3s config rendering (filled in by the render work).
