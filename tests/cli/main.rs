@@ -1,0 +1,5 @@
+//! CLI tests: the real `fks-bootstrap` binary, run in a fresh temp dir per test, asserting on
+//! exit codes, stdout and stderr. One module per command.
+
+mod completions;
+mod util;
