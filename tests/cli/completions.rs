@@ -1,4 +1,4 @@
-use crate::util::{fks, stdout};
+use crate::util::{fks, stderr, stdout};
 
 #[test]
 fn completions_for_bash_name_the_binary_and_its_commands() {
@@ -9,7 +9,7 @@ fn completions_for_bash_name_the_binary_and_its_commands() {
     assert!(out.status.success(), "exit {:?}", out.status);
     let text = stdout(&out);
     assert!(
-        text.contains("_fks-bootstrap()"),
+        text.contains("_fks__bootstrap()"),
         "no completion function:\n{text}"
     );
     assert!(text.contains("completions"), "subcommand missing:\n{text}");
@@ -19,4 +19,5 @@ fn completions_for_bash_name_the_binary_and_its_commands() {
 fn unknown_subcommand_is_a_usage_error_with_exit_2() {
     let out = fks().arg("frobnicate").output().expect("run fks-bootstrap");
     assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("frobnicate"), "{}", stderr(&out));
 }

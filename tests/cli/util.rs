@@ -1,16 +1,10 @@
 //! Helpers shared by the CLI tests.
 
-use std::path::PathBuf;
 use std::process::{Command, Output};
 
 /// The `fks-bootstrap` binary cargo built for this test run.
 pub fn fks() -> Command {
     Command::new(env!("CARGO_BIN_EXE_fks-bootstrap"))
-}
-
-/// The repository root (for `clusters/`, `kernel-configs/`, `templates/`).
-pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// stdout of a finished command, as text.
