@@ -796,3 +796,6 @@ pub(crate) fn is_k3s_version(v: &str) -> bool {
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.')
         })
 }
+
+#[cfg(test)]
+mod tests;
