@@ -221,3 +221,109 @@ impl Config {
         ]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seed_text() -> String {
+        std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("clusters/fly-k3s-poc/config"),
+        )
+        .expect("example cluster is checked in")
+    }
+
+    #[test]
+    fn load_reads_the_shell_config() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join(SHELL_FILE), seed_text()).expect("write");
+        let c = load(dir.path()).expect("valid");
+        assert_eq!(c.cluster_name, "fly-k3s-poc");
+        assert_eq!(c.source, dir.path().join(SHELL_FILE));
+        assert_eq!(c.cp_app(), "fly-k3s-poc-cp");
+    }
+
+    #[test]
+    fn load_reads_cluster_toml() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let toml: String = seed_text()
+            .lines()
+            .map(|l| {
+                let (k, v) = l.split_once('=').expect("KEY=VALUE");
+                let v = v.trim_matches('"');
+                if v.chars().all(|c| c.is_ascii_digit()) {
+                    format!("{k} = {v}\n")
+                } else {
+                    format!("{k} = \"{v}\"\n")
+                }
+            })
+            .collect();
+        std::fs::write(dir.path().join(TOML_FILE), toml).expect("write");
+        let c = load(dir.path()).expect("valid");
+        assert_eq!(c.volume_size_gb, 250);
+        assert_eq!(c.source, dir.path().join(TOML_FILE));
+    }
+
+    #[test]
+    fn load_refuses_a_dir_with_both_formats() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join(SHELL_FILE), seed_text()).expect("write");
+        std::fs::write(dir.path().join(TOML_FILE), "").expect("write");
+        let e = load(dir.path()).expect_err("both");
+        assert!(matches!(e, Error::BothFormats { .. }), "{e:?}");
+        assert!(e.to_string().contains("keep one"), "{e}");
+    }
+
+    #[test]
+    fn load_names_the_dir_when_no_config_is_there() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let e = load(dir.path()).expect_err("missing");
+        assert!(matches!(e, Error::Missing { .. }), "{e:?}");
+        assert!(
+            e.to_string().contains(&dir.path().display().to_string()),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn load_reports_every_problem_with_a_count() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let text = seed_text()
+            .replace("REGION=sjc", "REGION=xyz")
+            .replace("VOLUME_SIZE=250", "VOLUME_SIZE=0");
+        std::fs::write(dir.path().join(SHELL_FILE), text).expect("write");
+        let e = load(dir.path()).expect_err("invalid");
+        let Error::Invalid(diags) = &e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(diags.len(), 2);
+        let msg = e.to_string();
+        assert!(msg.starts_with("2 problems in "), "{msg}");
+        assert!(msg.contains(":5: REGION: "), "{msg}");
+        assert!(msg.contains(":7: VOLUME_SIZE: "), "{msg}");
+    }
+
+    #[test]
+    fn example_clusters_validate() {
+        for name in ["fly-k3s-poc", "lab"] {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("clusters")
+                .join(name);
+            let c = load(&dir).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(c.cluster_name, name);
+        }
+    }
+
+    #[test]
+    fn entries_round_trip_through_the_shell_parser() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("clusters/lab");
+        let c = load(&dir).expect("lab config");
+        let text: String = c
+            .entries()
+            .iter()
+            .map(|(k, v)| format!("{k}={v}\n"))
+            .collect();
+        let again = parse_shell(&text, &c.source).expect("listing parses");
+        assert_eq!(again, c);
+    }
+}
