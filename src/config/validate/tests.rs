@@ -181,7 +181,11 @@ fn cidr_lists_must_be_ipv6_first() {
         .unwrap_or_default()
         .contains("\"fd00:42::/56,10.0.0.0/16\""));
     let d = bad("SERVICE_CIDR", "10.43.0.0/16");
-    assert!(d.message.contains("no IPv6 range"), "{d}");
+    assert_eq!(
+        d.to_string(),
+        "clusters/demo/config:3: SERVICE_CIDR: \"10.43.0.0/16\" lists IPv4 first (help: the \
+         cluster is IPv6-first: put an IPv6 range first, e.g. \"fd00:43::/112,10.43.0.0/16\")"
+    );
     let d = bad("CLUSTER_CIDR", "\"fd00:42::/56,fd00:44::/56\"");
     assert!(d.message.contains("2 ranges"), "{d}");
     let d = bad("CLUSTER_CIDR", "\"fd00:42::/56,10.42.0.0/16,10.44.0.0/16\"");
