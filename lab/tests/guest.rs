@@ -22,7 +22,9 @@ fn have_root() -> bool {
         return true;
     }
     if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("guest tests need root (network and mount namespaces) and CI=true: run them as root");
+        panic!(
+            "guest tests need root (network and mount namespaces) and CI=true: run them as root"
+        );
     }
     eprintln!("skipping guest test: not root (network and mount namespaces need root)");
     false
@@ -88,6 +90,7 @@ impl Lab {
             ipv4: self.ip4(k),
             bridge: self.bridge.clone(),
             volume: None,
+            hidden_dirs: Vec::new(),
             files: Vec::new(),
             env,
             init: init.iter().map(|s| s.to_string()).collect(),
@@ -143,10 +146,7 @@ fn guest_has_hostname_env_6pn_address_hosts_and_resolver() {
         stdout(&g, &["cat", "/proc/sys/kernel/hostname"]).trim(),
         lab.id(1)
     );
-    assert_eq!(
-        stdout(&g, &["cat", "/etc/hostname"]).trim(),
-        lab.id(1)
-    );
+    assert_eq!(stdout(&g, &["cat", "/etc/hostname"]).trim(), lab.id(1));
 
     // The guest's environment is exactly the spec's plus PATH (image dirs first).
     let env_text = std::fs::read(format!("/proc/{}/environ", g.pid())).expect("init environ");
@@ -176,14 +176,23 @@ fn guest_has_hostname_env_6pn_address_hosts_and_resolver() {
     assert!(lo.contains("UP"), "{lo}");
 
     let hosts = stdout(&g, &["cat", "/etc/hosts"]);
-    assert!(hosts.contains(&format!("{fly_ip}\tfly-local-6pn")), "{hosts}");
-    assert!(hosts.contains(&format!("{fly_ip}\t{}", lab.id(1))), "{hosts}");
+    assert!(
+        hosts.contains(&format!("{fly_ip}\tfly-local-6pn")),
+        "{hosts}"
+    );
+    assert!(
+        hosts.contains(&format!("{fly_ip}\t{}", lab.id(1))),
+        "{hosts}"
+    );
     assert_eq!(
         stdout(&g, &["cat", "/etc/resolv.conf"]),
         format!("nameserver {}\n", lab.bridge.dns6)
     );
     let host_hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
-    assert!(!host_hosts.contains("fly-local-6pn"), "host /etc/hosts was changed");
+    assert!(
+        !host_hosts.contains("fly-local-6pn"),
+        "host /etc/hosts was changed"
+    );
     // The resolver address on the bridge answers over 6PN.
     let dns = lab.bridge.dns6.to_string();
     assert_eq!(exec(&g, &["ping", "-6", "-c1", "-W2", &dns]).exit_code, 0);
@@ -202,7 +211,12 @@ fn guests_reach_each_other_over_6pn_but_not_over_ipv4() {
     let b6 = lab.ip6(2).to_string();
     let a6 = lab.ip6(1).to_string();
     let ping6 = exec(&a, &["ping", "-6", "-c1", "-W2", &b6]);
-    assert_eq!(ping6.exit_code, 0, "{}", String::from_utf8_lossy(&ping6.stdout));
+    assert_eq!(
+        ping6.exit_code,
+        0,
+        "{}",
+        String::from_utf8_lossy(&ping6.stdout)
+    );
     assert_eq!(exec(&b, &["ping", "-6", "-c1", "-W2", &a6]).exit_code, 0);
 
     // IPv4 reaches the host, never another guest.
@@ -244,8 +258,27 @@ fn files_are_written_with_their_modes_only_inside_the_guest() {
             mode: 0o644,
         },
     ];
+    // Host directories outside /tmp (which is private anyway): one hidden, one visible.
+    let target_tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("target tmp dir");
+    let (hidden, visible) = (
+        target_tmp.path().join("hidden"),
+        target_tmp.path().join("visible"),
+    );
+    for d in [&hidden, &visible] {
+        std::fs::create_dir_all(d).expect("dir");
+        std::fs::write(d.join("f"), "host").expect("file");
+    }
+    spec.hidden_dirs = vec![hidden.clone()];
     let host_before = std::fs::read("/etc/debian_version").ok();
     let g = start_timed(spec);
+    let ls = |d: &Path| stdout(&g, &["ls", "-A", &d.to_string_lossy()]);
+    assert_eq!(ls(&hidden), "");
+    assert_eq!(ls(&visible), "f\n");
+    let write_hidden = exec(
+        &g,
+        &["sh", "-c", &format!("echo x > {}/g", hidden.display())],
+    );
+    assert_ne!(write_hidden.exit_code, 0, "hidden dir is writable");
 
     let token = format!("{secret_dir}/token");
     assert_eq!(stdout(&g, &["cat", &token]), "K10secret");
@@ -259,8 +292,14 @@ fn files_are_written_with_their_modes_only_inside_the_guest() {
     // A write inside the guest does not reach the host either.
     stdout(&g, &["sh", "-c", "echo x > /etc/fks-guest-write-test"]);
 
-    assert!(!Path::new(&secret_dir).exists(), "file leaked onto the host");
-    assert!(!Path::new("/opt/fks-test").exists(), "file leaked onto the host");
+    assert!(
+        !Path::new(&secret_dir).exists(),
+        "file leaked onto the host"
+    );
+    assert!(
+        !Path::new("/opt/fks-test").exists(),
+        "file leaked onto the host"
+    );
     assert!(!Path::new("/etc/fks-guest-write-test").exists());
     assert_eq!(std::fs::read("/etc/debian_version").ok(), host_before);
     g.destroy().expect("destroy");
@@ -284,10 +323,15 @@ fn volume_is_at_its_mount_path_and_survives_a_new_guest() {
     };
     let g = start_timed(with_volume(1));
     let mounts = stdout(&g, &["cat", "/proc/self/mountinfo"]);
-    assert!(mounts.lines().any(|l| l.split(' ').nth(4) == Some("/data")), "{mounts}");
+    assert!(
+        mounts.lines().any(|l| l.split(' ').nth(4) == Some("/data")),
+        "{mounts}"
+    );
     stdout(&g, &["sh", "-c", "echo persisted > /data/state"]);
     stdout(&g, &["sh", "-c", "echo ephemeral > /var/lib/scratch"]);
-    let status = g.stop(Signal::SIGTERM, Duration::from_secs(5)).expect("stop");
+    let status = g
+        .stop(Signal::SIGTERM, Duration::from_secs(5))
+        .expect("stop");
     assert_eq!(status.signal(), Some(Signal::SIGTERM as i32));
     g.destroy().expect("destroy");
     assert_eq!(
@@ -327,9 +371,13 @@ fn exec_returns_stdout_stderr_exit_code_and_honours_stdin_and_timeout() {
     assert!(matches!(slow, Err(Error::ExecTimeout { .. })), "{slow:?}");
 
     let missing = g.exec(&["no-such-program".to_string()], None, EXEC_TIMEOUT);
-    assert!(matches!(missing, Err(Error::ExecSpawn { .. })), "{missing:?}");
+    assert!(
+        matches!(missing, Err(Error::ExecSpawn { .. })),
+        "{missing:?}"
+    );
 
-    g.stop(Signal::SIGKILL, Duration::from_secs(1)).expect("stop");
+    g.stop(Signal::SIGKILL, Duration::from_secs(1))
+        .expect("stop");
     let after = g.exec(&["true".to_string()], None, EXEC_TIMEOUT);
     assert!(matches!(after, Err(Error::NotRunning { .. })), "{after:?}");
     g.destroy().expect("destroy");
@@ -343,7 +391,11 @@ fn stop_escalates_to_sigkill_when_init_ignores_the_signal_and_init_logs_to_the_l
     let lab = Lab::new(6);
     let spec = lab.spec(
         1,
-        &["sh", "-c", "trap '' TERM; echo started; while :; do sleep 0.05; done"],
+        &[
+            "sh",
+            "-c",
+            "trap '' TERM; echo started; while :; do sleep 0.05; done",
+        ],
     );
     let log = spec.log_path.clone();
     let g = start_timed(spec);
@@ -395,7 +447,10 @@ fn assert_gone(g_netns: &str, veth: &str, root_dir: &Path, marker_arg: &str) {
         .expect("ip netns list");
     let netns = String::from_utf8_lossy(&netns.stdout);
     assert!(!netns.contains(g_netns), "netns left: {netns}");
-    assert!(!Path::new("/sys/class/net").join(veth).exists(), "veth {veth} left");
+    assert!(
+        !Path::new("/sys/class/net").join(veth).exists(),
+        "veth {veth} left"
+    );
     let mounts = std::fs::read_to_string("/proc/mounts").expect("/proc/mounts");
     let root = root_dir.to_string_lossy();
     assert!(
@@ -427,7 +482,10 @@ fn destroy_leaves_no_netns_veth_mount_or_process() {
         std::thread::sleep(Duration::from_millis(20));
     }
     g.destroy().expect("destroy");
-    assert!(!Path::new(&format!("/proc/{pid}")).exists(), "init {pid} still exists");
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "init {pid} still exists"
+    );
     assert_gone(&netns, &veth, &root_dir, "100007");
     // Destroy is idempotent.
     g.destroy().expect("second destroy");
@@ -447,7 +505,10 @@ fn cleanup_orphans_removes_guests_left_by_a_crashed_lab() {
     assert_eq!(cleaned, vec![lab.id(1)]);
     let root_dir = lab.dir.path().join("guests").join(lab.id(1));
     assert_gone(&netns, &veth, &root_dir, "100008");
-    assert_eq!(cleanup_orphans(lab.dir.path()).expect("cleanup"), Vec::<String>::new());
+    assert_eq!(
+        cleanup_orphans(lab.dir.path()).expect("cleanup"),
+        Vec::<String>::new()
+    );
 }
 
 #[test]
@@ -475,7 +536,10 @@ fn guests_started_in_parallel_do_not_interfere() {
                 let k = i as u8 + 1;
                 assert_eq!(stdout(g, &["hostname"]).trim(), lab.id(k));
                 stdout(g, &["sh", "-c", "hostname > /etc/who; hostname > /tmp/who"]);
-                assert_eq!(stdout(g, &["cat", "/etc/who", "/tmp/who"]), format!("{0}\n{0}\n", lab.id(k)));
+                assert_eq!(
+                    stdout(g, &["cat", "/etc/who", "/tmp/who"]),
+                    format!("{0}\n{0}\n", lab.id(k))
+                );
                 let next = lab.ip6(k % 4 + 1).to_string();
                 assert_eq!(exec(g, &["ping", "-6", "-c1", "-W2", &next]).exit_code, 0);
             });
@@ -484,4 +548,35 @@ fn guests_started_in_parallel_do_not_interfere() {
     for g in &guests {
         g.destroy().expect("destroy");
     }
+}
+
+#[test]
+fn failed_start_removes_what_it_made() {
+    if !have_root() {
+        return;
+    }
+    let lab = Lab::new(10);
+    let spec = lab.spec(1, &["no-such-init-program"]);
+    let root_dir = spec.root_dir.clone();
+    let names = format!("{}-{}", lab.bridge.name, lab.id(1));
+    let err = Guest::start(spec).err().expect("start must fail");
+    assert!(matches!(err, Error::Spawn { .. }), "{err:?}");
+    let netns = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns list");
+    assert!(!String::from_utf8_lossy(&netns.stdout).contains(&names));
+    assert!(!root_dir.join("guest.state").exists());
+
+    // A relative volume path and a file under /proc are refused before anything is made.
+    let mut bad = lab.spec(2, &["sleep", "1"]);
+    bad.files = vec![GuestFile {
+        guest_path: PathBuf::from("/proc/sys/kernel/hostname"),
+        contents: b"x".to_vec(),
+        mode: 0o644,
+    }];
+    let bad_root = bad.root_dir.clone();
+    let err = Guest::start(bad).err().expect("start must fail");
+    assert!(matches!(err, Error::InvalidSpec { .. }), "{err:?}");
+    assert!(!bad_root.exists());
 }

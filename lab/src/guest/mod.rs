@@ -11,8 +11,8 @@
 //!   /etc/hosts, /etc/resolv.conf and /etc/hostname stay inside the guest), directories holding
 //!   other mounts (/proc, /sys, /dev, ...) are bind-mounted recursively, /run and /tmp are private
 //!   tmpfs, /var/lib and /etc/rancher are per-guest directories emptied at every start (the root
-//!   filesystem is ephemeral, as on Fly) and the volume's host directory is bind-mounted at its
-//!   mount path;
+//!   filesystem is ephemeral, as on Fly), `hidden_dirs` (the lab's state) are masked by an empty
+//!   read-only tmpfs and the volume's host directory is bind-mounted at its mount path;
 //! - its own **UTS namespace** with hostname = machine id. There is no PID namespace: the guest's
 //!   processes are found (and killed) by their network namespace.
 //!
@@ -145,6 +145,10 @@ pub struct GuestSpec {
     pub bridge: BridgeConfig,
     /// Volume mount, if the machine has one.
     pub volume: Option<VolumeMount>,
+    /// Host directories the guest must not see (e.g. the lab's state dir, which holds other
+    /// machines' volumes): covered by an empty read-only tmpfs in the guest's view. Missing
+    /// directories are skipped. Everything else of the host is visible, writes staying private.
+    pub hidden_dirs: Vec<PathBuf>,
     /// Machine `files`, written inside the guest after its mounts (so a file under the volume's
     /// mount path lands on the volume).
     pub files: Vec<GuestFile>,

@@ -12,7 +12,6 @@
 
 use std::ffi::{CString, OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::FileTypeExt;
 use std::path::{Component, Path, PathBuf};
 
 use nix::errno::Errno;
@@ -37,6 +36,8 @@ pub(crate) struct ViewSpec<'a> {
     pub machine_id: &'a str,
     pub root_dir: &'a Path,
     pub volume: Option<(&'a Path, &'a Path)>,
+    /// Host directories (existing, absolute) covered by an empty read-only tmpfs in the guest.
+    pub hidden: Vec<PathBuf>,
     /// (guest path, contents, mode), platform files first, then the machine's files.
     pub files: Vec<(PathBuf, Vec<u8>, u32)>,
 }
@@ -45,17 +46,48 @@ pub(crate) struct ViewSpec<'a> {
 #[derive(Debug)]
 pub(crate) enum Op {
     MakePrivate,
-    Tmpfs { target: CString, data: CString },
-    Mkdir { path: CString, mode: u32 },
-    Symlink { target: CString, link: CString },
-    Bind { source: CString, target: CString },
-    Overlay { target: CString, data: CString },
-    PivotRoot { new_root: CString, put_old: CString },
-    Chdir { path: CString },
-    Detach { path: CString },
-    Rmdir { path: CString },
-    WriteFile { path: CString, contents: Vec<u8>, mode: u32 },
-    SetHostname { name: OsString },
+    Tmpfs {
+        target: CString,
+        data: CString,
+        readonly: bool,
+    },
+    Mkdir {
+        path: CString,
+        mode: u32,
+    },
+    Symlink {
+        target: CString,
+        link: CString,
+    },
+    Bind {
+        source: CString,
+        target: CString,
+    },
+    Overlay {
+        target: CString,
+        data: CString,
+    },
+    PivotRoot {
+        new_root: CString,
+        put_old: CString,
+    },
+    Chdir {
+        path: CString,
+    },
+    Detach {
+        path: CString,
+    },
+    Rmdir {
+        path: CString,
+    },
+    WriteFile {
+        path: CString,
+        contents: Vec<u8>,
+        mode: u32,
+    },
+    SetHostname {
+        name: OsString,
+    },
 }
 
 /// A step and the line written to the guest's log if it fails.
@@ -68,7 +100,8 @@ pub(crate) struct Step {
 /// Top-level directories that are always bound from the host (kernel filesystems).
 const ALWAYS_BIND: &[&str] = &["proc", "sys", "dev"];
 /// Top-level directories that get a fresh tmpfs, with its mode.
-const PRIVATE_TMPFS: &[(&str, &str, u32)] = &[("run", "mode=0755", 0o755), ("tmp", "mode=1777", 0o1777)];
+const PRIVATE_TMPFS: &[(&str, &str, u32)] =
+    &[("run", "mode=0755", 0o755), ("tmp", "mode=1777", 0o1777)];
 
 /// Reads the host's `/` and mount table.
 pub(crate) fn host_layout() -> Result<Vec<TopEntry>> {
@@ -102,9 +135,8 @@ pub(crate) fn host_layout() -> Result<Vec<TopEntry>> {
         } else if ft.is_dir() {
             let holds_mounts = mount_points.iter().any(|m| m.starts_with(&path));
             entries.push(TopEntry::Dir { name, holds_mounts });
-        } else if ft.is_file() || ft.is_socket() || ft.is_fifo() {
-            // Top-level files (e.g. /.dockerenv) are not part of the guest's view.
         }
+        // Top-level files (e.g. /.dockerenv) and sockets are not part of the guest's view.
     }
     entries.sort_by(|a, b| top_name(a).cmp(top_name(b)));
     Ok(entries)
@@ -122,7 +154,10 @@ fn unescape_mountinfo(s: &str) -> OsString {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
             out.push(v);
             i += 4;
@@ -148,18 +183,28 @@ fn guest_components<'p>(machine_id: &str, p: &'p Path) -> Result<Vec<&'p OsStr>>
         reason,
     };
     if !p.is_absolute() {
-        return Err(invalid(format!("guest path {} is not absolute", p.display())));
+        return Err(invalid(format!(
+            "guest path {} is not absolute",
+            p.display()
+        )));
     }
     let mut parts = Vec::new();
     for c in p.components() {
         match c {
             Component::RootDir => {}
             Component::Normal(s) => parts.push(s),
-            _ => return Err(invalid(format!("guest path {} contains `..` or `.`", p.display()))),
+            _ => {
+                return Err(invalid(format!(
+                    "guest path {} contains `..` or `.`",
+                    p.display()
+                )))
+            }
         }
     }
     if parts.is_empty() {
-        return Err(invalid("guest path / cannot be written or mounted over".to_string()));
+        return Err(invalid(
+            "guest path / cannot be written or mounted over".to_string(),
+        ));
     }
     Ok(parts)
 }
@@ -177,7 +222,10 @@ impl Planner<'_> {
 
     fn mkdir(&mut self, path: &Path, mode: u32) -> Result<()> {
         let c = cstr(self.machine_id, path)?;
-        self.push(Op::Mkdir { path: c, mode }, format!("mkdir {}", path.display()));
+        self.push(
+            Op::Mkdir { path: c, mode },
+            format!("mkdir {}", path.display()),
+        );
         Ok(())
     }
 
@@ -196,7 +244,10 @@ impl Planner<'_> {
             source: cstr(self.machine_id, source)?,
             target: cstr(self.machine_id, target)?,
         };
-        self.push(op, format!("bind {} on {}", source.display(), target.display()));
+        self.push(
+            op,
+            format!("bind {} on {}", source.display(), target.display()),
+        );
         Ok(())
     }
 
@@ -236,6 +287,7 @@ pub(crate) fn plan(spec: &ViewSpec<'_>, layout: &[TopEntry]) -> Result<Vec<Step>
         let op = Op::Tmpfs {
             target: cstr(id, target)?,
             data: cstr(id, data)?,
+            readonly: false,
         };
         p.push(op, format!("mounting tmpfs on {}", target.display()));
     }
@@ -258,6 +310,7 @@ pub(crate) fn plan(spec: &ViewSpec<'_>, layout: &[TopEntry]) -> Result<Vec<Step>
                     let op = Op::Tmpfs {
                         target: cstr(id, &at)?,
                         data: cstr(id, data)?,
+                        readonly: false,
                     };
                     p.push(op, format!("mounting tmpfs on /{n}"));
                 } else if ALWAYS_BIND.contains(&n.as_ref()) || (*holds_mounts && n != "etc") {
@@ -284,7 +337,10 @@ pub(crate) fn plan(spec: &ViewSpec<'_>, layout: &[TopEntry]) -> Result<Vec<Step>
                         target: cstr(id, &at)?,
                         data: cstr(id, data)?,
                     };
-                    p.push(op, format!("mounting overlay of {} on {}", host.display(), at.display()));
+                    p.push(
+                        op,
+                        format!("mounting overlay of {} on {}", host.display(), at.display()),
+                    );
                 }
             }
         }
@@ -296,15 +352,26 @@ pub(crate) fn plan(spec: &ViewSpec<'_>, layout: &[TopEntry]) -> Result<Vec<Step>
         put_old: cstr(id, &old)?,
     };
     p.push(op, "pivot_root".to_string());
-    p.push(Op::Chdir { path: cstr(id, "/")? }, "chdir /".to_string());
+    p.push(
+        Op::Chdir {
+            path: cstr(id, "/")?,
+        },
+        "chdir /".to_string(),
+    );
 
     // From here on paths are the guest's; host paths are reached through /.oldroot.
     let host = |h: &Path| Path::new("/.oldroot").join(h.strip_prefix("/").unwrap_or(h));
     let refuse_host_tree = |parts: &[&OsStr], what: &str, path: &Path| -> Result<()> {
-        if parts.first().is_some_and(|first| bound_from_host.contains(first)) {
+        if parts
+            .first()
+            .is_some_and(|first| bound_from_host.contains(first))
+        {
             return Err(Error::InvalidSpec {
                 machine_id: id.to_string(),
-                reason: format!("{what} {} is in a directory shared with the host", path.display()),
+                reason: format!(
+                    "{what} {} is in a directory shared with the host",
+                    path.display()
+                ),
             });
         }
         Ok(())
@@ -312,13 +379,26 @@ pub(crate) fn plan(spec: &ViewSpec<'_>, layout: &[TopEntry]) -> Result<Vec<Step>
     for (guest, private) in [("/etc/rancher", "etc-rancher"), ("/var/lib", "var-lib")] {
         let g = Path::new(guest);
         let parts = guest_components(id, g)?;
-        if parts.first().is_some_and(|first| bound_from_host.contains(first)) {
+        if parts
+            .first()
+            .is_some_and(|first| bound_from_host.contains(first))
+        {
             // The host holds mounts under /var: bind over the existing directory only.
             p.bind(&host(&spec.root_dir.join(private)), g)?;
             continue;
         }
         p.mkdir_all(&parts)?;
         p.bind(&host(&spec.root_dir.join(private)), g)?;
+    }
+    for dir in &spec.hidden {
+        // The directory exists on the host; inside a private tmpfs (/tmp) it must be made.
+        p.mkdir_all(&guest_components(id, dir)?)?;
+        let op = Op::Tmpfs {
+            target: cstr(id, dir)?,
+            data: cstr(id, "mode=0755,size=4k")?,
+            readonly: true,
+        };
+        p.push(op, format!("hiding {}", dir.display()));
     }
     if let Some((host_dir, mount_path)) = spec.volume {
         let parts = guest_components(id, mount_path)?;
@@ -339,8 +419,18 @@ pub(crate) fn plan(spec: &ViewSpec<'_>, layout: &[TopEntry]) -> Result<Vec<Step>
         p.write(path, contents.clone(), *mode)?;
     }
     let old = Path::new("/.oldroot");
-    p.push(Op::Detach { path: cstr(id, old)? }, "detaching the host root".to_string());
-    p.push(Op::Rmdir { path: cstr(id, old)? }, "removing /.oldroot".to_string());
+    p.push(
+        Op::Detach {
+            path: cstr(id, old)?,
+        },
+        "detaching the host root".to_string(),
+    );
+    p.push(
+        Op::Rmdir {
+            path: cstr(id, old)?,
+        },
+        "removing /.oldroot".to_string(),
+    );
     p.push(
         Op::SetHostname {
             name: OsString::from(id),
@@ -382,13 +472,23 @@ fn run_op(op: &Op) -> std::result::Result<(), Errno> {
             MsFlags::MS_REC | MsFlags::MS_PRIVATE,
             NONE,
         ),
-        Op::Tmpfs { target, data } => nix::mount::mount(
-            Some(c"tmpfs"),
-            target.as_c_str(),
-            Some(c"tmpfs"),
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            Some(data.as_c_str()),
-        ),
+        Op::Tmpfs {
+            target,
+            data,
+            readonly,
+        } => {
+            let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+            if *readonly {
+                flags |= MsFlags::MS_RDONLY;
+            }
+            nix::mount::mount(
+                Some(c"tmpfs"),
+                target.as_c_str(),
+                Some(c"tmpfs"),
+                flags,
+                Some(data.as_c_str()),
+            )
+        }
         Op::Mkdir { path, mode } => {
             match nix::unistd::mkdir(path.as_c_str(), Mode::from_bits_truncate(*mode)) {
                 Ok(()) | Err(Errno::EEXIST) => Ok(()),
@@ -497,11 +597,15 @@ mod tests {
             .collect()
     }
 
-    fn spec(files: Vec<(PathBuf, Vec<u8>, u32)>, volume: Option<(&'static Path, &'static Path)>) -> ViewSpec<'static> {
+    fn spec(
+        files: Vec<(PathBuf, Vec<u8>, u32)>,
+        volume: Option<(&'static Path, &'static Path)>,
+    ) -> ViewSpec<'static> {
         ViewSpec {
             machine_id: "m1",
             root_dir: Path::new("/state/m1"),
             volume,
+            hidden: vec![PathBuf::from("/state")],
             files,
         }
     }
@@ -521,25 +625,46 @@ mod tests {
     #[test]
     fn files_and_volume_are_placed_after_pivot_root_from_the_old_root() {
         let files = vec![(PathBuf::from("/etc/ssh/key"), b"k".to_vec(), 0o600)];
-        let steps = plan(&spec(files, Some((Path::new("/vols/v1"), Path::new("/data")))), &layout())
-            .expect("plan");
+        let steps = plan(
+            &spec(files, Some((Path::new("/vols/v1"), Path::new("/data")))),
+            &layout(),
+        )
+        .expect("plan");
         let l = labels(&steps);
         let pivot = l.iter().position(|s| s == "pivot_root").expect("pivot");
-        let vol = l.iter().position(|s| s == "bind /.oldroot/vols/v1 on /data").expect("volume");
-        let file = l.iter().position(|s| s == "writing /etc/ssh/key").expect("file");
-        let detach = l.iter().position(|s| s == "detaching the host root").expect("detach");
+        let vol = l
+            .iter()
+            .position(|s| s == "bind /.oldroot/vols/v1 on /data")
+            .expect("volume");
+        let file = l
+            .iter()
+            .position(|s| s == "writing /etc/ssh/key")
+            .expect("file");
+        let detach = l
+            .iter()
+            .position(|s| s == "detaching the host root")
+            .expect("detach");
         assert!(pivot < vol && vol < file && file < detach);
         assert!(l.contains(&"mkdir /etc/ssh".to_string()));
         assert!(l.contains(&"bind /.oldroot/state/m1/var-lib on /var/lib".to_string()));
+        let hide = l.iter().position(|s| s == "hiding /state").expect("hide");
+        assert!(pivot < hide && hide < vol);
     }
 
     #[test]
     fn paths_in_trees_shared_with_the_host_or_relative_are_refused() {
         for bad in ["/proc/x", "/mnt/x", "relative", "/etc/../x", "/"] {
             let files = vec![(PathBuf::from(bad), vec![], 0o644)];
-            assert!(plan(&spec(files, None), &layout()).is_err(), "{bad} accepted");
+            assert!(
+                plan(&spec(files, None), &layout()).is_err(),
+                "{bad} accepted"
+            );
         }
-        assert!(plan(&spec(vec![], Some((Path::new("/v"), Path::new("/dev/v")))), &layout()).is_err());
+        assert!(plan(
+            &spec(vec![], Some((Path::new("/v"), Path::new("/dev/v")))),
+            &layout()
+        )
+        .is_err());
     }
 
     #[test]

@@ -100,8 +100,14 @@ pub fn ensure_bridge(bridge: &BridgeConfig) -> Result<()> {
     let dns6 = format!("{}/128", bridge.dns6);
     let gw4 = format!("{}/{}", bridge.gateway4, bridge.prefix4);
     // nodad: the addresses are usable at once; nothing else on the bridge can own them.
-    ip(&["-6", "addr", "replace", &gw6, "dev", name, "nodad"], false)?;
-    ip(&["-6", "addr", "replace", &dns6, "dev", name, "nodad"], false)?;
+    ip(
+        &["-6", "addr", "replace", &gw6, "dev", name, "nodad"],
+        false,
+    )?;
+    ip(
+        &["-6", "addr", "replace", &dns6, "dev", name, "nodad"],
+        false,
+    )?;
     ip(&["-4", "addr", "replace", &gw4, "dev", name], false)?;
     ip(&["link", "set", name, "up"], false)
 }
@@ -179,10 +185,15 @@ fn configure(
     let gw4 = bridge.gateway4.to_string();
     ip(&["-n", ns, "link", "set", "lo", "up"], false)?;
     ip(
-        &["-n", ns, "-6", "addr", "add", &addr6, "dev", "eth0", "nodad"],
+        &[
+            "-n", ns, "-6", "addr", "add", &addr6, "dev", "eth0", "nodad",
+        ],
         false,
     )?;
-    ip(&["-n", ns, "-4", "addr", "add", &addr4, "dev", "eth0"], false)?;
+    ip(
+        &["-n", ns, "-4", "addr", "add", &addr4, "dev", "eth0"],
+        false,
+    )?;
     ip(&["-n", ns, "link", "set", "eth0", "up"], false)?;
     // 6PN: the whole fdaa::/16 is on the link, so guests on the bridge reach each other (§7).
     ip(

@@ -209,10 +209,6 @@ impl Guest {
         validate(&spec)?;
         let id = spec.machine_id.clone();
         let names = NetNames::new(&spec.bridge.name, &id);
-        std::fs::create_dir_all(&spec.root_dir).map_err(io_err("creating", &spec.root_dir))?;
-        write_state(&spec.root_dir, &id, &names)?;
-        prepare_root_dir(&spec.root_dir)?;
-
         let mut files = vec![
             (
                 PathBuf::from("/etc/hosts"),
@@ -242,9 +238,19 @@ impl Guest {
                 .volume
                 .as_ref()
                 .map(|v| (v.host_dir.as_path(), v.mount_path.as_path())),
+            hidden: spec
+                .hidden_dirs
+                .iter()
+                .filter(|d| d.is_dir())
+                .cloned()
+                .collect(),
             files,
         };
         let steps = mounts::plan(&view, &mounts::host_layout()?)?;
+        // The marker comes first, so a crash from here on leaves something cleanup_orphans finds.
+        std::fs::create_dir_all(&spec.root_dir).map_err(io_err("creating", &spec.root_dir))?;
+        write_state(&spec.root_dir, &id, &names)?;
+        prepare_root_dir(&spec.root_dir)?;
 
         network::setup_guest(&names, &spec.bridge, spec.private_ip, spec.ipv4)?;
         match Self::spawn_init(&spec, &names, steps) {
@@ -288,7 +294,10 @@ impl Guest {
             .stderr(log_err);
         let hook = move || -> std::io::Result<()> {
             // Own session: a signal to the lab's process group does not reach guests.
-            step(b"fks-lab guest: setsid failed: ", nix::unistd::setsid().map(drop))?;
+            step(
+                b"fks-lab guest: setsid failed: ",
+                nix::unistd::setsid().map(drop),
+            )?;
             step(
                 b"fks-lab guest: joining the network namespace failed: ",
                 nix::sched::setns(net.as_fd(), CloneFlags::CLONE_NEWNET),
@@ -310,7 +319,9 @@ impl Guest {
         let pid = Pid::from_raw(child.id() as i32);
         // init may already have exited (then exec reports NotRunning).
         let open_ns = |kind: &str| -> Option<OwnedFd> {
-            File::open(format!("/proc/{pid}/ns/{kind}")).ok().map(OwnedFd::from)
+            File::open(format!("/proc/{pid}/ns/{kind}"))
+                .ok()
+                .map(OwnedFd::from)
         };
         let ns = match (File::open(&netns_path), open_ns("mnt"), open_ns("uts")) {
             (Ok(net), Some(mnt), Some(uts)) => Some(NsFds {
@@ -382,7 +393,10 @@ impl Guest {
             }
             // Wait without reaping, outside the lock, so stop can run meanwhile; try_status
             // reaps. ECHILD: another thread reaped it in between.
-            match waitid(Id::Pid(self.pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
+            match waitid(
+                Id::Pid(self.pid),
+                WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT,
+            ) {
                 Ok(_) | Err(Errno::ECHILD) | Err(Errno::EINTR) => {}
                 Err(e) => return Err(self.wait_err()(std::io::Error::from(e))),
             }
@@ -427,7 +441,12 @@ impl Guest {
     /// Runs `argv` inside the guest's namespaces with the guest's environment, feeding `stdin`,
     /// and collects its output. A command still running after `timeout` is killed and reported
     /// as [`Error::ExecTimeout`].
-    pub fn exec(&self, argv: &[String], stdin: Option<&[u8]>, timeout: Duration) -> Result<ExecOutput> {
+    pub fn exec(
+        &self,
+        argv: &[String],
+        stdin: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<ExecOutput> {
         let argv0 = argv.first().cloned().unwrap_or_default();
         let spawn_err = |source| Error::ExecSpawn {
             machine_id: self.machine_id.clone(),
@@ -459,7 +478,11 @@ impl Guest {
         cmd.args(&argv[1..])
             .env_clear()
             .envs(&self.env)
-            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let hook = move || -> std::io::Result<()> {
@@ -508,7 +531,9 @@ impl Guest {
             std::thread::sleep(POLL);
         };
         // A daemon started by the command may keep the pipes open: take what came within 1s.
-        let collect = |rx: mpsc::Receiver<Vec<u8>>| rx.recv_timeout(Duration::from_secs(1)).unwrap_or_default();
+        let collect = |rx: mpsc::Receiver<Vec<u8>>| {
+            rx.recv_timeout(Duration::from_secs(1)).unwrap_or_default()
+        };
         let exit_code = status
             .code()
             .or_else(|| status.signal().map(|s| 128 + s))
