@@ -16,6 +16,10 @@
 //! - its own **UTS namespace** with hostname = machine id. There is no PID namespace: the guest's
 //!   processes are found (and killed) by their network namespace.
 //!
+//! All calls block (start waits for init's exec, stop and exec poll every 10 ms): an async
+//! caller runs them on a blocking thread. Dropping a [`Guest`] does not stop it; call
+//! [`Guest::destroy`], and [`cleanup_orphans`] at lab start for guests of a crashed lab.
+//!
 //! Links, addresses and routes are configured by running iproute2's `ip` with an argv (never a
 //! shell). Namespace and mount work uses the `nix` crate inside `pre_exec` hooks, which only run
 //! steps prepared before the fork (no allocation after it). This module must not know about the

@@ -45,9 +45,17 @@ impl Default for BridgeConfig {
     }
 }
 
+/// The `ip` program: iproute2 installs it in /usr/sbin or /sbin, which a non-login PATH may lack.
+fn ip_program() -> &'static str {
+    ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap_or("ip")
+}
+
 /// Runs `ip ARGS`; "File exists" counts as success when `exists_ok`.
 pub(crate) fn ip(args: &[&str], exists_ok: bool) -> Result<()> {
-    let out = Command::new("ip")
+    let out = Command::new(ip_program())
         .args(args)
         .output()
         .map_err(|source| Error::IpSpawn {
