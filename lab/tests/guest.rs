@@ -328,6 +328,11 @@ fn volume_is_at_its_mount_path_and_survives_a_new_guest() {
         "{mounts}"
     );
     stdout(&g, &["sh", "-c", "echo persisted > /data/state"]);
+    let twice = Guest::start(with_volume(1))
+        .err()
+        .expect("second start must fail");
+    assert!(matches!(twice, Error::AlreadyRunning { .. }), "{twice:?}");
+    assert_eq!(stdout(&g, &["cat", "/data/state"]), "persisted\n");
     stdout(&g, &["sh", "-c", "echo ephemeral > /var/lib/scratch"]);
     let status = g
         .stop(Signal::SIGTERM, Duration::from_secs(5))
@@ -567,6 +572,22 @@ fn failed_start_removes_what_it_made() {
         .expect("ip netns list");
     assert!(!String::from_utf8_lossy(&netns.stdout).contains(&names));
     assert!(!root_dir.join("guest.state").exists());
+
+    // A failing namespace step is named in the guest's log.
+    let mut spec = lab.spec(3, &["sleep", "1"]);
+    spec.files = vec![GuestFile {
+        guest_path: PathBuf::from("/etc/hostname/below-a-file"),
+        contents: b"x".to_vec(),
+        mode: 0o644,
+    }];
+    let log = spec.log_path.clone();
+    let err = Guest::start(spec).err().expect("start must fail");
+    assert!(matches!(err, Error::Spawn { .. }), "{err:?}");
+    let log = std::fs::read_to_string(&log).expect("log");
+    assert!(
+        log.contains("writing /etc/hostname/below-a-file failed: Not a directory"),
+        "{log}"
+    );
 
     // A relative volume path and a file under /proc are refused before anything is made.
     let mut bad = lab.spec(2, &["sleep", "1"]);

@@ -88,6 +88,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A guest of the same machine on the same bridge is still running.
+    #[error("machine {machine_id} already has a running guest (network namespace {netns})")]
+    AlreadyRunning { machine_id: String, netns: String },
     /// The guest is not running, so it cannot exec.
     #[error("machine {machine_id} is not running")]
     NotRunning { machine_id: String },

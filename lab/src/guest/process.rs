@@ -70,6 +70,12 @@ pub struct Guest {
     ns: Mutex<Option<NsFds>>,
 }
 
+// The lab shares guests between request handlers and waiter threads.
+const _: fn() = || {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<Guest>();
+};
+
 fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
     let path = path.to_path_buf();
     move |source| Error::Io { op, path, source }
@@ -247,6 +253,15 @@ impl Guest {
             files,
         };
         let steps = mounts::plan(&view, &mounts::host_layout()?)?;
+        // Leftovers of a crashed run are replaced, but a live guest of the machine is not.
+        if let Ok(netns_id) = ns_id(&names.netns_path()) {
+            if !processes_in_netns(netns_id).is_empty() {
+                return Err(Error::AlreadyRunning {
+                    machine_id: id,
+                    netns: names.netns,
+                });
+            }
+        }
         // The marker comes first, so a crash from here on leaves something cleanup_orphans finds.
         std::fs::create_dir_all(&spec.root_dir).map_err(io_err("creating", &spec.root_dir))?;
         write_state(&spec.root_dir, &id, &names)?;
