@@ -8,8 +8,9 @@
 //! with a single host route to the IPv4 gateway: without any other IPv4 route a guest cannot
 //! address another guest's IPv4, and the host does not forward IPv4 between them.
 
+use std::io::Write;
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use super::{Error, Result};
 
@@ -75,6 +76,50 @@ pub(crate) fn ip(args: &[&str], exists_ok: bool) -> Result<()> {
     })
 }
 
+/// Runs several `ip` commands (one per line, in `netns` when given) in a single `ip -batch`
+/// process: starting a guest runs a dozen of them and each process costs milliseconds. Lines
+/// are built from validated names and addresses only, never from free text.
+pub(crate) fn ip_batch(netns: Option<&str>, lines: &[String]) -> Result<()> {
+    let mut args: Vec<&str> = Vec::new();
+    if let Some(ns) = netns {
+        args.extend(["-n", ns]);
+    }
+    args.extend(["-batch", "-"]);
+    let shown = || format!("{} <<< {:?}", args.join(" "), lines);
+    let mut child = Command::new(ip_program())
+        .args(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| Error::IpSpawn {
+            args: shown(),
+            source,
+        })?;
+    let mut input = lines.join("\n");
+    input.push('\n');
+    let written = child
+        .stdin
+        .take()
+        .map(|mut stdin| stdin.write_all(input.as_bytes()))
+        .unwrap_or(Ok(()));
+    let out = child.wait_with_output().map_err(|source| Error::IpSpawn {
+        args: shown(),
+        source,
+    })?;
+    written.map_err(|source| Error::IpSpawn {
+        args: shown(),
+        source,
+    })?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(Error::IpFailed {
+        args: shown(),
+        stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    })
+}
+
 /// Runs `ip ARGS`, ignoring the error that says the object is already gone.
 fn ip_gone_ok(args: &[&str]) -> Result<()> {
     match ip(args, false) {
@@ -97,6 +142,17 @@ fn link_exists(name: &str) -> bool {
 /// repeatedly.
 pub fn ensure_bridge(bridge: &BridgeConfig) -> Result<()> {
     let name = bridge.name.as_str();
+    let name_ok = !name.is_empty()
+        && name.len() <= 15
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !name_ok {
+        return Err(Error::InvalidSpec {
+            machine_id: String::new(),
+            reason: format!("bridge name {name:?} must be 1-15 characters of [A-Za-z0-9_-]"),
+        });
+    }
     if !link_exists(name) {
         // Multicast snooping off: NDP between guests must flood before any MLD report.
         ip(
@@ -104,20 +160,22 @@ pub fn ensure_bridge(bridge: &BridgeConfig) -> Result<()> {
             true,
         )?;
     }
-    let gw6 = format!("{}/{}", bridge.gateway6, bridge.prefix6);
-    let dns6 = format!("{}/128", bridge.dns6);
-    let gw4 = format!("{}/{}", bridge.gateway4, bridge.prefix4);
     // nodad: the addresses are usable at once; nothing else on the bridge can own them.
-    ip(
-        &["-6", "addr", "replace", &gw6, "dev", name, "nodad"],
-        false,
-    )?;
-    ip(
-        &["-6", "addr", "replace", &dns6, "dev", name, "nodad"],
-        false,
-    )?;
-    ip(&["-4", "addr", "replace", &gw4, "dev", name], false)?;
-    ip(&["link", "set", name, "up"], false)
+    ip_batch(
+        None,
+        &[
+            format!(
+                "addr replace {}/{} dev {name} nodad",
+                bridge.gateway6, bridge.prefix6
+            ),
+            format!("addr replace {}/128 dev {name} nodad", bridge.dns6),
+            format!(
+                "addr replace {}/{} dev {name}",
+                bridge.gateway4, bridge.prefix4
+            ),
+            format!("link set {name} up"),
+        ],
+    )
 }
 
 /// Deletes the bridge (its guests must be destroyed first); a missing bridge is not an error.
@@ -178,42 +236,29 @@ fn configure(
     private_ip: Ipv6Addr,
     ipv4: Ipv4Addr,
 ) -> Result<()> {
-    let ns = names.netns.as_str();
-    let veth = names.veth.as_str();
-    ip(&["netns", "add", ns], false)?;
-    ip(
+    let (ns, veth) = (names.netns.as_str(), names.veth.as_str());
+    ip_batch(
+        None,
         &[
-            "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns,
+            format!("netns add {ns}"),
+            format!("link add {veth} type veth peer name eth0 netns {ns}"),
+            format!("link set {veth} master {} up", bridge.name),
         ],
-        false,
     )?;
-    ip(&["link", "set", veth, "master", &bridge.name, "up"], false)?;
-    let addr6 = format!("{private_ip}/112");
-    let addr4 = format!("{ipv4}/32");
-    let gw4 = bridge.gateway4.to_string();
-    ip(&["-n", ns, "link", "set", "lo", "up"], false)?;
-    ip(
+    let gw4 = bridge.gateway4;
+    ip_batch(
+        Some(ns),
         &[
-            "-n", ns, "-6", "addr", "add", &addr6, "dev", "eth0", "nodad",
+            "link set lo up".to_string(),
+            format!("addr add {private_ip}/112 dev eth0 nodad"),
+            format!("addr add {ipv4}/32 dev eth0"),
+            "link set eth0 up".to_string(),
+            // 6PN: the whole fdaa::/16 is on the link, so guests on the bridge reach each
+            // other (§7).
+            "route add fdaa::/16 dev eth0".to_string(),
+            // IPv4 reaches only the host (§7: the private IPv4 serves Fly Proxy alone).
+            format!("route add {gw4} dev eth0 scope link"),
         ],
-        false,
-    )?;
-    ip(
-        &["-n", ns, "-4", "addr", "add", &addr4, "dev", "eth0"],
-        false,
-    )?;
-    ip(&["-n", ns, "link", "set", "eth0", "up"], false)?;
-    // 6PN: the whole fdaa::/16 is on the link, so guests on the bridge reach each other (§7).
-    ip(
-        &["-n", ns, "-6", "route", "add", "fdaa::/16", "dev", "eth0"],
-        true,
-    )?;
-    // IPv4 reaches only the host (§7: the private IPv4 serves Fly Proxy alone).
-    ip(
-        &[
-            "-n", ns, "-4", "route", "add", &gw4, "dev", "eth0", "scope", "link",
-        ],
-        true,
     )
 }
 
