@@ -47,6 +47,9 @@ pub enum Error {
     /// The spec cannot be turned into a guest.
     #[error("invalid guest spec for machine {machine_id}: {reason}")]
     InvalidSpec { machine_id: String, reason: String },
+    /// The bridge configuration cannot be used.
+    #[error("invalid lab bridge {name:?}: {reason}")]
+    InvalidBridge { name: String, reason: String },
     /// An `ip` command could not be run.
     #[error("running `ip {args}`")]
     IpSpawn {

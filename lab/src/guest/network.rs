@@ -148,9 +148,9 @@ pub fn ensure_bridge(bridge: &BridgeConfig) -> Result<()> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if !name_ok {
-        return Err(Error::InvalidSpec {
-            machine_id: String::new(),
-            reason: format!("bridge name {name:?} must be 1-15 characters of [A-Za-z0-9_-]"),
+        return Err(Error::InvalidBridge {
+            name: name.to_string(),
+            reason: "the name must be 1-15 characters of [A-Za-z0-9_-]".to_string(),
         });
     }
     if !link_exists(name) {
@@ -277,6 +277,20 @@ pub(crate) fn teardown_guest(names: &NetNames) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bridge_names_that_are_not_interface_names_are_refused_before_running_ip() {
+        for bad in ["", "sixteen-chars-xx", "br 0", "br\n0"] {
+            let bridge = BridgeConfig {
+                name: bad.to_string(),
+                ..BridgeConfig::default()
+            };
+            assert!(
+                matches!(ensure_bridge(&bridge), Err(Error::InvalidBridge { .. })),
+                "{bad:?} accepted"
+            );
+        }
+    }
 
     #[test]
     fn veth_name_fits_ifnamsiz_and_is_stable_per_bridge_and_machine() {
