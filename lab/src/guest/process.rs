@@ -263,23 +263,22 @@ impl Guest {
             }
         }
         // The marker comes first, so a crash from here on leaves something cleanup_orphans finds.
-        std::fs::create_dir_all(&spec.root_dir).map_err(io_err("creating", &spec.root_dir))?;
-        write_state(&spec.root_dir, &id, &names)?;
-        prepare_root_dir(&spec.root_dir)?;
-
-        network::setup_guest(&names, &spec.bridge, spec.private_ip, spec.ipv4)?;
-        match Self::spawn_init(&spec, &names, steps) {
-            Ok(guest) => Ok(guest),
-            Err(e) => {
-                // Best effort: the spawn error is the one worth reporting.
-                if let Ok(netns_id) = ns_id(&names.netns_path()) {
-                    let _ = kill_netns_processes(&id, netns_id);
-                }
-                let _ = network::teardown_guest(&names);
-                let _ = remove_private(&spec.root_dir);
-                Err(e)
+        let made = (|| {
+            std::fs::create_dir_all(&spec.root_dir).map_err(io_err("creating", &spec.root_dir))?;
+            write_state(&spec.root_dir, &id, &names)?;
+            prepare_root_dir(&spec.root_dir)?;
+            network::setup_guest(&names, &spec.bridge, spec.private_ip, spec.ipv4)?;
+            Self::spawn_init(&spec, &names, steps)
+        })();
+        if made.is_err() {
+            // Best effort: the first error is the one worth reporting.
+            if let Ok(netns_id) = ns_id(&names.netns_path()) {
+                let _ = kill_netns_processes(&id, netns_id);
             }
+            let _ = network::teardown_guest(&names);
+            let _ = remove_private(&spec.root_dir);
         }
+        made
     }
 
     fn spawn_init(spec: &GuestSpec, names: &NetNames, steps: Vec<mounts::Step>) -> Result<Guest> {
