@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand};
 
 mod completions;
+mod render;
 mod validate;
 
 /// What a command can end with, besides success. The variant decides the exit code; the
@@ -55,6 +56,8 @@ pub enum Command {
     Completions(completions::Args),
     /// Check a cluster config and print the resolved values.
     Validate(validate::Args),
+    /// Print the k3s config.yaml a node would get.
+    Render(render::Args),
 }
 
 /// Parse the process arguments, run the command and return its exit code.
@@ -88,6 +91,7 @@ fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Command::Completions(args) => completions::run(args, &mut Cli::command()),
         Command::Validate(args) => validate::run(args),
+        Command::Render(args) => render::run(args),
     }
 }
 

@@ -2,5 +2,6 @@
 //! exit codes, stdout and stderr. One module per command.
 
 mod completions;
+mod render;
 mod util;
 mod validate;
