@@ -13,13 +13,24 @@ fn cluster(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// Run `fks-bootstrap render <clusters/NAME> ARGS...` from a fresh temp dir, which also shows
+/// that the templates are embedded in the binary.
 fn render(cluster_name: &str, args: &[&str]) -> std::process::Output {
-    fks()
+    run(cluster_name, args, None)
+}
+
+fn run(cluster_name: &str, args: &[&str], bootstrap_node_id: Option<&str>) -> std::process::Output {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut cmd = fks();
+    cmd.current_dir(dir.path())
         .arg("render")
         .arg(cluster(cluster_name))
         .args(args)
-        .output()
-        .expect("run fks-bootstrap")
+        .env_remove("BOOTSTRAP_NODE_ID");
+    if let Some(id) = bootstrap_node_id {
+        cmd.env("BOOTSTRAP_NODE_ID", id);
+    }
+    cmd.output().expect("run fks-bootstrap")
 }
 
 fn yaml(out: &std::process::Output) -> Mapping {
@@ -118,20 +129,18 @@ fn render_joining_server_dials_the_bootstrap_machine_and_reads_the_token_file() 
 
 #[test]
 fn render_bootstrap_node_id_env_picks_the_bootstrap_server() {
-    let out = fks()
-        .arg("render")
-        .arg(cluster("lab"))
-        .args([
+    let out = run(
+        "lab",
+        &[
             "--node",
             "ctrl-1",
             "--private-ip",
             SIXPN,
             "--ipv4",
             "172.19.0.3",
-        ])
-        .env("BOOTSTRAP_NODE_ID", "1")
-        .output()
-        .expect("run fks-bootstrap");
+        ],
+        Some("1"),
+    );
     let map = yaml(&out);
     assert_eq!(map.get("cluster-init"), Some(&Value::Bool(true)));
 }
