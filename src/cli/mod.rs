@@ -35,7 +35,7 @@ impl Error {
 const EXAMPLES: &str = "\
 Examples:
   fks-bootstrap validate clusters/lab
-  fks-bootstrap render clusters/lab --node ctrl-0 --private-ip fdaa:0:1:a7b:1:2:3:2
+  fks-bootstrap render clusters/lab --node ctrl-0 --private-ip fdaa:0:1:a7b:1:2:3:2 --ipv4 172.19.0.2
   fks-bootstrap check-kernel --cluster clusters/lab
   fks-bootstrap completions bash > /etc/bash_completion.d/fks-bootstrap";
 
