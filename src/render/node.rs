@@ -171,7 +171,8 @@ impl Node {
         })
     }
 
-    /// The k3s node name: the machine's own `.internal` DNS name (reference/fly-machines-api.md).
+    /// The k3s node name: the machine's own stable DNS name, which resolves to its current 6PN
+    /// address (reference/fly-machines-api.md, "Internal DNS").
     pub fn k3s_node_name(&self) -> String {
         format!("{}.vm.{}.internal", self.machine_id, self.app)
     }
