@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
+mod check_kernel;
 mod completions;
 
 /// What a command can end with, besides success. The variant decides the exit code; the
@@ -50,6 +51,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Check a kernel config for the options k3s on Fly needs.
+    CheckKernel(check_kernel::Args),
     /// Print shell completions.
     Completions(completions::Args),
 }
@@ -83,6 +86,7 @@ pub fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
+        Command::CheckKernel(args) => check_kernel::run(args),
         Command::Completions(args) => completions::run(args, &mut Cli::command()),
     }
 }

@@ -1,5 +1,6 @@
 //! CLI tests: the real `fks-bootstrap` binary, run in a fresh temp dir per test, asserting on
 //! exit codes, stdout and stderr. One module per command.
 
+mod check_kernel;
 mod completions;
 mod util;
