@@ -9,6 +9,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 mod check_kernel;
 mod completions;
+mod validate;
 
 /// What a command can end with, besides success. The variant decides the exit code; the
 /// message chain is printed once by [`main`].
@@ -55,6 +56,8 @@ pub enum Command {
     CheckKernel(check_kernel::Args),
     /// Print shell completions.
     Completions(completions::Args),
+    /// Check a cluster config and print the resolved values.
+    Validate(validate::Args),
 }
 
 /// Parse the process arguments, run the command and return its exit code.
@@ -88,6 +91,7 @@ fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Command::CheckKernel(args) => check_kernel::run(args),
         Command::Completions(args) => completions::run(args, &mut Cli::command()),
+        Command::Validate(args) => validate::run(args),
     }
 }
 

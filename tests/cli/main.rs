@@ -4,3 +4,4 @@
 mod check_kernel;
 mod completions;
 mod util;
+mod validate;
