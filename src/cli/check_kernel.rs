@@ -1,4 +1,4 @@
-//! `fks-bootstrap check-kernel [--kernel-config PATH] [--cluster DIR] [--json]`: check a kernel
+//! `fks-bootstrap check-kernel [--kernel-config PATH] [--cluster CLUSTER_DIR] [--json]`: check a kernel
 //! config (default: the running kernel's) against the seed list, k3s check-config and the
 //! cluster's needs; print a table (or JSON) on stdout.
 //!
@@ -6,11 +6,12 @@
 //! cannot be read. The judging lives in `crate::kernel`; this file only renders.
 
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::anyhow;
+use anyhow::{anyhow, Context as _};
 
-use crate::config::FlannelBackend;
+use crate::config::{self, FlannelBackend};
 use crate::kernel::{self, KernelConfig, Report, Requirements};
 
 /// Check the kernel config for the options k3s on Fly needs.
@@ -20,6 +21,9 @@ pub struct Args {
     /// /boot/config-$(uname -r).
     #[arg(long, value_name = "PATH")]
     pub kernel_config: Option<PathBuf>,
+    /// The cluster directory (e.g. clusters/lab): adds the options its flannel backend needs.
+    #[arg(long, value_name = "CLUSTER_DIR")]
+    pub cluster: Option<PathBuf>,
     /// Print a JSON array of verdicts instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -28,7 +32,16 @@ pub struct Args {
 pub fn run(args: Args) -> Result<(), super::Error> {
     let (config, path) = kernel::source::read(args.kernel_config.as_deref())
         .map_err(|e| super::Error::Usage(e.into()))?;
-    let flannel: Option<FlannelBackend> = None;
+    // Any unusable input (cluster config or kernel config) is exit 2; exit 1 is kept for
+    // "the kernel lacks required options".
+    let flannel: Option<FlannelBackend> = match &args.cluster {
+        Some(dir) => Some(
+            config::load(dir)
+                .map_err(|e| super::Error::Usage(e.into()))?
+                .flannel_backend,
+        ),
+        None => None,
+    };
     let requirements = Requirements::builtin(flannel);
     let report = kernel::check(&config, &requirements);
     let out = if args.json {
@@ -37,7 +50,10 @@ pub fn run(args: Args) -> Result<(), super::Error> {
     } else {
         table(&config, &path, &requirements, &report)
     };
-    print!("{out}");
+    std::io::stdout()
+        .write_all(out.as_bytes())
+        .context("writing to stdout")
+        .map_err(super::Error::Failed)?;
     if args.json {
         for note in report.modules_note.iter().chain(&report.notes) {
             eprintln!("note: {note}");

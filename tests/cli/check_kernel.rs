@@ -173,3 +173,89 @@ fn unreadable_or_non_config_input_exits_2() {
     assert!(stderr(&out).contains("line 1"), "{}", stderr(&out));
     assert!(out.stdout.is_empty());
 }
+
+/// A copy of clusters/lab with FLANNEL_BACKEND set to `backend`.
+fn lab_cluster_with_backend(dir: &std::path::Path, backend: &str) -> PathBuf {
+    let lab = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clusters/lab/config");
+    let text = std::fs::read_to_string(lab).expect("clusters/lab/config");
+    assert!(text.contains("FLANNEL_BACKEND=vxlan"), "lab config changed");
+    let cluster = dir.join("cluster");
+    std::fs::create_dir_all(&cluster).expect("mkdir");
+    std::fs::write(
+        cluster.join("config"),
+        text.replace(
+            "FLANNEL_BACKEND=vxlan",
+            &format!("FLANNEL_BACKEND={backend}"),
+        ),
+    )
+    .expect("write config");
+    cluster
+}
+
+#[test]
+fn cluster_backend_adds_its_kernel_options() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wg = lab_cluster_with_backend(dir.path(), "wireguard-native");
+    let out = fks()
+        .args(["check-kernel", "--json", "--kernel-config"])
+        .arg(fixture(FIRECRACKER))
+        .arg("--cluster")
+        .arg(&wg)
+        .output()
+        .expect("run fks-bootstrap");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
+    let wireguard = value
+        .as_array()
+        .expect("an array")
+        .iter()
+        .find(|e| e["set"] == "cluster" && e["option"] == "WIREGUARD")
+        .expect("WIREGUARD is checked for wireguard-native");
+    assert_eq!(wireguard["status"], "missing");
+    assert_eq!(wireguard["required"], true);
+    assert!(
+        stderr(&out).contains("8 required kernel option(s)") && stderr(&out).contains("WIREGUARD"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn lab_cluster_on_complete_config_passes() {
+    let lab = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clusters/lab");
+    let out = fks()
+        .args(["check-kernel", "--kernel-config"])
+        .arg(fixture(COMPLETE))
+        .arg("--cluster")
+        .arg(&lab)
+        .output()
+        .expect("run fks-bootstrap");
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{}\n{text}", stderr(&out));
+    assert!(text.contains("-- flannel vxlan"), "{text}");
+    assert!(!text.contains("flannel backend unknown"), "{text}");
+}
+
+#[test]
+fn unusable_cluster_dir_exits_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = fks()
+        .args(["check-kernel", "--kernel-config"])
+        .arg(fixture(COMPLETE))
+        .arg("--cluster")
+        .arg(dir.path())
+        .output()
+        .expect("run fks-bootstrap");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    let bad = lab_cluster_with_backend(dir.path(), "carrier-pigeon");
+    let out = fks()
+        .args(["check-kernel", "--kernel-config"])
+        .arg(fixture(COMPLETE))
+        .arg("--cluster")
+        .arg(&bad)
+        .output()
+        .expect("run fks-bootstrap");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("FLANNEL_BACKEND"), "{}", stderr(&out));
+}
