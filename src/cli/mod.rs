@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
+mod check_kernel;
 mod completions;
 mod render;
 mod validate;
@@ -52,6 +53,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Check a kernel config for the options k3s on Fly needs.
+    CheckKernel(check_kernel::Args),
     /// Print shell completions.
     Completions(completions::Args),
     /// Check a cluster config and print the resolved values.
@@ -89,6 +92,7 @@ pub fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
+        Command::CheckKernel(args) => check_kernel::run(args),
         Command::Completions(args) => completions::run(args, &mut Cli::command()),
         Command::Validate(args) => validate::run(args),
         Command::Render(args) => render::run(args),
