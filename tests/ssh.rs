@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fks_bootstrap::ssh::{self, ClusterKeys, Client, Error, Exit};
+use fks_bootstrap::ssh::{self, Client, ClusterKeys, Error, Exit};
 use tokio::io::AsyncWriteExt;
 
 const SSHD: &str = "/usr/sbin/sshd";
@@ -326,7 +326,14 @@ async fn openssh_client_accepts_generated_files() {
     let port = sshd.addr.port().to_string();
     let ssh_with = |known_hosts: &Path, extra: &[&str]| {
         Command::new("ssh")
-            .args(["-F", "/dev/null", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes"])
+            .args([
+                "-F",
+                "/dev/null",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "IdentitiesOnly=yes",
+            ])
             .args(["-o", "StrictHostKeyChecking=yes", "-o"])
             .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
             .arg("-i")
@@ -392,7 +399,12 @@ async fn key_files_are_private_and_reloaded_not_regenerated() {
     let again = ClusterKeys::open(&base, "demo").expect("reopen");
     let host_again = again.host_key("ctrl-1").expect("host key again");
     for (path, bytes) in &before {
-        assert_eq!(&std::fs::read(path).expect("read key"), bytes, "{}", path.display());
+        assert_eq!(
+            &std::fs::read(path).expect("read key"),
+            bytes,
+            "{}",
+            path.display()
+        );
     }
     // The reloaded keys still open a session against the delivered files.
     let sshd = Sshd::start(&fx, "ctrl-1", None);
@@ -476,4 +488,124 @@ async fn write_file_then_read_file_round_trips() {
             if stderr.contains("No such file")),
         "{err:?}"
     );
+}
+
+#[tokio::test]
+async fn shell_with_pty_gets_term_and_size() {
+    if !prerequisites_met("shell_with_pty_gets_term_and_size") {
+        return;
+    }
+    let fx = Fixture::new();
+    let sshd = Sshd::start(&fx, "ctrl-1", None);
+    let client = connect(&fx, &sshd, "ctrl-1").await.expect("connect");
+    let (mut tx, rx) = tokio::net::unix::pipe::pipe().expect("pipe");
+    tx.write_all(b"echo \"term=$TERM\"; echo \"size=$(stty size)\"; exit 5\n")
+        .await
+        .expect("write to pipe");
+    // Keep the pipe open: closing stdin on a pty sends EOF (^D) to the shell before it runs.
+    let terminal = ssh::Terminal {
+        term: "vt220".into(),
+        size: ssh::PtySize {
+            cols: 101,
+            rows: 33,
+            pix_width: 0,
+            pix_height: 0,
+        },
+    };
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let exit = client
+        .shell_with(rx, &mut out, &mut err, Some(terminal))
+        .await
+        .expect("shell");
+    drop(tx);
+    let out = String::from_utf8_lossy(&out);
+    assert_eq!(exit, Exit::Code(5), "{out}");
+    assert!(out.contains("term=vt220"), "{out}");
+    assert!(out.contains("size=33 101"), "{out}");
+    assert!(err.is_empty(), "a pty merges stderr into stdout");
+}
+
+/// `Client::shell()` on a real terminal: the test re-runs itself as a child under `script(1)`
+/// (which gives it a pty as stdin/stdout); the child connects, runs the shell and checks that
+/// the terminal settings after the session equal those before it (raw mode was undone).
+#[tokio::test]
+async fn shell_on_a_terminal_restores_it() {
+    const NAME: &str = "shell_on_a_terminal_restores_it";
+    if std::env::var_os("FKS_SSH_TTY_CHILD").is_some() {
+        return terminal_child().await;
+    }
+    if !prerequisites_met(NAME) {
+        return;
+    }
+    let fx = Fixture::new();
+    let sshd = Sshd::start(&fx, "ctrl-1", None);
+    let exe = std::env::current_exe().expect("test binary path");
+    let inner = format!(
+        "{} --exact {NAME} --nocapture --test-threads=1",
+        ssh::quote_arg(exe.to_str().expect("utf-8 test path"))
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &inner, "/dev/null"])
+        .env("FKS_SSH_TTY_CHILD", "1")
+        .env("FKS_SSH_ADDR", sshd.addr.to_string())
+        .env("FKS_SSH_BASE", fx.dir.path().join("config"))
+        .env("TERM", "vt220")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run script(1)");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    std::io::Write::write_all(&mut stdin, b"echo \"remote-term=$TERM\"; exit 9\n")
+        .expect("type into the terminal");
+    // Stdin stays open until the child is done: EOF on a terminal would end the shell early.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("poll script") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "terminal session did not end");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    drop(stdin);
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut out)
+        .expect("read output");
+    assert!(status.success(), "child failed: {out}\n{}", sshd.log_text());
+    assert!(out.contains("remote-term=vt220"), "{out}");
+    assert!(
+        out.contains("child: exit status 9, terminal restored"),
+        "{out}"
+    );
+}
+
+async fn terminal_child() {
+    let stty = || {
+        let out = Command::new("stty")
+            .arg("-g")
+            .stdin(Stdio::inherit())
+            .output()
+            .expect("stty -g");
+        assert!(out.status.success(), "stdin is not a terminal");
+        out.stdout
+    };
+    let base = PathBuf::from(std::env::var_os("FKS_SSH_BASE").expect("FKS_SSH_BASE"));
+    let addr: SocketAddr = std::env::var("FKS_SSH_ADDR")
+        .expect("FKS_SSH_ADDR")
+        .parse()
+        .expect("address");
+    let keys = ClusterKeys::open(&base, "demo").expect("keys");
+    let host = keys.host_key("ctrl-1").expect("host key");
+    let client = Client::connect("ctrl-1", addr, "root", keys.user_key(), host.public_key())
+        .await
+        .expect("connect");
+    let before = stty();
+    let exit = client.shell().await.expect("shell");
+    let after = stty();
+    assert_eq!(exit, Exit::Code(9));
+    assert_eq!(
+        String::from_utf8_lossy(&before),
+        String::from_utf8_lossy(&after)
+    );
+    println!("child: exit status 9, terminal restored");
 }

@@ -225,7 +225,7 @@ impl Client {
                 return Err(Error::Connect {
                     node: node.to_owned(),
                     addr,
-                    source,
+                    source: Box::new(source),
                 })
             }
         };
@@ -237,7 +237,7 @@ impl Client {
                 node: node.to_owned(),
                 addr,
                 action: "authenticating",
-                source,
+                source: Box::new(source),
             })?;
         if !result.success() {
             return Err(Error::AuthRefused {
@@ -271,7 +271,7 @@ impl Client {
             node,
             addr,
             action,
-            source,
+            source: Box::new(source),
         }
     }
 
@@ -377,8 +377,14 @@ impl Client {
                 _ => {}
             }
         }
-        stdout.flush().await.map_err(self.local_err("writing stdout"))?;
-        stderr.flush().await.map_err(self.local_err("writing stderr"))?;
+        stdout
+            .flush()
+            .await
+            .map_err(self.local_err("writing stdout"))?;
+        stderr
+            .flush()
+            .await
+            .map_err(self.local_err("writing stderr"))?;
         exit.ok_or_else(|| Error::NoExitStatus {
             node: self.node.clone(),
             addr: self.addr,

@@ -45,7 +45,11 @@ const HOST_KEY: &str = "ssh_host_ed25519_key";
 /// `$XDG_CONFIG_HOME/fks-bootstrap`, else `$HOME/.config/fks-bootstrap`: the base directory
 /// for [`ClusterKeys::open`].
 pub fn config_dir() -> Result<PathBuf, Error> {
-    let nonempty = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let nonempty = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     // The XDG spec says relative values are invalid and must be ignored.
     let base = match nonempty("XDG_CONFIG_HOME").filter(|p| p.is_absolute()) {
         Some(p) => p,
@@ -454,7 +458,10 @@ fn load_or_create(path: &Path, comment: &str) -> Result<PrivateKey, Error> {
     };
     let pub_path = path.with_extension("pub");
     if !pub_path.exists() {
-        publish_new(&pub_path, public_line(key.public_key(), comment)?.as_bytes())?;
+        publish_new(
+            &pub_path,
+            public_line(key.public_key(), comment)?.as_bytes(),
+        )?;
     }
     Ok(key)
 }
@@ -554,7 +561,10 @@ mod tests {
         let before = fs::read(&path).expect("read");
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).expect("chmod");
         let err = ClusterKeys::open(tmp.path(), "demo").expect_err("refused");
-        assert!(matches!(err, Error::KeyFileMode { mode: 0o644, .. }), "{err}");
+        assert!(
+            matches!(err, Error::KeyFileMode { mode: 0o644, .. }),
+            "{err}"
+        );
         assert_eq!(before, fs::read(&path).expect("read"));
     }
 
@@ -566,7 +576,10 @@ mod tests {
         let path = dir.join("id_ed25519");
         write_new(&path, b"not a key").expect("write");
         let err = ClusterKeys::open(tmp.path(), "demo").expect_err("refused");
-        assert!(err.to_string().contains(&path.display().to_string()), "{err}");
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
         assert_eq!(fs::read(&path).expect("read"), b"not a key");
     }
 
@@ -604,10 +617,7 @@ mod tests {
             keys.host_key("ctrl-1").expect("host").public_key()
         );
         let auth = String::from_utf8(files[2].contents.clone()).expect("utf8");
-        assert_eq!(
-            auth,
-            keys.user_key().authorized_keys_line().expect("line")
-        );
+        assert_eq!(auth, keys.user_key().authorized_keys_line().expect("line"));
         let conf = String::from_utf8(files[3].contents.clone()).expect("utf8");
         assert!(conf.contains("HostKey /etc/ssh/ssh_host_ed25519_key\n"));
         assert!(conf.contains("PasswordAuthentication no\n"));
@@ -623,9 +633,11 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         let keys = ClusterKeys::open(tmp.path(), "demo").expect("open");
         let host = keys.host_key("ctrl-1").expect("host");
-        let line =
-            known_hosts_line(&["[127.0.0.1]:2222".into()], host.public_key()).expect("line");
-        assert!(line.starts_with("[127.0.0.1]:2222 ssh-ed25519 AAAA"), "{line}");
+        let line = known_hosts_line(&["[127.0.0.1]:2222".into()], host.public_key()).expect("line");
+        assert!(
+            line.starts_with("[127.0.0.1]:2222 ssh-ed25519 AAAA"),
+            "{line}"
+        );
         assert_eq!(line.split(' ').count(), 3, "no comment: {line}");
     }
 

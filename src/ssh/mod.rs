@@ -85,9 +85,9 @@ pub enum Error {
         node: String,
         /// Address dialled.
         addr: SocketAddr,
-        /// The transport error.
+        /// The transport error (boxed: russh's error is large).
         #[source]
-        source: russh::Error,
+        source: Box<russh::Error>,
     },
     /// The TCP connection or the SSH handshake did not finish in time.
     #[error("connecting to node {node} at {addr}: no SSH handshake within {seconds} s; is the machine running and sshd listening?")]
@@ -137,9 +137,9 @@ pub enum Error {
         addr: SocketAddr,
         /// What was being done ("opening a channel", "authenticating", ...).
         action: &'static str,
-        /// The protocol error.
+        /// The protocol error (boxed: russh's error is large).
         #[source]
-        source: russh::Error,
+        source: Box<russh::Error>,
     },
     /// A command could not be turned into a remote command line.
     #[error("command {argv:?} cannot be sent to node {node}: {reason}")]

@@ -56,7 +56,10 @@ mod tests {
     #[test]
     fn plain_words_stay_unquoted() {
         assert_eq!(quote_arg("kubectl"), "kubectl");
-        assert_eq!(quote_arg("/etc/rancher/k3s/k3s.yaml"), "/etc/rancher/k3s/k3s.yaml");
+        assert_eq!(
+            quote_arg("/etc/rancher/k3s/k3s.yaml"),
+            "/etc/rancher/k3s/k3s.yaml"
+        );
         assert_eq!(quote_arg("--node-ip=fdaa::3"), "--node-ip=fdaa::3");
     }
 

@@ -157,12 +157,15 @@ impl Client {
                 .ok()
                 .filter(|t| !t.is_empty())
                 .unwrap_or_else(|| DEFAULT_TERM.to_owned()),
-            size: local_size().unwrap_or(PtySize {
-                cols: 80,
-                rows: 24,
-                pix_width: 0,
-                pix_height: 0,
-            }),
+            // A terminal that reports 0x0 (e.g. under `script` fed by a pipe) gets the default.
+            size: local_size()
+                .filter(|s| s.cols > 0 && s.rows > 0)
+                .unwrap_or(PtySize {
+                    cols: 80,
+                    rows: 24,
+                    pix_width: 0,
+                    pix_height: 0,
+                }),
         };
         let signals = Signals::new().map_err(local("installing signal handlers"))?;
         let raw = RawMode::enable().map_err(local("putting the terminal in raw mode"))?;
@@ -228,7 +231,15 @@ impl Client {
         if let Some(t) = &terminal {
             let s = t.size;
             channel
-                .request_pty(true, &t.term, s.cols, s.rows, s.pix_width, s.pix_height, &[])
+                .request_pty(
+                    true,
+                    &t.term,
+                    s.cols,
+                    s.rows,
+                    s.pix_width,
+                    s.pix_height,
+                    &[],
+                )
                 .await
                 .map_err(self.session_err("requesting a pty"))?;
             pending.push("pty");
@@ -304,7 +315,6 @@ impl Client {
         })
     }
 }
-
 
 enum LocalSignal {
     Resize,
