@@ -525,6 +525,12 @@ async fn shell_with_pty_gets_term_and_size() {
     assert!(err.is_empty(), "a pty merges stderr into stdout");
 }
 
+/// Typed into the terminal: report TERM, wait (bounded) until the pty has the size the child
+/// sets locally after the session started, report it, exit 9.
+const REMOTE_INPUT: &[u8] = b"echo \"remote-term=$TERM\"; i=0; \
+    while [ \"$(stty size)\" != '40 120' ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; \
+    echo \"resized=$(stty size)\"; exit 9\n";
+
 /// `Client::shell()` on a real terminal: the test re-runs itself as a child under `script(1)`
 /// (which gives it a pty as stdin/stdout); the child connects, runs the shell and checks that
 /// the terminal settings after the session equal those before it (raw mode was undone).
@@ -556,8 +562,7 @@ async fn shell_on_a_terminal_restores_it() {
         .spawn()
         .expect("run script(1)");
     let mut stdin = child.stdin.take().expect("piped stdin");
-    std::io::Write::write_all(&mut stdin, b"echo \"remote-term=$TERM\"; exit 9\n")
-        .expect("type into the terminal");
+    std::io::Write::write_all(&mut stdin, REMOTE_INPUT).expect("type into the terminal");
     // Stdin stays open until the child is done: EOF on a terminal would end the shell early.
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
@@ -573,6 +578,10 @@ async fn shell_on_a_terminal_restores_it() {
         .expect("read output");
     assert!(status.success(), "child failed: {out}\n{}", sshd.log_text());
     assert!(out.contains("remote-term=vt220"), "{out}");
+    assert!(
+        out.contains("resized=40 120"),
+        "window change not forwarded: {out}"
+    );
     assert!(
         out.contains("child: exit status 9, terminal restored"),
         "{out}"
@@ -600,6 +609,26 @@ async fn terminal_child() {
         .await
         .expect("connect");
     let before = stty();
+    // Resize the local terminal once the session has put it in raw mode (so after the pty
+    // request carried the initial size): the kernel sends SIGWINCH, which must be forwarded.
+    std::thread::spawn(|| {
+        use rustix::termios::{tcgetattr, tcsetwinsize, LocalModes, Winsize};
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            let attrs = tcgetattr(std::io::stdin()).expect("tcgetattr");
+            if !attrs.local_modes.contains(LocalModes::ICANON) {
+                let size = Winsize {
+                    ws_row: 40,
+                    ws_col: 120,
+                    ws_xpixel: 0,
+                    ws_ypixel: 0,
+                };
+                tcsetwinsize(std::io::stdin(), size).expect("resize terminal");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
     let exit = client.shell().await.expect("shell");
     let after = stty();
     assert_eq!(exit, Exit::Code(9));

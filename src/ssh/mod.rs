@@ -102,9 +102,9 @@ pub enum Error {
     /// The server's host key is not the one pinned for this node.
     #[error(
         "host key mismatch for node {node} at {addr}: expected {expected}, server presented {presented}; \
-         refusing to connect. If this machine was recreated outside fks-bootstrap it lacks its \
-         delivered host key: recreate it with fks-bootstrap; otherwise something else answers \
-         at this address, do not trust it"
+         refusing to connect: a machine recreated outside fks-bootstrap lacks its delivered \
+         host key (recreate it with fks-bootstrap); otherwise something else answers at this \
+         address and must not be trusted"
     )]
     HostKeyMismatch {
         /// Node name.

@@ -131,6 +131,11 @@ impl Client {
     /// size, puts the terminal in raw mode for the session (restored on every way out), and
     /// forwards window-size changes. Otherwise (pipes, files): no pty, stdin is sent as it is
     /// and closed at EOF, stderr stays separate.
+    ///
+    /// On a terminal this installs tokio handlers for SIGWINCH, SIGTERM and SIGHUP; tokio keeps
+    /// them for the life of the process, so call this from a process that exits afterwards
+    /// (`fks-bootstrap -s`). Stdin is read by a detached thread that may still be blocked in a
+    /// read when this returns.
     pub async fn shell(&self) -> Result<Exit, Error> {
         let tty = termios::isatty(std::io::stdin()) && termios::isatty(std::io::stdout());
         let local = |action| {
