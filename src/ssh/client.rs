@@ -275,7 +275,7 @@ impl Client {
         }
     }
 
-    fn local_err(&self, action: &'static str) -> impl FnOnce(std::io::Error) -> Error {
+    pub(super) fn local_err(&self, action: &'static str) -> impl FnOnce(std::io::Error) -> Error {
         let node = self.node.clone();
         move |source| Error::LocalIo {
             node,

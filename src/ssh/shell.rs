@@ -138,14 +138,6 @@ impl Client {
     /// read when this returns.
     pub async fn shell(&self) -> Result<Exit, Error> {
         let tty = termios::isatty(std::io::stdin()) && termios::isatty(std::io::stdout());
-        let local = |action| {
-            let node = self.node.clone();
-            move |source| Error::LocalIo {
-                node,
-                action,
-                source,
-            }
-        };
         if !tty {
             return self
                 .session(
@@ -172,8 +164,8 @@ impl Client {
                     pix_height: 0,
                 }),
         };
-        let signals = Signals::new().map_err(local("installing signal handlers"))?;
-        let raw = RawMode::enable().map_err(local("putting the terminal in raw mode"))?;
+        let signals = Signals::new().map_err(self.local_err("installing signal handlers"))?;
+        let raw = RawMode::enable().map_err(self.local_err("putting the terminal in raw mode"))?;
         let result = self
             .session(
                 stdin_reader(),
@@ -218,14 +210,6 @@ impl Client {
         O: AsyncWrite + Unpin + ?Sized,
         E: AsyncWrite + Unpin + ?Sized,
     {
-        let local = |action| {
-            let node = self.node.clone();
-            move |source| Error::LocalIo {
-                node,
-                action,
-                source,
-            }
-        };
         let channel = self
             .handle
             .channel_open_session()
@@ -263,12 +247,12 @@ impl Client {
             tokio::select! {
                 msg = reader.wait() => match msg {
                     Some(ChannelMsg::Data { data }) => {
-                        stdout.write_all(&data).await.map_err(local("writing stdout"))?;
-                        stdout.flush().await.map_err(local("writing stdout"))?;
+                        stdout.write_all(&data).await.map_err(self.local_err("writing stdout"))?;
+                        stdout.flush().await.map_err(self.local_err("writing stdout"))?;
                     }
                     Some(ChannelMsg::ExtendedData { data, ext: 1 }) => {
-                        stderr.write_all(&data).await.map_err(local("writing stderr"))?;
-                        stderr.flush().await.map_err(local("writing stderr"))?;
+                        stderr.write_all(&data).await.map_err(self.local_err("writing stderr"))?;
+                        stderr.flush().await.map_err(self.local_err("writing stderr"))?;
                     }
                     Some(ChannelMsg::Success) => {
                         pending.pop();
