@@ -25,3 +25,8 @@ pub use duration::GoDuration;
 pub use error::{ApiError, Error};
 pub use retry::{RetryPolicy, LAUNCH_ID_KEY};
 pub use types::*;
+
+#[cfg(test)]
+mod client_tests;
+#[cfg(test)]
+mod testserver;
