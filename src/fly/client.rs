@@ -438,8 +438,8 @@ impl Client {
     }
 }
 
-/// Builds `<base>/v1/<segments...>?<query>`; pure, for the client and its tests.
-pub fn build_url(base: &Url, path: &[&str], query: &[(String, String)]) -> Url {
+/// Builds `<base>/v1/<segments...>?<query>`; pure. `base` must come from [`parse_base_url`].
+pub(crate) fn build_url(base: &Url, path: &[&str], query: &[(String, String)]) -> Url {
     let mut url = base.clone();
     {
         // `parse_base_url` rejects cannot-be-a-base URLs, so segments are always available.

@@ -453,3 +453,87 @@ async fn metadata_calls_use_the_key_path() {
     assert_eq!(seen[0].json(), json!({"value": "server"}));
     assert_eq!(seen[2].method, "DELETE");
 }
+
+/// A `tracing` writer that keeps everything in memory.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The client's log lines, from a process-wide subscriber. A thread-local one is not enough:
+/// tracing caches each callsite's interest on first use, on whichever test thread gets there
+/// first, so a scoped subscriber would miss events at random.
+fn captured_logs() -> &'static Captured {
+    static LOGS: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Captured::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "fks_bootstrap::fly=trace",
+            ))
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber)
+            .expect("no other test installs a global tracing subscriber");
+        logs
+    })
+}
+
+#[tokio::test]
+async fn traces_every_call_without_token_or_secret_values() {
+    let logs = captured_logs();
+    let server = Server::start(|req, before| match (req.method.as_str(), before.len()) {
+        (_, 0) => json(503, json!({"error": "flaky"})),
+        ("POST", _) => json(
+            201,
+            json!({"name": "K3S_TOKEN", "digest": "d", "version": 1}),
+        ),
+        _ => json(200, json!({"secrets": []})),
+    })
+    .await;
+    let c = client(&server, "FlyV1 fm2_topsecret");
+    c.set_secret(
+        "tracing-demo",
+        "K3S_TOKEN",
+        &SecretString::new("K10value::server:pw"),
+    )
+    .await
+    .expect("set");
+    c.list_secrets("tracing-demo").await.expect("list");
+    let text = String::from_utf8(logs.0.lock().expect("log lock").clone()).expect("utf8");
+    let ours: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("/v1/apps/tracing-demo/"))
+        .collect();
+    assert!(
+        ours.iter().any(|l| l.contains("fly api call")
+            && l.contains("method=POST")
+            && l.contains("path=/v1/apps/tracing-demo/secrets/K3S_TOKEN")
+            && l.contains("status=503")
+            && l.contains("attempt=1")
+            && l.contains("duration_ms=")),
+        "{text}"
+    );
+    assert!(
+        ours.iter()
+            .any(|l| l.contains("status=201") && l.contains("attempt=2")),
+        "{text}"
+    );
+    assert!(
+        ours.iter()
+            .any(|l| l.contains("method=GET") && l.contains("status=200")),
+        "{text}"
+    );
+    assert!(!text.contains("topsecret"), "token leaked: {text}");
+    assert!(!text.contains("K10value"), "secret value leaked: {text}");
+}

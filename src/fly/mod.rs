@@ -18,9 +18,7 @@ mod secrets;
 pub mod types;
 mod volumes;
 
-pub use client::{
-    build_url, parse_base_url, Client, Options, Token, DEFAULT_BASE_URL, LEASE_NONCE_HEADER,
-};
+pub use client::{parse_base_url, Client, Options, Token, DEFAULT_BASE_URL, LEASE_NONCE_HEADER};
 pub use duration::GoDuration;
 pub use error::{ApiError, Error};
 pub use retry::{RetryPolicy, LAUNCH_ID_KEY};
