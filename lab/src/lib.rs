@@ -1,0 +1,2 @@
+//! fks-lab library: the pieces of the local Fly Machines platform that the `fks-lab` binary runs.
+pub mod guest;
