@@ -328,74 +328,130 @@ async fn stopped_machine_disappears_from_answers() {
     handle.shutdown().await.expect("shutdown");
 }
 
-/// A stand-in for the host's resolver: answers every A question with 192.0.2.7 (UDP only).
-async fn fake_upstream() -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
-        .await
-        .expect("binding fake upstream");
-    let addr = socket.local_addr().expect("fake upstream address");
-    let task = tokio::spawn(async move {
-        let mut buf = vec![0u8; 4096];
-        loop {
-            let Ok((len, peer)) = socket.recv_from(&mut buf).await else {
-                return;
-            };
-            let request = Message::from_vec(&buf[..len]).expect("forwarded request decodes");
-            let mut reply = Message::response(request.metadata.id, request.metadata.op_code);
-            reply.metadata.recursion_available = true;
-            reply.queries = request.queries.clone();
-            let name = request.queries[0].name().clone();
-            reply.answers = vec![Record::from_rdata(
-                name,
-                60,
-                RData::A(A(Ipv4Addr::new(192, 0, 2, 7))),
-            )];
-            let bytes = reply.to_vec().expect("encode reply");
-            socket
-                .send_to(&bytes, peer)
-                .await
-                .expect("fake upstream reply");
+/// The fake upstream's reply to any question: A 192.0.2.7.
+fn upstream_reply(request: &[u8]) -> Vec<u8> {
+    let request = Message::from_vec(request).expect("forwarded request decodes");
+    let mut reply = Message::response(request.metadata.id, request.metadata.op_code);
+    reply.metadata.recursion_available = true;
+    reply.queries = request.queries.clone();
+    let name = request.queries[0].name().clone();
+    reply.answers = vec![Record::from_rdata(name, 60, RData::A(A(UPSTREAM_A)))];
+    reply.to_vec().expect("encode reply")
+}
+
+const UPSTREAM_A: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 7);
+
+/// A stand-in for the host's resolver on one loopback port, UDP and TCP: answers every question
+/// with [`UPSTREAM_A`] and records the protocol each question came over.
+struct FakeUpstream {
+    addr: SocketAddr,
+    seen: Arc<std::sync::Mutex<Vec<&'static str>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl FakeUpstream {
+    async fn start() -> FakeUpstream {
+        let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .expect("binding fake upstream");
+        let addr = udp.local_addr().expect("fake upstream address");
+        let tcp = tokio::net::TcpListener::bind(addr)
+            .await
+            .expect("binding fake upstream tcp on the udp port");
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let udp_seen = seen.clone();
+        let udp_task = tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            while let Ok((len, peer)) = udp.recv_from(&mut buf).await {
+                udp_seen.lock().expect("lock").push("udp");
+                let bytes = upstream_reply(&buf[..len]);
+                udp.send_to(&bytes, peer)
+                    .await
+                    .expect("fake upstream reply");
+            }
+        });
+        let tcp_seen = seen.clone();
+        let tcp_task = tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            while let Ok((mut stream, _)) = tcp.accept().await {
+                let len = stream.read_u16().await.expect("length");
+                let mut request = vec![0u8; usize::from(len)];
+                stream.read_exact(&mut request).await.expect("request");
+                tcp_seen.lock().expect("lock").push("tcp");
+                let bytes = upstream_reply(&request);
+                let len = u16::try_from(bytes.len()).expect("small reply");
+                stream.write_all(&len.to_be_bytes()).await.expect("write");
+                stream.write_all(&bytes).await.expect("write");
+            }
+        });
+        FakeUpstream {
+            addr,
+            seen,
+            tasks: vec![udp_task, tcp_task],
         }
-    });
-    (addr, task)
+    }
+
+    fn seen(&self) -> Vec<&'static str> {
+        self.seen.lock().expect("lock").clone()
+    }
+}
+
+impl Drop for FakeUpstream {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
 }
 
 #[tokio::test]
-async fn outside_names_are_forwarded_to_the_upstream() {
-    let (upstream, upstream_task) = fake_upstream().await;
+async fn outside_names_are_forwarded_to_the_upstream_over_the_same_protocol() {
+    let upstream = FakeUpstream::start().await;
     let mut config = Config::new(loopbacks());
-    config.upstreams = vec![upstream];
+    config.upstreams = vec![upstream.addr];
     let handle = start(config, directory()).await;
+    let mut want_seen = Vec::new();
     for &server in handle.local_addrs() {
-        let r = resolver(server, false);
-        let lookup = r
-            .lookup("registry.example.", RecordType::A)
-            .await
-            .expect("forwarded lookup");
-        let got: Vec<RData> = lookup
-            .answers()
-            .iter()
-            .map(|rec| rec.data.clone())
-            .collect();
-        assert_eq!(
-            got,
-            vec![RData::A(A(Ipv4Addr::new(192, 0, 2, 7)))],
-            "{server}"
-        );
-        // .internal stays local while forwarding is on.
-        assert_eq!(
-            resolve_aaaa(&r, "m1.vm.demo-cp.internal.").await,
-            vec![ip(1)]
-        );
-        if have_dig() {
+        for tcp in [false, true] {
+            let r = resolver(server, tcp);
+            let lookup = r
+                .lookup("registry.example.", RecordType::A)
+                .await
+                .expect("forwarded lookup");
+            let got: Vec<RData> = lookup
+                .answers()
+                .iter()
+                .map(|rec| rec.data.clone())
+                .collect();
+            assert_eq!(got, vec![RData::A(A(UPSTREAM_A))], "{server} tcp={tcp}");
+            want_seen.push(if tcp { "tcp" } else { "udp" });
+            // .internal stays local while forwarding is on.
             assert_eq!(
-                dig_short(server, "+notcp", "A", "Example.COM").await,
-                strings(&["192.0.2.7"])
+                resolve_aaaa(&r, "m1.vm.demo-cp.internal.").await,
+                vec![ip(1)]
             );
         }
+        if have_dig() {
+            for proto in ["+notcp", "+tcp"] {
+                assert_eq!(
+                    dig_short(server, proto, "A", "Example.COM").await,
+                    strings(&["192.0.2.7"])
+                );
+                want_seen.push(if proto == "+tcp" { "tcp" } else { "udp" });
+            }
+        }
+    }
+    // Each question reached the upstream over the protocol it came in on (a client retry under
+    // load may add one more of the same protocol, hence at least).
+    let seen = upstream.seen();
+    for proto in ["udp", "tcp"] {
+        let count = |v: &[&str]| v.iter().filter(|p| **p == proto).count();
+        assert!(
+            count(&seen) >= count(&want_seen),
+            "{seen:?} vs {want_seen:?}"
+        );
     }
     handle.shutdown().await.expect("shutdown");
-    upstream_task.abort();
 }
 
 #[tokio::test]
@@ -535,7 +591,11 @@ fn serves_fdaa_3_port_53_to_another_network_namespace() {
     let name = format!("fksdns{pid}h");
     let guest = format!("fksdns{pid}g");
     for n in [&name, &guest] {
-        let _ = Command::new("ip").args(["netns", "delete", n]).status();
+        // Left by an aborted earlier run with the same pid, usually absent.
+        let _ = Command::new("ip")
+            .args(["netns", "delete", n])
+            .stderr(std::process::Stdio::null())
+            .status();
         ip_cmd(&["netns", "add", n]);
     }
     let ns = Netns(name.clone());

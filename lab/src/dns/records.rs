@@ -49,7 +49,8 @@ pub struct Machine {
     pub started: bool,
     /// `config.metadata`, for `<value>.<key>.kv._metadata.<app>.internal`.
     pub metadata: BTreeMap<String, String>,
-    /// Process group (`fly_process_group` metadata), for `<group>.process.<app>.internal`.
+    /// Process group, for `<group>.process.<app>.internal`. When `None`, the
+    /// `fly_process_group` metadata value is used, which is where Fly keeps it (§7).
     pub process_group: Option<String>,
     /// `config.dns.skip_registration`: the machine is in no name at all (§8.13).
     pub skip_registration: bool,
@@ -124,10 +125,35 @@ pub fn is_internal(name: &str) -> bool {
     last.eq_ignore_ascii_case("internal")
 }
 
+impl Machine {
+    /// The process group: the field, else the `fly_process_group` metadata value.
+    fn group(&self) -> Option<&str> {
+        self.process_group
+            .as_deref()
+            .or_else(|| self.metadata.get("fly_process_group").map(String::as_str))
+    }
+}
+
 impl Directory {
     /// An empty directory: no apps, no machines, no API address.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A directory of these apps and machines (apps of the machines are added), for rebuilding
+    /// the whole directory from the API server's state after a change.
+    pub fn from_parts(
+        apps: impl IntoIterator<Item = String>,
+        machines: impl IntoIterator<Item = Machine>,
+    ) -> Self {
+        let mut d = Directory {
+            apps: apps.into_iter().collect(),
+            ..Directory::default()
+        };
+        for m in machines {
+            d.upsert_machine(m);
+        }
+        d
     }
 
     /// Adds an app of the org (listed in `_apps.internal` even before it has machines).
@@ -225,9 +251,7 @@ impl Directory {
             [id, "vm", app] => self.app_subset(app, |m| m.id.eq_ignore_ascii_case(id)),
             [top, "nearest", "of", app] => self.nearest(top, app, client),
             [group, "process", app] => self.app_subset(app, |m| {
-                m.process_group
-                    .as_deref()
-                    .is_some_and(|g| g.eq_ignore_ascii_case(group))
+                m.group().is_some_and(|g| g.eq_ignore_ascii_case(group))
             }),
             [value, key, "kv", "_metadata", app] => self.app_subset(app, |m| {
                 m.metadata
@@ -261,7 +285,7 @@ impl Directory {
         if !self.app_exists(app) {
             return Node::Missing;
         }
-        self.hosts_of(self.app_machines(app).collect())
+        hosts_of(self.app_machines(app).collect())
     }
 
     /// AAAA set of `app`'s started machines matching `pick`; missing unless some machine of the
@@ -271,17 +295,7 @@ impl Directory {
         if matching.is_empty() {
             return Node::Missing;
         }
-        self.hosts_of(matching)
-    }
-
-    fn hosts_of(&self, machines: Vec<&Machine>) -> Node {
-        Node::Hosts(
-            machines
-                .iter()
-                .filter(|m| m.started)
-                .map(|m| m.private_ip)
-                .collect(),
-        )
+        hosts_of(matching)
     }
 
     fn vms(&self, app: &str, started_only: bool) -> Node {
@@ -359,6 +373,17 @@ impl Directory {
             })
             .collect()
     }
+}
+
+/// AAAA set of the started ones of `machines`.
+fn hosts_of(machines: Vec<&Machine>) -> Node {
+    Node::Hosts(
+        machines
+            .iter()
+            .filter(|m| m.started)
+            .map(|m| m.private_ip)
+            .collect(),
+    )
 }
 
 /// One TXT record holding the comma-separated `items`, or none for an empty list.
@@ -530,6 +555,26 @@ mod tests {
         assert_eq!(aaaa(&d, "app.process.demo-cp.internal"), hosts(&[1]));
         assert_eq!(aaaa(&d, "worker.process.demo-cp.internal"), hosts(&[3]));
         assert_eq!(aaaa(&d, "db.process.demo-cp.internal"), nxdomain());
+    }
+
+    #[test]
+    fn process_group_falls_back_to_fly_process_group_metadata() {
+        let mut d = directory();
+        let mut m = machine("m4", "demo-cp", "sjc", 4, true);
+        m.metadata.insert("fly_process_group".into(), "db".into());
+        d.upsert_machine(m);
+        assert_eq!(aaaa(&d, "db.process.demo-cp.internal"), hosts(&[4]));
+    }
+
+    #[test]
+    fn from_parts_equals_building_step_by_step() {
+        let d = directory();
+        let machines: Vec<Machine> = ["m1", "m2", "m3", "w1"]
+            .iter()
+            .filter_map(|id| d.machine(id).cloned())
+            .collect();
+        let rebuilt = Directory::from_parts(["empty-app".to_string()], machines);
+        assert_eq!(rebuilt, d);
     }
 
     #[test]
