@@ -258,8 +258,10 @@ fn files_are_written_with_their_modes_only_inside_the_guest() {
             mode: 0o644,
         },
     ];
-    // Host directories outside /tmp (which is private anyway): one hidden, one visible.
-    let target_tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("target tmp dir");
+    // Host directories outside /tmp (a guest has its own /tmp, so a host dir there would be
+    // invisible for the wrong reason; the checkout itself may live under /tmp too): one
+    // hidden, one visible.
+    let target_tmp = tempfile::tempdir_in("/var/tmp").expect("host dir under /var/tmp");
     let (hidden, visible) = (
         target_tmp.path().join("hidden"),
         target_tmp.path().join("visible"),
