@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use fks_lab::guest::{
@@ -37,6 +38,31 @@ struct Lab {
     dir: tempfile::TempDir,
 }
 
+/// Kill the processes of every network namespace whose name starts with `prefix`, then delete
+/// the namespace (its veth goes with it).
+fn sweep_netns(prefix: &str) {
+    let list = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns list");
+    for line in String::from_utf8_lossy(&list.stdout).lines() {
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        if !name.starts_with(prefix) {
+            continue;
+        }
+        let pids = Command::new("ip")
+            .args(["netns", "pids", name])
+            .output()
+            .expect("ip netns pids");
+        for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
+            let _ = Command::new("kill").args(["-KILL", pid]).status();
+        }
+        let _ = Command::new("ip").args(["netns", "delete", name]).status();
+    }
+}
+
 impl Lab {
     fn new(n: u8) -> Lab {
         let bridge = BridgeConfig {
@@ -47,7 +73,9 @@ impl Lab {
             gateway4: Ipv4Addr::new(172, 30, n, 1),
             prefix4: 24,
         };
-        // A bridge left by an aborted earlier run.
+        // Guests and a bridge left by an aborted earlier run (a panicking test never reaches
+        // its destroy calls).
+        sweep_netns(&format!("{}-", bridge.name));
         fks_lab::guest::remove_bridge(&bridge.name).expect("removing stale bridge");
         Lab {
             n,
