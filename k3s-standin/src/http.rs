@@ -155,7 +155,7 @@ pub fn version_json() -> Value {
         "buildDate": "1970-01-01T00:00:00Z",
         "goVersion": "none (k3s-standin is written in Rust; stand-in for k3s, not k3s)",
         "compiler": "rustc",
-        "platform": format!("linux/{} (k3s-standin, not k3s)", std::env::consts::ARCH),
+        "platform": format!("linux/{} (k3s-standin, not k3s)", crate::nodes::k8s_arch()),
     })
 }
 
@@ -169,6 +169,12 @@ fn discovery_v1() -> Value {
              "verbs": ["delete", "get", "list", "patch", "update"], "shortNames": ["no"]},
             {"name": "nodes/status", "singularName": "", "namespaced": false, "kind": "Node",
              "verbs": ["get"]},
+            // Always empty: the stand-in runs no workloads. Listed so `kubectl describe node`,
+            // `kubectl get pods -A` and drains see an empty cluster instead of an error.
+            {"name": "pods", "singularName": "pod", "namespaced": true, "kind": "Pod",
+             "verbs": ["list"], "shortNames": ["po"]},
+            {"name": "events", "singularName": "event", "namespaced": true, "kind": "Event",
+             "verbs": ["list"], "shortNames": ["ev"]},
         ],
     })
 }
@@ -222,6 +228,13 @@ async fn handle(
         _ if path == "/api/v1/nodes" || path.starts_with("/api/v1/nodes/") => {
             nodes_api(&state, req).await
         }
+        (Method::GET, _) if empty_list_kind(&path).is_some() => {
+            let kind = empty_list_kind(&path).expect("checked by the guard");
+            json_resp(
+                200,
+                &json!({"kind": kind, "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": []}),
+            )
+        }
         _ => status(
             404,
             "NotFound",
@@ -229,6 +242,20 @@ async fn handle(
         ),
     };
     Ok(resp)
+}
+
+/// `/api/v1/pods`, `/api/v1/events` and their namespaced forms: always empty lists.
+fn empty_list_kind(path: &str) -> Option<&'static str> {
+    let rest = path.strip_prefix("/api/v1/")?;
+    let resource = match rest.strip_prefix("namespaces/") {
+        Some(ns) => ns.split_once('/').map(|(_, r)| r)?,
+        None => rest,
+    };
+    match resource {
+        "pods" => Some("PodList"),
+        "events" => Some("EventList"),
+        _ => None,
+    }
 }
 
 async fn body_bytes(req: Request<Incoming>) -> Result<Bytes, Resp> {

@@ -76,7 +76,7 @@ pub struct Cluster {
 }
 
 /// The Go/Kubernetes name of this machine's architecture (`amd64`, `arm64`).
-fn k8s_arch() -> &'static str {
+pub fn k8s_arch() -> &'static str {
     match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
