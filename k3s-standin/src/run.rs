@@ -195,9 +195,23 @@ async fn serve_server(s: &Settings, name: &str, state: Arc<State>) -> Result<(),
 
     let bind = s.bind_address.unwrap_or(IpAddr::from([0u16; 8]));
     let addr = SocketAddr::new(bind, s.https_port);
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| Error::Listen { addr, source })?;
+    let listener = match TcpListener::bind(addr).await {
+        Ok(l) => l,
+        // No IPv6 on this machine: the unspecified IPv4 address is the next best default.
+        // (EAFNOSUPPORT is errno 97 on Linux.)
+        Err(e)
+            if s.bind_address.is_none()
+                && (e.kind() == std::io::ErrorKind::AddrNotAvailable
+                    || e.raw_os_error() == Some(97)) =>
+        {
+            let v4 = SocketAddr::new(IpAddr::from([0u8; 4]), s.https_port);
+            log::warn(format!("cannot listen on {addr} ({e}), using {v4}"));
+            TcpListener::bind(v4)
+                .await
+                .map_err(|source| Error::Listen { addr: v4, source })?
+        }
+        Err(source) => return Err(Error::Listen { addr, source }),
+    };
     let port = listener
         .local_addr()
         .map_err(|source| Error::Listen { addr, source })?

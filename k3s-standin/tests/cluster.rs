@@ -419,6 +419,26 @@ async fn real_kubectl_gets_taints_and_labels_nodes() {
         String::from_utf8_lossy(&out.stdout).contains("kube1"),
         "{out:?}"
     );
+
+    // Invoked as `kubectl` (argv[0]) first on PATH, it finds the real kubectl, not itself.
+    let shim = t.path().join("shim");
+    std::fs::create_dir_all(&shim).unwrap();
+    std::os::unix::fs::symlink(BIN, shim.join("kubectl")).unwrap();
+    let path = std::env::join_paths(
+        std::iter::once(shim.clone())
+            .chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
+    )
+    .unwrap();
+    let out = Command::new(shim.join("kubectl"))
+        .args(["--cache-dir", cache.to_str().unwrap(), "get", "nodes"])
+        .env("KUBECONFIG", &kc)
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("kube1"),
+        "{out:?}"
+    );
 }
 
 #[tokio::test]
@@ -618,4 +638,51 @@ fn version_and_check_config_say_stand_in() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr)
         .contains("check-config is not provided by the stand-in"));
+}
+
+#[tokio::test]
+async fn agent_started_before_its_server_retries_until_the_server_answers() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let t = tempfile::tempdir().unwrap();
+    let da = t.path().join("a");
+    // A short token: the CA is then trusted without a hash check (reference/k3s.md §4).
+    let yaml = format!(
+        "server: \"https://127.0.0.1:{port}\"\ntoken: \"early-bird-secret\"\nnode-name: early\nnode-ip: \"fdaa::9,10.0.0.9\"\ndata-dir: \"{}\"\n",
+        da.join("data").display()
+    );
+    let agent = spawn("agent", &da, &yaml);
+    for _ in 0..600 {
+        if agent.log().contains("Waiting to retry join") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        agent.log().contains("Waiting to retry join"),
+        "{}",
+        agent.log()
+    );
+    let ds = t.path().join("s");
+    let extra = format!("cluster-init: true\ntoken: \"early-bird-secret\"\n");
+    let yaml = server_yaml(&ds, "boot", "127.0.0.1", &extra).replace(
+        "https-listen-port: 0",
+        &format!("https-listen-port: {port}"),
+    );
+    let _s = start_server(&ds, &yaml).await;
+    wait_ready(&ds.join("k3s.yaml"), "early", "True").await;
+    let token = token_of(&ds);
+    assert!(
+        token.trim_end().ends_with("::server:early-bird-secret"),
+        "the given token becomes the password"
+    );
+    assert!(!agent.log().contains("early-bird-secret"));
+    assert!(
+        agent.log().contains("does not include a CA hash"),
+        "{}",
+        agent.log()
+    );
 }
