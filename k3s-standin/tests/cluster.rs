@@ -667,8 +667,8 @@ async fn agent_started_before_its_server_retries_until_the_server_answers() {
         agent.log()
     );
     let ds = t.path().join("s");
-    let extra = format!("cluster-init: true\ntoken: \"early-bird-secret\"\n");
-    let yaml = server_yaml(&ds, "boot", "127.0.0.1", &extra).replace(
+    let extra = "cluster-init: true\ntoken: \"early-bird-secret\"\n";
+    let yaml = server_yaml(&ds, "boot", "127.0.0.1", extra).replace(
         "https-listen-port: 0",
         &format!("https-listen-port: {port}"),
     );
