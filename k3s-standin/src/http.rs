@@ -60,6 +60,24 @@ pub struct State {
     pub server_password: String,
     pub bootstrap: Bootstrap,
     pub backend: Backend,
+    /// Where the bootstrap server saves its node state after each change.
+    pub persist: Option<std::path::PathBuf>,
+}
+
+/// Save the node state if it changed. A failure is logged: the API keeps working from memory.
+pub fn persist(state: &State, cluster: &mut Cluster) {
+    let (Some(path), Some(text)) = (&state.persist, cluster.take_snapshot()) else {
+        return;
+    };
+    let tmp = path.with_extension("tmp");
+    let result = path
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| std::fs::write(&tmp, text))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = result {
+        log::error(format!("saving node state to {}: {e}", path.display()));
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -277,7 +295,11 @@ async fn register(state: &State, req: Request<Incoming>) -> Resp {
                 Ok(r) => r,
                 Err(e) => return status(400, "BadRequest", &format!("registration: {e}")),
             };
-            let result = c.lock().map(|mut c| c.register(&reg, now_secs()));
+            let result = c.lock().map(|mut c| {
+                let r = c.register(&reg, now_secs());
+                persist(state, &mut c);
+                r
+            });
             match result {
                 Ok(Ok(node)) => json_resp(200, &node),
                 Ok(Err(e)) => {
@@ -414,6 +436,7 @@ async fn nodes_api(state: &State, req: Request<Incoming>) -> Resp {
             )
         }
     };
+    persist(state, &mut cluster);
     match result {
         Ok(v) => json_resp(200, &v),
         Err(e) => {

@@ -57,10 +57,19 @@ pub struct Registration {
     pub taints: Vec<(String, Option<String>, String)>,
 }
 
+#[derive(Serialize, Deserialize)]
 struct Entry {
     node: Value,
     last_seen: u64,
     created: u64,
+}
+
+/// What survives a restart of the bootstrap server (the stand-in's substitute for etcd).
+#[derive(Serialize, Deserialize)]
+struct Saved {
+    resource_version: u64,
+    next_cidr: u64,
+    nodes: BTreeMap<String, Entry>,
 }
 
 /// All nodes, and the allocation state.
@@ -72,7 +81,9 @@ pub struct Cluster {
     timeout: u64,
     nodes: BTreeMap<String, Entry>,
     resource_version: u64,
-    next_cidr: u128,
+    next_cidr: u64,
+    /// Set by every change worth persisting (not by plain heartbeats).
+    dirty: bool,
 }
 
 /// The Go/Kubernetes name of this machine's architecture (`amd64`, `arm64`).
@@ -130,7 +141,33 @@ impl Cluster {
             nodes: BTreeMap::new(),
             resource_version: 1,
             next_cidr: 0,
+            dirty: false,
         }
+    }
+
+    /// The state to persist, if it changed since the last call.
+    pub fn take_snapshot(&mut self) -> Option<String> {
+        if !std::mem::take(&mut self.dirty) {
+            return None;
+        }
+        let saved = Saved {
+            resource_version: self.resource_version,
+            next_cidr: self.next_cidr,
+            nodes: std::mem::take(&mut self.nodes),
+        };
+        let text = serde_json::to_string(&saved).expect("node state serialises");
+        self.nodes = saved.nodes;
+        Some(text)
+    }
+
+    /// Restore a snapshot taken by [`Cluster::take_snapshot`].
+    pub fn restore(&mut self, text: &str) -> Result<(), Error> {
+        let saved: Saved = serde_json::from_str(text)
+            .map_err(|e| Error::Invalid(format!("saved node state: {e}")))?;
+        self.resource_version = saved.resource_version;
+        self.next_cidr = saved.next_cidr;
+        self.nodes = saved.nodes;
+        Ok(())
     }
 
     fn bump(&mut self) -> String {
@@ -172,7 +209,7 @@ impl Cluster {
             e.node["metadata"]["resourceVersion"] = Value::String(rv);
             return Ok(e.node.clone());
         }
-        let index = self.next_cidr;
+        let index = u128::from(self.next_cidr);
         let mut pod_cidrs = Vec::new();
         for c in &self.cluster_cidrs {
             let mask = if matches!(c, IpNet::V6(_)) {
@@ -272,6 +309,7 @@ impl Cluster {
                 },
             },
         });
+        self.dirty = true;
         self.nodes.insert(
             r.name.clone(),
             Entry {
@@ -335,6 +373,7 @@ impl Cluster {
 
     /// Delete a node (it comes back at its next heartbeat, as with a kubelet).
     pub fn delete(&mut self, name: &str) -> Result<(), Error> {
+        self.dirty = true;
         self.nodes
             .remove(name)
             .map(|_| ())
@@ -387,6 +426,7 @@ impl Cluster {
         updated["kind"] = json!("Node");
         updated["apiVersion"] = json!("v1");
         e.node = updated;
+        self.dirty = true;
         Ok(self.view(name, now).expect("node present"))
     }
 
@@ -732,6 +772,28 @@ mod tests {
         assert!(c
             .patch("a", "application/apply-patch+yaml", b"{}", 3)
             .is_err());
+    }
+
+    #[test]
+    fn snapshot_restores_patched_nodes_and_allocation() {
+        let mut c = cluster();
+        c.register(&reg("a", &["fdaa::1", "10.0.0.1"]), 0).unwrap();
+        c.patch(
+            "a",
+            "application/merge-patch+json",
+            br#"{"metadata":{"labels":{"x":"y"}}}"#,
+            1,
+        )
+        .unwrap();
+        let snap = c.take_snapshot().unwrap();
+        assert!(c.take_snapshot().is_none(), "nothing changed since");
+        c.register(&reg("a", &["fdaa::1", "10.0.0.1"]), 2).unwrap();
+        assert!(c.take_snapshot().is_none(), "a heartbeat is not persisted");
+        let mut d = cluster();
+        d.restore(&snap).unwrap();
+        assert_eq!(d.get("a", 1).unwrap()["metadata"]["labels"]["x"], "y");
+        let b = d.register(&reg("b", &["fdaa::2", "10.0.0.2"]), 2).unwrap();
+        assert_eq!(b["spec"]["podCIDRs"][0], "fd00:42:0:1::/64");
     }
 
     #[test]

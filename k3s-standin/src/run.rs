@@ -3,7 +3,8 @@
 //! and agent (register, then heartbeat).
 //!
 //! Simplification versus k3s: there is no etcd. The bootstrap server holds the node state in
-//! memory; joining servers keep the CA and token material but forward every node API call to
+//! memory and saves it to `<data-dir>/server/db/standin-nodes.json` after each change (not on
+//! plain heartbeats), restoring it on restart; joining servers keep the CA and token material but forward every node API call to
 //! the server they joined, so that server must stay up. Must not log the token.
 
 use std::net::{IpAddr, SocketAddr};
@@ -298,6 +299,12 @@ pub async fn bootstrap_server(s: Settings) -> Result<(), Error> {
         s.node_mask_v6,
         timeout,
     );
+    // The stand-in's substitute for etcd: node objects saved as JSON (see the module doc).
+    let saved = server_dir.join("db").join("standin-nodes.json");
+    if let Ok(text) = std::fs::read_to_string(&saved) {
+        cluster.restore(&text)?;
+        log::info(format!("Restored node state from {}", saved.display()));
+    }
     let me = registration(&s, &name);
     cluster.register(&me, log::now_secs())?;
     log::info(format!(
@@ -310,7 +317,13 @@ pub async fn bootstrap_server(s: Settings) -> Result<(), Error> {
         ca,
         server_password: server_pw,
         backend: Backend::Local(Mutex::new(cluster)),
+        persist: Some(saved),
     });
+    if let Backend::Local(c) = &state.backend {
+        if let Ok(mut c) = c.lock() {
+            http::persist(&state, &mut c);
+        }
+    }
     // The bootstrap server's own heartbeat goes straight into the store.
     let hb = state.clone();
     tokio::spawn(async move {
@@ -484,6 +497,7 @@ pub async fn joining_server(s: Settings) -> Result<(), Error> {
             client: joined.client,
             url: server.trim_end_matches('/').to_owned(),
         },
+        persist: None,
     });
     serve_server(&s, &name, state).await
 }

@@ -686,3 +686,32 @@ async fn agent_started_before_its_server_retries_until_the_server_answers() {
         agent.log()
     );
 }
+
+#[tokio::test]
+async fn restarted_bootstrap_server_keeps_ca_token_and_patched_nodes() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path().join("s");
+    let yaml = server_yaml(&d, "boot", "127.0.0.1", "cluster-init: true\n");
+    let first = start_server(&d, &yaml).await;
+    let kc = d.join("k3s.yaml");
+    let token = token_of(&d);
+    let patch =
+        r#"{"spec":{"taints":[{"key":"CriticalAddonsOnly","value":"true","effect":"NoExecute"}]}}"#;
+    let r = admin_client(&kc)
+        .patch(format!("{}/api/v1/nodes/boot", url_of(&kc)))
+        .header("Content-Type", "application/strategic-merge-patch+json")
+        .body(patch)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    drop(first);
+    std::fs::remove_file(&kc).unwrap();
+    let _second = start_server(&d, &yaml).await;
+    assert_eq!(token_of(&d), token);
+    let list = nodes(&kc).await;
+    assert_eq!(
+        list["items"][0]["spec"]["taints"][0]["key"],
+        "CriticalAddonsOnly"
+    );
+}
