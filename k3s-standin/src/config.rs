@@ -387,7 +387,9 @@ const ENV_FLAGS: [(&str, &str); 10] = [
 /// Everything a server or agent run needs, resolved and checked.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// `server` or `agent`.
     pub role: Role,
+    /// `data-dir` (default /var/lib/rancher/k3s).
     pub data_dir: PathBuf,
     /// The token text (from `token` or the contents of `token-file`), never logged.
     pub token: Option<String>,
@@ -395,25 +397,41 @@ pub struct Settings {
     pub agent_token: Option<String>,
     /// The server to join (`server:`), when joining.
     pub server: Option<String>,
+    /// `node-name`, else the hostname.
     pub node_name: String,
+    /// `with-node-id`: append a random suffix to the node name.
     pub with_node_id: bool,
+    /// `node-ip` in the given order (primary family first), else the default-route address.
     pub node_ips: Vec<IpAddr>,
+    /// `node-external-ip`.
     pub node_external_ips: Vec<IpAddr>,
+    /// `node-label` as `(key, value)`.
     pub node_labels: Vec<(String, String)>,
+    /// `node-taint`, registered with the node.
     pub node_taints: Vec<Taint>,
+    /// `tls-san`, comma-split.
     pub tls_sans: Vec<String>,
+    /// `cluster-cidr` (the first is primary), or the family default.
     pub cluster_cidrs: Vec<IpNet>,
+    /// `service-cidr` (the first is primary), or the family default.
     pub service_cidrs: Vec<IpNet>,
+    /// `cluster-dns`, or index 10 of each service CIDR.
     pub cluster_dns: Vec<IpAddr>,
+    /// `cluster-domain` (default cluster.local).
     pub cluster_domain: String,
     pub node_mask_v4: u8,
     pub node_mask_v6: u8,
+    /// `https-listen-port` (default 6443; 0 lets the kernel choose).
     pub https_port: u16,
     /// `bind-address`: where to listen, and the kubeconfig host when set (reference/k3s.md §4).
     pub bind_address: Option<IpAddr>,
+    /// `write-kubeconfig` (default /etc/rancher/k3s/k3s.yaml).
     pub write_kubeconfig: PathBuf,
+    /// `write-kubeconfig-mode`, parsed as octal (default 0600).
     pub write_kubeconfig_mode: u32,
+    /// `cluster-init`.
     pub cluster_init: bool,
+    /// `flannel-backend` (default vxlan).
     pub flannel_backend: String,
     /// Warnings to log once logging is up (k3s logs these instead of failing).
     pub warnings: Vec<String>,
@@ -422,8 +440,11 @@ pub struct Settings {
 /// A node taint `key[=value]:Effect`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Taint {
+    /// Taint key.
     pub key: String,
+    /// Taint value, if any.
     pub value: Option<String>,
+    /// NoSchedule, PreferNoSchedule or NoExecute.
     pub effect: String,
 }
 

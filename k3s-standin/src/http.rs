@@ -44,21 +44,33 @@ pub enum Backend {
 /// and the CA key it needs, sent by `/v1-k3s-standin/server-bootstrap`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Bootstrap {
+    /// The cluster CA certificate, PEM (the exact bytes hashed into tokens).
     pub ca_cert: String,
+    /// The cluster CA key, PEM: joining servers sign their own certificates with it.
     pub ca_key: String,
+    /// The password of the `node` user (agent token, else the server password).
     pub node_password: String,
+    /// Critical value: cluster-cidr.
     pub cluster_cidr: Vec<String>,
+    /// Critical value: service-cidr.
     pub service_cidr: Vec<String>,
+    /// Critical value: cluster-dns.
     pub cluster_dns: Vec<String>,
+    /// Critical value: cluster-domain.
     pub cluster_domain: String,
+    /// Critical value: flannel-backend.
     pub flannel_backend: String,
 }
 
 /// Shared server state.
 pub struct State {
+    /// The cluster CA (cert and key).
     pub ca: Pair,
+    /// The password of the `server` user (never logged).
     pub server_password: String,
+    /// What `/v1-k3s-standin/server-bootstrap` hands to joining servers.
     pub bootstrap: Bootstrap,
+    /// Where node calls are answered.
     pub backend: Backend,
     /// Where the bootstrap server saves its node state after each change.
     pub persist: Option<std::path::PathBuf>,

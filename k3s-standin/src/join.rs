@@ -53,7 +53,9 @@ impl Error {
 
 /// A verified connection to a server: its CA and an https client that trusts only that CA.
 pub struct Joined {
+    /// The CA fetched from `/cacerts`, exactly as served.
     pub ca_pem: String,
+    /// An https client trusting only that CA.
     pub client: reqwest::Client,
 }
 

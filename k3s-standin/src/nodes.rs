@@ -47,11 +47,15 @@ impl Error {
 /// k3s API).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Registration {
+    /// Node name.
     pub name: String,
     /// `server` or `agent`.
     pub role: String,
+    /// InternalIP addresses in order.
     pub node_ips: Vec<IpAddr>,
+    /// ExternalIP addresses.
     pub external_ips: Vec<IpAddr>,
+    /// Labels set at first registration.
     pub labels: Vec<(String, String)>,
     /// `(key, value, effect)`.
     pub taints: Vec<(String, Option<String>, String)>,

@@ -39,7 +39,9 @@ const CA_CN: &str = "k3s-standin-server-ca";
 /// A certificate and its private key, both PEM.
 #[derive(Debug, Clone)]
 pub struct Pair {
+    /// Certificate, PEM.
     pub cert_pem: String,
+    /// Private key, PEM.
     pub key_pem: String,
 }
 
@@ -183,6 +185,7 @@ pub struct Token {
     pub ca_hash: String,
     /// Empty for a short token: the caller's default user (`server` or `node`) applies.
     pub username: String,
+    /// The password part.
     pub password: String,
 }
 
