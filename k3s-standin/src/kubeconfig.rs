@@ -130,7 +130,8 @@ pub fn render(
     serde_yaml_ng::to_string(&k)
 }
 
-/// Write `text` to `path` with `mode`, creating parent directories.
+/// Write `text` to `path` with `mode`, creating parent directories. The file is written beside
+/// the target and renamed into place, so a reader never sees a half-written kubeconfig.
 pub fn write(path: &Path, text: &str, mode: u32) -> Result<(), Error> {
     let shown = path.display().to_string();
     let err = |source| Error::Write {
@@ -140,8 +141,12 @@ pub fn write(path: &Path, text: &str, mode: u32) -> Result<(), Error> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(err)?;
     }
-    std::fs::write(path, text).map_err(err)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(err)
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    std::fs::write(&tmp, text).map_err(err)?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)
 }
 
 #[cfg(test)]

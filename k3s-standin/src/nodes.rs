@@ -727,6 +727,26 @@ mod tests {
     }
 
     #[test]
+    fn table_shows_first_internal_and_external_ip_and_roles() {
+        let mut c = cluster();
+        let mut r = reg("a", &["fdaa::1", "10.0.0.1"]);
+        r.external_ips = vec!["2001:db8::1".parse().unwrap()];
+        r.role = "agent".into();
+        let n = c.register(&r, 0).unwrap();
+        assert_eq!(
+            n["status"]["addresses"][2],
+            json!({"type": "ExternalIP", "address": "2001:db8::1"})
+        );
+        let t = c.table(Some("a"), 5).unwrap();
+        let cells = &t["rows"][0]["cells"];
+        assert_eq!(cells[1], "Ready");
+        assert_eq!(cells[2], "<none>");
+        assert_eq!(cells[5], "fdaa::1");
+        assert_eq!(cells[6], "2001:db8::1");
+        assert!(c.table(Some("zz"), 5).is_err());
+    }
+
+    #[test]
     fn register_refuses_node_ips_in_the_wrong_family_order() {
         let mut c = cluster();
         let e = c
