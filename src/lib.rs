@@ -8,4 +8,5 @@ pub mod cli;
 pub mod config;
 pub mod fly;
 pub mod kernel;
+pub mod node;
 pub mod render;
