@@ -11,7 +11,8 @@
 //! - Fly's runtime env: `FLY_MACHINE_ID`, `FLY_APP_NAME`, `FLY_REGION`, `FLY_PRIVATE_IP`;
 //! - the machine files `/etc/ssh/ssh_host_ed25519_key` and `/root/.ssh/authorized_keys`
 //!   (sshd runs only when the host key exists);
-//! - path overrides for tests and experiments: [`Options`].
+//! - path overrides for tests and experiments: [`Options`]; `FKS_LAB=1` when the machine is a
+//!   guest of fks-lab (its kernel is the host's: kernel-wide sysctls are skipped).
 //!
 //! Steps, each logged as one `[INFO]`/`[WARN]`/`[ERROR]` line on stderr: kernel check, machine
 //! id, addresses (at every boot, never cached), k3s config (atomic write, backup when changed,
@@ -161,6 +162,8 @@ pub struct Options {
     pub allow_missing_kernel_options: bool,
     /// Stop after writing files and applying settings: do not start sshd or k3s.
     pub no_supervise: bool,
+    /// Running as a guest of fks-lab (`FKS_LAB=1`): the kernel belongs to the host.
+    pub lab: bool,
 }
 
 impl Options {
@@ -368,7 +371,7 @@ fn write_k3s_config(cluster: &Config, node: &Node, options: &Options) -> Result<
 
 /// Step 5: sysctls, limits, mounts. Failures are warnings naming the setting.
 fn apply_system(options: &Options) {
-    let owns_kernel = system::owns_kernel(&options.root);
+    let owns_kernel = system::owns_kernel(&options.root, options.lab);
     if !owns_kernel {
         info!("sysctls: this machine shares its kernel with a host (own network namespace only); kernel-wide sysctls are left to the host");
     }
@@ -386,12 +389,14 @@ fn apply_system(options: &Options) {
             }
         }
     }
-    let failed = system::apply_limits();
-    for (name, e) in &failed {
-        warn!("limit {name} failed: {e}");
-    }
-    if failed.is_empty() {
-        info!("limits: nofile {}, nproc unlimited", system::NOFILE_LIMIT);
+    for (name, outcome) in system::apply_limits() {
+        match outcome {
+            system::LimitOutcome::Set => info!("limit {name}: raised"),
+            system::LimitOutcome::Capped { soft, wanted } => warn!(
+                "limit {name}: hard limit cannot be raised to {wanted}; soft limit set to the hard limit {soft}"
+            ),
+            system::LimitOutcome::Failed(e) => warn!("limit {name} failed: {e}"),
+        }
     }
     let mountinfo_path = options.sys("/proc/self/mountinfo");
     let mountinfo = std::fs::read_to_string(&mountinfo_path).unwrap_or_default();

@@ -130,29 +130,66 @@ pub fn apply_sysctls(
         .collect()
 }
 
-/// Whether this process owns its kernel: it shares the network namespace of PID 1 (on a Fly
-/// machine the VM's init; in a lab guest or container PID 1 is the host's, in another
-/// namespace). When the namespaces cannot be read, it is assumed to own it.
-pub fn owns_kernel(root: &Path) -> bool {
-    let own = fs::read_link(root.join("proc/self/ns/net"));
-    let init = fs::read_link(root.join("proc/1/ns/net"));
-    match (own, init) {
-        (Ok(own), Ok(init)) => own == init,
-        _ => true,
+/// Whether this process owns its kernel, so kernel-wide sysctls are its to set. Not when the
+/// lab says so (`FKS_LAB=1`, `lab`), nor when its network namespace differs from that of PID 1
+/// or of its parent (on a Fly machine both are the VM's init, in its one namespace; a lab guest
+/// or container sits in its own namespace below a host process). Namespaces that cannot be read
+/// (a sandbox may hide PID 1) do not count.
+pub fn owns_kernel(root: &Path, lab: bool) -> bool {
+    let ns = |pid: &str| fs::read_link(root.join(format!("proc/{pid}/ns/net"))).ok();
+    let parent = nix::unistd::getppid().to_string();
+    decide_owns_kernel(lab, ns("self"), &[ns("1"), ns(&parent)])
+}
+
+/// The decision of [`owns_kernel`] on values: `own` and `others` are `net:[inode]` links.
+pub fn decide_owns_kernel(lab: bool, own: Option<PathBuf>, others: &[Option<PathBuf>]) -> bool {
+    if lab {
+        return false;
+    }
+    match own {
+        Some(own) => others.iter().flatten().all(|other| *other == own),
+        None => true,
     }
 }
 
-/// The limits k3s and its children inherit: `nofile` 1048576, `nproc` unlimited. Returns the
-/// failures by limit name.
-pub fn apply_limits() -> Vec<(&'static str, nix::Error)> {
-    let mut failed = Vec::new();
-    if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, NOFILE_LIMIT, NOFILE_LIMIT) {
-        failed.push(("nofile", e));
+/// What happened to one limit.
+#[derive(Debug)]
+pub enum LimitOutcome {
+    Set,
+    /// The hard limit could not be raised (no CAP_SYS_RESOURCE); the soft limit was raised
+    /// to the existing hard limit instead.
+    Capped {
+        soft: u64,
+        wanted: u64,
+    },
+    Failed(nix::Error),
+}
+
+/// The limits k3s and its children inherit: `nofile` 1048576, `nproc` unlimited.
+pub fn apply_limits() -> Vec<(&'static str, LimitOutcome)> {
+    [
+        ("nofile", Resource::RLIMIT_NOFILE, NOFILE_LIMIT),
+        ("nproc", Resource::RLIMIT_NPROC, RLIM_INFINITY),
+    ]
+    .into_iter()
+    .map(|(name, resource, wanted)| (name, apply_limit(resource, wanted)))
+    .collect()
+}
+
+fn apply_limit(resource: Resource, wanted: u64) -> LimitOutcome {
+    match setrlimit(resource, wanted, wanted) {
+        Ok(()) => LimitOutcome::Set,
+        Err(e) => match nix::sys::resource::getrlimit(resource) {
+            Ok((_, hard)) => {
+                let soft = hard.min(wanted);
+                match setrlimit(resource, soft, hard) {
+                    Ok(()) => LimitOutcome::Capped { soft, wanted },
+                    Err(_) => LimitOutcome::Failed(e),
+                }
+            }
+            Err(_) => LimitOutcome::Failed(e),
+        },
     }
-    if let Err(e) = setrlimit(Resource::RLIMIT_NPROC, RLIM_INFINITY, RLIM_INFINITY) {
-        failed.push(("nproc", e));
-    }
-    failed
 }
 
 /// One mount step, for the log.
@@ -310,6 +347,19 @@ mod tests {
         let p = sysctl_path(Path::new("/"), "net.ipv4.conf.all.src_valid_mark");
         assert_eq!(p, Path::new("/proc/sys/net/ipv4/conf/all/src_valid_mark"));
         assert_eq!(SYSCTLS.len(), 11);
+    }
+
+    #[test]
+    fn kernel_is_owned_only_in_the_namespace_of_pid_1_and_the_parent() {
+        let a = || Some(PathBuf::from("net:[4026531833]"));
+        let b = || Some(PathBuf::from("net:[4026532400]"));
+        assert!(decide_owns_kernel(false, a(), &[a(), a()]));
+        // A lab guest: own namespace, the lab (parent) in the host's.
+        assert!(!decide_owns_kernel(false, b(), &[None, a()]));
+        assert!(!decide_owns_kernel(false, b(), &[a(), b()]));
+        // Unreadable links do not count; the lab flag always wins.
+        assert!(decide_owns_kernel(false, a(), &[None, None]));
+        assert!(!decide_owns_kernel(true, a(), &[a(), a()]));
     }
 
     #[test]
