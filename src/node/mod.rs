@@ -16,7 +16,8 @@
 //!
 //! Steps, each logged as one `[INFO]`/`[WARN]`/`[ERROR]` line on stderr: kernel check, machine
 //! id, addresses (at every boot, never cached), k3s config (atomic write, backup when changed,
-//! untouched when not), sysctls/limits/mounts/links, then sshd and k3s under the supervisor.
+//! untouched when not), sysctls/limits/mounts/links, then sshd, iscsid (when installed) and
+//! k3s under the supervisor.
 //!
 //! This module owns the machine side only: it never talks to the Fly API.
 
@@ -59,6 +60,9 @@ pub const CONFIG_DIR: &str = "/etc/fks/cluster";
 pub const RANCHER_CONFIG: &str = "/etc/rancher/k3s/config.yaml";
 /// The k3s node-password directory, kept on the volume through a symlink.
 pub const RANCHER_NODE: &str = "/etc/rancher/node";
+
+/// open-iscsi's daemon, run in the foreground (`-f`) when the image has it.
+pub const ISCSID: &str = "/usr/sbin/iscsid";
 
 /// What `node init` can fail with before the supervisor takes over.
 #[derive(Debug, thiserror::Error)]
@@ -222,6 +226,21 @@ pub fn init(options: &Options) -> Result<u8, Error> {
             "sshd: no host key at {}; not starting sshd",
             ssh_paths.host_key.display()
         ),
+    }
+    // Longhorn needs iscsid (reference/k3s-sh-behaviour.md "Node side"); images without
+    // open-iscsi simply do not offer it.
+    let iscsid = options.sys(ISCSID);
+    if iscsid.is_file() {
+        services.push(supervise::Service {
+            name: "iscsid".into(),
+            argv: vec![iscsid.display().to_string(), "-f".into()],
+            main: false,
+        });
+    } else {
+        info!(
+            "iscsid: {} not installed; not starting it (Longhorn volumes need it)",
+            iscsid.display()
+        );
     }
     let role = if node.role.is_server() {
         "server"
@@ -397,6 +416,13 @@ fn apply_system(options: &Options) {
             ),
             system::LimitOutcome::Failed(e) => warn!("limit {name} failed: {e}"),
         }
+    }
+    if options.root != Path::new("/") {
+        info!(
+            "mounts: skipped (root is {}, not /: mounts would land on the host)",
+            options.root.display()
+        );
+        return;
     }
     let mountinfo_path = options.sys("/proc/self/mountinfo");
     let mountinfo = std::fs::read_to_string(&mountinfo_path).unwrap_or_default();

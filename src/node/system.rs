@@ -152,6 +152,20 @@ pub fn decide_owns_kernel(lab: bool, own: Option<PathBuf>, others: &[Option<Path
     }
 }
 
+/// A resource limit value, printed as `unlimited` for RLIM_INFINITY.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit(pub u64);
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0 == RLIM_INFINITY {
+            f.write_str("unlimited")
+        } else {
+            write!(f, "{}", self.0)
+        }
+    }
+}
+
 /// What happened to one limit.
 #[derive(Debug)]
 pub enum LimitOutcome {
@@ -159,8 +173,8 @@ pub enum LimitOutcome {
     /// The hard limit could not be raised (no CAP_SYS_RESOURCE); the soft limit was raised
     /// to the existing hard limit instead.
     Capped {
-        soft: u64,
-        wanted: u64,
+        soft: Limit,
+        wanted: Limit,
     },
     Failed(nix::Error),
 }
@@ -183,7 +197,10 @@ fn apply_limit(resource: Resource, wanted: u64) -> LimitOutcome {
             Ok((_, hard)) => {
                 let soft = hard.min(wanted);
                 match setrlimit(resource, soft, hard) {
-                    Ok(()) => LimitOutcome::Capped { soft, wanted },
+                    Ok(()) => LimitOutcome::Capped {
+                        soft: Limit(soft),
+                        wanted: Limit(wanted),
+                    },
                     Err(_) => LimitOutcome::Failed(e),
                 }
             }
