@@ -242,6 +242,39 @@ fn stop(g: &Guest) -> std::process::ExitStatus {
     status
 }
 
+/// A distinctive argument, so the orphan can be found among the host's processes (the lab has
+/// no PID namespace).
+const ORPHAN_SLEEP: &str = "100042";
+
+/// The pid of the one process whose /proc/PID/cmdline starts with `cmdline` (NUL-separated).
+fn find_process(cmdline: &str) -> i32 {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let found: Vec<i32> = std::fs::read_dir("/proc")
+            .expect("/proc")
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .map(|c| c.starts_with(cmdline.as_bytes()))
+                    .unwrap_or(false)
+            })
+            .collect();
+        match found[..] {
+            [pid] => return pid,
+            [] if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            _ => panic!("expected one process {cmdline:?}, found {found:?}"),
+        }
+    }
+}
+
+/// PPid of a process, from /proc/PID/status.
+fn parent_of(pid: i32) -> Option<i32> {
+    read(Path::new(&format!("/proc/{pid}/status")))
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 fn ssh_keygen(path: &Path) {
     let status = Command::new("ssh-keygen")
         .args([
@@ -445,8 +478,16 @@ fn node_init_restarts_a_failed_k3s_with_backoff_and_exits_with_its_status() {
         return;
     }
     let lab = Lab::new(42);
-    let g = Guest::start(lab.spec(1, 1, Vec::new(), &[("FKS_TEST_K3S_FAIL_FIRST", "1")]))
-        .expect("start guest");
+    let g = Guest::start(lab.spec(
+        1,
+        1,
+        Vec::new(),
+        &[
+            ("FKS_TEST_K3S_FAIL_FIRST", "1"),
+            ("FKS_TEST_K3S_ORPHAN", ORPHAN_SLEEP),
+        ],
+    ))
+    .expect("start guest");
     let log_path = lab.log_path(1);
     lab.wait_for_start(1, &log_path);
     let argv = lab.wait_for_start(2, &log_path);
@@ -456,6 +497,25 @@ fn node_init_restarts_a_failed_k3s_with_backoff_and_exits_with_its_status() {
     assert!(log.contains(": exit status 3"), "{log}");
     assert!(log.contains("[INFO]  k3s will be restarted in 1s"), "{log}");
     assert!(log.contains("[INFO]  restarting k3s"), "{log}");
+    // The orphan the first start left behind was adopted by node init (the subreaper) and is
+    // reaped when it dies: no zombie stays.
+    let orphan = find_process(&format!("sleep\0{ORPHAN_SLEEP}\0"));
+    assert_eq!(
+        parent_of(orphan),
+        Some(g.pid()),
+        "orphan {orphan} not adopted"
+    );
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(orphan), Signal::SIGKILL)
+        .expect("kill orphan");
+    let deadline = Instant::now() + WAIT;
+    while Path::new(&format!("/proc/{orphan}")).exists() {
+        assert!(
+            Instant::now() < deadline,
+            "orphan {orphan} was not reaped: {}",
+            read(Path::new(&format!("/proc/{orphan}/status")))
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let status = stop(&g);
     assert_eq!(status.code(), Some(143), "log:\n{}", read(&log_path));
     let log = read(&log_path);
