@@ -50,7 +50,8 @@ pub struct InitArgs {
     /// Directory of the cluster config [default: ROOT/etc/fks/cluster].
     #[arg(long, env = "FKS_CONFIG_DIR", value_name = "DIR")]
     pub config_dir: Option<PathBuf>,
-    /// Where config.yaml and the node-password directory live [default: ROOT/data/k3s].
+    /// Where config.yaml and the node-password directory live [default: ROOT/data/k3s]
+    /// (the rendered config's own data-dir stays /data/k3s).
     #[arg(long, env = "FKS_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Configure the machine, then exit instead of starting sshd and k3s.

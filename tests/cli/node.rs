@@ -181,3 +181,37 @@ fn node_init_refuses_an_app_that_does_not_match_the_node_name() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("belongs to app six-ng-a but FLY_APP_NAME is six-cp"));
 }
+
+#[test]
+fn node_init_stops_without_a_kernel_config_unless_missing_options_are_allowed() {
+    let root = root_with(&hosts("fdaa:0:1::2"));
+    let run = |allow: Option<&str>| {
+        let mut cmd = fks();
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .args(["node", "init", "--no-supervise", "--root"])
+            .arg(root.path())
+            .envs(FLY.iter().copied());
+        if let Some(v) = allow {
+            cmd.env("FKS_ALLOW_MISSING_KERNEL_OPTIONS", v);
+        }
+        cmd.output().unwrap()
+    };
+    // The temp root has no proc/config.gz or boot/config-*.
+    let out = run(None);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("reading the running kernel's config"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!root.path().join("data/k3s/config.yaml").exists());
+    let out = run(Some("1"));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("[WARN]  kernel: cannot read the running kernel's config"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(root.path().join("data/k3s/config.yaml").exists());
+}
