@@ -250,8 +250,16 @@ fn on_signal(
 
 fn start(s: &mut Supervised, policy: &Policy) {
     let argv = &s.service.argv;
-    let spawned = Command::new(&argv[0])
-        .args(&argv[1..])
+    let Some((program, args)) = argv.split_first() else {
+        error!(
+            "service {} has an empty command line; not starting it",
+            s.service.name
+        );
+        s.state = State::Done;
+        return;
+    };
+    let spawned = Command::new(program)
+        .args(args)
         .stdin(Stdio::null())
         .spawn();
     match spawned {
@@ -267,7 +275,7 @@ fn start(s: &mut Supervised, policy: &Policy) {
             };
         }
         Err(e) => {
-            error!("could not start {} ({}): {e}", s.service.name, argv[0]);
+            error!("could not start {} ({program}): {e}", s.service.name);
             s.last = Some(Exit::SpawnFailed);
             schedule_restart(s, policy, Duration::ZERO);
         }
