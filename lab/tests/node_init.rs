@@ -207,6 +207,29 @@ impl Drop for Lab {
     }
 }
 
+/// A started guest that is destroyed when the test ends, also when an assertion fails (a
+/// guest left running would keep its network namespace and processes).
+struct Running(Guest);
+
+impl Running {
+    fn start(spec: GuestSpec) -> Running {
+        Running(Guest::start(spec).expect("start guest"))
+    }
+}
+
+impl std::ops::Deref for Running {
+    type Target = Guest;
+    fn deref(&self) -> &Guest {
+        &self.0
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.destroy();
+    }
+}
+
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| format!("<{}: {e}>", path.display()))
 }
@@ -326,7 +349,7 @@ fn node_init_renders_from_own_addresses_at_every_boot_and_backs_up_changes() {
 
     let host_panic = read(Path::new("/proc/sys/kernel/panic"));
     // Boot 1: address index 1.
-    let g = Guest::start(lab.spec(1, 1, files, &[])).expect("start boot 1");
+    let g = Running::start(lab.spec(1, 1, files, &[]));
     let log1 = lab.log_path(1);
     let argv = lab.wait_for_start(1, &log1);
     assert_eq!(argv, ["server", "--config", "/data/k3s/config.yaml"]);
@@ -418,7 +441,7 @@ fn node_init_renders_from_own_addresses_at_every_boot_and_backs_up_changes() {
     assert_eq!(status.code(), Some(143), "log:\n{}", read(&log1));
 
     // Boot 2: same volume, the machine moved: a different 6PN address.
-    let g = Guest::start(lab.spec(2, 2, Vec::new(), &[])).expect("start boot 2");
+    let g = Running::start(lab.spec(2, 2, Vec::new(), &[]));
     lab.wait_for_start(2, &lab.log_path(2));
     let config2 = read(&lab.volume.join("k3s/config.yaml"));
     assert_eq!(
@@ -449,7 +472,7 @@ fn node_init_renders_from_own_addresses_at_every_boot_and_backs_up_changes() {
         .expect("config")
         .modified()
         .expect("mtime");
-    let g = Guest::start(lab.spec(3, 2, Vec::new(), &[])).expect("start boot 3");
+    let g = Running::start(lab.spec(3, 2, Vec::new(), &[]));
     lab.wait_for_start(3, &lab.log_path(3));
     assert_eq!(read(&config_path), config2);
     assert_eq!(
@@ -482,7 +505,7 @@ fn node_init_restarts_a_failed_k3s_with_backoff_and_exits_with_its_status() {
         return;
     }
     let lab = Lab::new(42);
-    let g = Guest::start(lab.spec(
+    let g = Running::start(lab.spec(
         1,
         1,
         Vec::new(),
@@ -490,8 +513,7 @@ fn node_init_restarts_a_failed_k3s_with_backoff_and_exits_with_its_status() {
             ("FKS_TEST_K3S_FAIL_FIRST", "1"),
             ("FKS_TEST_K3S_ORPHAN", ORPHAN_SLEEP),
         ],
-    ))
-    .expect("start guest");
+    ));
     let log_path = lab.log_path(1);
     lab.wait_for_start(1, &log_path);
     let argv = lab.wait_for_start(2, &log_path);
