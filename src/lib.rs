@@ -10,3 +10,4 @@ pub mod fly;
 pub mod kernel;
 pub mod node;
 pub mod render;
+pub mod ssh;

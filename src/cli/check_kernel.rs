@@ -29,6 +29,7 @@ pub struct Args {
     pub json: bool,
 }
 
+/// Run `check-kernel`: read, judge, render; exit 1 when a required option is not satisfied.
 pub fn run(args: Args) -> Result<(), super::Error> {
     let (config, path) = kernel::source::read(args.kernel_config.as_deref())
         .map_err(|e| super::Error::Usage(e.into()))?;

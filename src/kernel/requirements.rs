@@ -49,26 +49,33 @@ pub struct Requirement {
 /// A renamed, folded or removed option (`kernel-configs/history.toml`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryRule {
+    /// The old option, as requirement sets name it.
     pub option: String,
     /// The first kernel version the rule applies to.
     pub since: Version,
     /// Options that satisfy it from `since` on; empty: the option no longer applies.
     pub replaced_by: Vec<String>,
+    /// What changed and where (commit, version), shown in the report.
     pub reason: String,
 }
 
 /// A requirement set's name and title, in the order the report shows them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequirementSet {
+    /// Short name used in entries and JSON (`seed`).
     pub name: String,
+    /// Heading for the table.
     pub title: String,
 }
 
 /// Everything a kernel is checked against.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Requirements {
+    /// The sets, in report order.
     pub sets: Vec<RequirementSet>,
+    /// Every requirement of every set, in file order.
     pub items: Vec<Requirement>,
+    /// The option history rules.
     pub history: Vec<HistoryRule>,
     /// What was left out and why (e.g. no flannel backend known).
     pub notes: Vec<String>,
