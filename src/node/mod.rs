@@ -242,6 +242,15 @@ pub fn init(options: &Options) -> Result<u8, Error> {
             iscsid.display()
         );
     }
+    // Joining servers and agents read the join token from this file, which the platform writes
+    // from the cluster's app secret; only its presence is checked, never its content.
+    let token = options.sys(render::TOKEN_FILE);
+    if node.role != render::Role::BootstrapServer && !token.is_file() {
+        warn!(
+            "join token: {} is missing; k3s cannot join the cluster until it is delivered",
+            token.display()
+        );
+    }
     let role = if node.role.is_server() {
         "server"
     } else {
