@@ -8,5 +8,6 @@ pub mod cli;
 pub mod config;
 pub mod fly;
 pub mod kernel;
+pub mod node;
 pub mod render;
 pub mod ssh;

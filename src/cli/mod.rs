@@ -9,6 +9,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 mod check_kernel;
 mod completions;
+mod node;
 mod render;
 mod validate;
 
@@ -61,6 +62,8 @@ pub enum Command {
     Validate(validate::Args),
     /// Print the k3s config.yaml a node would get.
     Render(render::Args),
+    /// Commands that run on a cluster machine (`node init` is its entrypoint).
+    Node(node::Args),
 }
 
 /// Parse the process arguments, run the command and return its exit code.
@@ -96,6 +99,7 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Completions(args) => completions::run(args, &mut Cli::command()),
         Command::Validate(args) => validate::run(args),
         Command::Render(args) => render::run(args),
+        Command::Node(args) => node::run(args),
     }
 }
 

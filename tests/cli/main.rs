@@ -3,6 +3,7 @@
 
 mod check_kernel;
 mod completions;
+mod node;
 mod render;
 mod util;
 mod validate;

@@ -1,0 +1,97 @@
+//! `fks-bootstrap node init`: the entrypoint of every cluster machine. Owns the flags and the
+//! mapping of the outcome to the process exit code; the work is `crate::node`.
+//!
+//! Once the supervisor runs, `node init` exits with k3s's status, so this command ends the
+//! process itself with that code instead of going through the 0/1/2 mapping.
+
+use std::path::PathBuf;
+
+use anyhow::anyhow;
+
+use super::Error;
+use crate::node::{self, Options};
+
+const AFTER_HELP: &str = "\
+Inputs (set by fks-bootstrap when it creates the machine, and by Fly):
+  /etc/fks/cluster/config     the cluster config (a machine file)
+  FKS_NODE_NAME               ctrl-N or worker-ng-<group>-<i>
+  FKS_BOOTSTRAP_NODE_ID       N of the bootstrap server (default 0)
+  FKS_BOOTSTRAP_MACHINE_ID    the machine id a joining server joins
+  FKS_ZONE                    the zone of the machine's volume
+  FLY_MACHINE_ID FLY_APP_NAME FLY_REGION FLY_PRIVATE_IP   Fly's runtime variables
+  /etc/ssh/ssh_host_ed25519_key, /root/.ssh/authorized_keys   sshd runs when the key exists
+
+Exit status: k3s's status after a stop signal; 1 when a boot step fails; 2 when the inputs
+are wrong.";
+
+/// Commands that run on a cluster machine.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: NodeCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum NodeCommand {
+    /// Configure this machine and run k3s (the machine's entrypoint).
+    #[command(after_help = AFTER_HELP)]
+    Init(InitArgs),
+}
+
+/// Configure this machine and supervise sshd and k3s.
+#[derive(Debug, clap::Args)]
+pub struct InitArgs {
+    /// Boot even when the running kernel lacks required options (for experiments).
+    #[arg(long, env = "FKS_ALLOW_MISSING_KERNEL_OPTIONS", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
+    pub allow_missing_kernel_options: bool,
+    /// Prefix of every system path (/etc, /proc, /var, /data, /run).
+    #[arg(long, env = "FKS_ROOT", value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+    /// Directory of the cluster config [default: ROOT/etc/fks/cluster].
+    #[arg(long, env = "FKS_CONFIG_DIR", value_name = "DIR")]
+    pub config_dir: Option<PathBuf>,
+    /// Where config.yaml and the node-password directory live [default: ROOT/data/k3s]
+    /// (the rendered config's own data-dir stays /data/k3s).
+    #[arg(long, env = "FKS_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Configure the machine, then exit instead of starting sshd and k3s.
+    #[arg(long)]
+    pub no_supervise: bool,
+    /// The machine is a guest of fks-lab, whose kernel belongs to the host: kernel-wide
+    /// sysctls (vm.*, kernel.*) are skipped. Also detected from network namespaces.
+    #[arg(long, env = "FKS_LAB", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
+    pub lab: bool,
+}
+
+pub fn run(args: Args) -> Result<(), Error> {
+    match args.command {
+        NodeCommand::Init(a) => init(a),
+    }
+}
+
+fn init(a: InitArgs) -> Result<(), Error> {
+    let options = Options {
+        config_dir: a
+            .config_dir
+            .unwrap_or_else(|| node::under(&a.root, node::CONFIG_DIR)),
+        data_dir: a
+            .data_dir
+            .unwrap_or_else(|| node::under(&a.root, crate::render::DATA_DIR)),
+        root: a.root,
+        allow_missing_kernel_options: a.allow_missing_kernel_options,
+        no_supervise: a.no_supervise,
+        lab: a.lab,
+    };
+    match node::init(&options) {
+        Ok(0) => Ok(()),
+        Ok(code) => std::process::exit(i32::from(code)),
+        Err(e) => {
+            let err = anyhow!("node init: {}", node::chain(&e));
+            if e.is_configuration() {
+                Err(Error::Usage(err))
+            } else {
+                Err(Error::Failed(err))
+            }
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! The machine's own addresses, found at every boot and never cached: the 6PN address
+//! (`FLY_PRIVATE_IP`, else the `fly-local-6pn` entry of /etc/hosts; reference/
+//! fly-machines-api.md §7) and eth0's primary IPv4 (through getifaddrs, not command output).
+//!
+//! The choice between the sources is pure ([`choose_private_ip`], [`parse_hosts_6pn`]); only
+//! [`eth0_ipv4`] and the caller's file read touch the system.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use super::Error;
+
+/// The /etc/hosts name Fly gives the machine's 6PN address.
+pub const HOSTS_6PN_NAME: &str = "fly-local-6pn";
+
+/// The interface whose IPv4 k3s gets as the second node-ip (reference/k3s-sh-behaviour.md).
+pub const IPV4_INTERFACE: &str = "eth0";
+
+/// Where the 6PN address came from, for the log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Only `FLY_PRIVATE_IP` was available.
+    Env,
+    /// Only the hosts entry was available.
+    Hosts,
+    /// Both were available and agree.
+    Both,
+}
+
+impl Source {
+    /// How the log names it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Source::Env => "FLY_PRIVATE_IP",
+            Source::Hosts => "the fly-local-6pn entry of /etc/hosts",
+            Source::Both => "FLY_PRIVATE_IP (agrees with the fly-local-6pn entry of /etc/hosts)",
+        }
+    }
+}
+
+/// The address of the first `fly-local-6pn` line of a hosts file, if any. Comments and
+/// malformed lines are skipped; a `fly-local-6pn` line whose address is not IPv6 is an error,
+/// because silently using something else would put a wrong node-ip into k3s.
+pub fn parse_hosts_6pn(text: &str) -> Result<Option<Ipv6Addr>, Error> {
+    for (i, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("");
+        let mut fields = line.split_whitespace();
+        let Some(addr) = fields.next() else { continue };
+        if !fields.any(|name| name == HOSTS_6PN_NAME) {
+            continue;
+        }
+        return match addr.parse::<IpAddr>() {
+            Ok(IpAddr::V6(ip)) => Ok(Some(ip)),
+            _ => Err(Error::Hosts6pn {
+                line: i + 1,
+                value: addr.to_owned(),
+            }),
+        };
+    }
+    Ok(None)
+}
+
+/// Pick the 6PN address from the environment and the hosts file: either alone, or both when
+/// they agree. Neither, or a disagreement, is an error naming both values.
+pub fn choose_private_ip(
+    env: Option<Ipv6Addr>,
+    hosts: Option<Ipv6Addr>,
+) -> Result<(Ipv6Addr, Source), Error> {
+    match (env, hosts) {
+        (Some(e), Some(h)) if e == h => Ok((e, Source::Both)),
+        (Some(e), Some(h)) => Err(Error::PrivateIpMismatch { env: e, hosts: h }),
+        (Some(e), None) => Ok((e, Source::Env)),
+        (None, Some(h)) => Ok((h, Source::Hosts)),
+        (None, None) => Err(Error::NoPrivateIp),
+    }
+}
+
+/// Whether an IPv4 address is a usable primary address (not loopback, link-local,
+/// unspecified, broadcast or multicast).
+pub fn is_global_ipv4(ip: Ipv4Addr) -> bool {
+    !(ip.is_loopback()
+        || ip.is_link_local()
+        || ip.is_unspecified()
+        || ip.is_broadcast()
+        || ip.is_multicast())
+}
+
+/// The first usable IPv4 address of `interface` (in the kernel's order), if any.
+pub fn interface_ipv4(interface: &str) -> Result<Option<Ipv4Addr>, Error> {
+    let addrs = nix::ifaddrs::getifaddrs().map_err(|e| Error::Ifaddrs {
+        source: std::io::Error::from(e),
+    })?;
+    Ok(addrs
+        .filter(|a| a.interface_name == interface)
+        .filter_map(|a| a.address.and_then(|s| s.as_sockaddr_in().map(|v4| v4.ip())))
+        .find(|ip| is_global_ipv4(*ip)))
+}
+
+/// eth0's primary IPv4.
+pub fn eth0_ipv4() -> Result<Option<Ipv4Addr>, Error> {
+    interface_ipv4(IPV4_INTERFACE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FLY_HOSTS: &str = "127.0.0.1\tlocalhost\n\
+        ::1\tlocalhost ip6-localhost\n\
+        # fdaa::9 fly-local-6pn (commented out)\n\
+        fdaa:0:1:a7b:1:2:3:2\tfly-local-6pn\n\
+        fdaa:0:1:a7b:1:2:3:2\te784079b449483\n\
+        172.19.0.2\te784079b449483\n";
+
+    #[test]
+    fn hosts_6pn_entry_is_found_and_comments_are_ignored() {
+        assert_eq!(
+            parse_hosts_6pn(FLY_HOSTS).unwrap(),
+            Some("fdaa:0:1:a7b:1:2:3:2".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn hosts_without_6pn_entry_give_none() {
+        assert_eq!(parse_hosts_6pn("127.0.0.1 localhost\n\n").unwrap(), None);
+    }
+
+    #[test]
+    fn hosts_6pn_entry_with_alias_after_other_names_is_found() {
+        let text = "fdaa::5 myhost fly-local-6pn\n";
+        assert_eq!(
+            parse_hosts_6pn(text).unwrap(),
+            Some("fdaa::5".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn hosts_6pn_entry_with_ipv4_is_an_error_naming_the_line() {
+        let err = parse_hosts_6pn("127.0.0.1 localhost\n10.0.0.1 fly-local-6pn\n").unwrap_err();
+        assert!(err.to_string().contains("line 2"), "{err}");
+        assert!(err.to_string().contains("10.0.0.1"), "{err}");
+    }
+
+    #[test]
+    fn private_ip_sources_must_agree() {
+        let a: Ipv6Addr = "fdaa::2".parse().unwrap();
+        let b: Ipv6Addr = "fdaa::3".parse().unwrap();
+        assert_eq!(
+            choose_private_ip(Some(a), Some(a)).unwrap(),
+            (a, Source::Both)
+        );
+        assert_eq!(choose_private_ip(Some(a), None).unwrap(), (a, Source::Env));
+        assert_eq!(
+            choose_private_ip(None, Some(b)).unwrap(),
+            (b, Source::Hosts)
+        );
+        let err = choose_private_ip(Some(a), Some(b)).unwrap_err().to_string();
+        assert!(err.contains("fdaa::2") && err.contains("fdaa::3"), "{err}");
+        assert!(matches!(
+            choose_private_ip(None, None),
+            Err(Error::NoPrivateIp)
+        ));
+    }
+
+    #[test]
+    fn only_global_ipv4_addresses_are_primary() {
+        assert!(is_global_ipv4(Ipv4Addr::new(172, 19, 0, 2)));
+        assert!(!is_global_ipv4(Ipv4Addr::new(127, 0, 0, 1)));
+        assert!(!is_global_ipv4(Ipv4Addr::new(169, 254, 1, 1)));
+        assert!(!is_global_ipv4(Ipv4Addr::UNSPECIFIED));
+    }
+
+    #[test]
+    fn loopback_interface_has_no_primary_ipv4() {
+        // `lo` exists everywhere and carries only 127.0.0.1.
+        assert_eq!(interface_ipv4("lo").unwrap(), None);
+    }
+}

@@ -1,0 +1,217 @@
+//! `fks-bootstrap node init` in a temp root (`--root`, `--no-supervise`): inputs, the files it
+//! writes, and what it does on a second boot. No mounts or sysctls reach the host: under a
+//! root other than / mounts are skipped and sysctls go to files below the root (which do not
+//! exist, so each is a warning). The supervisor runs in the lab guest tests
+//! (lab/tests/node_init.rs).
+
+use std::path::Path;
+use std::process::Output;
+
+use super::util::{fks, stderr};
+
+/// An IPv6-only cluster, so the test does not depend on the host having an eth0 IPv4.
+const CONFIG: &str = "\
+CLUSTER_NAME=six
+CLUSTER_CIDR=\"fd10:42::/56\"
+SERVICE_CIDR=\"fd10:43::/112\"
+CLUSTER_DNS=\"fd10:43::a\"
+REGION=sjc
+NODE_GROUP_SIZE=3
+VOLUME_SIZE=1
+VOLUME_NAME=data
+CP_VM_SIZE=shared-cpu-2x
+CP_VM_MEMORY=2048
+WORKER_VM_SIZE=shared-cpu-1x
+WORKER_VM_MEMORY=1024
+K3S_VERSION=\"v1.33.7+k3s1\"
+ORG_NAME=personal
+FLANNEL_BACKEND=vxlan
+";
+
+fn hosts(ip: &str) -> String {
+    format!("127.0.0.1\tlocalhost\n{ip}\tfly-local-6pn\n{ip}\t3d8d9e1b2c4f87\n")
+}
+
+fn root_with(hosts_text: &str) -> tempfile::TempDir {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("etc/fks/cluster");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("config"), CONFIG).unwrap();
+    std::fs::write(root.path().join("etc/hosts"), hosts_text).unwrap();
+    root
+}
+
+fn init(root: &Path, env: &[(&str, &str)]) -> Output {
+    let mut cmd = fks();
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .args([
+            "node",
+            "init",
+            "--no-supervise",
+            "--allow-missing-kernel-options",
+        ])
+        .arg("--root")
+        .arg(root);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+const FLY: &[(&str, &str)] = &[
+    ("FKS_NODE_NAME", "worker-ng-a-0"),
+    ("FKS_ZONE", "z1"),
+    ("FLY_MACHINE_ID", "3d8d9e1b2c4f87"),
+    ("FLY_APP_NAME", "six-ng-a"),
+    ("FLY_REGION", "sjc"),
+];
+
+#[test]
+fn node_init_without_its_environment_is_a_usage_error_naming_each_variable() {
+    let root = root_with(&hosts("fdaa:0:1::2"));
+    let out = init(root.path(), &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    for var in ["FKS_NODE_NAME", "FLY_MACHINE_ID", "FLY_REGION"] {
+        assert!(err.contains(&format!("{var} is not set")), "{err}");
+    }
+}
+
+#[test]
+fn node_init_writes_config_from_the_hosts_6pn_entry_links_it_and_keeps_it_when_unchanged() {
+    let root = root_with(&hosts("fdaa:0:1::2"));
+    let out = init(root.path(), FLY);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("[INFO]  6PN address: fdaa:0:1::2 from the fly-local-6pn entry of /etc/hosts"),
+        "{err}"
+    );
+    assert!(err.contains("[INFO]  mounts: skipped"), "{err}");
+    let config_path = root.path().join("data/k3s/config.yaml");
+    let config = std::fs::read_to_string(&config_path).unwrap();
+    assert!(
+        config.contains("node-ip:\n  - \"fdaa:0:1::2\"\n"),
+        "{config}"
+    );
+    assert!(
+        config.contains("3d8d9e1b2c4f87.vm.six-ng-a.internal"),
+        "{config}"
+    );
+    assert_eq!(
+        std::fs::read_link(root.path().join("etc/rancher/k3s/config.yaml")).unwrap(),
+        config_path
+    );
+    assert_eq!(
+        std::fs::read_link(root.path().join("etc/rancher/node")).unwrap(),
+        root.path().join("data/k3s/node")
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.path().join("etc/machine-id")).unwrap(),
+        "3d8d9e1b2c4f87\n"
+    );
+
+    let again = init(root.path(), FLY);
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("k3s config: "),
+        "{}",
+        stderr(&again)
+    );
+    assert!(
+        stderr(&again).contains("config.yaml unchanged"),
+        "{}",
+        stderr(&again)
+    );
+    assert_eq!(std::fs::read_to_string(&config_path).unwrap(), config);
+}
+
+#[test]
+fn node_init_backs_up_the_config_when_the_6pn_address_moved() {
+    let root = root_with(&hosts("fdaa:0:1::2"));
+    assert_eq!(init(root.path(), FLY).status.code(), Some(0));
+    std::fs::write(root.path().join("etc/hosts"), hosts("fdaa:0:9::7")).unwrap();
+    let out = init(root.path(), FLY);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("changed; previous one kept as"),
+        "{}",
+        stderr(&out)
+    );
+    let data = root.path().join("data/k3s");
+    let backups: Vec<_> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".bak"))
+        .collect();
+    assert_eq!(backups.len(), 1);
+    assert!(std::fs::read_to_string(&backups[0])
+        .unwrap()
+        .contains("fdaa:0:1::2"));
+    let config = std::fs::read_to_string(data.join("config.yaml")).unwrap();
+    assert!(config.contains("\"fdaa:0:9::7\""), "{config}");
+}
+
+#[test]
+fn node_init_stops_when_fly_private_ip_and_hosts_disagree() {
+    let root = root_with(&hosts("fdaa:0:1::2"));
+    let mut env = FLY.to_vec();
+    env.push(("FLY_PRIVATE_IP", "fdaa:0:1::3"));
+    let out = init(root.path(), &env);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("fdaa:0:1::3") && err.contains("fdaa:0:1::2"),
+        "{err}"
+    );
+    assert!(!root.path().join("data/k3s/config.yaml").exists());
+}
+
+#[test]
+fn node_init_refuses_an_app_that_does_not_match_the_node_name() {
+    let root = root_with(&hosts("fdaa:0:1::2"));
+    let mut env: Vec<_> = FLY
+        .iter()
+        .filter(|(k, _)| *k != "FLY_APP_NAME")
+        .copied()
+        .collect();
+    env.push(("FLY_APP_NAME", "six-cp"));
+    let out = init(root.path(), &env);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("belongs to app six-ng-a but FLY_APP_NAME is six-cp"));
+}
+
+#[test]
+fn node_init_stops_without_a_kernel_config_unless_missing_options_are_allowed() {
+    let root = root_with(&hosts("fdaa:0:1::2"));
+    let run = |allow: Option<&str>| {
+        let mut cmd = fks();
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .args(["node", "init", "--no-supervise", "--root"])
+            .arg(root.path())
+            .envs(FLY.iter().copied());
+        if let Some(v) = allow {
+            cmd.env("FKS_ALLOW_MISSING_KERNEL_OPTIONS", v);
+        }
+        cmd.output().unwrap()
+    };
+    // The temp root has no proc/config.gz or boot/config-*.
+    let out = run(None);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("reading the running kernel's config"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!root.path().join("data/k3s/config.yaml").exists());
+    let out = run(Some("1"));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("[WARN]  kernel: cannot read the running kernel's config"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(root.path().join("data/k3s/config.yaml").exists());
+}
