@@ -8,5 +8,6 @@ pub mod cli;
 pub mod config;
 pub mod fly;
 pub mod kernel;
+pub mod plan;
 pub mod render;
 pub mod ssh;
