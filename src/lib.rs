@@ -10,4 +10,5 @@ pub mod fly;
 pub mod kernel;
 pub mod plan;
 pub mod render;
+pub mod run;
 pub mod ssh;
