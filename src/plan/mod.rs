@@ -257,7 +257,7 @@ pub enum Action {
         /// The app.
         app: String,
         /// The request (`require_unique_zone` as planned).
-        request: CreateVolumeRequest,
+        request: Box<CreateVolumeRequest>,
         /// Retry with `require_unique_zone=false` when no unique zone is left (zones unknown
         /// and sharing allowed).
         share_if_full: bool,
@@ -714,7 +714,7 @@ pub fn plan(
                     None => {
                         let unique = unique_used < unique_left;
                         unique_used += 1;
-                        let request = volume_request(config, target, unique);
+                        let request = Box::new(volume_request(config, target, unique));
                         let mut deps: Vec<StepId> = app_step.into_iter().collect();
                         // Same-name volume creates in one app run one at a time, so the
                         // client can tell which volume an ambiguous create made.

@@ -391,8 +391,10 @@ fn bootstrap_index_is_honoured() {
 fn zone_shortage_is_refused_before_anything_and_names_the_flag() {
     let config = lab_config();
     let names: Vec<String> = (0..3).map(|i| format!("worker-ng-a-{i}")).collect();
-    let mut state = State::default();
-    state.control_plane = converged_cp(true).machines;
+    let state = State {
+        control_plane: converged_cp(true).machines,
+        ..State::default()
+    };
     let t = Target::node_group("a").expect("name");
     let e = plan(&config, &t, &state, &options(&names, Some(2), false)).expect_err("shortage");
     assert!(e.to_string().contains(ALLOW_SHARED_ZONES_FLAG), "{e}");

@@ -42,7 +42,7 @@ pub enum Error {
         what: String,
         /// The client's error (names the operation, app and ids).
         #[source]
-        source: FlyError,
+        source: Box<FlyError>,
     },
     /// A machine did not reach `started` in time.
     #[error("node {node}: machine {machine} in app {app} is stuck in state {state}: not started after {}s", waited.as_secs())]
@@ -109,7 +109,7 @@ pub enum Error {
         region: String,
         /// Fly's answer.
         #[source]
-        source: FlyError,
+        source: Box<FlyError>,
     },
     /// A step task panicked or was cancelled.
     #[error("step {step} stopped unexpectedly")]
@@ -209,7 +209,12 @@ pub struct Summary {
 /// node group, the control plane's machines). One call per resource.
 pub async fn observe(client: &Client, config: &Config, target: &Target) -> Result<State, Error> {
     let app = target.app(config);
-    let fly = |what: String| move |source| Error::Fly { what, source };
+    let fly = |what: String| {
+        move |source| Error::Fly {
+            what,
+            source: Box::new(source),
+        }
+    };
     let mut state = State::default();
     match client.get_app(&app).await {
         Ok(_) => state.app_exists = true,
@@ -267,11 +272,11 @@ struct Ctx {
 }
 
 /// A step with every reference resolved to a value.
-enum Ready {
-    CreateApp(crate::fly::types::CreateAppRequest),
+enum Resolved {
+    CreateApp(Box<crate::fly::types::CreateAppRequest>),
     CreateVolume {
         app: String,
-        request: CreateVolumeRequest,
+        request: Box<CreateVolumeRequest>,
         share_if_full: bool,
     },
     CreateMachine {
@@ -319,15 +324,19 @@ fn resolve_machine(
     Ok((m.app.clone(), resolve_id(done, step, &m.id)?))
 }
 
-fn resolve(client: &Client, step: &Step, done: &HashMap<StepId, Output>) -> Result<Ready, Error> {
+fn resolve(
+    client: &Client,
+    step: &Step,
+    done: &HashMap<StepId, Output>,
+) -> Result<Resolved, Error> {
     let id = step.id;
     Ok(match &step.action {
-        Action::CreateApp { request } => Ready::CreateApp(request.clone()),
+        Action::CreateApp { request } => Resolved::CreateApp(Box::new(request.clone())),
         Action::CreateVolume {
             app,
             request,
             share_if_full,
-        } => Ready::CreateVolume {
+        } => Resolved::CreateVolume {
             app: app.clone(),
             request: request.clone(),
             share_if_full: *share_if_full,
@@ -370,7 +379,7 @@ fn resolve(client: &Client, step: &Step, done: &HashMap<StepId, Output>) -> Resu
                 .config
                 .metadata
                 .insert(LAUNCH_ID_KEY.to_string(), client.new_launch_id());
-            Ready::CreateMachine {
+            Resolved::CreateMachine {
                 app: app.clone(),
                 request,
                 zone,
@@ -378,15 +387,15 @@ fn resolve(client: &Client, step: &Step, done: &HashMap<StepId, Output>) -> Resu
         }
         Action::StartMachine { machine } => {
             let (a, m) = resolve_machine(done, id, machine)?;
-            Ready::Start(a, m)
+            Resolved::Start(a, m)
         }
         Action::WaitStarted { machine } => {
             let (a, m) = resolve_machine(done, id, machine)?;
-            Ready::WaitStarted(a, m)
+            Resolved::WaitStarted(a, m)
         }
         Action::WaitK3sReady { machine, via } => {
             let (app, machine) = resolve_machine(done, id, machine)?;
-            Ready::WaitK3s {
+            Resolved::WaitK3s {
                 app,
                 machine,
                 via: resolve_machine(done, id, via)?,
@@ -394,10 +403,10 @@ fn resolve(client: &Client, step: &Step, done: &HashMap<StepId, Output>) -> Resu
         }
         Action::ReadToken { from } => {
             let (a, m) = resolve_machine(done, id, from)?;
-            Ready::ReadToken(a, m)
+            Resolved::ReadToken(a, m)
         }
         Action::SetTokenSecret { app, token } => match lookup(done, id, *token)? {
-            Output::Token(t) => Ready::SetSecret(app.clone(), t.clone()),
+            Output::Token(t) => Resolved::SetSecret(app.clone(), t.clone()),
             _ => {
                 return Err(Error::Missing {
                     step: id,
@@ -407,7 +416,7 @@ fn resolve(client: &Client, step: &Step, done: &HashMap<StepId, Output>) -> Resu
         },
         Action::Taint { machine, via } => {
             let (app, machine) = resolve_machine(done, id, machine)?;
-            Ready::Taint {
+            Resolved::Taint {
                 app,
                 machine,
                 via: resolve_machine(done, id, via)?,
@@ -415,7 +424,7 @@ fn resolve(client: &Client, step: &Step, done: &HashMap<StepId, Output>) -> Resu
         }
         Action::MarkReady { machine } => {
             let (a, m) = resolve_machine(done, id, machine)?;
-            Ready::MarkReady(a, m)
+            Resolved::MarkReady(a, m)
         }
     })
 }
@@ -523,20 +532,23 @@ pub async fn execute(
 }
 
 fn fly_err(what: String) -> impl FnOnce(FlyError) -> Error {
-    move |source| Error::Fly { what, source }
+    move |source| Error::Fly {
+        what,
+        source: Box::new(source),
+    }
 }
 
-async fn run_step(ctx: &Ctx, node: &str, ready: Ready) -> Result<Output, Error> {
+async fn run_step(ctx: &Ctx, node: &str, ready: Resolved) -> Result<Output, Error> {
     let c = &ctx.client;
     match ready {
-        Ready::CreateApp(req) => {
+        Resolved::CreateApp(req) => {
             let name = req.app_name().unwrap_or_default().to_string();
             c.create_app(&req)
                 .await
                 .map_err(fly_err(format!("creating app {name}")))?;
             Ok(Output::Done)
         }
-        Ready::CreateVolume {
+        Resolved::CreateVolume {
             app,
             mut request,
             share_if_full,
@@ -554,7 +566,7 @@ async fn run_step(ctx: &Ctx, node: &str, ready: Ready) -> Result<Output, Error> 
                             node: node.to_string(),
                             app,
                             region: request.region.clone().unwrap_or_default(),
-                            source: e,
+                            source: Box::new(e),
                         });
                     }
                     tracing::warn!(%app, %node, "no unique zone left; the volume shares a zone as allowed");
@@ -569,7 +581,7 @@ async fn run_step(ctx: &Ctx, node: &str, ready: Ready) -> Result<Output, Error> 
             lock(&ctx.volumes).insert(v.id.clone());
             Ok(Output::Volume(Box::new(v)))
         }
-        Ready::CreateMachine { app, request, zone } => {
+        Resolved::CreateMachine { app, request, zone } => {
             let m = c
                 .create_machine(&app, *request)
                 .await
@@ -579,13 +591,13 @@ async fn run_step(ctx: &Ctx, node: &str, ready: Ready) -> Result<Output, Error> 
             tracing::info!(%app, %node, machine = %m.id, zone = zone.as_deref().unwrap_or(""), "machine created");
             Ok(Output::Machine(Box::new(m)))
         }
-        Ready::Start(app, id) => {
+        Resolved::Start(app, id) => {
             c.start_machine(&app, &id, None)
                 .await
                 .map_err(fly_err(format!("node {node}: starting machine {id}")))?;
             Ok(Output::Done)
         }
-        Ready::WaitStarted(app, id) => {
+        Resolved::WaitStarted(app, id) => {
             let deadline = Instant::now() + ctx.options.started_timeout;
             match c
                 .wait(&app, &id, MachineState::Started, None, deadline)
@@ -609,7 +621,7 @@ async fn run_step(ctx: &Ctx, node: &str, ready: Ready) -> Result<Output, Error> 
                 .map_err(fly_err(format!("node {node}: reading machine {id}")))?;
             Ok(Output::Machine(Box::new(m)))
         }
-        Ready::WaitK3s { app, machine, via } => {
+        Resolved::WaitK3s { app, machine, via } => {
             let k3s_node = k3s::k3s_node_name(&machine, &app);
             let started = Instant::now();
             let deadline = started + ctx.options.k3s_timeout;
@@ -634,7 +646,7 @@ async fn run_step(ctx: &Ctx, node: &str, ready: Ready) -> Result<Output, Error> 
                 tokio::time::sleep(ctx.options.poll).await;
             }
         }
-        Ready::ReadToken(app, id) => {
+        Resolved::ReadToken(app, id) => {
             let deadline = Instant::now() + ctx.options.k3s_timeout;
             let req = exec_request(k3s::token_command());
             loop {
@@ -659,7 +671,7 @@ async fn run_step(ctx: &Ctx, node: &str, ready: Ready) -> Result<Output, Error> 
                 }
             }
         }
-        Ready::SetSecret(app, token) => {
+        Resolved::SetSecret(app, token) => {
             c.set_secret(&app, TOKEN_SECRET, token.secret())
                 .await
                 .map_err(fly_err(format!(
@@ -667,7 +679,7 @@ async fn run_step(ctx: &Ctx, node: &str, ready: Ready) -> Result<Output, Error> 
                 )))?;
             Ok(Output::Done)
         }
-        Ready::Taint { app, machine, via } => {
+        Resolved::Taint { app, machine, via } => {
             let k3s_node = k3s::k3s_node_name(&machine, &app);
             let out = c
                 .exec(&via.0, &via.1, &exec_request(k3s::taint_command(&k3s_node)))
@@ -691,7 +703,7 @@ async fn run_step(ctx: &Ctx, node: &str, ready: Ready) -> Result<Output, Error> 
             }
             Ok(Output::Done)
         }
-        Ready::MarkReady(app, id) => {
+        Resolved::MarkReady(app, id) => {
             c.set_metadata(&app, &id, META_READY, "true")
                 .await
                 .map_err(fly_err(format!("node {node}: marking machine {id} ready")))?;
