@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand};
 
 mod completions;
+mod validate;
 
 /// What a command can end with, besides success. The variant decides the exit code; the
 /// message chain is printed once by [`main`].
@@ -52,6 +53,8 @@ pub struct Cli {
 pub enum Command {
     /// Print shell completions.
     Completions(completions::Args),
+    /// Check a cluster config and print the resolved values.
+    Validate(validate::Args),
 }
 
 /// Parse the process arguments, run the command and return its exit code.
@@ -84,6 +87,7 @@ pub fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Command::Completions(args) => completions::run(args, &mut Cli::command()),
+        Command::Validate(args) => validate::run(args),
     }
 }
 

@@ -6,10 +6,91 @@
 //! no clock).
 
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 use serde::Serialize;
+
+mod diagnostic;
+mod parse;
+pub mod presets;
+mod toml;
+mod validate;
+
+pub use diagnostic::{Diagnostic, Diagnostics};
+pub use parse::parse_shell;
+pub use toml::parse_toml;
+pub use validate::{
+    DEFAULT_FLANNEL_BACKEND, DEFAULT_IMAGE, MAX_APP_NAME_LEN, MAX_CLUSTER_NAME_LEN,
+    MAX_NODE_GROUP_LEN,
+};
+
+/// The shell-style config file name inside a cluster directory.
+pub const SHELL_FILE: &str = "config";
+/// The TOML config file name inside a cluster directory.
+pub const TOML_FILE: &str = "cluster.toml";
+
+/// Why a cluster config could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The config file exists but could not be read.
+    #[error("reading {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        io: std::io::Error,
+    },
+    /// Both formats are present; which one wins would be a guess.
+    #[error("{} has both {SHELL_FILE} and {TOML_FILE}; keep one of them", dir.display())]
+    BothFormats { dir: PathBuf },
+    /// Neither format is present.
+    #[error("no {SHELL_FILE} or {TOML_FILE} in {}", dir.display())]
+    Missing { dir: PathBuf },
+    /// The file was read and has problems; all of them are listed.
+    #[error("{}", invalid_message(.0))]
+    Invalid(Diagnostics),
+}
+
+/// `<n> problems in <file>:` then one diagnostic per line.
+fn invalid_message(diagnostics: &Diagnostics) -> String {
+    let n = diagnostics.len();
+    let plural = if n == 1 { "" } else { "s" };
+    format!(
+        "{n} problem{plural} in {}:\n{diagnostics}",
+        diagnostics.file().display()
+    )
+}
+
+/// Load the config of the cluster in `cluster_dir`: its `config` (shell format) or its
+/// `cluster.toml`, never both. Reads that one file and nothing else.
+pub fn load(cluster_dir: &Path) -> Result<Config, Error> {
+    let shell = cluster_dir.join(SHELL_FILE);
+    let toml = cluster_dir.join(TOML_FILE);
+    let (path, is_toml) = match (shell.is_file(), toml.is_file()) {
+        (true, true) => {
+            return Err(Error::BothFormats {
+                dir: cluster_dir.to_path_buf(),
+            })
+        }
+        (true, false) => (shell, false),
+        (false, true) => (toml, true),
+        (false, false) => {
+            return Err(Error::Missing {
+                dir: cluster_dir.to_path_buf(),
+            })
+        }
+    };
+    let text = std::fs::read_to_string(&path).map_err(|io| Error::Read {
+        path: path.clone(),
+        io,
+    })?;
+    let parsed = if is_toml {
+        parse_toml(&text, &path)
+    } else {
+        parse_shell(&text, &path)
+    };
+    parsed.map_err(Error::Invalid)
+}
 
 /// A validated cluster configuration. Every field is already checked: CIDR lists are IPv6
 /// first, sizes fit their presets, names use the characters Fly allows.
@@ -74,6 +155,16 @@ pub enum FlannelBackend {
     None,
 }
 
+impl CpuKind {
+    /// Fly's spelling: `shared` or `performance`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CpuKind::Shared => "shared",
+            CpuKind::Performance => "performance",
+        }
+    }
+}
+
 impl FlannelBackend {
     /// The value k3s's `flannel-backend` flag takes.
     pub fn as_str(self) -> &'static str {
@@ -95,5 +186,144 @@ impl Config {
     /// The app of worker node group `group`: `<cluster>-ng-<group>`.
     pub fn node_group_app(&self, group: &str) -> String {
         format!("{}-ng-{}", self.cluster_name, group)
+    }
+
+    /// Every setting as `(KEY, value)` in the config file's spelling, defaults filled in;
+    /// lists are comma-separated. Values are validated, so none needs quoting.
+    pub fn entries(&self) -> Vec<(&'static str, String)> {
+        let join = |items: Vec<String>| items.join(",");
+        vec![
+            ("CLUSTER_NAME", self.cluster_name.clone()),
+            (
+                "CLUSTER_CIDR",
+                join(self.cluster_cidr.iter().map(ToString::to_string).collect()),
+            ),
+            (
+                "SERVICE_CIDR",
+                join(self.service_cidr.iter().map(ToString::to_string).collect()),
+            ),
+            (
+                "CLUSTER_DNS",
+                join(self.cluster_dns.iter().map(ToString::to_string).collect()),
+            ),
+            ("REGION", self.region.clone()),
+            ("NODE_GROUP_SIZE", self.node_group_size.to_string()),
+            ("VOLUME_SIZE", self.volume_size_gb.to_string()),
+            ("VOLUME_NAME", self.volume_name.clone()),
+            ("WORKER_VM_SIZE", self.worker_vm.preset.clone()),
+            ("WORKER_VM_MEMORY", self.worker_vm.memory_mb.to_string()),
+            ("CP_VM_SIZE", self.cp_vm.preset.clone()),
+            ("CP_VM_MEMORY", self.cp_vm.memory_mb.to_string()),
+            ("K3S_VERSION", self.k3s_version.clone()),
+            ("ORG_NAME", self.org_name.clone()),
+            ("FLANNEL_BACKEND", self.flannel_backend.as_str().to_string()),
+            ("IMAGE", self.image.clone()),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seed_text() -> String {
+        std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("clusters/fly-k3s-poc/config"),
+        )
+        .expect("example cluster is checked in")
+    }
+
+    #[test]
+    fn load_reads_the_shell_config() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join(SHELL_FILE), seed_text()).expect("write");
+        let c = load(dir.path()).expect("valid");
+        assert_eq!(c.cluster_name, "fly-k3s-poc");
+        assert_eq!(c.source, dir.path().join(SHELL_FILE));
+        assert_eq!(c.cp_app(), "fly-k3s-poc-cp");
+    }
+
+    #[test]
+    fn load_reads_cluster_toml() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let toml: String = seed_text()
+            .lines()
+            .map(|l| {
+                let (k, v) = l.split_once('=').expect("KEY=VALUE");
+                let v = v.trim_matches('"');
+                if v.chars().all(|c| c.is_ascii_digit()) {
+                    format!("{k} = {v}\n")
+                } else {
+                    format!("{k} = \"{v}\"\n")
+                }
+            })
+            .collect();
+        std::fs::write(dir.path().join(TOML_FILE), toml).expect("write");
+        let c = load(dir.path()).expect("valid");
+        assert_eq!(c.volume_size_gb, 250);
+        assert_eq!(c.source, dir.path().join(TOML_FILE));
+    }
+
+    #[test]
+    fn load_refuses_a_dir_with_both_formats() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join(SHELL_FILE), seed_text()).expect("write");
+        std::fs::write(dir.path().join(TOML_FILE), "").expect("write");
+        let e = load(dir.path()).expect_err("both");
+        assert!(matches!(e, Error::BothFormats { .. }), "{e:?}");
+        assert!(e.to_string().contains("keep one"), "{e}");
+    }
+
+    #[test]
+    fn load_names_the_dir_when_no_config_is_there() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let e = load(dir.path()).expect_err("missing");
+        assert!(matches!(e, Error::Missing { .. }), "{e:?}");
+        assert!(
+            e.to_string().contains(&dir.path().display().to_string()),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn load_reports_every_problem_with_a_count() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let text = seed_text()
+            .replace("REGION=sjc", "REGION=xyz")
+            .replace("VOLUME_SIZE=250", "VOLUME_SIZE=0");
+        std::fs::write(dir.path().join(SHELL_FILE), text).expect("write");
+        let e = load(dir.path()).expect_err("invalid");
+        let Error::Invalid(diags) = &e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(diags.len(), 2);
+        let msg = e.to_string();
+        assert!(msg.starts_with("2 problems in "), "{msg}");
+        assert!(msg.contains(":5: REGION: "), "{msg}");
+        assert!(msg.contains(":7: VOLUME_SIZE: "), "{msg}");
+    }
+
+    #[test]
+    fn example_clusters_validate() {
+        for name in ["fly-k3s-poc", "lab"] {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("clusters")
+                .join(name);
+            let c = load(&dir).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(c.cluster_name, name);
+        }
+    }
+
+    #[test]
+    fn entries_round_trip_through_the_shell_parser() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("clusters/lab");
+        let c = load(&dir).expect("lab config");
+        let text: String = c
+            .entries()
+            .iter()
+            .map(|(k, v)| format!("{k}={v}\n"))
+            .collect();
+        let again = parse_shell(&text, &c.source).expect("listing parses");
+        assert_eq!(again, c);
     }
 }

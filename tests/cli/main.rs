@@ -3,3 +3,4 @@
 
 mod completions;
 mod util;
+mod validate;

@@ -1,0 +1,146 @@
+//! `fks-bootstrap validate`: a valid config prints its resolved values (exit 0), an invalid
+//! one prints every problem on stderr (exit 2), `--json` prints parseable JSON.
+
+use std::path::Path;
+
+use crate::util::{fks, stderr, stdout};
+
+const LAB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/clusters/lab");
+const SEED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/clusters/fly-k3s-poc");
+
+fn cluster_dir(config: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("config"), config).expect("write config");
+    dir
+}
+
+fn seed_config() -> String {
+    std::fs::read_to_string(Path::new(SEED).join("config")).expect("seed config")
+}
+
+#[test]
+fn validate_prints_the_resolved_config_with_defaults() {
+    let out = fks().args(["validate", SEED]).output().expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("CLUSTER_NAME=fly-k3s-poc\n"), "{text}");
+    assert!(
+        text.contains("CLUSTER_CIDR=dead:beef:1::/56,10.1.0.0/16\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("FLANNEL_BACKEND=wireguard-native\n"),
+        "default missing:\n{text}"
+    );
+    assert!(
+        text.contains("IMAGE=registry.fly.io/fks-node:latest\n"),
+        "default missing:\n{text}"
+    );
+    assert!(stderr(&out).is_empty(), "{}", stderr(&out));
+}
+
+#[test]
+fn validate_lab_cluster_uses_vxlan_and_the_lab_image() {
+    let out = fks().args(["validate", LAB]).output().expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("FLANNEL_BACKEND=vxlan\n"), "{text}");
+    assert!(text.contains("IMAGE=lab/fks-node\n"), "{text}");
+}
+
+#[test]
+fn validate_json_is_the_serialized_config() {
+    let out = fks()
+        .args(["validate", LAB, "--json"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("stdout is JSON");
+    assert_eq!(v["cluster_name"], "lab");
+    assert_eq!(v["cluster_cidr"][0], "fd10:42::/56");
+    assert_eq!(v["cp_vm"]["cpu_kind"], "shared");
+    assert_eq!(v["cp_vm"]["memory_mb"], 2048);
+    assert_eq!(v["flannel_backend"], "vxlan");
+}
+
+#[test]
+fn validate_reports_every_problem_with_exit_2() {
+    let bad = seed_config()
+        .replace("CLUSTER_NAME=fly-k3s-poc", "CLUSTER_NAME=Fly_K3s")
+        .replace("REGION=sjc", "REGION=sjx")
+        .replace("CP_VM_MEMORY=16384", "CP_VM_MEMORY=1000")
+        .replace(
+            "ORG_NAME=\"fly-org-slug-goes-here\"",
+            "ORG_NAME=$(touch pwned)",
+        );
+    let dir = cluster_dir(&bad);
+    let out = fks()
+        .current_dir(dir.path())
+        .args(["validate", "."])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stdout(&out).is_empty(), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with("fks-bootstrap: 4 problems in ./config:\n"),
+        "{err}"
+    );
+    for needle in [
+        "./config:1: CLUSTER_NAME: ",
+        "./config:5: REGION: \"sjx\" is not a Fly region (help: did you mean sjc?",
+        "./config:12: CP_VM_MEMORY: ",
+        "./config:14: ORG_NAME: command substitution",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+    assert!(
+        !dir.path().join("pwned").exists(),
+        "the config was executed"
+    );
+}
+
+#[test]
+fn validate_of_a_dir_without_config_names_the_dir() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = fks().arg("validate").arg(dir.path()).output().expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains(&dir.path().display().to_string()),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn validate_refuses_both_config_formats() {
+    let dir = cluster_dir(&seed_config());
+    std::fs::write(dir.path().join("cluster.toml"), "CLUSTER_NAME = \"x\"\n").expect("write");
+    let out = fks().arg("validate").arg(dir.path()).output().expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("both config and cluster.toml"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn validate_reads_cluster_toml() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let toml: String = seed_config()
+        .lines()
+        .map(|l| {
+            let (k, v) = l.split_once('=').expect("KEY=VALUE");
+            format!("{k} = \"{}\"\n", v.trim_matches('"'))
+        })
+        .collect();
+    std::fs::write(dir.path().join("cluster.toml"), toml).expect("write");
+    let out = fks().arg("validate").arg(dir.path()).output().expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("VOLUME_SIZE=250\n"),
+        "{}",
+        stdout(&out)
+    );
+}
