@@ -143,7 +143,10 @@ async fn serve(
     for (region, n) in &opts.zones {
         eprintln!("fks-lab: region {region} zones {}", fks_lab::ids::zone_ids(region, *n, &mut taken).join(","));
     }
-    print_env(&addr, &token)?;
+    // A reader that closed stdout after the first line must not take the server down.
+    if let Err(e) = print_env(&addr, &token) {
+        eprintln!("fks-lab: could not print the environment lines: {e:#}");
+    }
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         tokio::select! {

@@ -1,7 +1,9 @@
 //! The lab's stored records (apps, volumes, machines, leases, events) and the in-memory
-//! `State` that holds them. These are the lab's own persistence records, not Fly wire types:
-//! responses are rendered from them in `api::render`. Pure: no I/O, no clock.
+//! `State` that holds them. These are the lab's own persistence records; the machine config is
+//! the product's wire type `fly::MachineConfig` (its `extra` maps keep unknown fields), and
+//! responses are rendered into wire types in `api::render`. Pure: no I/O, no clock.
 
+use fks_bootstrap::fly::MachineConfig;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -59,8 +61,8 @@ pub struct Event {
 /// How many events a machine keeps: Fly's events endpoint returns at most 50.
 pub const MAX_EVENTS: usize = 50;
 
-/// A machine as the lab stores it. `config` is kept as the JSON the client sent, so fields the
-/// lab does not know round-trip unchanged.
+/// A machine as the lab stores it. `config` keeps fields the lab does not know in its `extra`
+/// maps, so they round-trip unchanged.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Machine {
     pub id: String,
@@ -71,7 +73,7 @@ pub struct Machine {
     pub zone: String,
     pub instance_id: String,
     pub private_ip: String,
-    pub config: serde_json::Value,
+    pub config: MachineConfig,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
     pub events: Vec<Event>,
@@ -88,26 +90,9 @@ impl Machine {
         self.events.truncate(MAX_EVENTS);
     }
 
-    /// The metadata map inside the config (`config.metadata`), as strings.
-    pub fn metadata(&self) -> BTreeMap<String, String> {
-        self.config
-            .get("metadata")
-            .and_then(|m| m.as_object())
-            .map(|m| {
-                m.iter()
-                    .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// Replace `config.metadata` (metadata endpoints do not create a new version, reference §8.17).
-    pub fn set_metadata(&mut self, metadata: BTreeMap<String, String>) {
-        let map: serde_json::Map<String, serde_json::Value> =
-            metadata.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
-        if let Some(obj) = self.config.as_object_mut() {
-            obj.insert("metadata".into(), serde_json::Value::Object(map));
-        }
+    /// The metadata map inside the config (`config.metadata`).
+    pub fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.config.metadata
     }
 
     /// The volume id mounted by this machine, if any (`config.mounts[0].volume`).
@@ -117,14 +102,8 @@ impl Machine {
 }
 
 /// The volume id in `config.mounts[0].volume`.
-pub fn mounted_volume(config: &serde_json::Value) -> Option<String> {
-    config
-        .get("mounts")?
-        .as_array()?
-        .first()?
-        .get("volume")?
-        .as_str()
-        .map(str::to_string)
+pub fn mounted_volume(config: &MachineConfig) -> Option<String> {
+    config.mounts.first().map(|m| m.volume.clone())
 }
 
 /// Everything the lab knows about one app.

@@ -89,7 +89,7 @@ pub async fn events(
     let limit = q.get("limit").and_then(|l| l.parse::<usize>().ok()).unwrap_or(20).clamp(1, 50);
     let core = lab.core();
     let m = find(&core.state, &app, &id)?;
-    Ok(Json(serde_json::to_value(m.events.iter().take(limit).collect::<Vec<_>>()).unwrap_or_default()))
+    Ok(Json(render::json(&m.events.iter().take(limit).map(render::event).collect::<Vec<_>>())))
 }
 
 fn live_lease(l: &Option<Lease>) -> Option<&Lease> {
@@ -197,6 +197,7 @@ pub async fn metadata_get(
 ) -> Result<Json<Value>, ApiError> {
     let core = lab.core();
     let md = find(&core.state, &app, &id)?.metadata();
+    let md = md.clone();
     md.get(&key)
         .map(|v| Json(json!({ "value": v })))
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("metadata key {key} not found")))
@@ -218,9 +219,7 @@ fn edit_metadata(
             m.instance_id
         )));
     }
-    let mut md = m.metadata();
-    f(&mut md);
-    m.set_metadata(md);
+    f(&mut m.config.metadata);
     core.commit(Record::Machine(m))?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -6,6 +6,7 @@ use super::{State, body, nonce_header, render, LabState, Query};
 use crate::error::ApiError;
 use crate::lifecycle::{drive, enter};
 use crate::model::{mounted_volume, Lease, Machine, Record};
+use fks_bootstrap::fly::{CreateMachineRequest, MachineConfig, UpdateMachineRequest};
 use crate::{clock, ids, Lab};
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery};
@@ -15,67 +16,25 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
-#[derive(Deserialize)]
-struct CreateMachine {
-    #[serde(default)]
-    config: Option<Value>,
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    region: Option<String>,
-    #[serde(default)]
-    skip_launch: Option<bool>,
-    #[serde(default)]
-    lease_ttl: Option<u64>,
-}
-
-#[derive(Deserialize)]
-struct UpdateMachine {
-    #[serde(default)]
-    config: Option<Value>,
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    region: Option<String>,
-    #[serde(default)]
-    skip_launch: Option<bool>,
-    #[serde(default)]
-    current_version: Option<String>,
-    #[serde(default)]
-    lease_ttl: Option<u64>,
-}
-
 /// States from which a machine may be destroyed without `force`/`kill` (reference §2.3).
 const DESTROYABLE: &[&str] = &["created", "stopped", "suspended", "failed"];
 
-fn validate_config(config: Option<Value>) -> Result<Value, ApiError> {
-    let config = config.ok_or_else(|| ApiError::bad_request("config is required"))?;
-    let obj = config.as_object().ok_or_else(|| ApiError::bad_request("config must be an object"))?;
-    match obj.get("image").and_then(Value::as_str) {
-        Some(i) if !i.trim().is_empty() => {}
-        _ => return Err(ApiError::bad_request("invalid config.image: an image is required")),
+fn validate_config(config: &MachineConfig) -> Result<(), ApiError> {
+    if config.image.trim().is_empty() {
+        return Err(ApiError::bad_request("invalid config.image: an image is required"));
     }
-    if let Some(mounts) = obj.get("mounts").filter(|m| !m.is_null()) {
-        let mounts = mounts.as_array().ok_or_else(|| ApiError::bad_request("config.mounts must be a list"))?;
-        if mounts.len() > 1 {
-            return Err(ApiError::bad_request("a machine can mount at most one volume"));
+    if config.mounts.len() > 1 {
+        return Err(ApiError::bad_request("a machine can mount at most one volume"));
+    }
+    if let Some(m) = config.mounts.first() {
+        if m.volume.is_empty() {
+            return Err(ApiError::bad_request("config.mounts[0].volume is required"));
         }
-        if let Some(m) = mounts.first() {
-            if m.get("volume").and_then(Value::as_str).is_none_or(str::is_empty) {
-                return Err(ApiError::bad_request("config.mounts[0].volume is required"));
-            }
-            if m.get("path").and_then(Value::as_str).is_none_or(|p| !p.starts_with('/')) {
-                return Err(ApiError::bad_request("config.mounts[0].path must be an absolute path"));
-            }
+        if !m.path.starts_with('/') {
+            return Err(ApiError::bad_request("config.mounts[0].path must be an absolute path"));
         }
     }
-    if let Some(md) = obj.get("metadata").filter(|m| !m.is_null()) {
-        let md = md.as_object().ok_or_else(|| ApiError::bad_request("config.metadata must be an object"))?;
-        if md.values().any(|v| !v.is_string()) {
-            return Err(ApiError::bad_request("config.metadata values must be strings"));
-        }
-    }
-    Ok(config)
+    Ok(())
 }
 
 fn valid_machine_name(name: &str) -> bool {
@@ -125,8 +84,9 @@ fn new_lease(rng: &mut impl rand::Rng, ttl: u64, version: &str) -> Lease {
 }
 
 pub async fn create(State(lab): LabState, Path(app): Path<String>, bytes: Bytes) -> Result<Json<Value>, ApiError> {
-    let req: CreateMachine = body(&bytes)?;
-    let config = validate_config(req.config)?;
+    let req: CreateMachineRequest = body(&bytes)?;
+    validate_config(&req.config)?;
+    let config = req.config;
     if let Some(n) = &req.name {
         if !n.is_empty() && !valid_machine_name(n) {
             return Err(ApiError::bad_request(format!("invalid machine name {n:?}")));
@@ -208,7 +168,7 @@ pub async fn create(State(lab): LabState, Path(app): Path<String>, bytes: Bytes)
     }
     let mut out = render::machine(&m, false);
     if let Some(l) = &m.lease {
-        out["nonce"] = l.nonce.clone().into();
+        out.nonce = Some(l.nonce.clone());
     }
     if let Some(mut v) = volume {
         v.attached_machine_id = Some(id.clone());
@@ -218,13 +178,13 @@ pub async fn create(State(lab): LabState, Path(app): Path<String>, bytes: Bytes)
     drop(guard);
     lab.notify();
     drive(&lab, &app, &id);
-    Ok(Json(out))
+    Ok(Json(render::json(&out)))
 }
 
 pub async fn show(State(lab): LabState, Path((app, id)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
     let core = lab.core();
     let m = find(&core.state, &app, &id)?;
-    Ok(Json(render::machine(m, false)))
+    Ok(Json(render::json(&render::machine(m, false))))
 }
 
 /// Find a machine of an app (destroyed ones included).
@@ -262,7 +222,7 @@ pub async fn list(State(lab): LabState, Path(app): Path<String>, RawQuery(q): Ra
                 meta.iter().all(|(k, v)| md.get(*k).is_some_and(|x| x == v))
             }
         })
-        .map(|m| render::machine(m, summary))
+        .map(|m| render::json(&render::machine(m, summary)))
         .collect();
     Ok(Json(Value::Array(out)))
 }
@@ -318,8 +278,9 @@ pub async fn update(
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let req: UpdateMachine = body(&bytes)?;
-    let config = validate_config(req.config)?;
+    let req: UpdateMachineRequest = body(&bytes)?;
+    validate_config(&req.config)?;
+    let config = req.config;
     mutate(&lab, &app, &id, &headers, |m, rng| {
         refuse_destroyed(m)?;
         if req.name.as_deref().is_some_and(|n| !n.is_empty() && n != m.name) {
@@ -355,10 +316,10 @@ pub async fn update(
         let mut out = render::machine(m, false);
         if let Some(ttl) = req.lease_ttl.filter(|t| *t > 0) {
             let l = new_lease(rng, ttl, &m.instance_id);
-            out["nonce"] = l.nonce.clone().into();
+            out.nonce = Some(l.nonce.clone());
             m.lease = Some(l);
         }
-        Ok(out)
+        Ok(render::json(&out))
     })
 }
 
@@ -620,9 +581,10 @@ mod tests {
 
     #[test]
     fn config_needs_an_image() {
-        assert!(validate_config(Some(json!({"image": "ubuntu"}))).is_ok());
-        assert!(validate_config(Some(json!({}))).is_err());
-        assert!(validate_config(None).is_err());
-        assert!(validate_config(Some(json!({"image": "u", "mounts": [{"volume": "vol_a"}]}))).is_err());
+        let cfg = |v: Value| serde_json::from_value::<MachineConfig>(v).expect("config");
+        assert!(validate_config(&cfg(json!({"image": "ubuntu"}))).is_ok());
+        assert!(validate_config(&cfg(json!({}))).is_err());
+        assert!(validate_config(&cfg(json!({"image": "u", "mounts": [{"volume": "vol_a", "path": "data"}]}))).is_err());
+        assert!(validate_config(&cfg(json!({"image": "u", "mounts": [{"volume": "", "path": "/data"}]}))).is_err());
     }
 }

@@ -1,24 +1,37 @@
-//! Rendering of stored records as Fly's JSON response bodies (reference §2.1–§2.4).
-//! Pure: values in, JSON out.
+//! Rendering of stored records as Fly's response bodies (reference §2.1–§2.4), built from the
+//! product's wire types (`fks_bootstrap::fly`) where they fit. Pure: values in, values out.
 
 use crate::clock;
 use crate::model::{App, AppState, Lease, Machine, Volume};
+use fks_bootstrap::fly;
+use serde::Serialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+/// Serialize a wire value (these types always serialize; `Null` would only hide a bug).
+pub fn json<T: Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
 /// An App object (`GET /apps/{app}`).
 pub fn app(a: &App, s: &AppState) -> Value {
-    let live = s.machines.values().filter(|m| m.state != "destroyed").count();
-    json!({
-        "id": a.id,
-        "name": a.name,
-        "status": if live == 0 { "pending" } else { "deployed" },
-        "organization": { "name": a.org_slug, "slug": a.org_slug },
-        "network": a.network.clone().unwrap_or_default(),
-        "machine_count": live,
-        "volume_count": s.volumes.len(),
-        "created_at": a.created_at_ms,
-    })
+    let live = s.machines.values().filter(|m| m.state != "destroyed").count() as u64;
+    let mut out = json(&fly::App {
+        id: a.id.clone(),
+        name: a.name.clone(),
+        status: Some(if live == 0 { "pending" } else { "deployed" }.into()),
+        organization: Some(fly::AppOrganization {
+            name: a.org_slug.clone(),
+            slug: a.org_slug.clone(),
+            internal_numeric_id: None,
+        }),
+        network: Some(a.network.clone().unwrap_or_default()),
+        internal_numeric_id: None,
+        machine_count: Some(live),
+        volume_count: Some(s.volumes.len() as u64),
+    });
+    out["created_at"] = a.created_at_ms.into();
+    out
 }
 
 /// A Volume object; `summary` drops the block counts.
@@ -55,7 +68,7 @@ pub fn volume(v: &Volume, summary: bool) -> Value {
 }
 
 /// `image_ref` derived from `config.image` (`registry/repository:tag`).
-fn image_ref(image: &str) -> Value {
+fn image_ref(image: &str) -> fly::ImageRef {
     let (path, tag) = match image.rsplit_once(':') {
         Some((p, t)) if !t.contains('/') => (p, t),
         _ => (image, "latest"),
@@ -66,50 +79,63 @@ fn image_ref(image: &str) -> Value {
         None => ("docker-hub-mirror.fly.io", format!("library/{path}")),
     };
     let digest: String = Sha256::digest(image.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
-    json!({
-        "registry": registry,
-        "repository": repository,
-        "tag": tag,
-        "digest": format!("sha256:{digest}"),
-        "labels": {},
-    })
+    fly::ImageRef {
+        registry: registry.into(),
+        repository,
+        tag: tag.into(),
+        digest: format!("sha256:{digest}"),
+        labels: Default::default(),
+    }
 }
 
 /// A Machine object; `summary` drops config, checks, events and nonce (SPEC26 list `summary`).
-pub fn machine(m: &Machine, summary: bool) -> Value {
-    let image = m.config.get("image").and_then(Value::as_str).unwrap_or("");
-    let mut out = json!({
-        "id": m.id,
-        "name": m.name,
-        "state": m.state,
-        "region": m.region,
-        "instance_id": m.instance_id,
-        "private_ip": m.private_ip,
-        "image_ref": image_ref(image),
-        "created_at": clock::rfc3339_s(m.created_at_ms),
-        "updated_at": clock::rfc3339_s(m.updated_at_ms),
-        "host_status": "ok",
-        "cordoned": m.cordoned,
-    });
-    if !summary {
-        out["config"] = m.config.clone();
-        out["events"] = serde_json::to_value(&m.events).unwrap_or_default();
-        out["checks"] = json!([]);
+pub fn machine(m: &Machine, summary: bool) -> fly::Machine {
+    fly::Machine {
+        id: m.id.clone(),
+        name: m.name.clone(),
+        state: fly::MachineState::from(m.state.as_str()),
+        region: m.region.clone(),
+        instance_id: m.instance_id.clone(),
+        version: None,
+        private_ip: m.private_ip.clone(),
+        config: (!summary).then(|| m.config.clone()),
+        incomplete_config: None,
+        image_ref: Some(image_ref(&m.config.image)),
+        created_at: Some(clock::rfc3339_s(m.created_at_ms)),
+        updated_at: Some(clock::rfc3339_s(m.updated_at_ms)),
+        events: if summary { vec![] } else { m.events.iter().map(event).collect() },
+        checks: vec![],
+        nonce: None,
+        host_status: Some("ok".into()),
+        cordoned: Some(m.cordoned),
     }
-    out
+}
+
+/// A machine event as Fly reports it.
+pub fn event(e: &crate::model::Event) -> fly::MachineEvent {
+    fly::MachineEvent {
+        id: Some(e.id.clone()),
+        kind: e.kind.clone(),
+        status: e.status.clone(),
+        source: e.source.clone(),
+        timestamp: e.timestamp as i64,
+        request: None,
+    }
 }
 
 /// The lease envelope (reference §2.3.2: `{status, data}`, 201 on acquire).
 pub fn lease(l: &Lease) -> Value {
-    json!({
-        "status": "success",
-        "data": {
-            "nonce": l.nonce,
-            "expires_at": l.expires_at,
-            "owner": l.owner,
-            "description": l.description,
-            "version": l.version,
-        }
+    json(&fly::LeaseResponse {
+        status: "success".into(),
+        data: Some(fly::Lease {
+            nonce: l.nonce.clone(),
+            expires_at: l.expires_at as i64,
+            owner: l.owner.clone(),
+            description: l.description.clone(),
+            version: l.version.clone(),
+        }),
+        message: None,
+        code: None,
     })
 }
 
@@ -120,11 +146,11 @@ mod tests {
     #[test]
     fn image_ref_splits_registry_repository_tag() {
         let r = image_ref("registry-1.docker.io/library/ubuntu:22.04");
-        assert_eq!(r["registry"], "registry-1.docker.io");
-        assert_eq!(r["repository"], "library/ubuntu");
-        assert_eq!(r["tag"], "22.04");
+        assert_eq!(r.registry, "registry-1.docker.io");
+        assert_eq!(r.repository, "library/ubuntu");
+        assert_eq!(r.tag, "22.04");
         let r = image_ref("ubuntu");
-        assert_eq!(r["repository"], "library/ubuntu");
-        assert_eq!(r["tag"], "latest");
+        assert_eq!(r.repository, "library/ubuntu");
+        assert_eq!(r.tag, "latest");
     }
 }

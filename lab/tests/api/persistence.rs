@@ -49,8 +49,12 @@ fn spawn(dir: &Path) -> (Child, String) {
         .spawn()
         .expect("spawn fks-lab");
     let stdout = child.stdout.take().expect("stdout");
+    let mut reader = BufReader::new(stdout);
     let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("read env line");
+    reader.read_line(&mut line).expect("read env line");
+    let mut token_line = String::new();
+    reader.read_line(&mut token_line).expect("read token line");
+    assert_eq!(token_line.trim(), format!("export FLY_API_TOKEN={TOKEN}"));
     let host = line.trim().strip_prefix("export FLY_API_HOSTNAME=").expect("hostname line").to_string();
     (child, host)
 }
