@@ -7,7 +7,7 @@ what=${1:-test}
 apt_packages=()
 pip_packages=()
 case "$what" in
-    test) ;;
+    test) pip_packages+=(schemathesis) ;;
     quickstart) ;;
     *) echo "usage: $0 test|quickstart" >&2; exit 2 ;;
 esac

@@ -34,35 +34,38 @@ pub fn app(a: &App, s: &AppState) -> Value {
     out
 }
 
-/// A Volume object; `summary` drops the block counts.
+/// A Volume object; `summary` drops the block counts. An unattached volume has no
+/// `attached_machine_id` key: Fly sends `null`, its OpenAPI document says `string`; leaving the
+/// key out satisfies both readers (lab/openapi/EXCLUSIONS.md).
 pub fn volume(v: &Volume, summary: bool) -> Value {
     let bytes = v.size_gb * 1024 * 1024 * 1024;
-    let mut out = json!({
-        "id": v.id,
-        "name": v.name,
-        "state": v.state,
-        "size_gb": v.size_gb,
-        "region": v.region,
-        "zone": v.zone,
-        "encrypted": v.encrypted,
-        "attached_machine_id": v.attached_machine_id,
-        "attached_alloc_id": null,
-        "created_at": clock::rfc3339_ms(v.created_at_ms),
-        "fstype": v.fstype,
-        "snapshot_retention": v.snapshot_retention,
-        "auto_backup_enabled": v.auto_backup_enabled,
-        "host_dedication_id": "",
-        "host_status": "ok",
-        "type": "local",
+    let blocks = (!summary).then_some(bytes / 4096);
+    let mut out = json(&fly::Volume {
+        id: v.id.clone(),
+        name: v.name.clone(),
+        state: fly::VolumeState::from(v.state.as_str()),
+        size_gb: v.size_gb,
+        region: v.region.clone(),
+        zone: v.zone.clone(),
+        encrypted: Some(v.encrypted),
+        attached_machine_id: v.attached_machine_id.clone(),
+        attached_alloc_id: None,
+        created_at: Some(clock::rfc3339_ms(v.created_at_ms)),
+        fstype: Some(v.fstype.clone()),
+        snapshot_retention: Some(v.snapshot_retention as u32),
+        auto_backup_enabled: Some(v.auto_backup_enabled),
+        block_size: blocks.map(|_| 4096),
+        blocks,
+        blocks_free: blocks,
+        blocks_avail: blocks,
+        bytes_total: (!summary).then_some(bytes),
+        bytes_used: (!summary).then_some(0),
+        host_status: Some("ok".into()),
+        host_dedication_id: Some(String::new()),
+        kind: Some("local".into()),
     });
-    if !summary {
-        let blocks = bytes / 4096;
-        out["block_size"] = 4096.into();
-        out["blocks"] = blocks.into();
-        out["blocks_free"] = blocks.into();
-        out["blocks_avail"] = blocks.into();
-        out["bytes_total"] = bytes.into();
-        out["bytes_used"] = 0.into();
+    if let Some(obj) = out.as_object_mut() {
+        obj.retain(|_, v| !v.is_null());
     }
     out
 }
