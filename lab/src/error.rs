@@ -17,7 +17,11 @@ pub struct ApiError {
 impl ApiError {
     /// An error with a status and message.
     pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError { status, message: message.into(), code: None }
+        ApiError {
+            status,
+            message: message.into(),
+            code: None,
+        }
     }
     /// Attach Fly's `status` code string.
     pub fn with_code(mut self, code: &'static str) -> ApiError {

@@ -53,12 +53,24 @@ pub struct Faults {
 }
 
 fn duration(value: &str) -> Result<Duration, Error> {
-    let bad = || Error::Duration { value: value.to_string() };
+    let bad = || Error::Duration {
+        value: value.to_string(),
+    };
     if let Some(ms) = value.strip_suffix("ms") {
-        return ms.trim().parse::<u64>().map(Duration::from_millis).map_err(|_| bad());
+        return ms
+            .trim()
+            .parse::<u64>()
+            .map(Duration::from_millis)
+            .map_err(|_| bad());
     }
     if let Some(s) = value.strip_suffix('s') {
-        return s.trim().parse::<f64>().ok().filter(|s| *s >= 0.0).map(Duration::from_secs_f64).ok_or_else(bad);
+        return s
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|s| *s >= 0.0)
+            .map(Duration::from_secs_f64)
+            .ok_or_else(bad);
     }
     Err(bad())
 }
@@ -69,7 +81,10 @@ fn probability(kind: &str, value: &str) -> Result<f64, Error> {
         .parse::<f64>()
         .ok()
         .filter(|p| (0.0..=1.0).contains(p))
-        .ok_or_else(|| Error::Probability { kind: kind.into(), value: value.into() })
+        .ok_or_else(|| Error::Probability {
+            kind: kind.into(),
+            value: value.into(),
+        })
 }
 
 impl Faults {
@@ -77,14 +92,16 @@ impl Faults {
     pub fn parse(spec: &str) -> Result<Faults, Error> {
         let mut f = Faults::default();
         for clause in spec.split(';').map(str::trim).filter(|c| !c.is_empty()) {
-            let (kind, value) =
-                clause.split_once('=').ok_or_else(|| Error::NoEquals { clause: clause.into() })?;
+            let (kind, value) = clause.split_once('=').ok_or_else(|| Error::NoEquals {
+                clause: clause.into(),
+            })?;
             let (kind, value) = (kind.trim(), value.trim());
             match kind {
                 "latency" => {
                     for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-                        let (op, d) =
-                            entry.rsplit_once(':').ok_or_else(|| Error::Latency { entry: entry.into() })?;
+                        let (op, d) = entry.rsplit_once(':').ok_or_else(|| Error::Latency {
+                            entry: entry.into(),
+                        })?;
                         f.latency.push((op.trim().to_string(), duration(d.trim())?));
                     }
                 }
@@ -92,7 +109,11 @@ impl Faults {
                     f.rate_limits = match value {
                         "on" | "true" | "1" => true,
                         "off" | "false" | "0" => false,
-                        _ => return Err(Error::Switch { value: value.into() }),
+                        _ => {
+                            return Err(Error::Switch {
+                                value: value.into(),
+                            })
+                        }
                     }
                 }
                 "error_rate" => f.error_rate = probability(kind, value)?,
@@ -153,7 +174,10 @@ pub enum Ambiguity {
 impl Injector {
     /// A new injector seeded with `seed`.
     pub fn new(seed: u64) -> Injector {
-        Injector { rng: ChaCha8Rng::seed_from_u64(seed ^ 0x6661_756c_7473), buckets: HashMap::new() }
+        Injector {
+            rng: ChaCha8Rng::seed_from_u64(seed ^ 0x6661_756c_7473),
+            buckets: HashMap::new(),
+        }
     }
 
     /// Draw: true with probability `p`. Draws nothing when `p` is 0, so turning one fault kind
@@ -176,7 +200,10 @@ impl Injector {
         let b = self
             .buckets
             .entry((op.to_string(), key.to_string()))
-            .or_insert(Bucket { tokens: burst, last: now });
+            .or_insert(Bucket {
+                tokens: burst,
+                last: now,
+            });
         let elapsed = now.saturating_duration_since(b.last).as_secs_f64();
         b.tokens = (b.tokens + elapsed * rate).min(burst);
         b.last = now;
@@ -199,8 +226,14 @@ mod tests {
             "latency=machines.create:200ms,volumes.create:0.3s;rate_limits=on;error_rate=0.05;ambiguous_create=0.2;capacity=sjc:09cd,iad",
         )
         .expect("parse");
-        assert_eq!(f.latency_for("machines.create"), Some(Duration::from_millis(200)));
-        assert_eq!(f.latency_for("volumes.create"), Some(Duration::from_millis(300)));
+        assert_eq!(
+            f.latency_for("machines.create"),
+            Some(Duration::from_millis(200))
+        );
+        assert_eq!(
+            f.latency_for("volumes.create"),
+            Some(Duration::from_millis(300))
+        );
         assert_eq!(f.latency_for("apps.get"), None);
         assert!(f.rate_limits);
         assert_eq!(f.error_rate, 0.05);
@@ -212,10 +245,22 @@ mod tests {
 
     #[test]
     fn rejects_bad_specs() {
-        assert!(matches!(Faults::parse("nope=1"), Err(Error::UnknownKind { .. })));
-        assert!(matches!(Faults::parse("error_rate=2"), Err(Error::Probability { .. })));
-        assert!(matches!(Faults::parse("latency=x:5m"), Err(Error::Duration { .. })));
-        assert!(matches!(Faults::parse("rate_limits"), Err(Error::NoEquals { .. })));
+        assert!(matches!(
+            Faults::parse("nope=1"),
+            Err(Error::UnknownKind { .. })
+        ));
+        assert!(matches!(
+            Faults::parse("error_rate=2"),
+            Err(Error::Probability { .. })
+        ));
+        assert!(matches!(
+            Faults::parse("latency=x:5m"),
+            Err(Error::Duration { .. })
+        ));
+        assert!(matches!(
+            Faults::parse("rate_limits"),
+            Err(Error::NoEquals { .. })
+        ));
         assert_eq!(Faults::parse("").expect("empty"), Faults::default());
     }
 
@@ -226,7 +271,13 @@ mod tests {
         assert!((0..3).all(|_| inj.take("machines.create", "app", 1.0, 3.0, t0)));
         assert!(!inj.take("machines.create", "app", 1.0, 3.0, t0));
         assert!(inj.take("machines.create", "other", 1.0, 3.0, t0));
-        assert!(inj.take("machines.create", "app", 1.0, 3.0, t0 + Duration::from_secs(1)));
+        assert!(inj.take(
+            "machines.create",
+            "app",
+            1.0,
+            3.0,
+            t0 + Duration::from_secs(1)
+        ));
     }
 
     #[test]

@@ -10,7 +10,9 @@ const ALNUM: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
 const CROCKFORD: &[u8] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
 fn pick(rng: &mut impl Rng, alphabet: &[u8], n: usize) -> String {
-    (0..n).map(|_| alphabet[rng.random_range(0..alphabet.len())] as char).collect()
+    (0..n)
+        .map(|_| alphabet[rng.random_range(0..alphabet.len())] as char)
+        .collect()
 }
 
 /// A machine id: 14 lowercase hex characters (`1857156b526dd8`).
@@ -45,16 +47,88 @@ pub fn ulid(rng: &mut impl Rng, now_ms: u64) -> String {
 }
 
 const ADJECTIVES: &[&str] = &[
-    "aged", "ancient", "autumn", "billowing", "bitter", "black", "blue", "bold", "broad", "broken",
-    "calm", "cold", "cool", "crimson", "curly", "damp", "dark", "dawn", "delicate", "divine",
-    "dry", "empty", "falling", "fancy", "flat", "floral", "fragrant", "frosty", "gentle", "green",
-    "hidden", "holy", "icy", "jolly", "late", "lingering", "little", "lively", "long", "lucky",
+    "aged",
+    "ancient",
+    "autumn",
+    "billowing",
+    "bitter",
+    "black",
+    "blue",
+    "bold",
+    "broad",
+    "broken",
+    "calm",
+    "cold",
+    "cool",
+    "crimson",
+    "curly",
+    "damp",
+    "dark",
+    "dawn",
+    "delicate",
+    "divine",
+    "dry",
+    "empty",
+    "falling",
+    "fancy",
+    "flat",
+    "floral",
+    "fragrant",
+    "frosty",
+    "gentle",
+    "green",
+    "hidden",
+    "holy",
+    "icy",
+    "jolly",
+    "late",
+    "lingering",
+    "little",
+    "lively",
+    "long",
+    "lucky",
 ];
 const NOUNS: &[&str] = &[
-    "art", "band", "bar", "base", "bird", "block", "boat", "bonus", "bread", "breeze", "brook",
-    "bush", "butterfly", "cake", "cell", "cherry", "cloud", "credit", "darkness", "dawn", "dew",
-    "disk", "dream", "dust", "feather", "field", "fire", "firefly", "flower", "fog", "forest",
-    "frog", "frost", "glade", "glitter", "grass", "hall", "hat", "haze", "thunder",
+    "art",
+    "band",
+    "bar",
+    "base",
+    "bird",
+    "block",
+    "boat",
+    "bonus",
+    "bread",
+    "breeze",
+    "brook",
+    "bush",
+    "butterfly",
+    "cake",
+    "cell",
+    "cherry",
+    "cloud",
+    "credit",
+    "darkness",
+    "dawn",
+    "dew",
+    "disk",
+    "dream",
+    "dust",
+    "feather",
+    "field",
+    "fire",
+    "firefly",
+    "flower",
+    "fog",
+    "forest",
+    "frog",
+    "frost",
+    "glade",
+    "glitter",
+    "grass",
+    "hall",
+    "hat",
+    "haze",
+    "thunder",
 ];
 
 /// A generated machine name, adjective-noun-NNNN (`aged-thunder-7371`, reference §4).
@@ -66,12 +140,18 @@ pub fn machine_name(rng: &mut impl Rng) -> String {
 
 /// FNV-1a, used to derive stable values (zone ids, network prefixes) from names.
 pub fn fnv1a(data: &[u8]) -> u64 {
-    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// The zone ids of a region: `count` distinct 4-hex host ids derived from the region name, so
 /// they stay the same across restarts and can be named in `--faults capacity=sjc:09cd`.
-pub fn zone_ids(region: &str, count: usize, taken: &mut std::collections::HashSet<String>) -> Vec<String> {
+pub fn zone_ids(
+    region: &str,
+    count: usize,
+    taken: &mut std::collections::HashSet<String>,
+) -> Vec<String> {
     let mut out = Vec::with_capacity(count);
     let mut i = 0u64;
     while out.len() < count {
@@ -113,7 +193,9 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let m = machine_id(&mut rng);
         assert_eq!(m.len(), 14);
-        assert!(m.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(m
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         let v = volume_id(&mut rng);
         assert!(v.starts_with("vol_") && v.len() == 20);
         let u = ulid(&mut rng, 1_699_408_350_000);

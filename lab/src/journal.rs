@@ -69,11 +69,16 @@ fn journal_path(dir: &Path) -> PathBuf {
 /// Load the state from `dir` (snapshot, then the journal, discarding a torn last record),
 /// write a fresh snapshot and open an empty journal.
 pub fn open(dir: &Path) -> Result<(State, Journal), Error> {
-    fs::create_dir_all(dir).map_err(|source| Error::Write { path: dir.to_path_buf(), source })?;
+    fs::create_dir_all(dir).map_err(|source| Error::Write {
+        path: dir.to_path_buf(),
+        source,
+    })?;
     let snap = snapshot_path(dir);
     let mut state = match fs::read(&snap) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map_err(|source| Error::Snapshot { path: snap.clone(), source })?,
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| Error::Snapshot {
+            path: snap.clone(),
+            source,
+        })?,
         Err(e) if e.kind() == io::ErrorKind::NotFound => State::default(),
         Err(source) => return Err(Error::Read { path: snap, source }),
     };
@@ -81,7 +86,12 @@ pub fn open(dir: &Path) -> Result<(State, Journal), Error> {
     match fs::read(&jpath) {
         Ok(bytes) => replay(&mut state, &bytes, &jpath)?,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(source) => return Err(Error::Read { path: jpath, source }),
+        Err(source) => {
+            return Err(Error::Read {
+                path: jpath,
+                source,
+            })
+        }
     }
     write_snapshot(dir, &state)?;
     let file = OpenOptions::new()
@@ -89,14 +99,27 @@ pub fn open(dir: &Path) -> Result<(State, Journal), Error> {
         .write(true)
         .truncate(true)
         .open(&jpath)
-        .map_err(|source| Error::Write { path: jpath.clone(), source })?;
+        .map_err(|source| Error::Write {
+            path: jpath.clone(),
+            source,
+        })?;
     // Reopen in append mode so every write lands at the end even after compaction truncates.
     drop(file);
     let file = OpenOptions::new()
         .append(true)
         .open(&jpath)
-        .map_err(|source| Error::Write { path: jpath, source })?;
-    Ok((state, Journal { dir: dir.to_path_buf(), file, records: 0 }))
+        .map_err(|source| Error::Write {
+            path: jpath,
+            source,
+        })?;
+    Ok((
+        state,
+        Journal {
+            dir: dir.to_path_buf(),
+            file,
+            records: 0,
+        },
+    ))
 }
 
 fn replay(state: &mut State, bytes: &[u8], path: &Path) -> Result<(), Error> {
@@ -111,8 +134,11 @@ fn replay(state: &mut State, bytes: &[u8], path: &Path) -> Result<(), Error> {
         if line.is_empty() {
             continue;
         }
-        let rec = serde_json::from_slice::<Record>(line)
-            .map_err(|source| Error::Corrupt { path: path.to_path_buf(), line: i + 1, source })?;
+        let rec = serde_json::from_slice::<Record>(line).map_err(|source| Error::Corrupt {
+            path: path.to_path_buf(),
+            line: i + 1,
+            source,
+        })?;
         state.apply(rec);
     }
     Ok(())
@@ -122,7 +148,10 @@ fn write_snapshot(dir: &Path, state: &State) -> Result<(), Error> {
     let path = snapshot_path(dir);
     let tmp = dir.join("state.json.tmp");
     let bytes = serde_json::to_vec(state).map_err(Error::Encode)?;
-    fs::write(&tmp, bytes).map_err(|source| Error::Write { path: tmp.clone(), source })?;
+    fs::write(&tmp, bytes).map_err(|source| Error::Write {
+        path: tmp.clone(),
+        source,
+    })?;
     fs::rename(&tmp, &path).map_err(|source| Error::Write { path, source })
 }
 
@@ -131,9 +160,10 @@ impl Journal {
     pub fn append(&mut self, record: &Record, state: &State) -> Result<(), Error> {
         let mut line = serde_json::to_vec(record).map_err(Error::Encode)?;
         line.push(b'\n');
-        self.file
-            .write_all(&line)
-            .map_err(|source| Error::Write { path: journal_path(&self.dir), source })?;
+        self.file.write_all(&line).map_err(|source| Error::Write {
+            path: journal_path(&self.dir),
+            source,
+        })?;
         self.records += 1;
         if self.records >= COMPACT_EVERY {
             self.compact(state)?;
@@ -144,9 +174,10 @@ impl Journal {
     /// Write the whole state as the snapshot and empty the journal.
     pub fn compact(&mut self, state: &State) -> Result<(), Error> {
         write_snapshot(&self.dir, state)?;
-        self.file
-            .set_len(0)
-            .map_err(|source| Error::Write { path: journal_path(&self.dir), source })?;
+        self.file.set_len(0).map_err(|source| Error::Write {
+            path: journal_path(&self.dir),
+            source,
+        })?;
         self.records = 0;
         Ok(())
     }
@@ -175,8 +206,12 @@ mod tests {
             j.append(&app("one"), &state).expect("append");
             j.append(&app("two"), &state).expect("append");
         }
-        let mut f = OpenOptions::new().append(true).open(journal_path(dir.path())).expect("open");
-        f.write_all(b"{\"App\":{\"id\":\"x\",\"na").expect("write torn");
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(journal_path(dir.path()))
+            .expect("open");
+        f.write_all(b"{\"App\":{\"id\":\"x\",\"na")
+            .expect("write torn");
         drop(f);
         let (state, _j) = open(dir.path()).expect("reopen");
         assert!(state.app("one").is_some());
@@ -191,8 +226,12 @@ mod tests {
             let (state, mut j) = open(dir.path()).expect("open");
             j.append(&app("one"), &state).expect("append");
         }
-        let mut f = OpenOptions::new().append(true).open(journal_path(dir.path())).expect("open");
-        f.write_all(&serde_json::to_vec(&app("two")).expect("json")).expect("write");
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(journal_path(dir.path()))
+            .expect("open");
+        f.write_all(&serde_json::to_vec(&app("two")).expect("json"))
+            .expect("write");
         drop(f);
         let (state, _j) = open(dir.path()).expect("reopen");
         assert!(state.app("one").is_some());
@@ -202,8 +241,15 @@ mod tests {
     #[test]
     fn corrupt_middle_record_is_an_error() {
         let dir = tempfile::tempdir().expect("tempdir");
-        fs::write(journal_path(dir.path()), b"garbage\n{\"Boot\":{\"boots\":1}}\n").expect("write");
-        assert!(matches!(open(dir.path()), Err(Error::Corrupt { line: 1, .. })));
+        fs::write(
+            journal_path(dir.path()),
+            b"garbage\n{\"Boot\":{\"boots\":1}}\n",
+        )
+        .expect("write");
+        assert!(matches!(
+            open(dir.path()),
+            Err(Error::Corrupt { line: 1, .. })
+        ));
     }
 
     #[test]

@@ -76,13 +76,21 @@ impl Timings {
     pub fn parse(spec: &str) -> Result<Timings, Error> {
         let mut t = Timings::default();
         for entry in spec.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-            let bad = || Error::Timings { entry: entry.to_string() };
+            let bad = || Error::Timings {
+                entry: entry.to_string(),
+            };
             let (name, value) = entry.split_once('=').ok_or_else(bad)?;
             let ms: u64 = value
                 .trim()
                 .strip_suffix("ms")
                 .and_then(|v| v.parse().ok())
-                .or_else(|| value.trim().strip_suffix('s').and_then(|v| v.parse::<u64>().ok()).map(|s| s * 1000))
+                .or_else(|| {
+                    value
+                        .trim()
+                        .strip_suffix('s')
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .map(|s| s * 1000)
+                })
                 .ok_or_else(bad)?;
             let d = Duration::from_millis(ms);
             match name.trim() {
@@ -103,7 +111,9 @@ pub fn parse_zones(spec: &str) -> Result<Vec<(String, usize)>, Error> {
         .map(str::trim)
         .filter(|e| !e.is_empty())
         .map(|entry| {
-            let bad = || Error::Zones { entry: entry.to_string() };
+            let bad = || Error::Zones {
+                entry: entry.to_string(),
+            };
             let (r, n) = entry.split_once('=').ok_or_else(bad)?;
             let n: usize = n.trim().parse().map_err(|_| bad())?;
             let r = r.trim();
@@ -169,21 +179,37 @@ impl Lab {
     /// Open the state in `opts.state_dir` and build the lab.
     pub fn open(opts: Options) -> Result<Arc<Lab>, Error> {
         let (mut state, mut journal) =
-            journal::open(&opts.state_dir).map_err(|source| Error::State { dir: opts.state_dir.clone(), source })?;
+            journal::open(&opts.state_dir).map_err(|source| Error::State {
+                dir: opts.state_dir.clone(),
+                source,
+            })?;
         let boots = state.boots + 1;
         let rec = Record::Boot { boots };
         state.apply(rec.clone());
         journal
             .append(&rec, &state)
-            .map_err(|source| Error::State { dir: opts.state_dir.clone(), source })?;
-        let secrets = secrets::Store::open(&opts.state_dir)
-            .map_err(|source| Error::Secrets { dir: opts.state_dir.clone(), source })?;
+            .map_err(|source| Error::State {
+                dir: opts.state_dir.clone(),
+                source,
+            })?;
+        let secrets = secrets::Store::open(&opts.state_dir).map_err(|source| Error::Secrets {
+            dir: opts.state_dir.clone(),
+            source,
+        })?;
         let mut taken = std::collections::HashSet::new();
-        let zones = opts.zones.iter().map(|(r, n)| (r.clone(), ids::zone_ids(r, *n, &mut taken))).collect();
+        let zones = opts
+            .zones
+            .iter()
+            .map(|(r, n)| (r.clone(), ids::zone_ids(r, *n, &mut taken)))
+            .collect();
         let rng = ChaCha8Rng::seed_from_u64(opts.seed ^ boots.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         Ok(Arc::new(Lab {
             zones,
-            core: Mutex::new(Core { state, journal, rng }),
+            core: Mutex::new(Core {
+                state,
+                journal,
+                rng,
+            }),
             secrets: Mutex::new(secrets),
             faults: Mutex::new(faults::Injector::new(opts.seed)),
             stats: Mutex::new(stats::Stats::default()),
@@ -206,7 +232,10 @@ impl Lab {
 
     /// The zones of a region, if the lab has it.
     pub fn region_zones(&self, region: &str) -> Option<&[String]> {
-        self.zones.iter().find(|(r, _)| r == region).map(|(_, z)| z.as_slice())
+        self.zones
+            .iter()
+            .find(|(r, _)| r == region)
+            .map(|(_, z)| z.as_slice())
     }
 
     /// Snapshot the state and empty the journal (at shutdown).
@@ -251,7 +280,10 @@ mod tests {
 
     #[test]
     fn parses_zones_and_timings() {
-        assert_eq!(parse_zones("sjc=3, iad=2").expect("zones"), vec![("sjc".into(), 3), ("iad".into(), 2)]);
+        assert_eq!(
+            parse_zones("sjc=3, iad=2").expect("zones"),
+            vec![("sjc".into(), 3), ("iad".into(), 2)]
+        );
         assert!(parse_zones("sjc").is_err());
         assert!(parse_zones("sjc=0").is_err());
         let t = Timings::parse("boot=1s,stop=5ms").expect("timings");

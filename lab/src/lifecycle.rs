@@ -8,7 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// States that are not transient: `settled` waits end in one of these.
-pub const SETTLED: &[&str] = &["created", "started", "stopped", "suspended", "failed", "destroyed"];
+pub const SETTLED: &[&str] = &[
+    "created",
+    "started",
+    "stopped",
+    "suspended",
+    "failed",
+    "destroyed",
+];
 
 /// The next automatic step from `state` toward `target`, and how long it takes.
 pub fn next(state: &str, target: &str, t: &Timings) -> Option<(&'static str, Duration)> {
@@ -59,9 +66,15 @@ pub fn drive(lab: &Arc<Lab>, app: &str, id: &str) {
         loop {
             let seen = {
                 let core = lab.core();
-                let Some(m) = core.state.app(&app).and_then(|a| a.machines.get(&id)) else { return };
-                let Some(target) = m.target.clone() else { return };
-                let Some((to, delay)) = next(&m.state, &target, &lab.opts.timings) else { return };
+                let Some(m) = core.state.app(&app).and_then(|a| a.machines.get(&id)) else {
+                    return;
+                };
+                let Some(target) = m.target.clone() else {
+                    return;
+                };
+                let Some((to, delay)) = next(&m.state, &target, &lab.opts.timings) else {
+                    return;
+                };
                 (m.state.clone(), target, m.instance_id.clone(), to, delay)
             };
             let (from, target, instance, to, delay) = seen;
@@ -72,9 +85,14 @@ pub fn drive(lab: &Arc<Lab>, app: &str, id: &str) {
             };
             let mut core = lab.core();
             let crate::Core { state, rng, .. } = &mut *core;
-            let Some(m) = state.app(&app).and_then(|a| a.machines.get(&id)) else { return };
+            let Some(m) = state.app(&app).and_then(|a| a.machines.get(&id)) else {
+                return;
+            };
             // Another operation changed the machine meanwhile: its own driver takes over.
-            if m.state != from || m.target.as_deref() != Some(target.as_str()) || m.instance_id != instance {
+            if m.state != from
+                || m.target.as_deref() != Some(target.as_str())
+                || m.instance_id != instance
+            {
                 return;
             }
             let mut m = m.clone();
@@ -97,7 +115,7 @@ pub fn drive(lab: &Arc<Lab>, app: &str, id: &str) {
                 }
             }
             let done = m.target.is_none();
-            records.push(Record::Machine(m));
+            records.push(Record::Machine(Box::new(m)));
             for r in records {
                 if let Err(e) = core.commit(r) {
                     tracing::error!(app, machine = id, error = %e, "could not record a machine transition");
@@ -136,11 +154,26 @@ mod tests {
     #[test]
     fn transitions_follow_fly_diagram() {
         let t = Timings::default();
-        assert_eq!(next("created", "started", &t).map(|s| s.0), Some("starting"));
-        assert_eq!(next("starting", "started", &t).map(|s| s.0), Some("started"));
-        assert_eq!(next("restarting", "started", &t).map(|s| s.0), Some("starting"));
-        assert_eq!(next("stopping", "stopped", &t).map(|s| s.0), Some("stopped"));
-        assert_eq!(next("destroying", "destroyed", &t).map(|s| s.0), Some("destroyed"));
+        assert_eq!(
+            next("created", "started", &t).map(|s| s.0),
+            Some("starting")
+        );
+        assert_eq!(
+            next("starting", "started", &t).map(|s| s.0),
+            Some("started")
+        );
+        assert_eq!(
+            next("restarting", "started", &t).map(|s| s.0),
+            Some("starting")
+        );
+        assert_eq!(
+            next("stopping", "stopped", &t).map(|s| s.0),
+            Some("stopped")
+        );
+        assert_eq!(
+            next("destroying", "destroyed", &t).map(|s| s.0),
+            Some("destroyed")
+        );
         assert_eq!(next("created", "created", &t), None);
         assert_eq!(next("started", "started", &t), None);
     }

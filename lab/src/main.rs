@@ -12,7 +12,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
-#[command(name = "fks-lab", version, about = "A local Fly Machines platform for testing fks-bootstrap")]
+#[command(
+    name = "fks-lab",
+    version,
+    about = "A local Fly Machines platform for testing fks-bootstrap"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -67,15 +71,23 @@ fn write_private(path: &Path, contents: &str) -> Result<()> {
         .mode(0o600)
         .open(path)
         .with_context(|| format!("writing {}", path.display()))?;
-    f.write_all(contents.as_bytes()).with_context(|| format!("writing {}", path.display()))
+    f.write_all(contents.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 fn read_trim(path: &Path) -> Result<String> {
-    Ok(std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?.trim().to_string())
+    Ok(std::fs::read_to_string(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .trim()
+        .to_string())
 }
 
 fn running_pid(dir: &Path) -> Option<i32> {
-    let pid: i32 = std::fs::read_to_string(dir.join("lab.pid")).ok()?.trim().parse().ok()?;
+    let pid: i32 = std::fs::read_to_string(dir.join("lab.pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
     kill(Pid::from_raw(pid), None).ok().map(|_| pid)
 }
 
@@ -91,7 +103,9 @@ fn token_for(dir: &Path, given: Option<String>) -> Result<String> {
     let t: String = {
         use rand::Rng;
         let mut rng = rand::rng();
-        (0..32).map(|_| format!("{:x}", rng.random_range(0..16u8))).collect()
+        (0..32)
+            .map(|_| format!("{:x}", rng.random_range(0..16u8)))
+            .collect()
     };
     write_private(&path, &t)?;
     Ok(t)
@@ -116,7 +130,8 @@ async fn serve(
     timings: String,
     guests: bool,
 ) -> Result<()> {
-    std::fs::create_dir_all(&state_dir).with_context(|| format!("creating {}", state_dir.display()))?;
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("creating {}", state_dir.display()))?;
     if let Some(pid) = running_pid(&state_dir) {
         bail!("a lab is already running on {} (pid {pid}); stop it with `fks-lab stop --state-dir {}`", state_dir.display(), state_dir.display());
     }
@@ -130,25 +145,40 @@ async fn serve(
         token: token.clone(),
         timings: fks_lab::Timings::parse(&timings)?,
     };
-    let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("listening on {listen}"))?;
-    let addr = listener.local_addr().context("reading the bound address")?.to_string();
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    let addr = listener
+        .local_addr()
+        .context("reading the bound address")?
+        .to_string();
     std::fs::write(state_dir.join("listen"), &addr).context("writing the listen file")?;
-    std::fs::write(state_dir.join("lab.pid"), std::process::id().to_string()).context("writing the pid file")?;
+    std::fs::write(state_dir.join("lab.pid"), std::process::id().to_string())
+        .context("writing the pid file")?;
     if guests {
         eprintln!("fks-lab: --guests given, but guests are not implemented yet");
     }
-    eprintln!("fks-lab: API-only mode: machine states change, nothing runs (no guests, exec is refused)");
-    eprintln!("fks-lab: listening on http://{addr}, state in {}, seed {seed}", state_dir.display());
+    eprintln!(
+        "fks-lab: API-only mode: machine states change, nothing runs (no guests, exec is refused)"
+    );
+    eprintln!(
+        "fks-lab: listening on http://{addr}, state in {}, seed {seed}",
+        state_dir.display()
+    );
     let mut taken = std::collections::HashSet::new();
     for (region, n) in &opts.zones {
-        eprintln!("fks-lab: region {region} zones {}", fks_lab::ids::zone_ids(region, *n, &mut taken).join(","));
+        eprintln!(
+            "fks-lab: region {region} zones {}",
+            fks_lab::ids::zone_ids(region, *n, &mut taken).join(",")
+        );
     }
     // A reader that closed stdout after the first line must not take the server down.
     if let Err(e) = print_env(&addr, &token) {
         eprintln!("fks-lab: could not print the environment lines: {e:#}");
     }
     let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
@@ -182,17 +212,29 @@ fn main() -> std::process::ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve { listen, state_dir, zones, faults, seed, token, timings, guests } => {
-            match tokio::runtime::Runtime::new() {
-                Ok(rt) => rt.block_on(serve(listen, state_dir, zones, faults, seed, token, timings, guests)),
-                Err(e) => Err(anyhow::Error::new(e).context("starting the runtime")),
-            }
-        }
+        Command::Serve {
+            listen,
+            state_dir,
+            zones,
+            faults,
+            seed,
+            token,
+            timings,
+            guests,
+        } => match tokio::runtime::Runtime::new() {
+            Ok(rt) => rt.block_on(serve(
+                listen, state_dir, zones, faults, seed, token, timings, guests,
+            )),
+            Err(e) => Err(anyhow::Error::new(e).context("starting the runtime")),
+        },
         Command::Env { state_dir } => (|| {
             if running_pid(&state_dir).is_none() {
                 bail!("no lab is running on {}", state_dir.display());
             }
-            print_env(&read_trim(&state_dir.join("listen"))?, &read_trim(&state_dir.join("token"))?)
+            print_env(
+                &read_trim(&state_dir.join("listen"))?,
+                &read_trim(&state_dir.join("token"))?,
+            )
         })(),
         Command::Stop { state_dir } => stop(&state_dir),
     };

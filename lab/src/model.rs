@@ -122,7 +122,7 @@ pub enum Record {
     AppDeleted { name: String },
     Volume(Volume),
     VolumeDeleted { app: String, id: String },
-    Machine(Machine),
+    Machine(Box<Machine>),
     Boot { boots: u64 },
 }
 
@@ -157,7 +157,7 @@ impl State {
             }
             Record::Machine(m) => {
                 let (app, id) = (m.app.clone(), m.id.clone());
-                self.apps.entry(app).or_default().machines.insert(id, m);
+                self.apps.entry(app).or_default().machines.insert(id, *m);
             }
             Record::Boot { boots } => self.boots = boots,
         }

@@ -42,7 +42,9 @@ pub struct Secret {
 
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Secret").field("digest", &self.digest).finish_non_exhaustive()
+        f.debug_struct("Secret")
+            .field("digest", &self.digest)
+            .finish_non_exhaustive()
     }
 }
 
@@ -62,7 +64,11 @@ pub struct Store {
 
 /// The digest Fly shows in place of a value: hex SHA-256, first 16 characters.
 pub fn digest(value: &str) -> String {
-    Sha256::digest(value.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(value.as_bytes())
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 impl Store {
@@ -70,7 +76,10 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Store, Error> {
         let path = dir.join("secrets.json");
         let apps = match std::fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|source| Error::Parse { path: path.clone(), source })?,
+            Ok(b) => serde_json::from_slice(&b).map_err(|source| Error::Parse {
+                path: path.clone(),
+                source,
+            })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
             Err(source) => return Err(Error::Read { path, source }),
         };
@@ -90,9 +99,18 @@ impl Store {
             .truncate(true)
             .mode(0o600)
             .open(&tmp)
-            .map_err(|source| Error::Write { path: tmp.clone(), source })?;
-        f.write_all(&bytes).map_err(|source| Error::Write { path: tmp.clone(), source })?;
-        std::fs::rename(&tmp, &self.path).map_err(|source| Error::Write { path: self.path.clone(), source })
+            .map_err(|source| Error::Write {
+                path: tmp.clone(),
+                source,
+            })?;
+        f.write_all(&bytes).map_err(|source| Error::Write {
+            path: tmp.clone(),
+            source,
+        })?;
+        std::fs::rename(&tmp, &self.path).map_err(|source| Error::Write {
+            path: self.path.clone(),
+            source,
+        })
     }
 }
 
@@ -109,10 +127,18 @@ mod tests {
         app.version = 1;
         app.secrets.insert(
             "K3S_TOKEN".into(),
-            Secret { value: "hunter2".into(), digest: digest("hunter2"), created_at_ms: 1, updated_at_ms: 1 },
+            Secret {
+                value: "hunter2".into(),
+                digest: digest("hunter2"),
+                created_at_ms: 1,
+                updated_at_ms: 1,
+            },
         );
         s.save().expect("save");
-        let mode = std::fs::metadata(dir.path().join("secrets.json")).expect("meta").permissions().mode();
+        let mode = std::fs::metadata(dir.path().join("secrets.json"))
+            .expect("meta")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         let s2 = Store::open(dir.path()).expect("reopen");
         assert_eq!(s2.apps["demo"].secrets["K3S_TOKEN"].value, "hunter2");

@@ -12,42 +12,105 @@ const TOKEN: &str = "conformance-token";
 
 /// Operations run in the first pass (everything implemented except deletes).
 const OPERATIONS: &[&str] = &[
-    "Apps_list", "Apps_create", "Apps_show", "Machines_list", "Machines_create", "Machines_show",
-    "Machines_update", "Machines_cordon", "Machines_uncordon", "Machines_list_events", "Machines_exec",
-    "Machines_show_lease", "Machines_create_lease", "Machines_release_lease", "Machines_show_metadata",
-    "Machines_update_metadata", "Machines_get_metadata_key", "Machines_upsert_metadata",
-    "Machines_delete_metadata", "Machines_restart", "Machines_signal", "Machines_start", "Machines_stop",
-    "Machines_suspend", "Machines_wait", "Secrets_list", "Secrets_update", "Secret_get", "Secret_create",
-    "Secret_delete", "Volumes_list", "Volumes_create", "Volumes_get_by_id", "Volumes_update", "Volumes_extend",
+    "Apps_list",
+    "Apps_create",
+    "Apps_show",
+    "Machines_list",
+    "Machines_create",
+    "Machines_show",
+    "Machines_update",
+    "Machines_cordon",
+    "Machines_uncordon",
+    "Machines_list_events",
+    "Machines_exec",
+    "Machines_show_lease",
+    "Machines_create_lease",
+    "Machines_release_lease",
+    "Machines_show_metadata",
+    "Machines_update_metadata",
+    "Machines_get_metadata_key",
+    "Machines_upsert_metadata",
+    "Machines_delete_metadata",
+    "Machines_restart",
+    "Machines_signal",
+    "Machines_start",
+    "Machines_stop",
+    "Machines_suspend",
+    "Machines_wait",
+    "Secrets_list",
+    "Secrets_update",
+    "Secret_get",
+    "Secret_create",
+    "Secret_delete",
+    "Volumes_list",
+    "Volumes_create",
+    "Volumes_get_by_id",
+    "Volumes_update",
+    "Volumes_extend",
 ];
 
 /// Destructive operations, run in a second pass so they do not starve the first of data.
 const DESTRUCTIVE: &[&str] = &["Machines_delete", "Volume_delete", "Apps_delete"];
 
 fn schemathesis_available() -> bool {
-    Command::new("schemathesis").arg("--version").output().is_ok_and(|o| o.status.success())
+    Command::new("schemathesis")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 async fn call(client: &reqwest::Client, url: String, body: Value) -> Value {
-    let res = client.post(url).bearer_auth(TOKEN).json(&body).send().await.expect("setup request");
-    assert!(res.status().is_success(), "setup request failed: {}", res.status());
+    let res = client
+        .post(url)
+        .bearer_auth(TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .expect("setup request");
+    assert!(
+        res.status().is_success(),
+        "setup request failed: {}",
+        res.status()
+    );
     res.json().await.expect("setup body")
 }
 
 fn schemathesis(base: &str, config: &Path, ops: &[&str]) {
-    let spec = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/fly-machines-openapi.json");
+    let spec = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/openapi/fly-machines-openapi.json"
+    );
     let mut cmd = Command::new("schemathesis");
-    cmd.arg("--config-file").arg(config).args(["run", spec, "--url", &format!("{base}/v1")]);
+    cmd.arg("--config-file")
+        .arg(config)
+        .args(["run", spec, "--url", &format!("{base}/v1")]);
     cmd.args(["-H", &format!("Authorization: Bearer {TOKEN}")]);
     for op in ops {
         cmd.args(["--include-operation-id", op]);
     }
-    cmd.args(["--max-examples", "20", "--phases", "examples,coverage,fuzzing", "--workers", "2"]);
+    cmd.args([
+        "--max-examples",
+        "20",
+        "--phases",
+        "examples,coverage,fuzzing",
+        "--workers",
+        "2",
+    ]);
     cmd.args(["--generation-deterministic", "--request-timeout", "70"]);
-    cmd.args(["--exclude-checks", "status_code_conformance,positive_data_acceptance,negative_data_rejection"]);
+    cmd.args([
+        "--exclude-checks",
+        "status_code_conformance,positive_data_acceptance,negative_data_rejection",
+    ]);
     let out = cmd.output().expect("run schemathesis");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let summary: Vec<&str> = stdout.lines().rev().take(25).collect::<Vec<_>>().into_iter().rev().collect();
+    let summary: Vec<&str> = stdout
+        .lines()
+        .rev()
+        .take(25)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
     println!("{}", summary.join("\n"));
     assert!(
         out.status.success(),
@@ -68,7 +131,16 @@ async fn lab_conforms_to_fly_openapi_document() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let mut child = Command::new(env!("CARGO_BIN_EXE_fks-lab"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--seed", "1", "--token", TOKEN, "--state-dir"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--seed",
+            "1",
+            "--token",
+            TOKEN,
+            "--state-dir",
+        ])
         .arg(dir.path().join("state"))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -77,11 +149,30 @@ async fn lab_conforms_to_fly_openapi_document() {
     let mut reader = BufReader::new(child.stdout.take().expect("stdout"));
     let mut line = String::new();
     reader.read_line(&mut line).expect("env line");
-    let base = line.trim().strip_prefix("export FLY_API_HOSTNAME=").expect("hostname line").to_string();
+    let base = line
+        .trim()
+        .strip_prefix("export FLY_API_HOSTNAME=")
+        .expect("hostname line")
+        .to_string();
     let client = reqwest::Client::new();
-    call(&client, format!("{base}/v1/apps"), json!({"name": "conformance", "org_slug": "personal"})).await;
-    let vol = call(&client, format!("{base}/v1/apps/conformance/volumes"), json!({"name": "data", "region": "sjc"})).await;
-    let m = call(&client, format!("{base}/v1/apps/conformance/machines"), json!({"config": {"image": "ubuntu"}})).await;
+    call(
+        &client,
+        format!("{base}/v1/apps"),
+        json!({"name": "conformance", "org_slug": "personal"}),
+    )
+    .await;
+    let vol = call(
+        &client,
+        format!("{base}/v1/apps/conformance/volumes"),
+        json!({"name": "data", "region": "sjc"}),
+    )
+    .await;
+    let m = call(
+        &client,
+        format!("{base}/v1/apps/conformance/machines"),
+        json!({"config": {"image": "ubuntu"}}),
+    )
+    .await;
     let config = dir.path().join("schemathesis.toml");
     let params = format!(
         "\"path.app_name\" = \"conformance\"\n\"path.machine_id\" = \"{}\"\n\"path.volume_id\" = \"{}\"\n",

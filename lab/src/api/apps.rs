@@ -1,6 +1,6 @@
 //! `/v1/apps` handlers: create, get, list, delete (reference §2.1).
 
-use super::{State, body, render, LabState, Query};
+use super::{body, render, LabState, Query, State};
 use crate::error::ApiError;
 use crate::model::{App, Record};
 use crate::{clock, ids};
@@ -29,7 +29,9 @@ struct CreateApp {
 fn valid_app_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() < 63
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !name.starts_with('-')
 }
 
@@ -39,25 +41,35 @@ pub async fn create(State(lab): LabState, bytes: Bytes) -> Result<Response, ApiE
         .name
         .filter(|n| !n.is_empty())
         .or(req.app_name)
-        .ok_or_else(|| ApiError::bad_request("app name is required (field `name` or `app_name`)"))?;
+        .ok_or_else(|| {
+            ApiError::bad_request("app name is required (field `name` or `app_name`)")
+        })?;
     if !valid_app_name(&name) {
         return Err(ApiError::unprocessable(format!(
             "Validation failed: Name {name:?} must be under 63 characters of lowercase letters, numbers and dashes"
         )));
     }
     if let Some(net) = &req.network {
-        if !net.is_empty() && !(net.starts_with(|c: char| c.is_ascii_alphabetic()) && net.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')) {
+        let valid = net.starts_with(|c: char| c.is_ascii_alphabetic())
+            && net.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+        if !net.is_empty() && !valid {
             return Err(ApiError::unprocessable(format!("Validation failed: network {net:?} must start with a letter and hold letters, digits and dashes")));
         }
     }
     let mut core = lab.core();
     if core.state.app(&name).is_some() {
-        return Err(ApiError::unprocessable("Validation failed: Name has already been taken").with_code("name_taken"));
+        return Err(
+            ApiError::unprocessable("Validation failed: Name has already been taken")
+                .with_code("name_taken"),
+        );
     }
     let app = App {
         id: ids::app_id(&mut core.rng),
         name: name.clone(),
-        org_slug: req.org_slug.filter(|s| !s.is_empty()).unwrap_or_else(|| "personal".into()),
+        org_slug: req
+            .org_slug
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "personal".into()),
         network: req.network.filter(|n| !n.is_empty()),
         created_at_ms: clock::now_ms(),
     };
@@ -67,10 +79,16 @@ pub async fn create(State(lab): LabState, bytes: Bytes) -> Result<Response, ApiE
     Ok((StatusCode::CREATED, Json(out)).into_response())
 }
 
-pub async fn show(State(lab): LabState, Path(app): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+pub async fn show(
+    State(lab): LabState,
+    Path(app): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let core = lab.core();
     let s = core.state.app(&app).ok_or_else(ApiError::app_not_found)?;
-    Ok(Json(render::app(s.app.as_ref().expect("app state holds its app"), s)))
+    Ok(Json(render::app(
+        s.app.as_ref().expect("app state holds its app"),
+        s,
+    )))
 }
 
 pub async fn list(State(lab): LabState, RawQuery(q): RawQuery) -> Json<serde_json::Value> {
@@ -88,12 +106,25 @@ pub async fn list(State(lab): LabState, RawQuery(q): RawQuery) -> Json<serde_jso
     Json(json!({ "total_apps": apps.len(), "apps": apps }))
 }
 
-pub async fn delete(State(lab): LabState, Path(app): Path<String>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+pub async fn delete(
+    State(lab): LabState,
+    Path(app): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
     let force = Query::parse(q.as_deref()).flag("force");
     {
         let mut core = lab.core();
         let s = core.state.app(&app).ok_or_else(ApiError::app_not_found)?;
-        let running = s.machines.values().filter(|m| !matches!(m.state.as_str(), "stopped" | "destroyed" | "created" | "failed" | "suspended")).count();
+        let running = s
+            .machines
+            .values()
+            .filter(|m| {
+                !matches!(
+                    m.state.as_str(),
+                    "stopped" | "destroyed" | "created" | "failed" | "suspended"
+                )
+            })
+            .count();
         if running > 0 && !force {
             return Err(ApiError::precondition(format!(
                 "failed_precondition: app {app} has {running} running machines; stop them first or use force=true"
@@ -104,7 +135,9 @@ pub async fn delete(State(lab): LabState, Path(app): Path<String>, RawQuery(q): 
     {
         let mut secrets = crate::lock(&lab.secrets);
         if secrets.apps.remove(&app).is_some() {
-            secrets.save().map_err(|e| ApiError::internal(format!("writing secrets: {e}")))?;
+            secrets
+                .save()
+                .map_err(|e| ApiError::internal(format!("writing secrets: {e}")))?;
         }
     }
     lab.notify();

@@ -1,7 +1,7 @@
 //! Machine sub-resources: wait (reference §2.3.1), events, leases (§2.3.2) and metadata.
 
 use super::machines::find;
-use super::{State, body, nonce_header, render, LabState, Query};
+use super::{body, nonce_header, render, LabState, Query, State};
 use crate::error::ApiError;
 use crate::lifecycle::SETTLED;
 use crate::model::{Lease, Record};
@@ -16,7 +16,14 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-const WAIT_STATES: &[&str] = &["started", "stopped", "suspended", "destroyed", "failed", "settled"];
+const WAIT_STATES: &[&str] = &[
+    "started",
+    "stopped",
+    "suspended",
+    "destroyed",
+    "failed",
+    "settled",
+];
 
 /// `GET .../wait?state=&timeout=&version=`: block until the machine reaches one of the states,
 /// at most `timeout` seconds (clamped to 1..60), else 408 with Fly's text.
@@ -37,14 +44,17 @@ pub async fn wait(
         )));
     }
     let timeout = match q.get("timeout").filter(|t| !t.is_empty()) {
-        Some(t) => t
-            .trim_end_matches('s')
-            .parse::<u64>()
-            .map_err(|_| ApiError::bad_request(format!("invalid timeout {t:?}: want whole seconds")))?,
+        Some(t) => t.trim_end_matches('s').parse::<u64>().map_err(|_| {
+            ApiError::bad_request(format!("invalid timeout {t:?}: want whole seconds"))
+        })?,
         None => 60,
     }
     .clamp(1, 60);
-    let version = q.get("version").or_else(|| q.get("instance_id")).filter(|v| !v.is_empty()).map(String::from);
+    let version = q
+        .get("version")
+        .or_else(|| q.get("instance_id"))
+        .filter(|v| !v.is_empty())
+        .map(String::from);
     let mut changed = lab.changed.subscribe();
     let mut closing = lab.closing.subscribe();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
@@ -57,10 +67,14 @@ pub async fn wait(
                 Some(v) if *v != m.instance_id => "replaced".to_string(),
                 _ => m.state.clone(),
             };
-            let reached = want.iter().any(|w| *w == state || (w == "settled" && SETTLED.contains(&state.as_str())));
+            let reached = want
+                .iter()
+                .any(|w| *w == state || (w == "settled" && SETTLED.contains(&state.as_str())));
             if reached {
                 let event_id = m.events.first().map(|e| e.id.clone()).unwrap_or_default();
-                return Ok(Json(json!({ "ok": true, "state": state, "version": m.instance_id, "event_id": event_id })));
+                return Ok(Json(
+                    json!({ "ok": true, "state": state, "version": m.instance_id, "event_id": event_id }),
+                ));
             }
             state
         };
@@ -75,7 +89,10 @@ pub async fn wait(
 fn break_with(want: &[String], have: &str) -> Result<(), ApiError> {
     Err(ApiError::new(
         StatusCode::REQUEST_TIMEOUT,
-        format!("deadline_exceeded: machine failed to reach desired state, {}, currently {have}", want.join(",")),
+        format!(
+            "deadline_exceeded: machine failed to reach desired state, {}, currently {have}",
+            want.join(",")
+        ),
     ))
 }
 
@@ -86,17 +103,30 @@ pub async fn events(
     RawQuery(q): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let q = Query::parse(q.as_deref());
-    let limit = q.get("limit").and_then(|l| l.parse::<usize>().ok()).unwrap_or(20).clamp(1, 50);
+    let limit = q
+        .get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .unwrap_or(20)
+        .clamp(1, 50);
     let core = lab.core();
     let m = find(&core.state, &app, &id)?;
-    Ok(Json(render::json(&m.events.iter().take(limit).map(render::event).collect::<Vec<_>>())))
+    Ok(Json(render::json(
+        &m.events
+            .iter()
+            .take(limit)
+            .map(render::event)
+            .collect::<Vec<_>>(),
+    )))
 }
 
 fn live_lease(l: &Option<Lease>) -> Option<&Lease> {
     l.as_ref().filter(|l| l.expires_at > clock::now_ms() / 1000)
 }
 
-pub async fn lease_show(State(lab): LabState, Path((app, id)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+pub async fn lease_show(
+    State(lab): LabState,
+    Path((app, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
     let core = lab.core();
     let m = find(&core.state, &app, &id)?;
     live_lease(&m.lease)
@@ -124,7 +154,9 @@ pub async fn lease_acquire(
     let req: LeaseBody = body(&bytes)?;
     let q = Query::parse(q.as_deref());
     let ttl = match q.get("ttl").filter(|t| !t.is_empty()) {
-        Some(t) => t.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid ttl {t:?}")))?,
+        Some(t) => t
+            .parse::<u64>()
+            .map_err(|_| ApiError::bad_request(format!("invalid ttl {t:?}")))?,
         None => req.ttl.unwrap_or(30),
     }
     .max(1);
@@ -133,7 +165,9 @@ pub async fn lease_acquire(
     let core = &mut *guard;
     let mut m = find(&core.state, &app, &id)?.clone();
     if m.state == "destroyed" {
-        return Err(ApiError::precondition(format!("failed_precondition: machine {id} is destroyed")));
+        return Err(ApiError::precondition(format!(
+            "failed_precondition: machine {id} is destroyed"
+        )));
     }
     let now_s = clock::now_ms() / 1000;
     let lease = match live_lease(&m.lease) {
@@ -158,7 +192,7 @@ pub async fn lease_acquire(
     };
     let out = render::lease(&lease);
     m.lease = Some(lease);
-    core.commit(Record::Machine(m))?;
+    core.commit(Record::Machine(Box::new(m)))?;
     Ok((StatusCode::CREATED, Json(out)).into_response())
 }
 
@@ -170,23 +204,32 @@ pub async fn lease_release(
 ) -> Result<Json<Value>, ApiError> {
     let nonce = nonce_header(&headers)
         .filter(|n| !n.is_empty())
-        .ok_or_else(|| ApiError::bad_request("the fly-machine-lease-nonce header is required to release a lease"))?;
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "the fly-machine-lease-nonce header is required to release a lease",
+            )
+        })?;
     let mut guard = lab.core();
     let core = &mut *guard;
     let mut m = find(&core.state, &app, &id)?.clone();
     match live_lease(&m.lease) {
         None => return Err(ApiError::new(StatusCode::NOT_FOUND, "lease not found")),
         Some(l) if l.nonce != nonce => {
-            return Err(ApiError::conflict(format!("lease nonce mismatch for machine {id}")));
+            return Err(ApiError::conflict(format!(
+                "lease nonce mismatch for machine {id}"
+            )));
         }
         Some(_) => {}
     }
     m.lease = None;
-    core.commit(Record::Machine(m))?;
+    core.commit(Record::Machine(Box::new(m)))?;
     Ok(Json(json!({ "status": "success", "data": { "ok": true } })))
 }
 
-pub async fn metadata_all(State(lab): LabState, Path((app, id)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+pub async fn metadata_all(
+    State(lab): LabState,
+    Path((app, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
     let core = lab.core();
     Ok(Json(json!(find(&core.state, &app, &id)?.metadata())))
 }
@@ -200,7 +243,12 @@ pub async fn metadata_get(
     let md = md.clone();
     md.get(&key)
         .map(|v| Json(json!({ "value": v })))
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("metadata key {key} not found")))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("metadata key {key} not found"),
+            )
+        })
 }
 
 /// Change the metadata map of a machine; metadata writes keep the version (reference §8.17).
@@ -220,13 +268,20 @@ fn edit_metadata(
         )));
     }
     f(&mut m.config.metadata);
-    core.commit(Record::Machine(m))?;
+    core.commit(Record::Machine(Box::new(m)))?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 fn valid_key(key: &str) -> Result<(), ApiError> {
-    if key.is_empty() || key.len() > 128 || !key.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-        return Err(ApiError::bad_request(format!("invalid metadata key {key:?}")));
+    if key.is_empty()
+        || key.len() > 128
+        || !key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(ApiError::bad_request(format!(
+            "invalid metadata key {key:?}"
+        )));
     }
     Ok(())
 }
@@ -244,7 +299,9 @@ pub async fn metadata_upsert(
 ) -> Result<Response, ApiError> {
     valid_key(&key)?;
     let req: UpsertBody = body(&bytes)?;
-    let value = req.value.ok_or_else(|| ApiError::bad_request("value is required"))?;
+    let value = req
+        .value
+        .ok_or_else(|| ApiError::bad_request("value is required"))?;
     edit_metadata(&lab, &app, &id, None, |md| {
         md.insert(key, value);
     })
@@ -267,7 +324,13 @@ struct BulkBody {
     machine_version: Option<String>,
 }
 
-fn bulk(lab: &crate::Lab, app: &str, id: &str, bytes: &[u8], replace: bool) -> Result<Response, ApiError> {
+fn bulk(
+    lab: &crate::Lab,
+    app: &str,
+    id: &str,
+    bytes: &[u8],
+    replace: bool,
+) -> Result<Response, ApiError> {
     let req: BulkBody = body(bytes)?;
     let changes = req.metadata.unwrap_or_default();
     for k in changes.keys() {
@@ -292,11 +355,19 @@ fn bulk(lab: &crate::Lab, app: &str, id: &str, bytes: &[u8], replace: bool) -> R
 }
 
 /// `PUT .../metadata`: the map becomes exactly the given keys.
-pub async fn metadata_put(State(lab): LabState, Path((app, id)): Path<(String, String)>, bytes: Bytes) -> Result<Response, ApiError> {
+pub async fn metadata_put(
+    State(lab): LabState,
+    Path((app, id)): Path<(String, String)>,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
     bulk(&lab, &app, &id, &bytes, true)
 }
 
 /// `PATCH .../metadata`: the given keys are set or (null/"") removed, others kept.
-pub async fn metadata_patch(State(lab): LabState, Path((app, id)): Path<(String, String)>, bytes: Bytes) -> Result<Response, ApiError> {
+pub async fn metadata_patch(
+    State(lab): LabState,
+    Path((app, id)): Path<(String, String)>,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
     bulk(&lab, &app, &id, &bytes, false)
 }

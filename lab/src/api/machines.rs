@@ -2,16 +2,16 @@
 //! suspend, signal, cordon, uncordon, exec and destroy (reference §2.3, §3). Placement of a
 //! machine (region, zone, volume attachment) lives here too.
 
-use super::{State, body, nonce_header, render, LabState, Query};
+use super::{body, nonce_header, render, LabState, Query, State};
 use crate::error::ApiError;
 use crate::lifecycle::{drive, enter};
 use crate::model::{mounted_volume, Lease, Machine, Record};
-use fks_bootstrap::fly::{CreateMachineRequest, MachineConfig, UpdateMachineRequest};
 use crate::{clock, ids, Lab};
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery};
 use axum::http::HeaderMap;
 use axum::Json;
+use fks_bootstrap::fly::{CreateMachineRequest, MachineConfig, UpdateMachineRequest};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -21,36 +21,56 @@ const DESTROYABLE: &[&str] = &["created", "stopped", "suspended", "failed"];
 
 fn validate_config(config: &MachineConfig) -> Result<(), ApiError> {
     if config.image.trim().is_empty() {
-        return Err(ApiError::bad_request("invalid config.image: an image is required"));
+        return Err(ApiError::bad_request(
+            "invalid config.image: an image is required",
+        ));
     }
     if config.mounts.len() > 1 {
-        return Err(ApiError::bad_request("a machine can mount at most one volume"));
+        return Err(ApiError::bad_request(
+            "a machine can mount at most one volume",
+        ));
     }
     if let Some(m) = config.mounts.first() {
         if m.volume.is_empty() {
             return Err(ApiError::bad_request("config.mounts[0].volume is required"));
         }
         if !m.path.starts_with('/') {
-            return Err(ApiError::bad_request("config.mounts[0].path must be an absolute path"));
+            return Err(ApiError::bad_request(
+                "config.mounts[0].path must be an absolute path",
+            ));
         }
     }
     Ok(())
 }
 
 fn valid_machine_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 63 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 /// Choose region and zone for a machine without a volume: the first region of the request's
 /// list (`"iad,dfw"`) with an open zone; in it the zone with the fewest live machines.
-fn place(lab: &Lab, state: &crate::model::State, wanted: Option<&str>) -> Result<(String, String), ApiError> {
+fn place(
+    lab: &Lab,
+    state: &crate::model::State,
+    wanted: Option<&str>,
+) -> Result<(String, String), ApiError> {
     let regions: Vec<String> = match wanted.filter(|r| !r.is_empty()) {
-        Some(list) => list.split(',').map(|r| r.trim().to_string()).filter(|r| !r.is_empty()).collect(),
+        Some(list) => list
+            .split(',')
+            .map(|r| r.trim().to_string())
+            .filter(|r| !r.is_empty())
+            .collect(),
         None => vec![lab.zones[0].0.clone()],
     };
     let mut known = false;
     for region in &regions {
-        let Some(zones) = lab.region_zones(region) else { continue };
+        let Some(zones) = lab.region_zones(region) else {
+            continue;
+        };
         known = true;
         let load = |z: &str| {
             state
@@ -60,12 +80,19 @@ fn place(lab: &Lab, state: &crate::model::State, wanted: Option<&str>) -> Result
                 .filter(|m| m.zone == z && m.state != "destroyed")
                 .count()
         };
-        if let Some(z) = zones.iter().filter(|z| !lab.opts.faults.zone_full(region, z)).min_by_key(|z| load(z)) {
+        if let Some(z) = zones
+            .iter()
+            .filter(|z| !lab.opts.faults.zone_full(region, z))
+            .min_by_key(|z| load(z))
+        {
             return Ok((region.clone(), z.clone()));
         }
     }
     if !known {
-        return Err(ApiError::unprocessable(format!("region {:?} is not available in this lab", regions.join(","))));
+        return Err(ApiError::unprocessable(format!(
+            "region {:?} is not available in this lab",
+            regions.join(",")
+        )));
     }
     Err(ApiError::capacity(format!(
         "insufficient resources to create a machine in {}",
@@ -83,7 +110,11 @@ fn new_lease(rng: &mut impl rand::Rng, ttl: u64, version: &str) -> Lease {
     }
 }
 
-pub async fn create(State(lab): LabState, Path(app): Path<String>, bytes: Bytes) -> Result<Json<Value>, ApiError> {
+pub async fn create(
+    State(lab): LabState,
+    Path(app): Path<String>,
+    bytes: Bytes,
+) -> Result<Json<Value>, ApiError> {
     let req: CreateMachineRequest = body(&bytes)?;
     validate_config(&req.config)?;
     let config = req.config;
@@ -99,9 +130,14 @@ pub async fn create(State(lab): LabState, Path(app): Path<String>, bytes: Bytes)
     let network = a.network.clone().unwrap_or_else(|| a.org_slug.clone());
     let name = match req.name.filter(|n| !n.is_empty()) {
         Some(n) => {
-            if s.machines.values().any(|m| m.name == n && m.state != "destroyed") {
-                return Err(ApiError::unprocessable(format!("a machine named {n} already exists in app {app}"))
-                    .with_code("name_taken"));
+            if s.machines
+                .values()
+                .any(|m| m.name == n && m.state != "destroyed")
+            {
+                return Err(ApiError::unprocessable(format!(
+                    "a machine named {n} already exists in app {app}"
+                ))
+                .with_code("name_taken"));
             }
             n
         }
@@ -174,21 +210,28 @@ pub async fn create(State(lab): LabState, Path(app): Path<String>, bytes: Bytes)
         v.attached_machine_id = Some(id.clone());
         core.commit(Record::Volume(v))?;
     }
-    core.commit(Record::Machine(m))?;
+    core.commit(Record::Machine(Box::new(m)))?;
     drop(guard);
     lab.notify();
     drive(&lab, &app, &id);
     Ok(Json(render::json(&out)))
 }
 
-pub async fn show(State(lab): LabState, Path((app, id)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+pub async fn show(
+    State(lab): LabState,
+    Path((app, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
     let core = lab.core();
     let m = find(&core.state, &app, &id)?;
     Ok(Json(render::json(&render::machine(m, false))))
 }
 
 /// Find a machine of an app (destroyed ones included).
-pub fn find<'a>(state: &'a crate::model::State, app: &str, id: &str) -> Result<&'a Machine, ApiError> {
+pub fn find<'a>(
+    state: &'a crate::model::State,
+    app: &str,
+    id: &str,
+) -> Result<&'a Machine, ApiError> {
     state
         .app(app)
         .ok_or_else(ApiError::app_not_found)?
@@ -197,17 +240,20 @@ pub fn find<'a>(state: &'a crate::model::State, app: &str, id: &str) -> Result<&
         .ok_or_else(ApiError::machine_not_found)
 }
 
-pub async fn list(State(lab): LabState, Path(app): Path<String>, RawQuery(q): RawQuery) -> Result<Json<Value>, ApiError> {
+pub async fn list(
+    State(lab): LabState,
+    Path(app): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Value>, ApiError> {
     let q = Query::parse(q.as_deref());
     let include_deleted = q.flag("include_deleted");
     let summary = q.flag("summary");
     let regions = q.all("region");
     let states = q.all("state");
-    let meta: Vec<(&str, &str)> = q
-        .0
-        .iter()
-        .filter_map(|(k, v)| k.strip_prefix("metadata.").map(|k| (k, v.as_str())))
-        .collect();
+    let meta: Vec<(&str, &str)> =
+        q.0.iter()
+            .filter_map(|(k, v)| k.strip_prefix("metadata.").map(|k| (k, v.as_str())))
+            .collect();
     let core = lab.core();
     let s = core.state.app(&app).ok_or_else(ApiError::app_not_found)?;
     let out: Vec<Value> = s
@@ -256,7 +302,7 @@ fn mutate(
     check_lease(&m, headers)?;
     let out = change(&mut m, &mut core.rng)?;
     let drives = m.target.is_some();
-    core.commit(Record::Machine(m))?;
+    core.commit(Record::Machine(Box::new(m)))?;
     drop(guard);
     lab.notify();
     if drives {
@@ -267,7 +313,10 @@ fn mutate(
 
 fn refuse_destroyed(m: &Machine) -> Result<(), ApiError> {
     if matches!(m.state.as_str(), "destroyed" | "destroying") {
-        return Err(ApiError::precondition(format!("failed_precondition: machine {} is {}", m.id, m.state)));
+        return Err(ApiError::precondition(format!(
+            "failed_precondition: machine {} is {}",
+            m.id, m.state
+        )));
     }
     Ok(())
 }
@@ -283,13 +332,27 @@ pub async fn update(
     let config = req.config;
     mutate(&lab, &app, &id, &headers, |m, rng| {
         refuse_destroyed(m)?;
-        if req.name.as_deref().is_some_and(|n| !n.is_empty() && n != m.name) {
+        if req
+            .name
+            .as_deref()
+            .is_some_and(|n| !n.is_empty() && n != m.name)
+        {
             return Err(ApiError::bad_request("a machine's name cannot be changed"));
         }
-        if req.region.as_deref().is_some_and(|r| !r.is_empty() && r != m.region) {
-            return Err(ApiError::bad_request("a machine's region cannot be changed"));
+        if req
+            .region
+            .as_deref()
+            .is_some_and(|r| !r.is_empty() && r != m.region)
+        {
+            return Err(ApiError::bad_request(
+                "a machine's region cannot be changed",
+            ));
         }
-        if req.current_version.as_deref().is_some_and(|v| !v.is_empty() && v != m.instance_id) {
+        if req
+            .current_version
+            .as_deref()
+            .is_some_and(|v| !v.is_empty() && v != m.instance_id)
+        {
             return Err(ApiError::precondition(format!(
                 "failed_precondition: current_version does not match machine version {}",
                 m.instance_id
@@ -306,7 +369,13 @@ pub async fn update(
         let was_running = matches!(m.state.as_str(), "started" | "starting" | "restarting");
         enter(m, "updating", "user", rng);
         if req.skip_launch.unwrap_or(false) {
-            let st = if was_running { "stopped" } else if m.events.get(1).is_some_and(|e| e.status == "created") { "created" } else { "stopped" };
+            let st = if was_running {
+                "stopped"
+            } else if m.events.get(1).is_some_and(|e| e.status == "created") {
+                "created"
+            } else {
+                "stopped"
+            };
             enter(m, st, "flyd", rng);
             m.target = None;
         } else {
@@ -331,7 +400,10 @@ pub async fn start(
     mutate(&lab, &app, &id, &headers, |m, rng| {
         refuse_destroyed(m)?;
         let previous = m.state.clone();
-        if !matches!(previous.as_str(), "created" | "stopped" | "suspended" | "failed") {
+        if !matches!(
+            previous.as_str(),
+            "created" | "stopped" | "suspended" | "failed"
+        ) {
             return Err(ApiError::precondition(format!(
                 "failed_precondition: machine {} is {previous}, refusing to start",
                 m.id
@@ -361,12 +433,16 @@ fn valid_duration(v: &Value) -> bool {
                 return false;
             }
             while !rest.is_empty() {
-                let digits = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+                let digits = rest
+                    .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                    .unwrap_or(rest.len());
                 if digits == 0 {
                     return false;
                 }
                 rest = &rest[digits..];
-                let unit = ["ns", "us", "µs", "ms", "s", "m", "h"].iter().find(|u| rest.starts_with(*u));
+                let unit = ["ns", "us", "µs", "ms", "s", "m", "h"]
+                    .iter()
+                    .find(|u| rest.starts_with(*u));
                 match unit {
                     Some(u) => rest = &rest[u.len()..],
                     None => return false,
@@ -381,8 +457,8 @@ fn valid_duration(v: &Value) -> bool {
 /// Signal names the API accepts (SPEC26 enum) or a signal number.
 fn valid_signal(s: &str) -> bool {
     const NAMES: &[&str] = &[
-        "SIGABRT", "SIGALRM", "SIGFPE", "SIGHUP", "SIGILL", "SIGINT", "SIGKILL", "SIGPIPE", "SIGQUIT", "SIGSEGV",
-        "SIGTERM", "SIGTRAP", "SIGUSR1", "SIGUSR2",
+        "SIGABRT", "SIGALRM", "SIGFPE", "SIGHUP", "SIGILL", "SIGINT", "SIGKILL", "SIGPIPE",
+        "SIGQUIT", "SIGSEGV", "SIGTERM", "SIGTRAP", "SIGUSR1", "SIGUSR2",
     ];
     NAMES.contains(&s) || s.parse::<u8>().is_ok_and(|n| (1..=64).contains(&n))
 }
@@ -401,7 +477,9 @@ pub async fn stop(
     }
     if let Some(t) = &req.timeout {
         if !valid_duration(t) {
-            return Err(ApiError::bad_request(format!("invalid timeout {t}: want a duration such as \"30s\"")));
+            return Err(ApiError::bad_request(format!(
+                "invalid timeout {t}: want a duration such as \"30s\""
+            )));
         }
     }
     mutate(&lab, &app, &id, &headers, |m, rng| {
@@ -481,8 +559,14 @@ pub async fn signal(
     let req: SignalBody = body(&bytes)?;
     let sig = match req.signal {
         Some(Value::String(s)) if valid_signal(&s) => s,
-        Some(Value::Number(n)) if n.as_u64().is_some_and(|n| (1..=64).contains(&n)) => n.to_string(),
-        other => return Err(ApiError::bad_request(format!("invalid or missing signal: {other:?}"))),
+        Some(Value::Number(n)) if n.as_u64().is_some_and(|n| (1..=64).contains(&n)) => {
+            n.to_string()
+        }
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "invalid or missing signal: {other:?}"
+            )))
+        }
     };
     mutate(&lab, &app, &id, &headers, |m, rng| {
         if m.state != "started" {
@@ -529,7 +613,10 @@ pub async fn uncordon(
 
 /// The lab runs in API-only mode: no guest process exists to run a command in, so exec is
 /// refused instead of answering with invented output.
-pub async fn exec(State(lab): LabState, Path((app, id)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+pub async fn exec(
+    State(lab): LabState,
+    Path((app, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
     let core = lab.core();
     let m = find(&core.state, &app, &id)?;
     Err(ApiError::precondition(format!(
@@ -584,7 +671,13 @@ mod tests {
         let cfg = |v: Value| serde_json::from_value::<MachineConfig>(v).expect("config");
         assert!(validate_config(&cfg(json!({"image": "ubuntu"}))).is_ok());
         assert!(validate_config(&cfg(json!({}))).is_err());
-        assert!(validate_config(&cfg(json!({"image": "u", "mounts": [{"volume": "vol_a", "path": "data"}]}))).is_err());
-        assert!(validate_config(&cfg(json!({"image": "u", "mounts": [{"volume": "", "path": "/data"}]}))).is_err());
+        assert!(validate_config(&cfg(
+            json!({"image": "u", "mounts": [{"volume": "vol_a", "path": "data"}]})
+        ))
+        .is_err());
+        assert!(validate_config(&cfg(
+            json!({"image": "u", "mounts": [{"volume": "", "path": "/data"}]})
+        ))
+        .is_err());
     }
 }

@@ -13,8 +13,8 @@ mod volumes;
 use crate::error::ApiError;
 use crate::faults::Ambiguity;
 use crate::{clock, lock, Lab};
-use axum::extract::{MatchedPath, Request};
 pub use axum::extract::State;
+use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -27,21 +27,33 @@ use std::time::Instant;
 /// Shared handler state.
 pub type LabState = State<Arc<Lab>>;
 
-
 /// Build the router for a lab.
 pub fn router(lab: Arc<Lab>) -> Router {
     let m = "/v1/apps/{app}/machines/{id}";
     let v1 = Router::new()
         .route("/v1/apps", get(apps::list).post(apps::create))
         .route("/v1/apps/{app}", get(apps::show).delete(apps::delete))
-        .route("/v1/apps/{app}/volumes", get(volumes::list).post(volumes::create))
+        .route(
+            "/v1/apps/{app}/volumes",
+            get(volumes::list).post(volumes::create),
+        )
         .route(
             "/v1/apps/{app}/volumes/{vol}",
-            get(volumes::show).put(volumes::update).delete(volumes::delete),
+            get(volumes::show)
+                .put(volumes::update)
+                .delete(volumes::delete),
         )
         .route("/v1/apps/{app}/volumes/{vol}/extend", put(volumes::extend))
-        .route("/v1/apps/{app}/machines", get(machines::list).post(machines::create))
-        .route(m, get(machines::show).post(machines::update).delete(machines::destroy))
+        .route(
+            "/v1/apps/{app}/machines",
+            get(machines::list).post(machines::create),
+        )
+        .route(
+            m,
+            get(machines::show)
+                .post(machines::update)
+                .delete(machines::destroy),
+        )
         .route(&format!("{m}/start"), post(machines::start))
         .route(&format!("{m}/stop"), post(machines::stop))
         .route(&format!("{m}/restart"), post(machines::restart))
@@ -54,11 +66,15 @@ pub fn router(lab: Arc<Lab>) -> Router {
         .route(&format!("{m}/events"), get(machine_extras::events))
         .route(
             &format!("{m}/lease"),
-            get(machine_extras::lease_show).post(machine_extras::lease_acquire).delete(machine_extras::lease_release),
+            get(machine_extras::lease_show)
+                .post(machine_extras::lease_acquire)
+                .delete(machine_extras::lease_release),
         )
         .route(
             &format!("{m}/metadata"),
-            get(machine_extras::metadata_all).put(machine_extras::metadata_put).patch(machine_extras::metadata_patch),
+            get(machine_extras::metadata_all)
+                .put(machine_extras::metadata_put)
+                .patch(machine_extras::metadata_patch),
         )
         .route(
             &format!("{m}/metadata/{{key}}"),
@@ -66,10 +82,15 @@ pub fn router(lab: Arc<Lab>) -> Router {
                 .post(machine_extras::metadata_upsert)
                 .delete(machine_extras::metadata_delete),
         )
-        .route("/v1/apps/{app}/secrets", get(secrets::list).post(secrets::update))
+        .route(
+            "/v1/apps/{app}/secrets",
+            get(secrets::list).post(secrets::update),
+        )
         .route(
             "/v1/apps/{app}/secrets/{name}",
-            get(secrets::show).post(secrets::set).delete(secrets::delete),
+            get(secrets::show)
+                .post(secrets::set)
+                .delete(secrets::delete),
         )
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(lab.clone(), faults))
@@ -129,7 +150,13 @@ async fn count(State(lab): LabState, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
     let route = route_of(&req);
     let res = next.run(req).await;
-    lock(&lab.stats).record(&method, &path, &route, res.status().as_u16(), clock::now_ms());
+    lock(&lab.stats).record(
+        &method,
+        &path,
+        &route,
+        res.status().as_u16(),
+        clock::now_ms(),
+    );
     res
 }
 
@@ -137,7 +164,10 @@ async fn count(State(lab): LabState, req: Request, next: Next) -> Response {
 pub fn presented_token(header: &str) -> Option<&str> {
     let h = header.trim();
     let rest = h.strip_prefix("Bearer ").map(str::trim_start).unwrap_or(h);
-    let rest = rest.strip_prefix("FlyV1 ").map(str::trim_start).unwrap_or(rest);
+    let rest = rest
+        .strip_prefix("FlyV1 ")
+        .map(str::trim_start)
+        .unwrap_or(rest);
     (rest.len() != h.len() || h.starts_with("FlyV1 ")).then_some(rest.trim())
 }
 
@@ -149,7 +179,11 @@ async fn auth(State(lab): LabState, req: Request, next: Next) -> Response {
         .and_then(presented_token)
         .is_some_and(|t| t == lab.opts.token);
     if !ok {
-        return ApiError::new(StatusCode::UNAUTHORIZED, "Authenticate: token validation error").into_response();
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "Authenticate: token validation error",
+        )
+        .into_response();
     }
     next.run(req).await
 }
@@ -166,7 +200,11 @@ fn rate_key(path: &str) -> String {
 }
 
 async fn faults(State(lab): LabState, req: Request, next: Next) -> Response {
-    let template = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_default();
+    let template = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
     let op = op_name(req.method(), &template);
     let f = &lab.opts.faults;
     if let Some(d) = f.latency_for(&op) {
@@ -174,16 +212,26 @@ async fn faults(State(lab): LabState, req: Request, next: Next) -> Response {
     }
     if f.rate_limits {
         // Fly: GET machine 5 req/s burst 10; every other action 1 req/s burst 3 (reference §5).
-        let (rate, burst) = if op == "machines.get" { (5.0, 10.0) } else { (1.0, 3.0) };
+        let (rate, burst) = if op == "machines.get" {
+            (5.0, 10.0)
+        } else {
+            (1.0, 3.0)
+        };
         let key = rate_key(req.uri().path());
         if !lock(&lab.faults).take(&op, &key, rate, burst, Instant::now()) {
-            return ApiError::new(StatusCode::TOO_MANY_REQUESTS, format!("rate limit exceeded for {op}"))
-                .into_response();
+            return ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("rate limit exceeded for {op}"),
+            )
+            .into_response();
         }
     }
     if lock(&lab.faults).chance(f.error_rate) {
-        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("lab fault: injected server error on {op}"))
-            .into_response();
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("lab fault: injected server error on {op}"),
+        )
+        .into_response();
     }
     let ambiguous_op = op == "machines.create" || op == "volumes.create";
     let res = next.run(req).await;
@@ -192,8 +240,14 @@ async fn faults(State(lab): LabState, req: Request, next: Next) -> Response {
         if inj.chance(f.ambiguous_create) {
             // The object exists; the client is told the call failed (reference §5).
             return match inj.ambiguity() {
-                Ambiguity::Timeout => ApiError::new(StatusCode::REQUEST_TIMEOUT, "deadline_exceeded: request timed out"),
-                Ambiguity::ServerError => ApiError::new(StatusCode::BAD_GATEWAY, "lab fault: upstream failed after the create"),
+                Ambiguity::Timeout => ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "deadline_exceeded: request timed out",
+                ),
+                Ambiguity::ServerError => ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "lab fault: upstream failed after the create",
+                ),
             }
             .into_response();
         }
@@ -203,8 +257,13 @@ async fn faults(State(lab): LabState, req: Request, next: Next) -> Response {
 
 /// Parse a JSON body; an empty body parses as `{}`.
 pub fn body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { bytes };
-    serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
+    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        bytes
+    };
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
 }
 
 fn unhex(b: u8) -> Option<u8> {
@@ -252,14 +311,22 @@ impl Query {
     }
     /// The first value of `key`.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
     /// Every value of `key`, comma lists split.
     pub fn all(&self, key: &str) -> Vec<String> {
         self.0
             .iter()
             .filter(|(k, _)| k == key)
-            .flat_map(|(_, v)| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from))
+            .flat_map(|(_, v)| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+            })
             .collect()
     }
     /// A boolean flag (`true`/`1`).
@@ -270,7 +337,10 @@ impl Query {
 
 /// The lease nonce a request carries.
 pub fn nonce_header(headers: &HeaderMap) -> Option<String> {
-    headers.get("fly-machine-lease-nonce").and_then(|v| v.to_str().ok()).map(|s| s.trim().to_string())
+    headers
+        .get("fly-machine-lease-nonce")
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.trim().to_string())
 }
 
 #[cfg(test)]
@@ -288,12 +358,30 @@ mod tests {
 
     #[test]
     fn names_operations() {
-        assert_eq!(op_name(&Method::POST, "/v1/apps/{app}/machines"), "machines.create");
-        assert_eq!(op_name(&Method::GET, "/v1/apps/{app}/machines/{id}"), "machines.get");
-        assert_eq!(op_name(&Method::GET, "/v1/apps/{app}/machines"), "machines.list");
-        assert_eq!(op_name(&Method::POST, "/v1/apps/{app}/machines/{id}"), "machines.update");
-        assert_eq!(op_name(&Method::POST, "/v1/apps/{app}/volumes"), "volumes.create");
-        assert_eq!(op_name(&Method::POST, "/v1/apps/{app}/machines/{id}/start"), "machines.start");
+        assert_eq!(
+            op_name(&Method::POST, "/v1/apps/{app}/machines"),
+            "machines.create"
+        );
+        assert_eq!(
+            op_name(&Method::GET, "/v1/apps/{app}/machines/{id}"),
+            "machines.get"
+        );
+        assert_eq!(
+            op_name(&Method::GET, "/v1/apps/{app}/machines"),
+            "machines.list"
+        );
+        assert_eq!(
+            op_name(&Method::POST, "/v1/apps/{app}/machines/{id}"),
+            "machines.update"
+        );
+        assert_eq!(
+            op_name(&Method::POST, "/v1/apps/{app}/volumes"),
+            "volumes.create"
+        );
+        assert_eq!(
+            op_name(&Method::POST, "/v1/apps/{app}/machines/{id}/start"),
+            "machines.start"
+        );
         assert_eq!(op_name(&Method::GET, "/v1/apps"), "apps.list");
         assert_eq!(op_name(&Method::POST, "/v1/apps"), "apps.create");
         assert_eq!(op_name(&Method::GET, "/v1/apps/{app}"), "apps.get");
@@ -302,7 +390,9 @@ mod tests {
 
     #[test]
     fn parses_queries() {
-        let q = Query::parse(Some("state=started&state=stopped,suspended&metadata.role=server%20x&force=true"));
+        let q = Query::parse(Some(
+            "state=started&state=stopped,suspended&metadata.role=server%20x&force=true",
+        ));
         assert_eq!(q.all("state"), vec!["started", "stopped", "suspended"]);
         assert_eq!(q.get("metadata.role"), Some("server x"));
         assert!(q.flag("force"));

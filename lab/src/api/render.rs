@@ -5,7 +5,7 @@ use crate::clock;
 use crate::model::{App, AppState, Lease, Machine, Volume};
 use fks_bootstrap::fly;
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 /// Serialize a wire value (these types always serialize; `Null` would only hide a bug).
@@ -15,7 +15,11 @@ pub fn json<T: Serialize>(v: &T) -> Value {
 
 /// An App object (`GET /apps/{app}`).
 pub fn app(a: &App, s: &AppState) -> Value {
-    let live = s.machines.values().filter(|m| m.state != "destroyed").count() as u64;
+    let live = s
+        .machines
+        .values()
+        .filter(|m| m.state != "destroyed")
+        .count() as u64;
     let mut out = json(&fly::App {
         id: a.id.clone(),
         name: a.name.clone(),
@@ -77,11 +81,16 @@ fn image_ref(image: &str) -> fly::ImageRef {
         _ => (image, "latest"),
     };
     let (registry, repository) = match path.split_once('/') {
-        Some((r, rest)) if r.contains('.') || r.contains(':') || r == "localhost" => (r, rest.to_string()),
+        Some((r, rest)) if r.contains('.') || r.contains(':') || r == "localhost" => {
+            (r, rest.to_string())
+        }
         Some(_) => ("docker-hub-mirror.fly.io", path.to_string()),
         None => ("docker-hub-mirror.fly.io", format!("library/{path}")),
     };
-    let digest: String = Sha256::digest(image.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    let digest: String = Sha256::digest(image.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     fly::ImageRef {
         registry: registry.into(),
         repository,
@@ -106,7 +115,11 @@ pub fn machine(m: &Machine, summary: bool) -> fly::Machine {
         image_ref: Some(image_ref(&m.config.image)),
         created_at: Some(clock::rfc3339_s(m.created_at_ms)),
         updated_at: Some(clock::rfc3339_s(m.updated_at_ms)),
-        events: if summary { vec![] } else { m.events.iter().map(event).collect() },
+        events: if summary {
+            vec![]
+        } else {
+            m.events.iter().map(event).collect()
+        },
         checks: vec![],
         nonce: None,
         host_status: Some("ok".into()),

@@ -1,7 +1,7 @@
 //! `/v1/apps/{app}/secrets` handlers (SPEC26 Secrets_*). Values are stored but never answered:
 //! lists and gets carry the name, digest and times only.
 
-use super::{State, body, LabState};
+use super::{body, LabState, State};
 use crate::error::ApiError;
 use crate::secrets::{digest, Secret};
 use crate::{clock, lock};
@@ -22,12 +22,18 @@ fn valid_name(name: &str) -> Result<(), ApiError> {
     if ok {
         Ok(())
     } else {
-        Err(ApiError::bad_request(format!("invalid secret name {name:?}: use letters, digits and underscores")))
+        Err(ApiError::bad_request(format!(
+            "invalid secret name {name:?}: use letters, digits and underscores"
+        )))
     }
 }
 
 fn app_exists(lab: &crate::Lab, app: &str) -> Result<(), ApiError> {
-    lab.core().state.app(app).map(|_| ()).ok_or_else(ApiError::app_not_found)
+    lab.core()
+        .state
+        .app(app)
+        .map(|_| ())
+        .ok_or_else(ApiError::app_not_found)
 }
 
 fn shown(name: &str, s: &Secret) -> Value {
@@ -40,7 +46,9 @@ fn shown(name: &str, s: &Secret) -> Value {
 }
 
 fn save(store: &crate::secrets::Store) -> Result<(), ApiError> {
-    store.save().map_err(|e| ApiError::internal(format!("writing secrets: {e}")))
+    store
+        .save()
+        .map_err(|e| ApiError::internal(format!("writing secrets: {e}")))
 }
 
 pub async fn list(State(lab): LabState, Path(app): Path<String>) -> Result<Json<Value>, ApiError> {
@@ -61,7 +69,11 @@ struct UpdateBody {
 }
 
 /// Set several secrets; a null value unsets one.
-pub async fn update(State(lab): LabState, Path(app): Path<String>, bytes: Bytes) -> Result<Json<Value>, ApiError> {
+pub async fn update(
+    State(lab): LabState,
+    Path(app): Path<String>,
+    bytes: Bytes,
+) -> Result<Json<Value>, ApiError> {
     let req: UpdateBody = body(&bytes)?;
     let values = req.values.unwrap_or_default();
     for k in values.keys() {
@@ -75,7 +87,15 @@ pub async fn update(State(lab): LabState, Path(app): Path<String>, bytes: Bytes)
         match v {
             Some(v) => {
                 let created = a.secrets.get(&k).map_or(now, |s| s.created_at_ms);
-                a.secrets.insert(k, Secret { digest: digest(&v), value: v, created_at_ms: created, updated_at_ms: now });
+                a.secrets.insert(
+                    k,
+                    Secret {
+                        digest: digest(&v),
+                        value: v,
+                        created_at_ms: created,
+                        updated_at_ms: now,
+                    },
+                );
             }
             None => {
                 a.secrets.remove(&k);
@@ -92,7 +112,10 @@ pub async fn update(State(lab): LabState, Path(app): Path<String>, bytes: Bytes)
     Ok(Json(out))
 }
 
-pub async fn show(State(lab): LabState, Path((app, name)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+pub async fn show(
+    State(lab): LabState,
+    Path((app, name)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
     app_exists(&lab, &app)?;
     let store = lock(&lab.secrets);
     store
@@ -109,16 +132,27 @@ struct SetBody {
     value: Option<String>,
 }
 
-pub async fn set(State(lab): LabState, Path((app, name)): Path<(String, String)>, bytes: Bytes) -> Result<Response, ApiError> {
+pub async fn set(
+    State(lab): LabState,
+    Path((app, name)): Path<(String, String)>,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
     valid_name(&name)?;
     let req: SetBody = body(&bytes)?;
-    let value = req.value.ok_or_else(|| ApiError::bad_request("value is required"))?;
+    let value = req
+        .value
+        .ok_or_else(|| ApiError::bad_request("value is required"))?;
     app_exists(&lab, &app)?;
     let mut store = lock(&lab.secrets);
     let now = clock::now_ms();
     let a = store.apps.entry(app.clone()).or_default();
     let created = a.secrets.get(&name).map_or(now, |s| s.created_at_ms);
-    let s = Secret { digest: digest(&value), value, created_at_ms: created, updated_at_ms: now };
+    let s = Secret {
+        digest: digest(&value),
+        value,
+        created_at_ms: created,
+        updated_at_ms: now,
+    };
     let mut out = shown(&name, &s);
     a.secrets.insert(name, s);
     a.version += 1;
@@ -128,7 +162,10 @@ pub async fn set(State(lab): LabState, Path((app, name)): Path<(String, String)>
     Ok((StatusCode::CREATED, Json(out)).into_response())
 }
 
-pub async fn delete(State(lab): LabState, Path((app, name)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+pub async fn delete(
+    State(lab): LabState,
+    Path((app, name)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
     app_exists(&lab, &app)?;
     let mut store = lock(&lab.secrets);
     let a = store

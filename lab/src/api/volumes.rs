@@ -2,7 +2,7 @@
 //! `require_unique_zone` (default true: no other volume of the same name of this app in the
 //! zone), `unique_zone_app_wide` (no other volume of the app at all), capacity faults.
 
-use super::{State, body, render, LabState, Query};
+use super::{body, render, LabState, Query, State};
 use crate::error::ApiError;
 use crate::model::{AppState, Record, Volume};
 use crate::{clock, ids, Lab};
@@ -61,20 +61,27 @@ fn place(
     unique: bool,
     app_wide: bool,
 ) -> Result<String, ApiError> {
-    let zones = lab
-        .region_zones(region)
-        .ok_or_else(|| ApiError::unprocessable(format!("region {region:?} is not available in this lab")))?;
-    let open: Vec<&String> = zones.iter().filter(|z| !lab.opts.faults.zone_full(region, z)).collect();
-    if open.is_empty() {
-        return Err(ApiError::capacity(format!("insufficient resources to create new volume in region {region}")));
-    }
-    let fits: Vec<&String> = open
-        .into_iter()
-        .filter(|z| {
-            !unique
-                || !app.volumes.values().any(|v| v.zone == **z && v.region == region && (app_wide || v.name == name))
-        })
+    let zones = lab.region_zones(region).ok_or_else(|| {
+        ApiError::unprocessable(format!("region {region:?} is not available in this lab"))
+    })?;
+    let open: Vec<&String> = zones
+        .iter()
+        .filter(|z| !lab.opts.faults.zone_full(region, z))
         .collect();
+    if open.is_empty() {
+        return Err(ApiError::capacity(format!(
+            "insufficient resources to create new volume in region {region}"
+        )));
+    }
+    let fits: Vec<&String> =
+        open.into_iter()
+            .filter(|z| {
+                !unique
+                    || !app.volumes.values().any(|v| {
+                        v.zone == **z && v.region == region && (app_wide || v.name == name)
+                    })
+            })
+            .collect();
     fits.into_iter()
         .min_by_key(|z| zone_load(lab, state, z))
         .cloned()
@@ -87,10 +94,16 @@ fn place(
 }
 
 fn valid_volume_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 30 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    !name.is_empty()
+        && name.len() <= 30
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-pub async fn create(State(lab): LabState, Path(app): Path<String>, bytes: Bytes) -> Result<Json<Value>, ApiError> {
+pub async fn create(
+    State(lab): LabState,
+    Path(app): Path<String>,
+    bytes: Bytes,
+) -> Result<Json<Value>, ApiError> {
     let req: CreateVolume = body(&bytes)?;
     let name = req.name.unwrap_or_default();
     if !valid_volume_name(&name) {
@@ -99,23 +112,34 @@ pub async fn create(State(lab): LabState, Path(app): Path<String>, bytes: Bytes)
         )));
     }
     if req.snapshot_id.is_some() || req.source_volume_id.is_some() {
-        return Err(ApiError::unprocessable("the lab does not support restoring snapshots or forking volumes"));
+        return Err(ApiError::unprocessable(
+            "the lab does not support restoring snapshots or forking volumes",
+        ));
     }
     let size_gb = req.size_gb.unwrap_or(3);
     if size_gb == 0 || size_gb > MAX_SIZE_GB {
-        return Err(ApiError::bad_request(format!("size_gb must be between 1 and {MAX_SIZE_GB}, got {size_gb}")));
+        return Err(ApiError::bad_request(format!(
+            "size_gb must be between 1 and {MAX_SIZE_GB}, got {size_gb}"
+        )));
     }
     let fstype = req.fstype.unwrap_or_else(|| "ext4".into());
     if fstype != "ext4" && fstype != "raw" {
-        return Err(ApiError::bad_request(format!("fstype must be ext4 or raw, got {fstype:?}")));
+        return Err(ApiError::bad_request(format!(
+            "fstype must be ext4 or raw, got {fstype:?}"
+        )));
     }
     let retention = req.snapshot_retention.unwrap_or(5);
     if !(1..=60).contains(&retention) {
-        return Err(ApiError::bad_request(format!("snapshot_retention must be 1 to 60 days, got {retention}")));
+        return Err(ApiError::bad_request(format!(
+            "snapshot_retention must be 1 to 60 days, got {retention}"
+        )));
     }
     let mut core = lab.core();
     let s = core.state.app(&app).ok_or_else(ApiError::app_not_found)?;
-    let region = req.region.filter(|r| !r.is_empty()).unwrap_or_else(|| lab.zones[0].0.clone());
+    let region = req
+        .region
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| lab.zones[0].0.clone());
     let zone = place(
         &lab,
         &core.state,
@@ -145,11 +169,20 @@ pub async fn create(State(lab): LabState, Path(app): Path<String>, bytes: Bytes)
     Ok(Json(out))
 }
 
-pub async fn list(State(lab): LabState, Path(app): Path<String>, RawQuery(q): RawQuery) -> Result<Json<Value>, ApiError> {
+pub async fn list(
+    State(lab): LabState,
+    Path(app): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Value>, ApiError> {
     let summary = Query::parse(q.as_deref()).flag("summary");
     let core = lab.core();
     let s = core.state.app(&app).ok_or_else(ApiError::app_not_found)?;
-    Ok(Json(Value::Array(s.volumes.values().map(|v| render::volume(v, summary)).collect())))
+    Ok(Json(Value::Array(
+        s.volumes
+            .values()
+            .map(|v| render::volume(v, summary))
+            .collect(),
+    )))
 }
 
 fn find<'a>(state: &'a crate::model::State, app: &str, vol: &str) -> Result<&'a Volume, ApiError> {
@@ -161,7 +194,10 @@ fn find<'a>(state: &'a crate::model::State, app: &str, vol: &str) -> Result<&'a 
         .ok_or_else(ApiError::volume_not_found)
 }
 
-pub async fn show(State(lab): LabState, Path((app, vol)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+pub async fn show(
+    State(lab): LabState,
+    Path((app, vol)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
     let core = lab.core();
     Ok(Json(render::volume(find(&core.state, &app, &vol)?, false)))
 }
@@ -184,7 +220,9 @@ pub async fn update(
     let mut v = find(&core.state, &app, &vol)?.clone();
     if let Some(r) = req.snapshot_retention {
         if !(1..=60).contains(&r) {
-            return Err(ApiError::bad_request(format!("snapshot_retention must be 1 to 60 days, got {r}")));
+            return Err(ApiError::bad_request(format!(
+                "snapshot_retention must be 1 to 60 days, got {r}"
+            )));
         }
         v.snapshot_retention = r;
     }
@@ -210,7 +248,9 @@ pub async fn extend(
     let req: ExtendVolume = body(&bytes)?;
     let mut core = lab.core();
     let mut v = find(&core.state, &app, &vol)?.clone();
-    let size = req.size_gb.ok_or_else(|| ApiError::bad_request("size_gb is required"))?;
+    let size = req
+        .size_gb
+        .ok_or_else(|| ApiError::bad_request("size_gb is required"))?;
     if size <= v.size_gb || size > MAX_SIZE_GB {
         return Err(ApiError::bad_request(format!(
             "size_gb must be greater than the current size {} and at most {MAX_SIZE_GB}, got {size}: volumes only grow",
@@ -228,7 +268,10 @@ pub async fn extend(
     Ok(Json(out))
 }
 
-pub async fn delete(State(lab): LabState, Path((app, vol)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+pub async fn delete(
+    State(lab): LabState,
+    Path((app, vol)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
     let mut core = lab.core();
     let mut v = find(&core.state, &app, &vol)?.clone();
     if let Some(m) = &v.attached_machine_id {

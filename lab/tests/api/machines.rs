@@ -20,30 +20,63 @@ async fn create_answers_created_then_machine_starts() {
     assert_eq!(ip.segments()[0], 0xfdaa);
     let name = m["name"].as_str().expect("name");
     assert_eq!(name.split('-').count(), 3, "{name}");
-    let (s, b) = lab.get(&format!("/v1/apps/app/machines/{mid}/wait?state=started&timeout=10")).await;
+    let (s, b) = lab
+        .get(&format!(
+            "/v1/apps/app/machines/{mid}/wait?state=started&timeout=10"
+        ))
+        .await;
     assert_eq!(s, 200);
     assert_eq!(b["ok"], true);
     assert_eq!(b["state"], "started");
     assert_eq!(b["version"], m["instance_id"]);
     let (_, got) = lab.get(&format!("/v1/apps/app/machines/{mid}")).await;
     assert_eq!(got["state"], "started");
-    let (_, events) = lab.get(&format!("/v1/apps/app/machines/{mid}/events")).await;
-    let statuses: Vec<&str> = events.as_array().expect("events").iter().map(|e| e["status"].as_str().expect("s")).collect();
-    assert_eq!(statuses, vec!["started", "starting", "created"], "newest first");
+    let (_, events) = lab
+        .get(&format!("/v1/apps/app/machines/{mid}/events"))
+        .await;
+    let statuses: Vec<&str> = events
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["status"].as_str().expect("s"))
+        .collect();
+    assert_eq!(
+        statuses,
+        vec!["started", "starting", "created"],
+        "newest first"
+    );
 }
 
 #[tokio::test]
 async fn wait_times_out_with_fly_408_and_clamps_timeout() {
     let lab = Lab::start().await;
     lab.app("app").await;
-    let m = lab.machine("app", json!({"skip_launch": true, "config": {"image": "ubuntu"}})).await;
+    let m = lab
+        .machine(
+            "app",
+            json!({"skip_launch": true, "config": {"image": "ubuntu"}}),
+        )
+        .await;
     let mid = id(&m);
-    let (s, b) = lab.get(&format!("/v1/apps/app/machines/{mid}/wait?state=started&timeout=0")).await;
+    let (s, b) = lab
+        .get(&format!(
+            "/v1/apps/app/machines/{mid}/wait?state=started&timeout=0"
+        ))
+        .await;
     assert_eq!(s, 408);
-    assert_eq!(b["error"], "deadline_exceeded: machine failed to reach desired state, started, currently created");
-    let (s, _) = lab.get(&format!("/v1/apps/app/machines/{mid}/wait?state=bogus")).await;
+    assert_eq!(
+        b["error"],
+        "deadline_exceeded: machine failed to reach desired state, started, currently created"
+    );
+    let (s, _) = lab
+        .get(&format!("/v1/apps/app/machines/{mid}/wait?state=bogus"))
+        .await;
     assert_eq!(s, 400);
-    let (s, b) = lab.get(&format!("/v1/apps/app/machines/{mid}/wait?state=settled&timeout=1")).await;
+    let (s, b) = lab
+        .get(&format!(
+            "/v1/apps/app/machines/{mid}/wait?state=settled&timeout=1"
+        ))
+        .await;
     assert_eq!((s, b["state"].clone()), (200, json!("created")));
 }
 
@@ -57,16 +90,29 @@ async fn stop_start_restart_suspend_signal_and_destroy() {
     lab.wait("app", &mid, "started").await;
     let (s, b) = lab.post(&p("signal"), json!({"signal": "SIGHUP"})).await;
     assert_eq!(s, 200, "{b}");
-    assert_eq!(lab.post(&p("signal"), json!({"signal": "SIGNOPE"})).await.0, 400);
-    let (s, _) = lab.post(&p("stop"), json!({"signal": "SIGTERM", "timeout": "30s"})).await;
+    assert_eq!(
+        lab.post(&p("signal"), json!({"signal": "SIGNOPE"})).await.0,
+        400
+    );
+    let (s, _) = lab
+        .post(&p("stop"), json!({"signal": "SIGTERM", "timeout": "30s"}))
+        .await;
     assert_eq!(s, 200);
     lab.wait("app", &mid, "stopped").await;
-    assert_eq!(lab.post(&p("stop"), json!({"timeout": "forever"})).await.0, 400);
+    assert_eq!(
+        lab.post(&p("stop"), json!({"timeout": "forever"})).await.0,
+        400
+    );
     let (s, b) = lab.post(&p("start"), json!({})).await;
     assert_eq!(s, 200);
     assert_eq!(b["previous_state"], "stopped");
     lab.wait("app", &mid, "started").await;
-    let (s, _) = lab.post(&format!("/v1/apps/app/machines/{mid}/restart?signal=SIGTERM&timeout=5s"), json!({})).await;
+    let (s, _) = lab
+        .post(
+            &format!("/v1/apps/app/machines/{mid}/restart?signal=SIGTERM&timeout=5s"),
+            json!({}),
+        )
+        .await;
     assert_eq!(s, 200);
     lab.wait("app", &mid, "started").await;
     assert_eq!(lab.post(&p("suspend"), json!({})).await.0, 200);
@@ -76,7 +122,9 @@ async fn stop_start_restart_suspend_signal_and_destroy() {
     // A started machine refuses destroy without force.
     let (s, b) = lab.delete(&format!("/v1/apps/app/machines/{mid}")).await;
     assert_eq!(s, 412, "{b}");
-    let (s, _) = lab.delete(&format!("/v1/apps/app/machines/{mid}?force=true")).await;
+    let (s, _) = lab
+        .delete(&format!("/v1/apps/app/machines/{mid}?force=true"))
+        .await;
     assert_eq!(s, 200);
     lab.wait("app", &mid, "destroyed").await;
     let (_, list) = lab.get("/v1/apps/app/machines").await;
@@ -96,19 +144,44 @@ async fn update_replaces_config_with_new_version_and_keeps_unknown_fields() {
     assert_eq!(m["config"]["future_field"], json!({"nested": [1, 2]}));
     lab.wait("app", &mid, "started").await;
     let (s, b) = lab
-        .post(&format!("/v1/apps/app/machines/{mid}"), json!({"config": {"image": "ubuntu:24.04", "another": true}}))
+        .post(
+            &format!("/v1/apps/app/machines/{mid}"),
+            json!({"config": {"image": "ubuntu:24.04", "another": true}}),
+        )
         .await;
     assert_eq!(s, 200, "{b}");
     assert_ne!(b["instance_id"], m["instance_id"]);
-    assert_eq!(b["config"], json!({"image": "ubuntu:24.04", "another": true}));
+    assert_eq!(
+        b["config"],
+        json!({"image": "ubuntu:24.04", "another": true})
+    );
     let v = b["instance_id"].as_str().expect("v").to_string();
-    let (s, _) = lab.get(&format!("/v1/apps/app/machines/{mid}/wait?state=started&version={v}&timeout=10")).await;
+    let (s, _) = lab
+        .get(&format!(
+            "/v1/apps/app/machines/{mid}/wait?state=started&version={v}&timeout=10"
+        ))
+        .await;
     assert_eq!(s, 200);
-    let (s, _) = lab.post(&format!("/v1/apps/app/machines/{mid}"), json!({"name": "other", "config": {"image": "u"}})).await;
+    let (s, _) = lab
+        .post(
+            &format!("/v1/apps/app/machines/{mid}"),
+            json!({"name": "other", "config": {"image": "u"}}),
+        )
+        .await;
     assert_eq!(s, 400, "name is immutable");
-    let (s, _) = lab.post(&format!("/v1/apps/app/machines/{mid}"), json!({"config": {}})).await;
+    let (s, _) = lab
+        .post(
+            &format!("/v1/apps/app/machines/{mid}"),
+            json!({"config": {}}),
+        )
+        .await;
     assert_eq!(s, 400, "image is required");
-    let (s, b) = lab.post(&format!("/v1/apps/app/machines/{mid}"), json!({"skip_launch": true, "config": {"image": "u"}})).await;
+    let (s, b) = lab
+        .post(
+            &format!("/v1/apps/app/machines/{mid}"),
+            json!({"skip_launch": true, "config": {"image": "u"}}),
+        )
+        .await;
     assert_eq!(s, 200);
     assert_eq!(b["state"], "stopped");
 }
@@ -121,11 +194,36 @@ async fn list_filters_by_metadata_region_state_and_summary() {
     let b = lab.machine("app", json!({"region": "iad", "skip_launch": true, "config": {"image": "u", "metadata": {"role": "agent"}}})).await;
     lab.wait("app", &id(&a), "started").await;
     let ids = |v: &Value| -> Vec<String> { v.as_array().expect("list").iter().map(id).collect() };
-    assert_eq!(ids(&lab.get("/v1/apps/app/machines?metadata.role=server").await.1), vec![id(&a)]);
-    assert_eq!(ids(&lab.get("/v1/apps/app/machines?metadata.k3s_launch_id=x1").await.1), vec![id(&a)]);
-    assert_eq!(ids(&lab.get("/v1/apps/app/machines?region=iad").await.1), vec![id(&b)]);
-    assert_eq!(ids(&lab.get("/v1/apps/app/machines?state=created").await.1), vec![id(&b)]);
-    assert_eq!(ids(&lab.get("/v1/apps/app/machines?state=started,created").await.1).len(), 2);
+    assert_eq!(
+        ids(&lab
+            .get("/v1/apps/app/machines?metadata.role=server")
+            .await
+            .1),
+        vec![id(&a)]
+    );
+    assert_eq!(
+        ids(&lab
+            .get("/v1/apps/app/machines?metadata.k3s_launch_id=x1")
+            .await
+            .1),
+        vec![id(&a)]
+    );
+    assert_eq!(
+        ids(&lab.get("/v1/apps/app/machines?region=iad").await.1),
+        vec![id(&b)]
+    );
+    assert_eq!(
+        ids(&lab.get("/v1/apps/app/machines?state=created").await.1),
+        vec![id(&b)]
+    );
+    assert_eq!(
+        ids(&lab
+            .get("/v1/apps/app/machines?state=started,created")
+            .await
+            .1)
+        .len(),
+        2
+    );
     let (_, s) = lab.get("/v1/apps/app/machines?summary=true").await;
     assert!(s[0].get("config").is_none());
 }
@@ -135,14 +233,29 @@ async fn names_are_unique_in_an_app_and_exec_is_refused_in_api_only_mode() {
     let lab = Lab::start().await;
     lab.app("app").await;
     lab.app("other").await;
-    lab.machine("app", json!({"name": "ctrl-0", "config": {"image": "u"}})).await;
-    let (s, b) = lab.post("/v1/apps/app/machines", json!({"name": "ctrl-0", "config": {"image": "u"}})).await;
+    lab.machine("app", json!({"name": "ctrl-0", "config": {"image": "u"}}))
+        .await;
+    let (s, b) = lab
+        .post(
+            "/v1/apps/app/machines",
+            json!({"name": "ctrl-0", "config": {"image": "u"}}),
+        )
+        .await;
     assert_eq!(s, 422, "{b}");
-    lab.machine("other", json!({"name": "ctrl-0", "config": {"image": "u"}})).await;
+    lab.machine("other", json!({"name": "ctrl-0", "config": {"image": "u"}}))
+        .await;
     let m = lab.machine("app", machine_body()).await;
-    let (s, b) = lab.post(&format!("/v1/apps/app/machines/{}/exec", id(&m)), json!({"command": ["true"]})).await;
+    let (s, b) = lab
+        .post(
+            &format!("/v1/apps/app/machines/{}/exec", id(&m)),
+            json!({"command": ["true"]}),
+        )
+        .await;
     assert_eq!(s, 412);
-    assert!(b["error"].as_str().expect("error").contains("API-only"), "{b}");
+    assert!(
+        b["error"].as_str().expect("error").contains("API-only"),
+        "{b}"
+    );
     assert!(b.get("stdout").is_none());
 }
 
@@ -152,8 +265,24 @@ async fn cordon_and_uncordon_toggle_the_flag() {
     lab.app("app").await;
     let m = lab.machine("app", machine_body()).await;
     let mid = id(&m);
-    assert_eq!(lab.post(&format!("/v1/apps/app/machines/{mid}/cordon"), json!({})).await.0, 200);
-    assert_eq!(lab.get(&format!("/v1/apps/app/machines/{mid}")).await.1["cordoned"], true);
-    assert_eq!(lab.post(&format!("/v1/apps/app/machines/{mid}/uncordon"), json!({})).await.0, 200);
-    assert_eq!(lab.get(&format!("/v1/apps/app/machines/{mid}")).await.1["cordoned"], false);
+    assert_eq!(
+        lab.post(&format!("/v1/apps/app/machines/{mid}/cordon"), json!({}))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        lab.get(&format!("/v1/apps/app/machines/{mid}")).await.1["cordoned"],
+        true
+    );
+    assert_eq!(
+        lab.post(&format!("/v1/apps/app/machines/{mid}/uncordon"), json!({}))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        lab.get(&format!("/v1/apps/app/machines/{mid}")).await.1["cordoned"],
+        false
+    );
 }

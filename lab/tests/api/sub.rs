@@ -15,7 +15,9 @@ async fn lease_guards_mutations_and_follows_nonce_rules() {
     lab.wait("app", mid, "started").await;
     let (s, _) = lab.get(&p("/lease")).await;
     assert_eq!(s, 404);
-    let (s, l) = lab.post(&p("/lease"), json!({"ttl": 60, "description": "bootstrap"})).await;
+    let (s, l) = lab
+        .post(&p("/lease"), json!({"ttl": 60, "description": "bootstrap"}))
+        .await;
     assert_eq!(s, 201, "{l}");
     assert_eq!(l["status"], "success");
     let nonce = l["data"]["nonce"].as_str().expect("nonce").to_string();
@@ -28,30 +30,75 @@ async fn lease_guards_mutations_and_follows_nonce_rules() {
     assert_eq!(s, 409);
     // Refresh with the nonce (fly-go sends ttl as a query).
     let (s, r) = lab
-        .call_with(Method::POST, &p("/lease?ttl=120"), None, &[("authorization", &auth), ("fly-machine-lease-nonce", &nonce)])
+        .call_with(
+            Method::POST,
+            &p("/lease?ttl=120"),
+            None,
+            &[
+                ("authorization", &auth),
+                ("fly-machine-lease-nonce", &nonce),
+            ],
+        )
         .await;
     assert_eq!(s, 201);
     assert_eq!(r["data"]["nonce"], nonce.as_str());
     assert!(r["data"]["expires_at"].as_u64() > l["data"]["expires_at"].as_u64());
     let (s, _) = lab
-        .call_with(Method::POST, &p("/stop"), Some(json!({})), &[("authorization", &auth), ("fly-machine-lease-nonce", &nonce)])
+        .call_with(
+            Method::POST,
+            &p("/stop"),
+            Some(json!({})),
+            &[
+                ("authorization", &auth),
+                ("fly-machine-lease-nonce", &nonce),
+            ],
+        )
         .await;
     assert_eq!(s, 200);
     // Release needs the nonce.
     let (s, _) = lab.delete(&p("/lease")).await;
     assert_eq!(s, 400);
     let (s, _) = lab
-        .call_with(Method::DELETE, &p("/lease"), None, &[("authorization", &auth), ("fly-machine-lease-nonce", "000000000000")])
+        .call_with(
+            Method::DELETE,
+            &p("/lease"),
+            None,
+            &[
+                ("authorization", &auth),
+                ("fly-machine-lease-nonce", "000000000000"),
+            ],
+        )
         .await;
     assert_eq!(s, 409);
     let (s, b) = lab
-        .call_with(Method::DELETE, &p("/lease"), None, &[("authorization", &auth), ("fly-machine-lease-nonce", &nonce)])
+        .call_with(
+            Method::DELETE,
+            &p("/lease"),
+            None,
+            &[
+                ("authorization", &auth),
+                ("fly-machine-lease-nonce", &nonce),
+            ],
+        )
         .await;
-    assert_eq!((s, b), (200, json!({"status": "success", "data": {"ok": true}})));
+    assert_eq!(
+        (s, b),
+        (200, json!({"status": "success", "data": {"ok": true}}))
+    );
     // lease_ttl on create takes a lease at once and answers the nonce.
-    let m2 = lab.machine("app", json!({"lease_ttl": 30, "config": {"image": "u"}})).await;
+    let m2 = lab
+        .machine("app", json!({"lease_ttl": 30, "config": {"image": "u"}}))
+        .await;
     assert_eq!(m2["nonce"].as_str().expect("nonce").len(), 12);
-    let (s, _) = lab.post(&format!("/v1/apps/app/machines/{}/lease", m2["id"].as_str().expect("id")), json!({})).await;
+    let (s, _) = lab
+        .post(
+            &format!(
+                "/v1/apps/app/machines/{}/lease",
+                m2["id"].as_str().expect("id")
+            ),
+            json!({}),
+        )
+        .await;
     assert_eq!(s, 409);
 }
 
@@ -59,25 +106,54 @@ async fn lease_guards_mutations_and_follows_nonce_rules() {
 async fn metadata_endpoints_edit_without_new_version() {
     let lab = Lab::start().await;
     lab.app("app").await;
-    let m = lab.machine("app", json!({"config": {"image": "u", "metadata": {"a": "1"}}})).await;
+    let m = lab
+        .machine(
+            "app",
+            json!({"config": {"image": "u", "metadata": {"a": "1"}}}),
+        )
+        .await;
     let mid = m["id"].as_str().expect("id");
     let p = |s: &str| format!("/v1/apps/app/machines/{mid}/metadata{s}");
-    assert_eq!(lab.post(&p("/role"), json!({"value": "server"})).await.0, 204);
+    assert_eq!(
+        lab.post(&p("/role"), json!({"value": "server"})).await.0,
+        204
+    );
     assert_eq!(lab.get(&p("")).await.1, json!({"a": "1", "role": "server"}));
     assert_eq!(lab.get(&p("/role")).await.1, json!({"value": "server"}));
     assert_eq!(lab.get(&p("/nope")).await.0, 404);
     assert_eq!(lab.delete(&p("/a")).await.0, 204);
     assert_eq!(lab.get(&p("")).await.1, json!({"role": "server"}));
-    let (s, _) = lab.call(Method::PATCH, &p(""), Some(json!({"metadata": {"x": "y", "role": null}}))).await;
+    let (s, _) = lab
+        .call(
+            Method::PATCH,
+            &p(""),
+            Some(json!({"metadata": {"x": "y", "role": null}})),
+        )
+        .await;
     assert_eq!(s, 204);
     assert_eq!(lab.get(&p("")).await.1, json!({"x": "y"}));
-    let (s, _) = lab.call(Method::PUT, &p(""), Some(json!({"metadata": {"only": "this"}}))).await;
+    let (s, _) = lab
+        .call(
+            Method::PUT,
+            &p(""),
+            Some(json!({"metadata": {"only": "this"}})),
+        )
+        .await;
     assert_eq!(s, 204);
     assert_eq!(lab.get(&p("")).await.1, json!({"only": "this"}));
-    let (s, _) = lab.call(Method::PUT, &p(""), Some(json!({"metadata": {}, "machine_version": "01STALE"}))).await;
+    let (s, _) = lab
+        .call(
+            Method::PUT,
+            &p(""),
+            Some(json!({"metadata": {}, "machine_version": "01STALE"})),
+        )
+        .await;
     assert_eq!(s, 412);
     let (_, got) = lab.get(&format!("/v1/apps/app/machines/{mid}")).await;
-    assert_eq!(got["instance_id"], m["instance_id"], "metadata writes keep the version");
+    assert_eq!(
+        got["instance_id"], m["instance_id"],
+        "metadata writes keep the version"
+    );
     let (_, list) = lab.get("/v1/apps/app/machines?metadata.only=this").await;
     assert_eq!(list.as_array().expect("list").len(), 1);
 }
@@ -86,20 +162,38 @@ async fn metadata_endpoints_edit_without_new_version() {
 async fn secrets_are_stored_privately_and_never_listed_with_values() {
     let lab = Lab::start().await;
     lab.app("app").await;
-    let (s, b) = lab.post("/v1/apps/app/secrets/K3S_TOKEN", json!({"value": "K10supersecret::server:abc"})).await;
+    let (s, b) = lab
+        .post(
+            "/v1/apps/app/secrets/K3S_TOKEN",
+            json!({"value": "K10supersecret::server:abc"}),
+        )
+        .await;
     assert_eq!(s, 201, "{b}");
     assert!(b.get("value").is_none());
-    let (s, b) = lab.post("/v1/apps/app/secrets", json!({"values": {"A": "alpha", "B": "beta"}})).await;
+    let (s, b) = lab
+        .post(
+            "/v1/apps/app/secrets",
+            json!({"values": {"A": "alpha", "B": "beta"}}),
+        )
+        .await;
     assert_eq!(s, 200);
     assert_eq!(b["version"], 2);
     let (_, list) = lab.get("/v1/apps/app/secrets?show_secrets=true").await;
     let text = list.to_string();
-    assert!(!text.contains("supersecret") && !text.contains("alpha"), "{text}");
+    assert!(
+        !text.contains("supersecret") && !text.contains("alpha"),
+        "{text}"
+    );
     assert_eq!(list["secrets"].as_array().expect("secrets").len(), 3);
     let (s, one) = lab.get("/v1/apps/app/secrets/K3S_TOKEN").await;
     assert_eq!(s, 200);
     assert!(one.get("value").is_none());
-    assert_eq!(lab.post("/v1/apps/app/secrets", json!({"values": {"A": null}})).await.0, 200);
+    assert_eq!(
+        lab.post("/v1/apps/app/secrets", json!({"values": {"A": null}}))
+            .await
+            .0,
+        200
+    );
     assert_eq!(lab.delete("/v1/apps/app/secrets/B").await.0, 200);
     assert_eq!(lab.delete("/v1/apps/app/secrets/B").await.0, 404);
     let (_, list) = lab.get("/v1/apps/app/secrets").await;

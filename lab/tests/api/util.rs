@@ -52,7 +52,9 @@ impl Lab {
     }
 
     async fn spawn(opts: Options) -> Lab {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let dir = opts.state_dir.clone();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -90,11 +92,23 @@ impl Lab {
 
     /// Send a request with the test token; returns status and JSON (Null when empty).
     pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        self.call_with(method, path, body, &[("authorization", &format!("Bearer {TOKEN}"))]).await
+        self.call_with(
+            method,
+            path,
+            body,
+            &[("authorization", &format!("Bearer {TOKEN}"))],
+        )
+        .await
     }
 
     /// Send a request with explicit headers.
-    pub async fn call_with(&self, method: Method, path: &str, body: Option<Value>, headers: &[(&str, &str)]) -> (u16, Value) {
+    pub async fn call_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
         let mut req = self.client.request(method, format!("{}{path}", self.base));
         for (k, v) in headers {
             req = req.header(*k, *v);
@@ -105,7 +119,11 @@ impl Lab {
         let res = req.send().await.expect("send");
         let status = res.status().as_u16();
         let text = res.text().await.expect("body");
-        let v = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let v = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
         (status, v)
     }
 
@@ -121,7 +139,9 @@ impl Lab {
 
     /// Create an app and assert it worked.
     pub async fn app(&self, name: &str) {
-        let (s, b) = self.post("/v1/apps", json!({"name": name, "org_slug": "personal"})).await;
+        let (s, b) = self
+            .post("/v1/apps", json!({"name": name, "org_slug": "personal"}))
+            .await;
         assert_eq!(s, 201, "{b}");
     }
 
@@ -134,7 +154,11 @@ impl Lab {
 
     /// Wait for a state and assert it was reached.
     pub async fn wait(&self, app: &str, id: &str, state: &str) {
-        let (s, b) = self.get(&format!("/v1/apps/{app}/machines/{id}/wait?state={state}&timeout=10")).await;
+        let (s, b) = self
+            .get(&format!(
+                "/v1/apps/{app}/machines/{id}/wait?state={state}&timeout=10"
+            ))
+            .await;
         assert_eq!(s, 200, "waiting for {state}: {b}");
     }
 }
