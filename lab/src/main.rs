@@ -195,7 +195,10 @@ fn stop(state_dir: &Path) -> Result<()> {
     };
     kill(Pid::from_raw(pid), Signal::SIGTERM).with_context(|| format!("signalling pid {pid}"))?;
     let deadline = Instant::now() + Duration::from_secs(30);
-    while kill(Pid::from_raw(pid), None).is_ok() {
+    // Done when the process is gone, or when it removed its pid file (it does so after the
+    // final snapshot; a parent that has not reaped it yet keeps a zombie that still answers).
+    let pid_file = state_dir.join("lab.pid");
+    while kill(Pid::from_raw(pid), None).is_ok() && pid_file.exists() {
         if Instant::now() > deadline {
             bail!("the lab (pid {pid}) did not exit within 30s of SIGTERM");
         }

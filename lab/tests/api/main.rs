@@ -2,6 +2,7 @@
 //! 127.0.0.1:0 (or spawns the binary) with a fresh temp state dir and drives it with reqwest.
 
 mod apps;
+mod cli;
 mod faults;
 mod machines;
 mod persistence;
