@@ -72,9 +72,12 @@ pub async fn wait(
                 .any(|w| *w == state || (w == "settled" && SETTLED.contains(&state.as_str())));
             if reached {
                 let event_id = m.events.first().map(|e| e.id.clone()).unwrap_or_default();
-                return Ok(Json(
-                    json!({ "ok": true, "state": state, "version": m.instance_id, "event_id": event_id }),
-                ));
+                return Ok(Json(render::json(&fks_bootstrap::fly::WaitResponse {
+                    ok: true,
+                    state: Some(fks_bootstrap::fly::MachineState::from(state)),
+                    version: Some(m.instance_id.clone()),
+                    event_id: Some(event_id),
+                })));
             }
             state
         };

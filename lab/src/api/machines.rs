@@ -11,10 +11,15 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery};
 use axum::http::HeaderMap;
 use axum::Json;
-use fks_bootstrap::fly::{CreateMachineRequest, MachineConfig, UpdateMachineRequest};
+use fks_bootstrap::fly::{self, CreateMachineRequest, MachineConfig, UpdateMachineRequest};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::sync::Arc;
+
+/// Fly's `{"ok": true}` answer.
+fn ok() -> Value {
+    render::json(&fly::OkResponse { ok: true })
+}
 
 /// States from which a machine may be destroyed without `force`/`kill` (reference §2.3).
 const DESTROYABLE: &[&str] = &["created", "stopped", "suspended", "failed"];
@@ -411,7 +416,12 @@ pub async fn start(
         }
         enter(m, "starting", "user", rng);
         m.target = Some("started".into());
-        Ok(json!({ "previous_state": previous, "migrated": false, "new_host": "" }))
+        Ok(render::json(&fly::StartResponse {
+            previous_state: Some(fly::MachineState::from(previous)),
+            migrated: Some(false),
+            new_host: Some(String::new()),
+            message: None,
+        }))
     })
 }
 
@@ -485,11 +495,11 @@ pub async fn stop(
     mutate(&lab, &app, &id, &headers, |m, rng| {
         refuse_destroyed(m)?;
         if matches!(m.state.as_str(), "stopped" | "stopping") {
-            return Ok(json!({ "ok": true }));
+            return Ok(ok());
         }
         enter(m, "stopping", "user", rng);
         m.target = Some("stopped".into());
-        Ok(json!({ "ok": true }))
+        Ok(ok())
     })
 }
 
@@ -520,7 +530,7 @@ pub async fn restart(
         }
         enter(m, "restarting", "user", rng);
         m.target = Some("started".into());
-        Ok(json!({ "ok": true }))
+        Ok(ok())
     })
 }
 
@@ -539,7 +549,7 @@ pub async fn suspend(
         }
         enter(m, "suspending", "user", rng);
         m.target = Some("suspended".into());
-        Ok(json!({ "ok": true }))
+        Ok(ok())
     })
 }
 
@@ -583,7 +593,7 @@ pub async fn signal(
             source: "user".into(),
             timestamp: now,
         });
-        Ok(json!({ "ok": true }))
+        Ok(ok())
     })
 }
 
@@ -595,7 +605,7 @@ pub async fn cordon(
     mutate(&lab, &app, &id, &headers, |m, _| {
         refuse_destroyed(m)?;
         m.cordoned = true;
-        Ok(json!({ "ok": true }))
+        Ok(ok())
     })
 }
 
@@ -607,7 +617,7 @@ pub async fn uncordon(
     mutate(&lab, &app, &id, &headers, |m, _| {
         refuse_destroyed(m)?;
         m.cordoned = false;
-        Ok(json!({ "ok": true }))
+        Ok(ok())
     })
 }
 
@@ -636,7 +646,7 @@ pub async fn destroy(
     let force = q.flag("force") || q.flag("kill");
     mutate(&lab, &app, &id, &headers, |m, rng| {
         if matches!(m.state.as_str(), "destroyed" | "destroying") {
-            return Ok(json!({ "ok": true }));
+            return Ok(ok());
         }
         if !force && !DESTROYABLE.contains(&m.state.as_str()) {
             return Err(ApiError::precondition(format!(
@@ -646,13 +656,14 @@ pub async fn destroy(
         }
         enter(m, "destroying", "user", rng);
         m.target = Some("destroyed".into());
-        Ok(json!({ "ok": true }))
+        Ok(ok())
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn durations_and_signals_validate() {
