@@ -9,3 +9,4 @@ pub mod config;
 pub mod fly;
 pub mod kernel;
 pub mod render;
+pub mod ssh;

@@ -6,8 +6,10 @@
 
 pub mod api;
 pub mod clock;
+pub mod dns;
 pub mod error;
 pub mod faults;
+pub mod guest;
 pub mod ids;
 pub mod journal;
 pub mod lifecycle;

@@ -7,7 +7,9 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
+mod check_kernel;
 mod completions;
+mod render;
 mod validate;
 
 /// What a command can end with, besides success. The variant decides the exit code; the
@@ -34,7 +36,7 @@ impl Error {
 const EXAMPLES: &str = "\
 Examples:
   fks-bootstrap validate clusters/lab
-  fks-bootstrap render clusters/lab --node ctrl-0 --private-ip fdaa:0:1:a7b:1:2:3:2
+  fks-bootstrap render clusters/lab --node ctrl-0 --private-ip fdaa:0:1:a7b:1:2:3:2 --ipv4 172.19.0.2
   fks-bootstrap check-kernel --cluster clusters/lab
   fks-bootstrap completions bash > /etc/bash_completion.d/fks-bootstrap";
 
@@ -51,10 +53,14 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Check a kernel config for the options k3s on Fly needs.
+    CheckKernel(check_kernel::Args),
     /// Print shell completions.
     Completions(completions::Args),
     /// Check a cluster config and print the resolved values.
     Validate(validate::Args),
+    /// Print the k3s config.yaml a node would get.
+    Render(render::Args),
 }
 
 /// Parse the process arguments, run the command and return its exit code.
@@ -86,8 +92,10 @@ pub fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
+        Command::CheckKernel(args) => check_kernel::run(args),
         Command::Completions(args) => completions::run(args, &mut Cli::command()),
         Command::Validate(args) => validate::run(args),
+        Command::Render(args) => render::run(args),
     }
 }
 

@@ -1,6 +1,8 @@
 //! CLI tests: the real `fks-bootstrap` binary, run in a fresh temp dir per test, asserting on
 //! exit codes, stdout and stderr. One module per command.
 
+mod check_kernel;
 mod completions;
+mod render;
 mod util;
 mod validate;

@@ -1,1 +1,0 @@
-//! Kernel config verification (filled in by the kernel work).

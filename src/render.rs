@@ -1,1 +1,0 @@
-//! k3s config rendering (filled in by the render work).

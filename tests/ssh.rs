@@ -1,0 +1,640 @@
+//! `ssh` against a real OpenSSH server: each test starts `/usr/sbin/sshd` on 127.0.0.1 with the
+//! files `ClusterKeys::node_files` would deliver to a machine, and drives `ssh::Client` (and
+//! the real `ssh` client) against it. Needs root and openssh-server (scripts/setup.sh test);
+//! without them a test says why and passes, except under `CI=true`, where it fails.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fks_bootstrap::ssh::{self, Client, ClusterKeys, Error, Exit};
+use tokio::io::AsyncWriteExt;
+
+const SSHD: &str = "/usr/sbin/sshd";
+
+/// Why this machine cannot run sshd tests, if it cannot.
+fn missing_prerequisite() -> Option<String> {
+    if !Path::new(SSHD).exists() {
+        return Some(format!(
+            "{SSHD} not found: install openssh-server (scripts/setup.sh test)"
+        ));
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let euid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().nth(1))
+        .unwrap_or("");
+    if euid != "0" {
+        return Some("sshd tests must run as root (sshd switches users to log in)".into());
+    }
+    None
+}
+
+/// True if the test may run; otherwise prints why, and panics under CI=true.
+fn prerequisites_met(test: &str) -> bool {
+    match missing_prerequisite() {
+        None => true,
+        Some(why) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("{test}: cannot run under CI: {why}")
+        }
+        Some(why) => {
+            eprintln!("skipping {test}: {why}");
+            false
+        }
+    }
+}
+
+/// A temporary directory sshd's StrictModes accepts: every parent is root-owned and not
+/// group/world writable, which /tmp (mode 1777) is not.
+fn strict_tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("fks-ssh-test-")
+        .tempdir_in("/run")
+        .expect("temporary directory under /run")
+}
+
+/// A cluster key store plus a "guest" directory holding the files delivered to a node.
+struct Fixture {
+    dir: tempfile::TempDir,
+    keys: ClusterKeys,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let dir = strict_tempdir();
+        let keys = ClusterKeys::open(&dir.path().join("config"), "demo").expect("cluster keys");
+        Self { dir, keys }
+    }
+
+    /// Write `node`'s delivered files under `guest/<node>/` (as the machine would get them)
+    /// and return that root.
+    fn deliver(&self, node: &str) -> PathBuf {
+        let root = self.dir.path().join("guest").join(node);
+        for file in self.keys.node_files(node).expect("node files") {
+            let path = root.join(file.guest_path.trim_start_matches('/'));
+            let parent = path.parent().expect("guest paths are absolute files");
+            std::fs::create_dir_all(parent).expect("guest dir");
+            std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o700))
+                .expect("chmod guest dir");
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(file.mode)
+                .open(&path)
+                .expect("create guest file");
+            std::io::Write::write_all(&mut f, &file.contents).expect("write guest file");
+        }
+        root
+    }
+}
+
+/// A running `sshd -D -e` serving one node's delivered files.
+struct Sshd {
+    child: Child,
+    addr: SocketAddr,
+    log: PathBuf,
+}
+
+impl Sshd {
+    fn start(fixture: &Fixture, node: &str, port: Option<u16>) -> Self {
+        std::fs::create_dir_all("/run/sshd").expect("sshd privilege separation dir");
+        let guest = fixture.deliver(node);
+        let port = port.unwrap_or_else(free_port);
+        let at = |p: &str| guest.join(p.trim_start_matches('/')).display().to_string();
+        let config_path = fixture.dir.path().join(format!("sshd_config.{node}"));
+        let config = format!(
+            "Port {port}\nListenAddress 127.0.0.1\nPidFile {pid}\nUsePAM no\nLogLevel VERBOSE\n{fragment}",
+            pid = fixture.dir.path().join(format!("sshd.{node}.pid")).display(),
+            fragment = ssh::sshd_config(
+                &at(ssh::HOST_KEY_PATH),
+                &at(ssh::AUTHORIZED_KEYS_PATH)
+            ),
+        );
+        std::fs::write(&config_path, config).expect("write sshd_config");
+        let log = fixture.dir.path().join(format!("sshd.{node}.log"));
+        let child = Command::new(SSHD)
+            .args(["-D", "-e", "-f"])
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("sshd log"))
+            .spawn()
+            .expect("start sshd");
+        let mut sshd = Self {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            log,
+        };
+        sshd.wait_listening();
+        sshd
+    }
+
+    fn wait_listening(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("poll sshd") {
+                panic!("sshd exited with {status}: {}", self.log_text());
+            }
+            if TcpStream::connect(self.addr).is_ok() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sshd not listening on {}: {}",
+                self.addr,
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn stop(&mut self) {
+        // Only the sshd this test started, by its own pid.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    l.local_addr().expect("local addr").port()
+}
+
+async fn connect(fixture: &Fixture, sshd: &Sshd, node: &str) -> Result<Client, Error> {
+    let host = fixture.keys.host_key(node).expect("host key");
+    Client::connect(
+        node,
+        sshd.addr,
+        "root",
+        fixture.keys.user_key(),
+        host.public_key(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn exec_returns_output_and_exit_status_with_pinned_key() {
+    if !prerequisites_met("exec_returns_output_and_exit_status_with_pinned_key") {
+        return;
+    }
+    let fx = Fixture::new();
+    let sshd = Sshd::start(&fx, "ctrl-1", None);
+    let client = connect(&fx, &sshd, "ctrl-1")
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e:?}\n{}", sshd.log_text()));
+
+    let ok = client.exec(&["true"]).await.expect("exec true");
+    assert_eq!(ok.exit, Exit::Code(0));
+    let out = client
+        .exec(&["sh", "-c", "echo out; echo err >&2; exit 3"])
+        .await
+        .expect("exec sh");
+    assert_eq!(out.stdout, b"out\n");
+    assert_eq!(out.stderr, b"err\n");
+    assert_eq!(out.exit, Exit::Code(3));
+    let killed = client
+        .exec(&["sh", "-c", "kill -TERM $$"])
+        .await
+        .expect("exec kill");
+    assert_eq!(
+        killed.exit,
+        Exit::Signal {
+            name: "TERM".into(),
+            core_dumped: false
+        }
+    );
+    client.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn exec_delivers_special_arguments_intact() {
+    if !prerequisites_met("exec_delivers_special_arguments_intact") {
+        return;
+    }
+    let fx = Fixture::new();
+    let sshd = Sshd::start(&fx, "ctrl-1", None);
+    let client = connect(&fx, &sshd, "ctrl-1").await.expect("connect");
+    let args = [
+        "two words",
+        "it's",
+        "$(echo injected)",
+        "`id`",
+        "a; echo injected",
+        "\"dq\"",
+        "",
+        "*",
+        "back\\slash",
+        "tab\there",
+        "new\nline",
+        "$HOME",
+    ];
+    let mut argv = vec!["printf", "[%s]\\n"];
+    argv.extend(args);
+    let out = client.exec(&argv).await.expect("exec printf");
+    let expected: String = args.iter().map(|a| format!("[{a}]\n")).collect();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
+    assert_eq!(out.exit, Exit::Code(0));
+}
+
+#[tokio::test]
+async fn swapped_host_key_is_refused_naming_both_fingerprints() {
+    if !prerequisites_met("swapped_host_key_is_refused_naming_both_fingerprints") {
+        return;
+    }
+    let fx = Fixture::new();
+    let mut sshd = Sshd::start(&fx, "ctrl-1", None);
+    connect(&fx, &sshd, "ctrl-1")
+        .await
+        .expect("pinned key accepted")
+        .close()
+        .await
+        .expect("close");
+    let port = sshd.addr.port();
+    sshd.stop();
+    // Same address, now serving another node's host key.
+    let impostor = Sshd::start(&fx, "ctrl-2", Some(port));
+    let err = connect(&fx, &impostor, "ctrl-1")
+        .await
+        .expect_err("a different host key must be refused");
+    let expected = ssh::fingerprint(fx.keys.host_key("ctrl-1").expect("k").public_key());
+    let presented = ssh::fingerprint(fx.keys.host_key("ctrl-2").expect("k").public_key());
+    assert!(
+        matches!(&err, Error::HostKeyMismatch { node, expected: e, presented: p, .. }
+            if node == "ctrl-1" && *e == expected && *p == presented),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    for needle in [
+        "ctrl-1",
+        &impostor.addr.to_string(),
+        &expected,
+        &presented,
+        "refusing",
+    ] {
+        assert!(msg.contains(needle), "{needle:?} missing from: {msg}");
+    }
+}
+
+#[tokio::test]
+async fn wrong_user_key_is_refused_with_auth_error() {
+    if !prerequisites_met("wrong_user_key_is_refused_with_auth_error") {
+        return;
+    }
+    let fx = Fixture::new();
+    let sshd = Sshd::start(&fx, "ctrl-1", None);
+    let other = ClusterKeys::open(&fx.dir.path().join("config"), "other").expect("other keys");
+    let host = fx.keys.host_key("ctrl-1").expect("host key");
+    let err = Client::connect(
+        "ctrl-1",
+        sshd.addr,
+        "root",
+        other.user_key(),
+        host.public_key(),
+    )
+    .await
+    .expect_err("a key not in authorized_keys must be refused");
+    assert!(
+        matches!(&err, Error::AuthRefused { node, user, fingerprint, .. }
+            if node == "ctrl-1" && user == "root"
+                && *fingerprint == ssh::fingerprint(other.user_key().public_key())),
+        "{err:?}"
+    );
+}
+
+/// The real OpenSSH client accepts the generated private key, authorized_keys, host key and
+/// known_hosts lines, and rejects a known_hosts that pins another node's key.
+#[tokio::test]
+async fn openssh_client_accepts_generated_files() {
+    if !prerequisites_met("openssh_client_accepts_generated_files") {
+        return;
+    }
+    let fx = Fixture::new();
+    let sshd = Sshd::start(&fx, "ctrl-1", None);
+    let port = sshd.addr.port().to_string();
+    let ssh_with = |known_hosts: &Path, extra: &[&str]| {
+        Command::new("ssh")
+            .args([
+                "-F",
+                "/dev/null",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "IdentitiesOnly=yes",
+            ])
+            .args(["-o", "StrictHostKeyChecking=yes", "-o"])
+            .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
+            .arg("-i")
+            .arg(fx.keys.user_key().path())
+            .args(["-p", &port])
+            .args(extra)
+            .args(["root@127.0.0.1", "echo", "via-openssh"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run ssh (openssh-client)")
+    };
+
+    let line = ssh::known_hosts_line(
+        &[format!("[127.0.0.1]:{port}")],
+        fx.keys.host_key("ctrl-1").expect("host").public_key(),
+    )
+    .expect("known_hosts line");
+    let by_addr = fx.dir.path().join("known_hosts.addr");
+    std::fs::write(&by_addr, format!("{line}\n")).expect("write known_hosts");
+    let out = ssh_with(&by_addr, &[]);
+    assert!(
+        out.status.success(),
+        "ssh failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        sshd.log_text()
+    );
+    assert_eq!(out.stdout, b"via-openssh\n");
+
+    // The cluster's own known_hosts file, keyed by node name.
+    let out = ssh_with(&fx.keys.known_hosts_path(), &["-o", "HostKeyAlias=ctrl-1"]);
+    assert!(
+        out.status.success(),
+        "ssh with HostKeyAlias failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    fx.keys.host_key("ctrl-2").expect("second host key");
+    let out = ssh_with(&fx.keys.known_hosts_path(), &["-o", "HostKeyAlias=ctrl-2"]);
+    assert!(!out.status.success(), "ssh must refuse another node's key");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("HOST IDENTIFICATION HAS CHANGED"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn key_files_are_private_and_reloaded_not_regenerated() {
+    if !prerequisites_met("key_files_are_private_and_reloaded_not_regenerated") {
+        return;
+    }
+    let fx = Fixture::new();
+    let host = fx.keys.host_key("ctrl-1").expect("host key");
+    let base = fx.dir.path().join("config");
+    let before: Vec<(PathBuf, Vec<u8>)> = [fx.keys.user_key().path(), host.path()]
+        .iter()
+        .map(|p| (p.to_path_buf(), std::fs::read(p).expect("read key")))
+        .collect();
+    for (path, _) in &before {
+        let mode = std::fs::metadata(path).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", path.display());
+    }
+    let again = ClusterKeys::open(&base, "demo").expect("reopen");
+    let host_again = again.host_key("ctrl-1").expect("host key again");
+    for (path, bytes) in &before {
+        assert_eq!(
+            &std::fs::read(path).expect("read key"),
+            bytes,
+            "{}",
+            path.display()
+        );
+    }
+    // The reloaded keys still open a session against the delivered files.
+    let sshd = Sshd::start(&fx, "ctrl-1", None);
+    let client = Client::connect(
+        "ctrl-1",
+        sshd.addr,
+        "root",
+        again.user_key(),
+        host_again.public_key(),
+    )
+    .await
+    .expect("connect with reloaded keys");
+    assert!(client.exec(&["true"]).await.expect("exec").exit.success());
+}
+
+#[tokio::test]
+async fn shell_without_tty_runs_piped_input() {
+    if !prerequisites_met("shell_without_tty_runs_piped_input") {
+        return;
+    }
+    let fx = Fixture::new();
+    let sshd = Sshd::start(&fx, "ctrl-1", None);
+    let client = connect(&fx, &sshd, "ctrl-1").await.expect("connect");
+    let (mut tx, rx) = tokio::net::unix::pipe::pipe().expect("pipe");
+    tx.write_all(b"echo hi; echo oops >&2; exit 7\n")
+        .await
+        .expect("write to pipe");
+    drop(tx);
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let exit = client
+        .shell_with(rx, &mut out, &mut err, None)
+        .await
+        .expect("shell");
+    assert_eq!(exit, Exit::Code(7));
+    assert_eq!(out, b"hi\n");
+    assert_eq!(err, b"oops\n");
+}
+
+#[tokio::test]
+async fn write_file_then_read_file_round_trips() {
+    if !prerequisites_met("write_file_then_read_file_round_trips") {
+        return;
+    }
+    let fx = Fixture::new();
+    let sshd = Sshd::start(&fx, "ctrl-1", None);
+    let client = connect(&fx, &sshd, "ctrl-1").await.expect("connect");
+    // The "remote" is this machine, so the result can be checked on disk too.
+    let dir = fx.dir.path().join("remote dir");
+    std::fs::create_dir(&dir).expect("mkdir");
+    let path = dir.join("it's $(x).yaml");
+    let remote = path.to_str().expect("utf-8 path");
+    let contents: Vec<u8> = (0..=255u8).cycle().take(100_000).collect();
+
+    client
+        .write_file(remote, &contents, 0o640)
+        .await
+        .expect("write_file");
+    assert_eq!(client.read_file(remote).await.expect("read_file"), contents);
+    let mode = std::fs::metadata(&path).expect("stat").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o640);
+
+    // Replacing keeps it whole and leaves no temporary files behind.
+    client
+        .write_file(remote, b"second\n", 0o600)
+        .await
+        .expect("rewrite");
+    assert_eq!(client.read_file(remote).await.expect("read"), b"second\n");
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .expect("ls")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+
+    let missing = dir.join("missing");
+    let err = client
+        .read_file(missing.to_str().expect("utf-8"))
+        .await
+        .expect_err("missing file");
+    assert!(
+        matches!(&err, Error::Remote { action: "reading", exit: Exit::Code(1), stderr, .. }
+            if stderr.contains("No such file")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn shell_with_pty_gets_term_and_size() {
+    if !prerequisites_met("shell_with_pty_gets_term_and_size") {
+        return;
+    }
+    let fx = Fixture::new();
+    let sshd = Sshd::start(&fx, "ctrl-1", None);
+    let client = connect(&fx, &sshd, "ctrl-1").await.expect("connect");
+    let (mut tx, rx) = tokio::net::unix::pipe::pipe().expect("pipe");
+    tx.write_all(b"echo \"term=$TERM\"; echo \"size=$(stty size)\"; exit 5\n")
+        .await
+        .expect("write to pipe");
+    // Keep the pipe open: closing stdin on a pty sends EOF (^D) to the shell before it runs.
+    let terminal = ssh::Terminal {
+        term: "vt220".into(),
+        size: ssh::PtySize {
+            cols: 101,
+            rows: 33,
+            pix_width: 0,
+            pix_height: 0,
+        },
+    };
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let exit = client
+        .shell_with(rx, &mut out, &mut err, Some(terminal))
+        .await
+        .expect("shell");
+    drop(tx);
+    let out = String::from_utf8_lossy(&out);
+    assert_eq!(exit, Exit::Code(5), "{out}");
+    assert!(out.contains("term=vt220"), "{out}");
+    assert!(out.contains("size=33 101"), "{out}");
+    assert!(err.is_empty(), "a pty merges stderr into stdout");
+}
+
+/// Typed into the terminal: report TERM, wait (bounded) until the pty has the size the child
+/// sets locally after the session started, report it, exit 9.
+const REMOTE_INPUT: &[u8] = b"echo \"remote-term=$TERM\"; i=0; \
+    while [ \"$(stty size)\" != '40 120' ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; \
+    echo \"resized=$(stty size)\"; exit 9\n";
+
+/// `Client::shell()` on a real terminal: the test re-runs itself as a child under `script(1)`
+/// (which gives it a pty as stdin/stdout); the child connects, runs the shell and checks that
+/// the terminal settings after the session equal those before it (raw mode was undone).
+#[tokio::test]
+async fn shell_on_a_terminal_restores_it() {
+    const NAME: &str = "shell_on_a_terminal_restores_it";
+    if std::env::var_os("FKS_SSH_TTY_CHILD").is_some() {
+        return terminal_child().await;
+    }
+    if !prerequisites_met(NAME) {
+        return;
+    }
+    let fx = Fixture::new();
+    let sshd = Sshd::start(&fx, "ctrl-1", None);
+    let exe = std::env::current_exe().expect("test binary path");
+    let inner = format!(
+        "{} --exact {NAME} --nocapture --test-threads=1",
+        ssh::quote_arg(exe.to_str().expect("utf-8 test path"))
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &inner, "/dev/null"])
+        .env("FKS_SSH_TTY_CHILD", "1")
+        .env("FKS_SSH_ADDR", sshd.addr.to_string())
+        .env("FKS_SSH_BASE", fx.dir.path().join("config"))
+        .env("TERM", "vt220")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run script(1)");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    std::io::Write::write_all(&mut stdin, REMOTE_INPUT).expect("type into the terminal");
+    // Stdin stays open until the child is done: EOF on a terminal would end the shell early.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("poll script") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "terminal session did not end");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    drop(stdin);
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut out)
+        .expect("read output");
+    assert!(status.success(), "child failed: {out}\n{}", sshd.log_text());
+    assert!(out.contains("remote-term=vt220"), "{out}");
+    assert!(
+        out.contains("resized=40 120"),
+        "window change not forwarded: {out}"
+    );
+    assert!(
+        out.contains("child: exit status 9, terminal restored"),
+        "{out}"
+    );
+}
+
+async fn terminal_child() {
+    let stty = || {
+        let out = Command::new("stty")
+            .arg("-g")
+            .stdin(Stdio::inherit())
+            .output()
+            .expect("stty -g");
+        assert!(out.status.success(), "stdin is not a terminal");
+        out.stdout
+    };
+    let base = PathBuf::from(std::env::var_os("FKS_SSH_BASE").expect("FKS_SSH_BASE"));
+    let addr: SocketAddr = std::env::var("FKS_SSH_ADDR")
+        .expect("FKS_SSH_ADDR")
+        .parse()
+        .expect("address");
+    let keys = ClusterKeys::open(&base, "demo").expect("keys");
+    let host = keys.host_key("ctrl-1").expect("host key");
+    let client = Client::connect("ctrl-1", addr, "root", keys.user_key(), host.public_key())
+        .await
+        .expect("connect");
+    let before = stty();
+    // Resize the local terminal once the session has put it in raw mode (so after the pty
+    // request carried the initial size): the kernel sends SIGWINCH, which must be forwarded.
+    std::thread::spawn(|| {
+        use rustix::termios::{tcgetattr, tcsetwinsize, LocalModes, Winsize};
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            let attrs = tcgetattr(std::io::stdin()).expect("tcgetattr");
+            if !attrs.local_modes.contains(LocalModes::ICANON) {
+                let size = Winsize {
+                    ws_row: 40,
+                    ws_col: 120,
+                    ws_xpixel: 0,
+                    ws_ypixel: 0,
+                };
+                tcsetwinsize(std::io::stdin(), size).expect("resize terminal");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+    let exit = client.shell().await.expect("shell");
+    let after = stty();
+    assert_eq!(exit, Exit::Code(9));
+    assert_eq!(
+        String::from_utf8_lossy(&before),
+        String::from_utf8_lossy(&after)
+    );
+    println!("child: exit status 9, terminal restored");
+}
