@@ -7,7 +7,10 @@ what=${1:-test}
 apt_packages=()
 pip_packages=()
 case "$what" in
-    test) apt_packages+=(iproute2 iputils-ping openssh-server openssh-client) ;;
+    test)
+        apt_packages+=(iproute2 iputils-ping openssh-server openssh-client bind9-dnsutils)
+        pip_packages+=(schemathesis)
+        ;;
     quickstart) ;;
     *) echo "usage: $0 test|quickstart" >&2; exit 2 ;;
 esac
