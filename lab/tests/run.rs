@@ -138,6 +138,23 @@ fn names(config: &Config, target: &Target) -> Vec<String> {
     }
 }
 
+async fn plan_with(
+    client: &Client,
+    config: &Config,
+    target: &Target,
+    zones: Option<usize>,
+    share: bool,
+) -> Result<Plan, plan::Error> {
+    let state: State = run::observe(client, config, target).await.expect("observe");
+    let options = plan::Options {
+        zones,
+        allow_shared_zones: share,
+        k3s: false,
+        node_files: node_files(names(config, target)),
+    };
+    plan::plan(config, target, &state, &options)
+}
+
 async fn make_plan(
     lab: &Lab,
     client: &Client,
@@ -438,4 +455,66 @@ async fn node_group_refuses_a_zone_shortage_unless_sharing_is_allowed() {
         .await
         .expect("plan");
     assert!(again.is_empty(), "{again}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_machine_that_never_starts_is_reported_with_its_node_and_state() {
+    let lab = start_lab("sjc=3", "boot_failure=1").await;
+    let client = lab.client(31);
+    let config = lab_config();
+    let target = Target::control_plane(0).expect("target");
+    let p = make_plan(&lab, &client, &config, &target, false)
+        .await
+        .expect("plan");
+    let options = run::Options {
+        started_timeout: Duration::from_secs(2),
+        ..run::Options::default()
+    };
+    let e = run::execute(&client, &p, &options, None)
+        .await
+        .expect_err("stuck");
+    let msg = e.to_string();
+    assert!(matches!(e, run::Error::Stuck { .. }), "{e:?}");
+    assert!(
+        msg.contains("node ctrl-0") && msg.contains("stuck in state failed"),
+        "{msg}"
+    );
+    // No other machine was made: the joining servers wait for the bootstrap server. Their
+    // volumes were made early (they do not wait) and are reused by the next run.
+    let (vols, ms) = inventory(&client, "lab-cp").await;
+    assert_eq!((vols.len(), ms.len()), (3, 1));
+    // The next plan reports the failed machine instead of piling up more.
+    let e = make_plan(&lab, &client, &config, &target, false)
+        .await
+        .expect_err("failed");
+    assert!(
+        e.to_string().contains("ctrl-0") && e.to_string().contains("failed"),
+        "{e}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_zone_count_shares_a_zone_only_when_allowed() {
+    let lab = start_lab("sjc=2", "").await;
+    let client = lab.client(41);
+    let config = lab_config();
+    let target = Target::control_plane(0).expect("target");
+    let p = plan_with(&client, &config, &target, None, false)
+        .await
+        .expect("plan");
+    let e = run::execute(&client, &p, &run::Options::default(), None)
+        .await
+        .expect_err("third volume has no zone of its own");
+    assert!(matches!(e, run::Error::NoUniqueZone { .. }), "{e:?}");
+    assert!(e.to_string().contains("--allow-shared-zones"), "{e}");
+    let p = plan_with(&client, &config, &target, None, true)
+        .await
+        .expect("plan");
+    run::execute(&client, &p, &run::Options::default(), None)
+        .await
+        .expect("shared run");
+    let (vols, ms) = inventory(&client, "lab-cp").await;
+    assert_one_each(&names(&config, &target), &vols, &ms);
+    let zones: BTreeSet<&str> = vols.iter().map(|v| v.zone.as_str()).collect();
+    assert_eq!(zones.len(), 2);
 }
