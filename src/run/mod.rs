@@ -723,3 +723,10 @@ fn exec_request(command: Vec<String>) -> ExecRequest {
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+#[allow(dead_code)]
+#[path = "../fly/testserver.rs"]
+mod testserver;
