@@ -103,6 +103,21 @@ pub enum Error {
         /// Its state.
         state: MachineState,
     },
+    /// The bootstrap server is gone but other servers exist: making it again with
+    /// `cluster-init` would start a second cluster.
+    #[error(
+        "app {app}: the bootstrap server {node} has no machine but {} do; creating it as the bootstrap server would start a second cluster; \
+         set BOOTSTRAP_NODE_ID to one of the existing servers so {node} joins them",
+        others.join(", ")
+    )]
+    BootstrapGone {
+        /// The app.
+        app: String,
+        /// The bootstrap node.
+        node: String,
+        /// The servers that exist.
+        others: Vec<String>,
+    },
     /// A node group needs a running control plane to join.
     #[error("app {app} has no started server of this cluster; create the control plane first (fks-bootstrap -c)")]
     NoControlPlane {
@@ -522,6 +537,21 @@ pub fn plan(
             }
         }
         existing.push(m);
+    }
+    if bootstrap_index.is_some() && existing.first().is_some_and(Option::is_none) {
+        let others: Vec<String> = names
+            .iter()
+            .zip(&existing)
+            .filter(|(_, m)| m.is_some())
+            .map(|((n, _), _)| n.clone())
+            .collect();
+        if !others.is_empty() {
+            return Err(Error::BootstrapGone {
+                app,
+                node: names[0].0.clone(),
+                others,
+            });
+        }
     }
     let live_volume = |v: &&Volume| v.name == config.volume_name && !v.state.is_being_destroyed();
     let attached_zone = |m: &Machine| -> Option<String> {

@@ -602,3 +602,39 @@ nodes:
 ";
     assert_eq!(text, want, "full text:\n{text}");
 }
+
+#[test]
+fn a_lost_bootstrap_server_is_not_recreated_as_a_second_cluster() {
+    let mut state = converged_cp(true);
+    state.machines.retain(|m| m.id != "m0");
+    state.volumes[0].attached_machine_id = None;
+    let e = plan(
+        &lab_config(),
+        &cp(),
+        &state,
+        &options(&cp_names(), Some(3), true),
+    )
+    .expect_err("bootstrap gone");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("ctrl-0")
+            && msg.contains("ctrl-1, ctrl-2")
+            && msg.contains("BOOTSTRAP_NODE_ID"),
+        "{msg}"
+    );
+    // With an existing server as the bootstrap one, ctrl-0 is made again as a joining server
+    // on its old volume.
+    let t = Target::control_plane(1).expect("index 1");
+    let p = plan(
+        &lab_config(),
+        &t,
+        &state,
+        &options(&cp_names(), Some(3), true),
+    )
+    .expect("plan");
+    let reqs = creates(&p);
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0].name.as_deref(), Some("ctrl-0"));
+    assert_eq!(reqs[0].config.env[ENV_BOOTSTRAP_MACHINE_ID], "m1");
+    assert_eq!(reqs[0].config.mounts[0].volume, "vol_0");
+}

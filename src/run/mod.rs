@@ -474,6 +474,7 @@ pub async fn execute(
     let mut done: HashMap<StepId, Output> = HashMap::new();
     let mut running: BTreeSet<StepId> = BTreeSet::new();
     let mut tasks: JoinSet<(StepId, Result<Output, Error>)> = JoinSet::new();
+    let mut task_steps: HashMap<tokio::task::Id, StepId> = HashMap::new();
     loop {
         for step in &plan.steps {
             if done.contains_key(&step.id) || running.contains(&step.id) {
@@ -487,13 +488,17 @@ pub async fn execute(
             let ctx = ctx.clone();
             let id = step.id;
             running.insert(id);
-            tasks.spawn(async move { (id, run_step(&ctx, &node, ready).await) });
+            let handle = tasks.spawn(async move { (id, run_step(&ctx, &node, ready).await) });
+            task_steps.insert(handle.id(), id);
         }
         let Some(joined) = tasks.join_next().await else {
             break;
         };
         let (id, result) = joined.map_err(|source| Error::Task {
-            step: "a step".to_string(),
+            step: task_steps
+                .get(&source.id())
+                .map(|s| plan.steps[s.0].to_string())
+                .unwrap_or_else(|| "unknown".to_string()),
             source,
         })?;
         let output = result?;
