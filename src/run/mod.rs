@@ -205,6 +205,38 @@ pub struct Summary {
     pub elapsed: Duration,
 }
 
+impl std::fmt::Display for Summary {
+    /// One line per node: name, machine, zone, 6PN address and when it was started/joined in
+    /// this run; then the total time.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "app {}:", self.app)?;
+        for n in &self.nodes {
+            let at = |p: Phase| {
+                n.phases
+                    .get(&p)
+                    .map_or_else(|| "-".to_string(), |d| format!("{:.1}s", d.as_secs_f64()))
+            };
+            writeln!(
+                f,
+                "  {:<20} machine {:<16} zone {:<6} 6pn {:<24} started {:>6} joined {:>6}",
+                n.name,
+                n.machine.as_deref().unwrap_or("-"),
+                n.zone.as_deref().unwrap_or("-"),
+                n.private_ip.as_deref().unwrap_or("-"),
+                at(Phase::Started),
+                at(Phase::Joined),
+            )?;
+        }
+        write!(
+            f,
+            "{} step{} in {:.1}s",
+            self.steps,
+            if self.steps == 1 { "" } else { "s" },
+            self.elapsed.as_secs_f64()
+        )
+    }
+}
+
 /// Reads what exists of `target`: the app, its volumes, machines and secret names (and, for a
 /// node group, the control plane's machines). One call per resource.
 pub async fn observe(client: &Client, config: &Config, target: &Target) -> Result<State, Error> {

@@ -241,3 +241,31 @@ async fn a_k3s_node_that_never_gets_ready_is_named_when_the_deadline_passes() {
     );
     assert!(msg.contains("NotFound"), "the last answer is quoted: {msg}");
 }
+
+#[test]
+fn summary_text_lists_every_node() {
+    let mut phases = BTreeMap::new();
+    phases.insert(Phase::Started, Duration::from_millis(1500));
+    let s = Summary {
+        app: "lab-cp".into(),
+        nodes: vec![
+            NodeSummary {
+                name: "ctrl-0".into(),
+                machine: Some("m0".into()),
+                zone: Some("z0".into()),
+                private_ip: Some("fdaa::2".into()),
+                phases,
+            },
+            NodeSummary {
+                name: "ctrl-1".into(),
+                ..NodeSummary::default()
+            },
+        ],
+        steps: 4,
+        elapsed: Duration::from_secs(3),
+    };
+    assert_eq!(
+        s.to_string(),
+        "app lab-cp:\n  ctrl-0               machine m0               zone z0     6pn fdaa::2                  started   1.5s joined      -\n  ctrl-1               machine -                zone -      6pn -                        started      - joined      -\n4 steps in 3.0s"
+    );
+}
