@@ -655,9 +655,10 @@ pub fn plan(
     let mut statuses: Vec<NodeStatus> = Vec::new();
     let mut last_volume_create: Option<StepId> = None;
     let mut unique_used = 0usize;
-    // Set once the bootstrap server's machine exists (or will) and, with k3s, once the
-    // token secret is stored.
-    let mut bootstrap_ref: Option<Ref> = cp_bootstrap.map(|m| Ref::Known(m.id.clone()));
+    // The bootstrap server's machine (known or to be made), for joining servers' env.
+    let mut bootstrap_ref: Option<Ref> = None;
+    // What joining nodes wait for: the bootstrap server started (and, with k3s, Ready with
+    // its token stored as a secret).
     let mut join_after: Vec<StepId> = Vec::new();
     let mut token_ready = has_token;
     let mut bootstrap_ready: Option<StepId> = None;
@@ -770,9 +771,10 @@ pub fn plan(
                     private_ip: None,
                     zone: zone.clone(),
                 });
+                // Joining servers name the bootstrap server; agents join the cp app's DNS name.
                 let bootstrap = match role {
-                    Role::BootstrapServer => None,
-                    Role::Server | Role::Agent => bootstrap_ref.clone(),
+                    Role::BootstrapServer | Role::Agent => None,
+                    Role::Server => bootstrap_ref.clone(),
                 };
                 let request = machine_request(
                     config,
