@@ -7,9 +7,12 @@ what=${1:-test}
 apt_packages=()
 pip_packages=()
 case "$what" in
-    test) apt_packages+=(iproute2 iputils-ping openssh-server openssh-client bind9-dnsutils)
-          # k3s-standin's end-to-end tests drive a real kubectl; Debian's is kubernetes-client.
-          command -v kubectl >/dev/null || apt_packages+=(kubernetes-client) ;;
+    test)
+        apt_packages+=(iproute2 iputils-ping openssh-server openssh-client bind9-dnsutils)
+        # k3s-standin's end-to-end tests drive a real kubectl; Debian's is kubernetes-client.
+        command -v kubectl >/dev/null || apt_packages+=(kubernetes-client)
+        pip_packages+=(schemathesis)
+        ;;
     quickstart) ;;
     *) echo "usage: $0 test|quickstart" >&2; exit 2 ;;
 esac

@@ -9,5 +9,7 @@ pub mod config;
 pub mod fly;
 pub mod kernel;
 pub mod node;
+pub mod plan;
 pub mod render;
+pub mod run;
 pub mod ssh;

@@ -1,1 +1,251 @@
-fn main() {}
+//! The `fks-lab` binary: parses flags, then `serve` runs `fks_lab::run` until SIGTERM/SIGINT;
+//! `env` and `stop` talk to a running lab through files in its state dir (`listen`, `token`,
+//! `lab.pid`). No API logic here.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(
+    name = "fks-lab",
+    version,
+    about = "A local Fly Machines platform for testing fks-bootstrap"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the Machines API under /v1 and print the environment a client needs.
+    Serve {
+        /// Address to listen on (port 0 picks a free port).
+        #[arg(long, default_value = "127.0.0.1:4280")]
+        listen: String,
+        /// Where the state, token and pid file live.
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// Regions and zone counts, e.g. sjc=3,iad=3.
+        #[arg(long, default_value = fks_lab::DEFAULT_ZONES)]
+        zones: String,
+        /// Fault spec, e.g. `latency=machines.create:200ms;rate_limits=on;error_rate=0.05`.
+        #[arg(long, default_value = "")]
+        faults: String,
+        /// Seed for ids and fault decisions (random when absent; printed at start).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// API token (generated and stored in the state dir when absent).
+        #[arg(long, env = "FKS_LAB_TOKEN")]
+        token: Option<String>,
+        /// Transition times, e.g. launch=50ms,boot=200ms,stop=100ms,destroy=100ms.
+        #[arg(long, default_value = "")]
+        timings: String,
+        /// Run machines as real guests (not implemented yet: the lab stays API-only).
+        #[arg(long)]
+        guests: bool,
+    },
+    /// Print the environment lines of a running lab again.
+    Env {
+        #[arg(long)]
+        state_dir: PathBuf,
+    },
+    /// Stop a running lab (SIGTERM, then wait for it to exit).
+    Stop {
+        #[arg(long)]
+        state_dir: PathBuf,
+    },
+}
+
+fn write_private(path: &Path, contents: &str) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(contents.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+fn read_trim(path: &Path) -> Result<String> {
+    Ok(std::fs::read_to_string(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .trim()
+        .to_string())
+}
+
+fn running_pid(dir: &Path) -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(dir.join("lab.pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    kill(Pid::from_raw(pid), None).ok().map(|_| pid)
+}
+
+fn token_for(dir: &Path, given: Option<String>) -> Result<String> {
+    let path = dir.join("token");
+    if let Some(t) = given {
+        write_private(&path, &t)?;
+        return Ok(t);
+    }
+    if path.exists() {
+        return read_trim(&path);
+    }
+    let t: String = {
+        use rand::Rng;
+        let mut rng = rand::rng();
+        (0..32)
+            .map(|_| format!("{:x}", rng.random_range(0..16u8)))
+            .collect()
+    };
+    write_private(&path, &t)?;
+    Ok(t)
+}
+
+fn print_env(addr: &str, token: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "export FLY_API_HOSTNAME=http://{addr}")?;
+    writeln!(out, "export FLY_API_TOKEN={token}")?;
+    out.flush()?;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve(
+    listen: String,
+    state_dir: PathBuf,
+    zones: String,
+    faults: String,
+    seed: Option<u64>,
+    token: Option<String>,
+    timings: String,
+    guests: bool,
+) -> Result<()> {
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("creating {}", state_dir.display()))?;
+    if let Some(pid) = running_pid(&state_dir) {
+        bail!("a lab is already running on {} (pid {pid}); stop it with `fks-lab stop --state-dir {}`", state_dir.display(), state_dir.display());
+    }
+    let token = token_for(&state_dir, token)?;
+    let seed = seed.unwrap_or_else(rand::random);
+    let opts = fks_lab::Options {
+        state_dir: state_dir.clone(),
+        zones: fks_lab::parse_zones(&zones)?,
+        faults: fks_lab::Faults::parse(&faults)?,
+        seed,
+        token: token.clone(),
+        timings: fks_lab::Timings::parse(&timings)?,
+    };
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    let addr = listener
+        .local_addr()
+        .context("reading the bound address")?
+        .to_string();
+    std::fs::write(state_dir.join("listen"), &addr).context("writing the listen file")?;
+    std::fs::write(state_dir.join("lab.pid"), std::process::id().to_string())
+        .context("writing the pid file")?;
+    if guests {
+        eprintln!("fks-lab: --guests given, but guests are not implemented yet");
+    }
+    eprintln!(
+        "fks-lab: API-only mode: machine states change, nothing runs (no guests, exec is refused)"
+    );
+    eprintln!(
+        "fks-lab: listening on http://{addr}, state in {}, seed {seed}",
+        state_dir.display()
+    );
+    let mut taken = std::collections::HashSet::new();
+    for (region, n) in &opts.zones {
+        eprintln!(
+            "fks-lab: region {region} zones {}",
+            fks_lab::ids::zone_ids(region, *n, &mut taken).join(",")
+        );
+    }
+    // A reader that closed stdout after the first line must not take the server down.
+    if let Err(e) = print_env(&addr, &token) {
+        eprintln!("fks-lab: could not print the environment lines: {e:#}");
+    }
+    let shutdown = async {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        }
+    };
+    let result = fks_lab::run(listener, opts, shutdown).await;
+    let _ = std::fs::remove_file(state_dir.join("lab.pid"));
+    result.context("running the lab")
+}
+
+fn stop(state_dir: &Path) -> Result<()> {
+    let Some(pid) = running_pid(state_dir) else {
+        bail!("no lab is running on {}", state_dir.display());
+    };
+    kill(Pid::from_raw(pid), Signal::SIGTERM).with_context(|| format!("signalling pid {pid}"))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // Done when the process is gone, or when it removed its pid file (it does so after the
+    // final snapshot; a parent that has not reaped it yet keeps a zombie that still answers).
+    let pid_file = state_dir.join("lab.pid");
+    while kill(Pid::from_raw(pid), None).is_ok() && pid_file.exists() {
+        if Instant::now() > deadline {
+            bail!("the lab (pid {pid}) did not exit within 30s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("fks-lab: stopped pid {pid}");
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve {
+            listen,
+            state_dir,
+            zones,
+            faults,
+            seed,
+            token,
+            timings,
+            guests,
+        } => match tokio::runtime::Runtime::new() {
+            Ok(rt) => rt.block_on(serve(
+                listen, state_dir, zones, faults, seed, token, timings, guests,
+            )),
+            Err(e) => Err(anyhow::Error::new(e).context("starting the runtime")),
+        },
+        Command::Env { state_dir } => (|| {
+            if running_pid(&state_dir).is_none() {
+                bail!("no lab is running on {}", state_dir.display());
+            }
+            print_env(
+                &read_trim(&state_dir.join("listen"))?,
+                &read_trim(&state_dir.join("token"))?,
+            )
+        })(),
+        Command::Stop { state_dir } => stop(&state_dir),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fks-lab: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! `/v1/apps/{app}/secrets` handlers (SPEC26 Secrets_*). Values are stored but never answered:
+//! lists and gets carry the name, digest and times only.
+
+use super::{body, LabState, State};
+use crate::error::ApiError;
+use crate::secrets::{digest, Secret};
+use crate::{clock, lock};
+use axum::body::Bytes;
+use axum::extract::Path;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+fn valid_name(name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= 256
+        && name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "invalid secret name {name:?}: use letters, digits and underscores"
+        )))
+    }
+}
+
+fn app_exists(lab: &crate::Lab, app: &str) -> Result<(), ApiError> {
+    lab.core()
+        .state
+        .app(app)
+        .map(|_| ())
+        .ok_or_else(ApiError::app_not_found)
+}
+
+fn shown(name: &str, s: &Secret) -> Value {
+    json!({
+        "name": name,
+        "digest": s.digest,
+        "created_at": clock::rfc3339_s(s.created_at_ms),
+        "updated_at": clock::rfc3339_s(s.updated_at_ms),
+    })
+}
+
+fn save(store: &crate::secrets::Store) -> Result<(), ApiError> {
+    store
+        .save()
+        .map_err(|e| ApiError::internal(format!("writing secrets: {e}")))
+}
+
+pub async fn list(State(lab): LabState, Path(app): Path<String>) -> Result<Json<Value>, ApiError> {
+    app_exists(&lab, &app)?;
+    let store = lock(&lab.secrets);
+    let secrets: Vec<Value> = store
+        .apps
+        .get(&app)
+        .map(|a| a.secrets.iter().map(|(n, s)| shown(n, s)).collect())
+        .unwrap_or_default();
+    Ok(Json(json!({ "secrets": secrets })))
+}
+
+#[derive(Deserialize)]
+struct UpdateBody {
+    #[serde(default)]
+    values: Option<BTreeMap<String, Option<String>>>,
+}
+
+/// Set several secrets; a null value unsets one.
+pub async fn update(
+    State(lab): LabState,
+    Path(app): Path<String>,
+    bytes: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let req: UpdateBody = body(&bytes)?;
+    let values = req.values.unwrap_or_default();
+    for k in values.keys() {
+        valid_name(k)?;
+    }
+    app_exists(&lab, &app)?;
+    let mut store = lock(&lab.secrets);
+    let now = clock::now_ms();
+    let a = store.apps.entry(app.clone()).or_default();
+    for (k, v) in values {
+        match v {
+            Some(v) => {
+                let created = a.secrets.get(&k).map_or(now, |s| s.created_at_ms);
+                a.secrets.insert(
+                    k,
+                    Secret {
+                        digest: digest(&v),
+                        value: v,
+                        created_at_ms: created,
+                        updated_at_ms: now,
+                    },
+                );
+            }
+            None => {
+                a.secrets.remove(&k);
+            }
+        }
+    }
+    a.version += 1;
+    let out = json!({
+        "version": a.version,
+        "Version": a.version,
+        "secrets": a.secrets.iter().map(|(n, s)| shown(n, s)).collect::<Vec<_>>(),
+    });
+    save(&store)?;
+    Ok(Json(out))
+}
+
+pub async fn show(
+    State(lab): LabState,
+    Path((app, name)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    app_exists(&lab, &app)?;
+    let store = lock(&lab.secrets);
+    store
+        .apps
+        .get(&app)
+        .and_then(|a| a.secrets.get(&name))
+        .map(|s| Json(shown(&name, s)))
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("secret {name} not found")))
+}
+
+#[derive(Deserialize)]
+struct SetBody {
+    #[serde(default)]
+    value: Option<String>,
+}
+
+pub async fn set(
+    State(lab): LabState,
+    Path((app, name)): Path<(String, String)>,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    valid_name(&name)?;
+    let req: SetBody = body(&bytes)?;
+    let value = req
+        .value
+        .ok_or_else(|| ApiError::bad_request("value is required"))?;
+    app_exists(&lab, &app)?;
+    let mut store = lock(&lab.secrets);
+    let now = clock::now_ms();
+    let a = store.apps.entry(app.clone()).or_default();
+    let created = a.secrets.get(&name).map_or(now, |s| s.created_at_ms);
+    let s = Secret {
+        digest: digest(&value),
+        value,
+        created_at_ms: created,
+        updated_at_ms: now,
+    };
+    let mut out = shown(&name, &s);
+    a.secrets.insert(name, s);
+    a.version += 1;
+    out["version"] = a.version.into();
+    out["Version"] = a.version.into();
+    save(&store)?;
+    Ok((StatusCode::CREATED, Json(out)).into_response())
+}
+
+pub async fn delete(
+    State(lab): LabState,
+    Path((app, name)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    app_exists(&lab, &app)?;
+    let mut store = lock(&lab.secrets);
+    let a = store
+        .apps
+        .get_mut(&app)
+        .filter(|a| a.secrets.contains_key(&name))
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("secret {name} not found")))?;
+    a.secrets.remove(&name);
+    a.version += 1;
+    let out = json!({ "version": a.version, "Version": a.version });
+    save(&store)?;
+    Ok(Json(out))
+}

@@ -1,0 +1,292 @@
+//! Fault injection: the `--faults` grammar, seeded random decisions and Fly's documented rate
+//! limits (reference §5). Owns no HTTP: the API layer asks it what to do for a request.
+//!
+//! Grammar: clauses separated by `;`, each `kind=value`:
+//! - `latency=OP:DUR,OP:DUR` delay before handling; OP is an operation name such as
+//!   `machines.create` or `volumes.create` (see `api::op_name`), or `*` for every operation;
+//!   DUR is `250ms` or `2s`.
+//! - `rate_limits=on|off` Fly's limits: 1 req/s with bursts of 3 per action and app or machine,
+//!   GET machine 5 req/s with bursts of 10; over the limit answers 429.
+//! - `error_rate=P` answer a fraction P (0..=1) of `/v1` requests with a 5xx before handling.
+//! - `ambiguous_create=P` a fraction P of machine and volume creates IS carried out, but answered
+//!   with 408 or a 5xx (reference §5, "408 and 5xx on non-idempotent calls are ambiguous").
+//! - `capacity=REGION[:ZONE],...` no capacity in a whole region or in one zone: creates there
+//!   fail with `status: insufficient_capacity`.
+//! - `boot_failure=P` a fraction P of machine boots end in state `failed` instead of `started`.
+//!
+//! Example: `latency=machines.create:200ms,volumes.create:300ms;rate_limits=on;error_rate=0.05;ambiguous_create=0.2;capacity=sjc:09cd`.
+//! Random decisions come from one generator seeded with `--seed`, drawn in request order, so a
+//! sequential client sees the same faults on every run.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// Errors parsing `--faults`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("fault clause `{clause}` has no `=`")]
+    NoEquals { clause: String },
+    #[error("unknown fault kind `{kind}` (known: latency, rate_limits, error_rate, ambiguous_create, capacity, boot_failure)")]
+    UnknownKind { kind: String },
+    #[error("bad latency entry `{entry}`: want OP:DURATION such as machines.create:200ms")]
+    Latency { entry: String },
+    #[error("bad duration `{value}`: want a number followed by ms or s")]
+    Duration { value: String },
+    #[error("bad probability `{value}` for {kind}: want a number from 0 to 1")]
+    Probability { kind: String, value: String },
+    #[error("bad value `{value}` for rate_limits: want on or off")]
+    Switch { value: String },
+}
+
+/// The parsed fault settings.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Faults {
+    pub latency: Vec<(String, Duration)>,
+    pub rate_limits: bool,
+    pub error_rate: f64,
+    pub ambiguous_create: f64,
+    /// `(region, None)` = the whole region, `(region, Some(zone))` = one zone.
+    pub capacity: Vec<(String, Option<String>)>,
+    pub boot_failure: f64,
+}
+
+fn duration(value: &str) -> Result<Duration, Error> {
+    let bad = || Error::Duration {
+        value: value.to_string(),
+    };
+    if let Some(ms) = value.strip_suffix("ms") {
+        return ms
+            .trim()
+            .parse::<u64>()
+            .map(Duration::from_millis)
+            .map_err(|_| bad());
+    }
+    if let Some(s) = value.strip_suffix('s') {
+        return s
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|s| *s >= 0.0)
+            .map(Duration::from_secs_f64)
+            .ok_or_else(bad);
+    }
+    Err(bad())
+}
+
+fn probability(kind: &str, value: &str) -> Result<f64, Error> {
+    value
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|p| (0.0..=1.0).contains(p))
+        .ok_or_else(|| Error::Probability {
+            kind: kind.into(),
+            value: value.into(),
+        })
+}
+
+impl Faults {
+    /// Parse a `--faults` spec (see the module docs). An empty spec means no faults.
+    pub fn parse(spec: &str) -> Result<Faults, Error> {
+        let mut f = Faults::default();
+        for clause in spec.split(';').map(str::trim).filter(|c| !c.is_empty()) {
+            let (kind, value) = clause.split_once('=').ok_or_else(|| Error::NoEquals {
+                clause: clause.into(),
+            })?;
+            let (kind, value) = (kind.trim(), value.trim());
+            match kind {
+                "latency" => {
+                    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+                        let (op, d) = entry.rsplit_once(':').ok_or_else(|| Error::Latency {
+                            entry: entry.into(),
+                        })?;
+                        f.latency.push((op.trim().to_string(), duration(d.trim())?));
+                    }
+                }
+                "rate_limits" => {
+                    f.rate_limits = match value {
+                        "on" | "true" | "1" => true,
+                        "off" | "false" | "0" => false,
+                        _ => {
+                            return Err(Error::Switch {
+                                value: value.into(),
+                            })
+                        }
+                    }
+                }
+                "error_rate" => f.error_rate = probability(kind, value)?,
+                "ambiguous_create" => f.ambiguous_create = probability(kind, value)?,
+                "boot_failure" => f.boot_failure = probability(kind, value)?,
+                "capacity" => {
+                    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+                        match entry.split_once(':') {
+                            Some((r, z)) => f.capacity.push((r.to_string(), Some(z.to_string()))),
+                            None => f.capacity.push((entry.to_string(), None)),
+                        }
+                    }
+                }
+                _ => return Err(Error::UnknownKind { kind: kind.into() }),
+            }
+        }
+        Ok(f)
+    }
+
+    /// The latency for an operation (an exact entry wins over `*`).
+    pub fn latency_for(&self, op: &str) -> Option<Duration> {
+        self.latency
+            .iter()
+            .find(|(o, _)| o == op)
+            .or_else(|| self.latency.iter().find(|(o, _)| o == "*"))
+            .map(|(_, d)| *d)
+    }
+
+    /// True when a zone (or its whole region) has no capacity.
+    pub fn zone_full(&self, region: &str, zone: &str) -> bool {
+        self.capacity
+            .iter()
+            .any(|(r, z)| r == region && z.as_deref().is_none_or(|z| z == zone))
+    }
+}
+
+/// A token bucket (reference §5: rate per second, burst).
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+/// The mutable side of faults: the seeded generator and the rate-limit buckets.
+#[derive(Debug)]
+pub struct Injector {
+    rng: ChaCha8Rng,
+    buckets: HashMap<(String, String), Bucket>,
+}
+
+/// What an ambiguous create answers instead of its real result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ambiguity {
+    Timeout,
+    ServerError,
+}
+
+impl Injector {
+    /// A new injector seeded with `seed`.
+    pub fn new(seed: u64) -> Injector {
+        Injector {
+            rng: ChaCha8Rng::seed_from_u64(seed ^ 0x6661_756c_7473),
+            buckets: HashMap::new(),
+        }
+    }
+
+    /// Draw: true with probability `p`. Draws nothing when `p` is 0, so turning one fault kind
+    /// on does not shift the decisions of another.
+    pub fn chance(&mut self, p: f64) -> bool {
+        p > 0.0 && self.rng.random_bool(p)
+    }
+
+    /// Draw which ambiguous answer to give.
+    pub fn ambiguity(&mut self) -> Ambiguity {
+        if self.rng.random_bool(0.5) {
+            Ambiguity::Timeout
+        } else {
+            Ambiguity::ServerError
+        }
+    }
+
+    /// Take a token for `(op, key)` at `rate` per second with `burst`; false = over the limit.
+    pub fn take(&mut self, op: &str, key: &str, rate: f64, burst: f64, now: Instant) -> bool {
+        let b = self
+            .buckets
+            .entry((op.to_string(), key.to_string()))
+            .or_insert(Bucket {
+                tokens: burst,
+                last: now,
+            });
+        let elapsed = now.saturating_duration_since(b.last).as_secs_f64();
+        b.tokens = (b.tokens + elapsed * rate).min(burst);
+        b.last = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_documented_example() {
+        let f = Faults::parse(
+            "latency=machines.create:200ms,volumes.create:0.3s;rate_limits=on;error_rate=0.05;ambiguous_create=0.2;capacity=sjc:09cd,iad",
+        )
+        .expect("parse");
+        assert_eq!(
+            f.latency_for("machines.create"),
+            Some(Duration::from_millis(200))
+        );
+        assert_eq!(
+            f.latency_for("volumes.create"),
+            Some(Duration::from_millis(300))
+        );
+        assert_eq!(f.latency_for("apps.get"), None);
+        assert!(f.rate_limits);
+        assert_eq!(f.error_rate, 0.05);
+        assert_eq!(f.ambiguous_create, 0.2);
+        assert!(f.zone_full("sjc", "09cd"));
+        assert!(!f.zone_full("sjc", "1234"));
+        assert!(f.zone_full("iad", "anything"));
+    }
+
+    #[test]
+    fn rejects_bad_specs() {
+        assert!(matches!(
+            Faults::parse("nope=1"),
+            Err(Error::UnknownKind { .. })
+        ));
+        assert!(matches!(
+            Faults::parse("error_rate=2"),
+            Err(Error::Probability { .. })
+        ));
+        assert!(matches!(
+            Faults::parse("latency=x:5m"),
+            Err(Error::Duration { .. })
+        ));
+        assert!(matches!(
+            Faults::parse("rate_limits"),
+            Err(Error::NoEquals { .. })
+        ));
+        assert_eq!(Faults::parse("").expect("empty"), Faults::default());
+    }
+
+    #[test]
+    fn bucket_allows_burst_then_refills() {
+        let mut inj = Injector::new(1);
+        let t0 = Instant::now();
+        assert!((0..3).all(|_| inj.take("machines.create", "app", 1.0, 3.0, t0)));
+        assert!(!inj.take("machines.create", "app", 1.0, 3.0, t0));
+        assert!(inj.take("machines.create", "other", 1.0, 3.0, t0));
+        assert!(inj.take(
+            "machines.create",
+            "app",
+            1.0,
+            3.0,
+            t0 + Duration::from_secs(1)
+        ));
+    }
+
+    #[test]
+    fn same_seed_same_decisions() {
+        let draw = |seed| {
+            let mut i = Injector::new(seed);
+            (0..64).map(|_| i.chance(0.3)).collect::<Vec<_>>()
+        };
+        assert_eq!(draw(5), draw(5));
+        assert_ne!(draw(5), draw(6));
+    }
+}

@@ -1,0 +1,180 @@
+//! The machine state machine (reference §3): which transient state leads where, how long it
+//! takes, and the background tasks that move machines along. API handlers set a machine's
+//! state and `target`; `drive` carries it to the target. No HTTP here.
+
+use crate::model::{Event, Machine, Record};
+use crate::{clock, ids, Lab, Timings};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// States that are not transient: `settled` waits end in one of these.
+pub const SETTLED: &[&str] = &[
+    "created",
+    "started",
+    "stopped",
+    "suspended",
+    "failed",
+    "destroyed",
+];
+
+/// The next automatic step from `state` toward `target`, and how long it takes.
+pub fn next(state: &str, target: &str, t: &Timings) -> Option<(&'static str, Duration)> {
+    match (state, target) {
+        ("created", "started") => Some(("starting", t.launch)),
+        ("starting", _) => Some(("started", t.boot)),
+        ("stopping", _) => Some(("stopped", t.stop)),
+        ("restarting", _) => Some(("starting", t.stop)),
+        ("suspending", _) => Some(("suspended", t.stop)),
+        ("destroying", _) => Some(("destroyed", t.destroy)),
+        _ => None,
+    }
+}
+
+/// The event type Fly records when a machine enters `state`.
+fn event_kind(state: &str) -> &'static str {
+    match state {
+        "created" => "launch",
+        "starting" | "started" => "start",
+        "stopping" | "stopped" => "stop",
+        "restarting" => "restart",
+        "suspending" | "suspended" => "suspend",
+        "destroying" | "destroyed" => "destroy",
+        "failed" => "exit",
+        _ => "update",
+    }
+}
+
+/// Move `m` into `state`, recording the event. `source` is `user` or `flyd`.
+pub fn enter(m: &mut Machine, state: &str, source: &str, rng: &mut impl rand::Rng) {
+    let now = clock::now_ms();
+    m.state = state.to_string();
+    m.updated_at_ms = now;
+    m.push_event(Event {
+        id: ids::ulid(rng, now),
+        kind: event_kind(state).into(),
+        status: state.into(),
+        source: source.into(),
+        timestamp: now,
+    });
+}
+
+/// Start a background task that moves machine `id` of `app` toward its target.
+pub fn drive(lab: &Arc<Lab>, app: &str, id: &str) {
+    let lab = lab.clone();
+    let (app, id) = (app.to_string(), id.to_string());
+    tokio::spawn(async move {
+        loop {
+            let seen = {
+                let core = lab.core();
+                let Some(m) = core.state.app(&app).and_then(|a| a.machines.get(&id)) else {
+                    return;
+                };
+                let Some(target) = m.target.clone() else {
+                    return;
+                };
+                let Some((to, delay)) = next(&m.state, &target, &lab.opts.timings) else {
+                    return;
+                };
+                (m.state.clone(), target, m.instance_id.clone(), to, delay)
+            };
+            let (from, target, instance, to, delay) = seen;
+            tokio::time::sleep(delay).await;
+            let fail_boot = to == "started" && {
+                let p = lab.opts.faults.boot_failure;
+                crate::lock(&lab.faults).chance(p)
+            };
+            let mut core = lab.core();
+            let crate::Core { state, rng, .. } = &mut *core;
+            let Some(m) = state.app(&app).and_then(|a| a.machines.get(&id)) else {
+                return;
+            };
+            // Another operation changed the machine meanwhile: its own driver takes over.
+            if m.state != from
+                || m.target.as_deref() != Some(target.as_str())
+                || m.instance_id != instance
+            {
+                return;
+            }
+            let mut m = m.clone();
+            let to = if fail_boot { "failed" } else { to };
+            enter(&mut m, to, "flyd", rng);
+            if to == target || to == "failed" || to == "destroyed" {
+                m.target = None;
+            }
+            let mut records = vec![];
+            if to == "destroyed" {
+                m.lease = None;
+                if let Some(vol) = m.mounted_volume() {
+                    if let Some(v) = state.app(&app).and_then(|a| a.volumes.get(&vol)) {
+                        if v.attached_machine_id.as_deref() == Some(id.as_str()) {
+                            let mut v = v.clone();
+                            v.attached_machine_id = None;
+                            records.push(Record::Volume(v));
+                        }
+                    }
+                }
+            }
+            let done = m.target.is_none();
+            records.push(Record::Machine(Box::new(m)));
+            for r in records {
+                if let Err(e) = core.commit(r) {
+                    tracing::error!(app, machine = id, error = %e, "could not record a machine transition");
+                }
+            }
+            drop(core);
+            lab.notify();
+            if done {
+                return;
+            }
+        }
+    });
+}
+
+/// After a restart of the lab, carry on every machine that was on its way somewhere.
+pub fn resume(lab: &Arc<Lab>) {
+    let pending: Vec<(String, String)> = {
+        let core = lab.core();
+        core.state
+            .apps
+            .values()
+            .flat_map(|a| a.machines.values())
+            .filter(|m| m.target.is_some())
+            .map(|m| (m.app.clone(), m.id.clone()))
+            .collect()
+    };
+    for (app, id) in pending {
+        drive(lab, &app, &id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transitions_follow_fly_diagram() {
+        let t = Timings::default();
+        assert_eq!(
+            next("created", "started", &t).map(|s| s.0),
+            Some("starting")
+        );
+        assert_eq!(
+            next("starting", "started", &t).map(|s| s.0),
+            Some("started")
+        );
+        assert_eq!(
+            next("restarting", "started", &t).map(|s| s.0),
+            Some("starting")
+        );
+        assert_eq!(
+            next("stopping", "stopped", &t).map(|s| s.0),
+            Some("stopped")
+        );
+        assert_eq!(
+            next("destroying", "destroyed", &t).map(|s| s.0),
+            Some("destroyed")
+        );
+        assert_eq!(next("created", "created", &t), None);
+        assert_eq!(next("started", "started", &t), None);
+    }
+}

@@ -1,0 +1,175 @@
+//! The lab's stored records (apps, volumes, machines, leases, events) and the in-memory
+//! `State` that holds them. These are the lab's own persistence records; the machine config is
+//! the product's wire type `fly::MachineConfig` (its `extra` maps keep unknown fields), and
+//! responses are rendered into wire types in `api::render`. Pure: no I/O, no clock.
+
+use fks_bootstrap::fly::MachineConfig;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// An app as the lab stores it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct App {
+    pub id: String,
+    pub name: String,
+    pub org_slug: String,
+    /// Custom 6PN network name, if the app was created with one.
+    pub network: Option<String>,
+    pub created_at_ms: u64,
+}
+
+/// A volume as the lab stores it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Volume {
+    pub id: String,
+    pub app: String,
+    pub name: String,
+    pub state: String,
+    pub size_gb: u64,
+    pub region: String,
+    pub zone: String,
+    pub encrypted: bool,
+    pub fstype: String,
+    pub snapshot_retention: u64,
+    pub auto_backup_enabled: bool,
+    pub attached_machine_id: Option<String>,
+    pub created_at_ms: u64,
+}
+
+/// A lease on a machine (reference §2.3.2).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Lease {
+    pub nonce: String,
+    /// Unix seconds, as Fly reports it.
+    pub expires_at: u64,
+    pub owner: String,
+    pub description: String,
+    pub version: String,
+}
+
+/// A machine event, newest first in `Machine::events` (reference §2.4).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Event {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub status: String,
+    pub source: String,
+    pub timestamp: u64,
+}
+
+/// How many events a machine keeps: Fly's events endpoint returns at most 50.
+pub const MAX_EVENTS: usize = 50;
+
+/// A machine as the lab stores it. `config` keeps fields the lab does not know in its `extra`
+/// maps, so they round-trip unchanged.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Machine {
+    pub id: String,
+    pub app: String,
+    pub name: String,
+    pub state: String,
+    pub region: String,
+    pub zone: String,
+    pub instance_id: String,
+    pub private_ip: String,
+    pub config: MachineConfig,
+    pub created_at_ms: u64,
+    pub updated_at_ms: u64,
+    pub events: Vec<Event>,
+    pub lease: Option<Lease>,
+    pub cordoned: bool,
+    /// The state the machine is heading to; picked up again after a restart of the lab.
+    pub target: Option<String>,
+}
+
+impl Machine {
+    /// Record an event, newest first, keeping at most `MAX_EVENTS`.
+    pub fn push_event(&mut self, event: Event) {
+        self.events.insert(0, event);
+        self.events.truncate(MAX_EVENTS);
+    }
+
+    /// The metadata map inside the config (`config.metadata`).
+    pub fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.config.metadata
+    }
+
+    /// The volume id mounted by this machine, if any (`config.mounts[0].volume`).
+    pub fn mounted_volume(&self) -> Option<String> {
+        mounted_volume(&self.config)
+    }
+}
+
+/// The volume id in `config.mounts[0].volume`.
+pub fn mounted_volume(config: &MachineConfig) -> Option<String> {
+    config.mounts.first().map(|m| m.volume.clone())
+}
+
+/// Everything the lab knows about one app.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AppState {
+    pub app: Option<App>,
+    pub volumes: BTreeMap<String, Volume>,
+    pub machines: BTreeMap<String, Machine>,
+}
+
+/// One journal record: a full upsert or a removal. Replaying records in order rebuilds the
+/// state; replaying one twice is harmless.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Record {
+    App(App),
+    AppDeleted { name: String },
+    Volume(Volume),
+    VolumeDeleted { app: String, id: String },
+    Machine(Box<Machine>),
+    Boot { boots: u64 },
+}
+
+/// The whole persistent state of the lab.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct State {
+    pub apps: BTreeMap<String, AppState>,
+    /// How many times the lab has started on this state dir; mixed into the id seed so a
+    /// restart with the same `--seed` never hands out an id twice.
+    pub boots: u64,
+}
+
+impl State {
+    /// Apply one record.
+    pub fn apply(&mut self, record: Record) {
+        match record {
+            Record::App(app) => {
+                let name = app.name.clone();
+                self.apps.entry(name).or_default().app = Some(app);
+            }
+            Record::AppDeleted { name } => {
+                self.apps.remove(&name);
+            }
+            Record::Volume(v) => {
+                let (app, id) = (v.app.clone(), v.id.clone());
+                self.apps.entry(app).or_default().volumes.insert(id, v);
+            }
+            Record::VolumeDeleted { app, id } => {
+                if let Some(a) = self.apps.get_mut(&app) {
+                    a.volumes.remove(&id);
+                }
+            }
+            Record::Machine(m) => {
+                let (app, id) = (m.app.clone(), m.id.clone());
+                self.apps.entry(app).or_default().machines.insert(id, *m);
+            }
+            Record::Boot { boots } => self.boots = boots,
+        }
+    }
+
+    /// The app's state, only if the app exists.
+    pub fn app(&self, name: &str) -> Option<&AppState> {
+        self.apps.get(name).filter(|a| a.app.is_some())
+    }
+
+    /// Mutable access to the app's state, only if the app exists.
+    pub fn app_mut(&mut self, name: &str) -> Option<&mut AppState> {
+        self.apps.get_mut(name).filter(|a| a.app.is_some())
+    }
+}

@@ -1,0 +1,162 @@
+//! The `--dry-run` text of a [`Plan`]: one line per step with its dependencies, the nodes with
+//! what exists of them, and the number of changes. Deterministic (no ids that the plan does
+//! not already hold, no times).
+//!
+//! Must not: print file contents (a node's files carry its ssh host key).
+
+use std::fmt;
+
+use super::{Action, Plan, Role, Step, DATA_MOUNT, SERVER_TAINT, SERVER_TOKEN_PATH, TOKEN_SECRET};
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "cluster {}, app {}", self.cluster, self.app)?;
+        writeln!(f, "nodes:")?;
+        for n in &self.nodes {
+            let role = match n.role {
+                Role::BootstrapServer => "server (bootstrap)",
+                Role::Server => "server",
+                Role::Agent => "agent",
+            };
+            let machine = n.machine.as_deref().unwrap_or("to create");
+            let zone = n.zone.as_deref().unwrap_or("new volume");
+            writeln!(
+                f,
+                "  {:<20} {role:<19} machine {machine}, zone {zone}",
+                n.name
+            )?;
+        }
+        if self.steps.is_empty() {
+            writeln!(f, "nothing to do: everything exists")?;
+        } else {
+            let n = self.steps.len();
+            let m = self.mutations();
+            writeln!(
+                f,
+                "{n} step{}, {m} change{} on Fly:",
+                if n == 1 { "" } else { "s" },
+                if m == 1 { "" } else { "s" }
+            )?;
+            for step in &self.steps {
+                writeln!(f, "  {step}")?;
+            }
+        }
+        if !self.k3s {
+            writeln!(
+                f,
+                "k3s steps not planned (no guests run): the plan ends when machines are started"
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:<5}", self.id.to_string())?;
+        if let Some(node) = &self.node {
+            write!(f, "{node}: ")?;
+        }
+        write!(f, "{}", self.action)?;
+        if !self.depends_on.is_empty() {
+            let deps: Vec<String> = self.depends_on.iter().map(ToString::to_string).collect();
+            write!(f, "  (after {})", deps.join(" "))?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::CreateApp { request } => write!(
+                f,
+                "create app {} in organization {}",
+                request.app_name().unwrap_or_default(),
+                request.org_slug.as_deref().unwrap_or_default()
+            ),
+            Action::CreateVolume {
+                app,
+                request,
+                share_if_full,
+            } => {
+                let zone = match (request.require_unique_zone, share_if_full) {
+                    (Some(false), _) => "zone may be shared",
+                    (_, true) => "own zone, shared if none is left",
+                    _ => "own zone",
+                };
+                write!(
+                    f,
+                    "create volume {} in app {app} ({}, {} GB, {zone})",
+                    request.name,
+                    request.region.as_deref().unwrap_or_default(),
+                    request.size_gb.unwrap_or_default()
+                )
+            }
+            Action::CreateMachine {
+                app,
+                request,
+                volume,
+                bootstrap,
+            } => {
+                let c = &request.config;
+                let g = c.guest.as_ref();
+                write!(
+                    f,
+                    "create machine {} in app {app} ({}, {} {} cpu, {} MB, image {}, volume {volume} at {DATA_MOUNT}",
+                    request.name.as_deref().unwrap_or_default(),
+                    c.metadata.get(super::META_ROLE).map(String::as_str).unwrap_or_default(),
+                    g.and_then(|g| g.cpus).unwrap_or_default(),
+                    g.and_then(|g| g.cpu_kind.as_deref()).unwrap_or_default(),
+                    g.and_then(|g| g.memory_mb).unwrap_or_default(),
+                    c.image,
+                )?;
+                if let Some(b) = bootstrap {
+                    write!(f, ", joins {b}")?;
+                }
+                if c.files
+                    .iter()
+                    .any(|file| file.secret_name.as_deref() == Some(TOKEN_SECRET))
+                {
+                    write!(f, ", token from secret {TOKEN_SECRET}")?;
+                }
+                write!(f, ")")
+            }
+            Action::StartMachine { machine } => {
+                write!(f, "start machine {} in app {}", machine.id, machine.app)
+            }
+            Action::WaitStarted { machine } => {
+                write!(f, "wait until machine {} is started", machine.id)
+            }
+            Action::WaitK3sReady { machine, via } => write!(
+                f,
+                "wait until k3s node {} is Ready (kubectl on {})",
+                machine.id, via.id
+            ),
+            Action::ReadToken { from } => write!(
+                f,
+                "read the join token {SERVER_TOKEN_PATH} on machine {} (never printed)",
+                from.id
+            ),
+            Action::SetTokenSecret { app, token } => {
+                write!(
+                    f,
+                    "store the token from {token} as secret {TOKEN_SECRET} of app {app}"
+                )
+            }
+            Action::Taint { machine, via } => write!(
+                f,
+                "taint k3s node {} {SERVER_TAINT} (kubectl on {})",
+                machine.id, via.id
+            ),
+            Action::MarkReady { machine } => {
+                write!(
+                    f,
+                    "mark machine {} ready ({}=true)",
+                    machine.id,
+                    super::META_READY
+                )
+            }
+        }
+    }
+}

@@ -1,0 +1,640 @@
+//! Unit tests of the plan: fresh clusters, converged ones, partial states, zones, names, the
+//! token's absence from every request, and the dry-run text.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::*;
+use crate::fly::types::{MachineConfig, VolumeState};
+use crate::render::tests::lab_config;
+
+const HOST_KEY: &str = "-----BEGIN OPENSSH PRIVATE KEY-----host-key-of-";
+
+fn node_files(names: &[String]) -> BTreeMap<String, Vec<MachineFile>> {
+    names
+        .iter()
+        .map(|n| {
+            (
+                n.clone(),
+                vec![MachineFile {
+                    guest_path: "/etc/ssh/ssh_host_ed25519_key".into(),
+                    raw_value: Some(format!("{HOST_KEY}{n}")),
+                    mode: Some(0o600),
+                    ..MachineFile::default()
+                }],
+            )
+        })
+        .collect()
+}
+
+fn cp_names() -> Vec<String> {
+    (0..3).map(|i| format!("ctrl-{i}")).collect()
+}
+
+fn options(names: &[String], zones: Option<usize>, k3s: bool) -> Options {
+    Options {
+        zones,
+        allow_shared_zones: false,
+        k3s,
+        node_files: node_files(names),
+    }
+}
+
+fn cp() -> Target {
+    Target::control_plane(0).expect("index 0")
+}
+
+fn machine(id: &str, node: &str, role: &str, state: MachineState) -> Machine {
+    let mut metadata = BTreeMap::new();
+    metadata.insert(META_CLUSTER.to_string(), "lab".to_string());
+    metadata.insert(META_NODE.to_string(), node.to_string());
+    metadata.insert(META_ROLE.to_string(), role.to_string());
+    Machine {
+        id: id.into(),
+        name: node.into(),
+        state,
+        region: "sjc".into(),
+        private_ip: format!("fdaa::{}", id.len()),
+        config: Some(MachineConfig {
+            metadata,
+            ..MachineConfig::default()
+        }),
+        ..Machine::default()
+    }
+}
+
+fn ready(mut m: Machine) -> Machine {
+    if let Some(c) = m.config.as_mut() {
+        c.metadata.insert(META_READY.into(), "true".into());
+    }
+    m
+}
+
+fn volume(id: &str, zone: &str, attached: Option<&str>) -> Volume {
+    Volume {
+        id: id.into(),
+        name: "k3s_data".into(),
+        state: VolumeState::Created,
+        region: "sjc".into(),
+        zone: zone.into(),
+        size_gb: 1,
+        attached_machine_id: attached.map(str::to_string),
+        ..Volume::default()
+    }
+}
+
+/// A control plane where everything exists and is started.
+fn converged_cp(marked: bool) -> State {
+    let mut machines = Vec::new();
+    let mut volumes = Vec::new();
+    for i in 0..3 {
+        let id = format!("m{i}");
+        let m = machine(&id, &format!("ctrl-{i}"), "server", MachineState::Started);
+        machines.push(if marked { ready(m) } else { m });
+        volumes.push(volume(&format!("vol_{i}"), &format!("z{i}"), Some(&id)));
+    }
+    let mut secrets = BTreeSet::new();
+    secrets.insert(TOKEN_SECRET.to_string());
+    State {
+        app_exists: true,
+        volumes,
+        machines,
+        secrets,
+        control_plane: Vec::new(),
+    }
+}
+
+fn kinds(plan: &Plan) -> Vec<String> {
+    plan.steps
+        .iter()
+        .map(|s| {
+            let kind = format!("{:?}", s.action);
+            let kind = kind
+                .split([' ', '{'])
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            match &s.node {
+                Some(n) => format!("{n}:{kind}"),
+                None => kind,
+            }
+        })
+        .collect()
+}
+
+fn creates(plan: &Plan) -> Vec<&CreateMachineRequest> {
+    plan.steps
+        .iter()
+        .filter_map(|s| match &s.action {
+            Action::CreateMachine { request, .. } => Some(request.as_ref()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn fresh_control_plane_creates_app_volumes_and_machines_bootstrap_first() {
+    let plan = plan(
+        &lab_config(),
+        &cp(),
+        &State::default(),
+        &options(&cp_names(), Some(3), false),
+    )
+    .expect("plan");
+    assert_eq!(
+        kinds(&plan),
+        vec![
+            "CreateApp",
+            "ctrl-0:CreateVolume",
+            "ctrl-0:CreateMachine",
+            "ctrl-0:WaitStarted",
+            "ctrl-1:CreateVolume",
+            "ctrl-1:CreateMachine",
+            "ctrl-1:WaitStarted",
+            "ctrl-2:CreateVolume",
+            "ctrl-2:CreateMachine",
+            "ctrl-2:WaitStarted",
+        ]
+    );
+    assert_eq!(plan.mutations(), 7);
+    // Volume creates run one after another; joining servers wait for the bootstrap server.
+    assert_eq!(plan.steps[4].depends_on, vec![StepId(0), StepId(1)]);
+    assert_eq!(
+        plan.steps[5].depends_on,
+        vec![StepId(0), StepId(3), StepId(4)]
+    );
+    for s in &plan.steps {
+        if let Action::CreateVolume { request, .. } = &s.action {
+            assert_eq!(request.require_unique_zone, Some(true));
+            assert_eq!(request.name, "k3s_data");
+        }
+    }
+    let reqs = creates(&plan);
+    let boot = reqs[0];
+    assert_eq!(boot.name.as_deref(), Some("ctrl-0"));
+    let c = &boot.config;
+    assert_eq!(c.metadata[META_CLUSTER], "lab");
+    assert_eq!(c.metadata[META_NODE], "ctrl-0");
+    assert_eq!(c.metadata[META_ROLE], "server");
+    assert_eq!(c.env[ENV_ROLE], "server");
+    assert_eq!(c.env[ENV_BOOTSTRAP_INDEX], "0");
+    assert_eq!(c.mounts[0].path, "/data");
+    assert_eq!(
+        c.init.as_ref().and_then(|i| i.exec.clone()),
+        Some(vec!["fks-bootstrap".into(), "node".into(), "init".into()])
+    );
+    assert_eq!(
+        c.restart.as_ref().and_then(|r| r.policy.clone()),
+        Some(crate::fly::types::RestartPolicy::Always)
+    );
+    assert!(c.files.iter().any(|f| f.guest_path == CLUSTER_CONFIG_PATH));
+    assert!(
+        !c.files
+            .iter()
+            .any(|f| f.guest_path == crate::render::TOKEN_FILE),
+        "the bootstrap server makes the token; it gets no token file"
+    );
+    let join = reqs[1];
+    assert!(join
+        .config
+        .files
+        .iter()
+        .any(|f| f.guest_path == crate::render::TOKEN_FILE
+            && f.secret_name.as_deref() == Some(TOKEN_SECRET)
+            && f.raw_value.is_none()));
+    match &plan.steps[5].action {
+        Action::CreateMachine { bootstrap, .. } => {
+            assert_eq!(bootstrap, &Some(Ref::Step(StepId(2))))
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn fresh_control_plane_with_k3s_reads_the_token_before_joining_servers() {
+    let plan = plan(
+        &lab_config(),
+        &cp(),
+        &State::default(),
+        &options(&cp_names(), Some(3), true),
+    )
+    .expect("plan");
+    let k = kinds(&plan);
+    let pos = |s: &str| {
+        k.iter()
+            .position(|x| x == s)
+            .unwrap_or_else(|| panic!("{s} in {k:?}"))
+    };
+    let set = pos("SetTokenSecret");
+    assert!(pos("ctrl-0:WaitK3sReady") < pos("ctrl-0:ReadToken"));
+    let create1 = &plan.steps[pos("ctrl-1:CreateMachine")];
+    assert!(create1.depends_on.contains(&StepId(set)), "{create1:?}");
+    assert_eq!(k.iter().filter(|s| s.ends_with(":Taint")).count(), 3);
+    assert_eq!(k.iter().filter(|s| s.ends_with(":MarkReady")).count(), 3);
+}
+
+#[test]
+fn replan_after_everything_exists_has_zero_steps() {
+    let config = lab_config();
+    let state = converged_cp(false);
+    let p = plan(
+        &config,
+        &cp(),
+        &state,
+        &options(&cp_names(), Some(3), false),
+    )
+    .expect("plan");
+    assert!(p.is_empty(), "{p}");
+    let state = converged_cp(true);
+    let p = plan(&config, &cp(), &state, &options(&cp_names(), Some(3), true)).expect("plan");
+    assert!(p.is_empty(), "{p}");
+    assert_eq!(p.mutations(), 0);
+}
+
+#[test]
+fn started_but_unmarked_nodes_get_only_k3s_steps() {
+    let p = plan(
+        &lab_config(),
+        &cp(),
+        &converged_cp(false),
+        &options(&cp_names(), Some(3), true),
+    )
+    .expect("plan");
+    assert!(kinds(&p)
+        .iter()
+        .all(|k| k.ends_with("WaitK3sReady") || k.ends_with("Taint") || k.ends_with("MarkReady")));
+    assert_eq!(p.mutations(), 3);
+}
+
+#[test]
+fn volume_without_machine_creates_only_the_machine() {
+    let mut state = converged_cp(false);
+    state.machines.retain(|m| m.id != "m2");
+    state.volumes[2].attached_machine_id = None;
+    let p = plan(
+        &lab_config(),
+        &cp(),
+        &state,
+        &options(&cp_names(), Some(3), false),
+    )
+    .expect("plan");
+    assert_eq!(
+        kinds(&p),
+        vec!["ctrl-2:CreateMachine", "ctrl-2:WaitStarted"]
+    );
+    match &p.steps[0].action {
+        Action::CreateMachine {
+            request,
+            volume,
+            bootstrap,
+            ..
+        } => {
+            assert_eq!(volume, &Ref::Known("vol_2".into()));
+            assert_eq!(request.config.mounts[0].volume, "vol_2");
+            assert_eq!(request.config.env[ENV_ZONE], "z2");
+            assert_eq!(bootstrap, &Some(Ref::Known("m0".into())));
+            assert_eq!(request.config.env[ENV_BOOTSTRAP_MACHINE_ID], "m0");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn stopped_machine_is_started_and_failed_one_is_reported() {
+    let mut state = converged_cp(false);
+    state.machines[1].state = MachineState::Stopped;
+    let p = plan(
+        &lab_config(),
+        &cp(),
+        &state,
+        &options(&cp_names(), Some(3), false),
+    )
+    .expect("plan");
+    assert_eq!(kinds(&p), vec!["ctrl-1:StartMachine", "ctrl-1:WaitStarted"]);
+
+    state.machines[1].state = MachineState::Failed;
+    let e = plan(
+        &lab_config(),
+        &cp(),
+        &state,
+        &options(&cp_names(), Some(3), false),
+    )
+    .expect_err("failed machine");
+    assert!(matches!(e, Error::MachineFailed { .. }), "{e:?}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("m1") && msg.contains("ctrl-1") && msg.contains("failed"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn unattached_volume_in_a_free_zone_is_reused_before_creating() {
+    let mut state = converged_cp(false);
+    state.machines.retain(|m| m.id != "m2");
+    state.volumes.truncate(2);
+    // Two spare volumes: one in a zone ctrl-0 uses, one in a free zone.
+    state.volumes.push(volume("vol_a", "z0", None));
+    state.volumes.push(volume("vol_b", "z9", None));
+    let p = plan(
+        &lab_config(),
+        &cp(),
+        &state,
+        &options(&cp_names(), Some(3), false),
+    )
+    .expect("plan");
+    assert_eq!(
+        kinds(&p),
+        vec!["ctrl-2:CreateMachine", "ctrl-2:WaitStarted"]
+    );
+    match &p.steps[0].action {
+        Action::CreateMachine { volume, .. } => assert_eq!(volume, &Ref::Known("vol_b".into())),
+        other => panic!("{other:?}"),
+    }
+    // A volume being destroyed or of another name is never reused.
+    state.volumes.pop();
+    state.volumes.pop();
+    let mut gone = volume("vol_c", "z5", None);
+    gone.state = VolumeState::PendingDestroy;
+    state.volumes.push(gone);
+    let mut other = volume("vol_d", "z6", None);
+    other.name = "other".into();
+    state.volumes.push(other);
+    let p = plan(
+        &lab_config(),
+        &cp(),
+        &state,
+        &options(&cp_names(), Some(3), false),
+    )
+    .expect("plan");
+    assert_eq!(kinds(&p)[0], "ctrl-2:CreateVolume");
+}
+
+#[test]
+fn bootstrap_index_is_honoured() {
+    let t = Target::control_plane(2).expect("index 2");
+    let p = plan(
+        &lab_config(),
+        &t,
+        &State::default(),
+        &options(&cp_names(), Some(3), false),
+    )
+    .expect("plan");
+    assert_eq!(p.nodes[0].name, "ctrl-2");
+    assert_eq!(p.nodes[0].role, Role::BootstrapServer);
+    let reqs = creates(&p);
+    assert_eq!(reqs[0].name.as_deref(), Some("ctrl-2"));
+    assert_eq!(reqs[0].config.env[ENV_BOOTSTRAP_INDEX], "2");
+    assert!(Target::control_plane(3).is_err());
+}
+
+#[test]
+fn zone_shortage_is_refused_before_anything_and_names_the_flag() {
+    let config = lab_config();
+    let names: Vec<String> = (0..3).map(|i| format!("worker-ng-a-{i}")).collect();
+    let state = State {
+        control_plane: converged_cp(true).machines,
+        ..State::default()
+    };
+    let t = Target::node_group("a").expect("name");
+    let e = plan(&config, &t, &state, &options(&names, Some(2), false)).expect_err("shortage");
+    assert!(e.to_string().contains(ALLOW_SHARED_ZONES_FLAG), "{e}");
+    assert!(e.to_string().contains("2 zone(s)"), "{e}");
+
+    let mut opts = options(&names, Some(2), false);
+    opts.allow_shared_zones = true;
+    let p = plan(&config, &t, &state, &opts).expect("sharing allowed");
+    let unique: Vec<Option<bool>> = p
+        .steps
+        .iter()
+        .filter_map(|s| match &s.action {
+            Action::CreateVolume { request, .. } => Some(request.require_unique_zone),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(unique, vec![Some(true), Some(true), Some(false)]);
+
+    // Zones unknown: every volume asks for its own; sharing happens only on failure.
+    opts.zones = None;
+    let p = plan(&config, &t, &state, &opts).expect("unknown zones");
+    assert!(p.steps.iter().all(|s| match &s.action {
+        Action::CreateVolume {
+            request,
+            share_if_full,
+            ..
+        } => request.require_unique_zone == Some(true) && *share_if_full,
+        _ => true,
+    }));
+}
+
+#[test]
+fn node_group_names_are_validated() {
+    for good in ["a", "gpu1", "abcdefgh"] {
+        assert!(Target::node_group(good).is_ok(), "{good}");
+    }
+    for bad in [
+        "",
+        "A",
+        "g-1",
+        "g_1",
+        "g 1",
+        "ab/c",
+        &"a".repeat(MAX_NODE_GROUP_LEN + 1),
+    ] {
+        let e = Target::node_group(bad).expect_err(bad);
+        assert!(e.to_string().contains(bad), "{e}");
+    }
+}
+
+#[test]
+fn node_group_joins_the_control_plane_with_the_token_from_a_server() {
+    let config = lab_config();
+    let names: Vec<String> = (0..3).map(|i| format!("worker-ng-a-{i}")).collect();
+    let t = Target::node_group("a").expect("name");
+    let e = plan(
+        &config,
+        &t,
+        &State::default(),
+        &options(&names, Some(3), true),
+    )
+    .expect_err("no control plane");
+    assert!(matches!(e, Error::NoControlPlane { .. }), "{e:?}");
+
+    let state = State {
+        control_plane: converged_cp(true).machines,
+        ..State::default()
+    };
+    let p = plan(&config, &t, &state, &options(&names, Some(3), true)).expect("plan");
+    assert_eq!(p.app, "lab-ng-a");
+    let k = kinds(&p);
+    assert_eq!(&k[..3], &["CreateApp", "ReadToken", "SetTokenSecret"]);
+    match &p.steps[1].action {
+        Action::ReadToken { from } => {
+            assert_eq!(from.app, "lab-cp");
+            assert_eq!(from.id, Ref::Known("m0".into()));
+        }
+        other => panic!("{other:?}"),
+    }
+    let reqs = creates(&p);
+    assert_eq!(reqs.len(), 3);
+    for r in reqs {
+        assert_eq!(r.config.metadata[META_ROLE], "agent");
+        assert_eq!(
+            r.config.guest.as_ref().and_then(|g| g.memory_mb),
+            Some(config.worker_vm.memory_mb)
+        );
+        assert!(!r.config.env.contains_key(ENV_BOOTSTRAP_MACHINE_ID));
+    }
+    assert_eq!(
+        k.iter().filter(|s| s.ends_with(":Taint")).count(),
+        0,
+        "agents are not tainted"
+    );
+}
+
+#[test]
+fn duplicate_node_machines_are_refused() {
+    let mut state = converged_cp(false);
+    state
+        .machines
+        .push(machine("m9", "ctrl-1", "server", MachineState::Started));
+    let e = plan(
+        &lab_config(),
+        &cp(),
+        &state,
+        &options(&cp_names(), Some(3), false),
+    )
+    .expect_err("duplicate");
+    assert!(e.to_string().contains("m1, m9"), "{e}");
+}
+
+#[test]
+fn the_token_never_appears_in_any_request() {
+    let token = "K10secretsecretsecret::server:abcdef";
+    let mut state = converged_cp(true);
+    state.machines.truncate(1);
+    state.volumes.truncate(1);
+    state.secrets.clear();
+    let p = plan(
+        &lab_config(),
+        &cp(),
+        &state,
+        &options(&cp_names(), Some(3), true),
+    )
+    .expect("plan");
+    let mut requests = 0;
+    for s in &p.steps {
+        let json = match &s.action {
+            Action::CreateMachine { request, .. } => serde_json::to_string(request),
+            Action::CreateVolume { request, .. } => serde_json::to_string(request),
+            Action::CreateApp { request } => serde_json::to_string(request),
+            _ => continue,
+        }
+        .expect("serializes");
+        requests += 1;
+        assert!(!json.contains(token) && !json.contains("K10"), "{json}");
+        assert!(!json.to_lowercase().contains("token\":"), "{json}");
+        if let Action::CreateMachine { request, .. } = &s.action {
+            assert!(request.config.env.keys().all(|k| !k.contains("TOKEN")));
+            for f in &request.config.files {
+                if f.guest_path == crate::render::TOKEN_FILE {
+                    assert!(f.raw_value.is_none());
+                    assert_eq!(f.secret_name.as_deref(), Some(TOKEN_SECRET));
+                }
+            }
+        }
+    }
+    assert_eq!(requests, 4, "2 volumes and 2 machines");
+    // The bootstrap server exists: its token is read and stored before the others join.
+    assert!(kinds(&p).contains(&"ctrl-0:ReadToken".to_string()));
+}
+
+#[test]
+fn missing_node_files_are_an_error() {
+    let e = plan(
+        &lab_config(),
+        &cp(),
+        &State::default(),
+        &options(&[], Some(3), false),
+    )
+    .expect_err("no files");
+    assert!(e.to_string().contains("ctrl-0"), "{e}");
+}
+
+#[test]
+fn dry_run_text_is_stable() {
+    let mut state = converged_cp(false);
+    state.machines.retain(|m| m.id == "m0");
+    state.volumes.truncate(1);
+    state.secrets.clear();
+    let p = plan(
+        &lab_config(),
+        &cp(),
+        &state,
+        &options(&cp_names(), Some(3), true),
+    )
+    .expect("plan");
+    let text = p.to_string();
+    assert!(!text.contains(HOST_KEY), "files are never printed");
+    let want = "\
+cluster lab, app lab-cp
+nodes:
+  ctrl-0               server (bootstrap)  machine m0, zone z0
+  ctrl-1               server              machine to create, zone new volume
+  ctrl-2               server              machine to create, zone new volume
+17 steps, 8 changes on Fly:
+  [0]  ctrl-0: wait until k3s node m0 is Ready (kubectl on m0)
+  [1]  ctrl-0: read the join token /data/k3s/server/token on machine m0 (never printed)  (after [0])
+  [2]  store the token from [1] as secret K3S_TOKEN of app lab-cp  (after [1])
+  [3]  ctrl-1: create volume k3s_data in app lab-cp (sjc, 10 GB, own zone)
+  [4]  ctrl-1: create machine ctrl-1 in app lab-cp (server, 2 performance cpu, 4096 MB, image registry.fly.io/fks-node:latest, volume <made by [3]> at /data, joins m0, token from secret K3S_TOKEN)  (after [0] [2] [3])
+  [5]  ctrl-1: wait until machine <made by [4]> is started  (after [4])
+  [6]  ctrl-2: create volume k3s_data in app lab-cp (sjc, 10 GB, own zone)  (after [3])
+  [7]  ctrl-2: create machine ctrl-2 in app lab-cp (server, 2 performance cpu, 4096 MB, image registry.fly.io/fks-node:latest, volume <made by [6]> at /data, joins m0, token from secret K3S_TOKEN)  (after [0] [2] [6])
+  [8]  ctrl-2: wait until machine <made by [7]> is started  (after [7])
+  [9]  ctrl-0: taint k3s node m0 CriticalAddonsOnly=true:NoExecute (kubectl on m0)  (after [0])
+  [10] ctrl-0: mark machine m0 ready (fks_ready=true)  (after [9])
+  [11] ctrl-1: wait until k3s node <made by [4]> is Ready (kubectl on m0)  (after [0] [5])
+  [12] ctrl-1: taint k3s node <made by [4]> CriticalAddonsOnly=true:NoExecute (kubectl on m0)  (after [11])
+  [13] ctrl-1: mark machine <made by [4]> ready (fks_ready=true)  (after [12])
+  [14] ctrl-2: wait until k3s node <made by [7]> is Ready (kubectl on m0)  (after [0] [8])
+  [15] ctrl-2: taint k3s node <made by [7]> CriticalAddonsOnly=true:NoExecute (kubectl on m0)  (after [14])
+  [16] ctrl-2: mark machine <made by [7]> ready (fks_ready=true)  (after [15])
+";
+    assert_eq!(text, want, "full text:\n{text}");
+}
+
+#[test]
+fn a_lost_bootstrap_server_is_not_recreated_as_a_second_cluster() {
+    let mut state = converged_cp(true);
+    state.machines.retain(|m| m.id != "m0");
+    state.volumes[0].attached_machine_id = None;
+    let e = plan(
+        &lab_config(),
+        &cp(),
+        &state,
+        &options(&cp_names(), Some(3), true),
+    )
+    .expect_err("bootstrap gone");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("ctrl-0")
+            && msg.contains("ctrl-1, ctrl-2")
+            && msg.contains("BOOTSTRAP_NODE_ID"),
+        "{msg}"
+    );
+    // With an existing server as the bootstrap one, ctrl-0 is made again as a joining server
+    // on its old volume.
+    let t = Target::control_plane(1).expect("index 1");
+    let p = plan(
+        &lab_config(),
+        &t,
+        &state,
+        &options(&cp_names(), Some(3), true),
+    )
+    .expect("plan");
+    let reqs = creates(&p);
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0].name.as_deref(), Some("ctrl-0"));
+    assert_eq!(reqs[0].config.env[ENV_BOOTSTRAP_MACHINE_ID], "m1");
+    assert_eq!(reqs[0].config.mounts[0].volume, "vol_0");
+}

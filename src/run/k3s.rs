@@ -1,0 +1,228 @@
+//! The k3s side of a run, reached through the Machines API exec endpoint: the commands that ask
+//! the bootstrap server's kubectl whether a node is Ready, read the join token, and taint a
+//! server, and the pure parsing of their answers.
+//!
+//! Must not: print, log or put into an error the token or any command output that may hold it.
+
+use std::fmt;
+
+use crate::fly::types::{ExecResponse, SecretString};
+use crate::plan::{SERVER_TAINT, SERVER_TOKEN_PATH};
+
+/// The k3s node name of a machine: its stable machine DNS name (see `render::Node`).
+pub fn k3s_node_name(machine_id: &str, app: &str) -> String {
+    format!("{machine_id}.vm.{app}.internal")
+}
+
+/// `k3s kubectl get node NAME -o jsonpath=...`: prints the Ready condition's status.
+pub fn ready_command(node: &str) -> Vec<String> {
+    [
+        "k3s",
+        "kubectl",
+        "get",
+        "node",
+        node,
+        "-o",
+        r#"jsonpath={.status.conditions[?(@.type=="Ready")].status}"#,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// `cat` of the server token file.
+pub fn token_command() -> Vec<String> {
+    vec!["cat".to_string(), SERVER_TOKEN_PATH.to_string()]
+}
+
+/// `k3s kubectl taint node NAME CriticalAddonsOnly=true:NoExecute --overwrite` (idempotent).
+pub fn taint_command(node: &str) -> Vec<String> {
+    [
+        "k3s",
+        "kubectl",
+        "taint",
+        "node",
+        node,
+        SERVER_TAINT,
+        "--overwrite",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// What the Ready query said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    /// `True`.
+    Ready,
+    /// Registered, not Ready: the condition's status (`False`, `Unknown`).
+    NotReady(String),
+    /// Not registered yet, or kubectl could not answer: a short reason.
+    Unknown(String),
+}
+
+impl fmt::Display for Readiness {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Readiness::Ready => f.write_str("Ready"),
+            Readiness::NotReady(s) => write!(f, "registered, Ready={s}"),
+            Readiness::Unknown(why) => write!(f, "not registered ({why})"),
+        }
+    }
+}
+
+/// The first line of `text`, at most 200 characters (for messages; never used on token output).
+fn first_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("")
+        .chars()
+        .take(200)
+        .collect()
+}
+
+/// Reads the answer of [`ready_command`].
+pub fn parse_ready(out: &ExecResponse) -> Readiness {
+    if out.exit_code != 0 {
+        let why = first_line(&out.stderr);
+        return Readiness::Unknown(if why.is_empty() {
+            format!("kubectl exited with {}", out.exit_code)
+        } else {
+            why
+        });
+    }
+    match out.stdout.trim() {
+        "True" => Readiness::Ready,
+        "" => Readiness::Unknown("no Ready condition yet".to_string()),
+        other => Readiness::NotReady(other.to_string()),
+    }
+}
+
+/// The k3s join token. Cannot be printed: `Debug` and `Display` show `<redacted>`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct K3sToken(SecretString);
+
+impl K3sToken {
+    /// The value, for the one call that stores it as an app secret.
+    pub fn secret(&self) -> &SecretString {
+        &self.0
+    }
+}
+
+impl fmt::Debug for K3sToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("K3sToken(<redacted>)")
+    }
+}
+
+impl fmt::Display for K3sToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Why a token answer was refused. Carries no part of the output.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// `cat` failed (the file is not there yet, usually).
+    #[error("reading {SERVER_TOKEN_PATH} failed with exit code {0}")]
+    Exit(i64),
+    /// The file was empty.
+    #[error("{SERVER_TOKEN_PATH} is empty")]
+    Empty,
+    /// The file held more than one line or blanks inside.
+    #[error("{SERVER_TOKEN_PATH} does not hold a single token (unexpected whitespace)")]
+    Malformed,
+}
+
+/// Reads the answer of [`token_command`]: one line, no inner whitespace.
+pub fn parse_token(out: &ExecResponse) -> Result<K3sToken, TokenError> {
+    if out.exit_code != 0 {
+        return Err(TokenError::Exit(out.exit_code));
+    }
+    let t = out.stdout.trim();
+    if t.is_empty() {
+        return Err(TokenError::Empty);
+    }
+    if t.chars().any(char::is_whitespace) {
+        return Err(TokenError::Malformed);
+    }
+    Ok(K3sToken(SecretString::new(t)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn out(code: i64, stdout: &str, stderr: &str) -> ExecResponse {
+        ExecResponse {
+            stdout: stdout.into(),
+            stderr: stderr.into(),
+            exit_code: code,
+            exit_signal: None,
+        }
+    }
+
+    #[test]
+    fn ready_condition_is_read_from_jsonpath_output() {
+        assert_eq!(parse_ready(&out(0, "True\n", "")), Readiness::Ready);
+        assert_eq!(
+            parse_ready(&out(0, "False", "")),
+            Readiness::NotReady("False".into())
+        );
+        assert!(matches!(
+            parse_ready(&out(0, "  ", "")),
+            Readiness::Unknown(_)
+        ));
+        let missing = parse_ready(&out(
+            1,
+            "",
+            "Error from server (NotFound): nodes \"x\" not found\nmore",
+        ));
+        assert_eq!(
+            missing,
+            Readiness::Unknown("Error from server (NotFound): nodes \"x\" not found".into())
+        );
+        assert_eq!(
+            parse_ready(&out(127, "", "")).to_string(),
+            "not registered (kubectl exited with 127)"
+        );
+    }
+
+    #[test]
+    fn token_is_parsed_and_never_printed() {
+        let secret = "K10abcdef0123::server:0123456789abcdef";
+        let t = parse_token(&out(0, &format!("{secret}\n"), "")).expect("token");
+        assert_eq!(t.secret().expose(), secret);
+        assert!(!format!("{t:?} {t}").contains("K10"));
+        assert_eq!(parse_token(&out(1, secret, "")), Err(TokenError::Exit(1)));
+        assert_eq!(parse_token(&out(0, "\n", "")), Err(TokenError::Empty));
+        let bad = parse_token(&out(0, &format!("{secret}\n{secret}"), "")).expect_err("two");
+        assert!(!bad.to_string().contains("K10"), "{bad}");
+    }
+
+    #[test]
+    fn commands_name_the_node_and_never_use_a_shell() {
+        let n = k3s_node_name("e784", "lab-cp");
+        assert_eq!(n, "e784.vm.lab-cp.internal");
+        assert_eq!(
+            ready_command(&n)[..5],
+            ["k3s", "kubectl", "get", "node", n.as_str()]
+        );
+        assert_eq!(
+            taint_command(&n),
+            vec![
+                "k3s",
+                "kubectl",
+                "taint",
+                "node",
+                n.as_str(),
+                "CriticalAddonsOnly=true:NoExecute",
+                "--overwrite"
+            ]
+        );
+        assert_eq!(token_command(), vec!["cat", "/data/k3s/server/token"]);
+    }
+}

@@ -1,0 +1,771 @@
+//! Executing a [`Plan`] against Fly (ARCHITECTURE.md "How `fks-bootstrap -c` flows", steps 2,
+//! 4 and 6): [`observe`] reads the target's app with one list call per resource, [`execute`]
+//! runs the plan's steps as soon as their dependencies are done (a tokio `JoinSet`), through a
+//! [`Client`] whose token buckets keep within Fly's rate limits and which never duplicates a
+//! machine or a volume (idempotency metadata, look before re-creating).
+//!
+//! Every wait has a deadline; when it passes, the error names the node and the state it is
+//! stuck in. Progress goes out as [`Event`]s on a channel; the result is a [`Summary`].
+//!
+//! Must not: print (callers draw events), or print, log or put into an error the join token.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::config::Config;
+use crate::fly::types::{
+    CreateVolumeRequest, ExecRequest, Machine, MachineListFilter, MachineState, Volume,
+};
+use crate::fly::{Client, Error as FlyError, LAUNCH_ID_KEY};
+use crate::plan::{
+    Action, MachineRef, Plan, Ref, State, Step, StepId, Target, ALLOW_SHARED_ZONES_FLAG,
+    ENV_BOOTSTRAP_MACHINE_ID, ENV_ZONE, META_READY, TOKEN_SECRET,
+};
+
+pub mod k3s;
+
+use k3s::{K3sToken, Readiness, TokenError};
+
+/// Why a run stopped. Steps already done stay done; running the same command again picks up
+/// from what exists.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A Fly API call failed.
+    #[error("{what}")]
+    Fly {
+        /// The step, in words, with its node.
+        what: String,
+        /// The client's error (names the operation, app and ids).
+        #[source]
+        source: Box<FlyError>,
+    },
+    /// A machine did not reach `started` in time.
+    #[error("node {node}: machine {machine} in app {app} is stuck in state {state}: not started after {}s", waited.as_secs())]
+    Stuck {
+        /// The node.
+        node: String,
+        /// The app.
+        app: String,
+        /// The machine id.
+        machine: String,
+        /// The last state seen (`unknown` when none was reported).
+        state: String,
+        /// How long the wait lasted.
+        waited: Duration,
+    },
+    /// A node's k3s was not Ready in time.
+    #[error("node {node}: k3s node {k3s_node} not Ready after {}s (last seen: {last})", waited.as_secs())]
+    K3sNotReady {
+        /// The node.
+        node: String,
+        /// Its k3s node name.
+        k3s_node: String,
+        /// What the last check said.
+        last: String,
+        /// How long the wait lasted.
+        waited: Duration,
+    },
+    /// The join token could not be read in time.
+    #[error("node {node}: reading the join token on machine {machine} failed")]
+    Token {
+        /// The node.
+        node: String,
+        /// The machine id.
+        machine: String,
+        /// Why (never the output).
+        #[source]
+        source: TokenError,
+    },
+    /// A command run through exec failed.
+    #[error("node {node}: `{program}` on machine {machine} exited with {code}: {stderr}")]
+    Exec {
+        /// The node.
+        node: String,
+        /// The machine the command ran on.
+        machine: String,
+        /// The program and its first arguments (no values from the user).
+        program: String,
+        /// Exit code.
+        code: i64,
+        /// The first line of stderr.
+        stderr: String,
+    },
+    /// No zone was left for a volume of its own.
+    #[error(
+        "node {node}: no zone of region {region} is left for a volume of its own in app {app} \
+         (or the region is out of capacity); pass {ALLOW_SHARED_ZONES_FLAG} to let volumes share a zone"
+    )]
+    NoUniqueZone {
+        /// The node.
+        node: String,
+        /// The app.
+        app: String,
+        /// The region.
+        region: String,
+        /// Fly's answer.
+        #[source]
+        source: Box<FlyError>,
+    },
+    /// A step task panicked or was cancelled.
+    #[error("step {step} stopped unexpectedly")]
+    Task {
+        /// The step.
+        step: String,
+        /// The join error.
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    /// The plan refers to a step output that is not there (a bug in the plan).
+    #[error("step {step} needs the result of {needs}, which is missing")]
+    Missing {
+        /// The step.
+        step: StepId,
+        /// The step it needs.
+        needs: StepId,
+    },
+}
+
+/// Deadlines and pacing of a run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How long a machine may take to reach `started`.
+    pub started_timeout: Duration,
+    /// How long a node's k3s may take to become Ready (and the token to appear).
+    pub k3s_timeout: Duration,
+    /// Pause between k3s checks.
+    pub poll: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            started_timeout: Duration::from_secs(300),
+            k3s_timeout: Duration::from_secs(600),
+            poll: Duration::from_secs(2),
+        }
+    }
+}
+
+/// The phases a node goes through, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Phase {
+    /// Its volume exists.
+    Volume,
+    /// Its machine exists.
+    Machine,
+    /// Its machine is started.
+    Started,
+    /// Its k3s node is Ready.
+    K3sReady,
+    /// It is done (tainted if a server, marked ready).
+    Joined,
+}
+
+/// Progress of one node, for a live view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// The node.
+    pub node: String,
+    /// The phase it reached.
+    pub phase: Phase,
+    /// Time since the run started.
+    pub elapsed: Duration,
+}
+
+/// What a run did for one node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeSummary {
+    /// The node.
+    pub name: String,
+    /// Its machine id.
+    pub machine: Option<String>,
+    /// Its volume's zone.
+    pub zone: Option<String>,
+    /// Its 6PN address as last seen (it can change when the machine moves).
+    pub private_ip: Option<String>,
+    /// When (since the run started) it reached each phase in this run.
+    pub phases: BTreeMap<Phase, Duration>,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// The app.
+    pub app: String,
+    /// Every desired node, in plan order.
+    pub nodes: Vec<NodeSummary>,
+    /// Steps done.
+    pub steps: usize,
+    /// How long the run took.
+    pub elapsed: Duration,
+}
+
+impl std::fmt::Display for Summary {
+    /// One line per node: name, machine, zone, 6PN address and when it was started/joined in
+    /// this run; then the total time.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "app {}:", self.app)?;
+        for n in &self.nodes {
+            let at = |p: Phase| {
+                n.phases
+                    .get(&p)
+                    .map_or_else(|| "-".to_string(), |d| format!("{:.1}s", d.as_secs_f64()))
+            };
+            writeln!(
+                f,
+                "  {:<20} machine {:<16} zone {:<6} 6pn {:<24} started {:>6} joined {:>6}",
+                n.name,
+                n.machine.as_deref().unwrap_or("-"),
+                n.zone.as_deref().unwrap_or("-"),
+                n.private_ip.as_deref().unwrap_or("-"),
+                at(Phase::Started),
+                at(Phase::Joined),
+            )?;
+        }
+        write!(
+            f,
+            "{} step{} in {:.1}s",
+            self.steps,
+            if self.steps == 1 { "" } else { "s" },
+            self.elapsed.as_secs_f64()
+        )
+    }
+}
+
+/// Reads what exists of `target`: the app, its volumes, machines and secret names (and, for a
+/// node group, the control plane's machines). One call per resource.
+pub async fn observe(client: &Client, config: &Config, target: &Target) -> Result<State, Error> {
+    let app = target.app(config);
+    let fly = |what: String| {
+        move |source| Error::Fly {
+            what,
+            source: Box::new(source),
+        }
+    };
+    let mut state = State::default();
+    match client.get_app(&app).await {
+        Ok(_) => state.app_exists = true,
+        Err(e) if e.is_not_found() => {}
+        Err(e) => return Err(fly(format!("observing app {app}"))(e)),
+    }
+    if state.app_exists {
+        state.volumes = client
+            .list_volumes(&app)
+            .await
+            .map_err(fly(format!("observing app {app}")))?;
+        state.machines = client
+            .list_machines(&app, &MachineListFilter::default())
+            .await
+            .map_err(fly(format!("observing app {app}")))?;
+        state.secrets = client
+            .list_secrets(&app)
+            .await
+            .map_err(fly(format!("observing app {app}")))?
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+    }
+    if let Target::NodeGroup { .. } = target {
+        let cp = config.cp_app();
+        match client
+            .list_machines(&cp, &MachineListFilter::default())
+            .await
+        {
+            Ok(ms) => state.control_plane = ms,
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(fly(format!("observing app {cp}"))(e)),
+        }
+    }
+    Ok(state)
+}
+
+/// What a step produced.
+#[derive(Debug, Clone)]
+enum Output {
+    Volume(Box<Volume>),
+    Machine(Box<Machine>),
+    Token(K3sToken),
+    Done,
+}
+
+/// Shared by the step tasks.
+struct Ctx {
+    client: Client,
+    options: Options,
+    started: Instant,
+    /// Volume ids known to exist (the observed ones plus those made so far), for the
+    /// client's ambiguous-create rule.
+    volumes: Mutex<BTreeSet<String>>,
+}
+
+/// A step with every reference resolved to a value.
+enum Resolved {
+    CreateApp(Box<crate::fly::types::CreateAppRequest>),
+    CreateVolume {
+        app: String,
+        request: Box<CreateVolumeRequest>,
+        share_if_full: bool,
+    },
+    CreateMachine {
+        app: String,
+        request: Box<crate::fly::types::CreateMachineRequest>,
+        zone: Option<String>,
+    },
+    Start(String, String),
+    WaitStarted(String, String),
+    WaitK3s {
+        app: String,
+        machine: String,
+        via: (String, String),
+    },
+    ReadToken(String, String),
+    SetSecret(String, K3sToken),
+    Taint {
+        app: String,
+        machine: String,
+        via: (String, String),
+    },
+    MarkReady(String, String),
+}
+
+fn lookup(done: &HashMap<StepId, Output>, step: StepId, needs: StepId) -> Result<&Output, Error> {
+    done.get(&needs).ok_or(Error::Missing { step, needs })
+}
+
+fn resolve_id(done: &HashMap<StepId, Output>, step: StepId, r: &Ref) -> Result<String, Error> {
+    match r {
+        Ref::Known(id) => Ok(id.clone()),
+        Ref::Step(s) => match lookup(done, step, *s)? {
+            Output::Machine(m) => Ok(m.id.clone()),
+            Output::Volume(v) => Ok(v.id.clone()),
+            _ => Err(Error::Missing { step, needs: *s }),
+        },
+    }
+}
+
+fn resolve_machine(
+    done: &HashMap<StepId, Output>,
+    step: StepId,
+    m: &MachineRef,
+) -> Result<(String, String), Error> {
+    Ok((m.app.clone(), resolve_id(done, step, &m.id)?))
+}
+
+fn resolve(
+    client: &Client,
+    step: &Step,
+    done: &HashMap<StepId, Output>,
+) -> Result<Resolved, Error> {
+    let id = step.id;
+    Ok(match &step.action {
+        Action::CreateApp { request } => Resolved::CreateApp(Box::new(request.clone())),
+        Action::CreateVolume {
+            app,
+            request,
+            share_if_full,
+        } => Resolved::CreateVolume {
+            app: app.clone(),
+            request: request.clone(),
+            share_if_full: *share_if_full,
+        },
+        Action::CreateMachine {
+            app,
+            request,
+            volume,
+            bootstrap,
+        } => {
+            let mut request = request.clone();
+            let mut zone = request.config.env.get(ENV_ZONE).cloned();
+            if let Ref::Step(s) = volume {
+                if let Output::Volume(v) = lookup(done, id, *s)? {
+                    if let Some(mount) = request.config.mounts.first_mut() {
+                        mount.volume = v.id.clone();
+                    }
+                    request
+                        .config
+                        .env
+                        .insert(ENV_ZONE.to_string(), v.zone.clone());
+                    zone = Some(v.zone.clone());
+                }
+            }
+            let server = request
+                .config
+                .metadata
+                .get(crate::plan::META_ROLE)
+                .map(String::as_str)
+                == Some(crate::plan::Role::Server.as_str());
+            if let (Some(b), true) = (bootstrap, server) {
+                let bid = resolve_id(done, id, b)?;
+                request
+                    .config
+                    .env
+                    .insert(ENV_BOOTSTRAP_MACHINE_ID.to_string(), bid);
+            }
+            // A fresh idempotency id per create (reference fly-machines-api.md §5).
+            request
+                .config
+                .metadata
+                .insert(LAUNCH_ID_KEY.to_string(), client.new_launch_id());
+            Resolved::CreateMachine {
+                app: app.clone(),
+                request,
+                zone,
+            }
+        }
+        Action::StartMachine { machine } => {
+            let (a, m) = resolve_machine(done, id, machine)?;
+            Resolved::Start(a, m)
+        }
+        Action::WaitStarted { machine } => {
+            let (a, m) = resolve_machine(done, id, machine)?;
+            Resolved::WaitStarted(a, m)
+        }
+        Action::WaitK3sReady { machine, via } => {
+            let (app, machine) = resolve_machine(done, id, machine)?;
+            Resolved::WaitK3s {
+                app,
+                machine,
+                via: resolve_machine(done, id, via)?,
+            }
+        }
+        Action::ReadToken { from } => {
+            let (a, m) = resolve_machine(done, id, from)?;
+            Resolved::ReadToken(a, m)
+        }
+        Action::SetTokenSecret { app, token } => match lookup(done, id, *token)? {
+            Output::Token(t) => Resolved::SetSecret(app.clone(), t.clone()),
+            _ => {
+                return Err(Error::Missing {
+                    step: id,
+                    needs: *token,
+                })
+            }
+        },
+        Action::Taint { machine, via } => {
+            let (app, machine) = resolve_machine(done, id, machine)?;
+            Resolved::Taint {
+                app,
+                machine,
+                via: resolve_machine(done, id, via)?,
+            }
+        }
+        Action::MarkReady { machine } => {
+            let (a, m) = resolve_machine(done, id, machine)?;
+            Resolved::MarkReady(a, m)
+        }
+    })
+}
+
+/// The phase a finished step marks.
+fn phase_of(action: &Action) -> Option<Phase> {
+    match action {
+        Action::CreateVolume { .. } => Some(Phase::Volume),
+        Action::CreateMachine { .. } => Some(Phase::Machine),
+        Action::WaitStarted { .. } => Some(Phase::Started),
+        Action::WaitK3sReady { .. } => Some(Phase::K3sReady),
+        Action::MarkReady { .. } => Some(Phase::Joined),
+        _ => None,
+    }
+}
+
+/// Runs `plan`: every step whose dependencies are done is started at once; the first error
+/// stops the run (the other running steps are cancelled) and is returned. Events go to
+/// `events` when given (a closed receiver is ignored).
+pub async fn execute(
+    client: &Client,
+    plan: &Plan,
+    options: &Options,
+    events: Option<UnboundedSender<Event>>,
+) -> Result<Summary, Error> {
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        options: options.clone(),
+        started: Instant::now(),
+        volumes: Mutex::new(plan.observed_volumes.clone()),
+    });
+    let mut summary = Summary {
+        app: plan.app.clone(),
+        nodes: plan
+            .nodes
+            .iter()
+            .map(|n| NodeSummary {
+                name: n.name.clone(),
+                machine: n.machine.clone(),
+                zone: n.zone.clone(),
+                private_ip: n.private_ip.clone(),
+                phases: BTreeMap::new(),
+            })
+            .collect(),
+        ..Summary::default()
+    };
+    let mut done: HashMap<StepId, Output> = HashMap::new();
+    let mut running: BTreeSet<StepId> = BTreeSet::new();
+    let mut tasks: JoinSet<(StepId, Result<Output, Error>)> = JoinSet::new();
+    let mut task_steps: HashMap<tokio::task::Id, StepId> = HashMap::new();
+    loop {
+        for step in &plan.steps {
+            if done.contains_key(&step.id) || running.contains(&step.id) {
+                continue;
+            }
+            if !step.depends_on.iter().all(|d| done.contains_key(d)) {
+                continue;
+            }
+            let ready = resolve(client, step, &done)?;
+            let node = step.node.clone().unwrap_or_default();
+            let ctx = ctx.clone();
+            let id = step.id;
+            running.insert(id);
+            let handle = tasks.spawn(async move { (id, run_step(&ctx, &node, ready).await) });
+            task_steps.insert(handle.id(), id);
+        }
+        let Some(joined) = tasks.join_next().await else {
+            break;
+        };
+        let (id, result) = joined.map_err(|source| Error::Task {
+            step: task_steps
+                .get(&source.id())
+                .map(|s| plan.steps[s.0].to_string())
+                .unwrap_or_else(|| "unknown".to_string()),
+            source,
+        })?;
+        let output = result?;
+        running.remove(&id);
+        let step = &plan.steps[id.0];
+        if let Some(node) = &step.node {
+            if let Some(ns) = summary.nodes.iter_mut().find(|n| &n.name == node) {
+                match &output {
+                    Output::Volume(v) => ns.zone = Some(v.zone.clone()),
+                    Output::Machine(m) => {
+                        ns.machine = Some(m.id.clone());
+                        if !m.private_ip.is_empty() {
+                            ns.private_ip = Some(m.private_ip.clone());
+                        }
+                    }
+                    _ => {}
+                }
+                if let Some(phase) = phase_of(&step.action) {
+                    let elapsed = ctx.started.elapsed();
+                    ns.phases.insert(phase, elapsed);
+                    if let Some(tx) = &events {
+                        let _ = tx.send(Event {
+                            node: node.clone(),
+                            phase,
+                            elapsed,
+                        });
+                    }
+                }
+            }
+        }
+        done.insert(id, output);
+        summary.steps += 1;
+    }
+    summary.elapsed = ctx.started.elapsed();
+    Ok(summary)
+}
+
+fn fly_err(what: String) -> impl FnOnce(FlyError) -> Error {
+    move |source| Error::Fly {
+        what,
+        source: Box::new(source),
+    }
+}
+
+async fn run_step(ctx: &Ctx, node: &str, ready: Resolved) -> Result<Output, Error> {
+    let c = &ctx.client;
+    match ready {
+        Resolved::CreateApp(req) => {
+            let name = req.app_name().unwrap_or_default().to_string();
+            c.create_app(&req)
+                .await
+                .map_err(fly_err(format!("creating app {name}")))?;
+            Ok(Output::Done)
+        }
+        Resolved::CreateVolume {
+            app,
+            mut request,
+            share_if_full,
+        } => {
+            let what = format!("node {node}: creating volume {} in app {app}", request.name);
+            let before = lock(&ctx.volumes).clone();
+            let v = match c.create_volume(&app, &request, &before).await {
+                Ok(v) => v,
+                Err(e)
+                    if e.fly_status() == Some("insufficient_capacity")
+                        && request.require_unique_zone != Some(false) =>
+                {
+                    if !share_if_full {
+                        return Err(Error::NoUniqueZone {
+                            node: node.to_string(),
+                            app,
+                            region: request.region.clone().unwrap_or_default(),
+                            source: Box::new(e),
+                        });
+                    }
+                    tracing::warn!(%app, %node, "no unique zone left; the volume shares a zone as allowed");
+                    request.require_unique_zone = Some(false);
+                    let before = lock(&ctx.volumes).clone();
+                    c.create_volume(&app, &request, &before)
+                        .await
+                        .map_err(fly_err(what))?
+                }
+                Err(e) => return Err(fly_err(what)(e)),
+            };
+            lock(&ctx.volumes).insert(v.id.clone());
+            Ok(Output::Volume(Box::new(v)))
+        }
+        Resolved::CreateMachine { app, request, zone } => {
+            let m = c
+                .create_machine(&app, *request)
+                .await
+                .map_err(fly_err(format!(
+                    "node {node}: creating its machine in app {app}"
+                )))?;
+            tracing::info!(%app, %node, machine = %m.id, zone = zone.as_deref().unwrap_or(""), "machine created");
+            Ok(Output::Machine(Box::new(m)))
+        }
+        Resolved::Start(app, id) => {
+            c.start_machine(&app, &id, None)
+                .await
+                .map_err(fly_err(format!("node {node}: starting machine {id}")))?;
+            Ok(Output::Done)
+        }
+        Resolved::WaitStarted(app, id) => {
+            let deadline = Instant::now() + ctx.options.started_timeout;
+            match c
+                .wait(&app, &id, MachineState::Started, None, deadline)
+                .await
+            {
+                Ok(_) => {}
+                Err(FlyError::WaitTimeout { last, waited, .. }) => {
+                    return Err(Error::Stuck {
+                        node: node.to_string(),
+                        app,
+                        machine: id,
+                        state: last.map_or_else(|| "unknown".to_string(), |s| s.to_string()),
+                        waited,
+                    })
+                }
+                Err(e) => return Err(fly_err(format!("node {node}: waiting for machine {id}"))(e)),
+            }
+            let m = c
+                .get_machine(&app, &id)
+                .await
+                .map_err(fly_err(format!("node {node}: reading machine {id}")))?;
+            Ok(Output::Machine(Box::new(m)))
+        }
+        Resolved::WaitK3s { app, machine, via } => {
+            let k3s_node = k3s::k3s_node_name(&machine, &app);
+            let started = Instant::now();
+            let deadline = started + ctx.options.k3s_timeout;
+            let req = exec_request(k3s::ready_command(&k3s_node));
+            loop {
+                // Exec fails while the guest boots; that is "not yet", like a NotFound node.
+                let last = match c.exec(&via.0, &via.1, &req).await {
+                    Ok(out) => match k3s::parse_ready(&out) {
+                        Readiness::Ready => return Ok(Output::Done),
+                        other => other.to_string(),
+                    },
+                    Err(e) => e.to_string(),
+                };
+                if Instant::now() + ctx.options.poll > deadline {
+                    return Err(Error::K3sNotReady {
+                        node: node.to_string(),
+                        k3s_node,
+                        last,
+                        waited: started.elapsed(),
+                    });
+                }
+                tokio::time::sleep(ctx.options.poll).await;
+            }
+        }
+        Resolved::ReadToken(app, id) => {
+            let deadline = Instant::now() + ctx.options.k3s_timeout;
+            let req = exec_request(k3s::token_command());
+            loop {
+                let out = c.exec(&app, &id, &req).await.map_err(fly_err(format!(
+                    "node {node}: reading the join token on {id}"
+                )))?;
+                match k3s::parse_token(&out) {
+                    Ok(t) => return Ok(Output::Token(t)),
+                    Err(e @ (TokenError::Exit(_) | TokenError::Empty))
+                        if Instant::now() + ctx.options.poll <= deadline =>
+                    {
+                        tracing::debug!(%node, machine = %id, error = %e, "join token not there yet");
+                        tokio::time::sleep(ctx.options.poll).await;
+                    }
+                    Err(source) => {
+                        return Err(Error::Token {
+                            node: node.to_string(),
+                            machine: id,
+                            source,
+                        })
+                    }
+                }
+            }
+        }
+        Resolved::SetSecret(app, token) => {
+            c.set_secret(&app, TOKEN_SECRET, token.secret())
+                .await
+                .map_err(fly_err(format!(
+                    "storing secret {TOKEN_SECRET} of app {app}"
+                )))?;
+            Ok(Output::Done)
+        }
+        Resolved::Taint { app, machine, via } => {
+            let k3s_node = k3s::k3s_node_name(&machine, &app);
+            let out = c
+                .exec(&via.0, &via.1, &exec_request(k3s::taint_command(&k3s_node)))
+                .await
+                .map_err(fly_err(format!("node {node}: tainting {k3s_node}")))?;
+            if out.exit_code != 0 {
+                return Err(Error::Exec {
+                    node: node.to_string(),
+                    machine: via.1,
+                    program: "k3s kubectl taint".to_string(),
+                    code: out.exit_code,
+                    stderr: out
+                        .stderr
+                        .lines()
+                        .next()
+                        .unwrap_or("")
+                        .chars()
+                        .take(200)
+                        .collect(),
+                });
+            }
+            Ok(Output::Done)
+        }
+        Resolved::MarkReady(app, id) => {
+            c.set_metadata(&app, &id, META_READY, "true")
+                .await
+                .map_err(fly_err(format!("node {node}: marking machine {id} ready")))?;
+            Ok(Output::Done)
+        }
+    }
+}
+
+fn exec_request(command: Vec<String>) -> ExecRequest {
+    ExecRequest {
+        command,
+        timeout: Some(30),
+        ..ExecRequest::default()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests;
+// The Fly client's scripted test server, compiled a second time here: `fly` keeps it private
+// and the k3s steps need an API that answers exec (the lab runs no guests yet).
+#[cfg(test)]
+#[allow(dead_code, clippy::duplicate_mod)]
+#[path = "../fly/testserver.rs"]
+mod testserver;

@@ -1,0 +1,271 @@
+//! The k3s steps of a run against a scripted Machines API (the lab runs no guests yet): Ready
+//! polling through exec, the token read and stored as a secret, taints, ready marks, and a
+//! k3s wait that names the node when it expires.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::testserver::{json as answer, Answer, Seen, Server};
+use super::*;
+use crate::fly::types::{MachineConfig, MachineFile, VolumeState};
+use crate::fly::{Options as ClientOptions, RetryPolicy, Token};
+use crate::plan::{self, META_CLUSTER, META_NODE, META_ROLE};
+use crate::render::tests::lab_config;
+
+const TOKEN_VALUE: &str = "K10fakefakefake::server:0123456789";
+
+fn client(base: &str) -> Client {
+    let options = ClientOptions {
+        rate_limit: false,
+        seed: Some(5),
+        retry: RetryPolicy::none(),
+        create_settle: Duration::from_millis(10),
+        ..ClientOptions::default()
+    };
+    Client::new(base, Token::new("t"), options).expect("client")
+}
+
+fn machine(id: &str, node: &str) -> Machine {
+    let mut metadata = BTreeMap::new();
+    metadata.insert(META_CLUSTER.to_string(), "lab".to_string());
+    metadata.insert(META_NODE.to_string(), node.to_string());
+    metadata.insert(META_ROLE.to_string(), "server".to_string());
+    Machine {
+        id: id.into(),
+        state: MachineState::Started,
+        config: Some(MachineConfig {
+            metadata,
+            ..MachineConfig::default()
+        }),
+        ..Machine::default()
+    }
+}
+
+/// ctrl-0 and ctrl-1 exist and run; ctrl-2 has a spare volume but no machine; no token yet.
+fn state() -> State {
+    let vol = |id: &str, zone: &str, att: Option<&str>| Volume {
+        id: id.into(),
+        name: "k3s_data".into(),
+        state: VolumeState::Created,
+        region: "sjc".into(),
+        zone: zone.into(),
+        attached_machine_id: att.map(str::to_string),
+        ..Volume::default()
+    };
+    State {
+        app_exists: true,
+        volumes: vec![
+            vol("vol_0", "z0", Some("m0")),
+            vol("vol_1", "z1", Some("m1")),
+            vol("vol_2", "z2", None),
+        ],
+        machines: vec![machine("m0", "ctrl-0"), machine("m1", "ctrl-1")],
+        secrets: BTreeSet::new(),
+        control_plane: Vec::new(),
+    }
+}
+
+fn k3s_plan() -> Plan {
+    let files: BTreeMap<String, Vec<MachineFile>> =
+        (0..3).map(|i| (format!("ctrl-{i}"), Vec::new())).collect();
+    let options = plan::Options {
+        zones: Some(3),
+        allow_shared_zones: false,
+        k3s: true,
+        node_files: files,
+    };
+    plan::plan(
+        &lab_config(),
+        &Target::control_plane(0).expect("target"),
+        &state(),
+        &options,
+    )
+    .expect("plan")
+}
+
+/// A scripted API: kubectl says NotFound for the first `not_ready` Ready checks of each node,
+/// then True (or never, when `never` is set).
+fn scripted(not_ready: usize, never: bool) -> impl FnMut(&Seen, &[Seen]) -> Answer {
+    move |req: &Seen, seen: &[Seen]| {
+        let path = req.path().to_string();
+        let exec = |out: &str, code: i64| {
+            answer(
+                200,
+                json!({"stdout": out, "stderr": if code == 0 { "" } else { "Error from server (NotFound): nodes not found" }, "exit_code": code}),
+            )
+        };
+        match (req.method.as_str(), path.as_str()) {
+            ("POST", p) if p.ends_with("/exec") => {
+                let body = req.json();
+                let cmd: Vec<String> =
+                    serde_json::from_value(body["command"].clone()).expect("command");
+                match cmd.first().map(String::as_str) {
+                    Some("cat") => exec(&format!("{TOKEN_VALUE}\n"), 0),
+                    Some("k3s") if cmd[2] == "get" => {
+                        let earlier = seen
+                            .iter()
+                            .filter(|s| s.path().ends_with("/exec") && s.body == req.body)
+                            .count();
+                        if never || earlier < not_ready {
+                            exec("", 1)
+                        } else {
+                            exec("True", 0)
+                        }
+                    }
+                    Some("k3s") if cmd[2] == "taint" => exec("node/x tainted", 0),
+                    _ => exec("", 127),
+                }
+            }
+            ("POST", "/v1/apps/lab-cp/machines") => {
+                let mut m = req.json();
+                m["id"] = json!("m2");
+                m["state"] = json!("created");
+                answer(200, m)
+            }
+            ("GET", p) if p.ends_with("/wait") => {
+                answer(200, json!({"ok": true, "state": "started"}))
+            }
+            ("GET", "/v1/apps/lab-cp/machines/m2") => answer(
+                200,
+                json!({"id": "m2", "state": "started", "private_ip": "fdaa::2"}),
+            ),
+            ("POST", p) if p.contains("/metadata/") => answer(200, json!({})),
+            ("POST", "/v1/apps/lab-cp/secrets/K3S_TOKEN") => answer(
+                200,
+                json!({"name": "K3S_TOKEN", "digest": "d", "version": 2}),
+            ),
+            _ => answer(
+                404,
+                json!({"error": format!("unscripted {} {path}", req.method)}),
+            ),
+        }
+    }
+}
+
+#[tokio::test]
+async fn k3s_steps_wait_for_ready_store_the_token_taint_and_mark_every_server() {
+    let server = Server::start(scripted(2, false)).await;
+    let c = client(&server.base);
+    let plan = k3s_plan();
+    let options = Options {
+        poll: Duration::from_millis(5),
+        ..Options::default()
+    };
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let summary = execute(&c, &plan, &options, Some(tx)).await.expect("run");
+    while let Ok(e) = rx.try_recv() {
+        events.lock().expect("events").push((e.node, e.phase));
+    }
+    let seen = server.seen();
+    // The token went to the secret, and only there.
+    let secret_calls: Vec<&Seen> = seen
+        .iter()
+        .filter(|s| s.path().ends_with("/secrets/K3S_TOKEN"))
+        .collect();
+    assert_eq!(secret_calls.len(), 1);
+    assert_eq!(secret_calls[0].json()["value"], TOKEN_VALUE);
+    let create = seen
+        .iter()
+        .find(|s| s.method == "POST" && s.path() == "/v1/apps/lab-cp/machines")
+        .expect("ctrl-2 created");
+    assert!(
+        !create.body.contains("K10"),
+        "no token in the machine create"
+    );
+    // ctrl-2 joins only after the secret exists, mounting the spare volume in zone z2.
+    let pos = |pred: &dyn Fn(&Seen) -> bool| seen.iter().position(pred).expect("call seen");
+    assert!(
+        pos(&|s| s.path().ends_with("/secrets/K3S_TOKEN"))
+            < pos(&|s| s.path() == "/v1/apps/lab-cp/machines" && s.method == "POST")
+    );
+    let body = create.json();
+    assert_eq!(body["config"]["mounts"][0]["volume"], "vol_2");
+    assert_eq!(body["config"]["env"]["FKS_ZONE"], "z2");
+    assert_eq!(body["config"]["env"]["FKS_BOOTSTRAP_MACHINE_ID"], "m0");
+    assert!(body["config"]["metadata"]["fks_launch_id"]
+        .as_str()
+        .is_some_and(|s| s.len() == 36));
+    // Every server: tainted and marked ready; the Ready checks ran on the bootstrap server.
+    let taints = seen.iter().filter(|s| s.body.contains("\"taint\"")).count();
+    assert_eq!(taints, 3);
+    let marks = seen
+        .iter()
+        .filter(|s| s.path().ends_with("/metadata/fks_ready"))
+        .count();
+    assert_eq!(marks, 3);
+    assert!(seen
+        .iter()
+        .filter(|s| s.path().ends_with("/exec"))
+        .all(|s| s.path() == "/v1/apps/lab-cp/machines/m0/exec"));
+    assert!(seen
+        .iter()
+        .any(|s| s.body.contains("m2.vm.lab-cp.internal")));
+    let got = events.lock().expect("events").clone();
+    for n in ["ctrl-0", "ctrl-1", "ctrl-2"] {
+        assert!(
+            got.contains(&(n.to_string(), Phase::K3sReady)),
+            "{n}: {got:?}"
+        );
+        assert!(
+            got.contains(&(n.to_string(), Phase::Joined)),
+            "{n}: {got:?}"
+        );
+    }
+    assert_eq!(summary.nodes[2].machine.as_deref(), Some("m2"));
+    assert_eq!(summary.nodes[2].private_ip.as_deref(), Some("fdaa::2"));
+    assert!(!format!("{summary:?}").contains("K10"));
+}
+
+#[tokio::test]
+async fn a_k3s_node_that_never_gets_ready_is_named_when_the_deadline_passes() {
+    let server = Server::start(scripted(0, true)).await;
+    let c = client(&server.base);
+    let plan = k3s_plan();
+    let options = Options {
+        poll: Duration::from_millis(5),
+        k3s_timeout: Duration::from_millis(100),
+        ..Options::default()
+    };
+    let e = execute(&c, &plan, &options, None)
+        .await
+        .expect_err("never ready");
+    let msg = e.to_string();
+    assert!(matches!(e, Error::K3sNotReady { .. }), "{e:?}");
+    assert!(
+        msg.contains("node ctrl-0") && msg.contains("m0.vm.lab-cp.internal"),
+        "{msg}"
+    );
+    assert!(msg.contains("NotFound"), "the last answer is quoted: {msg}");
+}
+
+#[test]
+fn summary_text_lists_every_node() {
+    let mut phases = BTreeMap::new();
+    phases.insert(Phase::Started, Duration::from_millis(1500));
+    let s = Summary {
+        app: "lab-cp".into(),
+        nodes: vec![
+            NodeSummary {
+                name: "ctrl-0".into(),
+                machine: Some("m0".into()),
+                zone: Some("z0".into()),
+                private_ip: Some("fdaa::2".into()),
+                phases,
+            },
+            NodeSummary {
+                name: "ctrl-1".into(),
+                ..NodeSummary::default()
+            },
+        ],
+        steps: 4,
+        elapsed: Duration::from_secs(3),
+    };
+    assert_eq!(
+        s.to_string(),
+        "app lab-cp:\n  ctrl-0               machine m0               zone z0     6pn fdaa::2                  started   1.5s joined      -\n  ctrl-1               machine -                zone -      6pn -                        started      - joined      -\n4 steps in 3.0s"
+    );
+}
