@@ -81,6 +81,8 @@ fn schemathesis(base: &str, config: &Path, ops: &[&str]) {
         "/openapi/fly-machines-openapi.json"
     );
     let mut cmd = Command::new("schemathesis");
+    // Run in the temp dir so schemathesis's own cache does not land in the source tree.
+    cmd.current_dir(config.parent().expect("config lives in a temp dir"));
     cmd.arg("--config-file")
         .arg(config)
         .args(["run", spec, "--url", &format!("{base}/v1")]);

@@ -9,21 +9,8 @@ use axum::extract::{Path, RawQuery};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
+use fks_bootstrap::fly;
 use serde_json::json;
-
-#[derive(Deserialize)]
-struct CreateApp {
-    #[serde(default)]
-    name: Option<String>,
-    /// The older field name (DOCS, SPEC24); both are accepted (reference §8.2).
-    #[serde(default)]
-    app_name: Option<String>,
-    #[serde(default)]
-    org_slug: Option<String>,
-    #[serde(default)]
-    network: Option<String>,
-}
 
 /// Fly's app name rule: under 63 characters of lowercase letters, digits and dashes.
 fn valid_app_name(name: &str) -> bool {
@@ -36,7 +23,7 @@ fn valid_app_name(name: &str) -> bool {
 }
 
 pub async fn create(State(lab): LabState, bytes: Bytes) -> Result<Response, ApiError> {
-    let req: CreateApp = body(&bytes)?;
+    let req: fly::CreateAppRequest = body(&bytes)?;
     let name = req
         .name
         .filter(|n| !n.is_empty())

@@ -11,7 +11,6 @@ use axum::extract::{Path, RawQuery};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -137,14 +136,6 @@ pub async fn lease_show(
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "lease not found"))
 }
 
-#[derive(Deserialize)]
-struct LeaseBody {
-    #[serde(default)]
-    ttl: Option<u64>,
-    #[serde(default)]
-    description: Option<String>,
-}
-
 /// Acquire (201) or, with the current nonce in the header, refresh a lease. The TTL comes from
 /// the body (docs) or the `ttl` query (fly-go), reference §8.4.
 pub async fn lease_acquire(
@@ -154,7 +145,7 @@ pub async fn lease_acquire(
     RawQuery(q): RawQuery,
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
-    let req: LeaseBody = body(&bytes)?;
+    let req: fks_bootstrap::fly::CreateLeaseRequest = body(&bytes)?;
     let q = Query::parse(q.as_deref());
     let ttl = match q.get("ttl").filter(|t| !t.is_empty()) {
         Some(t) => t
@@ -289,22 +280,17 @@ fn valid_key(key: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-#[derive(Deserialize)]
-struct UpsertBody {
-    #[serde(default)]
-    value: Option<String>,
-}
-
 pub async fn metadata_upsert(
     State(lab): LabState,
     Path((app, id, key)): Path<(String, String, String)>,
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
     valid_key(&key)?;
-    let req: UpsertBody = body(&bytes)?;
-    let value = req
-        .value
-        .ok_or_else(|| ApiError::bad_request("value is required"))?;
+    let req: fks_bootstrap::fly::UpsertMetadataRequest = body(&bytes)?;
+    let value = req.value;
+    if value.is_empty() {
+        return Err(ApiError::bad_request("value is required"));
+    }
     edit_metadata(&lab, &app, &id, None, |md| {
         md.insert(key, value);
     })
@@ -319,14 +305,6 @@ pub async fn metadata_delete(
     })
 }
 
-#[derive(Deserialize)]
-struct BulkBody {
-    #[serde(default)]
-    metadata: Option<BTreeMap<String, Option<String>>>,
-    #[serde(default)]
-    machine_version: Option<String>,
-}
-
 fn bulk(
     lab: &crate::Lab,
     app: &str,
@@ -334,8 +312,8 @@ fn bulk(
     bytes: &[u8],
     replace: bool,
 ) -> Result<Response, ApiError> {
-    let req: BulkBody = body(bytes)?;
-    let changes = req.metadata.unwrap_or_default();
+    let req: fks_bootstrap::fly::UpdateMetadataRequest = body(bytes)?;
+    let changes = req.metadata;
     for k in changes.keys() {
         valid_key(k)?;
     }

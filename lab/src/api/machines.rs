@@ -425,14 +425,6 @@ pub async fn start(
     })
 }
 
-#[derive(Deserialize)]
-struct StopBody {
-    #[serde(default)]
-    signal: Option<String>,
-    #[serde(default)]
-    timeout: Option<Value>,
-}
-
 /// Is this a Go duration string (`30s`, `1m30s`, `500ms`) or a number?
 fn valid_duration(v: &Value) -> bool {
     match v {
@@ -479,17 +471,11 @@ pub async fn stop(
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let req: StopBody = body(&bytes)?;
+    // `timeout` is a Go duration string or nanoseconds; `fly::StopRequest` refuses anything else.
+    let req: fly::StopRequest = body(&bytes)?;
     if let Some(s) = req.signal.as_deref().filter(|s| !s.is_empty()) {
         if !valid_signal(s) {
             return Err(ApiError::bad_request(format!("invalid signal {s:?}")));
-        }
-    }
-    if let Some(t) = &req.timeout {
-        if !valid_duration(t) {
-            return Err(ApiError::bad_request(format!(
-                "invalid timeout {t}: want a duration such as \"30s\""
-            )));
         }
     }
     mutate(&lab, &app, &id, &headers, |m, rng| {

@@ -1,7 +1,7 @@
 //! `/v1/apps/{app}/secrets` handlers (SPEC26 Secrets_*). Values are stored but never answered:
 //! lists and gets carry the name, digest and times only.
 
-use super::{body, LabState, State};
+use super::{body, render, LabState, State};
 use crate::error::ApiError;
 use crate::secrets::{digest, Secret};
 use crate::{clock, lock};
@@ -10,9 +10,8 @@ use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
-use std::collections::BTreeMap;
+use fks_bootstrap::fly;
+use serde_json::Value;
 
 fn valid_name(name: &str) -> Result<(), ApiError> {
     let ok = !name.is_empty()
@@ -36,13 +35,15 @@ fn app_exists(lab: &crate::Lab, app: &str) -> Result<(), ApiError> {
         .ok_or_else(ApiError::app_not_found)
 }
 
-fn shown(name: &str, s: &Secret) -> Value {
-    json!({
-        "name": name,
-        "digest": s.digest,
-        "created_at": clock::rfc3339_s(s.created_at_ms),
-        "updated_at": clock::rfc3339_s(s.updated_at_ms),
-    })
+/// A secret as answered: name, digest and times, never the value.
+fn shown(name: &str, s: &Secret) -> fly::AppSecret {
+    fly::AppSecret {
+        name: name.to_string(),
+        digest: s.digest.clone(),
+        created_at: Some(clock::rfc3339_s(s.created_at_ms)),
+        updated_at: Some(clock::rfc3339_s(s.updated_at_ms)),
+        value: None,
+    }
 }
 
 fn save(store: &crate::secrets::Store) -> Result<(), ApiError> {
@@ -54,18 +55,12 @@ fn save(store: &crate::secrets::Store) -> Result<(), ApiError> {
 pub async fn list(State(lab): LabState, Path(app): Path<String>) -> Result<Json<Value>, ApiError> {
     app_exists(&lab, &app)?;
     let store = lock(&lab.secrets);
-    let secrets: Vec<Value> = store
+    let secrets: Vec<fly::AppSecret> = store
         .apps
         .get(&app)
         .map(|a| a.secrets.iter().map(|(n, s)| shown(n, s)).collect())
         .unwrap_or_default();
-    Ok(Json(json!({ "secrets": secrets })))
-}
-
-#[derive(Deserialize)]
-struct UpdateBody {
-    #[serde(default)]
-    values: Option<BTreeMap<String, Option<String>>>,
+    Ok(Json(render::json(&fly::AppSecrets { secrets })))
 }
 
 /// Set several secrets; a null value unsets one.
@@ -74,8 +69,8 @@ pub async fn update(
     Path(app): Path<String>,
     bytes: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let req: UpdateBody = body(&bytes)?;
-    let values = req.values.unwrap_or_default();
+    let req: fly::AppSecretsUpdateRequest = body(&bytes)?;
+    let values = req.values;
     for k in values.keys() {
         valid_name(k)?;
     }
@@ -86,6 +81,7 @@ pub async fn update(
     for (k, v) in values {
         match v {
             Some(v) => {
+                let v = v.expose().to_string();
                 let created = a.secrets.get(&k).map_or(now, |s| s.created_at_ms);
                 a.secrets.insert(
                     k,
@@ -103,10 +99,9 @@ pub async fn update(
         }
     }
     a.version += 1;
-    let out = json!({
-        "version": a.version,
-        "Version": a.version,
-        "secrets": a.secrets.iter().map(|(n, s)| shown(n, s)).collect::<Vec<_>>(),
+    let out = render::json(&fly::AppSecretsUpdateResponse {
+        secrets: a.secrets.iter().map(|(n, s)| shown(n, s)).collect(),
+        version: Some(a.version),
     });
     save(&store)?;
     Ok(Json(out))
@@ -122,14 +117,8 @@ pub async fn show(
         .apps
         .get(&app)
         .and_then(|a| a.secrets.get(&name))
-        .map(|s| Json(shown(&name, s)))
+        .map(|s| Json(render::json(&shown(&name, s))))
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("secret {name} not found")))
-}
-
-#[derive(Deserialize)]
-struct SetBody {
-    #[serde(default)]
-    value: Option<String>,
 }
 
 pub async fn set(
@@ -138,10 +127,11 @@ pub async fn set(
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
     valid_name(&name)?;
-    let req: SetBody = body(&bytes)?;
-    let value = req
-        .value
-        .ok_or_else(|| ApiError::bad_request("value is required"))?;
+    let req: fly::SetAppSecretRequest = body(&bytes)?;
+    let value = req.value.expose().to_string();
+    if value.is_empty() {
+        return Err(ApiError::bad_request("value is required"));
+    }
     app_exists(&lab, &app)?;
     let mut store = lock(&lab.secrets);
     let now = clock::now_ms();
@@ -153,11 +143,15 @@ pub async fn set(
         created_at_ms: created,
         updated_at_ms: now,
     };
-    let mut out = shown(&name, &s);
-    a.secrets.insert(name, s);
     a.version += 1;
-    out["version"] = a.version.into();
-    out["Version"] = a.version.into();
+    let out = render::json(&fly::SetAppSecretResponse {
+        name: name.clone(),
+        digest: s.digest.clone(),
+        created_at: Some(clock::rfc3339_s(s.created_at_ms)),
+        updated_at: Some(clock::rfc3339_s(s.updated_at_ms)),
+        version: Some(a.version),
+    });
+    a.secrets.insert(name, s);
     save(&store)?;
     Ok((StatusCode::CREATED, Json(out)).into_response())
 }
@@ -175,7 +169,9 @@ pub async fn delete(
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("secret {name} not found")))?;
     a.secrets.remove(&name);
     a.version += 1;
-    let out = json!({ "version": a.version, "Version": a.version });
+    let out = render::json(&fly::DeleteAppSecretResponse {
+        version: Some(a.version),
+    });
     save(&store)?;
     Ok(Json(out))
 }

@@ -9,34 +9,8 @@ use crate::{clock, ids, Lab};
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery};
 use axum::Json;
-use serde::Deserialize;
+use fks_bootstrap::fly;
 use serde_json::{json, Value};
-
-#[derive(Deserialize)]
-struct CreateVolume {
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    region: Option<String>,
-    #[serde(default)]
-    size_gb: Option<u64>,
-    #[serde(default)]
-    encrypted: Option<bool>,
-    #[serde(default)]
-    require_unique_zone: Option<bool>,
-    #[serde(default)]
-    unique_zone_app_wide: Option<bool>,
-    #[serde(default)]
-    snapshot_retention: Option<u64>,
-    #[serde(default)]
-    auto_backup_enabled: Option<bool>,
-    #[serde(default)]
-    fstype: Option<String>,
-    #[serde(default)]
-    snapshot_id: Option<String>,
-    #[serde(default)]
-    source_volume_id: Option<String>,
-}
 
 /// Fly's volume size limit (reference §2.2).
 const MAX_SIZE_GB: u64 = 500;
@@ -104,8 +78,8 @@ pub async fn create(
     Path(app): Path<String>,
     bytes: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let req: CreateVolume = body(&bytes)?;
-    let name = req.name.unwrap_or_default();
+    let req: fly::CreateVolumeRequest = body(&bytes)?;
+    let name = req.name;
     if !valid_volume_name(&name) {
         return Err(ApiError::bad_request(format!(
             "invalid volume name {name:?}: use 1 to 30 letters, digits and underscores"
@@ -128,7 +102,7 @@ pub async fn create(
             "fstype must be ext4 or raw, got {fstype:?}"
         )));
     }
-    let retention = req.snapshot_retention.unwrap_or(5);
+    let retention = u64::from(req.snapshot_retention.unwrap_or(5));
     if !(1..=60).contains(&retention) {
         return Err(ApiError::bad_request(format!(
             "snapshot_retention must be 1 to 60 days, got {retention}"
@@ -202,23 +176,15 @@ pub async fn show(
     Ok(Json(render::volume(find(&core.state, &app, &vol)?, false)))
 }
 
-#[derive(Deserialize)]
-struct UpdateVolume {
-    #[serde(default)]
-    snapshot_retention: Option<u64>,
-    #[serde(default)]
-    auto_backup_enabled: Option<bool>,
-}
-
 pub async fn update(
     State(lab): LabState,
     Path((app, vol)): Path<(String, String)>,
     bytes: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let req: UpdateVolume = body(&bytes)?;
+    let req: fly::UpdateVolumeRequest = body(&bytes)?;
     let mut core = lab.core();
     let mut v = find(&core.state, &app, &vol)?.clone();
-    if let Some(r) = req.snapshot_retention {
+    if let Some(r) = req.snapshot_retention.map(u64::from) {
         if !(1..=60).contains(&r) {
             return Err(ApiError::bad_request(format!(
                 "snapshot_retention must be 1 to 60 days, got {r}"
@@ -234,23 +200,15 @@ pub async fn update(
     Ok(Json(out))
 }
 
-#[derive(Deserialize)]
-struct ExtendVolume {
-    #[serde(default)]
-    size_gb: Option<u64>,
-}
-
 pub async fn extend(
     State(lab): LabState,
     Path((app, vol)): Path<(String, String)>,
     bytes: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let req: ExtendVolume = body(&bytes)?;
+    let req: fly::ExtendVolumeRequest = body(&bytes)?;
     let mut core = lab.core();
     let mut v = find(&core.state, &app, &vol)?.clone();
-    let size = req
-        .size_gb
-        .ok_or_else(|| ApiError::bad_request("size_gb is required"))?;
+    let size = req.size_gb;
     if size <= v.size_gb || size > MAX_SIZE_GB {
         return Err(ApiError::bad_request(format!(
             "size_gb must be greater than the current size {} and at most {MAX_SIZE_GB}, got {size}: volumes only grow",
