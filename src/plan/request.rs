@@ -23,20 +23,23 @@ pub const DATA_MOUNT: &str = "/data";
 pub const CLUSTER_CONFIG_PATH: &str = "/etc/fks/cluster/config";
 /// The machine's init: the node side of this tool.
 pub const INIT_EXEC: [&str; 3] = ["fks-bootstrap", "node", "init"];
+// The names `node init` reads are defined once, on the reading side (`node::env::vars`).
+use crate::node::env::vars as node_env;
+
 /// Env: the cluster name.
 pub const ENV_CLUSTER: &str = "FKS_CLUSTER";
 /// Env: the node name (`ctrl-0`, `worker-ng-a-1`).
-pub const ENV_NODE: &str = "FKS_NODE";
+pub const ENV_NODE: &str = node_env::NODE_NAME;
 /// Env: `server` or `agent`.
 pub const ENV_ROLE: &str = "FKS_ROLE";
 /// Env: the region.
 pub const ENV_REGION: &str = "FKS_REGION";
 /// Env: the volume's zone (absent when the volume is made in the same run and not yet known).
-pub const ENV_ZONE: &str = "FKS_ZONE";
+pub const ENV_ZONE: &str = node_env::ZONE;
 /// Env: N of the bootstrap `ctrl-N` (servers only).
-pub const ENV_BOOTSTRAP_INDEX: &str = "FKS_BOOTSTRAP_INDEX";
+pub const ENV_BOOTSTRAP_INDEX: &str = node_env::BOOTSTRAP_NODE_ID;
 /// Env: the bootstrap server's machine id (joining servers only).
-pub const ENV_BOOTSTRAP_MACHINE_ID: &str = "FKS_BOOTSTRAP_MACHINE_ID";
+pub const ENV_BOOTSTRAP_MACHINE_ID: &str = node_env::BOOTSTRAP_MACHINE_ID;
 
 /// The volume of a node: `VOLUME_NAME` in `REGION`, `VOLUME_SIZE` GB, daily snapshots off as
 /// k3s.sh had them, and a compute hint so the volume's host can also run the machine.
