@@ -35,6 +35,16 @@ pub struct MergeReport {
     pub switched: bool,
 }
 
+/// `~/.kube/<cluster>`: where `-k` writes a cluster's own kubeconfig (issue 5).
+pub fn cluster_path(home: &Path, cluster: &str) -> PathBuf {
+    home.join(".kube").join(cluster)
+}
+
+/// `~/.kube/config`: the file `-k --merge` merges into (issue 5).
+pub fn merge_path(home: &Path) -> PathBuf {
+    home.join(".kube").join("config")
+}
+
 /// Reads and parses a kubeconfig; `Ok(None)` when the file does not exist. A parse error names
 /// the path.
 pub fn read(path: &Path) -> Result<Option<Kubeconfig>> {
@@ -69,6 +79,8 @@ pub fn write_private(path: &Path, cfg: &Kubeconfig) -> Result<PathBuf> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "kubeconfig".to_string());
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    // A leftover of an interrupted earlier run with the same pid would block `create_new`.
+    let _ = fs::remove_file(&tmp);
     let result = write_new(&tmp, text.as_bytes(), FILE_MODE)
         .and_then(|()| fs::rename(&tmp, &target).map_err(|e| io("replacing", &target, e)))
         .and_then(|()| sync_dir(&dir));

@@ -13,7 +13,9 @@ mod rewrite;
 
 use std::path::PathBuf;
 
-pub use file::{backup_name, merge_into, read, write_private, MergeReport};
+pub use file::{
+    backup_name, cluster_path, merge_into, merge_path, read, write_private, MergeReport,
+};
 pub use merge::merge;
 pub use model::{Cluster, Context, Kubeconfig, NamedCluster, NamedContext, NamedUser, User};
 pub use rewrite::{cluster_server_url, parse, rewrite, K3S_ENTRY_NAME};

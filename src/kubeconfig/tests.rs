@@ -328,3 +328,46 @@ fn malformed_file_error_names_the_path_and_writes_nothing() {
         "{err}"
     );
 }
+
+#[test]
+fn parse_and_serialize_lose_nothing() {
+    let once = parse(EXISTING, "existing").expect("parse");
+    let text = once.to_yaml().expect("yaml");
+    assert_eq!(parse(&text, "again").expect("reparse"), once);
+    for kept in [
+        "tls-server-name",
+        "namespace: payments",
+        "prod-login",
+        "flavour: vanilla",
+    ] {
+        assert!(text.contains(kept), "{kept} lost:\n{text}");
+    }
+}
+
+#[test]
+fn merge_into_writes_through_a_symlinked_config() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let real = tmp.path().join("dotfiles/kubeconfig");
+    fs::create_dir_all(real.parent().expect("dir")).expect("mkdir");
+    fs::write(&real, EXISTING).expect("seed");
+    let link = merge_path(tmp.path());
+    fs::create_dir_all(link.parent().expect("dir")).expect("mkdir");
+    std::os::unix::fs::symlink(&real, &link).expect("symlink");
+
+    let report = merge_into(&link, &demo(), false).expect("merge");
+    assert!(fs::symlink_metadata(&link)
+        .expect("lstat")
+        .file_type()
+        .is_symlink());
+    assert_eq!(report.path, fs::canonicalize(&real).expect("canon"));
+    let written = read(&link).expect("read").expect("exists");
+    assert_eq!(written.clusters.len(), 2);
+    assert_eq!(mode(&real), 0o600);
+}
+
+#[test]
+fn default_paths_follow_the_issue() {
+    let home = Path::new("/home/op");
+    assert_eq!(cluster_path(home, "demo"), Path::new("/home/op/.kube/demo"));
+    assert_eq!(merge_path(home), Path::new("/home/op/.kube/config"));
+}
