@@ -11,7 +11,8 @@ pub fn merge(existing: Option<Kubeconfig>, new: &Kubeconfig, use_context: bool) 
     upsert(&mut out.clusters, &new.clusters, |e| &e.name);
     upsert(&mut out.users, &new.users, |e| &e.name);
     upsert(&mut out.contexts, &new.contexts, |e| &e.name);
-    if use_context || out.current_context.as_deref().is_none_or(str::is_empty) {
+    let unset = out.current_context.as_deref().is_none_or(str::is_empty);
+    if (use_context || unset) && new.current_context.is_some() {
         out.current_context.clone_from(&new.current_context);
     }
     if out.api_version.is_none() {

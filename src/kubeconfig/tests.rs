@@ -225,6 +225,15 @@ fn merge_with_use_context_switches_to_the_new_cluster() {
 }
 
 #[test]
+fn merge_with_use_context_keeps_the_context_when_new_has_none() {
+    let existing = parse(EXISTING, "existing").expect("parse");
+    let mut new = demo();
+    new.current_context = None;
+    let merged = merge(Some(existing), &new, true);
+    assert_eq!(merged.current_context.as_deref(), Some("prod"));
+}
+
+#[test]
 fn merge_into_nothing_gives_the_new_config() {
     assert_eq!(merge(None, &demo(), false), demo());
     let empty = parse("", "empty").expect("empty text");
