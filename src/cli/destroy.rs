@@ -234,7 +234,22 @@ pub fn run(args: Args) -> Result<(), super::Error> {
 
 /// Shows the plan on stderr and asks for the cluster name on the terminal.
 fn confirm(cluster: &str, plan: &[String]) -> Result<(), super::Error> {
-    let mut err = std::io::stderr().lock();
+    confirm_with(
+        cluster,
+        plan,
+        &mut std::io::stdin().lock(),
+        &mut std::io::stderr().lock(),
+    )
+}
+
+/// [`confirm`] over any reader and writer: the answer must be the cluster name exactly
+/// (surrounding blanks ignored); anything else, end of input included, is a usage error.
+fn confirm_with(
+    cluster: &str,
+    plan: &[String],
+    input: &mut impl BufRead,
+    prompt_to: &mut impl Write,
+) -> Result<(), super::Error> {
     let mut prompt = String::from("destroy will remove:\n");
     for l in plan {
         prompt.push_str(&format!("  {l}\n"));
@@ -245,11 +260,12 @@ fn confirm(cluster: &str, plan: &[String]) -> Result<(), super::Error> {
     let io = |e: std::io::Error| {
         super::Error::Failed(anyhow::Error::new(e).context("asking for confirmation"))
     };
-    err.write_all(prompt.as_bytes())
-        .and_then(|()| err.flush())
+    prompt_to
+        .write_all(prompt.as_bytes())
+        .and_then(|()| prompt_to.flush())
         .map_err(io)?;
     let mut answer = String::new();
-    std::io::stdin().lock().read_line(&mut answer).map_err(io)?;
+    input.read_line(&mut answer).map_err(io)?;
     if answer.trim() == cluster {
         Ok(())
     } else {
@@ -354,7 +370,12 @@ async fn run_all(cluster: &str, removals: Vec<Removal>) -> Result<usize, Error> 
         match result.and_then(|r| r) {
             Ok(line) => {
                 done += 1;
-                println!("{line}");
+                // Keep removing when stdout is gone (`| head`): the work matters more than
+                // the report, and the summary still reaches stderr.
+                let mut out = std::io::stdout().lock();
+                if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+                    tracing::warn!("writing to stdout: {e}");
+                }
             }
             Err(e) => {
                 tracing::error!("{}", chain(&e));
@@ -563,6 +584,26 @@ mod tests {
             ..AppInventory::default()
         }];
         assert!(check_ownership("lab", &ours).is_ok());
+    }
+
+    #[test]
+    fn confirmation_needs_the_exact_cluster_name() {
+        let plan = ["app lab-cp".to_string()];
+        let mut prompt = Vec::new();
+        assert!(confirm_with("lab", &plan, &mut &b"lab\n"[..], &mut prompt).is_ok());
+        let shown = String::from_utf8(prompt).expect("utf-8");
+        assert!(
+            shown.contains("  app lab-cp\n") && shown.contains("(lab)"),
+            "{shown}"
+        );
+        for answer in [&b"yes\n"[..], b"la\n", b"", b"LAB\n"] {
+            let r = confirm_with("lab", &plan, &mut &answer[..], &mut Vec::new());
+            assert!(
+                matches!(r, Err(super::super::Error::Usage(_))),
+                "{answer:?}"
+            );
+        }
+        assert!(confirm_with("lab", &plan, &mut &b"  lab  \n"[..], &mut Vec::new()).is_ok());
     }
 
     #[test]

@@ -206,11 +206,19 @@ pub fn build_rows(app: &str, machines: &[Machine], volumes: &[Volume]) -> Vec<Ro
         })
         .collect();
     rows.sort_by(|a, b| {
-        a.name
-            .cmp(&b.name)
+        natural_key(&a.name)
+            .cmp(&natural_key(&b.name))
             .then_with(|| a.machine_id.cmp(&b.machine_id))
     });
     rows
+}
+
+/// Sorts `worker-ng-a-2` before `worker-ng-a-10`: the name without its trailing number,
+/// then that number.
+fn natural_key(name: &str) -> (&str, Option<u64>) {
+    let digits = name.len() - name.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+    let (stem, number) = name.split_at(name.len() - digits);
+    (stem, number.parse().ok())
 }
 
 /// The text table (empty fields shown as `-`).
@@ -293,6 +301,20 @@ mod tests {
         assert!(!rows[1].ready);
         assert_eq!(rows[1].role, "server");
         assert_eq!(rows[1].private_ip, "fdaa::b2");
+    }
+
+    #[test]
+    fn rows_sort_node_numbers_numerically() {
+        let ms: Vec<Machine> = ["worker-ng-a-10", "worker-ng-a-2", "worker-ng-a-1"]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| machine(&format!("m{i}"), n, None, false))
+            .collect();
+        let names: Vec<String> = build_rows("lab-ng-a", &ms, &[])
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(names, ["worker-ng-a-1", "worker-ng-a-2", "worker-ng-a-10"]);
     }
 
     #[test]
