@@ -552,3 +552,36 @@ async fn destroy_refuses_when_our_app_holds_a_machine_without_our_metadata() {
     assert_eq!(lab.mutations().await, before);
     assert_eq!(live_machines(&client, "lab-cp").await.len(), 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destroy_finishes_a_cluster_left_half_removed() {
+    let lab = start_lab().await;
+    let client = lab.client();
+    make_control_plane(&client, &lab_config()).await;
+    // As if an earlier destroy stopped after one machine: it is gone, its volume is not.
+    let first = live_machines(&client, "lab-cp").await.remove(0);
+    client
+        .destroy_machine("lab-cp", &first.id, None)
+        .await
+        .expect("destroy one machine");
+    client
+        .wait(
+            "lab-cp",
+            &first.id,
+            MachineState::Destroyed,
+            None,
+            tokio::time::Instant::now() + Duration::from_secs(30),
+        )
+        .await
+        .expect("destroyed");
+    let out = lab.fks(&["destroy", "clusters/lab", "--yes"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(!stdout.contains(&first.id), "already gone: {stdout}");
+    assert_eq!(stdout.matches("deleted volume").count(), 3, "{stdout}");
+    assert!(client
+        .get_app("lab-cp")
+        .await
+        .expect_err("app deleted")
+        .is_not_found());
+}
