@@ -79,11 +79,15 @@ impl Drop for Lab {
 }
 
 async fn start_lab() -> Lab {
+    start_lab_with("").await
+}
+
+async fn start_lab_with(faults: &str) -> Lab {
     let tmp = tempfile::tempdir().expect("tempdir");
     let opts = Options {
         state_dir: tmp.path().to_path_buf(),
         zones: fks_lab::parse_zones("sjc=3").expect("zones"),
-        faults: Faults::parse("").expect("faults"),
+        faults: Faults::parse(faults).expect("faults"),
         seed: 11,
         token: TOKEN.into(),
         timings: Timings {
@@ -584,4 +588,26 @@ async fn destroy_finishes_a_cluster_left_half_removed() {
         .await
         .expect_err("app deleted")
         .is_not_found());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destroy_gets_through_rate_limits_and_503s() {
+    let lab = start_lab_with("rate_limits=on;error_rate=0.15").await;
+    let client = lab.client();
+    make_control_plane(&client, &lab_config()).await;
+    let started = std::time::Instant::now();
+    let out = lab.fks(&["destroy", "clusters/lab", "--yes"]).await;
+    println!(
+        "destroy under rate limits and 15% 503s: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert_eq!(stdout.matches("destroyed machine").count(), 3, "{stdout}");
+    assert_eq!(stdout.matches("deleted volume").count(), 3, "{stdout}");
+    let gone = client.get_app("lab-cp").await;
+    assert!(
+        matches!(&gone, Err(e) if e.is_not_found()),
+        "app still there: {gone:?}"
+    );
 }
