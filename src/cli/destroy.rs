@@ -195,6 +195,8 @@ fn node_name(m: &Machine) -> &str {
     m.metadata(META_NODE).unwrap_or(&m.name)
 }
 
+/// Runs `destroy`: config, no-terminal check, inventory, ownership check, dry run or
+/// confirmation, then the removal phases.
 pub fn run(args: Args) -> Result<(), super::Error> {
     let config = super::load_config(&args.cluster_dir)?;
     let cluster = config.cluster_name.clone();

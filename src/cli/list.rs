@@ -127,6 +127,7 @@ const HEADER: [&str; 9] = [
     "READY",
 ];
 
+/// Runs `list` / `-l`: config, client, the rows, then a table or JSON on stdout.
 pub fn run(args: Args) -> Result<(), super::Error> {
     let config = super::load_config(&args.cluster_dir)?;
     let client = super::fly_client()?;
