@@ -10,6 +10,7 @@ use std::time::Duration;
 use fks_bootstrap::config::{self, Config};
 use fks_bootstrap::fly::types::{Machine, MachineFile, MachineListFilter, MachineState, Volume};
 use fks_bootstrap::fly::{Client, Options as ClientOptions, RetryPolicy, Token};
+use fks_bootstrap::node::env::vars as node_env;
 use fks_bootstrap::plan::{self, Plan, State, Target, META_CLUSTER, META_NODE, META_ROLE};
 use fks_bootstrap::run::{self, Phase};
 use fks_lab::{Faults, Options, Timings};
@@ -250,20 +251,21 @@ async fn fresh_control_plane_gets_an_app_three_volumes_in_distinct_zones_and_thr
         assert_eq!(m.metadata(META_CLUSTER), Some("lab"));
         assert_eq!(m.metadata(META_ROLE), Some("server"));
         assert!(m.metadata("fks_launch_id").is_some_and(|id| id.len() == 36));
-        assert_eq!(c.env["FKS_NODE"], node);
+        // The names node init reads (one contract between plan and node).
+        assert_eq!(c.env[node_env::NODE_NAME], node);
         assert_eq!(c.env["FKS_ROLE"], "server");
         let vol = vols
             .iter()
             .find(|v| v.attached_machine_id.as_deref() == Some(&m.id))
             .expect("volume");
-        assert_eq!(c.env["FKS_ZONE"], vol.zone);
+        assert_eq!(c.env[node_env::ZONE], vol.zone);
         assert_eq!(c.image, "lab/fks-node");
         if node != "ctrl-0" {
             let boot = ms
                 .iter()
                 .find(|x| x.metadata(META_NODE) == Some("ctrl-0"))
                 .expect("bootstrap");
-            assert_eq!(c.env["FKS_BOOTSTRAP_MACHINE_ID"], boot.id);
+            assert_eq!(c.env[node_env::BOOTSTRAP_MACHINE_ID], boot.id);
         }
         assert!(c.env.keys().all(|k| !k.contains("TOKEN")));
     }
