@@ -73,6 +73,13 @@ pub fn add(state_dir: &Path, name: &str, bins: &[PathBuf]) -> Result<(), Error> 
     for b in bins {
         let b = std::path::absolute(b)
             .map_err(|e| invalid(format!("cannot resolve {}: {e}", b.display())))?;
+        // Guests get private, empty /tmp and /run: programs there would not be found.
+        if b.starts_with("/tmp") || b.starts_with("/run") {
+            return Err(invalid(format!(
+                "{} is under /tmp or /run, which guests see as private empty directories",
+                b.display()
+            )));
+        }
         if !b.is_dir() {
             return Err(invalid(format!("{} is not a directory", b.display())));
         }
@@ -109,7 +116,7 @@ mod tests {
 
     #[test]
     fn added_images_resolve_and_unknown_ones_do_not() {
-        let dir = tempfile::tempdir().expect("tempdir");
+        let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).expect("tempdir");
         let bin = dir.path().join("bin");
         std::fs::create_dir(&bin).expect("mkdir");
         assert_eq!(resolve(dir.path(), "lab/k3s").expect("resolve"), None);
@@ -123,5 +130,6 @@ mod tests {
             .is_some_and(|d| !d.is_empty() || std::env::var_os("PATH").is_none()));
         assert!(add(dir.path(), "x", &[dir.path().join("missing")]).is_err());
         assert!(add(dir.path(), BASE_IMAGE, &[bin]).is_err());
+        assert!(add(dir.path(), "y", &[PathBuf::from("/tmp")]).is_err());
     }
 }
