@@ -135,6 +135,9 @@ pub fn drive(lab: &Arc<Lab>, app: &str, id: &str) {
             }
             drop(core);
             lab.notify();
+            if let (Some(runner), "started") = (&lab.runner, to) {
+                runner.watch(&lab, &app, &id);
+            }
             if done {
                 return;
             }

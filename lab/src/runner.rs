@@ -82,6 +82,8 @@ struct Slot {
     ipv4: Ipv4Addr,
     /// Stop signal and grace period from the machine's `stop_config`.
     stop: (Signal, Duration),
+    /// A monitor task waits for init's exit (set once the machine is recorded `started`).
+    watched: bool,
 }
 
 /// The guests of a lab.
@@ -296,8 +298,9 @@ impl Runner {
             tokio::spawn(async move {
                 let lock = runner.machine_lock(&id);
                 let _held = lock.lock().await;
-                if let Err(e) = runner.start_guest(&lab, &id, false).await {
-                    runner.record_failure(&lab, &app, &id, &e);
+                match runner.start_guest(&lab, &id, false).await {
+                    Ok(()) => runner.watch(&lab, &app, &id),
+                    Err(e) => runner.record_failure(&lab, &app, &id, &e),
                 }
             });
         }
@@ -421,6 +424,17 @@ impl Runner {
         }
     }
 
+    /// Stop the machine's guest in the background (a state change that no driver carries,
+    /// such as an update with `skip_launch`).
+    pub fn stop_detached(self: &Arc<Self>, lab: &Arc<Lab>, id: &str) {
+        let (runner, lab, id) = (self.clone(), lab.clone(), id.to_string());
+        tokio::spawn(async move {
+            if let Err(e) = runner.act(&lab, &id, "stopped", false).await {
+                tracing::warn!(machine = id, error = %chain(&e), "could not stop a guest");
+            }
+        });
+    }
+
     /// Stop the machine's guest (with `stop`, or SIGKILL for a destroy when `None`) and remove
     /// its namespaces. No guest: nothing to do.
     async fn take_and_stop(&self, id: &str, stop: Option<(Signal, Duration)>) -> Result<(), Error> {
@@ -490,16 +504,31 @@ impl Runner {
                 generation,
                 ipv4,
                 stop,
+                watched: false,
             },
         );
+        Ok(())
+    }
+
+    /// Start watching the machine's guest for an exit of its own. Called once the machine is
+    /// recorded `started`, so an init that exits at once is judged by the restart policy
+    /// rather than lost between the start and that record.
+    pub fn watch(self: &Arc<Self>, lab: &Arc<Lab>, app: &str, id: &str) {
+        let (guest, generation) = {
+            let mut slots = lock(&self.slots);
+            let Some(slot) = slots.get_mut(id).filter(|s| !s.watched) else {
+                return;
+            };
+            slot.watched = true;
+            (slot.guest.clone(), slot.generation)
+        };
         self.monitor(
             lab.clone(),
-            m.app.clone(),
+            app.to_string(),
             id.to_string(),
             guest,
             generation,
         );
-        Ok(())
     }
 
     /// The lowest free host address of the bridge's IPv4 network.

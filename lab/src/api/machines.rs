@@ -361,7 +361,8 @@ pub async fn update(
         r.reset_restarts(&id);
     }
     let config = req.config;
-    mutate(&lab, &app, &id, &headers, |m, rng| {
+    let skip_launch = req.skip_launch.unwrap_or(false);
+    let out = mutate(&lab, &app, &id, &headers, |m, rng| {
         refuse_destroyed(m)?;
         if req
             .name
@@ -420,7 +421,12 @@ pub async fn update(
             m.lease = Some(l);
         }
         Ok(render::json(&out))
-    })
+    })?;
+    // skip_launch leaves a running machine stopped: its guest goes too.
+    if let (Some(r), true) = (&lab.runner, skip_launch) {
+        r.stop_detached(&lab, &id);
+    }
+    Ok(out)
 }
 
 pub async fn start(
