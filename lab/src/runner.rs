@@ -374,6 +374,17 @@ impl Runner {
         matches!(guest.try_status(), Ok(None)).then_some(guest)
     }
 
+    /// Send `signal` to the main process of the machine's guest; false when none runs.
+    pub fn signal(&self, id: &str, signal: Signal) -> Result<bool, Error> {
+        let Some(guest) = self.running(id) else {
+            return Ok(false);
+        };
+        guest.signal(signal).map_err(|source| Error::Guest {
+            machine_id: id.to_string(),
+            source,
+        })
+    }
+
     /// Run `argv` in the machine's guest; `None` when it has no running guest.
     pub async fn exec(
         &self,
@@ -424,12 +435,12 @@ impl Runner {
         }
     }
 
-    /// Stop the machine's guest in the background (a state change that no driver carries,
-    /// such as an update with `skip_launch`).
-    pub fn stop_detached(self: &Arc<Self>, lab: &Arc<Lab>, id: &str) {
+    /// Stop (`to` = `stopped`) or destroy (`destroyed`) the machine's guest in the background,
+    /// for state changes no driver carries: an update with `skip_launch`, a forced app delete.
+    pub fn detached(self: &Arc<Self>, lab: &Arc<Lab>, id: &str, to: &'static str) {
         let (runner, lab, id) = (self.clone(), lab.clone(), id.to_string());
         tokio::spawn(async move {
-            if let Err(e) = runner.act(&lab, &id, "stopped", false).await {
+            if let Err(e) = runner.act(&lab, &id, to, false).await {
                 tracing::warn!(machine = id, error = %chain(&e), "could not stop a guest");
             }
         });

@@ -330,20 +330,23 @@ async fn started_machine_is_a_guest_with_files_env_volume_dns_and_exec() {
         )
         .await;
     let vol_id = vol["id"].as_str().expect("volume id").to_string();
+    let config = |greeting: &str| {
+        json!({
+            "image": "test/img",
+            "env": {"GREETING": greeting},
+            "init": {"exec": ["sleep", "9173"]},
+            "files": [
+                {"guest_path": "/etc/app/plain.txt", "raw_value": b64(b"plain content\n")},
+                {"guest_path": "/etc/app/secret.txt", "secret_name": "TLS_KEY", "mode": 0o600}
+            ],
+            "mounts": [{"volume": vol_id, "path": "/data"}]
+        })
+    };
     let created = Instant::now();
     let m = lab
         .ok(
             &format!("/v1/apps/{app}/machines"),
-            json!({"region": "sjc", "config": {
-                "image": "test/img",
-                "env": {"GREETING": "hi"},
-                "init": {"exec": ["sleep", "9173"]},
-                "files": [
-                    {"guest_path": "/etc/app/plain.txt", "raw_value": b64(b"plain content\n")},
-                    {"guest_path": "/etc/app/secret.txt", "secret_name": "TLS_KEY", "mode": 0o600}
-                ],
-                "mounts": [{"volume": vol_id, "path": "/data"}]
-            }}),
+            json!({"region": "sjc", "config": config("hi")}),
         )
         .await;
     let id = m["id"].as_str().expect("id").to_string();
@@ -460,6 +463,22 @@ async fn started_machine_is_a_guest_with_files_env_volume_dns_and_exec() {
     assert_eq!(lab.run(app, &id, &["cat", "/data/f"]).await, "kept\n");
     let (_, v) = lab.exec(app, &id, &["cat", "/etc/app/scratch"]).await;
     assert_ne!(v["exit_code"], 0, "the root filesystem is ephemeral: {v}");
+
+    // An update replaces the guest with one of the new config; the volume stays.
+    let before = lab.machine(app, &id).await["instance_id"].clone();
+    lab.ok(
+        &format!("/v1/apps/{app}/machines/{id}"),
+        json!({"config": config("updated")}),
+    )
+    .await;
+    let m = lab.wait_state(app, &id, "started").await;
+    assert_ne!(m["instance_id"], before);
+    assert_eq!(
+        lab.run(app, &id, &["printenv", "GREETING"]).await.trim(),
+        "updated"
+    );
+    assert_eq!(lab.run(app, &id, &["cat", "/data/f"]).await, "kept\n");
+    assert_eq!(pids_running(&["sleep", "9173"]).len(), 1, "one guest only");
 
     // No state file of the lab holds the secret (secrets.json is its private store).
     let mut leaks = Vec::new();
@@ -601,6 +620,35 @@ async fn boot_failure_fault_crashes_the_first_start_and_restart_policy_recovers(
             break;
         }
         assert!(Instant::now() < deadline, "no crash then start: {m}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(lab.run(app, &id, &["uname", "-n"]).await.trim(), id);
+    // The signal endpoint reaches the main process: SIGTERM ends `sleep` (exit 143), and the
+    // default on-failure policy starts it again.
+    lab.ok(
+        &format!("/v1/apps/{app}/machines/{id}/signal"),
+        json!({"signal": "SIGTERM"}),
+    )
+    .await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let m = lab.machine(app, &id).await;
+        let codes: Vec<Value> = m["events"]
+            .as_array()
+            .map(|e| {
+                e.iter()
+                    .filter(|e| e["type"] == "exit")
+                    .map(|e| e["request"]["exit_event"]["exit_code"].clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if m["state"] == "started" && codes.first() == Some(&json!(143)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no SIGTERM exit then restart: {m}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(lab.run(app, &id, &["uname", "-n"]).await.trim(), id);

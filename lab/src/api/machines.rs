@@ -424,7 +424,7 @@ pub async fn update(
     })?;
     // skip_launch leaves a running machine stopped: its guest goes too.
     if let (Some(r), true) = (&lab.runner, skip_launch) {
-        r.stop_detached(&lab, &id);
+        r.detached(&lab, &id, "stopped");
     }
     Ok(out)
 }
@@ -588,7 +588,8 @@ struct SignalBody {
     signal: Option<Value>,
 }
 
-/// In API-only mode no process runs, so a signal is validated and recorded as an event only.
+/// A signal is validated and recorded as an event; in guests mode it also goes to the guest's
+/// main process (in API-only mode no process runs).
 pub async fn signal(
     State(lab): LabState,
     Path((app, id)): Path<(String, String)>,
@@ -607,7 +608,8 @@ pub async fn signal(
             )))
         }
     };
-    mutate(&lab, &app, &id, &headers, |m, rng| {
+    let sig_name = sig.clone();
+    let out = mutate(&lab, &app, &id, &headers, |m, rng| {
         if m.state != "started" {
             return Err(ApiError::precondition(format!(
                 "failed_precondition: machine {} is {}, signals go to started machines",
@@ -624,7 +626,18 @@ pub async fn signal(
             exit_code: None,
         });
         Ok(ok())
-    })
+    })?;
+    if let Some(r) = &lab.runner {
+        if let Some(signal) = crate::runner::parse_signal(&sig_name) {
+            r.signal(&id, signal).map_err(|e| {
+                ApiError::internal(format!(
+                    "signalling machine {id}: {}",
+                    crate::runner::chain(&e)
+                ))
+            })?;
+        }
+    }
+    Ok(out)
 }
 
 pub async fn cordon(
