@@ -4,10 +4,12 @@
 //! plan (pure) -> run (effects). Pure modules (`config`, `kernel`, `render`, `fly::types`)
 //! do no I/O beyond reading the files they are handed; effects live in `fly` and `cli`.
 
+pub mod artifacts;
 pub mod cli;
 pub mod config;
 pub mod fly;
 pub mod kernel;
+pub mod kubeconfig;
 pub mod node;
 pub mod plan;
 pub mod render;

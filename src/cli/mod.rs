@@ -2,6 +2,12 @@
 //! exit codes (0 success, 1 the operation failed, 2 usage or configuration error).
 //!
 //! stdout carries results; progress, logs and errors go to stderr.
+//!
+//! Two spellings of the operator commands, k3s.sh's short flags (`-l cp clusters/lab`) and
+//! subcommands (`list cp clusters/lab`), parse into the same [`Command`] value: clap reads the
+//! raw [`Cli`], then [`Cli::resolve`] turns a short form into its subcommand's variant. Adding
+//! a short form is one field in [`ShortForms`] and one arm in `resolve`. Only commands that
+//! work are in the parser.
 
 use std::process::ExitCode;
 
@@ -9,7 +15,10 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 mod check_kernel;
 mod completions;
+mod destroy;
+mod list;
 mod node;
+mod output;
 mod render;
 mod validate;
 
@@ -36,6 +45,10 @@ impl Error {
 
 const EXAMPLES: &str = "\
 Examples:
+  fks-bootstrap -l cp clusters/lab               (same as: list cp clusters/lab)
+  fks-bootstrap list web clusters/lab --json     (node group web, as JSON)
+  fks-bootstrap destroy clusters/lab --dry-run   (what destroy would remove)
+  fks-bootstrap destroy clusters/lab --yes       (no typed confirmation)
   fks-bootstrap validate clusters/lab
   fks-bootstrap render clusters/lab --node ctrl-0 --private-ip fdaa:0:1:a7b:1:2:3:2 --ipv4 172.19.0.2
   fks-bootstrap check-kernel --cluster clusters/lab
@@ -48,12 +61,71 @@ pub struct Cli {
     /// More logging on stderr (-v debug, -vv trace); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    #[command(flatten)]
+    pub short: ShortForms,
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
+/// k3s.sh's short flags; each is the same command as a subcommand (see [`Cli::resolve`]).
+#[derive(Debug, Default, clap::Args)]
+#[command(next_help_heading = "k3s.sh short forms")]
+pub struct ShortForms {
+    /// Same as `list cp|GROUP CLUSTER_DIR`: the nodes of the control plane or of a group.
+    #[arg(short = 'l', num_args = 2, value_names = ["cp|GROUP", "CLUSTER_DIR"])]
+    pub list: Option<Vec<String>>,
+    /// With -l: print a JSON array instead of a table.
+    #[arg(long, requires = "list")]
+    pub json: bool,
+}
+
+impl Cli {
+    /// The command to run, whichever spelling was used. A short form together with a
+    /// subcommand, or neither, is a usage error (exit 2).
+    pub fn resolve(self) -> Result<Command, clap::Error> {
+        use clap::error::ErrorKind;
+        let ShortForms { list, json } = self.short;
+        let short = match list {
+            Some(values) => {
+                let [target, dir]: [String; 2] = values.try_into().map_err(|_| {
+                    Cli::command().error(
+                        ErrorKind::WrongNumberOfValues,
+                        "-l takes two values: cp|GROUP CLUSTER_DIR",
+                    )
+                })?;
+                let target = list::parse_node_set(&target).map_err(|e| {
+                    Cli::command().error(ErrorKind::ValueValidation, format!("-l: {e}"))
+                })?;
+                Some(Command::List(list::Args {
+                    nodes: target,
+                    cluster_dir: dir.into(),
+                    json,
+                }))
+            }
+            None => None,
+        };
+        match (short, self.command) {
+            (Some(_), Some(_)) => Err(Cli::command().error(
+                ErrorKind::ArgumentConflict,
+                "use either a short form (-l) or a subcommand, not both",
+            )),
+            (Some(cmd), None) | (None, Some(cmd)) => Ok(cmd),
+            (None, None) => Err(Cli::command().error(
+                ErrorKind::MissingSubcommand,
+                "no command given: pass a subcommand or a short form such as -l (see --help)",
+            )),
+        }
+    }
+}
+
+/// What to run: the subcommands, and the value every short form resolves into.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// List the nodes of the control plane (cp) or of one node group (-l).
+    List(list::Args),
+    /// Remove this cluster's machines, volumes, secrets and apps, and nothing else.
+    #[command(after_help = destroy::AFTER_HELP)]
+    Destroy(destroy::Args),
     /// Check a kernel config for the options k3s on Fly needs.
     CheckKernel(check_kernel::Args),
     /// Print shell completions.
@@ -68,8 +140,12 @@ pub enum Command {
 
 /// Parse the process arguments, run the command and return its exit code.
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let parsed = Cli::try_parse().and_then(|cli| {
+        let verbose = cli.verbose;
+        cli.resolve().map(|command| (verbose, command))
+    });
+    let (verbose, command) = match parsed {
+        Ok(parsed) => parsed,
         Err(e) => {
             // clap prints help/version to stdout with exit 0, usage errors to stderr with 2.
             let _ = e.print();
@@ -80,8 +156,8 @@ pub fn main() -> ExitCode {
             };
         }
     };
-    init_tracing(cli.verbose);
-    match run(cli) {
+    init_tracing(verbose);
+    match run(command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let inner = match &e {
@@ -93,14 +169,39 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<(), Error> {
-    match cli.command {
+fn run(command: Command) -> Result<(), Error> {
+    match command {
+        Command::List(args) => list::run(args),
+        Command::Destroy(args) => destroy::run(args),
         Command::CheckKernel(args) => check_kernel::run(args),
         Command::Completions(args) => completions::run(args, &mut Cli::command()),
         Command::Validate(args) => validate::run(args),
         Command::Render(args) => render::run(args),
         Command::Node(args) => node::run(args),
     }
+}
+
+/// The cluster config of `dir`: an unreadable file fails (exit 1), a wrong one is a usage
+/// error (exit 2), as `validate` reports them.
+pub(crate) fn load_config(dir: &std::path::Path) -> Result<crate::config::Config, Error> {
+    crate::config::load(dir).map_err(|e| match e {
+        crate::config::Error::Read { .. } => Error::Failed(e.into()),
+        _ => Error::Usage(e.into()),
+    })
+}
+
+/// The Fly client from `FLY_API_TOKEN` / `FLY_API_HOSTNAME`; a missing or malformed value
+/// is a usage error (exit 2).
+pub(crate) fn fly_client() -> Result<crate::fly::Client, Error> {
+    crate::fly::Client::from_env().map_err(|e| Error::Usage(e.into()))
+}
+
+/// A runtime for one command's API calls (concurrent I/O needs no extra threads).
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Failed(anyhow::Error::new(e).context("starting the async runtime")))
 }
 
 fn init_tracing(verbose: u8) {
@@ -116,4 +217,59 @@ fn init_tracing(verbose: u8) {
         .with_writer(std::io::stderr)
         .with_target(false)
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(args: &[&str]) -> Result<Command, clap::Error> {
+        Cli::try_parse_from(std::iter::once("fks-bootstrap").chain(args.iter().copied()))
+            .and_then(Cli::resolve)
+    }
+
+    /// Debug text of the resolved command: both spellings must give the same value.
+    fn resolved(args: &[&str]) -> String {
+        format!("{:?}", resolve(args).expect("parses"))
+    }
+
+    #[test]
+    fn short_list_is_the_list_subcommand() {
+        assert_eq!(
+            resolved(&["-l", "cp", "clusters/lab"]),
+            resolved(&["list", "cp", "clusters/lab"])
+        );
+        assert_eq!(
+            resolved(&["-l", "web", "clusters/lab", "--json"]),
+            resolved(&["list", "web", "clusters/lab", "--json"])
+        );
+        assert_eq!(
+            resolved(&["-v", "-l", "web", "clusters/lab"]),
+            resolved(&["list", "web", "clusters/lab"])
+        );
+    }
+
+    #[test]
+    fn short_list_needs_both_values_and_a_valid_group() {
+        for args in [&["-l"][..], &["-l", "cp"], &["-l", "Bad!", "clusters/lab"]] {
+            let e = resolve(args).expect_err("usage error");
+            assert!(e.use_stderr(), "{args:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn json_without_l_and_l_with_a_subcommand_are_usage_errors() {
+        assert!(resolve(&["--json"]).is_err());
+        assert!(resolve(&["-l", "cp", "clusters/lab", "list", "cp", "clusters/lab"]).is_err());
+        assert!(resolve(&[]).is_err());
+    }
+
+    #[test]
+    fn destroy_parses_its_flags() {
+        let text = resolved(&["destroy", "clusters/lab", "--yes", "--dry-run"]);
+        assert!(
+            text.contains("yes: true") && text.contains("dry_run: true"),
+            "{text}"
+        );
+    }
 }

@@ -3,6 +3,8 @@
 
 mod check_kernel;
 mod completions;
+mod destroy;
+mod list;
 mod node;
 mod render;
 mod util;

@@ -377,3 +377,129 @@ fn list_filter_builds_query_pairs_and_matches() {
     m.state = MachineState::Destroyed;
     assert!(!MachineListFilter::default().matches(&m));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Samples generated from Fly's OpenAPI document (the lab keeps the copy the project uses).
+// ---------------------------------------------------------------------------------------------
+
+const OPENAPI: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/lab/openapi/fly-machines-openapi.json"
+);
+
+/// Fields the document types as plain strings but that carry Go durations.
+const DURATION_FIELDS: &[&str] = &["timeout", "interval", "grace_period"];
+
+/// A sample value for a schema: every property present, arrays and maps with one entry,
+/// documented examples where given.
+fn sample(spec: &Value, schema: &Value, name: &str, depth: usize) -> Value {
+    if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
+        let key = r.trim_start_matches("#/components/schemas/");
+        return sample(spec, &spec["components"]["schemas"][key], name, depth);
+    }
+    if let Some(all) = schema.get("allOf").and_then(Value::as_array) {
+        return sample(spec, &all[0], name, depth);
+    }
+    if let Some(example) = schema.get("example") {
+        return example.clone();
+    }
+    if let Some(e) = schema
+        .get("enum")
+        .and_then(Value::as_array)
+        .and_then(|e| e.first())
+    {
+        return e.clone();
+    }
+    match schema.get("type").and_then(Value::as_str) {
+        Some("string") if DURATION_FIELDS.contains(&name) => json!("10s"),
+        Some("string") => json!(format!("{name}-sample")),
+        Some("integer") => json!(7),
+        Some("number") => json!(1.5),
+        Some("boolean") => json!(true),
+        Some("array") if depth < 6 => json!([sample(spec, &schema["items"], name, depth + 1)]),
+        Some("array") => json!([]),
+        _ => {
+            let mut obj = Map::new();
+            if depth < 6 {
+                if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+                    for (k, v) in props {
+                        obj.insert(k.clone(), sample(spec, v, k, depth + 1));
+                    }
+                }
+                if let Some(extra) = schema.get("additionalProperties").filter(|a| a.is_object()) {
+                    obj.insert("key".into(), sample(spec, extra, name, depth + 1));
+                }
+            }
+            Value::Object(obj)
+        }
+    }
+}
+
+fn spec_sample(spec: &Value, schema: &str) -> Value {
+    let s = &spec["components"]["schemas"][schema];
+    assert!(s.is_object(), "schema {schema} is in the document");
+    sample(spec, s, schema, 0)
+}
+
+fn decodes_and_round_trips<T>(spec: &Value, schema: &str)
+where
+    T: serde::de::DeserializeOwned + Serialize + PartialEq + std::fmt::Debug,
+{
+    let v = spec_sample(spec, schema);
+    let decoded: T = serde_json::from_value(v.clone())
+        .unwrap_or_else(|e| panic!("{schema} sample does not decode: {e}\n{v:#}"));
+    let again: T = serde_json::from_value(serde_json::to_value(&decoded).expect("encodes"))
+        .unwrap_or_else(|e| panic!("{schema} does not round-trip: {e}"));
+    assert_eq!(decoded, again, "{schema} round trip");
+}
+
+#[test]
+fn openapi_samples_decode_into_the_wire_types() {
+    let text = std::fs::read_to_string(OPENAPI).expect("the lab's copy of the OpenAPI document");
+    let spec: Value = serde_json::from_str(&text).expect("OpenAPI JSON");
+    decodes_and_round_trips::<App>(&spec, "App");
+    decodes_and_round_trips::<ListAppsResponse>(&spec, "ListAppsResponse");
+    decodes_and_round_trips::<CreateAppRequest>(&spec, "CreateAppRequest");
+    decodes_and_round_trips::<Volume>(&spec, "Volume");
+    decodes_and_round_trips::<CreateVolumeRequest>(&spec, "CreateVolumeRequest");
+    decodes_and_round_trips::<UpdateVolumeRequest>(&spec, "UpdateVolumeRequest");
+    decodes_and_round_trips::<ExtendVolumeRequest>(&spec, "ExtendVolumeRequest");
+    decodes_and_round_trips::<ExtendVolumeResponse>(&spec, "ExtendVolumeResponse");
+    decodes_and_round_trips::<Machine>(&spec, "Machine");
+    decodes_and_round_trips::<MachineConfig>(&spec, "fly.MachineConfig");
+    decodes_and_round_trips::<CreateMachineRequest>(&spec, "CreateMachineRequest");
+    decodes_and_round_trips::<UpdateMachineRequest>(&spec, "UpdateMachineRequest");
+    decodes_and_round_trips::<StopRequest>(&spec, "StopRequest");
+    decodes_and_round_trips::<ExecRequest>(&spec, "MachineExecRequest");
+    decodes_and_round_trips::<ExecResponse>(&spec, "flydv1.ExecResponse");
+    decodes_and_round_trips::<Lease>(&spec, "Lease");
+    decodes_and_round_trips::<CreateLeaseRequest>(&spec, "CreateLeaseRequest");
+    decodes_and_round_trips::<WaitResponse>(&spec, "WaitMachineResponse");
+    decodes_and_round_trips::<MachineEvent>(&spec, "MachineEvent");
+    decodes_and_round_trips::<AppSecret>(&spec, "AppSecret");
+    decodes_and_round_trips::<AppSecrets>(&spec, "AppSecrets");
+    decodes_and_round_trips::<SetAppSecretRequest>(&spec, "SetAppSecretRequest");
+    decodes_and_round_trips::<SetAppSecretResponse>(&spec, "SetAppSecretResponse");
+    decodes_and_round_trips::<AppSecretsUpdateRequest>(&spec, "AppSecretsUpdateRequest");
+    decodes_and_round_trips::<AppSecretsUpdateResponse>(&spec, "AppSecretsUpdateResp");
+    decodes_and_round_trips::<DeleteAppSecretResponse>(&spec, "DeleteAppSecretResponse");
+    decodes_and_round_trips::<ErrorBody>(&spec, "ErrorResponse");
+    decodes_and_round_trips::<MetadataValue>(&spec, "metadataValueResponse");
+    decodes_and_round_trips::<UpsertMetadataRequest>(&spec, "upsertMetadataKeyRequest");
+    decodes_and_round_trips::<UpdateMetadataRequest>(&spec, "updateMetadataRequest");
+}
+
+#[test]
+fn openapi_machine_config_sample_survives_an_update_unchanged() {
+    let text = std::fs::read_to_string(OPENAPI).expect("the lab's copy of the OpenAPI document");
+    let spec: Value = serde_json::from_str(&text).expect("OpenAPI JSON");
+    let v = spec_sample(&spec, "fly.MachineConfig");
+    let config: MachineConfig = serde_json::from_value(v.clone()).expect("decodes");
+    assert!(
+        v.as_object().is_some_and(|o| o.len() > 15),
+        "a full sample: {v:#}"
+    );
+    assert!(!config.extra.is_empty(), "some fields are kept as unknown");
+    // Every field of the document, known to this client or not, goes back out as it came in.
+    assert_eq!(serde_json::to_value(&config).expect("encodes"), v);
+}

@@ -1,0 +1,615 @@
+//! The real `fks-bootstrap` binary's operator commands (`list`/`-l`, `destroy`) against an
+//! in-process API-only lab: a control plane made with the library (observe, plan, execute;
+//! k3s steps off) next to foreign apps in the same organization. Asserts on stdout, exit
+//! codes, the lab's state and its request log (`/lab/v1/events`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use fks_bootstrap::config::{self, Config};
+use fks_bootstrap::fly::types::{
+    CreateAppRequest, CreateMachineRequest, CreateVolumeRequest, Machine, MachineConfig,
+    MachineFile, MachineListFilter, MachineMount, MachineState, SecretString, Volume,
+};
+use fks_bootstrap::fly::{Client, Options as ClientOptions, RetryPolicy, Token};
+use fks_bootstrap::plan::{self, Target, META_CLUSTER, META_NODE};
+use fks_bootstrap::run;
+use fks_lab::{Faults, Options, Timings};
+use serde_json::Value;
+
+const TOKEN: &str = "cli-ops-test-token";
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("lab/ has a parent")
+        .to_path_buf()
+}
+
+/// The `fks-bootstrap` binary of this workspace, built if needed (cargo builds only this
+/// package's binaries for its tests), next to this test executable.
+fn fks_bootstrap_binary() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+            let mut cmd = Command::new(cargo);
+            // The variables cargo sets for this test would make the inner build see another
+            // environment and rebuild the crate every time.
+            for (key, _) in std::env::vars_os() {
+                let key = key.to_string_lossy();
+                if key.starts_with("CARGO_") && key != "CARGO_HOME" && key != "CARGO_TARGET_DIR" {
+                    cmd.env_remove(&*key);
+                }
+            }
+            let status = cmd
+                .args(["build", "-p", "fks-bootstrap", "--bin", "fks-bootstrap"])
+                .current_dir(repo_root())
+                .status()
+                .expect("running cargo build");
+            assert!(status.success(), "building fks-bootstrap failed");
+            // target/debug/deps/cli_ops-<hash> -> target/debug/fks-bootstrap
+            let exe = std::env::current_exe().expect("test binary path");
+            let bin = exe
+                .parent()
+                .and_then(Path::parent)
+                .expect("test binary in target/<profile>/deps")
+                .join("fks-bootstrap");
+            assert!(bin.is_file(), "{} not built", bin.display());
+            bin
+        })
+        .clone()
+}
+
+/// A lab serving on a local port until dropped.
+struct Lab {
+    base: String,
+    _tmp: tempfile::TempDir,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+async fn start_lab() -> Lab {
+    start_lab_with("").await
+}
+
+async fn start_lab_with(faults: &str) -> Lab {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let opts = Options {
+        state_dir: tmp.path().to_path_buf(),
+        zones: fks_lab::parse_zones("sjc=3").expect("zones"),
+        faults: Faults::parse(faults).expect("faults"),
+        seed: 11,
+        token: TOKEN.into(),
+        guests: false,
+        bridge: Default::default(),
+        timings: Timings {
+            launch: Duration::from_millis(10),
+            boot: Duration::from_millis(30),
+            stop: Duration::from_millis(10),
+            destroy: Duration::from_millis(10),
+        },
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(fks_lab::run(listener, opts, async move {
+        let _ = rx.await;
+    }));
+    Lab {
+        base,
+        _tmp: tmp,
+        shutdown: Some(tx),
+    }
+}
+
+impl Lab {
+    fn client(&self) -> Client {
+        let options = ClientOptions {
+            seed: Some(5),
+            create_settle: Duration::from_millis(50),
+            retry: RetryPolicy {
+                max_attempts: 10,
+                base_delay: Duration::from_millis(50),
+                max_delay: Duration::from_millis(500),
+                max_elapsed: Duration::from_secs(30),
+            },
+            ..ClientOptions::default()
+        };
+        Client::new(&self.base, Token::new(TOKEN), options).expect("client")
+    }
+
+    async fn lab_get(&self, path: &str) -> Value {
+        reqwest::get(format!("{}{path}", self.base))
+            .await
+            .expect("lab introspection")
+            .json()
+            .await
+            .expect("json")
+    }
+
+    async fn mutations(&self) -> u64 {
+        self.lab_get("/lab/v1/stats").await["mutations"]
+            .as_u64()
+            .expect("mutations count")
+    }
+
+    /// The newest request log sequence number.
+    async fn last_seq(&self) -> u64 {
+        self.lab_get("/lab/v1/events").await["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .filter_map(|e| e["seq"].as_u64())
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The successful writes since `seq`, oldest first: (method, path).
+    async fn writes_since(&self, seq: u64) -> Vec<(String, String)> {
+        self.lab_get(&format!("/lab/v1/events?since={seq}")).await["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .filter(|e| {
+                e["method"] != "GET"
+                    && e["status"]
+                        .as_u64()
+                        .is_some_and(|s| (200..300).contains(&s))
+            })
+            .map(|e| {
+                (
+                    e["method"].as_str().expect("method").to_string(),
+                    e["path"].as_str().expect("path").to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// Runs the binary with this lab's address and token, stdin not a terminal.
+    async fn fks(&self, args: &[&str]) -> Output {
+        let out = tokio::process::Command::new(fks_bootstrap_binary())
+            .args(args)
+            .current_dir(repo_root())
+            .env("FLY_API_HOSTNAME", &self.base)
+            .env("FLY_API_TOKEN", TOKEN)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .expect("running fks-bootstrap");
+        out
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn lab_config() -> Config {
+    config::load(&repo_root().join("clusters/lab")).expect("clusters/lab loads")
+}
+
+/// Creates `lab-cp` with three nodes the way `create` will: observe, plan, execute.
+async fn make_control_plane(client: &Client, config: &Config) {
+    let target = Target::control_plane(0).expect("target");
+    let state = run::observe(client, config, &target)
+        .await
+        .expect("observe");
+    let files: BTreeMap<String, Vec<MachineFile>> = (0..3)
+        .map(|i| {
+            let file = MachineFile {
+                guest_path: "/etc/ssh/sshd_config.d/fks-bootstrap.conf".into(),
+                raw_value: Some("UGFzc3dvcmRBdXRoZW50aWNhdGlvbiBubwo=".into()),
+                mode: Some(0o644),
+                ..MachineFile::default()
+            };
+            (format!("ctrl-{i}"), vec![file])
+        })
+        .collect();
+    let options = plan::Options {
+        zones: Some(3),
+        allow_shared_zones: false,
+        k3s: false,
+        node_files: files,
+    };
+    let p = plan::plan(config, &target, &state, &options).expect("plan");
+    run::execute(client, &p, &run::Options::default(), None)
+        .await
+        .unwrap_or_else(|e| panic!("run failed: {e}\nplan:\n{p}"));
+    client
+        .set_secret(
+            &config.cp_app(),
+            "EXTRA_SETTING",
+            &SecretString::new("cp secret".to_string()),
+        )
+        .await
+        .expect("secret");
+}
+
+/// An app (created if missing) with one volume and one machine using it, with `metadata`.
+async fn make_app_machine(
+    client: &Client,
+    app: &str,
+    name: &str,
+    metadata: &[(&str, &str)],
+) -> (Machine, Volume) {
+    if client.get_app(app).await.is_err() {
+        client
+            .create_app(&CreateAppRequest {
+                app_name: Some(app.to_string()),
+                org_slug: Some("personal".to_string()),
+                ..CreateAppRequest::default()
+            })
+            .await
+            .expect("create app");
+    }
+    let vol = client
+        .create_volume(
+            app,
+            &CreateVolumeRequest {
+                name: "data".into(),
+                region: Some("sjc".into()),
+                size_gb: Some(1),
+                ..CreateVolumeRequest::default()
+            },
+            &BTreeSet::new(),
+        )
+        .await
+        .expect("create volume");
+    let mut config = MachineConfig {
+        image: "lab/other".into(),
+        ..MachineConfig::default()
+    };
+    for (k, v) in metadata {
+        config.metadata.insert(k.to_string(), v.to_string());
+    }
+    config.mounts.push(MachineMount {
+        volume: vol.id.clone(),
+        path: "/data".into(),
+        ..MachineMount::default()
+    });
+    let m = client
+        .create_machine(
+            app,
+            CreateMachineRequest {
+                config,
+                name: Some(name.into()),
+                region: Some("sjc".into()),
+                ..CreateMachineRequest::default()
+            },
+        )
+        .await
+        .expect("create machine");
+    (m, vol)
+}
+
+async fn live_machines(client: &Client, app: &str) -> Vec<Machine> {
+    let mut ms = client
+        .list_machines(app, &MachineListFilter::default())
+        .await
+        .expect("machines");
+    ms.retain(|m| m.state != MachineState::Destroyed);
+    ms
+}
+
+async fn live_volumes(client: &Client, app: &str) -> Vec<Volume> {
+    let mut vs = client.list_volumes(app).await.expect("volumes");
+    vs.retain(|v| !v.state.is_being_destroyed());
+    vs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_cp_table_and_json_match_the_labs_machines() {
+    let lab = start_lab().await;
+    let client = lab.client();
+    let config = lab_config();
+    make_control_plane(&client, &config).await;
+    let machines = live_machines(&client, "lab-cp").await;
+    let volumes = live_volumes(&client, "lab-cp").await;
+    assert_eq!(machines.len(), 3);
+
+    let json = lab.fks(&["list", "cp", "clusters/lab", "--json"]).await;
+    assert_eq!(json.status.code(), Some(0), "{}", text(&json.stderr));
+    let rows: Vec<Value> = serde_json::from_slice(&json.stdout).expect("json array");
+    let names: Vec<&str> = rows
+        .iter()
+        .map(|r| r["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(names, ["ctrl-0", "ctrl-1", "ctrl-2"]);
+    let mut zones = BTreeSet::new();
+    for row in &rows {
+        let id = row["machine_id"].as_str().expect("id");
+        let m = machines
+            .iter()
+            .find(|m| m.id == id)
+            .expect("listed machine exists");
+        assert_eq!(row["name"].as_str(), m.metadata(META_NODE));
+        assert_eq!(row["app"], "lab-cp");
+        assert_eq!(row["region"], "sjc");
+        assert_eq!(row["state"], "started");
+        assert_eq!(row["private_ip"].as_str(), Some(m.private_ip.as_str()));
+        assert!(!m.private_ip.is_empty());
+        assert_eq!(row["role"], "server");
+        assert_eq!(row["ready"], false, "k3s steps were off");
+        let vol = volumes
+            .iter()
+            .find(|v| v.attached_machine_id.as_deref() == Some(id))
+            .expect("attached volume");
+        assert_eq!(row["zone"].as_str(), Some(vol.zone.as_str()));
+        zones.insert(vol.zone.clone());
+    }
+    assert_eq!(zones.len(), 3, "distinct zones");
+
+    let table = lab.fks(&["-l", "cp", "clusters/lab"]).await;
+    assert_eq!(table.status.code(), Some(0), "{}", text(&table.stderr));
+    let out = text(&table.stdout);
+    let mut lines = out.lines();
+    assert_eq!(
+        lines
+            .next()
+            .map(|h| h.split_whitespace().collect::<Vec<_>>()),
+        Some(vec![
+            "NAME", "MACHINE", "ID", "APP", "REGION", "ZONE", "STATE", "6PN", "ADDRESS", "ROLE",
+            "READY"
+        ])
+    );
+    let body: Vec<Vec<&str>> = lines.map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(body.len(), 3, "{out}");
+    for (cells, row) in body.iter().zip(&rows) {
+        let want = [
+            row["name"].as_str().expect("name"),
+            row["machine_id"].as_str().expect("id"),
+            "lab-cp",
+            "sjc",
+            row["zone"].as_str().expect("zone"),
+            "started",
+            row["private_ip"].as_str().expect("ip"),
+            "server",
+            "no",
+        ];
+        assert_eq!(cells.as_slice(), want.as_slice(), "{out}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_of_a_missing_app_exits_1_with_a_sentence() {
+    let lab = start_lab().await;
+    let out = lab.fks(&["-l", "cp", "clusters/lab"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(
+            "cluster lab has no control plane yet (app lab-cp not found): create it with fks-bootstrap -c clusters/lab"
+        ),
+        "{err}"
+    );
+    let out = lab.fks(&["list", "web", "clusters/lab"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no node group web yet (app lab-ng-web not found)"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destroy_removes_exactly_this_clusters_objects_then_finds_nothing() {
+    let lab = start_lab().await;
+    let client = lab.client();
+    let config = lab_config();
+    make_control_plane(&client, &config).await;
+    // A node group app of the same cluster, and foreign apps: another cluster whose name
+    // starts like ours, and an unrelated app.
+    let (ng_m, ng_v) = make_app_machine(
+        &client,
+        "lab-ng-web",
+        "worker-ng-web-0",
+        &[(META_CLUSTER, "lab"), (META_NODE, "worker-ng-web-0")],
+    )
+    .await;
+    let (other_m, other_v) =
+        make_app_machine(&client, "lab2-cp", "ctrl-0", &[(META_CLUSTER, "lab2")]).await;
+    let (plain_m, plain_v) = make_app_machine(&client, "website", "web", &[]).await;
+    client
+        .set_secret(
+            "website",
+            "API_KEY",
+            &SecretString::new("foreign".to_string()),
+        )
+        .await
+        .expect("foreign secret");
+    let cp_machines = live_machines(&client, "lab-cp").await;
+    let cp_volumes = live_volumes(&client, "lab-cp").await;
+    let cp_secrets = client.list_secrets("lab-cp").await.expect("secrets");
+    assert!(!cp_secrets.is_empty());
+
+    // Dry run: the plan on stdout, no change.
+    let before = lab.mutations().await;
+    let dry = lab.fks(&["destroy", "clusters/lab", "--dry-run"]).await;
+    assert_eq!(dry.status.code(), Some(0), "{}", text(&dry.stderr));
+    let dry_out = text(&dry.stdout);
+    assert!(dry_out.contains("would remove app lab-cp"), "{dry_out}");
+    assert!(dry_out.contains(&ng_m.id), "{dry_out}");
+    assert!(!dry_out.contains("lab2-cp") && !dry_out.contains("website"));
+    assert_eq!(lab.mutations().await, before);
+
+    let seq = lab.last_seq().await;
+    let started = std::time::Instant::now();
+    let out = lab.fks(&["destroy", "clusters/lab", "--yes"]).await;
+    println!(
+        "destroy of 4 machines, 4 volumes, 2 apps in the lab (process included): {:?}",
+        started.elapsed()
+    );
+    let stdout = text(&out.stdout);
+    println!("{stdout}{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    for m in &cp_machines {
+        assert!(
+            stdout.contains(&format!("destroyed machine {}", m.id)),
+            "{stdout}"
+        );
+    }
+    assert!(stdout.contains("deleted app lab-cp") && stdout.contains("deleted app lab-ng-web"));
+
+    // Lab state: ours gone, foreign untouched.
+    for app in ["lab-cp", "lab-ng-web"] {
+        let e = client.get_app(app).await.expect_err("app deleted");
+        assert!(e.is_not_found(), "{app}: {e}");
+    }
+    assert_eq!(live_machines(&client, "lab2-cp").await[0].id, other_m.id);
+    assert_eq!(live_volumes(&client, "lab2-cp").await[0].id, other_v.id);
+    assert_eq!(live_machines(&client, "website").await[0].id, plain_m.id);
+    assert_eq!(live_volumes(&client, "website").await[0].id, plain_v.id);
+    let website_secrets = client.list_secrets("website").await.expect("secrets");
+    assert_eq!(website_secrets.len(), 1);
+
+    // The writes: only DELETEs, only in our apps, machines before volumes before secrets
+    // before apps.
+    let writes = lab.writes_since(seq).await;
+    let kind = |path: &str| -> (u8, String) {
+        let parts: Vec<&str> = path.trim_start_matches("/v1/apps/").split('/').collect();
+        let app = parts[0].to_string();
+        match parts.get(1).copied() {
+            Some("machines") => (0, app),
+            Some("volumes") => (1, app),
+            Some("secrets") => (2, app),
+            None => (3, app),
+            Some(other) => panic!("unexpected write to {other} in {path}"),
+        }
+    };
+    let mut counts = [0usize; 4];
+    let mut last = 0;
+    for (method, path) in &writes {
+        assert_eq!(method, "DELETE", "{path}");
+        let (k, app) = kind(path);
+        assert!(app == "lab-cp" || app == "lab-ng-web", "{path}");
+        assert!(k >= last, "out of order: {writes:?}");
+        last = k;
+        counts[k as usize] += 1;
+    }
+    assert_eq!(
+        counts,
+        [
+            cp_machines.len() + 1,
+            cp_volumes.len() + 1,
+            cp_secrets.len(),
+            2
+        ],
+        "{writes:?}"
+    );
+    assert!(writes.iter().any(|(_, p)| p.ends_with(&ng_v.id)));
+
+    // A second destroy finds nothing and changes nothing.
+    let before = lab.mutations().await;
+    let again = lab.fks(&["destroy", "clusters/lab", "--yes"]).await;
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
+    assert!(
+        text(&again.stdout).contains("nothing to destroy"),
+        "{}",
+        text(&again.stdout)
+    );
+    assert_eq!(lab.mutations().await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destroy_without_yes_and_without_a_terminal_exits_2_and_changes_nothing() {
+    let lab = start_lab().await;
+    let client = lab.client();
+    make_control_plane(&client, &lab_config()).await;
+    let before = lab.mutations().await;
+    let out = lab.fks(&["destroy", "clusters/lab"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("pass --yes"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(lab.mutations().await, before);
+    assert_eq!(live_machines(&client, "lab-cp").await.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destroy_refuses_when_our_app_holds_a_machine_without_our_metadata() {
+    let lab = start_lab().await;
+    let client = lab.client();
+    make_control_plane(&client, &lab_config()).await;
+    let (stray, _) = make_app_machine(&client, "lab-cp", "stray", &[]).await;
+    let before = lab.mutations().await;
+    let out = lab.fks(&["destroy", "clusters/lab", "--yes"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("refusing to destroy cluster lab") && err.contains(&stray.id),
+        "{err}"
+    );
+    assert_eq!(lab.mutations().await, before);
+    assert_eq!(live_machines(&client, "lab-cp").await.len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destroy_finishes_a_cluster_left_half_removed() {
+    let lab = start_lab().await;
+    let client = lab.client();
+    make_control_plane(&client, &lab_config()).await;
+    // As if an earlier destroy stopped after one machine: it is gone, its volume is not.
+    let first = live_machines(&client, "lab-cp").await.remove(0);
+    client
+        .destroy_machine("lab-cp", &first.id, None)
+        .await
+        .expect("destroy one machine");
+    client
+        .wait(
+            "lab-cp",
+            &first.id,
+            MachineState::Destroyed,
+            None,
+            tokio::time::Instant::now() + Duration::from_secs(30),
+        )
+        .await
+        .expect("destroyed");
+    let out = lab.fks(&["destroy", "clusters/lab", "--yes"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(!stdout.contains(&first.id), "already gone: {stdout}");
+    assert_eq!(stdout.matches("deleted volume").count(), 3, "{stdout}");
+    assert!(client
+        .get_app("lab-cp")
+        .await
+        .expect_err("app deleted")
+        .is_not_found());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destroy_gets_through_rate_limits_and_503s() {
+    let lab = start_lab_with("rate_limits=on;error_rate=0.15").await;
+    let client = lab.client();
+    make_control_plane(&client, &lab_config()).await;
+    let started = std::time::Instant::now();
+    let out = lab.fks(&["destroy", "clusters/lab", "--yes"]).await;
+    println!(
+        "destroy under rate limits and 15% 503s: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert_eq!(stdout.matches("destroyed machine").count(), 3, "{stdout}");
+    assert_eq!(stdout.matches("deleted volume").count(), 3, "{stdout}");
+    let gone = client.get_app("lab-cp").await;
+    assert!(
+        matches!(&gone, Err(e) if e.is_not_found()),
+        "app still there: {gone:?}"
+    );
+}
