@@ -507,6 +507,12 @@ impl Runner {
                 source,
             })?;
         let guest = Arc::new(guest);
+        if *lab.closing.borrow() {
+            // The lab shut down while this guest started: it must not outlive the lab.
+            let g = guest.clone();
+            let _ = tokio::task::spawn_blocking(move || g.destroy()).await;
+            return Ok(());
+        }
         let generation = self.generation.fetch_add(1, Ordering::Relaxed);
         lock(&self.slots).insert(
             id.to_string(),
