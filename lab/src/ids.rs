@@ -164,6 +164,13 @@ pub fn zone_ids(
     out
 }
 
+/// The /48 that holds every 6PN address [`private_ip`] gives machines of `network` (`fdaa:` +
+/// 24 bits of the network); a lab bridge for that network routes this prefix.
+pub fn network_prefix(network: &str) -> Ipv6Addr {
+    let net = fnv1a(network.as_bytes()) as u32 & 0x00ff_ffff;
+    Ipv6Addr::new(0xfdaa, (net >> 16) as u16, net as u16, 0, 0, 0, 0, 0)
+}
+
 /// A private 6PN address in Fly's layout (reference §4): `fdaa` | 32 bits network (from the
 /// org slug or the app's custom network) | 32 bits host (from the zone) | 32 bits machine | `2`.
 pub fn private_ip(network: &str, zone: &str, rng: &mut impl Rng) -> Ipv6Addr {

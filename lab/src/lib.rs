@@ -2,7 +2,9 @@
 //! mini-redis: `run(listener, options, shutdown)` serves the Machines API until `shutdown`
 //! completes; the binary (`main.rs`) only parses flags around it.
 //! State lives in `Lab` behind `std::sync::Mutex`es that are never held across an `.await`.
-//! The lab runs in API-only mode: machine states change, nothing runs (guests come later).
+//! By default the lab runs in API-only mode: machine states change, nothing runs. With
+//! `Options::guests` (root only) started machines are real guests (`runner`, `guest`) and the
+//! `.internal` DNS answers on the bridge's resolver address.
 
 pub mod api;
 pub mod clock;
@@ -11,9 +13,11 @@ pub mod error;
 pub mod faults;
 pub mod guest;
 pub mod ids;
+pub mod images;
 pub mod journal;
 pub mod lifecycle;
 pub mod model;
+pub mod runner;
 pub mod secrets;
 pub mod stats;
 
@@ -41,6 +45,12 @@ pub enum Error {
         #[source]
         source: secrets::Error,
     },
+    #[error("starting guests mode")]
+    Guests(#[source] runner::Error),
+    #[error(
+        "guests mode needs root (network and mount namespaces): run as root or without guests"
+    )]
+    NotRoot,
     #[error("serving http")]
     Serve(#[source] std::io::Error),
     #[error("bad --zones entry `{entry}`: want REGION=COUNT such as sjc=3")]
@@ -142,6 +152,10 @@ pub struct Options {
     /// The API token clients must present.
     pub token: String,
     pub timings: Timings,
+    /// Run started machines as real guests (root only); API-only when false.
+    pub guests: bool,
+    /// The lab bridge guests join; its `dns6` is where the `.internal` DNS listens.
+    pub bridge: guest::BridgeConfig,
 }
 
 /// The mutable core: the state and the journal that records it, and the id generator.
@@ -175,6 +189,8 @@ pub struct Lab {
     pub changed: tokio::sync::watch::Sender<u64>,
     /// Set when the server shuts down, so long waits end.
     pub closing: tokio::sync::watch::Sender<bool>,
+    /// The guests, in guests mode.
+    pub runner: Option<Arc<runner::Runner>>,
 }
 
 impl Lab {
@@ -217,6 +233,9 @@ impl Lab {
             stats: Mutex::new(stats::Stats::default()),
             changed: tokio::sync::watch::channel(0).0,
             closing: tokio::sync::watch::channel(false).0,
+            runner: opts
+                .guests
+                .then(|| Arc::new(runner::Runner::new(opts.bridge.clone(), &opts.state_dir))),
             opts,
         }))
     }
@@ -259,7 +278,13 @@ pub async fn run(
     opts: Options,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
+    if opts.guests && !nix::unistd::geteuid().is_root() {
+        return Err(Error::NotRoot);
+    }
     let lab = Lab::open(opts)?;
+    if let Some(r) = &lab.runner {
+        runner::Runner::boot(&lab, r).await.map_err(Error::Guests)?;
+    }
     lifecycle::resume(&lab);
     let app = api::router(lab.clone());
     let closing = lab.clone();
@@ -270,6 +295,9 @@ pub async fn run(
         })
         .await
         .map_err(Error::Serve)?;
+    if let Some(r) = &lab.runner {
+        r.shutdown().await;
+    }
     if let Err(e) = lab.compact() {
         tracing::warn!(error = %e, "could not compact the state at shutdown; the journal still holds it");
     }

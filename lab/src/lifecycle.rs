@@ -55,6 +55,7 @@ pub fn enter(m: &mut Machine, state: &str, source: &str, rng: &mut impl rand::Rn
         status: state.into(),
         source: source.into(),
         timestamp: now,
+        exit_code: None,
     });
 }
 
@@ -78,11 +79,22 @@ pub fn drive(lab: &Arc<Lab>, app: &str, id: &str) {
                 (m.state.clone(), target, m.instance_id.clone(), to, delay)
             };
             let (from, target, instance, to, delay) = seen;
-            tokio::time::sleep(delay).await;
-            let fail_boot = to == "started" && {
+            let mut fail_boot = to == "started" && {
                 let p = lab.opts.faults.boot_failure;
                 crate::lock(&lab.faults).chance(p)
             };
+            match lab.runner.clone() {
+                // Guests mode: the step is the real work (start, stop, destroy a guest). A
+                // boot failure then means init exits 1 once, so restart policy takes over.
+                Some(runner) if crate::runner::is_real(&from, to) => {
+                    if let Err(e) = runner.act(&lab, &id, to, fail_boot).await {
+                        runner.record_failure(&lab, &app, &id, &e);
+                        return;
+                    }
+                    fail_boot = false;
+                }
+                _ => tokio::time::sleep(delay).await,
+            }
             let mut core = lab.core();
             let crate::Core { state, rng, .. } = &mut *core;
             let Some(m) = state.app(&app).and_then(|a| a.machines.get(&id)) else {
@@ -123,6 +135,9 @@ pub fn drive(lab: &Arc<Lab>, app: &str, id: &str) {
             }
             drop(core);
             lab.notify();
+            if let (Some(runner), "started") = (&lab.runner, to) {
+                runner.watch(&lab, &app, &id);
+            }
             if done {
                 return;
             }

@@ -1,6 +1,7 @@
 //! The `fks-lab` binary: parses flags, then `serve` runs `fks_lab::run` until SIGTERM/SIGINT;
 //! `env` and `stop` talk to a running lab through files in its state dir (`listen`, `token`,
-//! `lab.pid`). No API logic here.
+//! `lab.pid`); `image` edits the image table and `logs` prints a machine's log, both straight
+//! from the state dir (the lab need not run). No API logic here.
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -47,9 +48,24 @@ enum Command {
         /// Transition times, e.g. launch=50ms,boot=200ms,stop=100ms,destroy=100ms.
         #[arg(long, default_value = "")]
         timings: String,
-        /// Run machines as real guests (not implemented yet: the lab stays API-only).
+        /// Run started machines as real guests (needs root; without it the lab runs API-only).
         #[arg(long)]
         guests: bool,
+    },
+    /// The image table: which programs a guest of `config.image` has on PATH.
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
+    /// Print a machine's log (its init's stdout and stderr).
+    Logs {
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// The machine id.
+        machine_id: String,
+        /// Keep printing what is appended (until interrupted).
+        #[arg(long)]
+        follow: bool,
     },
     /// Print the environment lines of a running lab again.
     Env {
@@ -61,6 +77,79 @@ enum Command {
         #[arg(long)]
         state_dir: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum ImageCommand {
+    /// Add (or replace) an image: its --bin directories go first on the guest's PATH.
+    Add {
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// The name machines give as `config.image`, e.g. lab/k3s.
+        name: String,
+        /// A directory of programs (repeatable; first comes first on PATH).
+        #[arg(long = "bin", required = true)]
+        bins: Vec<PathBuf>,
+    },
+    /// List the images (the built-in lab/base first).
+    List {
+        #[arg(long)]
+        state_dir: PathBuf,
+    },
+}
+
+fn image(command: ImageCommand) -> Result<()> {
+    match command {
+        ImageCommand::Add {
+            state_dir,
+            name,
+            bins,
+        } => {
+            std::fs::create_dir_all(&state_dir)
+                .with_context(|| format!("creating {}", state_dir.display()))?;
+            fks_lab::images::add(&state_dir, &name, &bins)?;
+            eprintln!("fks-lab: image {name} added");
+            Ok(())
+        }
+        ImageCommand::List { state_dir } => {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{}\t(the host's PATH)", fks_lab::images::BASE_IMAGE)?;
+            for (name, img) in fks_lab::images::load(&state_dir)? {
+                let bins: Vec<String> = img.bins.iter().map(|b| b.display().to_string()).collect();
+                writeln!(out, "{name}\t{}", bins.join(":"))?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn logs(state_dir: &Path, machine_id: &str, follow: bool) -> Result<()> {
+    use std::io::{Read, Seek};
+    let path = fks_lab::runner::log_path(state_dir, machine_id);
+    let mut f = std::fs::File::open(&path).with_context(|| {
+        format!(
+            "reading the log of machine {machine_id} ({}): has it ever started as a guest?",
+            path.display()
+        )
+    })?;
+    let mut out = std::io::stdout().lock();
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        f.read_to_end(&mut buf)
+            .with_context(|| format!("reading {}", path.display()))?;
+        out.write_all(&buf)?;
+        out.flush()?;
+        if !follow {
+            return Ok(());
+        }
+        // A restart of the guest appends; a removed-and-recreated file starts over.
+        let pos = f.stream_position()?;
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() < pos) {
+            f.seek(std::io::SeekFrom::Start(0))?;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 fn write_private(path: &Path, contents: &str) -> Result<()> {
@@ -144,6 +233,8 @@ async fn serve(
         seed,
         token: token.clone(),
         timings: fks_lab::Timings::parse(&timings)?,
+        guests: guests && nix::unistd::geteuid().is_root(),
+        bridge: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
@@ -155,12 +246,21 @@ async fn serve(
     std::fs::write(state_dir.join("listen"), &addr).context("writing the listen file")?;
     std::fs::write(state_dir.join("lab.pid"), std::process::id().to_string())
         .context("writing the pid file")?;
-    if guests {
-        eprintln!("fks-lab: --guests given, but guests are not implemented yet");
+    if opts.guests {
+        eprintln!(
+            "fks-lab: guests mode: started machines run as guests on bridge {}, .internal DNS on [{}]:53, logs in {}/machines/<id>/log",
+            opts.bridge.name,
+            opts.bridge.dns6,
+            state_dir.display()
+        );
+    } else {
+        if guests {
+            eprintln!("fks-lab: --guests needs root (guests are network and mount namespaces), and this process is not root: running API-only instead");
+        }
+        eprintln!(
+            "fks-lab: API-only mode: machine states change, nothing runs (no guests, exec is refused)"
+        );
     }
-    eprintln!(
-        "fks-lab: API-only mode: machine states change, nothing runs (no guests, exec is refused)"
-    );
     eprintln!(
         "fks-lab: listening on http://{addr}, state in {}, seed {seed}",
         state_dir.display()
@@ -240,6 +340,12 @@ fn main() -> std::process::ExitCode {
             )
         })(),
         Command::Stop { state_dir } => stop(&state_dir),
+        Command::Image { command } => image(command),
+        Command::Logs {
+            state_dir,
+            machine_id,
+            follow,
+        } => logs(&state_dir, &machine_id, follow),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

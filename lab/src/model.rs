@@ -56,6 +56,9 @@ pub struct Event {
     pub status: String,
     pub source: String,
     pub timestamp: u64,
+    /// For `exit` events: the main process's exit code (128 + signal when killed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
 }
 
 /// How many events a machine keeps: Fly's events endpoint returns at most 50.

@@ -90,6 +90,8 @@ async fn start_lab_with(faults: &str) -> Lab {
         faults: Faults::parse(faults).expect("faults"),
         seed: 11,
         token: TOKEN.into(),
+        guests: false,
+        bridge: Default::default(),
         timings: Timings {
             launch: Duration::from_millis(10),
             boot: Duration::from_millis(30),

@@ -33,6 +33,8 @@ impl Lab {
             faults: Faults::parse(faults).expect("faults"),
             seed,
             token: TOKEN.into(),
+            guests: false,
+            bridge: Default::default(),
             timings: Timings {
                 launch: Duration::from_millis(10),
                 boot: Duration::from_millis(20),

@@ -45,6 +45,8 @@ async fn start_lab_seeded(zones: &str, faults: &str, seed: u64) -> Lab {
         faults: Faults::parse(faults).expect("faults"),
         seed,
         token: TOKEN.into(),
+        guests: false,
+        bridge: Default::default(),
         timings: Timings {
             launch: Duration::from_millis(10),
             boot: Duration::from_millis(30),

@@ -117,7 +117,14 @@ pub async fn delete(
                 "failed_precondition: app {app} has {running} running machines; stop them first or use force=true"
             )));
         }
+        let ids: Vec<String> = s.machines.keys().cloned().collect();
         core.commit(Record::AppDeleted { name: app.clone() })?;
+        // A forced delete takes running guests with it.
+        if let Some(r) = &lab.runner {
+            for id in ids {
+                r.detached(&lab, &id, "destroyed");
+            }
+        }
     }
     {
         let mut secrets = crate::lock(&lab.secrets);

@@ -48,6 +48,27 @@ fn validate_config(config: &MachineConfig) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// In guests mode `config.image` must name an entry of the lab's image table (422 otherwise,
+/// as Fly answers an image it cannot resolve).
+fn check_image(lab: &Lab, config: &MachineConfig) -> Result<(), ApiError> {
+    if lab.runner.is_none() {
+        return Ok(());
+    }
+    match crate::images::resolve(&lab.opts.state_dir, &config.image) {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(ApiError::unprocessable(format!(
+            "invalid config.image: image {:?} is not in the lab's image table: add it with `fks-lab image add {} --bin DIR` (the built-in {} is the host's PATH)",
+            config.image,
+            config.image,
+            crate::images::BASE_IMAGE
+        ))),
+        Err(e) => Err(ApiError::internal(format!(
+            "reading the lab's image table: {}",
+            crate::runner::chain(&e)
+        ))),
+    }
+}
+
 fn valid_machine_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 63
@@ -122,6 +143,7 @@ pub async fn create(
 ) -> Result<Json<Value>, ApiError> {
     let req: CreateMachineRequest = body(&bytes)?;
     validate_config(&req.config)?;
+    check_image(&lab, &req.config)?;
     let config = req.config;
     if let Some(n) = &req.name {
         if !n.is_empty() && !valid_machine_name(n) {
@@ -334,8 +356,13 @@ pub async fn update(
 ) -> Result<Json<Value>, ApiError> {
     let req: UpdateMachineRequest = body(&bytes)?;
     validate_config(&req.config)?;
+    check_image(&lab, &req.config)?;
+    if let Some(r) = &lab.runner {
+        r.reset_restarts(&id);
+    }
     let config = req.config;
-    mutate(&lab, &app, &id, &headers, |m, rng| {
+    let skip_launch = req.skip_launch.unwrap_or(false);
+    let out = mutate(&lab, &app, &id, &headers, |m, rng| {
         refuse_destroyed(m)?;
         if req
             .name
@@ -394,7 +421,12 @@ pub async fn update(
             m.lease = Some(l);
         }
         Ok(render::json(&out))
-    })
+    })?;
+    // skip_launch leaves a running machine stopped: its guest goes too.
+    if let (Some(r), true) = (&lab.runner, skip_launch) {
+        r.detached(&lab, &id, "stopped");
+    }
+    Ok(out)
 }
 
 pub async fn start(
@@ -402,6 +434,9 @@ pub async fn start(
     Path((app, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
+    if let Some(r) = &lab.runner {
+        r.reset_restarts(&id);
+    }
     mutate(&lab, &app, &id, &headers, |m, rng| {
         refuse_destroyed(m)?;
         let previous = m.state.clone();
@@ -478,6 +513,14 @@ pub async fn stop(
             return Err(ApiError::bad_request(format!("invalid signal {s:?}")));
         }
     }
+    if let Some(r) = &lab.runner {
+        let signal = req
+            .signal
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .and_then(crate::runner::parse_signal);
+        r.request_stop(&id, signal, req.timeout.as_ref().map(|t| t.0));
+    }
     mutate(&lab, &app, &id, &headers, |m, rng| {
         refuse_destroyed(m)?;
         if matches!(m.state.as_str(), "stopped" | "stopping") {
@@ -545,7 +588,8 @@ struct SignalBody {
     signal: Option<Value>,
 }
 
-/// In API-only mode no process runs, so a signal is validated and recorded as an event only.
+/// A signal is validated and recorded as an event; in guests mode it also goes to the guest's
+/// main process (in API-only mode no process runs).
 pub async fn signal(
     State(lab): LabState,
     Path((app, id)): Path<(String, String)>,
@@ -564,7 +608,8 @@ pub async fn signal(
             )))
         }
     };
-    mutate(&lab, &app, &id, &headers, |m, rng| {
+    let sig_name = sig.clone();
+    let out = mutate(&lab, &app, &id, &headers, |m, rng| {
         if m.state != "started" {
             return Err(ApiError::precondition(format!(
                 "failed_precondition: machine {} is {}, signals go to started machines",
@@ -578,9 +623,21 @@ pub async fn signal(
             status: sig,
             source: "user".into(),
             timestamp: now,
+            exit_code: None,
         });
         Ok(ok())
-    })
+    })?;
+    if let Some(r) = &lab.runner {
+        if let Some(signal) = crate::runner::parse_signal(&sig_name) {
+            r.signal(&id, signal).map_err(|e| {
+                ApiError::internal(format!(
+                    "signalling machine {id}: {}",
+                    crate::runner::chain(&e)
+                ))
+            })?;
+        }
+    }
+    Ok(out)
 }
 
 pub async fn cordon(
@@ -607,18 +664,76 @@ pub async fn uncordon(
     })
 }
 
-/// The lab runs in API-only mode: no guest process exists to run a command in, so exec is
-/// refused instead of answering with invented output.
+/// Run a command in the machine's guest (reference §2.3 exec): Fly's
+/// `{stdout, stderr, exit_code, exit_signal}`. 412 when no guest runs (API-only mode, or the
+/// machine is not started).
 pub async fn exec(
     State(lab): LabState,
     Path((app, id)): Path<(String, String)>,
+    bytes: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let core = lab.core();
-    let m = find(&core.state, &app, &id)?;
-    Err(ApiError::precondition(format!(
-        "failed_precondition: machine {} has no guest running: the lab runs in API-only mode (states change, nothing runs), so exec is unavailable",
-        m.id
-    )))
+    let state = {
+        let core = lab.core();
+        find(&core.state, &app, &id)?.state.clone()
+    };
+    let Some(runner) = lab.runner.clone() else {
+        return Err(ApiError::precondition(format!(
+            "failed_precondition: machine {id} has no guest running: the lab runs in API-only mode (states change, nothing runs), so exec is unavailable"
+        )));
+    };
+    let req: fly::ExecRequest = body(&bytes)?;
+    let argv = if !req.command.is_empty() {
+        req.command.clone()
+    } else {
+        // `cmd` is the older single-string form: split on whitespace, never given to a shell.
+        req.cmd
+            .as_deref()
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
+    if argv.is_empty() {
+        return Err(ApiError::bad_request(
+            "exec needs a command: give `command` (argv) or `cmd`",
+        ));
+    }
+    let timeout = std::time::Duration::from_secs(req.timeout.filter(|t| *t > 0).unwrap_or(30));
+    let stdin = req.stdin.clone().map(String::into_bytes);
+    match runner.exec(&id, argv, stdin, timeout).await {
+        Ok(Some(out)) => {
+            let signal = (out.exit_code > 128).then(|| i64::from(out.exit_code - 128));
+            Ok(Json(render::json(&fly::ExecResponse {
+                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+                exit_code: i64::from(out.exit_code),
+                exit_signal: signal,
+            })))
+        }
+        Ok(None) => Err(ApiError::precondition(format!(
+            "failed_precondition: machine {id} has no running guest (state {state})"
+        ))),
+        Err(crate::runner::Error::Guest {
+            source: crate::guest::Error::ExecTimeout { timeout, .. },
+            ..
+        }) => Err(ApiError::new(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            format!("deadline_exceeded: command in machine {id} did not finish within {timeout:?}"),
+        )),
+        Err(
+            e @ crate::runner::Error::Guest {
+                source: crate::guest::Error::ExecSpawn { .. },
+                ..
+            },
+        ) => Err(ApiError::bad_request(format!(
+            "exec in machine {id}: {}",
+            crate::runner::chain(&e)
+        ))),
+        Err(e) => Err(ApiError::internal(format!(
+            "exec in machine {id}: {}",
+            crate::runner::chain(&e)
+        ))),
+    }
 }
 
 pub async fn destroy(

@@ -135,7 +135,10 @@ pub fn event(e: &crate::model::Event) -> fly::MachineEvent {
         status: e.status.clone(),
         source: e.source.clone(),
         timestamp: e.timestamp as i64,
-        request: None,
+        // Fly puts the exit of the main process in `request.exit_event`.
+        request: e
+            .exit_code
+            .map(|c| serde_json::json!({"exit_event": {"exit_code": c}})),
     }
 }
 

@@ -433,6 +433,11 @@ impl Guest {
         self.wait_exit()
     }
 
+    /// Sends `signal` to init (the API's signal endpoint); false when init has already exited.
+    pub fn signal(&self, signal: Signal) -> Result<bool> {
+        self.signal_if_running(signal)
+    }
+
     /// Signals init unless it has been reaped (its pid could belong to someone else then).
     fn signal_if_running(&self, signal: Signal) -> Result<bool> {
         let mut init = lock(&self.init);

@@ -26,6 +26,8 @@ pub fn options(dir: PathBuf) -> Options {
         faults: Faults::default(),
         seed: 42,
         token: TOKEN.into(),
+        guests: false,
+        bridge: Default::default(),
         timings: Timings {
             launch: Duration::from_millis(10),
             boot: Duration::from_millis(20),
