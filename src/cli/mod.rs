@@ -20,6 +20,7 @@ mod list;
 mod node;
 mod output;
 mod render;
+mod ssh;
 mod validate;
 
 /// What a command can end with, besides success. The variant decides the exit code; the
@@ -47,6 +48,8 @@ const EXAMPLES: &str = "\
 Examples:
   fks-bootstrap -l cp clusters/lab               (same as: list cp clusters/lab)
   fks-bootstrap list web clusters/lab --json     (node group web, as JSON)
+  fks-bootstrap -s cp clusters/lab               (same as: ssh cp clusters/lab; a shell)
+  fks-bootstrap ssh cp clusters/lab -- uptime    (one command, its exit code)
   fks-bootstrap destroy clusters/lab --dry-run   (what destroy would remove)
   fks-bootstrap destroy clusters/lab --yes       (no typed confirmation)
   fks-bootstrap validate clusters/lab
@@ -77,6 +80,15 @@ pub struct ShortForms {
     /// With -l: print a JSON array instead of a table.
     #[arg(long, requires = "list")]
     pub json: bool,
+    /// Same as `ssh cp|GROUP CLUSTER_DIR`: a shell on (or, after `--`, a command run on) a node.
+    #[arg(short = 's', num_args = 2, value_names = ["cp|GROUP", "CLUSTER_DIR"])]
+    pub ssh: Option<Vec<String>>,
+    /// With -s: the node to connect to.
+    #[arg(long = "node", id = "ssh_node", value_name = "NAME", requires = "ssh")]
+    pub ssh_node: Option<String>,
+    /// With -s: the command to run instead of a shell.
+    #[arg(last = true, id = "ssh_command", value_name = "CMD", requires = "ssh")]
+    pub ssh_command: Vec<String>,
 }
 
 impl Cli {
@@ -84,30 +96,53 @@ impl Cli {
     /// subcommand, or neither, is a usage error (exit 2).
     pub fn resolve(self) -> Result<Command, clap::Error> {
         use clap::error::ErrorKind;
-        let ShortForms { list, json } = self.short;
-        let short = match list {
-            Some(values) => {
-                let [target, dir]: [String; 2] = values.try_into().map_err(|_| {
-                    Cli::command().error(
-                        ErrorKind::WrongNumberOfValues,
-                        "-l takes two values: cp|GROUP CLUSTER_DIR",
-                    )
-                })?;
-                let target = list::parse_node_set(&target).map_err(|e| {
-                    Cli::command().error(ErrorKind::ValueValidation, format!("-l: {e}"))
-                })?;
+        let ShortForms {
+            list,
+            json,
+            ssh,
+            ssh_node,
+            ssh_command,
+        } = self.short;
+        let two = |flag: &str, values: Vec<String>| {
+            let [target, dir]: [String; 2] = values.try_into().map_err(|_| {
+                Cli::command().error(
+                    ErrorKind::WrongNumberOfValues,
+                    format!("{flag} takes two values: cp|GROUP CLUSTER_DIR"),
+                )
+            })?;
+            let target = list::parse_node_set(&target).map_err(|e| {
+                Cli::command().error(ErrorKind::ValueValidation, format!("{flag}: {e}"))
+            })?;
+            Ok::<_, clap::Error>((target, std::path::PathBuf::from(dir)))
+        };
+        let short = match (list, ssh) {
+            (Some(_), Some(_)) => {
+                return Err(Cli::command()
+                    .error(ErrorKind::ArgumentConflict, "use one short form at a time"))
+            }
+            (None, Some(values)) => {
+                let (nodes, cluster_dir) = two("-s", values)?;
+                Some(Command::Ssh(ssh::Args {
+                    nodes,
+                    cluster_dir,
+                    node: ssh_node,
+                    command: ssh_command,
+                }))
+            }
+            (Some(values), None) => {
+                let (nodes, cluster_dir) = two("-l", values)?;
                 Some(Command::List(list::Args {
-                    nodes: target,
-                    cluster_dir: dir.into(),
+                    nodes,
+                    cluster_dir,
                     json,
                 }))
             }
-            None => None,
+            (None, None) => None,
         };
         match (short, self.command) {
             (Some(_), Some(_)) => Err(Cli::command().error(
                 ErrorKind::ArgumentConflict,
-                "use either a short form (-l) or a subcommand, not both",
+                "use either a short form (-l, -s) or a subcommand, not both",
             )),
             (Some(cmd), None) | (None, Some(cmd)) => Ok(cmd),
             (None, None) => Err(Cli::command().error(
@@ -123,6 +158,9 @@ impl Cli {
 pub enum Command {
     /// List the nodes of the control plane (cp) or of one node group (-l).
     List(list::Args),
+    /// A shell on a node of the control plane (cp) or of a node group, or one command (-s).
+    #[command(after_help = ssh::AFTER_HELP)]
+    Ssh(ssh::Args),
     /// Remove this cluster's machines, volumes, secrets and apps, and nothing else.
     #[command(after_help = destroy::AFTER_HELP)]
     Destroy(destroy::Args),
@@ -172,6 +210,7 @@ pub fn main() -> ExitCode {
 fn run(command: Command) -> Result<(), Error> {
     match command {
         Command::List(args) => list::run(args),
+        Command::Ssh(args) => ssh::run(args),
         Command::Destroy(args) => destroy::run(args),
         Command::CheckKernel(args) => check_kernel::run(args),
         Command::Completions(args) => completions::run(args, &mut Cli::command()),
@@ -262,6 +301,50 @@ mod tests {
         assert!(resolve(&["--json"]).is_err());
         assert!(resolve(&["-l", "cp", "clusters/lab", "list", "cp", "clusters/lab"]).is_err());
         assert!(resolve(&[]).is_err());
+    }
+
+    #[test]
+    fn short_ssh_is_the_ssh_subcommand() {
+        assert_eq!(
+            resolved(&["-s", "cp", "clusters/lab"]),
+            resolved(&["ssh", "cp", "clusters/lab"])
+        );
+        let short = resolved(&[
+            "-s",
+            "web",
+            "clusters/lab",
+            "--node",
+            "w-1",
+            "--",
+            "sh",
+            "-c",
+            "echo $(id)",
+        ]);
+        assert_eq!(
+            short,
+            resolved(&[
+                "ssh",
+                "web",
+                "clusters/lab",
+                "--node",
+                "w-1",
+                "--",
+                "sh",
+                "-c",
+                "echo $(id)",
+            ])
+        );
+        assert!(
+            short.contains(r#"command: ["sh", "-c", "echo $(id)"]"#),
+            "{short}"
+        );
+        for args in [
+            &["--node", "x"][..],
+            &["-s", "cp"],
+            &["-s", "cp", "d", "-l", "cp", "d"],
+        ] {
+            assert!(resolve(args).is_err(), "{args:?}");
+        }
     }
 
     #[test]

@@ -1,0 +1,283 @@
+//! `fks-bootstrap ssh cp|GROUP CLUSTER_DIR [--node NAME] [-- CMD ...]` (k3s.sh's `-s`): an
+//! interactive shell on, or one command run on, a started node of the control plane or of a
+//! node group, over SSH as root with the cluster user key.
+//!
+//! Must not: trust a host key it did not generate (the node's pinned key from
+//! `~/.config/fks-bootstrap/clusters/<cluster>` is the only one accepted, and none is ever
+//! created here), change anything through the Fly API, or pass the command through a local
+//! shell (the argv is quoted word by word by the ssh module for the remote shell).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use super::list::{self, NodeSet, Row};
+use crate::config::Config;
+use crate::fly::Client;
+use crate::ssh::{self, ClusterKeys, Exit};
+
+/// The user every node's sshd lets in (`PermitRootLogin prohibit-password`, keys only).
+const USER: &str = "root";
+/// sshd's port on a node's 6PN address.
+const PORT: u16 = 22;
+
+/// Examples shown by `ssh --help`.
+pub const AFTER_HELP: &str = "\
+Examples:
+  fks-bootstrap ssh cp clusters/lab                      (shell on the first control-plane node)
+  fks-bootstrap -s cp clusters/lab                       (the same, k3s.sh's short form)
+  fks-bootstrap ssh cp clusters/lab --node ctrl-1        (shell on ctrl-1)
+  fks-bootstrap ssh web clusters/lab -- uptime           (one command on node group web's first node)
+  fks-bootstrap -s cp clusters/lab -- k3s kubectl get nodes
+
+The command after `--` runs with each argument passed as one word (no local shell); the exit
+code is the remote command's (128+N when it was killed by signal N). Stdin is not forwarded to
+a command; without one, the shell gets a pty when stdin is a terminal.";
+
+/// Open a shell on, or run one command on, a node.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// `cp` for the control plane, or a node group's name.
+    #[arg(value_name = "cp|GROUP", value_parser = list::parse_node_set)]
+    pub nodes: NodeSet,
+    /// The cluster directory holding `config` or `cluster.toml`, e.g. clusters/lab.
+    pub cluster_dir: PathBuf,
+    /// The node to connect to (its `fks_node` name, as `list` shows); default: the first
+    /// started node by name.
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
+    /// A command to run instead of an interactive shell (after `--`).
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+/// Why `ssh` could not reach a node.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The app has no started machine.
+    #[error("app {app} has no started node to connect to (see fks-bootstrap list)")]
+    NoStartedNode {
+        /// The app.
+        app: String,
+    },
+    /// `--node` names no started machine of the app.
+    #[error("app {app} has no started node named {node}; started nodes: {started}")]
+    UnknownNode {
+        /// The app.
+        app: String,
+        /// The name given.
+        node: String,
+        /// The started nodes' names, comma separated (or "none").
+        started: String,
+    },
+    /// The node's 6PN address is missing or not an IP address.
+    #[error("node {node} (machine {machine_id}) has no usable 6PN address: {address:?}")]
+    BadAddress {
+        /// Node name.
+        node: String,
+        /// Machine id.
+        machine_id: String,
+        /// What the API reported.
+        address: String,
+    },
+    /// No pinned host key for the node on this machine.
+    #[error(
+        "the host key of node {node} is unknown to this machine (no {path}): fks-bootstrap only \
+         connects to nodes whose keys it generated, and keys live in {dir}; copy that directory \
+         from the machine that created the cluster"
+    )]
+    UnknownHostKey {
+        /// Node name.
+        node: String,
+        /// The key file looked for.
+        path: PathBuf,
+        /// The cluster's key directory.
+        dir: PathBuf,
+    },
+    /// Opening the key store or the connection failed.
+    #[error(transparent)]
+    Ssh(#[from] ssh::Error),
+    /// Finding the app's nodes failed.
+    #[error(transparent)]
+    List(#[from] list::Error),
+}
+
+/// Runs `ssh` / `-s`. A remote exit code other than 0 ends this process with that code.
+pub fn run(args: Args) -> Result<(), super::Error> {
+    let config = super::load_config(&args.cluster_dir)?;
+    let client = super::fly_client()?;
+    let base = ssh::config_dir().map_err(|e| super::Error::Usage(e.into()))?;
+    let exit = super::runtime()?
+        .block_on(session(&client, &config, &args, &base))
+        .map_err(|e| super::Error::Failed(e.into()))?;
+    let code = exit.local_code();
+    if code == 0 {
+        return Ok(());
+    }
+    // The remote command's exit code is the result, not an error of this program: exit with
+    // it directly (stdout/stderr were flushed by the session).
+    std::process::exit(code)
+}
+
+/// Find the node, connect with its pinned key, run the command or the shell.
+async fn session(
+    client: &Client,
+    config: &Config,
+    args: &Args,
+    base: &Path,
+) -> Result<Exit, Error> {
+    let rows = list::rows(client, config, &args.nodes, &args.cluster_dir).await?;
+    let app = args.nodes.app(config);
+    let row = pick(&app, &rows, args.node.as_deref())?;
+    let addr = address(row)?;
+    let keys = keys_for(base, &config.cluster_name, &row.name)?;
+    let host = keys.host_key(&row.name)?;
+    let conn =
+        ssh::Client::connect(&row.name, addr, USER, keys.user_key(), host.public_key()).await?;
+    let exit = if args.command.is_empty() {
+        conn.shell().await?
+    } else {
+        let argv: Vec<&str> = args.command.iter().map(String::as_str).collect();
+        conn.exec_streaming(
+            &argv,
+            None,
+            &mut tokio::io::stdout(),
+            &mut tokio::io::stderr(),
+        )
+        .await?
+    };
+    // The session's result is known; a failing close changes nothing for the user.
+    if let Err(e) = conn.close().await {
+        tracing::debug!(error = %e, "closing the ssh connection");
+    }
+    Ok(exit)
+}
+
+/// The started node to connect to: the one named `node`, else the first by name.
+fn pick<'a>(app: &str, rows: &'a [Row], node: Option<&str>) -> Result<&'a Row, Error> {
+    let started: Vec<&Row> = rows.iter().filter(|r| r.state == "started").collect();
+    match node {
+        None => started
+            .first()
+            .copied()
+            .ok_or_else(|| Error::NoStartedNode {
+                app: app.to_owned(),
+            }),
+        Some(name) => started
+            .iter()
+            .find(|r| r.name == name)
+            .copied()
+            .ok_or_else(|| Error::UnknownNode {
+                app: app.to_owned(),
+                node: name.to_owned(),
+                started: if started.is_empty() {
+                    "none".to_owned()
+                } else {
+                    started
+                        .iter()
+                        .map(|r| r.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
+            }),
+    }
+}
+
+/// `[private_ip]:22`.
+fn address(row: &Row) -> Result<SocketAddr, Error> {
+    row.private_ip
+        .parse::<IpAddr>()
+        .map(|ip| SocketAddr::new(ip, PORT))
+        .map_err(|_| Error::BadAddress {
+            node: row.name.clone(),
+            machine_id: row.machine_id.clone(),
+            address: row.private_ip.clone(),
+        })
+}
+
+/// The cluster's key store, only when `node`'s host key is already on disk: opening the store
+/// would otherwise create a user key and `host_key` a host key no node has. The paths are
+/// the layout documented in `ssh::keys`.
+fn keys_for(base: &Path, cluster: &str, node: &str) -> Result<ClusterKeys, Error> {
+    let dir = base.join("clusters").join(cluster);
+    let path = dir.join("hosts").join(node).join(
+        Path::new(ssh::HOST_KEY_PATH)
+            .file_name()
+            .unwrap_or_default(),
+    );
+    if !path.is_file() || !dir.join("id_ed25519").is_file() {
+        return Err(Error::UnknownHostKey {
+            node: node.to_owned(),
+            path,
+            dir,
+        });
+    }
+    Ok(ClusterKeys::open(base, cluster)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(name: &str, state: &str, ip: &str) -> Row {
+        Row {
+            name: name.into(),
+            machine_id: format!("m-{name}"),
+            app: "lab-cp".into(),
+            region: "sjc".into(),
+            zone: String::new(),
+            state: state.into(),
+            private_ip: ip.into(),
+            role: "server".into(),
+            ready: false,
+        }
+    }
+
+    #[test]
+    fn pick_takes_the_first_started_node_or_the_named_one() {
+        let rows = [
+            row("ctrl-0", "stopped", "fdaa::1"),
+            row("ctrl-1", "started", "fdaa::2"),
+            row("ctrl-2", "started", "fdaa::3"),
+        ];
+        assert_eq!(pick("lab-cp", &rows, None).expect("first").name, "ctrl-1");
+        assert_eq!(
+            pick("lab-cp", &rows, Some("ctrl-2")).expect("named").name,
+            "ctrl-2"
+        );
+        let e = pick("lab-cp", &rows, Some("ctrl-0")).expect_err("stopped");
+        assert_eq!(
+            e.to_string(),
+            "app lab-cp has no started node named ctrl-0; started nodes: ctrl-1, ctrl-2"
+        );
+        assert!(matches!(
+            pick("lab-cp", &rows[..1], None),
+            Err(Error::NoStartedNode { .. })
+        ));
+    }
+
+    #[test]
+    fn address_is_the_6pn_address_port_22() {
+        let a = address(&row("ctrl-0", "started", "fdaa:0:1::2")).expect("addr");
+        assert_eq!(a.to_string(), "[fdaa:0:1::2]:22");
+        assert!(address(&row("ctrl-0", "started", "")).is_err());
+    }
+
+    #[test]
+    fn missing_host_key_names_the_node_and_the_key_dir_and_creates_nothing() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let e = keys_for(tmp.path(), "lab", "ctrl-0").expect_err("no key");
+        let text = e.to_string();
+        assert!(
+            text.contains("host key of node ctrl-0 is unknown to this machine"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&tmp.path().join("clusters/lab").display().to_string()),
+            "{text}"
+        );
+        assert!(!tmp.path().join("clusters").exists(), "created key files");
+        let keys = ClusterKeys::open(tmp.path(), "lab").expect("open");
+        keys.host_key("ctrl-0").expect("create");
+        assert!(keys_for(tmp.path(), "lab", "ctrl-0").is_ok());
+    }
+}
