@@ -26,7 +26,7 @@ Examples:
   fks-bootstrap ssh cp clusters/lab                      (shell on the first control-plane node)
   fks-bootstrap -s cp clusters/lab                       (the same, k3s.sh's short form)
   fks-bootstrap ssh cp clusters/lab --node ctrl-1        (shell on ctrl-1)
-  fks-bootstrap ssh web clusters/lab -- uptime           (one command on node group web's first node)
+  fks-bootstrap ssh web clusters/lab -- uptime           (one command on group web's first node)
   fks-bootstrap -s cp clusters/lab -- k3s kubectl get nodes
 
 The command after `--` runs with each argument passed as one word (no local shell); the exit
