@@ -95,10 +95,22 @@ pub enum Error {
     },
     /// Opening the key store or the connection failed.
     #[error(transparent)]
-    Ssh(#[from] ssh::Error),
+    Ssh(#[from] Box<ssh::Error>),
     /// Finding the app's nodes failed.
     #[error(transparent)]
-    List(#[from] list::Error),
+    List(#[from] Box<list::Error>),
+}
+
+impl From<ssh::Error> for Error {
+    fn from(e: ssh::Error) -> Self {
+        Error::Ssh(Box::new(e))
+    }
+}
+
+impl From<list::Error> for Error {
+    fn from(e: list::Error) -> Self {
+        Error::List(Box::new(e))
+    }
 }
 
 /// Runs `ssh` / `-s`. A remote exit code other than 0 ends this process with that code.

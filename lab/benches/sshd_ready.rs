@@ -1,0 +1,267 @@
+//! Issue 4's figure: wall time from a machine's create request to "sshd answers" (a TCP
+//! connect to `[6PN]:22` that receives the `SSH-2.0-` banner), for 1 machine and for 12
+//! machines created concurrently (time until all answer), on an in-process guests-mode lab
+//! with its own bridge (`fkssb1`, 172.31.201.0/24) and the lab's default timings. Every
+//! machine runs the host's real sshd with the files `ClusterKeys::node_files` delivers.
+//!
+//! Run (root): `cargo bench -p fks-lab --bench sshd_ready`. Prints the figures, their ratio
+//! and the target (12 within 1.5x of 1); asserts nothing about speed. Without root it prints
+//! why and exits 0. Destroys its machines, app, guests and bridge at the end.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+use fks_bootstrap::ssh::{ClusterKeys, SSHD_CONFIG_PATH};
+use fks_lab::guest::BridgeConfig;
+use fks_lab::{Faults, Options, Timings};
+use reqwest::Method;
+use serde_json::{json, Value};
+use tokio::io::AsyncReadExt;
+
+const TOKEN: &str = "sshd-ready-bench";
+const APP: &str = "bench-cp";
+const NETWORK: &str = "sshdready1";
+const CONCURRENT: usize = 12;
+const WAIT: Duration = Duration::from_secs(60);
+
+#[derive(Clone)]
+struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header("authorization", format!("Bearer {TOKEN}"));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.expect("send");
+        let status = res.status().as_u16();
+        let text = res.text().await.expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn ok(&self, method: Method, path: &str, body: Option<Value>) -> Value {
+        let (status, v) = self.call(method.clone(), path, body).await;
+        assert!(
+            (200..300).contains(&status),
+            "{method} {path}: {status} {v}"
+        );
+        v
+    }
+}
+
+/// True once something at `addr` sends the SSH identification string.
+async fn sshd_answers(addr: SocketAddr) -> bool {
+    let attempt = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let mut buf = [0u8; 8];
+        stream.read_exact(&mut buf).await.ok()?;
+        Some(&buf == b"SSH-2.0-")
+    };
+    tokio::time::timeout(Duration::from_secs(2), attempt)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+}
+
+/// Create one machine for `node` and wait until its sshd answers; returns the machine id and
+/// the time from the create request.
+async fn create_until_sshd(api: Api, config: Value) -> (String, Duration) {
+    let started = Instant::now();
+    let m = api
+        .ok(
+            Method::POST,
+            &format!("/v1/apps/{APP}/machines"),
+            Some(json!({"region": "sjc", "config": config})),
+        )
+        .await;
+    let id = m["id"].as_str().expect("machine id").to_string();
+    let mut ip = m["private_ip"]
+        .as_str()
+        .and_then(|s| s.parse::<IpAddr>().ok());
+    loop {
+        if ip.is_none() {
+            let (_, m) = api
+                .call(Method::GET, &format!("/v1/apps/{APP}/machines/{id}"), None)
+                .await;
+            ip = m["private_ip"].as_str().and_then(|s| s.parse().ok());
+        }
+        if let Some(ip) = ip {
+            if sshd_answers(SocketAddr::new(ip, 22)).await {
+                return (id, started.elapsed());
+            }
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "sshd on machine {id} never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn machine_config(keys: &ClusterKeys, node: &str) -> Value {
+    let files: Vec<Value> = keys
+        .node_files(node)
+        .expect("node files")
+        .iter()
+        .map(|f| serde_json::to_value(f.to_machine_file()).expect("file json"))
+        .collect();
+    json!({
+        "image": "bench/sshd",
+        "init": {"exec": ["start-sshd", SSHD_CONFIG_PATH]},
+        "files": files,
+        "metadata": {"fks_cluster": "bench", "fks_node": node},
+        "stop_config": {"signal": "SIGTERM"}
+    })
+}
+
+/// Create `configs` concurrently; the time until all answer, and their ids.
+async fn batch(api: &Api, configs: Vec<Value>) -> (Duration, Vec<String>) {
+    let started = Instant::now();
+    let tasks: Vec<_> = configs
+        .into_iter()
+        .map(|c| tokio::spawn(create_until_sshd(api.clone(), c)))
+        .collect();
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.push(t.await.expect("create task").0);
+    }
+    (started.elapsed(), ids)
+}
+
+async fn destroy(api: &Api, ids: &[String]) {
+    for id in ids {
+        api.ok(
+            Method::DELETE,
+            &format!("/v1/apps/{APP}/machines/{id}?force=true"),
+            None,
+        )
+        .await;
+    }
+}
+
+fn main() {
+    if !nix::unistd::geteuid().is_root() {
+        println!("sshd_ready: skipped, needs root (guests are network and mount namespaces)");
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(bench());
+}
+
+async fn bench() {
+    let prefix = fks_lab::ids::network_prefix(NETWORK).segments();
+    let at = |last: u16| std::net::Ipv6Addr::new(prefix[0], prefix[1], prefix[2], 0, 0, 0, 0, last);
+    let bridge = BridgeConfig {
+        name: "fkssb1".into(),
+        gateway6: at(1),
+        prefix6: 48,
+        dns6: at(3),
+        gateway4: Ipv4Addr::new(172, 31, 201, 1),
+        prefix4: 24,
+    };
+    fks_lab::guest::remove_bridge(&bridge.name).expect("removing a stale bridge");
+    // Not under /tmp: a guest has a private /tmp, so an image dir there would be empty.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
+    let bin = dir.path().join("image-bin");
+    std::fs::create_dir(&bin).expect("mkdir bin");
+    let start_sshd = bin.join("start-sshd");
+    std::fs::write(
+        &start_sshd,
+        "#!/bin/sh\nmkdir -p /run/sshd\nexec /usr/sbin/sshd -D -e -f \"$1\"\n",
+    )
+    .expect("write start-sshd");
+    std::fs::set_permissions(&start_sshd, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).expect("mkdir state");
+    fks_lab::images::add(&state, "bench/sshd", &[bin]).expect("image add");
+    let keys = ClusterKeys::open(&dir.path().join("keys"), "bench").expect("keys");
+
+    let timings = Timings::default();
+    let opts = Options {
+        state_dir: state,
+        zones: fks_lab::parse_zones("sjc=4").expect("zones"),
+        faults: Faults::parse("").expect("faults"),
+        seed: 1,
+        token: TOKEN.into(),
+        timings,
+        guests: true,
+        bridge: bridge.clone(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let api = Api {
+        base: format!("http://{}", listener.local_addr().expect("addr")),
+        http: reqwest::Client::new(),
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let lab = tokio::spawn(fks_lab::run(listener, opts, async move {
+        let _ = rx.await;
+    }));
+    let deadline = Instant::now() + WAIT;
+    while api
+        .http
+        .get(format!("{}/lab/v1/stats", api.base))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "lab did not come up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    api.ok(
+        Method::POST,
+        "/v1/apps",
+        Some(json!({"app_name": APP, "org_slug": "personal", "network": NETWORK})),
+    )
+    .await;
+
+    // Keys are made before any clock starts: generating them is not part of a create.
+    let warm = machine_config(&keys, "warm-0");
+    let one = machine_config(&keys, "one-0");
+    let many: Vec<Value> = (0..CONCURRENT)
+        .map(|i| machine_config(&keys, &format!("many-{i}")))
+        .collect();
+
+    // One unreported machine first, so page cache and first-use costs of sshd are not in
+    // the single-machine figure.
+    let (warmup, warm_ids) = batch(&api, vec![warm]).await;
+    destroy(&api, &warm_ids).await;
+    let (single, one_ids) = batch(&api, vec![one]).await;
+    let (all, many_ids) = batch(&api, many).await;
+
+    println!(
+        "sshd_ready (lab timings: launch {:?}, boot {:?}; real sshd in guests)",
+        timings.launch, timings.boot
+    );
+    println!("  warm-up, 1 machine (not counted):           {warmup:>10.3?}");
+    println!("  create -> sshd answers, 1 machine:          {single:>10.3?}");
+    println!("  create -> sshd answers, {CONCURRENT} concurrent (all): {all:>10.3?}");
+    let ratio = all.as_secs_f64() / single.as_secs_f64();
+    println!(
+        "  ratio {ratio:.2}x   target: {CONCURRENT} within 1.5x of 1 ({})",
+        if ratio <= 1.5 { "met" } else { "not met" }
+    );
+
+    destroy(&api, &one_ids).await;
+    destroy(&api, &many_ids).await;
+    api.ok(Method::DELETE, &format!("/v1/apps/{APP}"), None)
+        .await;
+    let _ = tx.send(());
+    lab.await.expect("lab task").expect("lab run");
+    fks_lab::guest::remove_bridge(&bridge.name).expect("removing the bridge");
+}
