@@ -259,7 +259,8 @@ async fn bench() {
 
     destroy(&api, &one_ids).await;
     destroy(&api, &many_ids).await;
-    api.ok(Method::DELETE, &format!("/v1/apps/{APP}"), None)
+    // Machine destroys finish asynchronously: force the app delete rather than wait for them.
+    api.ok(Method::DELETE, &format!("/v1/apps/{APP}?force=true"), None)
         .await;
     let _ = tx.send(());
     lab.await.expect("lab task").expect("lab run");
