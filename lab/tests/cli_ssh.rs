@@ -400,6 +400,36 @@ async fn ssh_runs_commands_on_the_pinned_node_and_refuses_a_swapped_host_key() {
     let expected: String = tricky.iter().map(|a| format!("[{a}]\n")).collect();
     assert_eq!(text(&out.stdout), expected);
 
+    // Without a command: a shell; stdin is not a terminal, so no pty, input sent as it is.
+    let shell = {
+        let (bin, base, xdg) = (bin.clone(), lab.base.clone(), xdg.clone());
+        tokio::task::spawn_blocking(move || -> Output {
+            use std::io::Write;
+            let mut child = Command::new(bin)
+                .args(["-s", "cp", "clusters/lab"])
+                .current_dir(repo_root())
+                .env("FLY_API_HOSTNAME", base)
+                .env("FLY_API_TOKEN", TOKEN)
+                .env("XDG_CONFIG_HOME", xdg)
+                .env_remove("RUST_LOG")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("running fks-bootstrap");
+            child
+                .stdin
+                .take()
+                .expect("piped stdin")
+                .write_all(b"echo \"shell on $(hostname)\"\nexit 5\n")
+                .expect("write stdin");
+            child.wait_with_output().expect("wait")
+        })
+    };
+    let out = shell.await.expect("join");
+    assert_eq!(out.status.code(), Some(5), "stderr: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), format!("shell on {id}\n"));
+
     // An unknown node: exit 1 and a sentence naming the started ones.
     let out = run(args(&[
         "ssh",
