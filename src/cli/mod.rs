@@ -33,6 +33,10 @@ pub enum Error {
     /// The operation was attempted and failed: exit 1.
     #[error(transparent)]
     Failed(anyhow::Error),
+    /// A child's exit status passed through as this program's own (the remote command of
+    /// `ssh -- CMD`, k3s's status at the end of `node init`); nothing more is printed.
+    #[error("exited with status {0}")]
+    Status(u8),
 }
 
 impl Error {
@@ -40,6 +44,7 @@ impl Error {
         match self {
             Error::Usage(_) => ExitCode::from(2),
             Error::Failed(_) => ExitCode::from(1),
+            Error::Status(code) => ExitCode::from(*code),
         }
     }
 }
@@ -198,10 +203,10 @@ pub fn main() -> ExitCode {
     match run(command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let inner = match &e {
-                Error::Usage(inner) | Error::Failed(inner) => inner,
-            };
-            eprintln!("fks-bootstrap: {inner:#}");
+            match &e {
+                Error::Usage(inner) | Error::Failed(inner) => eprintln!("fks-bootstrap: {inner:#}"),
+                Error::Status(_) => {}
+            }
             e.exit_code()
         }
     }

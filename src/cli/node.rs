@@ -84,7 +84,7 @@ fn init(a: InitArgs) -> Result<(), Error> {
     };
     match node::init(&options) {
         Ok(0) => Ok(()),
-        Ok(code) => std::process::exit(i32::from(code)),
+        Ok(code) => Err(super::Error::Status(code)),
         Err(e) => {
             let err = anyhow!("node init: {}", node::chain(&e));
             if e.is_configuration() {

@@ -113,7 +113,7 @@ impl From<list::Error> for Error {
     }
 }
 
-/// Runs `ssh` / `-s`. A remote exit code other than 0 ends this process with that code.
+/// Runs `ssh` / `-s`. A remote exit code other than 0 becomes this process's exit code.
 pub fn run(args: Args) -> Result<(), super::Error> {
     let config = super::load_config(&args.cluster_dir)?;
     let client = super::fly_client()?;
@@ -121,13 +121,11 @@ pub fn run(args: Args) -> Result<(), super::Error> {
     let exit = super::runtime()?
         .block_on(session(&client, &config, &args, &base))
         .map_err(|e| super::Error::Failed(e.into()))?;
-    let code = exit.local_code();
-    if code == 0 {
-        return Ok(());
+    // The remote command's exit code is the result, not an error of this program.
+    match exit.local_code() {
+        0 => Ok(()),
+        code => Err(super::Error::Status(u8::try_from(code).unwrap_or(255))),
     }
-    // The remote command's exit code is the result, not an error of this program: exit with
-    // it directly (stdout/stderr were flushed by the session).
-    std::process::exit(code)
 }
 
 /// Find the node, connect with its pinned key, run the command or the shell.
@@ -210,17 +208,12 @@ fn address(row: &Row) -> Result<SocketAddr, Error> {
 /// would otherwise create a user key and `host_key` a host key no node has. The paths are
 /// the layout documented in `ssh::keys`.
 fn keys_for(base: &Path, cluster: &str, node: &str) -> Result<ClusterKeys, Error> {
-    let dir = base.join("clusters").join(cluster);
-    let path = dir.join("hosts").join(node).join(
-        Path::new(ssh::HOST_KEY_PATH)
-            .file_name()
-            .unwrap_or_default(),
-    );
-    if !path.is_file() || !dir.join("id_ed25519").is_file() {
+    let paths = ClusterKeys::existing_paths(base, cluster, node)?;
+    if !paths.host_key.is_file() || !paths.user_key.is_file() {
         return Err(Error::UnknownHostKey {
             node: node.to_owned(),
-            path,
-            dir,
+            path: paths.host_key,
+            dir: paths.dir,
         });
     }
     Ok(ClusterKeys::open(base, cluster)?)

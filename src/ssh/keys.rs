@@ -236,6 +236,17 @@ pub struct ClusterKeys {
     user: UserKey,
 }
 
+/// The key files of one cluster and node, as laid out by [`ClusterKeys`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPaths {
+    /// `<base>/clusters/<cluster>`.
+    pub dir: PathBuf,
+    /// The cluster user key.
+    pub user_key: PathBuf,
+    /// The node's host key.
+    pub host_key: PathBuf,
+}
+
 impl ClusterKeys {
     /// Open (creating as needed) `<base>/clusters/<cluster>/` and its user key. `base` is
     /// usually [`config_dir()`]; tests pass a temporary directory.
@@ -249,6 +260,20 @@ impl ClusterKeys {
             cluster: cluster.to_owned(),
             dir,
             user: UserKey { key, path },
+        })
+    }
+
+    /// Where `open(base, cluster)` keeps the cluster's user key and where `host_key(node)`
+    /// keeps that node's host key, without creating or reading anything: for callers that
+    /// must not mint keys (connecting to an existing node needs the pinned key it was given).
+    pub fn existing_paths(base: &Path, cluster: &str, node: &str) -> Result<KeyPaths, Error> {
+        check_name("cluster", cluster)?;
+        check_name("node", node)?;
+        let dir = base.join("clusters").join(cluster);
+        Ok(KeyPaths {
+            user_key: dir.join(USER_KEY),
+            host_key: dir.join("hosts").join(node).join(HOST_KEY),
+            dir,
         })
     }
 
