@@ -4,8 +4,7 @@
 //! codes, the lab's state and its request log (`/lab/v1/events`).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use fks_bootstrap::config::{self, Config};
@@ -19,49 +18,10 @@ use fks_bootstrap::run;
 use fks_lab::{Faults, Options, Timings};
 use serde_json::Value;
 
+mod common;
+use common::{fks_bootstrap_binary, repo_root};
+
 const TOKEN: &str = "cli-ops-test-token";
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("lab/ has a parent")
-        .to_path_buf()
-}
-
-/// The `fks-bootstrap` binary of this workspace, built if needed (cargo builds only this
-/// package's binaries for its tests), next to this test executable.
-fn fks_bootstrap_binary() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-            let mut cmd = Command::new(cargo);
-            // The variables cargo sets for this test would make the inner build see another
-            // environment and rebuild the crate every time.
-            for (key, _) in std::env::vars_os() {
-                let key = key.to_string_lossy();
-                if key.starts_with("CARGO_") && key != "CARGO_HOME" && key != "CARGO_TARGET_DIR" {
-                    cmd.env_remove(&*key);
-                }
-            }
-            let status = cmd
-                .args(["build", "-p", "fks-bootstrap", "--bin", "fks-bootstrap"])
-                .current_dir(repo_root())
-                .status()
-                .expect("running cargo build");
-            assert!(status.success(), "building fks-bootstrap failed");
-            // target/debug/deps/cli_ops-<hash> -> target/debug/fks-bootstrap
-            let exe = std::env::current_exe().expect("test binary path");
-            let bin = exe
-                .parent()
-                .and_then(Path::parent)
-                .expect("test binary in target/<profile>/deps")
-                .join("fks-bootstrap");
-            assert!(bin.is_file(), "{} not built", bin.display());
-            bin
-        })
-        .clone()
-}
 
 /// A lab serving on a local port until dropped.
 struct Lab {

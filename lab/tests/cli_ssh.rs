@@ -10,7 +10,6 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -22,56 +21,14 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use tokio::io::AsyncReadExt;
 
+mod common;
+use common::{fks_bootstrap_binary, have_root, repo_root};
+
 const TOKEN: &str = "cli-ssh-test-token";
 const WAIT: Duration = Duration::from_secs(30);
 /// `clusters/lab`'s CLUSTER_NAME and its control-plane app.
 const CLUSTER: &str = "lab";
 const APP: &str = "lab-cp";
-
-fn have_root() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("cli_ssh needs root (guests are network and mount namespaces) and CI=true: run it as root");
-    }
-    eprintln!("skipping cli_ssh: not root (guests are network and mount namespaces)");
-    false
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("lab/ has a parent")
-        .to_path_buf()
-}
-
-/// The `fks-bootstrap` binary of this workspace, built if needed, next to this test exe.
-fn fks_bootstrap_binary() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-    let mut cmd = Command::new(cargo);
-    // The variables cargo sets for this test would make the inner build rebuild the crate.
-    for (key, _) in std::env::vars_os() {
-        let key = key.to_string_lossy();
-        if key.starts_with("CARGO_") && key != "CARGO_HOME" && key != "CARGO_TARGET_DIR" {
-            cmd.env_remove(&*key);
-        }
-    }
-    let status = cmd
-        .args(["build", "-p", "fks-bootstrap", "--bin", "fks-bootstrap"])
-        .current_dir(repo_root())
-        .status()
-        .expect("running cargo build");
-    assert!(status.success(), "building fks-bootstrap failed");
-    let exe = std::env::current_exe().expect("test binary path");
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binary in target/<profile>/deps")
-        .join("fks-bootstrap");
-    assert!(bin.is_file(), "{} not built", bin.display());
-    bin
-}
 
 /// Kill the processes of every network namespace named `<prefix>...` and delete it.
 fn sweep_netns(prefix: &str) {
@@ -305,7 +262,7 @@ fn text(bytes: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ssh_runs_commands_on_the_pinned_node_and_refuses_a_swapped_host_key() {
-    if !have_root() {
+    if !have_root("cli_ssh") {
         return;
     }
     let bin = tokio::task::spawn_blocking(fks_bootstrap_binary)

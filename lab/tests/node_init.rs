@@ -18,56 +18,11 @@ use fks_lab::guest::{
     fly_runtime_env, BridgeConfig, Guest, GuestFile, GuestSpec, RuntimeFacts, Signal, VolumeMount,
 };
 
+mod common;
+use common::{fks_bootstrap_binary, have_root, repo_root};
+
 const WAIT: Duration = Duration::from_secs(30);
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
-
-fn have_root() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("node init guest tests need root (network and mount namespaces) and CI=true: run them as root");
-    }
-    eprintln!("skipping node init guest test: not root (network and mount namespaces need root)");
-    false
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("lab/ has a parent")
-        .to_path_buf()
-}
-
-/// The `fks-bootstrap` binary of this workspace, built if needed (cargo builds only this
-/// package's binaries for its tests).
-fn fks_bootstrap_binary() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-    let mut cmd = Command::new(cargo);
-    // The variables cargo sets for this test (CARGO_PKG_*, CARGO_MANIFEST_DIR, ...) would make
-    // the inner build see another environment and rebuild the crate every time.
-    for (key, _) in std::env::vars_os() {
-        let key = key.to_string_lossy();
-        if key.starts_with("CARGO_") && key != "CARGO_HOME" && key != "CARGO_TARGET_DIR" {
-            cmd.env_remove(&*key);
-        }
-    }
-    let status = cmd
-        .args(["build", "-p", "fks-bootstrap", "--bin", "fks-bootstrap"])
-        .current_dir(repo_root())
-        .status()
-        .expect("running cargo build");
-    assert!(status.success(), "building fks-bootstrap failed");
-    // target/debug/deps/node_init-<hash> -> target/debug/fks-bootstrap
-    let exe = std::env::current_exe().expect("test binary path");
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binary in target/<profile>/deps")
-        .join("fks-bootstrap");
-    assert!(bin.is_file(), "{} not built", bin.display());
-    bin
-}
 
 /// One test's network, image directory, volume and logs; removes its bridge when dropped.
 struct Lab {
@@ -327,7 +282,7 @@ fn ssh_keygen(path: &Path) {
 
 #[test]
 fn node_init_renders_from_own_addresses_at_every_boot_and_backs_up_changes() {
-    if !have_root() {
+    if !have_root("node init guest tests") {
         return;
     }
     let lab = Lab::new(41);
@@ -516,7 +471,7 @@ fn node_init_renders_from_own_addresses_at_every_boot_and_backs_up_changes() {
 
 #[test]
 fn node_init_restarts_a_failed_k3s_with_backoff_and_exits_with_its_status() {
-    if !have_root() {
+    if !have_root("node init guest tests") {
         return;
     }
     let lab = Lab::new(42);

@@ -1,0 +1,64 @@
+//! Helpers shared by the lab's integration tests that drive the real `fks-bootstrap` binary
+//! or need root. Each test binary uses a subset, hence the `dead_code` allowance below.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The workspace root (for `clusters/`, fixtures and the inner `cargo build`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("lab/ has a parent")
+        .to_path_buf()
+}
+
+/// True when running as root. Tests that need root (guests are network and mount namespaces)
+/// return early otherwise, saying why; under `CI=true` they fail instead, so CI never passes
+/// a test that did not run.
+pub fn have_root(what: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{what} needs root (guests are network and mount namespaces) and CI=true: run it as root");
+    }
+    eprintln!("skipping {what}: not root (guests are network and mount namespaces)");
+    false
+}
+
+/// The `fks-bootstrap` binary of this workspace, built once per test binary (cargo builds
+/// only this package's binaries for its tests), next to this test executable.
+pub fn fks_bootstrap_binary() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+            let mut cmd = Command::new(cargo);
+            // The variables cargo sets for this test (CARGO_PKG_*, CARGO_MANIFEST_DIR, ...)
+            // would make the inner build see another environment and rebuild every time.
+            for (key, _) in std::env::vars_os() {
+                let key = key.to_string_lossy();
+                if key.starts_with("CARGO_") && key != "CARGO_HOME" && key != "CARGO_TARGET_DIR" {
+                    cmd.env_remove(&*key);
+                }
+            }
+            let status = cmd
+                .args(["build", "-p", "fks-bootstrap", "--bin", "fks-bootstrap"])
+                .current_dir(repo_root())
+                .status()
+                .expect("running cargo build");
+            assert!(status.success(), "building fks-bootstrap failed");
+            // target/<profile>/deps/<test>-<hash> -> target/<profile>/fks-bootstrap
+            let exe = std::env::current_exe().expect("test binary path");
+            let bin = exe
+                .parent()
+                .and_then(Path::parent)
+                .expect("test binary in target/<profile>/deps")
+                .join("fks-bootstrap");
+            assert!(bin.is_file(), "{} not built", bin.display());
+            bin
+        })
+        .clone()
+}
