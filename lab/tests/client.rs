@@ -11,50 +11,26 @@ use fks_bootstrap::fly::{
     MachineConfig, MachineListFilter, MachineMount, MachineState, Options, RetryPolicy,
     SecretString, StopRequest, Token, UpdateMachineRequest, UpdateVolumeRequest, LAUNCH_ID_KEY,
 };
-use fks_lab::{Faults, Timings};
 use serde_json::Value;
 use tokio::time::Instant;
+
+mod common;
 
 const TOKEN: &str = "lab-client-test-token";
 
 /// A lab running in this process.
-struct Lab {
-    base: String,
-    _dir: tempfile::TempDir,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-}
+type Lab = common::ApiLab;
 
 impl Lab {
     async fn start(faults: &str, seed: u64) -> Lab {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let opts = fks_lab::Options {
-            state_dir: dir.path().to_path_buf(),
-            zones: fks_lab::parse_zones("sjc=3,iad=2").expect("zones"),
-            faults: Faults::parse(faults).expect("faults"),
+        common::start_api_lab(
+            "sjc=3,iad=2",
+            faults,
             seed,
-            token: TOKEN.into(),
-            guests: false,
-            bridge: Default::default(),
-            timings: Timings {
-                launch: Duration::from_millis(10),
-                boot: Duration::from_millis(20),
-                stop: Duration::from_millis(10),
-                destroy: Duration::from_millis(10),
-            },
-        };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(fks_lab::run(listener, opts, async move {
-            let _ = rx.await;
-        }));
-        Lab {
-            base,
-            _dir: dir,
-            shutdown: Some(tx),
-        }
+            Duration::from_millis(20),
+            TOKEN,
+        )
+        .await
     }
 
     /// A client with fast retries and a fixed seed.
@@ -98,14 +74,6 @@ impl Lab {
                     .collect()
             })
             .unwrap_or_default()
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
     }
 }
 

@@ -13,60 +13,21 @@ use fks_bootstrap::fly::{Client, Options as ClientOptions, RetryPolicy, Token};
 use fks_bootstrap::node::env::vars as node_env;
 use fks_bootstrap::plan::{self, Plan, State, Target, META_CLUSTER, META_NODE, META_ROLE};
 use fks_bootstrap::run::{self, Phase};
-use fks_lab::{Faults, Options, Timings};
 use serde_json::Value;
+
+mod common;
 
 const TOKEN: &str = "run-test-token";
 
 /// A lab serving on a local port until dropped.
-struct Lab {
-    base: String,
-    _tmp: tempfile::TempDir,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-    }
-}
+type Lab = common::ApiLab;
 
 async fn start_lab(zones: &str, faults: &str) -> Lab {
     start_lab_seeded(zones, faults, 7).await
 }
 
 async fn start_lab_seeded(zones: &str, faults: &str, seed: u64) -> Lab {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let opts = Options {
-        state_dir: tmp.path().to_path_buf(),
-        zones: fks_lab::parse_zones(zones).expect("zones"),
-        faults: Faults::parse(faults).expect("faults"),
-        seed,
-        token: TOKEN.into(),
-        guests: false,
-        bridge: Default::default(),
-        timings: Timings {
-            launch: Duration::from_millis(10),
-            boot: Duration::from_millis(30),
-            stop: Duration::from_millis(10),
-            destroy: Duration::from_millis(10),
-        },
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(fks_lab::run(listener, opts, async move {
-        let _ = rx.await;
-    }));
-    Lab {
-        base,
-        _tmp: tmp,
-        shutdown: Some(tx),
-    }
+    common::start_api_lab(zones, faults, seed, Duration::from_millis(30), TOKEN).await
 }
 
 impl Lab {

@@ -62,3 +62,60 @@ pub fn fks_bootstrap_binary() -> PathBuf {
         })
         .clone()
 }
+
+/// An API-only lab running in this process on 127.0.0.1:0; stopped when dropped.
+pub struct ApiLab {
+    /// `http://127.0.0.1:PORT`, the value of `FLY_API_HOSTNAME`.
+    pub base: String,
+    _state_dir: tempfile::TempDir,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for ApiLab {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Start an API-only lab with a fresh state dir, the given zones, faults and seed, fast
+/// transitions (10 ms launch/stop/destroy, `boot` to reach `started`) and `token`.
+pub async fn start_api_lab(
+    zones: &str,
+    faults: &str,
+    seed: u64,
+    boot: std::time::Duration,
+    token: &str,
+) -> ApiLab {
+    let fast = std::time::Duration::from_millis(10);
+    let state_dir = tempfile::tempdir().expect("tempdir");
+    let opts = fks_lab::Options {
+        state_dir: state_dir.path().to_path_buf(),
+        zones: fks_lab::parse_zones(zones).expect("zones"),
+        faults: fks_lab::Faults::parse(faults).expect("faults"),
+        seed,
+        token: token.into(),
+        guests: false,
+        bridge: Default::default(),
+        timings: fks_lab::Timings {
+            launch: fast,
+            boot,
+            stop: fast,
+            destroy: fast,
+        },
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(fks_lab::run(listener, opts, async move {
+        let _ = rx.await;
+    }));
+    ApiLab {
+        base,
+        _state_dir: state_dir,
+        shutdown: Some(tx),
+    }
+}
