@@ -142,6 +142,7 @@ async fn make_control_plane(client: &Client, config: &Config) {
         allow_shared_zones: false,
         k3s: false,
         node_files: files,
+        extra_env: BTreeMap::new(),
     };
     let p = plan::plan(config, &target, &state, &options).expect("plan");
     run::execute(client, &p, &run::Options::default(), None)

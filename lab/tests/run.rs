@@ -115,6 +115,7 @@ async fn plan_with(
         allow_shared_zones: share,
         k3s: false,
         node_files: node_files(names(config, target)),
+        extra_env: BTreeMap::new(),
     };
     plan::plan(config, target, &state, &options)
 }
@@ -132,6 +133,7 @@ async fn make_plan(
         allow_shared_zones: share,
         k3s: false,
         node_files: node_files(names(config, target)),
+        extra_env: BTreeMap::new(),
     };
     plan::plan(config, target, &state, &options)
 }

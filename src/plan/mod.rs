@@ -220,6 +220,9 @@ pub struct Options {
     /// The files each node gets besides the cluster config: its ssh host key, the
     /// authorized_keys and the sshd fragment (`ssh::ClusterKeys::node_files`), by node name.
     pub node_files: BTreeMap<String, Vec<MachineFile>>,
+    /// Extra environment for every machine made, e.g. `FKS_ALLOW_MISSING_KERNEL_OPTIONS=1`.
+    /// Never a secret (env is visible in the machine config); the plan's own keys win.
+    pub extra_env: BTreeMap<String, String>,
 }
 
 /// A step's index in [`Plan::steps`].
@@ -776,7 +779,7 @@ pub fn plan(
                     Role::BootstrapServer | Role::Agent => None,
                     Role::Server => bootstrap_ref.clone(),
                 };
-                let request = machine_request(
+                let mut request = machine_request(
                     config,
                     target,
                     bootstrap_index,
@@ -787,6 +790,13 @@ pub fn plan(
                     bootstrap.as_ref(),
                     files,
                 );
+                for (k, v) in &options.extra_env {
+                    request
+                        .config
+                        .env
+                        .entry(k.clone())
+                        .or_insert_with(|| v.clone());
+                }
                 let mut deps: Vec<StepId> = app_step.into_iter().collect();
                 deps.extend(vol_step);
                 if *role != Role::BootstrapServer {

@@ -36,6 +36,7 @@ fn options(names: &[String], zones: Option<usize>, k3s: bool) -> Options {
         allow_shared_zones: false,
         k3s,
         node_files: node_files(names),
+        extra_env: BTreeMap::new(),
     }
 }
 

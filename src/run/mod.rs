@@ -139,6 +139,10 @@ pub struct Options {
     pub k3s_timeout: Duration,
     /// Pause between k3s checks.
     pub poll: Duration,
+    /// At most this many steps at once (`None`: as many as the dependencies allow). `Some(1)`
+    /// runs the steps one after another, as k3s.sh did: the baseline the lifecycle benchmark
+    /// compares with.
+    pub max_parallel: Option<usize>,
 }
 
 impl Default for Options {
@@ -147,6 +151,7 @@ impl Default for Options {
             started_timeout: Duration::from_secs(300),
             k3s_timeout: Duration::from_secs(600),
             poll: Duration::from_secs(2),
+            max_parallel: None,
         }
     }
 }
@@ -514,6 +519,12 @@ pub async fn execute(
             }
             if !step.depends_on.iter().all(|d| done.contains_key(d)) {
                 continue;
+            }
+            if options
+                .max_parallel
+                .is_some_and(|max| running.len() >= max.max(1))
+            {
+                break;
             }
             let ready = resolve(client, step, &done)?;
             let node = step.node.clone().unwrap_or_default();

@@ -76,6 +76,7 @@ fn k3s_plan() -> Plan {
         allow_shared_zones: false,
         k3s: true,
         node_files: files,
+        extra_env: BTreeMap::new(),
     };
     plan::plan(
         &lab_config(),

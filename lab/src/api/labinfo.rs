@@ -1,4 +1,5 @@
-//! `/lab/v1/*`: introspection for tests and benchmarks (stats, request log, zones). No auth:
+//! `/lab/v1/*`: introspection for tests, benchmarks and the operator CLI (stats, request log,
+//! zones, and `info`: whether guests run). No auth:
 //! these hold counts, paths and zone ids, never bodies or secrets.
 
 use super::{LabState, Query, State};
@@ -29,4 +30,20 @@ pub async fn zones(State(lab): LabState) -> Json<Value> {
         .map(|(r, z)| (r.clone(), json!(z)))
         .collect();
     Json(Value::Object(zones))
+}
+
+/// `{"lab": "fks-lab", "guests": bool, "zones": {region: [zone ids]}}`: what a client needs to
+/// know about this platform. `fks-bootstrap` reads it to learn the zone count (real Fly does not
+/// publish one) and whether machines really run (API-only: no k3s steps are possible).
+pub async fn info(State(lab): LabState) -> Json<Value> {
+    let zones: serde_json::Map<String, Value> = lab
+        .zones
+        .iter()
+        .map(|(r, z)| (r.clone(), json!(z)))
+        .collect();
+    Json(json!({
+        "lab": "fks-lab",
+        "guests": lab.runner.is_some(),
+        "zones": Value::Object(zones),
+    }))
 }

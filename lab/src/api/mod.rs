@@ -100,6 +100,7 @@ pub fn router(lab: Arc<Lab>) -> Router {
         .route("/lab/v1/stats", get(labinfo::stats))
         .route("/lab/v1/events", get(labinfo::events))
         .route("/lab/v1/zones", get(labinfo::zones))
+        .route("/lab/v1/info", get(labinfo::info))
         .merge(v1)
         .with_state(lab)
 }
