@@ -1,57 +1,185 @@
 #!/usr/bin/env bash
-# The README's main command. Installs what it needs, builds fks-bootstrap, then walks through
-# what the tool does today without a Fly account:
-#   1. validates every example cluster in clusters/,
-#   2. renders the k3s config every node of each cluster would get at boot,
-#   3. checks this machine's kernel against the cluster's requirements.
-# Node addresses and machine ids in step 2 are examples in Fly's formats (on a real machine
-# they come from the machine itself at boot), and are labelled so.
+# The README's main command: a k3s cluster on fks-lab, on this machine, without a Fly account.
+#   scripts/quickstart.sh          install what is missing, build, start the lab with guests
+#                                  (state in .lab/), register the node image, create
+#                                  clusters/lab and its node group 0, export the kubeconfig,
+#                                  make the host resolve .internal names, show the nodes
+#   scripts/quickstart.sh --down   destroy the cluster, stop the lab, remove its hosts block,
+#                                  network namespaces and bridge (idempotent)
+# Re-running converges: a running lab is reused and the cluster steps change nothing that is
+# already there. Real k3s is used when FKS_K3S=/path/to/k3s is given (verified against
+# FKS_K3S_SHA256_FILE=sha256sum-<arch>.txt when set); otherwise the nodes run k3s-standin, a
+# test double, and this script says so loudly. Runs as root (guests are namespaces).
+# Environment: FKS_LAB_PORT (default 4280), FKS_K3S, FKS_K3S_SHA256_FILE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/setup.sh quickstart
-echo "[INFO] building fks-bootstrap" >&2
-cargo build --locked --quiet --bin fks-bootstrap
+lab_dir=.lab
+state=$lab_dir/state
+port=${FKS_LAB_PORT:-4280}
+cluster=clusters/lab
+bridge=fkslab0 # fks-lab's default bridge (lab/src/guest/network.rs)
 fks=target/debug/fks-bootstrap
+lab=target/debug/fks-lab
+standin=target/debug/k3s-standin
+kubeconfig="$HOME/.kube/lab"
 
-section() { printf '\n==> %s\n' "$*"; }
+info() { echo "[INFO] $*" >&2; }
+warn() { echo "[WARN] $*" >&2; }
+die() { echo "[ERROR] $*" >&2; exit 1; }
+section() { printf '\n==> %s\n' "$*" >&2; }
 
-for dir in clusters/*/; do
-    dir=${dir%/}
-    section "validate $dir"
-    "$fks" validate "$dir"
-done
+lab_running() { [ -x "$lab" ] && "$lab" env --state-dir "$state" >/dev/null 2>&1; }
 
-# Example 6PN addresses and machine ids, in Fly's formats (reference: fly-machines-api.md §4).
-example_ip() { printf 'fdaa:0:1:a7b:%x:%x:%x:2' "$1" "$((0x100 + $2))" "$((0x9ce0 + $2))"; }
-example_id() { printf '%014x' "$((0x1857156b526d00 + $1 * 256 + $2))"; }
-
-for dir in clusters/*/; do
-    dir=${dir%/}
-    size=$("$fks" validate --json "$dir" | python3 -c 'import json,sys; print(json.load(sys.stdin)["node_group_size"])')
-    bootstrap_id=$(example_id 0 0)
-    for i in 0 1 2; do
-        section "render $dir --node ctrl-$i (example address and machine id)"
-        "$fks" render "$dir" --node "ctrl-$i" --private-ip "$(example_ip 1 "$i")" \
-            --ipv4 "172.19.0.$((2 + i))" --zone "zone$i" \
-            --machine-id "$(example_id 0 "$i")" --bootstrap-id "$bootstrap_id"
+down() {
+    section "quickstart --down"
+    if lab_running; then
+        eval "$("$lab" env --state-dir "$state")"
+        if [ -x "$fks" ]; then
+            info "destroying $cluster (fks-bootstrap destroy $cluster --yes)"
+            "$fks" destroy "$cluster" --yes || warn "destroy failed (exit $?); stopping the lab anyway"
+        fi
+        "$lab" stop --state-dir "$state"
+    else
+        info "no lab is running on $state"
+    fi
+    if [ -x "$lab" ]; then
+        "$lab" hosts --remove --bridge "$bridge"
+    fi
+    # Guests of a lab that was killed leave their namespaces; the lab never removes its bridge.
+    for ns in $(ip netns list 2>/dev/null | awk -v p="$bridge-" 'index($1, p) == 1 { print $1 }'); do
+        info "removing network namespace $ns"
+        ip netns delete "$ns" || warn "could not remove network namespace $ns"
     done
-    for i in $(seq 0 $((size - 1))); do
-        section "render $dir --node worker-ng-0-$i (example address and machine id)"
-        "$fks" render "$dir" --node "worker-ng-0-$i" --private-ip "$(example_ip 2 "$i")" \
-            --ipv4 "172.19.1.$((2 + i))" --zone "zone$((i % 3))" \
-            --machine-id "$(example_id 1 "$i")"
-    done
-done
+    if ip link show "$bridge" >/dev/null 2>&1; then
+        info "removing bridge $bridge"
+        ip link delete "$bridge" || warn "could not remove bridge $bridge"
+    fi
+    rm -f "$lab_dir/lab.pid"
+    info "down: the lab is stopped (its state stays in $state; rm -rf $lab_dir to forget it)"
+}
 
-section "check-kernel --cluster clusters/lab (this machine's kernel)"
-set +e
-"$fks" check-kernel --cluster clusters/lab
-status=$?
-set -e
-if [ "$status" -eq 0 ]; then
-    echo "[INFO] this kernel has every option a clusters/lab node needs"
+case "${1:-}" in
+    --down) [ "$(id -u)" -eq 0 ] || die "--down needs root (it removes network namespaces and the lab bridge)"
+            down; exit 0 ;;
+    "") ;;
+    *) echo "usage: $0 [--down]" >&2; exit 2 ;;
+esac
+
+[ "$(id -u)" -eq 0 ] || die "quickstart needs root: the lab runs every machine as a guest in its own network and mount namespaces"
+
+section "setup"
+scripts/setup.sh quickstart
+
+section "build"
+info "cargo build --locked -p fks-bootstrap -p fks-lab -p k3s-standin"
+cargo build --locked --quiet -p fks-bootstrap -p fks-lab -p k3s-standin
+
+section "lab"
+mkdir -p "$state"
+if lab_running; then
+    info "reusing the lab running on $state (pid $(cat "$state/lab.pid"), $("$lab" env --state-dir "$state" | sed -n 's/^export FLY_API_HOSTNAME=//p'))"
 else
-    echo "[INFO] check-kernel exited $status: the table above names each missing option and why it" \
-        "is needed. Fly machines cannot load modules, so each must be built in (=y)."
+    info "starting fks-lab serve --guests on 127.0.0.1:$port (log $lab_dir/lab.log)"
+    # stdout carries the token: it is read back with `fks-lab env`, never logged.
+    nohup "$lab" serve --guests --state-dir "$state" --listen "127.0.0.1:$port" --zones sjc=3 \
+        >/dev/null 2>>"$lab_dir/lab.log" </dev/null &
+    echo $! >"$lab_dir/lab.pid"
+    disown
 fi
+eval "$("$lab" env --state-dir "$state" 2>/dev/null || true)"
+for _ in $(seq 1 150); do
+    if info_json=$(curl -sf "${FLY_API_HOSTNAME:-http://127.0.0.1:$port}/lab/v1/info" 2>/dev/null); then
+        break
+    fi
+    info_json=""
+    if [ -f "$lab_dir/lab.pid" ] && ! kill -0 "$(cat "$lab_dir/lab.pid")" 2>/dev/null; then
+        tail -n 20 "$lab_dir/lab.log" >&2 || true
+        die "fks-lab exited at start (log above, $lab_dir/lab.log)"
+    fi
+    sleep 0.2
+    eval "$("$lab" env --state-dir "$state" 2>/dev/null || true)"
+done
+[ -n "$info_json" ] || die "fks-lab did not answer within 30s (see $lab_dir/lab.log)"
+case "$info_json" in
+    *'"guests":true'*) ;;
+    *) die "the lab on $state runs without guests ($info_json): stop it with scripts/quickstart.sh --down and run again as root" ;;
+esac
+[ -n "${FLY_API_TOKEN:-}" ] || die "no FLY_API_TOKEN from fks-lab env --state-dir $state"
+export FLY_API_HOSTNAME FLY_API_TOKEN
+info "lab answers at $FLY_API_HOSTNAME: $info_json"
+
+section "node image lab/fks-node"
+if [ -n "${FKS_K3S:-}" ]; then
+    k3s_args=(--k3s "$FKS_K3S")
+    [ -z "${FKS_K3S_SHA256_FILE:-}" ] || k3s_args+=(--k3s-sha256-file "$FKS_K3S_SHA256_FILE")
+    standin_used=false
+else
+    k3s_args=(--k3s-standin "$standin")
+    standin_used=true
+fi
+"$lab" image node --state-dir "$state" lab/fks-node --fks-bootstrap "$fks" "${k3s_args[@]}"
+"$lab" image list --state-dir "$state" | grep '^lab/fks-node' | cut -f1,3,4 >&2
+
+standin_banner() {
+    cat >&2 <<'BANNER'
+
+  ####################################################################################
+  #  THE NODES RUN k3s-standin, A TEST DOUBLE, NOT k3s.                              #
+  #  It implements only the slice of k3s fks-bootstrap relies on (k3s-standin/README) #
+  #  and says so in its logs, in `kubectl version` and in each node's OS image.       #
+  #  For real k3s: scripts/quickstart.sh --down, then FKS_K3S=/path/to/k3s            #
+  #  [FKS_K3S_SHA256_FILE=sha256sum-amd64.txt] scripts/quickstart.sh                  #
+  ####################################################################################
+
+BANNER
+}
+"$standin_used" && standin_banner
+
+section "kernel"
+create_flags=()
+if "$fks" check-kernel --cluster "$cluster" >/dev/null 2>&1; then
+    info "this kernel has every option a $cluster node needs"
+else
+    # Guests share this host's kernel, so the nodes' kernel check sees this kernel.
+    "$fks" check-kernel --cluster "$cluster" >&2 || true
+    warn "this host's kernel lacks the options above (guests share it), so the nodes run with" \
+        "--allow-missing-kernel-options; on Fly, pick a kernel that has them built in"
+    create_flags+=(--allow-missing-kernel-options)
+fi
+
+section "fks-bootstrap -c $cluster"
+"$fks" -c "$cluster" "${create_flags[@]}"
+section "fks-bootstrap -a 0 $cluster"
+"$fks" -a 0 "$cluster" "${create_flags[@]}"
+
+section "host resolves .internal names through the lab"
+"$lab" hosts --apply --bridge "$bridge" >/dev/null
+
+section "fks-bootstrap -k $cluster"
+have_k=false
+if "$fks" kubeconfig --help >/dev/null 2>&1; then
+    have_k=true
+    "$fks" -k "$cluster"
+else
+    warn "this fks-bootstrap has no -k (kubeconfig) yet: skipping the kubeconfig export and" \
+        "kubectl get nodes; the nodes are listed with fks-bootstrap -l instead"
+fi
+
+section "nodes"
+if "$have_k"; then
+    kubectl --kubeconfig "$kubeconfig" get nodes -o wide
+else
+    "$fks" -l cp "$cluster"
+    "$fks" -l 0 "$cluster"
+fi
+"$standin_used" && standin_banner
+
+cat >&2 <<EOT
+
+The lab keeps running (pid $(cat "$state/lab.pid" 2>/dev/null || echo '?'), log $lab_dir/lab.log, state $state).
+  eval "\$($lab env --state-dir $state)"      # talk to it with fks-bootstrap
+  kubectl --kubeconfig $kubeconfig get nodes -o wide
+  $lab hosts --apply                          # refresh /etc/hosts after machines change
+Stop it:  scripts/quickstart.sh --down
+EOT

@@ -13,7 +13,13 @@ case "$what" in
         command -v kubectl >/dev/null || apt_packages+=(kubernetes-client)
         pip_packages+=(schemathesis)
         ;;
-    quickstart) ;;
+    quickstart)
+        # Guests need iproute2 (netns, veth, bridge); node init starts the host's sshd in each
+        # guest; fks-bootstrap -k reads the kubeconfig over ssh; curl waits for the lab;
+        # kubectl shows the nodes (Debian's is kubernetes-client).
+        apt_packages+=(iproute2 openssh-server openssh-client curl)
+        command -v kubectl >/dev/null || apt_packages+=(kubernetes-client)
+        ;;
     *) echo "usage: $0 test|quickstart" >&2; exit 2 ;;
 esac
 

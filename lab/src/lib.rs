@@ -12,6 +12,7 @@ pub mod dns;
 pub mod error;
 pub mod faults;
 pub mod guest;
+pub mod hosts;
 pub mod ids;
 pub mod images;
 pub mod journal;

@@ -1,7 +1,8 @@
 //! The `fks-lab` binary: parses flags, then `serve` runs `fks_lab::run` until SIGTERM/SIGINT;
 //! `env` and `stop` talk to a running lab through files in its state dir (`listen`, `token`,
 //! `lab.pid`); `image` edits the image table and `logs` prints a machine's log, both straight
-//! from the state dir (the lab need not run). No API logic here.
+//! from the state dir (the lab need not run); `hosts` keeps a marked block of the lab's
+//! `.internal` names in /etc/hosts. No API logic here.
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -67,6 +68,25 @@ enum Command {
         #[arg(long)]
         follow: bool,
     },
+    /// Keep the lab's started machines' `.internal` names in a marked block of /etc/hosts
+    /// (asked from the lab's DNS), so the host resolves them; apply again after changes.
+    Hosts {
+        /// Write (or refresh) the block.
+        #[arg(long, conflicts_with = "remove", required_unless_present = "remove")]
+        apply: bool,
+        /// Remove the block (nothing to do when there is none).
+        #[arg(long)]
+        remove: bool,
+        /// The hosts file to edit.
+        #[arg(long, default_value = "/etc/hosts")]
+        hosts_file: PathBuf,
+        /// The lab's DNS (default: the lab bridge's resolver, [fdaa::3]:53).
+        #[arg(long)]
+        dns: Option<std::net::SocketAddr>,
+        /// The lab bridge, which names the block (default fkslab0).
+        #[arg(long)]
+        bridge: Option<String>,
+    },
     /// Print the environment lines of a running lab again.
     Env {
         #[arg(long)]
@@ -91,6 +111,28 @@ enum ImageCommand {
         #[arg(long = "bin", required = true)]
         bins: Vec<PathBuf>,
     },
+    /// Register a cluster node image: copies fks-bootstrap and k3s (real, or the k3s-standin
+    /// test double installed as `k3s`) into <state>/images/<name>/bin and records which k3s it
+    /// carries.
+    #[command(group(clap::ArgGroup::new("k3s_binary").required(true).args(["k3s", "k3s_standin"])))]
+    Node {
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// The name machines give as `config.image`, e.g. lab/fks-node.
+        name: String,
+        /// The fks-bootstrap binary (the machines' init).
+        #[arg(long)]
+        fks_bootstrap: PathBuf,
+        /// A real k3s binary.
+        #[arg(long)]
+        k3s: Option<PathBuf>,
+        /// The release's sha256sum-<arch>.txt to verify --k3s against.
+        #[arg(long, requires = "k3s")]
+        k3s_sha256_file: Option<PathBuf>,
+        /// The k3s-standin binary (a test double, not k3s), installed as `k3s`.
+        #[arg(long)]
+        k3s_standin: Option<PathBuf>,
+    },
     /// List the images (the built-in lab/base first).
     List {
         #[arg(long)]
@@ -111,16 +153,84 @@ fn image(command: ImageCommand) -> Result<()> {
             eprintln!("fks-lab: image {name} added");
             Ok(())
         }
+        ImageCommand::Node {
+            state_dir,
+            name,
+            fks_bootstrap,
+            k3s,
+            k3s_sha256_file,
+            k3s_standin,
+        } => {
+            use fks_lab::images::K3sSource;
+            let source = match (k3s, k3s_standin) {
+                (Some(path), None) => K3sSource::Real {
+                    path,
+                    sha256_file: k3s_sha256_file,
+                },
+                (None, Some(path)) => K3sSource::Standin { path },
+                // clap's group makes exactly one of them present.
+                _ => bail!("give exactly one of --k3s and --k3s-standin"),
+            };
+            std::fs::create_dir_all(&state_dir)
+                .with_context(|| format!("creating {}", state_dir.display()))?;
+            let node = fks_lab::images::add_node(&state_dir, &name, &fks_bootstrap, &source)?;
+            eprintln!(
+                "fks-lab: image {name} registered: {}, {}",
+                node.fks_bootstrap_version,
+                node.k3s.describe()
+            );
+            Ok(())
+        }
         ImageCommand::List { state_dir } => {
             let mut out = std::io::stdout().lock();
             writeln!(out, "{}\t(the host's PATH)", fks_lab::images::BASE_IMAGE)?;
             for (name, img) in fks_lab::images::load(&state_dir)? {
                 let bins: Vec<String> = img.bins.iter().map(|b| b.display().to_string()).collect();
-                writeln!(out, "{name}\t{}", bins.join(":"))?;
+                match &img.node {
+                    Some(node) => writeln!(
+                        out,
+                        "{name}\t{}\t{}\t{}",
+                        bins.join(":"),
+                        node.fks_bootstrap_version,
+                        node.k3s.describe()
+                    )?,
+                    None => writeln!(out, "{name}\t{}", bins.join(":"))?,
+                }
             }
             Ok(())
         }
     }
+}
+
+fn hosts(
+    apply: bool,
+    hosts_file: &Path,
+    dns: Option<std::net::SocketAddr>,
+    bridge: Option<String>,
+) -> Result<()> {
+    let defaults = fks_lab::guest::BridgeConfig::default();
+    let bridge = bridge.unwrap_or(defaults.name);
+    if !apply {
+        let changed = fks_lab::hosts::apply(hosts_file, &bridge, None)?;
+        eprintln!(
+            "fks-lab: {} the {bridge} block of {}",
+            if changed { "removed" } else { "no change:" },
+            hosts_file.display()
+        );
+        return Ok(());
+    }
+    let server = dns.unwrap_or(std::net::SocketAddr::new(defaults.dns6.into(), 53));
+    let entries = fks_lab::hosts::lookup(server)?;
+    let block = fks_lab::hosts::render_block(&entries);
+    let changed = fks_lab::hosts::apply(hosts_file, &bridge, Some(&block))?;
+    print!("{block}");
+    eprintln!(
+        "fks-lab: {} {} with {} started machine(s) from the lab dns at {server}",
+        if changed { "updated" } else { "no change:" },
+        hosts_file.display(),
+        entries.len()
+    );
+    Ok(())
 }
 
 fn logs(state_dir: &Path, machine_id: &str, follow: bool) -> Result<()> {
@@ -340,6 +450,13 @@ fn main() -> std::process::ExitCode {
             )
         })(),
         Command::Stop { state_dir } => stop(&state_dir),
+        Command::Hosts {
+            apply,
+            remove: _,
+            hosts_file,
+            dns,
+            bridge,
+        } => hosts(apply, &hosts_file, dns, bridge),
         Command::Image { command } => image(command),
         Command::Logs {
             state_dir,

@@ -576,7 +576,7 @@ impl Runner {
             machine_id: m.id.clone(),
             reason,
         };
-        let path_dirs = images::resolve(&self.state_dir, &m.config.image)
+        let view = images::resolve(&self.state_dir, &m.config.image)
             .map_err(|source| Error::Images {
                 machine_id: m.id.clone(),
                 source,
@@ -694,10 +694,11 @@ impl Runner {
             bridge: self.bridge.clone(),
             volume,
             hidden_dirs: vec![self.state_dir.clone()],
+            image_mounts: view.mounts,
             files: all_files,
             env,
             init,
-            path_dirs,
+            path_dirs: view.path_dirs,
             root_dir: machine_dir(&self.state_dir, &m.id),
             log_path: log_path(&self.state_dir, &m.id),
         })

@@ -119,6 +119,7 @@ impl Lab {
             bridge: self.bridge.clone(),
             volume: None,
             hidden_dirs: Vec::new(),
+            image_mounts: Vec::new(),
             files: Vec::new(),
             env,
             init: init.iter().map(|s| s.to_string()).collect(),

@@ -130,6 +130,7 @@ impl Lab {
                 mount_path: "/data".into(),
             }),
             hidden_dirs: Vec::new(),
+            image_mounts: Vec::new(),
             files: all_files,
             env,
             init: vec![

@@ -57,7 +57,7 @@ fn check_image(lab: &Lab, config: &MachineConfig) -> Result<(), ApiError> {
     match crate::images::resolve(&lab.opts.state_dir, &config.image) {
         Ok(Some(_)) => Ok(()),
         Ok(None) => Err(ApiError::unprocessable(format!(
-            "invalid config.image: image {:?} is not in the lab's image table: add it with `fks-lab image add {} --bin DIR` (the built-in {} is the host's PATH)",
+            "invalid config.image: image {:?} is not in the lab's image table: add it with `fks-lab image add {} --bin DIR` or `fks-lab image node` (the built-in {} is the host's PATH)",
             config.image,
             config.image,
             crate::images::BASE_IMAGE

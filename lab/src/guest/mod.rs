@@ -12,7 +12,8 @@
 //!   other mounts (/proc, /sys, /dev, ...) are bind-mounted recursively, /run and /tmp are private
 //!   tmpfs, /var/lib and /etc/rancher are per-guest directories emptied at every start (the root
 //!   filesystem is ephemeral, as on Fly), `hidden_dirs` (the lab's state) are masked by an empty
-//!   read-only tmpfs and the volume's host directory is bind-mounted at its mount path;
+//!   read-only tmpfs (image directories inside them are overlaid at their guest paths first)
+//!   and the volume's host directory is bind-mounted at its mount path;
 //! - its own **UTS namespace** with hostname = machine id. There is no PID namespace: the guest's
 //!   processes are found (and killed) by their network namespace.
 //!
@@ -159,6 +160,10 @@ pub struct GuestSpec {
     /// machines' volumes): covered by an empty read-only tmpfs in the guest's view. Missing
     /// directories are skipped. Everything else of the host is visible, writes staying private.
     pub hidden_dirs: Vec<PathBuf>,
+    /// Image directories the guest sees through a private overlay (writes stay in the guest):
+    /// `(host dir, guest dir)`. Mounted before the state is hidden, so a host dir may lie
+    /// inside one of `hidden_dirs`.
+    pub image_mounts: Vec<(PathBuf, PathBuf)>,
     /// Machine `files`, written inside the guest after its mounts (so a file under the volume's
     /// mount path lands on the volume).
     pub files: Vec<GuestFile>,

@@ -6,7 +6,8 @@
 //! system calls (mount, mkdir, symlink, pivot_root, open, write, ...). The layout (see the
 //! module doc of `guest`): a tmpfs root; host top-level directories as overlays with a private
 //! tmpfs upper layer, or recursive binds when they hold other mounts (/proc, /sys, /dev, ...);
-//! private tmpfs /run and /tmp; per-guest /var/lib and /etc/rancher; the volume; then the files.
+//! private tmpfs /run and /tmp; image directories as read-only-to-the-host overlays (a private
+//! upper layer); per-guest /var/lib and /etc/rancher; the volume; then the files.
 //! Nothing here may write to a host path: every write happens after `pivot_root`, in the guest's
 //! view, and paths that would land in a bind-mounted host tree are refused by [`plan`].
 
@@ -38,6 +39,10 @@ pub(crate) struct ViewSpec<'a> {
     pub volume: Option<(&'a Path, &'a Path)>,
     /// Host directories (existing, absolute) covered by an empty read-only tmpfs in the guest.
     pub hidden: Vec<PathBuf>,
+    /// (host dir, guest dir): shown through an overlay with a private upper layer, mounted
+    /// before `pivot_root` so a host dir inside a hidden one (a node image under the lab's
+    /// state dir) is still seen at its guest dir.
+    pub images: Vec<(&'a Path, &'a Path)>,
     /// (guest path, contents, mode), platform files first, then the machine's files.
     pub files: Vec<(PathBuf, Vec<u8>, u32)>,
 }
@@ -345,6 +350,58 @@ pub(crate) fn plan(spec: &ViewSpec<'_>, layout: &[TopEntry]) -> Result<Vec<Step>
             }
         }
     }
+    for (i, (host_dir, guest_dir)) in spec.images.iter().enumerate() {
+        let parts = guest_components(id, guest_dir)?;
+        if parts
+            .first()
+            .is_some_and(|first| bound_from_host.contains(first))
+        {
+            return Err(Error::InvalidSpec {
+                machine_id: id.to_string(),
+                reason: format!(
+                    "image dir {} is in a directory shared with the host",
+                    guest_dir.display()
+                ),
+            });
+        }
+        let hs = host_dir.as_os_str().as_bytes();
+        if !host_dir.is_absolute() || hs.contains(&b',') || hs.contains(&b':') {
+            return Err(Error::InvalidSpec {
+                machine_id: id.to_string(),
+                reason: format!(
+                    "image dir {} is not absolute or contains ',' or ':'",
+                    host_dir.display()
+                ),
+            });
+        }
+        let mut at = root.clone();
+        for part in &parts {
+            at.push(part);
+            p.mkdir(&at, 0o755)?;
+        }
+        let up = upper.join(format!("image-{i}"));
+        p.mkdir(&up, 0o755)?;
+        p.mkdir(&up.join("upper"), 0o755)?;
+        p.mkdir(&up.join("work"), 0o755)?;
+        let data = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            host_dir.display(),
+            up.join("upper").display(),
+            up.join("work").display()
+        );
+        let op = Op::Overlay {
+            target: cstr(id, &at)?,
+            data: cstr(id, data)?,
+        };
+        p.push(
+            op,
+            format!(
+                "mounting overlay of image dir {} on {}",
+                host_dir.display(),
+                at.display()
+            ),
+        );
+    }
     let old = root.join(".oldroot");
     p.mkdir(&old, 0o700)?;
     let op = Op::PivotRoot {
@@ -606,6 +663,10 @@ mod tests {
             root_dir: Path::new("/state/m1"),
             volume,
             hidden: vec![PathBuf::from("/state")],
+            images: vec![(
+                Path::new("/state/images/lab+n/bin"),
+                Path::new("/fks-lab-image/bin"),
+            )],
             files,
         }
     }
@@ -649,6 +710,28 @@ mod tests {
         assert!(l.contains(&"bind /.oldroot/state/m1/var-lib on /var/lib".to_string()));
         let hide = l.iter().position(|s| s == "hiding /state").expect("hide");
         assert!(pivot < hide && hide < vol);
+    }
+
+    #[test]
+    fn image_dirs_under_the_hidden_state_dir_are_overlaid_before_pivot_root() {
+        let steps = plan(&spec(vec![], None), &layout()).expect("plan");
+        let l = labels(&steps);
+        let img = l
+            .iter()
+            .position(|s| {
+                s == "mounting overlay of image dir /state/images/lab+n/bin on /state/m1/rootfs/fks-lab-image/bin"
+            })
+            .expect("image overlay");
+        let pivot = l.iter().position(|s| s == "pivot_root").expect("pivot");
+        let hide = l.iter().position(|s| s == "hiding /state").expect("hide");
+        assert!(img < pivot && pivot < hide);
+        assert!(l.contains(&"mkdir /state/m1/rootfs/fks-lab-image".to_string()));
+        let mut shared = spec(vec![], None);
+        shared.images = vec![(Path::new("/state/images/x/bin"), Path::new("/proc/x"))];
+        assert!(plan(&shared, &layout()).is_err());
+        let mut bad = spec(vec![], None);
+        bad.images = vec![(Path::new("/state/a:b"), Path::new("/img"))];
+        assert!(plan(&bad, &layout()).is_err());
     }
 
     #[test]

@@ -250,6 +250,11 @@ impl Guest {
                 .filter(|d| d.is_dir())
                 .cloned()
                 .collect(),
+            images: spec
+                .image_mounts
+                .iter()
+                .map(|(h, g)| (h.as_path(), g.as_path()))
+                .collect(),
             files,
         };
         let steps = mounts::plan(&view, &mounts::host_layout()?)?;
