@@ -101,6 +101,7 @@ for _ in $(seq 1 150); do
     eval "$("$lab" env --state-dir "$state" 2>/dev/null || true)"
 done
 [ -n "$info_json" ] || die "fks-lab did not answer within 30s (see $lab_dir/lab.log)"
+eval "$("$lab" env --state-dir "$state")"
 case "$info_json" in
     *'"guests":true'*) ;;
     *) die "the lab on $state runs without guests ($info_json): stop it with scripts/quickstart.sh --down and run again as root" ;;
@@ -142,7 +143,9 @@ if "$fks" check-kernel --cluster "$cluster" >/dev/null 2>&1; then
     info "this kernel has every option a $cluster node needs"
 else
     # Guests share this host's kernel, so the nodes' kernel check sees this kernel.
-    "$fks" check-kernel --cluster "$cluster" >&2 || true
+    # The full table is long: show the required options that are missing, and the verdict.
+    "$fks" check-kernel --cluster "$cluster" 2>&1 |
+        awk '$2 == "missing" && $3 == "yes" || /^summary:/' >&2 || true
     warn "this host's kernel lacks the options above (guests share it), so the nodes run with" \
         "--allow-missing-kernel-options; on Fly, pick a kernel that has them built in"
     create_flags+=(--allow-missing-kernel-options)
