@@ -145,7 +145,7 @@ else
     # Guests share this host's kernel, so the nodes' kernel check sees this kernel.
     # The full table is long: show the required options that are missing, and the verdict.
     "$fks" check-kernel --cluster "$cluster" 2>&1 |
-        awk '$2 == "missing" && $3 == "yes" || /^summary:/' >&2 || true
+        awk '/ missing FAIL / || /^summary:/' >&2 || true
     warn "this host's kernel lacks the options above (guests share it), so the nodes run with" \
         "--allow-missing-kernel-options; on Fly, pick a kernel that has them built in"
     create_flags+=(--allow-missing-kernel-options)
@@ -181,8 +181,8 @@ fi
 cat >&2 <<EOT
 
 The lab keeps running (pid $(cat "$state/lab.pid" 2>/dev/null || echo '?'), log $lab_dir/lab.log, state $state).
-  eval "\$($lab env --state-dir $state)"      # talk to it with fks-bootstrap
+  eval "\$($lab env --state-dir $state)"   # talk to it with fks-bootstrap
   kubectl --kubeconfig $kubeconfig get nodes -o wide
-  $lab hosts --apply                          # refresh /etc/hosts after machines change
+  $lab hosts --apply   # refresh /etc/hosts after machines change
 Stop it:  scripts/quickstart.sh --down
 EOT
