@@ -720,14 +720,7 @@ async fn run_step(ctx: &Ctx, node: &str, ready: Resolved) -> Result<Output, Erro
             }
         }
         Resolved::SetSecret(app, token) => {
-            // Machines get the token as a file whose `secret_name` names this secret, and
-            // such a secret's value is the file's contents in base64 (reference
-            // fly-machines-api.md, `files`).
-            use base64::Engine as _;
-            let encoded = crate::fly::types::SecretString::new(
-                base64::engine::general_purpose::STANDARD.encode(token.secret().expose()),
-            );
-            c.set_secret(&app, TOKEN_SECRET, &encoded)
+            c.set_secret(&app, TOKEN_SECRET, &token.file_secret())
                 .await
                 .map_err(fly_err(format!(
                     "storing secret {TOKEN_SECRET} of app {app}"
