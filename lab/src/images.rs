@@ -72,7 +72,7 @@ pub enum Error {
         name: String,
         path: PathBuf,
         #[source]
-        source: fks_bootstrap::artifacts::Error,
+        source: Box<fks_bootstrap::artifacts::Error>,
     },
 }
 
@@ -376,7 +376,7 @@ fn expected_k3s_hash(name: &str, path: &Path, sums: &Path) -> Result<(String, Pa
     let sums_err = |source| Error::Sums {
         name: name.to_string(),
         path: sums.to_path_buf(),
-        source,
+        source: Box::new(source),
     };
     let table = art::parse_sha256sums(&text).map_err(sums_err)?;
     let own = path.file_name().map(|n| n.to_string_lossy().into_owned());
