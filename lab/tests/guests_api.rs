@@ -792,3 +792,129 @@ async fn sshd_guest_answers_ssh_with_its_pinned_key_also_after_a_lab_restart() {
     );
     lab.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn node_image_reaches_guests_through_its_overlay_and_hosts_lists_started_machines() {
+    if !have_root() {
+        return;
+    }
+    let lab = GuestLab::start(5, "", &[]).await;
+    let state = lab.state_dir();
+    // Stand-ins for the two binaries, answering `--version` as the real ones do.
+    let src = lab.dir.path().join("src");
+    std::fs::create_dir(&src).expect("mkdir src");
+    let fake = |name: &str, line: &str| {
+        let p = src.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\necho '{line}'\n")).expect("write");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        p.to_string_lossy().into_owned()
+    };
+    let fks = fake("fks-bootstrap", "fks-bootstrap 0.1.0");
+    let standin = fake(
+        "k3s-standin",
+        "k3s-standin version v1.33.7+k3s-standin (stand-in for k3s, not k3s)",
+    );
+    let cli = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_fks-lab"))
+            .args(args)
+            .output()
+            .expect("run fks-lab")
+    };
+    let st = state.to_string_lossy().into_owned();
+    let out = cli(&[
+        "image",
+        "node",
+        "--state-dir",
+        &st,
+        "lab/fks-node",
+        "--fks-bootstrap",
+        &fks,
+        "--k3s",
+        &standin,
+    ]);
+    assert!(
+        !out.status.success(),
+        "the stand-in given as --k3s is refused: {out:?}"
+    );
+    let out = cli(&[
+        "image",
+        "node",
+        "--state-dir",
+        &st,
+        "lab/fks-node",
+        "--fks-bootstrap",
+        &fks,
+        "--k3s-standin",
+        &standin,
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let out = cli(&["image", "list", "--state-dir", &st]);
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listed.lines().any(|l| l.starts_with("lab/fks-node\t")
+            && l.ends_with("k3s: stand-in (k3s-standin v1.33.7+k3s-standin), not k3s")),
+        "{listed}"
+    );
+
+    let app = "gapi-five";
+    lab.create_app(app).await;
+    let m = lab
+        .ok(
+            &format!("/v1/apps/{app}/machines"),
+            json!({"region": "sjc", "config": {"image": "lab/fks-node", "init": {"exec": ["sleep", "9175"]}}}),
+        )
+        .await;
+    let id = m["id"].as_str().expect("id").to_string();
+    let m = lab.wait_state(app, &id, "started").await;
+    let found = lab
+        .run(app, &id, &["sh", "-c", "command -v k3s; k3s --version"])
+        .await;
+    assert_eq!(
+        found,
+        "/fks-lab-image/bin/k3s\nk3s-standin version v1.33.7+k3s-standin (stand-in for k3s, not k3s)\n"
+    );
+    // The state dir stays hidden, and a guest's write into the image stays in the guest.
+    let listing = lab.run(app, &id, &["ls", "-A", &st]).await;
+    assert_eq!(listing, "", "the state dir is visible in the guest");
+    lab.run(app, &id, &["touch", "/fks-lab-image/bin/from-guest"])
+        .await;
+    let host_bin = fks_lab::images::node_image_dir(&state, "lab/fks-node").join("bin");
+    assert!(!host_bin.join("from-guest").exists());
+
+    // The host's view of .internal names, asked from this lab's DNS.
+    let hosts = lab.dir.path().join("hosts");
+    std::fs::write(&hosts, "127.0.0.1 localhost\n").expect("hosts");
+    let dns = format!("[{}]:53", lab.bridge.dns6);
+    let h = hosts.to_string_lossy().into_owned();
+    let out = cli(&[
+        "hosts",
+        "--apply",
+        "--hosts-file",
+        &h,
+        "--dns",
+        &dns,
+        "--bridge",
+        &lab.bridge.name,
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let ip = m["private_ip"].as_str().expect("private_ip");
+    let text = std::fs::read_to_string(&hosts).expect("read hosts");
+    assert!(
+        text.contains(&format!("{ip} {id}.vm.{app}.internal {app}.internal\n")),
+        "{text}"
+    );
+    let out = cli(&[
+        "hosts",
+        "--remove",
+        "--hosts-file",
+        &h,
+        "--bridge",
+        &lab.bridge.name,
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        std::fs::read_to_string(&hosts).expect("read"),
+        "127.0.0.1 localhost\n"
+    );
+    lab.stop().await;
+}
