@@ -87,21 +87,24 @@ else
     echo $! >"$lab_dir/lab.pid"
     disown
 fi
-eval "$("$lab" env --state-dir "$state" 2>/dev/null || true)"
+# Ask only the lab of this state dir (its env lines exist once it listens): another program on
+# the port must not be mistaken for it.
+info_json=""
 for _ in $(seq 1 150); do
-    if info_json=$(curl -sf "${FLY_API_HOSTNAME:-http://127.0.0.1:$port}/lab/v1/info" 2>/dev/null); then
-        break
+    if env_lines=$("$lab" env --state-dir "$state" 2>/dev/null); then
+        eval "$env_lines"
+        if info_json=$(curl -sf "$FLY_API_HOSTNAME/lab/v1/info" 2>/dev/null); then
+            break
+        fi
+        info_json=""
     fi
-    info_json=""
     if [ -f "$lab_dir/lab.pid" ] && ! kill -0 "$(cat "$lab_dir/lab.pid")" 2>/dev/null; then
         tail -n 20 "$lab_dir/lab.log" >&2 || true
         die "fks-lab exited at start (log above, $lab_dir/lab.log)"
     fi
     sleep 0.2
-    eval "$("$lab" env --state-dir "$state" 2>/dev/null || true)"
 done
 [ -n "$info_json" ] || die "fks-lab did not answer within 30s (see $lab_dir/lab.log)"
-eval "$("$lab" env --state-dir "$state")"
 case "$info_json" in
     *'"guests":true'*) ;;
     *) die "the lab on $state runs without guests ($info_json): stop it with scripts/quickstart.sh --down and run again as root" ;;

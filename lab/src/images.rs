@@ -479,14 +479,24 @@ fn sha_of(path: &Path) -> Option<String> {
 
 /// stdout and stderr of `<path> --version`, killed after [`VERSION_TIMEOUT`].
 fn version_output(path: &Path) -> Result<String, String> {
-    let mut child = Command::new(path)
-        .arg("--version")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| e.to_string())?;
     let deadline = Instant::now() + VERSION_TIMEOUT;
+    let mut child = loop {
+        let spawned = Command::new(path)
+            .arg("--version")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn();
+        match spawned {
+            Ok(child) => break child,
+            // The file was just written: a child another thread forked meanwhile may still
+            // hold the write descriptor until it execs (ETXTBSY); that passes at once.
+            Err(e) if e.raw_os_error() == Some(nix::libc::ETXTBSY) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    };
     loop {
         match child.try_wait().map_err(|e| e.to_string())? {
             Some(_) => break,
