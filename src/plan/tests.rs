@@ -234,11 +234,13 @@ fn fresh_control_plane_creates_app_volumes_and_machines_bootstrap_first() {
 
 #[test]
 fn host_key_secrets_that_exist_are_not_set_again() {
-    let mut state = State::default();
-    state.app_exists = true;
-    state.secrets = (0..3)
-        .map(|i| format!("FKS_CTRL_{i}_SSH_HOST_ED25519_KEY"))
-        .collect();
+    let state = State {
+        app_exists: true,
+        secrets: (0..3)
+            .map(|i| format!("FKS_CTRL_{i}_SSH_HOST_ED25519_KEY"))
+            .collect(),
+        ..State::default()
+    };
     let p = plan(
         &lab_config(),
         &cp(),
