@@ -125,6 +125,9 @@ fn ip_gone_ok(args: &[&str]) -> Result<()> {
     match ip(args, false) {
         Err(Error::IpFailed { stderr, .. })
             if stderr.contains("Cannot find device")
+                // The host end of a veth goes away shortly after its peer's namespace is
+                // deleted: between `link_exists` and `link del` it may already be gone.
+                || stderr.contains("No such device")
                 || stderr.contains("No such file")
                 || stderr.contains("does not exist") =>
         {
