@@ -13,13 +13,15 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use base64::Engine as _;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::config::Config;
 use crate::fly::types::{
-    CreateVolumeRequest, ExecRequest, Machine, MachineListFilter, MachineState, Volume,
+    CreateVolumeRequest, ExecRequest, Machine, MachineListFilter, MachineState, SecretString,
+    Volume,
 };
 use crate::fly::{Client, Error as FlyError, LAUNCH_ID_KEY};
 use crate::plan::{
@@ -770,7 +772,13 @@ async fn run_step(ctx: &Ctx, node: &str, ready: Resolved) -> Result<Output, Erro
             }
         }
         Resolved::SetSecret(app, token) => {
-            c.set_secret(&app, TOKEN_SECRET, token.secret())
+            // Machines get the token as a file named by this secret, and the platform
+            // base64-decodes such a secret's value (reference fly-machines-api.md §2.3
+            // `files.secret_name`), so the secret holds the token base64-encoded.
+            let encoded = SecretString::new(
+                base64::engine::general_purpose::STANDARD.encode(token.secret().expose()),
+            );
+            c.set_secret(&app, TOKEN_SECRET, &encoded)
                 .await
                 .map_err(fly_err(format!(
                     "storing secret {TOKEN_SECRET} of app {app}"

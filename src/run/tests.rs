@@ -10,6 +10,7 @@ use serde_json::json;
 
 use super::testserver::{json as answer, Answer, Seen, Server};
 use super::*;
+use base64::Engine as _;
 use crate::fly::types::{MachineConfig, MachineFile, VolumeState};
 use crate::fly::{Options as ClientOptions, RetryPolicy, Token};
 use crate::plan::{self, META_CLUSTER, META_NODE, META_ROLE};
@@ -171,7 +172,11 @@ async fn k3s_steps_wait_for_ready_store_the_token_taint_and_mark_every_server() 
         .filter(|s| s.path().ends_with("/secrets/K3S_TOKEN"))
         .collect();
     assert_eq!(secret_calls.len(), 1);
-    assert_eq!(secret_calls[0].json()["value"], TOKEN_VALUE);
+    // Base64, as Fly decodes a secret that a machine file names (reference §2.3 `files`).
+    assert_eq!(
+        secret_calls[0].json()["value"],
+        base64::engine::general_purpose::STANDARD.encode(TOKEN_VALUE)
+    );
     let create = seen
         .iter()
         .find(|s| s.method == "POST" && s.path() == "/v1/apps/lab-cp/machines")
