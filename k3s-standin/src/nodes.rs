@@ -798,7 +798,10 @@ mod tests {
         let cond = &c.get("a", 101).unwrap()["status"]["conditions"][0];
         assert_eq!(cond["status"], "False");
         assert_eq!(cond["reason"], "KubeletNotReady");
-        assert_eq!(c.table(None, 101).unwrap()["rows"][0]["cells"][1], "NotReady");
+        assert_eq!(
+            c.table(None, 101).unwrap()["rows"][0]["cells"][1],
+            "NotReady"
+        );
         r.ready = true;
         c.register(&r, 103).unwrap();
         let cond = &c.get("a", 104).unwrap()["status"]["conditions"][0];

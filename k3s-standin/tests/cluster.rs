@@ -550,10 +550,7 @@ async fn ready_delay_keeps_a_registered_node_not_ready_until_it_passes() {
         .iter()
         .find(|n| n["metadata"]["name"] == "late")
         .unwrap();
-    assert_eq!(
-        late["status"]["conditions"][0]["reason"],
-        "KubeletNotReady"
-    );
+    assert_eq!(late["status"]["conditions"][0]["reason"], "KubeletNotReady");
     assert_eq!(ready(&list, "boot").as_deref(), Some("True"));
     wait_ready(&kc1, "late", "True").await;
 }

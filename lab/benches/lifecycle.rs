@@ -71,6 +71,8 @@ const BOOT: Duration = Duration::from_millis(1000);
 const K3S_READY: Duration = Duration::from_millis(3000);
 const GROUPS: [u32; 3] = [3, 6, 24];
 const DEADLINE: Duration = Duration::from_secs(300);
+/// Time for a drained bucket (1/s, burst 3) to fill again; a pause before each case.
+const BUCKETS_REFILL: Duration = Duration::from_secs(3);
 
 fn main() {
     if !nix::unistd::geteuid().is_root() {
@@ -253,12 +255,7 @@ async fn converge(
     zones: usize,
     max_parallel: Option<usize>,
 ) -> Measured {
-    let names: Vec<String> = match target {
-        Target::ControlPlane { .. } => (0..plan::SERVERS).map(|i| format!("ctrl-{i}")).collect(),
-        Target::NodeGroup { group } => (0..config.node_group_size)
-            .map(|i| format!("worker-ng-{group}-{i}"))
-            .collect(),
-    };
+    let names = plan::node_names(config, target);
     // Keys are made before the clock starts; the CLI makes them once per cluster.
     let node_files = names
         .iter()
@@ -291,6 +288,10 @@ async fn converge(
         max_parallel,
         ..run::Options::default()
     };
+    // Each case is a fresh CLI run whose client starts with full buckets; give the lab's
+    // buckets (shared with the previous case, e.g. exec on the control plane) time to refill,
+    // so a 429 in the table means the client itself went over a limit.
+    tokio::time::sleep(BUCKETS_REFILL).await;
     let client = lab.client();
     let before = counts(&lab.get("/lab/v1/stats").await);
     let started = Instant::now();

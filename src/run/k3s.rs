@@ -263,7 +263,11 @@ mod tests {
 
     #[test]
     fn node_list_answer_gives_each_nodes_readiness() {
-        let all = parse_ready_all(&out(0, "a.vm.x.internal\tTrue\nb.vm.x.internal\tFalse\nc.vm.x.internal\t\n", ""));
+        let all = parse_ready_all(&out(
+            0,
+            "a.vm.x.internal\tTrue\nb.vm.x.internal\tFalse\nc.vm.x.internal\t\n",
+            "",
+        ));
         assert_eq!(all.of("a.vm.x.internal"), Readiness::Ready);
         assert_eq!(
             all.of("b.vm.x.internal"),

@@ -10,11 +10,11 @@ use serde_json::json;
 
 use super::testserver::{json as answer, Answer, Seen, Server};
 use super::*;
-use base64::Engine as _;
 use crate::fly::types::{MachineConfig, MachineFile, VolumeState};
 use crate::fly::{Options as ClientOptions, RetryPolicy, Token};
 use crate::plan::{self, META_CLUSTER, META_NODE, META_ROLE};
 use crate::render::tests::lab_config;
+use base64::Engine as _;
 
 const TOKEN_VALUE: &str = "K10fakefakefake::server:0123456789";
 
@@ -295,7 +295,11 @@ async fn ready_waits_of_many_nodes_on_one_machine_share_one_check() {
         .into_iter()
         .filter(|s| s.path().ends_with("/exec"))
         .collect();
-    assert_eq!(execs.len(), 1, "one `kubectl get nodes` answers all ten waits");
+    assert_eq!(
+        execs.len(),
+        1,
+        "one `kubectl get nodes` answers all ten waits"
+    );
     assert_eq!(execs[0].path(), "/v1/apps/lab-cp/machines/m0/exec");
 }
 
