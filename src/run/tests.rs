@@ -14,7 +14,6 @@ use crate::fly::types::{MachineConfig, MachineFile, VolumeState};
 use crate::fly::{Options as ClientOptions, RetryPolicy, Token};
 use crate::plan::{self, META_CLUSTER, META_NODE, META_ROLE};
 use crate::render::tests::lab_config;
-use base64::Engine as _;
 
 const TOKEN_VALUE: &str = "K10fakefakefake::server:0123456789";
 
