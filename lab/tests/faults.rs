@@ -371,21 +371,29 @@ impl Case {
 
     /// Live machines and volumes of `app` once every machine has settled in `started`.
     async fn settled(&self, app: &str) -> (Vec<Machine>, Vec<Volume>) {
-        // A machine that crashed at boot is on its way back to `started`: wait (bounded).
+        // A machine that crashes at boot does so a moment after `started` and comes back:
+        // wait (bounded) until every machine is started and still is after a quiet pause.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        let ms = self.machines(app).await;
-        for m in &ms {
-            if m.state != MachineState::Started {
-                if let Err(e) = self
-                    .client
-                    .wait(app, &m.id, MachineState::Started, None, deadline)
-                    .await
-                {
-                    fail!(
-                        self,
-                        format!("machine {} of {app} never settled: {e}", m.id)
-                    );
+        let mut ms = self.machines(app).await;
+        for _ in 0..20 {
+            for m in &ms {
+                if m.state != MachineState::Started {
+                    if let Err(e) = self
+                        .client
+                        .wait(app, &m.id, MachineState::Started, None, deadline)
+                        .await
+                    {
+                        fail!(
+                            self,
+                            format!("machine {} of {app} never settled: {e}", m.id)
+                        );
+                    }
                 }
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            ms = self.machines(app).await;
+            if ms.iter().all(|m| m.state == MachineState::Started) {
+                break;
             }
         }
         let vols = match self.client.list_volumes(app).await {
@@ -396,7 +404,7 @@ impl Case {
             .into_iter()
             .filter(|v| !v.state.is_being_destroyed())
             .collect();
-        (self.machines(app).await, vols)
+        (ms, vols)
     }
 
     async fn machines(&self, app: &str) -> Vec<Machine> {
@@ -566,12 +574,72 @@ async fn full_cycle(s: Scenario) -> Case {
     case.check(CP_APP, &cp_nodes()).await;
     case.rerun_is_quiet(&create).await;
     case.rerun_is_quiet(&group).await;
+    let answers = fault_answers(&case).await;
+    let crashed = crashed_machines(&case).await;
     println!(
-        "{}: seed {} faults `{}`: create converged in {runs} run(s), nodegroup add in {group_runs}",
+        "{}: seed {} faults `{}`: create converged in {runs} run(s), nodegroup add in {group_runs}; non-2xx answers {answers:?}; {crashed} machine(s) crashed at boot",
         case.s.test, case.s.seed, case.s.faults
     );
+    // The faults did fire (the counts are fixed by the seed for a single kind of draw).
+    if case.s.faults.contains("error_rate") && !answers.contains_key("503") {
+        fail!(case, "error_rate is on but no request was answered 503");
+    }
+    if case.s.faults.contains("boot_crash") && crashed == 0 {
+        fail!(case, "boot_crash is on but no machine crashed");
+    }
     case.destroy_leaves_nothing().await;
     case
+}
+
+/// How many `/v1` answers had each non-2xx status (the faults that fired).
+async fn fault_answers(case: &Case) -> BTreeMap<String, u64> {
+    let stats = lab_get(&case.lab.base, "/lab/v1/stats").await;
+    let mut out = BTreeMap::new();
+    for statuses in stats["by_route"]
+        .as_object()
+        .into_iter()
+        .flat_map(|r| r.values())
+    {
+        for (status, n) in statuses.as_object().into_iter().flatten() {
+            if !status.starts_with('2') {
+                *out.entry(status.clone()).or_default() += n.as_u64().unwrap_or(0);
+            }
+        }
+    }
+    out
+}
+
+/// How many of the lab's machines recorded an `exit` (a crash at boot), over both apps.
+async fn crashed_machines(case: &Case) -> usize {
+    let mut n = 0;
+    for app in [CP_APP, GROUP_APP] {
+        for m in case.machines(app).await {
+            let events = lab_get_auth(
+                &case.lab.base,
+                &format!("/v1/apps/{app}/machines/{}/events", m.id),
+            )
+            .await;
+            let exits = events
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|e| e["type"] == "exit");
+            n += usize::from(exits);
+        }
+    }
+    n
+}
+
+async fn lab_get_auth(base: &str, path: &str) -> Value {
+    reqwest::Client::new()
+        .get(format!("{base}{path}"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("lab api")
+        .json()
+        .await
+        .expect("json")
 }
 
 /// The lab's count of non-2xx answers to machine and volume creates (the faults did fire).
@@ -732,8 +800,8 @@ async fn too_few_zones_is_refused_before_anything_unless_sharing_is_allowed() {
     case.destroy_leaves_nothing().await;
 }
 
-/// SIGKILL `args` after `delay`; the mutation count when it died.
-async fn kill_after(case: &mut Case, args: &[String], delay: Duration) -> u64 {
+/// SIGKILL `args` after `delay`; what happened, with the mutation count when it died.
+async fn kill_after(case: &mut Case, args: &[String], delay: Duration) -> String {
     let mut child = case.command(args).spawn().expect("spawning fks-bootstrap");
     let ended = tokio::time::timeout(delay, child.wait()).await;
     let what = match ended {
@@ -750,7 +818,7 @@ async fn kill_after(case: &mut Case, args: &[String], delay: Duration) -> u64 {
         "  $ fks-bootstrap {} -> {what} after {delay:?}, lab mutations {m}",
         args.join(" ")
     );
-    m
+    format!("{what} after {delay:?} at {m} mutations")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -809,7 +877,7 @@ async fn killed_at_random_points_converges_on_the_next_run() {
             kill_after(&mut case, &destroy, d_create / 2).await;
             case.destroy_leaves_nothing().await;
             println!(
-                "round {round}: create killed after {d_create:?} ({at} mutations), nodegroup add after {d_group:?} ({at_group} mutations): converged"
+                "round {round}: create {at}; nodegroup add {at_group}; both converged on re-run"
             );
         }
     });
