@@ -174,9 +174,28 @@ impl Case {
         )
     }
 
-    /// The lab's apps, machines, volumes and secret names, and its mutation count.
+    /// The lab's apps, machines, volumes and secret names, its mutation count, and what the
+    /// tool would do next (`--dry-run` of create and nodegroup add).
     async fn dump(&self) -> String {
         let mut out = String::new();
+        for mut args in [self.create_args(), self.group_args()] {
+            args.push("--dry-run".into());
+            match self.command(&args).output().await {
+                Ok(o) => {
+                    let _ = writeln!(
+                        out,
+                        "  $ fks-bootstrap {} -> {:?}\n{}{}",
+                        args.join(" "),
+                        o.status.code(),
+                        indent(&String::from_utf8_lossy(&o.stdout)),
+                        indent(&tail(&String::from_utf8_lossy(&o.stderr), 3))
+                    );
+                }
+                Err(e) => {
+                    let _ = writeln!(out, "  dry run failed to start: {e}");
+                }
+            }
+        }
         let stats = lab_get(&self.lab.base, "/lab/v1/stats").await;
         let _ = writeln!(out, "  mutations {}", stats["mutations"]);
         let apps = match self.client.list_apps("personal").await {
@@ -800,35 +819,67 @@ async fn too_few_zones_is_refused_before_anything_unless_sharing_is_allowed() {
     case.destroy_leaves_nothing().await;
 }
 
-/// SIGKILL `args` after `delay`; what happened, with the mutation count when it died.
-async fn kill_after(case: &mut Case, args: &[String], delay: Duration) -> String {
+/// When to SIGKILL a run.
+#[derive(Debug, Clone, Copy)]
+enum Kill {
+    /// After this long.
+    After(Duration),
+    /// As soon as the lab has answered this many more mutations (the tool may or may not have
+    /// read the answer: the ambiguous point from its side).
+    AtMutation(u64),
+}
+
+/// Run `args` and SIGKILL it at `kill`; what happened, with the mutation count when it died.
+async fn kill_at(case: &mut Case, args: &[String], kill: Kill) -> String {
+    let base = case.mutations().await;
     let mut child = case.command(args).spawn().expect("spawning fks-bootstrap");
-    let ended = tokio::time::timeout(delay, child.wait()).await;
+    let started = Instant::now();
+    let ended = match kill {
+        Kill::After(delay) => tokio::time::timeout(delay, child.wait()).await.ok(),
+        Kill::AtMutation(k) => {
+            let mut ended = None;
+            // Bounded: a run that never gets there ends by itself well within this.
+            for _ in 0..6000 {
+                if let Ok(Some(status)) = child.try_wait() {
+                    ended = Some(Ok(status));
+                    break;
+                }
+                if case.mutations().await >= base + k {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            ended
+        }
+    };
     let what = match ended {
-        Ok(status) => format!("ended by itself first ({status:?})"),
-        Err(_) => {
+        Some(status) => format!("ended by itself first ({status:?})"),
+        None => {
             child.start_kill().expect("SIGKILL");
             let _ = child.wait().await;
             "SIGKILLed".to_string()
         }
     };
-    let m = case.mutations().await;
-    let _ = writeln!(
-        case.log,
-        "  $ fks-bootstrap {} -> {what} after {delay:?}, lab mutations {m}",
-        args.join(" ")
+    let m = case.mutations().await - base;
+    let line = format!(
+        "{what} at {kill:?} ({:?} after start, {m} mutation(s) made)",
+        started.elapsed()
     );
-    format!("{what} after {delay:?} at {m} mutations")
+    let _ = writeln!(case.log, "  $ fks-bootstrap {} -> {line}", args.join(" "));
+    line
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_at_random_points_converges_on_the_next_run() {
-    const ROUNDS: u64 = 5;
+    // Rounds killed after a delay (slice r of the uninterrupted wall time: early, middle and
+    // late), then rounds killed right after a seeded number of mutations.
+    const TIMED: u64 = 5;
+    const COUNTED: u64 = 4;
     // Creates take a while, so kills land inside calls as well as between them.
-    let faults = "latency=machines.create:80ms,volumes.create:80ms;ambiguous_create=0.2";
+    let faults =
+        "latency=machines.create:80ms,volumes.create:80ms;ambiguous_create=0.2;error_rate=0.05";
     let seed = derive(base_seed(), 8);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    // The uninterrupted wall time of each command, measured once, bounds the kill delays.
     let mut s = Scenario::new(
         "killed_at_random_points_converges_on_the_next_run",
         faults,
@@ -847,24 +898,34 @@ async fn killed_at_random_points_converges_on_the_next_run() {
     drop(probe);
     println!("uninterrupted: create {create_time:?}, nodegroup add {group_time:?}");
 
-    let rounds = (0..ROUNDS).map(|round| {
-        // Round r kills within the r-th slice of the run: early, middle and late all come.
-        let lo = round as f64 / ROUNDS as f64;
-        let hi = (round + 1) as f64 / ROUNDS as f64;
-        let cut = |total: Duration, f: f64| total.mul_f64(f);
-        let d_create = cut(create_time, rng.random_range(lo..hi));
-        let d_group = cut(group_time, rng.random_range(lo..hi));
+    let mut rounds = tokio::task::JoinSet::new();
+    for round in 0..TIMED + COUNTED {
+        let (k_create, k_group) = if round < TIMED {
+            let lo = round as f64 / TIMED as f64;
+            let hi = (round + 1) as f64 / TIMED as f64;
+            (
+                Kill::After(create_time.mul_f64(rng.random_range(lo..hi))),
+                Kill::After(group_time.mul_f64(rng.random_range(lo..hi))),
+            )
+        } else {
+            // An app, three volumes and three machines: seven mutations each.
+            (
+                Kill::AtMutation(rng.random_range(1..=7)),
+                Kill::AtMutation(rng.random_range(1..=7)),
+            )
+        };
+        let k_destroy = Kill::AtMutation(rng.random_range(1..=6));
         let mut s = s.clone();
         s.seed = derive(seed, round + 100);
         s.short = round % 2 == 1;
-        async move {
+        rounds.spawn(async move {
             let mut case = Case::start(s).await;
             let create = case.create_args();
             let group = case.group_args();
-            let at = kill_after(&mut case, &create, d_create).await;
+            let at = kill_at(&mut case, &create, k_create).await;
             case.converge(&create).await;
             case.check(CP_APP, &cp_nodes()).await;
-            let at_group = kill_after(&mut case, &group, d_group).await;
+            let at_group = kill_at(&mut case, &group, k_group).await;
             case.converge(&group).await;
             case.check(GROUP_APP, &group_nodes()).await;
             case.rerun_is_quiet(&create).await;
@@ -874,15 +935,20 @@ async fn killed_at_random_points_converges_on_the_next_run() {
                 .iter()
                 .map(|s| s.to_string())
                 .collect();
-            kill_after(&mut case, &destroy, d_create / 2).await;
+            let at_destroy = kill_at(&mut case, &destroy, k_destroy).await;
             case.destroy_leaves_nothing().await;
             println!(
-                "round {round}: create {at}; nodegroup add {at_group}; both converged on re-run"
+                "round {round}: create {at}; nodegroup add {at_group}; destroy {at_destroy}; all converged on re-run"
             );
+        });
+    }
+    while let Some(r) = rounds.join_next().await {
+        if let Err(e) = r {
+            if e.is_panic() {
+                std::panic::resume_unwind(e.into_panic());
+            }
+            panic!("a round was cancelled: {e}");
         }
-    });
-    for r in rounds.collect::<Vec<_>>() {
-        r.await;
     }
 }
 
