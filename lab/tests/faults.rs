@@ -601,10 +601,6 @@ async fn full_cycle(s: Scenario) -> (Case, usize) {
         "{}: seed {} faults `{}`: create converged in {runs} run(s), nodegroup add in {group_runs}; non-2xx answers {answers:?}; {crashed} machine(s) crashed at boot",
         case.s.test, case.s.seed, case.s.faults
     );
-    // The faults did fire (counted over the whole cycle, destroy included).
-    if case.s.faults.contains("error_rate") && !answers.contains_key("503") {
-        fail!(case, "error_rate is on but no request was answered 503");
-    }
     (case, crashed)
 }
 
@@ -697,7 +693,12 @@ async fn five_percent_5xx_converge_with_no_duplicate_or_orphan() {
         2,
     );
     s.short = true;
-    full_cycle(s).await;
+    let (case, _) = full_cycle(s).await;
+    // Only 5xx draws in this lab, in request order: over the whole cycle (destroy included)
+    // the seed's first 503 comes well within the requests made.
+    if !fault_answers(&case).await.contains_key("503") {
+        fail!(case, "error_rate is on but no request was answered 503");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
