@@ -4,8 +4,10 @@
 mod check_kernel;
 mod completions;
 mod destroy;
+mod kubeconfig;
 mod list;
 mod node;
 mod render;
+mod taint;
 mod util;
 mod validate;
