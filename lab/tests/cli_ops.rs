@@ -533,3 +533,110 @@ async fn destroy_gets_through_rate_limits_and_503s() {
         "app still there: {gone:?}"
     );
 }
+
+/// Runs the binary like [`Lab::fks`], with the cluster keys in `xdg`.
+async fn fks_keys(lab: &Lab, xdg: &std::path::Path, args: &[&str]) -> Output {
+    tokio::process::Command::new(fks_bootstrap_binary())
+        .args(args)
+        .current_dir(repo_root())
+        .env("FLY_API_HOSTNAME", &lab.base)
+        .env("FLY_API_TOKEN", TOKEN)
+        .env("XDG_CONFIG_HOME", xdg)
+        .env_remove("RUST_LOG")
+        .env_remove("BOOTSTRAP_NODE_ID")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("running fks-bootstrap")
+}
+
+#[tokio::test]
+async fn create_and_nodegroup_add_converge_and_a_rerun_changes_nothing() {
+    let lab = start_lab().await;
+    let xdg = tempfile::tempdir().expect("tempdir");
+    let client = lab.client();
+
+    // A dry run plans everything and changes nothing.
+    let before = lab.mutations().await;
+    let dry = fks_keys(&lab, xdg.path(), &["-c", "clusters/lab", "--dry-run"]).await;
+    assert_eq!(dry.status.code(), Some(0), "{}", text(&dry.stderr));
+    let plan = text(&dry.stdout);
+    assert!(
+        plan.contains("nothing was changed") && plan.contains("ctrl-2"),
+        "{plan}"
+    );
+    assert_eq!(lab.mutations().await, before, "a dry run mutated:\n{plan}");
+
+    let out = fks_keys(&lab, xdg.path(), &["-c", "clusters/lab"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let machines = live_machines(&client, "lab-cp").await;
+    assert_eq!(machines.len(), 3, "{machines:?}");
+    let zones: BTreeSet<String> = live_volumes(&client, "lab-cp")
+        .await
+        .into_iter()
+        .map(|v| v.zone)
+        .collect();
+    assert_eq!(zones.len(), 3, "control-plane zones must be distinct");
+    let summary = text(&out.stdout);
+    for m in &machines {
+        assert!(
+            summary.contains(&m.id),
+            "summary lacks {}:\n{summary}",
+            m.id
+        );
+    }
+    // The lab runs no guests: the CLI says so and skips the k3s steps.
+    assert!(
+        text(&out.stderr).contains("API-only"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = fks_keys(&lab, xdg.path(), &["nodegroup", "add", "0", "clusters/lab"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let config = lab_config();
+    let workers = live_machines(&client, "lab-ng-0").await;
+    assert_eq!(workers.len(), config.node_group_size as usize);
+
+    // Converged: both re-runs make no change.
+    let before = lab.mutations().await;
+    for args in [&["-c", "clusters/lab"][..], &["-a", "0", "clusters/lab"]] {
+        let out = fks_keys(&lab, xdg.path(), args).await;
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains("nothing to do"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    assert_eq!(lab.mutations().await, before, "a converged re-run mutated");
+}
+
+#[tokio::test]
+async fn too_few_zones_is_refused_before_anything_is_made_naming_the_flag() {
+    let lab = common::start_api_lab("sjc=2", "", 12, Duration::from_millis(30), TOKEN).await;
+    let xdg = tempfile::tempdir().expect("tempdir");
+    let before = lab.mutations().await;
+    let out = fks_keys(&lab, xdg.path(), &["-c", "clusters/lab"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("--allow-shared-zones") && err.contains("2 zone"),
+        "{err}"
+    );
+    assert_eq!(lab.mutations().await, before, "refused, yet mutated");
+    // With the flag, two servers share a zone.
+    let out = fks_keys(
+        &lab,
+        xdg.path(),
+        &["-c", "clusters/lab", "--allow-shared-zones"],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(live_machines(&lab.client(), "lab-cp").await.len(), 3);
+}

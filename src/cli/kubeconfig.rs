@@ -21,8 +21,6 @@ use crate::plan::{self, Target};
 
 /// Where k3s writes its admin kubeconfig on a server (reference/k3s.md §4).
 pub const K3S_KUBECONFIG_PATH: &str = "/etc/rancher/k3s/k3s.yaml";
-/// The operator's choice of bootstrap server, as for `create` (default 0).
-const BOOTSTRAP_ENV: &str = "BOOTSTRAP_NODE_ID";
 
 /// Export the cluster's kubeconfig.
 #[derive(Debug, clap::Args)]
@@ -43,12 +41,6 @@ pub struct Args {
 /// Why the kubeconfig could not be exported.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// `BOOTSTRAP_NODE_ID` is not a number.
-    #[error("{BOOTSTRAP_ENV} is {value:?}, not a number: use 0, 1 or 2")]
-    BadBootstrapIndex {
-        /// The value given.
-        value: String,
-    },
     /// `BOOTSTRAP_NODE_ID` names no server.
     #[error(transparent)]
     Plan(#[from] plan::Error),
@@ -89,8 +81,8 @@ pub enum Error {
 
 /// Runs `kubeconfig` / `-k`.
 pub fn run(args: Args) -> Result<(), super::Error> {
-    let bootstrap = bootstrap_index(std::env::var(BOOTSTRAP_ENV).ok().as_deref())
-        .map_err(|e| super::Error::Usage(e.into()))?;
+    let bootstrap = super::create::bootstrap_index()?;
+    Target::control_plane(bootstrap).map_err(|e| super::Error::Usage(Error::from(e).into()))?;
     let config = super::load_config(&args.cluster_dir)?;
     let home = std::env::var_os("HOME").filter(|h| !h.is_empty());
     let targets = Targets::new(
@@ -108,18 +100,6 @@ pub fn run(args: Args) -> Result<(), super::Error> {
     let written = export(&config.cluster_name, &k3s_yaml, &targets, args.use_context)
         .map_err(|e| super::Error::Failed(e.into()))?;
     super::output::stdout(&written)
-}
-
-/// `BOOTSTRAP_NODE_ID` (unset: 0), checked against the server count.
-fn bootstrap_index(value: Option<&str>) -> Result<u32, Error> {
-    let Some(value) = value.filter(|v| !v.trim().is_empty()) else {
-        return Ok(0);
-    };
-    let index: u32 = value.trim().parse().map_err(|_| Error::BadBootstrapIndex {
-        value: value.to_string(),
-    })?;
-    Target::control_plane(index)?;
-    Ok(index)
 }
 
 /// The files to write.
@@ -310,19 +290,6 @@ mod tests {
             role: "server".into(),
             ready: true,
         }
-    }
-
-    #[test]
-    fn bootstrap_index_defaults_to_0_and_refuses_bad_values() {
-        assert_eq!(bootstrap_index(None).ok(), Some(0));
-        assert_eq!(bootstrap_index(Some("")).ok(), Some(0));
-        assert_eq!(bootstrap_index(Some("2")).ok(), Some(2));
-        assert!(matches!(
-            bootstrap_index(Some("x")),
-            Err(Error::BadBootstrapIndex { .. })
-        ));
-        let e = bootstrap_index(Some("3")).expect_err("out of range");
-        assert!(e.to_string().contains("BOOTSTRAP_NODE_ID=3"), "{e}");
     }
 
     #[test]

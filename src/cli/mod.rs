@@ -15,6 +15,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 mod check_kernel;
 mod completions;
+mod create;
 mod destroy;
 mod kubeconfig;
 mod list;
@@ -53,6 +54,9 @@ impl Error {
 
 const EXAMPLES: &str = "\
 Examples:
+  fks-bootstrap -c clusters/lab                  (same as: create clusters/lab)
+  fks-bootstrap -c clusters/lab --dry-run        (the plan; nothing changes)
+  fks-bootstrap -a web clusters/lab              (same as: nodegroup add web clusters/lab)
   fks-bootstrap -l cp clusters/lab               (same as: list cp clusters/lab)
   fks-bootstrap list web clusters/lab --json     (node group web, as JSON)
   fks-bootstrap -s cp clusters/lab               (same as: ssh cp clusters/lab; a shell)
@@ -83,6 +87,12 @@ pub struct Cli {
 #[derive(Debug, Default, clap::Args)]
 #[command(next_help_heading = "k3s.sh short forms")]
 pub struct ShortForms {
+    /// Same as `create CLUSTER_DIR`: create (or converge) the control plane.
+    #[arg(short = 'c', value_name = "CLUSTER_DIR")]
+    pub create: Option<std::path::PathBuf>,
+    /// Same as `nodegroup add GROUP CLUSTER_DIR`: add (or converge) a worker node group.
+    #[arg(short = 'a', num_args = 2, value_names = ["GROUP", "CLUSTER_DIR"])]
+    pub add: Option<Vec<String>>,
     /// Same as `list cp|GROUP CLUSTER_DIR`: the nodes of the control plane or of a group.
     #[arg(short = 'l', num_args = 2, value_names = ["cp|GROUP", "CLUSTER_DIR"])]
     pub list: Option<Vec<String>>,
@@ -118,6 +128,9 @@ pub struct ShortForms {
         requires = "kubeconfig"
     )]
     pub k_output: Option<std::path::PathBuf>,
+    /// With -c or -a: the run's flags.
+    #[command(flatten)]
+    pub run: create::RunFlags,
 }
 
 impl Cli {
@@ -126,6 +139,9 @@ impl Cli {
     pub fn resolve(self) -> Result<Command, clap::Error> {
         use clap::error::ErrorKind;
         let ShortForms {
+            create: create_dir,
+            add,
+            run,
             list,
             json,
             ssh,
@@ -150,6 +166,8 @@ impl Cli {
             Ok::<_, clap::Error>((target, std::path::PathBuf::from(dir)))
         };
         let given = [
+            create_dir.is_some(),
+            add.is_some(),
             list.is_some(),
             ssh.is_some(),
             taint.is_some(),
@@ -160,7 +178,29 @@ impl Cli {
                 Cli::command().error(ErrorKind::ArgumentConflict, "use one short form at a time")
             );
         }
-        let short = if let Some(values) = ssh {
+        if create_dir.is_none() && add.is_none() && !run.is_default() {
+            return Err(Cli::command().error(
+                ErrorKind::ArgumentConflict,
+                "--dry-run, --allow-shared-zones, --zones, --allow-missing-kernel-options and --timeout go with -c or -a (or after create / nodegroup add)",
+            ));
+        }
+        let short = if let Some(cluster_dir) = create_dir {
+            Some(Command::Create(create::Args { cluster_dir, run }))
+        } else if let Some(values) = add {
+            let [group, dir]: [String; 2] = values.try_into().map_err(|_| {
+                Cli::command().error(
+                    ErrorKind::WrongNumberOfValues,
+                    "-a takes two values: GROUP CLUSTER_DIR",
+                )
+            })?;
+            Some(Command::Nodegroup(create::NodegroupArgs {
+                command: create::NodegroupCommand::Add(create::GroupArgs {
+                    group,
+                    cluster_dir: dir.into(),
+                    run,
+                }),
+            }))
+        } else if let Some(values) = ssh {
             let (nodes, cluster_dir) = two("-s", values)?;
             Some(Command::Ssh(ssh::Args {
                 nodes,
@@ -190,7 +230,7 @@ impl Cli {
         match (short, self.command) {
             (Some(_), Some(_)) => Err(Cli::command().error(
                 ErrorKind::ArgumentConflict,
-                "use either a short form (-l, -s, -t, -k) or a subcommand, not both",
+                "use either a short form (-c, -a, -l, -s, -t, -k) or a subcommand, not both",
             )),
             (Some(cmd), None) | (None, Some(cmd)) => Ok(cmd),
             (None, None) => Err(Cli::command().error(
@@ -204,6 +244,12 @@ impl Cli {
 /// What to run: the subcommands, and the value every short form resolves into.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Create (or converge) the control plane: three servers in distinct zones (-c).
+    #[command(after_help = create::AFTER_HELP)]
+    Create(create::Args),
+    /// Worker node groups: `nodegroup add GROUP CLUSTER_DIR` (-a).
+    #[command(after_help = create::AFTER_HELP)]
+    Nodegroup(create::NodegroupArgs),
     /// List the nodes of the control plane (cp) or of one node group (-l).
     List(list::Args),
     /// A shell on a node of the control plane (cp) or of a node group, or one command (-s).
@@ -261,6 +307,8 @@ pub fn main() -> ExitCode {
 
 fn run(command: Command) -> Result<(), Error> {
     match command {
+        Command::Create(args) => create::run(args),
+        Command::Nodegroup(args) => create::run_group(args),
         Command::List(args) => list::run(args),
         Command::Ssh(args) => ssh::run(args),
         Command::Taint(args) => taint::run(args),

@@ -485,6 +485,17 @@ fn node_machine<'a>(
     }
 }
 
+/// The names of the nodes `target` wants (`ctrl-0..2`, or `worker-ng-<group>-<i>`), for the
+/// caller that loads their ssh files before planning.
+pub fn node_names(config: &Config, target: &Target) -> Vec<String> {
+    match target {
+        Target::ControlPlane { .. } => (0..SERVERS).map(|i| format!("ctrl-{i}")).collect(),
+        Target::NodeGroup { group } => (0..config.node_group_size)
+            .map(|i| format!("worker-ng-{group}-{i}"))
+            .collect(),
+    }
+}
+
 /// Build the plan for `target` from `config` and the observed `state`.
 pub fn plan(
     config: &Config,

@@ -634,7 +634,7 @@ async fn run_step(ctx: &Ctx, node: &str, ready: Resolved) -> Result<Output, Erro
                 .map_err(fly_err(format!(
                     "node {node}: creating its machine in app {app}"
                 )))?;
-            tracing::info!(%app, %node, machine = %m.id, zone = zone.as_deref().unwrap_or(""), "machine created");
+            tracing::debug!(%app, %node, machine = %m.id, zone = zone.as_deref().unwrap_or(""), "machine created");
             Ok(Output::Machine(Box::new(m)))
         }
         Resolved::Start(app, id) => {

@@ -58,7 +58,7 @@ fn kubeconfig_without_home_or_with_a_bad_bootstrap_node_exits_2() {
 
     for (value, says) in [
         ("7", "BOOTSTRAP_NODE_ID=7 is out of range"),
-        ("x", "not a number"),
+        ("x", "BOOTSTRAP_NODE_ID=\"x\" is not a server index"),
     ] {
         let out = cmd(home.path(), &["kubeconfig", LAB])
             .env("BOOTSTRAP_NODE_ID", value)

@@ -3,6 +3,7 @@
 
 mod check_kernel;
 mod completions;
+mod create;
 mod destroy;
 mod kubeconfig;
 mod list;
