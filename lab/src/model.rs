@@ -84,6 +84,10 @@ pub struct Machine {
     pub cordoned: bool,
     /// The state the machine is heading to; picked up again after a restart of the lab.
     pub target: Option<String>,
+    /// `skip_secrets` of the last create or update: when false, the guest gets every app
+    /// secret in its env, as on Fly (reference fly-machines-api.md §3 `env`).
+    #[serde(default)]
+    pub skip_secrets: bool,
 }
 
 impl Machine {

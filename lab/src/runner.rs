@@ -635,7 +635,23 @@ impl Runner {
         }
         let mut all_files = host_key_masks(&files);
         all_files.extend(files);
-        let mut env: BTreeMap<String, String> = m.config.env.clone();
+        // As on Fly: app secrets come first in env unless the machine set `skip_secrets`;
+        // the machine's own env wins over them.
+        let mut env: BTreeMap<String, String> = if m.skip_secrets {
+            BTreeMap::new()
+        } else {
+            lock(&lab.secrets)
+                .apps
+                .get(&m.app)
+                .map(|a| {
+                    a.secrets
+                        .iter()
+                        .map(|(k, s)| (k.clone(), s.value.clone()))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        env.extend(m.config.env.clone());
         env.extend(guest::fly_runtime_env(&guest::RuntimeFacts {
             app: &m.app,
             machine_id: &m.id,

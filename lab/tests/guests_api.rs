@@ -375,6 +375,11 @@ async fn started_machine_is_a_guest_with_files_env_volume_dns_and_exec() {
         lab.run(app, &id, &["printenv", "GREETING"]).await.trim(),
         "hi"
     );
+    // As on Fly, app secrets are in env unless the machine asked for skip_secrets.
+    assert_eq!(
+        lab.run(app, &id, &["printenv", "TLS_KEY"]).await.trim(),
+        secret_value
+    );
     let eth0 = lab
         .run(app, &id, &["ip", "-6", "-o", "addr", "show", "dev", "eth0"])
         .await;
@@ -468,7 +473,7 @@ async fn started_machine_is_a_guest_with_files_env_volume_dns_and_exec() {
     let before = lab.machine(app, &id).await["instance_id"].clone();
     lab.ok(
         &format!("/v1/apps/{app}/machines/{id}"),
-        json!({"config": config("updated")}),
+        json!({"config": config("updated"), "skip_secrets": true}),
     )
     .await;
     let m = lab.wait_state(app, &id, "started").await;
@@ -476,6 +481,18 @@ async fn started_machine_is_a_guest_with_files_env_volume_dns_and_exec() {
     assert_eq!(
         lab.run(app, &id, &["printenv", "GREETING"]).await.trim(),
         "updated"
+    );
+    let (_, v) = lab.exec(app, &id, &["printenv", "TLS_KEY"]).await;
+    assert_ne!(
+        v["exit_code"], 0,
+        "skip_secrets keeps secrets out of env: {v}"
+    );
+    assert_eq!(
+        lab.run(app, &id, &["cat", "/etc/app/secret.txt"])
+            .await
+            .as_bytes(),
+        secret_content,
+        "files still come from secrets"
     );
     assert_eq!(lab.run(app, &id, &["cat", "/data/f"]).await, "kept\n");
     assert_eq!(pids_running(&["sleep", "9173"]).len(), 1, "one guest only");

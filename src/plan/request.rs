@@ -161,6 +161,9 @@ pub fn machine_request(
             metadata,
             ..MachineConfig::default()
         },
+        // Fly adds every app secret to env unless told not to (reference
+        // fly-machines-api.md §3 `env`); the join token must reach the node only as a file.
+        skip_secrets: Some(true),
         ..CreateMachineRequest::default()
     }
 }

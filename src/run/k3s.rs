@@ -119,6 +119,16 @@ impl K3sToken {
     pub fn secret(&self) -> &SecretString {
         &self.0
     }
+
+    /// The app secret's value: the token file's content (the token and a newline) in base64,
+    /// because Fly writes a `secret_name` file from a secret holding base64 (reference
+    /// fly-machines-api.md §3 `files`).
+    pub fn file_secret(&self) -> SecretString {
+        use base64::Engine;
+        let mut content = self.0.expose().to_string();
+        content.push('\n');
+        SecretString::new(base64::engine::general_purpose::STANDARD.encode(content))
+    }
 }
 
 impl fmt::Debug for K3sToken {
@@ -206,6 +216,11 @@ mod tests {
         let secret = "K10abcdef0123::server:0123456789abcdef";
         let t = parse_token(&out(0, &format!("{secret}\n"), "")).expect("token");
         assert_eq!(t.secret().expose(), secret);
+        use base64::Engine;
+        let file = base64::engine::general_purpose::STANDARD
+            .decode(t.file_secret().expose())
+            .expect("base64");
+        assert_eq!(file, format!("{secret}\n").into_bytes());
         assert!(!format!("{t:?} {t}").contains("K10"));
         assert_eq!(parse_token(&out(1, secret, "")), Err(TokenError::Exit(1)));
         assert_eq!(parse_token(&out(0, "\n", "")), Err(TokenError::Empty));

@@ -718,7 +718,7 @@ async fn run_step(ctx: &Ctx, node: &str, ready: Resolved) -> Result<Output, Erro
             }
         }
         Resolved::SetSecret(app, token) => {
-            c.set_secret(&app, TOKEN_SECRET, token.secret())
+            c.set_secret(&app, TOKEN_SECRET, &token.file_secret())
                 .await
                 .map_err(fly_err(format!(
                     "storing secret {TOKEN_SECRET} of app {app}"

@@ -168,7 +168,14 @@ async fn k3s_steps_wait_for_ready_store_the_token_taint_and_mark_every_server() 
         .filter(|s| s.path().ends_with("/secrets/K3S_TOKEN"))
         .collect();
     assert_eq!(secret_calls.len(), 1);
-    assert_eq!(secret_calls[0].json()["value"], TOKEN_VALUE);
+    // Stored as the token file's content in base64, the form Fly writes `secret_name` files from.
+    use base64::Engine;
+    let stored = secret_calls[0].json()["value"]
+        .as_str()
+        .map(|v| base64::engine::general_purpose::STANDARD.decode(v))
+        .expect("a string value")
+        .expect("base64");
+    assert_eq!(stored, format!("{TOKEN_VALUE}\n").into_bytes());
     let create = seen
         .iter()
         .find(|s| s.method == "POST" && s.path() == "/v1/apps/lab-cp/machines")
@@ -177,6 +184,8 @@ async fn k3s_steps_wait_for_ready_store_the_token_taint_and_mark_every_server() 
         !create.body.contains("K10"),
         "no token in the machine create"
     );
+    // App secrets stay out of env: Fly would add them there otherwise.
+    assert_eq!(create.json()["skip_secrets"], true, "{}", create.body);
     // ctrl-2 joins only after the secret exists, mounting the spare volume in zone z2.
     let pos = |pred: &dyn Fn(&Seen) -> bool| seen.iter().position(pred).expect("call seen");
     assert!(

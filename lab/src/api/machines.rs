@@ -224,6 +224,7 @@ pub async fn create(
         lease: None,
         cordoned: false,
         target: (!req.skip_launch.unwrap_or(false)).then(|| "started".to_string()),
+        skip_secrets: req.skip_secrets.unwrap_or(false),
     };
     enter(&mut m, "created", "user", &mut core.rng);
     if let Some(ttl) = req.lease_ttl.filter(|t| *t > 0) {
@@ -397,6 +398,7 @@ pub async fn update(
         }
         let now = clock::now_ms();
         m.config = config;
+        m.skip_secrets = req.skip_secrets.unwrap_or(false);
         m.instance_id = ids::ulid(rng, now);
         let was_running = matches!(m.state.as_str(), "started" | "starting" | "restarting");
         enter(m, "updating", "user", rng);
