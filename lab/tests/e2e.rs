@@ -451,14 +451,20 @@ async fn cluster_lifecycle_on_guests_end_to_end() {
     std::fs::create_dir_all(&env.xdg).expect("mkdir xdg");
     std::fs::create_dir_all(&env.home).expect("mkdir home");
     let allow = "--allow-missing-kernel-options";
+    // Bounded waits: a stuck node fails the test in minutes, naming the node.
+    let timeout = ["--timeout", "180"];
 
     // Create the control plane, then node group 0.
     let started = Instant::now();
-    let out = env.fks(&mut t, &["create", dir, allow]).await;
+    let out = env
+        .fks(&mut t, &["create", dir, allow, timeout[0], timeout[1]])
+        .await;
     assert_ok("create", &out, &lab);
     eprintln!("figure: create took {:?}", started.elapsed());
     let started = Instant::now();
-    let out = env.fks(&mut t, &["-a", GROUP, dir, allow]).await;
+    let out = env
+        .fks(&mut t, &["-a", GROUP, dir, allow, timeout[0], timeout[1]])
+        .await;
     assert_ok("-a 0", &out, &lab);
     eprintln!(
         "figure: -a {GROUP} ({WORKERS} workers) took {:?}",
@@ -505,6 +511,16 @@ async fn cluster_lifecycle_on_guests_end_to_end() {
         password.len() >= 16,
         "token password too short to search for"
     );
+    // The forms an app secret may hold (file content for `secret_name` is base64).
+    let encoded = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(format!("{join_token}\n"))
+    };
+    let encoded_bare = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(&join_token)
+    };
+    let needles = [&join_token, &password, &encoded, &encoded_bare];
 
     // -k: ~/.kube/lab, 0600, its path on stdout and nothing else.
     let out = env.fks(&mut t, &["-k", dir]).await;
@@ -609,9 +625,13 @@ async fn cluster_lifecycle_on_guests_end_to_end() {
 
     // Re-running -c and -a converges with zero mutations.
     let before = lab.mutations().await;
-    let out = env.fks(&mut t, &["-c", dir, allow]).await;
+    let out = env
+        .fks(&mut t, &["-c", dir, allow, timeout[0], timeout[1]])
+        .await;
     assert_ok("-c again", &out, &lab);
-    let out = env.fks(&mut t, &["-a", GROUP, dir, allow]).await;
+    let out = env
+        .fks(&mut t, &["-a", GROUP, dir, allow, timeout[0], timeout[1]])
+        .await;
     assert_ok("-a 0 again", &out, &lab);
     assert_eq!(lab.mutations().await, before, "a re-run changed something");
 
@@ -643,7 +663,7 @@ async fn cluster_lifecycle_on_guests_end_to_end() {
     );
 
     // The join token is nowhere: no output, no lab log/state/journal, nothing under HOME/XDG.
-    for needle in [&join_token, &password] {
+    for needle in needles {
         let files = searched_files(&lab.state, &env);
         assert!(
             files.iter().any(|f| f.ends_with("log")),
@@ -693,7 +713,7 @@ async fn cluster_lifecycle_on_guests_end_to_end() {
     }
     // The search again, now with destroy's output and the logs of destroyed machines.
     let files = searched_files(&lab.state, &env);
-    for needle in [&join_token, &password] {
+    for needle in needles {
         let found = holders(needle, &files, &t);
         assert!(found.is_empty(), "the join token leaked into: {found:?}");
     }
