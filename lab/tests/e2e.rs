@@ -587,6 +587,7 @@ async fn cluster_lifecycle_on_guests_end_to_end() {
     }
     let out = kubectl(&mut t, &kubeconfig, &hosts, &["get", "nodes", "-o", "wide"]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
+    eprintln!("kubectl get nodes -o wide:\n{}", text(&out.stdout));
     assert_eq!(wide_internal_ips(&text(&out.stdout)), six_pn);
 
     // The control plane is tainted; -t is idempotent (same taints, reported per node).
