@@ -521,6 +521,15 @@ async fn cluster_lifecycle_on_guests_end_to_end() {
         base64::engine::general_purpose::STANDARD.encode(&join_token)
     };
     let needles = [&join_token, &password, &encoded, &encoded_bare];
+    // The search finds the token where it belongs (it is not blind).
+    assert_eq!(
+        holders(
+            &password,
+            std::slice::from_ref(&token_file),
+            &Transcript::default()
+        ),
+        [token_file.display().to_string()]
+    );
 
     // -k: ~/.kube/lab, 0600, its path on stdout and nothing else.
     let out = env.fks(&mut t, &["-k", dir]).await;
@@ -623,6 +632,51 @@ async fn cluster_lifecycle_on_guests_end_to_end() {
             assert_eq!(&n.taints, before, "{}: -t changed a tainted node", n.name);
         }
     }
+
+    // --merge into an existing ~/.kube/config: backed up, the user's context kept; with
+    // --use-context the cluster becomes current. kubectl reaches the cluster through it.
+    let user_config = env.home.join(".kube/config");
+    let mine = "apiVersion: v1\nkind: Config\nclusters:\n- name: mine\n  cluster: {server: 'https://example.invalid'}\nusers:\n- name: mine\n  user: {}\ncontexts:\n- name: mine\n  context: {cluster: mine, user: mine}\ncurrent-context: mine\n";
+    std::fs::write(&user_config, mine).expect("write ~/.kube/config");
+    let out = env.fks(&mut t, &["kubeconfig", dir, "--merge"]).await;
+    assert_ok("kubeconfig --merge", &out, &lab);
+    assert_eq!(
+        text(&out.stdout),
+        format!("{}\n{}\n", kubeconfig.display(), user_config.display())
+    );
+    let merged = std::fs::read_to_string(&user_config).expect("merged config");
+    assert!(merged.contains("current-context: mine"), "context switched");
+    let backups: Vec<String> = std::fs::read_dir(env.home.join(".kube"))
+        .expect("ls ~/.kube")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("config.") && n.ends_with(".bak"))
+        .collect();
+    assert_eq!(backups.len(), 1, "{backups:?}");
+    let backup = std::fs::read_to_string(env.home.join(".kube").join(&backups[0])).expect("backup");
+    assert_eq!(backup, mine);
+    let out = env
+        .fks(&mut t, &["-k", dir, "--merge", "--use-context"])
+        .await;
+    assert_ok("-k --merge --use-context", &out, &lab);
+    let merged = std::fs::read_to_string(&user_config).expect("merged config");
+    assert!(
+        merged.contains("current-context: lab"),
+        "context not switched"
+    );
+    assert!(
+        merged.contains("name: mine"),
+        "the user's entries were lost"
+    );
+    let out = kubectl(
+        &mut t,
+        &user_config,
+        &hosts,
+        &["get", "nodes", "-o", "name"],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).lines().count(), 3 + WORKERS);
 
     // Re-running -c and -a converges with zero mutations.
     let before = lab.mutations().await;
