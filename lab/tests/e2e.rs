@@ -824,3 +824,69 @@ async fn taint_and_kubeconfig_without_a_control_plane_exit_1_and_write_nothing()
     files_under(home.path(), &|_: &Path| false, &mut files);
     assert!(files.is_empty(), "wrote {files:?}");
 }
+
+/// Against an API-only lab (no root needed; `create` stops at "machine started"): exec is
+/// unavailable there, so `-t` reports every server as failed and exits 1, and `-k` tries each
+/// started server, says why none answered, exits 1 and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn taint_and_kubeconfig_report_unreachable_servers_and_exit_1() {
+    let bin = tokio::task::spawn_blocking(fks_bootstrap_binary)
+        .await
+        .expect("build thread");
+    let lab = common::start_api_lab("sjc=3", "", 4, Duration::from_millis(10), TOKEN).await;
+    let home = tempfile::tempdir().expect("tempdir");
+    let run = |args: &[&str]| {
+        let mut cmd = Command::new(&bin);
+        cmd.args(args)
+            .current_dir(repo_root())
+            .env("FLY_API_HOSTNAME", &lab.base)
+            .env("FLY_API_TOKEN", TOKEN)
+            .env("HOME", home.path())
+            .env("XDG_CONFIG_HOME", home.path().join("xdg"))
+            .env_remove("KUBECONFIG")
+            .env_remove("BOOTSTRAP_NODE_ID")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null());
+        tokio::task::spawn_blocking(move || cmd.output().expect("run"))
+    };
+    let out = run(&["-c", "clusters/lab"]).await.expect("join");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
+    let out = run(&["-t", "clusters/lab"]).await.expect("join");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let report = text(&out.stdout);
+    let lines: Vec<&str> = report.lines().skip(1).collect();
+    assert_eq!(lines.len(), 3, "{report}");
+    for (i, line) in lines.iter().enumerate() {
+        assert!(
+            line.starts_with(&format!("ctrl-{i} ")) && line.contains("failed: "),
+            "{report}"
+        );
+    }
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.ends_with("failed: no started server answers exec")),
+        "{report}"
+    );
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("tainting 3 of 3 servers of app lab-cp failed; exec failed on ctrl-0: ")
+            && err.contains("; ctrl-2: ")
+            && err.contains("API-only"),
+        "{err}"
+    );
+
+    let out = run(&["-k", "clusters/lab", "--merge"]).await.expect("join");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("could not read /etc/rancher/k3s/k3s.yaml from any server of app lab-cp")
+            && ["ctrl-0: ", "ctrl-1: ", "ctrl-2: "]
+                .iter()
+                .all(|n| err.contains(n)),
+        "{err}"
+    );
+    assert!(!home.path().join(".kube").exists(), "wrote a kubeconfig");
+}

@@ -66,14 +66,19 @@ pub struct Outcome {
 pub fn run(args: Args) -> Result<(), super::Error> {
     let config = super::load_config(&args.cluster_dir)?;
     let client = super::fly_client()?;
-    let outcomes = super::runtime()?
+    let (outcomes, unreachable) = super::runtime()?
         .block_on(taint_all(&client, &config, &args))
         .map_err(|e| super::Error::Failed(e.into()))?;
     output::stdout(&table(&outcomes))?;
     let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
     if failed > 0 {
+        let why = if unreachable.is_empty() {
+            String::new()
+        } else {
+            format!("; exec failed on {}", unreachable.join("; "))
+        };
         return Err(super::Error::Failed(anyhow::anyhow!(
-            "tainting {failed} of {} servers of app {} failed",
+            "tainting {failed} of {} servers of app {} failed{why}",
             outcomes.len(),
             config.cp_app()
         )));
@@ -82,8 +87,13 @@ pub fn run(args: Args) -> Result<(), super::Error> {
 }
 
 /// Taints every server of the cluster, one after another (three kubectl calls), through the
-/// first started server that answers exec.
-async fn taint_all(client: &Client, config: &Config, args: &Args) -> Result<Vec<Outcome>, Error> {
+/// first started server that answers exec. Also returns `node: error` for each server whose
+/// exec call failed (it is not used again).
+async fn taint_all(
+    client: &Client,
+    config: &Config,
+    args: &Args,
+) -> Result<(Vec<Outcome>, Vec<String>), Error> {
     let app = config.cp_app();
     let machines = list::owned_machines(client, config, &NodeSet::ControlPlane, &args.cluster_dir)
         .await
@@ -111,10 +121,11 @@ async fn taint_all(client: &Client, config: &Config, args: &Args) -> Result<Vec<
         });
     }
     let mut outcomes = Vec::with_capacity(servers.len());
+    let mut unreachable = Vec::new();
     for server in &servers {
         let k3s_node = k3s::k3s_node_name(&server.id, &app);
         let req = k3s::exec_request(k3s::taint_command(&k3s_node));
-        let mut result = Err("no started server answered exec".to_string());
+        let mut result = Err("no started server answers exec".to_string());
         // A server whose exec call fails (it is restarting, say) is dropped as a way in; a
         // kubectl that ran and failed is that node's answer.
         while let Some(via) = vias.first() {
@@ -134,12 +145,9 @@ async fn taint_all(client: &Client, config: &Config, args: &Args) -> Result<Vec<
                     break;
                 }
                 Err(e) => {
-                    tracing::warn!(machine = %via.id, error = %fly_chain(&e), "exec failed; trying another server");
-                    result = Err(format!(
-                        "exec on {} failed: {}",
-                        node_name(via),
-                        fly_chain(&e)
-                    ));
+                    let why = fly_chain(&e);
+                    tracing::debug!(machine = %via.id, error = %why, "exec failed; trying another server");
+                    unreachable.push(format!("{}: {why}", node_name(via)));
                     vias.remove(0);
                 }
             }
@@ -151,7 +159,7 @@ async fn taint_all(client: &Client, config: &Config, args: &Args) -> Result<Vec<
             result,
         });
     }
-    Ok(outcomes)
+    Ok((outcomes, unreachable))
 }
 
 /// The servers among a control-plane app's machines (a machine marked as an agent is left
