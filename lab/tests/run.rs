@@ -144,7 +144,12 @@ async fn converge(lab: &Lab, client: &Client, config: &Config, target: &Target) 
         .expect("plan");
     run::execute(client, &p, &run::Options::default(), None)
         .await
-        .unwrap_or_else(|e| panic!("run failed: {e}\nplan:\n{p}"))
+        .unwrap_or_else(|e| {
+            panic!(
+                "run failed: {e}: {:?}\nplan:\n{p}",
+                std::error::Error::source(&e)
+            )
+        })
 }
 
 async fn inventory(client: &Client, app: &str) -> (Vec<Volume>, Vec<Machine>) {

@@ -25,7 +25,9 @@ use crate::plan::{self, META_CLUSTER, META_NODE};
 pub const AFTER_HELP: &str = "\
 Removes, in this order: the machines of <cluster>-cp and of every <cluster>-ng-<group> app in
 ORG_NAME (forced, waited for), their volumes, the apps' secrets, then the apps. A machine in
-those apps without fks_cluster=<cluster> metadata makes destroy refuse before any change.
+those apps without fks_cluster=<cluster> metadata makes destroy refuse before any change; an
+app with no machine and no secret fks-bootstrap writes (K3S_TOKEN, FKS_*) is only a name match
+and is left alone.
 Without --yes it asks you to type the cluster name; without a terminal, pass --yes.
 Running it again when everything is gone changes nothing and exits 0.";
 
@@ -159,6 +161,18 @@ pub fn check_ownership(cluster: &str, inventory: &[AppInventory]) -> Result<(), 
     Ok(())
 }
 
+/// Whether an app shows a sign of being this tool's: a machine (already checked to carry
+/// `fks_cluster=<cluster>`) or a secret only fks-bootstrap writes (`K3S_TOKEN`, `FKS_*`).
+/// An app with neither is only a name match (say another team's empty `<cluster>-ng-x`) and
+/// is left alone.
+pub fn claimed(app: &AppInventory) -> bool {
+    !app.machines.is_empty()
+        || app
+            .secrets
+            .iter()
+            .any(|s| s == plan::TOKEN_SECRET || s.starts_with("FKS_"))
+}
+
 /// What the removal will do, one line per object, in order.
 pub fn describe(inventory: &[AppInventory]) -> Vec<String> {
     let mut lines = Vec::new();
@@ -211,6 +225,14 @@ pub fn run(args: Args) -> Result<(), super::Error> {
     let failed = |e: Error| super::Error::Failed(e.into());
     let inventory = rt.block_on(inventory(&client, &config)).map_err(failed)?;
     check_ownership(&cluster, &inventory).map_err(failed)?;
+    let (inventory, unclaimed): (Vec<AppInventory>, Vec<AppInventory>) =
+        inventory.into_iter().partition(claimed);
+    for a in &unclaimed {
+        eprintln!(
+            "[INFO] leaving app {} alone: it is named like an app of cluster {cluster} but has no machine and no secret fks-bootstrap writes; delete it yourself if it is yours",
+            a.app
+        );
+    }
     if inventory.is_empty() {
         return output::stdout(&format!(
             "nothing to destroy: organization {} has no app of cluster {cluster}\n",
@@ -559,6 +581,28 @@ mod tests {
             cluster_apps("lab", &apps),
             ["lab-cp", "lab-ng-db1", "lab-ng-web"]
         );
+    }
+
+    #[test]
+    fn an_empty_app_without_our_secrets_is_not_claimed() {
+        let empty = AppInventory {
+            app: "lab-ng-x".into(),
+            secrets: vec!["DATABASE_URL".into()],
+            ..AppInventory::default()
+        };
+        assert!(!claimed(&empty), "a name match alone is not ours");
+        for secret in ["K3S_TOKEN", "FKS_WORKER_NG_X_0_SSH_HOST_ED25519_KEY"] {
+            let ours = AppInventory {
+                secrets: vec![secret.into()],
+                ..empty.clone()
+            };
+            assert!(claimed(&ours), "{secret}");
+        }
+        let with_machine = AppInventory {
+            machines: vec![machine("a1", Some("lab"))],
+            ..empty
+        };
+        assert!(claimed(&with_machine));
     }
 
     #[test]

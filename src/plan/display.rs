@@ -138,6 +138,11 @@ impl fmt::Display for Action {
                 "read the join token {SERVER_TOKEN_PATH} on machine {} (never printed)",
                 from.id
             ),
+            Action::SetFileSecrets { app, values } => write!(
+                f,
+                "store private node files as secrets {} of app {app} (values never printed)",
+                values.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
             Action::SetTokenSecret { app, token } => {
                 write!(
                     f,

@@ -16,7 +16,7 @@ use std::fmt;
 use crate::config::{Config, MAX_NODE_GROUP_LEN};
 use crate::fly::types::{
     CreateAppRequest, CreateMachineRequest, CreateVolumeRequest, Machine, MachineFile,
-    MachineState, Volume,
+    MachineState, SecretString, Volume,
 };
 
 mod display;
@@ -314,6 +314,14 @@ pub enum Action {
         /// The bootstrap server.
         from: MachineRef,
     },
+    /// Store the nodes' private files (their ssh host keys) as app secrets in one call, so
+    /// machine configs name a secret instead of carrying the key.
+    SetFileSecrets {
+        /// The app.
+        app: String,
+        /// Secret name → the file's base64 content (redacted in `Debug`).
+        values: BTreeMap<String, SecretString>,
+    },
     /// Store the token read by `token` as the app secret `K3S_TOKEN`.
     SetTokenSecret {
         /// The app that gets the secret.
@@ -345,6 +353,7 @@ impl Action {
                 | Action::CreateMachine { .. }
                 | Action::StartMachine { .. }
                 | Action::SetTokenSecret { .. }
+                | Action::SetFileSecrets { .. }
                 | Action::MarkReady { .. }
         )
     }
@@ -483,6 +492,46 @@ fn node_machine<'a>(
             ids: found.iter().map(|m| m.id.clone()).collect(),
         }),
     }
+}
+
+/// The app secret that holds a node's private file (mode 0600): `FKS_<NODE>_<FILE NAME>` in
+/// upper case with `_` for anything else, e.g. `FKS_CTRL_0_SSH_HOST_ED25519_KEY`.
+pub fn file_secret_name(node: &str, guest_path: &str) -> String {
+    let file = guest_path.rsplit('/').next().unwrap_or(guest_path);
+    format!("FKS_{node}_{file}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Moves `files`' private ones (mode 0600 with inline content) into app secrets: each such
+/// file names its secret instead, and `(name, base64 content)` goes to `secrets`.
+fn private_files_to_secrets(
+    node: &str,
+    files: &[MachineFile],
+    secrets: &mut BTreeMap<String, SecretString>,
+) -> Vec<MachineFile> {
+    files
+        .iter()
+        .map(|f| match (&f.raw_value, f.mode) {
+            (Some(raw), Some(0o600)) => {
+                let name = file_secret_name(node, &f.guest_path);
+                secrets.insert(name.clone(), SecretString::new(raw.clone()));
+                MachineFile {
+                    raw_value: None,
+                    secret_name: Some(name),
+                    ..f.clone()
+                }
+            }
+            _ => f.clone(),
+        })
+        .collect()
 }
 
 /// The names of the nodes `target` wants (`ctrl-0..2`, or `worker-ng-<group>-<i>`), for the
@@ -703,11 +752,35 @@ pub fn plan(
         }
     }
 
-    for (i, ((name, role), machine)) in names.iter().zip(&existing).enumerate() {
+    // Private node files (ssh host keys) of the machines to make go into app secrets first,
+    // one call for all; a secret that exists already holds the same never-regenerated key.
+    let mut file_secrets: BTreeMap<String, SecretString> = BTreeMap::new();
+    let mut node_files: Vec<Vec<MachineFile>> = Vec::new();
+    for ((name, _), machine) in names.iter().zip(&existing) {
         let files = options
             .node_files
             .get(name)
             .ok_or_else(|| Error::MissingNodeFiles { node: name.clone() })?;
+        node_files.push(if machine.is_none() {
+            private_files_to_secrets(name, files, &mut file_secrets)
+        } else {
+            files.clone()
+        });
+    }
+    file_secrets.retain(|name, _| !state.secrets.contains(name));
+    let secrets_step = (!file_secrets.is_empty()).then(|| {
+        b.push(
+            None,
+            Action::SetFileSecrets {
+                app: app.clone(),
+                values: file_secrets,
+            },
+            app_step.into_iter().collect(),
+        )
+    });
+
+    for (i, ((name, role), machine)) in names.iter().zip(&existing).enumerate() {
+        let files = &node_files[i];
         let status = match machine {
             Some(m) => {
                 nodes.push(NodePlan {
@@ -810,6 +883,7 @@ pub fn plan(
                 }
                 let mut deps: Vec<StepId> = app_step.into_iter().collect();
                 deps.extend(vol_step);
+                deps.extend(secrets_step);
                 if *role != Role::BootstrapServer {
                     deps.extend(join_after.iter().copied());
                 }

@@ -95,6 +95,8 @@ fn converged_cp(marked: bool) -> State {
     }
     let mut secrets = BTreeSet::new();
     secrets.insert(TOKEN_SECRET.to_string());
+    // The first run stored every node's host key as a secret.
+    secrets.extend((0..3).map(|i| format!("FKS_CTRL_{i}_SSH_HOST_ED25519_KEY")));
     State {
         app_exists: true,
         volumes,
@@ -145,6 +147,7 @@ fn fresh_control_plane_creates_app_volumes_and_machines_bootstrap_first() {
         kinds(&plan),
         vec![
             "CreateApp",
+            "SetFileSecrets",
             "ctrl-0:CreateVolume",
             "ctrl-0:CreateMachine",
             "ctrl-0:WaitStarted",
@@ -156,12 +159,13 @@ fn fresh_control_plane_creates_app_volumes_and_machines_bootstrap_first() {
             "ctrl-2:WaitStarted",
         ]
     );
-    assert_eq!(plan.mutations(), 7);
-    // Volume creates run one after another; joining servers wait for the bootstrap server.
-    assert_eq!(plan.steps[4].depends_on, vec![StepId(0), StepId(1)]);
+    assert_eq!(plan.mutations(), 8);
+    // Volume creates run one after another; joining servers wait for the bootstrap server;
+    // every machine waits for the secrets holding the host keys.
+    assert_eq!(plan.steps[5].depends_on, vec![StepId(0), StepId(2)]);
     assert_eq!(
-        plan.steps[5].depends_on,
-        vec![StepId(0), StepId(3), StepId(4)]
+        plan.steps[6].depends_on,
+        vec![StepId(0), StepId(1), StepId(4), StepId(5)]
     );
     for s in &plan.steps {
         if let Action::CreateVolume { request, .. } = &s.action {
@@ -202,12 +206,53 @@ fn fresh_control_plane_creates_app_volumes_and_machines_bootstrap_first() {
         .any(|f| f.guest_path == crate::render::TOKEN_FILE
             && f.secret_name.as_deref() == Some(TOKEN_SECRET)
             && f.raw_value.is_none()));
-    match &plan.steps[5].action {
+    match &plan.steps[6].action {
         Action::CreateMachine { bootstrap, .. } => {
-            assert_eq!(bootstrap, &Some(Ref::Step(StepId(2))))
+            assert_eq!(bootstrap, &Some(Ref::Step(StepId(3))))
         }
         other => panic!("{other:?}"),
     }
+    // The host private keys go into app secrets; the machine configs only name them.
+    let Action::SetFileSecrets { values, .. } = &plan.steps[1].action else {
+        panic!("{:?}", plan.steps[1]);
+    };
+    for (i, r) in reqs.iter().enumerate() {
+        let name = format!("FKS_CTRL_{i}_SSH_HOST_ED25519_KEY");
+        let key = r
+            .config
+            .files
+            .iter()
+            .find(|f| f.guest_path == "/etc/ssh/ssh_host_ed25519_key")
+            .expect("host key file");
+        assert_eq!(key.secret_name.as_deref(), Some(name.as_str()));
+        assert!(key.raw_value.is_none());
+        assert!(values[&name].expose().starts_with(HOST_KEY));
+        let body = serde_json::to_string(r).expect("json");
+        assert!(!body.contains(HOST_KEY), "a host key in a machine config");
+    }
+}
+
+#[test]
+fn host_key_secrets_that_exist_are_not_set_again() {
+    let state = State {
+        app_exists: true,
+        secrets: (0..3)
+            .map(|i| format!("FKS_CTRL_{i}_SSH_HOST_ED25519_KEY"))
+            .collect(),
+        ..State::default()
+    };
+    let p = plan(
+        &lab_config(),
+        &cp(),
+        &state,
+        &options(&cp_names(), Some(3), false),
+    )
+    .expect("plan");
+    assert!(!kinds(&p).iter().any(|k| k == "SetFileSecrets"), "{p}");
+    assert_eq!(
+        file_secret_name("worker-ng-web-0", "/etc/ssh/ssh_host_ed25519_key"),
+        "FKS_WORKER_NG_WEB_0_SSH_HOST_ED25519_KEY"
+    );
 }
 
 #[test]
@@ -582,24 +627,25 @@ nodes:
   ctrl-0               server (bootstrap)  machine m0, zone z0
   ctrl-1               server              machine to create, zone new volume
   ctrl-2               server              machine to create, zone new volume
-17 steps, 8 changes on Fly:
-  [0]  ctrl-0: wait until k3s node m0 is Ready (kubectl on m0)
-  [1]  ctrl-0: read the join token /data/k3s/server/token on machine m0 (never printed)  (after [0])
-  [2]  store the token from [1] as secret K3S_TOKEN of app lab-cp  (after [1])
-  [3]  ctrl-1: create volume k3s_data in app lab-cp (sjc, 10 GB, own zone)
-  [4]  ctrl-1: create machine ctrl-1 in app lab-cp (server, 2 performance cpu, 4096 MB, image registry.fly.io/fks-node:latest, volume <made by [3]> at /data, joins m0, token from secret K3S_TOKEN)  (after [0] [2] [3])
-  [5]  ctrl-1: wait until machine <made by [4]> is started  (after [4])
-  [6]  ctrl-2: create volume k3s_data in app lab-cp (sjc, 10 GB, own zone)  (after [3])
-  [7]  ctrl-2: create machine ctrl-2 in app lab-cp (server, 2 performance cpu, 4096 MB, image registry.fly.io/fks-node:latest, volume <made by [6]> at /data, joins m0, token from secret K3S_TOKEN)  (after [0] [2] [6])
-  [8]  ctrl-2: wait until machine <made by [7]> is started  (after [7])
-  [9]  ctrl-0: taint k3s node m0 CriticalAddonsOnly=true:NoExecute (kubectl on m0)  (after [0])
-  [10] ctrl-0: mark machine m0 ready (fks_ready=true)  (after [9])
-  [11] ctrl-1: wait until k3s node <made by [4]> is Ready (kubectl on m0)  (after [0] [5])
-  [12] ctrl-1: taint k3s node <made by [4]> CriticalAddonsOnly=true:NoExecute (kubectl on m0)  (after [11])
-  [13] ctrl-1: mark machine <made by [4]> ready (fks_ready=true)  (after [12])
-  [14] ctrl-2: wait until k3s node <made by [7]> is Ready (kubectl on m0)  (after [0] [8])
-  [15] ctrl-2: taint k3s node <made by [7]> CriticalAddonsOnly=true:NoExecute (kubectl on m0)  (after [14])
-  [16] ctrl-2: mark machine <made by [7]> ready (fks_ready=true)  (after [15])
+18 steps, 9 changes on Fly:
+  [0]  store private node files as secrets FKS_CTRL_1_SSH_HOST_ED25519_KEY, FKS_CTRL_2_SSH_HOST_ED25519_KEY of app lab-cp (values never printed)
+  [1]  ctrl-0: wait until k3s node m0 is Ready (kubectl on m0)
+  [2]  ctrl-0: read the join token /data/k3s/server/token on machine m0 (never printed)  (after [1])
+  [3]  store the token from [2] as secret K3S_TOKEN of app lab-cp  (after [2])
+  [4]  ctrl-1: create volume k3s_data in app lab-cp (sjc, 10 GB, own zone)
+  [5]  ctrl-1: create machine ctrl-1 in app lab-cp (server, 2 performance cpu, 4096 MB, image registry.fly.io/fks-node:latest, volume <made by [4]> at /data, joins m0, token from secret K3S_TOKEN)  (after [0] [1] [3] [4])
+  [6]  ctrl-1: wait until machine <made by [5]> is started  (after [5])
+  [7]  ctrl-2: create volume k3s_data in app lab-cp (sjc, 10 GB, own zone)  (after [4])
+  [8]  ctrl-2: create machine ctrl-2 in app lab-cp (server, 2 performance cpu, 4096 MB, image registry.fly.io/fks-node:latest, volume <made by [7]> at /data, joins m0, token from secret K3S_TOKEN)  (after [0] [1] [3] [7])
+  [9]  ctrl-2: wait until machine <made by [8]> is started  (after [8])
+  [10] ctrl-0: taint k3s node m0 CriticalAddonsOnly=true:NoExecute (kubectl on m0)  (after [1])
+  [11] ctrl-0: mark machine m0 ready (fks_ready=true)  (after [10])
+  [12] ctrl-1: wait until k3s node <made by [5]> is Ready (kubectl on m0)  (after [1] [6])
+  [13] ctrl-1: taint k3s node <made by [5]> CriticalAddonsOnly=true:NoExecute (kubectl on m0)  (after [12])
+  [14] ctrl-1: mark machine <made by [5]> ready (fks_ready=true)  (after [13])
+  [15] ctrl-2: wait until k3s node <made by [8]> is Ready (kubectl on m0)  (after [1] [9])
+  [16] ctrl-2: taint k3s node <made by [8]> CriticalAddonsOnly=true:NoExecute (kubectl on m0)  (after [15])
+  [17] ctrl-2: mark machine <made by [8]> ready (fks_ready=true)  (after [16])
 ";
     assert_eq!(text, want, "full text:\n{text}");
 }

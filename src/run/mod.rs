@@ -22,7 +22,7 @@ use crate::fly::types::{CreateVolumeRequest, Machine, MachineListFilter, Machine
 use crate::fly::{Client, Error as FlyError, LAUNCH_ID_KEY};
 use crate::plan::{
     Action, MachineRef, Plan, Ref, State, Step, StepId, Target, ALLOW_SHARED_ZONES_FLAG,
-    ENV_BOOTSTRAP_MACHINE_ID, ENV_ZONE, META_READY, TOKEN_SECRET,
+    ENV_BOOTSTRAP_MACHINE_ID, ENV_ZONE, META_CLUSTER, META_NODE, META_READY, TOKEN_SECRET,
 };
 
 pub mod k3s;
@@ -328,6 +328,7 @@ enum Resolved {
     },
     ReadToken(String, String),
     SetSecret(String, K3sToken),
+    SetFileSecrets(String, BTreeMap<String, crate::fly::types::SecretString>),
     Taint {
         app: String,
         machine: String,
@@ -439,6 +440,9 @@ fn resolve(
         Action::ReadToken { from } => {
             let (a, m) = resolve_machine(done, id, from)?;
             Resolved::ReadToken(a, m)
+        }
+        Action::SetFileSecrets { app, values } => {
+            Resolved::SetFileSecrets(app.clone(), values.clone())
         }
         Action::SetTokenSecret { app, token } => match lookup(done, id, *token)? {
             Output::Token(t) => Resolved::SetSecret(app.clone(), t.clone()),
@@ -607,6 +611,12 @@ async fn run_step(ctx: &Ctx, node: &str, ready: Resolved) -> Result<Output, Erro
                     if e.fly_status() == Some("insufficient_capacity")
                         && request.require_unique_zone != Some(false) =>
                 {
+                    // A run killed mid-create may have made this node's volume after the
+                    // re-run looked: it is the unattached one nobody in this run knows.
+                    if let Some(v) = adopt_volume(ctx, &app, &request.name).await {
+                        tracing::info!(%app, %node, volume = %v.id, zone = %v.zone, "adopted a volume an interrupted run made");
+                        return Ok(Output::Volume(Box::new(v)));
+                    }
                     if !share_if_full {
                         return Err(Error::NoUniqueZone {
                             node: node.to_string(),
@@ -628,12 +638,35 @@ async fn run_step(ctx: &Ctx, node: &str, ready: Resolved) -> Result<Output, Erro
             Ok(Output::Volume(Box::new(v)))
         }
         Resolved::CreateMachine { app, request, zone } => {
-            let m = c
-                .create_machine(&app, *request)
-                .await
-                .map_err(fly_err(format!(
-                    "node {node}: creating its machine in app {app}"
-                )))?;
+            let identity = (
+                request.config.metadata.get(META_CLUSTER).cloned(),
+                request.config.metadata.get(META_NODE).cloned(),
+            );
+            let m = match c.create_machine(&app, *request).await {
+                Ok(m) => m,
+                Err(e) => match identity {
+                    // A run killed mid-create may have made this node's machine after the
+                    // re-run looked (its create then finds the volume taken): adopt it.
+                    (Some(cluster), Some(name)) => {
+                        match adopt_machine(c, &app, &cluster, &name).await {
+                            Some(m) => {
+                                tracing::info!(%app, %node, machine = %m.id, "adopted the machine an interrupted run made");
+                                m
+                            }
+                            None => {
+                                return Err(fly_err(format!(
+                                    "node {node}: creating its machine in app {app}"
+                                ))(e))
+                            }
+                        }
+                    }
+                    _ => {
+                        return Err(fly_err(format!(
+                            "node {node}: creating its machine in app {app}"
+                        ))(e))
+                    }
+                },
+            };
             tracing::debug!(%app, %node, machine = %m.id, zone = zone.as_deref().unwrap_or(""), "machine created");
             Ok(Output::Machine(Box::new(m)))
         }
@@ -717,6 +750,16 @@ async fn run_step(ctx: &Ctx, node: &str, ready: Resolved) -> Result<Output, Erro
                 }
             }
         }
+        Resolved::SetFileSecrets(app, values) => {
+            let names = values.keys().cloned().collect::<Vec<_>>().join(", ");
+            c.update_secrets(
+                &app,
+                values.into_iter().map(|(k, v)| (k, Some(v))).collect(),
+            )
+            .await
+            .map_err(fly_err(format!("storing secrets {names} of app {app}")))?;
+            Ok(Output::Done)
+        }
         Resolved::SetSecret(app, token) => {
             c.set_secret(&app, TOKEN_SECRET, &token.file_secret())
                 .await
@@ -755,6 +798,42 @@ async fn run_step(ctx: &Ctx, node: &str, ready: Resolved) -> Result<Output, Erro
                 .map_err(fly_err(format!("node {node}: marking machine {id} ready")))?;
             Ok(Output::Done)
         }
+    }
+}
+
+/// The one live, unattached volume named `name` in `app` that this run does not know (made
+/// by an interrupted run after this one observed), claimed for the caller. Volume creates of
+/// one app run one at a time, so no other step of this run can be making it.
+async fn adopt_volume(ctx: &Ctx, app: &str, name: &str) -> Option<Volume> {
+    let vols = ctx.client.list_volumes(app).await.ok()?;
+    let mut known = lock(&ctx.volumes);
+    let v = vols.into_iter().find(|v| {
+        v.name == name
+            && !v.state.is_being_destroyed()
+            && v.attached_machine_id.as_deref().is_none_or(str::is_empty)
+            && !known.contains(&v.id)
+    })?;
+    known.insert(v.id.clone());
+    Some(v)
+}
+
+/// The one live machine of `cluster` for node `name` in `app`, when a create failed because an
+/// interrupted run made it meanwhile.
+async fn adopt_machine(c: &Client, app: &str, cluster: &str, name: &str) -> Option<Machine> {
+    let mut filter = MachineListFilter::metadata(META_CLUSTER, cluster);
+    filter
+        .metadata
+        .insert(META_NODE.to_string(), name.to_string());
+    let found: Vec<Machine> = c
+        .list_machines(app, &filter)
+        .await
+        .ok()?
+        .into_iter()
+        .filter(|m| !matches!(m.state, MachineState::Destroyed | MachineState::Destroying))
+        .collect();
+    match <[Machine; 1]>::try_from(found) {
+        Ok([m]) => Some(m),
+        Err(_) => None,
     }
 }
 
