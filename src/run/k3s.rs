@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::fly::types::{ExecResponse, SecretString};
+use crate::fly::types::{ExecRequest, ExecResponse, SecretString};
 use crate::plan::{SERVER_TAINT, SERVER_TOKEN_PATH};
 
 /// The k3s node name of a machine: its stable machine DNS name (see `render::Node`).
@@ -121,6 +121,16 @@ pub fn taint_command(node: &str) -> Vec<String> {
     .collect()
 }
 
+/// The Machines API exec request for one of these commands (30 s: kubectl and `cat` answer
+/// well within it; the client adds its own margin).
+pub fn exec_request(command: Vec<String>) -> ExecRequest {
+    ExecRequest {
+        command,
+        timeout: Some(30),
+        ..ExecRequest::default()
+    }
+}
+
 /// What the Ready query said.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Readiness {
@@ -143,7 +153,7 @@ impl fmt::Display for Readiness {
 }
 
 /// The first line of `text`, at most 200 characters (for messages; never used on token output).
-fn first_line(text: &str) -> String {
+pub fn first_line(text: &str) -> String {
     text.lines()
         .map(str::trim)
         .find(|l| !l.is_empty())

@@ -18,9 +18,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::config::Config;
-use crate::fly::types::{
-    CreateVolumeRequest, ExecRequest, Machine, MachineListFilter, MachineState, Volume,
-};
+use crate::fly::types::{CreateVolumeRequest, Machine, MachineListFilter, MachineState, Volume};
 use crate::fly::{Client, Error as FlyError, LAUNCH_ID_KEY};
 use crate::plan::{
     Action, MachineRef, Plan, Ref, State, Step, StepId, Target, ALLOW_SHARED_ZONES_FLAG,
@@ -29,7 +27,7 @@ use crate::plan::{
 
 pub mod k3s;
 
-use k3s::{K3sToken, NodesReadiness, Readiness, TokenError};
+use k3s::{exec_request, K3sToken, NodesReadiness, Readiness, TokenError};
 
 /// Why a run stopped. Steps already done stay done; running the same command again picks up
 /// from what exists.
@@ -886,14 +884,6 @@ async fn adopt_machine(c: &Client, app: &str, cluster: &str, name: &str) -> Opti
     match <[Machine; 1]>::try_from(found) {
         Ok([m]) => Some(m),
         Err(_) => None,
-    }
-}
-
-fn exec_request(command: Vec<String>) -> ExecRequest {
-    ExecRequest {
-        command,
-        timeout: Some(30),
-        ..ExecRequest::default()
     }
 }
 
