@@ -140,8 +140,8 @@ pub struct Options {
     /// request/s per action and machine (reference fly-machines-api.md §5).
     pub poll: Duration,
     /// At most this many steps at once (`None`: as many as the dependencies allow). `Some(1)`
-    /// runs the steps one after another, as k3s.sh did: the baseline the lifecycle benchmark
-    /// compares with.
+    /// runs the steps one after another, node by node, as k3s.sh did: the baseline the
+    /// lifecycle benchmark compares with.
     pub max_parallel: Option<usize>,
 }
 
@@ -563,8 +563,20 @@ pub async fn execute(
     let mut running: BTreeSet<StepId> = BTreeSet::new();
     let mut tasks: JoinSet<(StepId, Result<Output, Error>)> = JoinSet::new();
     let mut task_steps: HashMap<tokio::task::Id, StepId> = HashMap::new();
+    // One step at a time is k3s.sh's way: each node is finished (through k3s Ready) before the
+    // next one starts, so steps go node by node. Otherwise plan order.
+    let mut order: Vec<&Step> = plan.steps.iter().collect();
+    if options.max_parallel == Some(1) {
+        let rank = |s: &Step| {
+            s.node
+                .as_ref()
+                .and_then(|n| plan.nodes.iter().position(|p| &p.name == n))
+                .map_or(0, |i| i + 1)
+        };
+        order.sort_by_key(|s| (rank(s), s.id));
+    }
     loop {
-        for step in &plan.steps {
+        for step in order.iter().copied() {
             if done.contains_key(&step.id) || running.contains(&step.id) {
                 continue;
             }
