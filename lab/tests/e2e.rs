@@ -731,6 +731,26 @@ async fn cluster_lifecycle_on_guests_end_to_end() {
         assert!(found.is_empty(), "the join token leaked into: {found:?}");
     }
 
+    // The nodes' ssh host private keys travel as app secrets too: no machine record in the
+    // lab's state or journal carries one, inline or base64 (the operator's own copy under XDG
+    // and each guest's /etc/ssh are where they belong).
+    let records: Vec<PathBuf> = searched_files(&lab.state, &env)
+        .into_iter()
+        .filter(|f| f.ends_with("journal.jsonl") || f.ends_with("state.json"))
+        .collect();
+    assert!(!records.is_empty(), "no lab state or journal searched");
+    for needle in [
+        "OPENSSH PRIVATE KEY",
+        // base64 of "-----BEGIN OPENSSH PRIVATE KEY", as a raw_value would start.
+        "LS0tLS1CRUdJTiBPUEVOU1NIIFBSSVZBVEUgS0VZ",
+    ] {
+        let found = holders(needle, &records, &t);
+        assert!(
+            found.is_empty(),
+            "a host private key leaked into: {found:?}"
+        );
+    }
+
     // destroy leaves no app, machine, volume or secret of the cluster, and no guest netns.
     let out = env.fks(&mut t, &["destroy", dir, "--yes"]).await;
     assert_ok("destroy --yes", &out, &lab);
