@@ -59,6 +59,15 @@ pub struct Registration {
     pub labels: Vec<(String, String)>,
     /// `(key, value, effect)`.
     pub taints: Vec<(String, Option<String>, String)>,
+    /// Whether the node reports itself Ready (a kubelet posts its own Ready condition). False
+    /// only while the stand-in knob `K3S_STANDIN_READY_DELAY` has not passed; absent (older
+    /// nodes) means Ready.
+    #[serde(default = "yes")]
+    pub ready: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Serialize, Deserialize)]
@@ -66,6 +75,12 @@ struct Entry {
     node: Value,
     last_seen: u64,
     created: u64,
+    /// What the node's last registration or heartbeat said about its own readiness.
+    #[serde(default = "yes")]
+    ready: bool,
+    /// When `ready` last changed (seconds), for `lastTransitionTime`.
+    #[serde(default)]
+    ready_since: u64,
 }
 
 /// What survives a restart of the bootstrap server (the stand-in's substitute for etcd).
@@ -209,6 +224,10 @@ impl Cluster {
         let rv = self.bump();
         if let Some(e) = self.nodes.get_mut(&r.name) {
             e.last_seen = now;
+            if e.ready != r.ready {
+                e.ready = r.ready;
+                e.ready_since = now;
+            }
             e.node["status"]["addresses"] = Value::Array(addresses);
             e.node["metadata"]["resourceVersion"] = Value::String(rv);
             return Ok(e.node.clone());
@@ -320,6 +339,8 @@ impl Cluster {
                 node,
                 last_seen: now,
                 created: now,
+                ready: r.ready,
+                ready_since: now,
             },
         );
         Ok(self.view(&r.name, now).expect("just inserted"))
@@ -330,17 +351,26 @@ impl Cluster {
         let e = self.nodes.get(name)?;
         let mut n = e.node.clone();
         let fresh = now.saturating_sub(e.last_seen) <= self.timeout;
-        let (status, reason, message) = if fresh {
-            (
-                "True",
-                "KubeletReady",
-                "k3s-standin node is posting heartbeats",
-            )
-        } else {
+        let (status, reason, message, since) = if !fresh {
             (
                 "Unknown",
                 "NodeStatusUnknown",
                 "k3s-standin node stopped posting heartbeats",
+                e.last_seen + self.timeout,
+            )
+        } else if !e.ready {
+            (
+                "False",
+                "KubeletNotReady",
+                "k3s-standin node is not ready yet (K3S_STANDIN_READY_DELAY, a stand-in knob)",
+                e.ready_since.max(e.created),
+            )
+        } else {
+            (
+                "True",
+                "KubeletReady",
+                "k3s-standin node is posting heartbeats",
+                e.ready_since.max(e.created),
             )
         };
         n["status"]["conditions"] = json!([{
@@ -349,7 +379,7 @@ impl Cluster {
             "reason": reason,
             "message": message,
             "lastHeartbeatTime": rfc3339(e.last_seen),
-            "lastTransitionTime": rfc3339(if fresh { e.created } else { e.last_seen + self.timeout }),
+            "lastTransitionTime": rfc3339(since),
         }]);
         Some(n)
     }
@@ -680,6 +710,7 @@ mod tests {
             external_ips: vec![],
             labels: vec![("topology.kubernetes.io/region".into(), "iad".into())],
             taints: vec![],
+            ready: true,
         }
     }
 
@@ -756,6 +787,35 @@ mod tests {
             e.to_string().contains("must share the same IP version"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn node_reporting_not_ready_shows_ready_false_until_it_reports_ready() {
+        let mut c = cluster();
+        let mut r = reg("a", &["fdaa::1", "10.0.0.1"]);
+        r.ready = false;
+        c.register(&r, 100).unwrap();
+        let cond = &c.get("a", 101).unwrap()["status"]["conditions"][0];
+        assert_eq!(cond["status"], "False");
+        assert_eq!(cond["reason"], "KubeletNotReady");
+        assert_eq!(
+            c.table(None, 101).unwrap()["rows"][0]["cells"][1],
+            "NotReady"
+        );
+        r.ready = true;
+        c.register(&r, 103).unwrap();
+        let cond = &c.get("a", 104).unwrap()["status"]["conditions"][0];
+        assert_eq!(cond["status"], "True");
+        assert_eq!(cond["lastTransitionTime"], rfc3339(103));
+    }
+
+    #[test]
+    fn registration_without_ready_field_means_ready() {
+        let r: Registration = serde_json::from_str(
+            r#"{"name":"a","role":"agent","node_ips":["fdaa::1","10.0.0.1"],"external_ips":[],"labels":[],"taints":[]}"#,
+        )
+        .unwrap();
+        assert!(r.ready);
     }
 
     #[test]

@@ -84,7 +84,7 @@ fn symlink(target: &str, link: &Path) -> Result<(), Error> {
     std::os::unix::fs::symlink(target, link).map_err(io(link))
 }
 
-fn secs_env(name: &str, default: u64) -> u64 {
+fn u64_env(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
@@ -93,7 +93,30 @@ fn secs_env(name: &str, default: u64) -> u64 {
 
 /// Heartbeat interval (stand-in knob `K3S_STANDIN_HEARTBEAT_SECONDS`, default 10).
 fn heartbeat() -> Duration {
-    Duration::from_secs(secs_env("K3S_STANDIN_HEARTBEAT_SECONDS", 10).max(1))
+    Duration::from_secs(u64_env("K3S_STANDIN_HEARTBEAT_SECONDS", 10).max(1))
+}
+
+/// When this node starts reporting Ready: `K3S_STANDIN_READY_DELAY` milliseconds (default 0)
+/// after `start`. A stand-in knob, not a k3s setting: it lets benchmarks give the stand-in the
+/// time real k3s takes to become Ready; until then the node registers and heartbeats with
+/// Ready=False (reason KubeletNotReady), as a kubelet that is still starting does.
+fn ready_at(start: tokio::time::Instant) -> tokio::time::Instant {
+    start + Duration::from_millis(u64_env("K3S_STANDIN_READY_DELAY", 0))
+}
+
+/// When the next heartbeat goes out: the next tick, or the moment the node turns Ready if that
+/// comes first and has not been reported yet. Heartbeats are sent one after another, so a
+/// late "not ready" can never overtake the "ready" one.
+fn next_beat(
+    tick: tokio::time::Instant,
+    ready_at: tokio::time::Instant,
+    ready_sent: bool,
+) -> tokio::time::Instant {
+    if ready_sent {
+        tick
+    } else {
+        tick.min(ready_at)
+    }
 }
 
 fn node_name(s: &Settings) -> String {
@@ -120,6 +143,7 @@ fn registration(s: &Settings, name: &str) -> Registration {
             .iter()
             .map(|t| (t.key.clone(), t.value.clone(), t.effect.clone()))
             .collect(),
+        ready: true,
     }
 }
 
@@ -255,6 +279,7 @@ fn bootstrap_data(s: &Settings, ca: &Pair, node_pw: &str) -> Bootstrap {
 
 /// `k3s server` without `server:`: the first server of a cluster.
 pub async fn bootstrap_server(s: Settings) -> Result<(), Error> {
+    let start = tokio::time::Instant::now();
     let server_dir = s.data_dir.join("server");
     let tls = Tls {
         dir: server_dir.join("tls"),
@@ -292,7 +317,7 @@ pub async fn bootstrap_server(s: Settings) -> Result<(), Error> {
     ));
 
     let name = node_name(&s);
-    let timeout = secs_env("K3S_STANDIN_NODE_TIMEOUT_SECONDS", 40);
+    let timeout = u64_env("K3S_STANDIN_NODE_TIMEOUT_SECONDS", 40);
     let mut cluster = Cluster::new(
         s.cluster_cidrs.clone(),
         s.node_mask_v4,
@@ -305,7 +330,9 @@ pub async fn bootstrap_server(s: Settings) -> Result<(), Error> {
         cluster.restore(&text)?;
         log::info(format!("Restored node state from {}", saved.display()));
     }
-    let me = registration(&s, &name);
+    let ready_at = ready_at(start);
+    let mut me = registration(&s, &name);
+    me.ready = tokio::time::Instant::now() >= ready_at;
     cluster.register(&me, log::now_secs())?;
     log::info(format!(
         "Registered node {name} (bootstrap server, cluster-init={})",
@@ -327,13 +354,21 @@ pub async fn bootstrap_server(s: Settings) -> Result<(), Error> {
     // The bootstrap server's own heartbeat goes straight into the store.
     let hb = state.clone();
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(heartbeat());
+        let period = heartbeat();
+        let mut tick = tokio::time::Instant::now() + period;
+        let mut ready_sent = me.ready;
         loop {
-            tick.tick().await;
+            let wake = next_beat(tick, ready_at, ready_sent);
+            tokio::time::sleep_until(wake).await;
+            if wake == tick {
+                tick += period;
+            }
+            me.ready = tokio::time::Instant::now() >= ready_at;
             if let Backend::Local(c) = &hb.backend {
                 if let Ok(mut c) = c.lock() {
-                    if let Err(e) = c.register(&me, log::now_secs()) {
-                        log::error(format!("heartbeat for {}: {e}", me.name));
+                    match c.register(&me, log::now_secs()) {
+                        Ok(_) => ready_sent |= me.ready,
+                        Err(e) => log::error(format!("heartbeat for {}: {e}", me.name)),
                     }
                 }
             }
@@ -373,29 +408,39 @@ async fn register_upstream(
         .map(|_| ())
 }
 
-/// Register, then heartbeat forever (logging failures: the server may be restarting).
+/// Register, then heartbeat forever (logging failures: the server may be restarting). The
+/// node reports Ready from `ready_at` on (see [`ready_at`]).
 async fn register_and_heartbeat(
     client: reqwest::Client,
     server: String,
     user: String,
     pw: String,
-    r: Registration,
+    mut r: Registration,
+    ready_at: tokio::time::Instant,
 ) -> Result<(), Error> {
+    r.ready = tokio::time::Instant::now() >= ready_at;
     join::with_backoff("node registration", || {
         register_upstream(&client, &server, &user, &pw, &r)
     })
     .await?;
     log::info(format!("Registered node {} with {server}", r.name));
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(heartbeat());
-        tick.tick().await;
+        let period = heartbeat();
+        let mut tick = tokio::time::Instant::now() + period;
+        let mut ready_sent = r.ready;
         loop {
-            tick.tick().await;
-            if let Err(e) = register_upstream(&client, &server, &user, &pw, &r).await {
-                log::warn(format!(
+            let wake = next_beat(tick, ready_at, ready_sent);
+            tokio::time::sleep_until(wake).await;
+            if wake == tick {
+                tick += period;
+            }
+            r.ready = tokio::time::Instant::now() >= ready_at;
+            match register_upstream(&client, &server, &user, &pw, &r).await {
+                Ok(()) => ready_sent |= r.ready,
+                Err(e) => log::warn(format!(
                     "heartbeat for node {} to {server} failed: {e}",
                     r.name
-                ));
+                )),
             }
         }
     });
@@ -404,6 +449,7 @@ async fn register_and_heartbeat(
 
 /// `k3s server` with `server:` and a token: a joining server.
 pub async fn joining_server(s: Settings) -> Result<(), Error> {
+    let start = tokio::time::Instant::now();
     let server = s
         .server
         .clone()
@@ -487,6 +533,7 @@ pub async fn joining_server(s: Settings) -> Result<(), Error> {
         user,
         pw.clone(),
         registration(&s, &name),
+        ready_at(start),
     )
     .await?;
     let state = Arc::new(State {
@@ -504,6 +551,7 @@ pub async fn joining_server(s: Settings) -> Result<(), Error> {
 
 /// `k3s agent`: join, register the node, heartbeat.
 pub async fn agent(s: Settings) -> Result<(), Error> {
+    let start = tokio::time::Instant::now();
     let server = s
         .server
         .clone()
@@ -516,7 +564,15 @@ pub async fn agent(s: Settings) -> Result<(), Error> {
     let agent_dir = s.data_dir.join("agent");
     write_mode(&agent_dir.join("server-ca.crt"), &joined.ca_pem, 0o644)?;
     let name = node_name(&s);
-    register_and_heartbeat(joined.client, server, user, pw, registration(&s, &name)).await?;
+    register_and_heartbeat(
+        joined.client,
+        server,
+        user,
+        pw,
+        registration(&s, &name),
+        ready_at(start),
+    )
+    .await?;
     std::future::pending::<()>().await;
     Ok(())
 }

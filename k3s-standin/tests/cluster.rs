@@ -44,6 +44,11 @@ impl Proc {
 }
 
 fn spawn(role: &str, dir: &Path, yaml: &str) -> Proc {
+    spawn_env(role, dir, yaml, &[])
+}
+
+/// [`spawn`] with extra environment variables.
+fn spawn_env(role: &str, dir: &Path, yaml: &str, env: &[(&str, &str)]) -> Proc {
     std::fs::create_dir_all(dir).unwrap();
     let cfg = dir.join("config.yaml");
     std::fs::write(&cfg, yaml).unwrap();
@@ -55,6 +60,7 @@ fn spawn(role: &str, dir: &Path, yaml: &str) -> Proc {
         .env_remove("K3S_URL")
         .env("K3S_STANDIN_HEARTBEAT_SECONDS", "1")
         .env("K3S_STANDIN_NODE_TIMEOUT_SECONDS", "3")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
@@ -511,6 +517,42 @@ async fn server_and_agent_join_with_the_token_and_a_silent_agent_turns_not_ready
     agent.child.kill().unwrap();
     agent.child.wait().unwrap();
     wait_ready(&kc1, "agent3", "Unknown").await;
+}
+
+#[tokio::test]
+async fn ready_delay_keeps_a_registered_node_not_ready_until_it_passes() {
+    let t = tempfile::tempdir().unwrap();
+    let d1 = t.path().join("s1");
+    let _s1 = start_server(
+        &d1,
+        &server_yaml(&d1, "boot", "127.0.0.1", "cluster-init: true\n"),
+    )
+    .await;
+    let kc1 = d1.join("k3s.yaml");
+    let d3 = t.path().join("a");
+    let agent_yaml = format!(
+        "server: \"{}\"\ntoken: \"{}\"\nnode-name: late\nnode-ip: \"fdaa::3,10.0.0.3\"\ndata-dir: \"{}\"\n",
+        url_of(&kc1),
+        token_of(&d1).trim(),
+        d3.join("data").display()
+    );
+    // Heartbeats every second (spawn), so only the delay decides when it turns Ready.
+    let _agent = spawn_env(
+        "agent",
+        &d3,
+        &agent_yaml,
+        &[("K3S_STANDIN_READY_DELAY", "5000")],
+    );
+    let list = wait_ready(&kc1, "late", "False").await;
+    let late = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["metadata"]["name"] == "late")
+        .unwrap();
+    assert_eq!(late["status"]["conditions"][0]["reason"], "KubeletNotReady");
+    assert_eq!(ready(&list, "boot").as_deref(), Some("True"));
+    wait_ready(&kc1, "late", "True").await;
 }
 
 #[tokio::test]

@@ -13,6 +13,9 @@
 //! - `capacity=REGION[:ZONE],...` no capacity in a whole region or in one zone: creates there
 //!   fail with `status: insufficient_capacity`.
 //! - `boot_failure=P` a fraction P of machine boots end in state `failed` instead of `started`.
+//! - `boot_crash=P` a fraction P of machines crash once at their first boot: the machine reaches
+//!   `started`, its main process exits 1 at once (an `exit` event) and the restart policy decides
+//!   (the default `on-failure` starts it again). A machine crashes at most once.
 //!
 //! Example: `latency=machines.create:200ms,volumes.create:300ms;rate_limits=on;error_rate=0.05;ambiguous_create=0.2;capacity=sjc:09cd`.
 //! Random decisions come from one generator seeded with `--seed`, drawn in request order, so a
@@ -20,7 +23,7 @@
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 /// Errors parsing `--faults`.
@@ -28,7 +31,7 @@ use std::time::{Duration, Instant};
 pub enum Error {
     #[error("fault clause `{clause}` has no `=`")]
     NoEquals { clause: String },
-    #[error("unknown fault kind `{kind}` (known: latency, rate_limits, error_rate, ambiguous_create, capacity, boot_failure)")]
+    #[error("unknown fault kind `{kind}` (known: latency, rate_limits, error_rate, ambiguous_create, capacity, boot_failure, boot_crash)")]
     UnknownKind { kind: String },
     #[error("bad latency entry `{entry}`: want OP:DURATION such as machines.create:200ms")]
     Latency { entry: String },
@@ -50,6 +53,8 @@ pub struct Faults {
     /// `(region, None)` = the whole region, `(region, Some(zone))` = one zone.
     pub capacity: Vec<(String, Option<String>)>,
     pub boot_failure: f64,
+    /// The fraction of machines whose first boot crashes once (restart policy then decides).
+    pub boot_crash: f64,
 }
 
 fn duration(value: &str) -> Result<Duration, Error> {
@@ -119,6 +124,7 @@ impl Faults {
                 "error_rate" => f.error_rate = probability(kind, value)?,
                 "ambiguous_create" => f.ambiguous_create = probability(kind, value)?,
                 "boot_failure" => f.boot_failure = probability(kind, value)?,
+                "boot_crash" => f.boot_crash = probability(kind, value)?,
                 "capacity" => {
                     for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
                         match entry.split_once(':') {
@@ -162,6 +168,8 @@ struct Bucket {
 pub struct Injector {
     rng: ChaCha8Rng,
     buckets: HashMap<(String, String), Bucket>,
+    /// Machines already drawn for `boot_crash` (each machine is drawn once, at its first boot).
+    boot_drawn: HashSet<String>,
 }
 
 /// What an ambiguous create answers instead of its real result.
@@ -177,6 +185,7 @@ impl Injector {
         Injector {
             rng: ChaCha8Rng::seed_from_u64(seed ^ 0x6661_756c_7473),
             buckets: HashMap::new(),
+            boot_drawn: HashSet::new(),
         }
     }
 
@@ -184,6 +193,12 @@ impl Injector {
     /// on does not shift the decisions of another.
     pub fn chance(&mut self, p: f64) -> bool {
         p > 0.0 && self.rng.random_bool(p)
+    }
+
+    /// Draw whether machine `id`'s boot crashes (`boot_crash=P`): only at its first boot, so a
+    /// machine crashes at most once; later boots draw nothing.
+    pub fn crash_once(&mut self, p: f64, id: &str) -> bool {
+        p > 0.0 && self.boot_drawn.insert(id.to_string()) && self.rng.random_bool(p)
     }
 
     /// Draw which ambiguous answer to give.
@@ -278,6 +293,21 @@ mod tests {
             3.0,
             t0 + Duration::from_secs(1)
         ));
+    }
+
+    #[test]
+    fn boot_crash_happens_at_most_once_per_machine() {
+        let f = Faults::parse("boot_crash=1").expect("parse");
+        assert_eq!(f.boot_crash, 1.0);
+        let mut inj = Injector::new(3);
+        assert!(inj.crash_once(f.boot_crash, "m1"));
+        assert!(!inj.crash_once(f.boot_crash, "m1"), "second boot of m1");
+        assert!(inj.crash_once(f.boot_crash, "m2"));
+        // Off: no draw, so other faults' decisions do not shift.
+        let mut a = Injector::new(9);
+        let mut b = Injector::new(9);
+        assert!(!a.crash_once(0.0, "m1"));
+        assert_eq!(a.chance(0.5), b.chance(0.5));
     }
 
     #[test]

@@ -83,15 +83,21 @@ pub fn drive(lab: &Arc<Lab>, app: &str, id: &str) {
                 let p = lab.opts.faults.boot_failure;
                 crate::lock(&lab.faults).chance(p)
             };
+            let mut crash = to == "started" && {
+                let p = lab.opts.faults.boot_crash;
+                crate::lock(&lab.faults).crash_once(p, &id)
+            };
             match lab.runner.clone() {
                 // Guests mode: the step is the real work (start, stop, destroy a guest). A
-                // boot failure then means init exits 1 once, so restart policy takes over.
+                // boot failure or crash then means init exits 1 once, so restart policy takes
+                // over.
                 Some(runner) if crate::runner::is_real(&from, to) => {
-                    if let Err(e) = runner.act(&lab, &id, to, fail_boot).await {
+                    if let Err(e) = runner.act(&lab, &id, to, fail_boot || crash).await {
                         runner.record_failure(&lab, &app, &id, &e);
                         return;
                     }
                     fail_boot = false;
+                    crash = false;
                 }
                 _ => tokio::time::sleep(delay).await,
             }
@@ -138,9 +144,75 @@ pub fn drive(lab: &Arc<Lab>, app: &str, id: &str) {
             if let (Some(runner), "started") = (&lab.runner, to) {
                 runner.watch(&lab, &app, &id);
             }
+            if crash && to == "started" {
+                crash_soon(&lab, &app, &id);
+            }
             if done {
                 return;
             }
+        }
+    });
+}
+
+/// API-only `boot_crash`: a moment after reaching `started` (the `launch` timing) the
+/// machine's main process "exits 1": an `exit` event, then the restart policy decides, as
+/// flyd does for a real guest (runner's monitor) — `starting` again after the first backoff,
+/// or `stopped`. Nothing happens when a user operation changed the machine meanwhile.
+fn crash_soon(lab: &Arc<Lab>, app: &str, id: &str) {
+    let lab = lab.clone();
+    let (app, id) = (app.to_string(), id.to_string());
+    tokio::spawn(async move {
+        let instance = {
+            let core = lab.core();
+            let Some(m) = core.state.app(&app).and_then(|a| a.machines.get(&id)) else {
+                return;
+            };
+            m.instance_id.clone()
+        };
+        tokio::time::sleep(lab.opts.timings.launch).await;
+        let restart = {
+            let mut core = lab.core();
+            let crate::Core { state, rng, .. } = &mut *core;
+            let Some(m) = state.app(&app).and_then(|a| a.machines.get(&id)) else {
+                return;
+            };
+            if m.state != "started" || m.target.is_some() || m.instance_id != instance {
+                return;
+            }
+            let mut m = m.clone();
+            let code = 1;
+            let restart = crate::runner::should_restart(&m.config, code, 0);
+            let now = clock::now_ms();
+            m.push_event(Event {
+                id: ids::ulid(rng, now),
+                kind: "exit".into(),
+                status: "stopped".into(),
+                source: "flyd".into(),
+                timestamp: now,
+                exit_code: Some(code),
+            });
+            if restart {
+                enter(&mut m, "starting", "flyd", rng);
+                m.target = Some("started".into());
+            } else {
+                enter(&mut m, "stopped", "flyd", rng);
+                m.target = None;
+            }
+            tracing::info!(
+                machine = id,
+                code,
+                restart,
+                "lab fault: the machine crashed at boot"
+            );
+            if let Err(e) = core.commit(Record::Machine(Box::new(m))) {
+                tracing::error!(machine = id, error = %e, "could not record a boot crash");
+            }
+            restart
+        };
+        lab.notify();
+        if restart {
+            tokio::time::sleep(crate::runner::backoff(1)).await;
+            drive(&lab, &app, &id);
         }
     });
 }

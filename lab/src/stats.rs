@@ -24,17 +24,26 @@ pub struct Entry {
 pub struct Stats {
     pub requests: u64,
     pub mutations: u64,
+    /// Successful exec calls: commands run inside a machine, which change nothing on the
+    /// platform and so are not counted as mutations.
+    pub execs: u64,
     pub by_route: BTreeMap<String, BTreeMap<String, u64>>,
     pub log: VecDeque<Entry>,
     seq: u64,
 }
 
 impl Stats {
-    /// Count one `/v1` request. Mutations are successful (2xx) POST/PUT/PATCH/DELETE requests.
+    /// Count one `/v1` request. Mutations are successful (2xx) POST/PUT/PATCH/DELETE requests
+    /// that change platform state; a successful exec (a command inside the machine) is counted
+    /// under `execs` instead.
     pub fn record(&mut self, method: &str, path: &str, route: &str, status: u16, at_ms: u64) {
         self.requests += 1;
         if method != "GET" && method != "HEAD" && (200..300).contains(&status) {
-            self.mutations += 1;
+            if route.ends_with("/exec") {
+                self.execs += 1;
+            } else {
+                self.mutations += 1;
+            }
         }
         *self
             .by_route
@@ -61,6 +70,7 @@ impl Stats {
         serde_json::json!({
             "requests": self.requests,
             "mutations": self.mutations,
+            "execs": self.execs,
             "by_route": self.by_route,
         })
     }
@@ -85,5 +95,12 @@ mod tests {
         assert_eq!(s.mutations, 1);
         assert_eq!(s.by_route["POST /v1/apps"]["422"], 1);
         assert_eq!(s.since(1).len(), 2);
+        let exec = "POST /v1/apps/{app}/machines/{id}/exec";
+        s.record("POST", "/v1/apps/a/machines/m/exec", exec, 200, 4);
+        assert_eq!(
+            (s.mutations, s.execs),
+            (1, 1),
+            "exec changes no platform state"
+        );
     }
 }

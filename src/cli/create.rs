@@ -159,8 +159,8 @@ fn failed(e: impl Into<anyhow::Error>) -> super::Error {
     super::Error::Failed(e.into())
 }
 
-/// `BOOTSTRAP_NODE_ID` from the environment, 0 when unset or empty.
-fn bootstrap_index() -> Result<u32, super::Error> {
+/// `BOOTSTRAP_NODE_ID` from the environment, 0 when unset or empty (also read by `kubeconfig`).
+pub(super) fn bootstrap_index() -> Result<u32, super::Error> {
     match std::env::var(BOOTSTRAP_NODE_ID_ENV) {
         Ok(v) if !v.trim().is_empty() => v
             .trim()

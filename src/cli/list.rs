@@ -2,6 +2,7 @@
 //! control-plane app or of one node group's app, as a table or a JSON array on stdout.
 //!
 //! Must not: change anything (reads only: one machine list and one volume list per app).
+//! Also home of [`owned_machines`], the ownership filter the commands acting on nodes share.
 
 use std::path::{Path, PathBuf};
 
@@ -11,7 +12,7 @@ use super::output;
 use crate::config::Config;
 use crate::fly::types::{Machine, MachineListFilter, MachineState, Volume};
 use crate::fly::{self, Client};
-use crate::plan::{self, ENV_ZONE, META_NODE, META_READY, META_ROLE};
+use crate::plan::{self, ENV_ZONE, META_CLUSTER, META_NODE, META_READY, META_ROLE};
 
 /// List the nodes of the control plane (cp) or of one node group.
 #[derive(Debug, clap::Args)]
@@ -153,32 +154,56 @@ pub async fn rows(
     let all = MachineListFilter::default();
     let (machines, volumes) =
         tokio::join!(client.list_machines(&app, &all), client.list_volumes(&app));
-    let not_found = || match nodes {
+    let api = |source| api_error(config, nodes, &app, dir, source);
+    let machines = machines.map_err(api)?;
+    let volumes = volumes.map_err(api)?;
+    Ok(build_rows(&app, &machines, &volumes))
+}
+
+/// The machines of `nodes`' app that carry `fks_cluster=<cluster>` (destroyed ones left out),
+/// for the commands that act on a cluster's nodes (`taint`, `kubeconfig`): a machine without
+/// that metadata was not made by fks-bootstrap for this cluster and is never touched.
+pub async fn owned_machines(
+    client: &Client,
+    config: &Config,
+    nodes: &NodeSet,
+    dir: &Path,
+) -> Result<Vec<Machine>, Error> {
+    let app = nodes.app(config);
+    let machines = client
+        .list_machines(&app, &MachineListFilter::default())
+        .await
+        .map_err(|source| api_error(config, nodes, &app, dir, source))?;
+    Ok(machines
+        .into_iter()
+        .filter(|m| {
+            m.state != MachineState::Destroyed
+                && m.metadata(META_CLUSTER) == Some(config.cluster_name.as_str())
+        })
+        .collect())
+}
+
+/// A missing app becomes the sentence that says how to create it; anything else names the app.
+fn api_error(config: &Config, nodes: &NodeSet, app: &str, dir: &Path, source: fly::Error) -> Error {
+    if !source.is_not_found() {
+        return Error::Api {
+            app: app.to_string(),
+            source,
+        };
+    }
+    match nodes {
         NodeSet::ControlPlane => Error::NoControlPlane {
             cluster: config.cluster_name.clone(),
-            app: app.clone(),
+            app: app.to_string(),
             dir: dir.display().to_string(),
         },
         NodeSet::Group(group) => Error::NoNodeGroup {
             cluster: config.cluster_name.clone(),
             group: group.clone(),
-            app: app.clone(),
+            app: app.to_string(),
             dir: dir.display().to_string(),
         },
-    };
-    let api = |source: fly::Error| {
-        if source.is_not_found() {
-            not_found()
-        } else {
-            Error::Api {
-                app: app.clone(),
-                source,
-            }
-        }
-    };
-    let machines = machines.map_err(api)?;
-    let volumes = volumes.map_err(api)?;
-    Ok(build_rows(&app, &machines, &volumes))
+    }
 }
 
 /// Pure: machines (destroyed ones left out) joined with their volumes.

@@ -17,11 +17,13 @@ mod check_kernel;
 mod completions;
 mod create;
 mod destroy;
+mod kubeconfig;
 mod list;
 mod node;
 mod output;
 mod render;
 mod ssh;
+mod taint;
 mod validate;
 
 /// What a command can end with, besides success. The variant decides the exit code; the
@@ -59,6 +61,8 @@ Examples:
   fks-bootstrap list web clusters/lab --json     (node group web, as JSON)
   fks-bootstrap -s cp clusters/lab               (same as: ssh cp clusters/lab; a shell)
   fks-bootstrap ssh cp clusters/lab -- uptime    (one command, its exit code)
+  fks-bootstrap -t clusters/lab                  (same as: taint clusters/lab)
+  fks-bootstrap -k clusters/lab --merge          (kubeconfig to ~/.kube/lab, merged into ~/.kube/config)
   fks-bootstrap destroy clusters/lab --dry-run   (what destroy would remove)
   fks-bootstrap destroy clusters/lab --yes       (no typed confirmation)
   fks-bootstrap validate clusters/lab
@@ -104,6 +108,26 @@ pub struct ShortForms {
     /// With -s: the command to run instead of a shell.
     #[arg(last = true, id = "ssh_command", value_name = "CMD", requires = "ssh")]
     pub ssh_command: Vec<String>,
+    /// Same as `taint CLUSTER_DIR`: taint the control plane CriticalAddonsOnly=true:NoExecute.
+    #[arg(short = 't', value_name = "CLUSTER_DIR")]
+    pub taint: Option<std::path::PathBuf>,
+    /// Same as `kubeconfig CLUSTER_DIR`: export the kubeconfig to ~/.kube/<cluster>.
+    #[arg(short = 'k', value_name = "CLUSTER_DIR")]
+    pub kubeconfig: Option<std::path::PathBuf>,
+    /// With -k: also merge into ~/.kube/config (or $KUBECONFIG's first file), after a backup.
+    #[arg(long = "merge", id = "k_merge", requires = "kubeconfig")]
+    pub k_merge: bool,
+    /// With -k --merge: make the cluster the current context.
+    #[arg(long = "use-context", id = "k_use_context", requires = "k_merge")]
+    pub k_use_context: bool,
+    /// With -k: write the kubeconfig here instead of ~/.kube/<cluster>.
+    #[arg(
+        long = "output",
+        id = "k_output",
+        value_name = "PATH",
+        requires = "kubeconfig"
+    )]
+    pub k_output: Option<std::path::PathBuf>,
     /// With -c or -a: the run's flags.
     #[command(flatten)]
     pub run: create::RunFlags,
@@ -123,6 +147,11 @@ impl Cli {
             ssh,
             ssh_node,
             ssh_command,
+            taint,
+            kubeconfig,
+            k_merge,
+            k_use_context,
+            k_output,
         } = self.short;
         let two = |flag: &str, values: Vec<String>| {
             let [target, dir]: [String; 2] = values.try_into().map_err(|_| {
@@ -141,6 +170,8 @@ impl Cli {
             add.is_some(),
             list.is_some(),
             ssh.is_some(),
+            taint.is_some(),
+            kubeconfig.is_some(),
         ];
         if given.iter().filter(|g| **g).count() > 1 {
             return Err(
@@ -153,54 +184,53 @@ impl Cli {
                 "--dry-run, --allow-shared-zones, --zones, --allow-missing-kernel-options and --timeout go with -c or -a (or after create / nodegroup add)",
             ));
         }
-        let short = match (list, ssh) {
-            _ if create_dir.is_some() => Some(Command::Create(create::Args {
-                cluster_dir: create_dir.unwrap_or_default(),
-                run,
-            })),
-            _ if add.is_some() => {
-                let [group, dir]: [String; 2] =
-                    add.unwrap_or_default().try_into().map_err(|_| {
-                        Cli::command().error(
-                            ErrorKind::WrongNumberOfValues,
-                            "-a takes two values: GROUP CLUSTER_DIR",
-                        )
-                    })?;
-                Some(Command::Nodegroup(create::NodegroupArgs {
-                    command: create::NodegroupCommand::Add(create::GroupArgs {
-                        group,
-                        cluster_dir: dir.into(),
-                        run,
-                    }),
-                }))
-            }
-            (Some(_), Some(_)) => {
-                return Err(Cli::command()
-                    .error(ErrorKind::ArgumentConflict, "use one short form at a time"))
-            }
-            (None, Some(values)) => {
-                let (nodes, cluster_dir) = two("-s", values)?;
-                Some(Command::Ssh(ssh::Args {
-                    nodes,
+        let short = if let Some(cluster_dir) = create_dir {
+            Some(Command::Create(create::Args { cluster_dir, run }))
+        } else if let Some(values) = add {
+            let [group, dir]: [String; 2] = values.try_into().map_err(|_| {
+                Cli::command().error(
+                    ErrorKind::WrongNumberOfValues,
+                    "-a takes two values: GROUP CLUSTER_DIR",
+                )
+            })?;
+            Some(Command::Nodegroup(create::NodegroupArgs {
+                command: create::NodegroupCommand::Add(create::GroupArgs {
+                    group,
+                    cluster_dir: dir.into(),
+                    run,
+                }),
+            }))
+        } else if let Some(values) = ssh {
+            let (nodes, cluster_dir) = two("-s", values)?;
+            Some(Command::Ssh(ssh::Args {
+                nodes,
+                cluster_dir,
+                node: ssh_node,
+                command: ssh_command,
+            }))
+        } else if let Some(values) = list {
+            let (nodes, cluster_dir) = two("-l", values)?;
+            Some(Command::List(list::Args {
+                nodes,
+                cluster_dir,
+                json,
+            }))
+        } else if let Some(cluster_dir) = taint {
+            Some(Command::Taint(taint::Args { cluster_dir }))
+        } else {
+            kubeconfig.map(|cluster_dir| {
+                Command::Kubeconfig(kubeconfig::Args {
                     cluster_dir,
-                    node: ssh_node,
-                    command: ssh_command,
-                }))
-            }
-            (Some(values), None) => {
-                let (nodes, cluster_dir) = two("-l", values)?;
-                Some(Command::List(list::Args {
-                    nodes,
-                    cluster_dir,
-                    json,
-                }))
-            }
-            (None, None) => None,
+                    merge: k_merge,
+                    use_context: k_use_context,
+                    output: k_output,
+                })
+            })
         };
         match (short, self.command) {
             (Some(_), Some(_)) => Err(Cli::command().error(
                 ErrorKind::ArgumentConflict,
-                "use either a short form (-c, -a, -l, -s) or a subcommand, not both",
+                "use either a short form (-c, -a, -l, -s, -t, -k) or a subcommand, not both",
             )),
             (Some(cmd), None) | (None, Some(cmd)) => Ok(cmd),
             (None, None) => Err(Cli::command().error(
@@ -225,6 +255,10 @@ pub enum Command {
     /// A shell on a node of the control plane (cp) or of a node group, or one command (-s).
     #[command(after_help = ssh::AFTER_HELP)]
     Ssh(ssh::Args),
+    /// Taint every control-plane server CriticalAddonsOnly=true:NoExecute (-t).
+    Taint(taint::Args),
+    /// Export the cluster's kubeconfig to ~/.kube/<cluster>, optionally merged (-k).
+    Kubeconfig(kubeconfig::Args),
     /// Remove this cluster's machines, volumes, secrets and apps, and nothing else.
     #[command(after_help = destroy::AFTER_HELP)]
     Destroy(destroy::Args),
@@ -277,6 +311,8 @@ fn run(command: Command) -> Result<(), Error> {
         Command::Nodegroup(args) => create::run_group(args),
         Command::List(args) => list::run(args),
         Command::Ssh(args) => ssh::run(args),
+        Command::Taint(args) => taint::run(args),
+        Command::Kubeconfig(args) => kubeconfig::run(args),
         Command::Destroy(args) => destroy::run(args),
         Command::CheckKernel(args) => check_kernel::run(args),
         Command::Completions(args) => completions::run(args, &mut Cli::command()),
@@ -408,6 +444,53 @@ mod tests {
             &["--node", "x"][..],
             &["-s", "cp"],
             &["-s", "cp", "d", "-l", "cp", "d"],
+        ] {
+            assert!(resolve(args).is_err(), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn short_taint_and_kubeconfig_are_their_subcommands() {
+        assert_eq!(
+            resolved(&["-t", "clusters/lab"]),
+            resolved(&["taint", "clusters/lab"])
+        );
+        assert_eq!(
+            resolved(&["-k", "clusters/lab"]),
+            resolved(&["kubeconfig", "clusters/lab"])
+        );
+        let short = resolved(&[
+            "-k",
+            "clusters/lab",
+            "--merge",
+            "--use-context",
+            "--output",
+            "/x",
+        ]);
+        assert_eq!(
+            short,
+            resolved(&[
+                "kubeconfig",
+                "clusters/lab",
+                "--merge",
+                "--use-context",
+                "--output",
+                "/x"
+            ])
+        );
+        assert!(
+            short.contains("merge: true") && short.contains("use_context: true"),
+            "{short}"
+        );
+        for args in [
+            &["-t"][..],
+            &["-k"],
+            &["--merge"],
+            &["-k", "d", "--use-context"],
+            &["kubeconfig", "d", "--use-context"],
+            &["-t", "d", "-k", "d"],
+            &["-t", "d", "-l", "cp", "d"],
+            &["-t", "d", "taint", "d"],
         ] {
             assert!(resolve(args).is_err(), "{args:?}");
         }

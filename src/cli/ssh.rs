@@ -138,11 +138,7 @@ async fn session(
     let rows = list::rows(client, config, &args.nodes, &args.cluster_dir).await?;
     let app = args.nodes.app(config);
     let row = pick(&app, &rows, args.node.as_deref())?;
-    let addr = address(row)?;
-    let keys = keys_for(base, &config.cluster_name, &row.name)?;
-    let host = keys.host_key(&row.name)?;
-    let conn =
-        ssh::Client::connect(&row.name, addr, USER, keys.user_key(), host.public_key()).await?;
+    let conn = connect(base, &config.cluster_name, row).await?;
     let exit = if args.command.is_empty() {
         conn.shell().await?
     } else {
@@ -160,6 +156,15 @@ async fn session(
         tracing::debug!(error = %e, "closing the ssh connection");
     }
     Ok(exit)
+}
+
+/// Connects as root to `row`'s node on its 6PN address, accepting only the host key pinned
+/// for it under `base` (the way in shared by `ssh` and `kubeconfig`).
+pub(crate) async fn connect(base: &Path, cluster: &str, row: &Row) -> Result<ssh::Client, Error> {
+    let addr = address(row)?;
+    let keys = keys_for(base, cluster, &row.name)?;
+    let host = keys.host_key(&row.name)?;
+    Ok(ssh::Client::connect(&row.name, addr, USER, keys.user_key(), host.public_key()).await?)
 }
 
 /// The started node to connect to: the one named `node`, else the first by name.

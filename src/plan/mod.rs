@@ -276,8 +276,8 @@ pub enum Action {
         app: String,
         /// The request (`require_unique_zone` as planned).
         request: Box<CreateVolumeRequest>,
-        /// Retry with `require_unique_zone=false` when no unique zone is left (zones unknown
-        /// and sharing allowed).
+        /// Retry with `require_unique_zone=false` when no unique zone is left (sharing
+        /// allowed: zones unknown, or a zone out of capacity).
         share_if_full: bool,
     },
     /// Create the node's machine. `run` fills in the volume id, the zone and (for a joining
@@ -842,8 +842,9 @@ pub fn plan(
                             Action::CreateVolume {
                                 app: app.clone(),
                                 request,
-                                share_if_full: options.zones.is_none()
-                                    && options.allow_shared_zones,
+                                // Known zone counts say nothing of capacity: a zone can
+                                // be full, and then only sharing is left.
+                                share_if_full: options.allow_shared_zones,
                             },
                             deps,
                         );

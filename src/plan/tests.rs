@@ -458,6 +458,17 @@ fn zone_shortage_is_refused_before_anything_and_names_the_flag() {
         })
         .collect();
     assert_eq!(unique, vec![Some(true), Some(true), Some(false)]);
+    // Regression: the zone count says nothing of capacity, so with sharing allowed an
+    // own-zone volume still falls back to sharing when its zone turns out full.
+    assert!(p.steps.iter().all(|s| match &s.action {
+        Action::CreateVolume { share_if_full, .. } => *share_if_full,
+        _ => true,
+    }));
+    let p = plan(&config, &t, &state, &options(&names, Some(3), false)).expect("enough zones");
+    assert!(p.steps.iter().all(|s| match &s.action {
+        Action::CreateVolume { share_if_full, .. } => !*share_if_full,
+        _ => true,
+    }));
 
     // Zones unknown: every volume asks for its own; sharing happens only on failure.
     opts.zones = None;

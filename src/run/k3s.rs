@@ -4,9 +4,10 @@
 //!
 //! Must not: print, log or put into an error the token or any command output that may hold it.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::fly::types::{ExecResponse, SecretString};
+use crate::fly::types::{ExecRequest, ExecResponse, SecretString};
 use crate::plan::{SERVER_TAINT, SERVER_TOKEN_PATH};
 
 /// The k3s node name of a machine: its stable machine DNS name (see `render::Node`).
@@ -30,6 +31,75 @@ pub fn ready_command(node: &str) -> Vec<String> {
     .collect()
 }
 
+/// `k3s kubectl get nodes -o jsonpath=...`: one line per registered node, `NAME<TAB>STATUS`
+/// (its Ready condition's status, empty when it has none). One call answers for every node, so
+/// the waits of a whole node group share it (see `run`'s shared Ready check).
+pub fn ready_all_command() -> Vec<String> {
+    [
+        "k3s",
+        "kubectl",
+        "get",
+        "nodes",
+        "-o",
+        r#"jsonpath={range .items[*]}{.metadata.name}{"\t"}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}"#,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// What [`ready_all_command`] said: the Ready status by node name, or why kubectl could not
+/// answer (the first line of its stderr, or of the exec error).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodesReadiness(Result<BTreeMap<String, String>, String>);
+
+impl NodesReadiness {
+    /// The check itself failed (exec refused while the guest boots, kubectl unreachable).
+    pub fn failed(why: impl AsRef<str>) -> Self {
+        NodesReadiness(Err(first_line(why.as_ref())))
+    }
+
+    /// One node's readiness in this answer.
+    pub fn of(&self, node: &str) -> Readiness {
+        match &self.0 {
+            Err(why) => Readiness::Unknown(why.clone()),
+            Ok(nodes) => match nodes.get(node).map(String::as_str) {
+                None => Readiness::Unknown(format!("node {node} is not in the node list yet")),
+                Some("True") => Readiness::Ready,
+                Some("") => Readiness::Unknown("no Ready condition yet".to_string()),
+                Some(other) => Readiness::NotReady(other.to_string()),
+            },
+        }
+    }
+}
+
+/// Reads the answer of [`ready_all_command`].
+pub fn parse_ready_all(out: &ExecResponse) -> NodesReadiness {
+    if out.exit_code != 0 {
+        let why = first_line(&out.stderr);
+        return NodesReadiness(Err(if why.is_empty() {
+            format!("kubectl exited with {}", out.exit_code)
+        } else {
+            why
+        }));
+    }
+    let nodes = out
+        .stdout
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.splitn(2, '\t');
+            let name = parts.next()?.trim();
+            (!name.is_empty()).then(|| {
+                (
+                    name.to_string(),
+                    parts.next().unwrap_or("").trim().to_string(),
+                )
+            })
+        })
+        .collect();
+    NodesReadiness(Ok(nodes))
+}
+
 /// `cat` of the server token file.
 pub fn token_command() -> Vec<String> {
     vec!["cat".to_string(), SERVER_TOKEN_PATH.to_string()]
@@ -49,6 +119,16 @@ pub fn taint_command(node: &str) -> Vec<String> {
     .iter()
     .map(|s| s.to_string())
     .collect()
+}
+
+/// The Machines API exec request for one of these commands (30 s: kubectl and `cat` answer
+/// well within it; the client adds its own margin).
+pub fn exec_request(command: Vec<String>) -> ExecRequest {
+    ExecRequest {
+        command,
+        timeout: Some(30),
+        ..ExecRequest::default()
+    }
 }
 
 /// What the Ready query said.
@@ -73,7 +153,7 @@ impl fmt::Display for Readiness {
 }
 
 /// The first line of `text`, at most 200 characters (for messages; never used on token output).
-fn first_line(text: &str) -> String {
+pub fn first_line(text: &str) -> String {
     text.lines()
         .map(str::trim)
         .find(|l| !l.is_empty())
@@ -199,6 +279,39 @@ mod tests {
             parse_ready(&out(127, "", "")).to_string(),
             "not registered (kubectl exited with 127)"
         );
+    }
+
+    #[test]
+    fn node_list_answer_gives_each_nodes_readiness() {
+        let all = parse_ready_all(&out(
+            0,
+            "a.vm.x.internal\tTrue\nb.vm.x.internal\tFalse\nc.vm.x.internal\t\n",
+            "",
+        ));
+        assert_eq!(all.of("a.vm.x.internal"), Readiness::Ready);
+        assert_eq!(
+            all.of("b.vm.x.internal"),
+            Readiness::NotReady("False".into())
+        );
+        assert!(matches!(all.of("c.vm.x.internal"), Readiness::Unknown(_)));
+        assert_eq!(
+            all.of("d.vm.x.internal").to_string(),
+            "not registered (node d.vm.x.internal is not in the node list yet)"
+        );
+        let down = parse_ready_all(&out(
+            1,
+            "",
+            "The connection to the server [::1]:6443 was refused\nmore",
+        ));
+        assert_eq!(
+            down.of("a.vm.x.internal"),
+            Readiness::Unknown("The connection to the server [::1]:6443 was refused".into())
+        );
+        assert_eq!(
+            NodesReadiness::failed("exec refused\nsecond").of("a"),
+            Readiness::Unknown("exec refused".into())
+        );
+        assert_eq!(ready_all_command()[..4], ["k3s", "kubectl", "get", "nodes"]);
     }
 
     #[test]

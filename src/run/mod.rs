@@ -18,9 +18,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::config::Config;
-use crate::fly::types::{
-    CreateVolumeRequest, ExecRequest, Machine, MachineListFilter, MachineState, Volume,
-};
+use crate::fly::types::{CreateVolumeRequest, Machine, MachineListFilter, MachineState, Volume};
 use crate::fly::{Client, Error as FlyError, LAUNCH_ID_KEY};
 use crate::plan::{
     Action, MachineRef, Plan, Ref, State, Step, StepId, Target, ALLOW_SHARED_ZONES_FLAG,
@@ -29,7 +27,7 @@ use crate::plan::{
 
 pub mod k3s;
 
-use k3s::{K3sToken, Readiness, TokenError};
+use k3s::{exec_request, K3sToken, NodesReadiness, Readiness, TokenError};
 
 /// Why a run stopped. Steps already done stay done; running the same command again picks up
 /// from what exists.
@@ -137,11 +135,13 @@ pub struct Options {
     pub started_timeout: Duration,
     /// How long a node's k3s may take to become Ready (and the token to appear).
     pub k3s_timeout: Duration,
-    /// Pause between k3s checks.
+    /// Pause between k3s checks. The Ready checks of all nodes that wait on the same machine
+    /// share one `kubectl get nodes` per interval, so 1 s keeps them within Fly's limit of 1
+    /// request/s per action and machine (reference fly-machines-api.md §5).
     pub poll: Duration,
     /// At most this many steps at once (`None`: as many as the dependencies allow). `Some(1)`
-    /// runs the steps one after another, as k3s.sh did: the baseline the lifecycle benchmark
-    /// compares with.
+    /// runs the steps one after another, node by node, as k3s.sh did: the baseline the
+    /// lifecycle benchmark compares with.
     pub max_parallel: Option<usize>,
 }
 
@@ -150,7 +150,7 @@ impl Default for Options {
         Options {
             started_timeout: Duration::from_secs(300),
             k3s_timeout: Duration::from_secs(600),
-            poll: Duration::from_secs(2),
+            poll: Duration::from_secs(1),
             max_parallel: None,
         }
     }
@@ -306,6 +306,52 @@ struct Ctx {
     /// Volume ids known to exist (the observed ones plus those made so far), for the
     /// client's ambiguous-create rule.
     volumes: Mutex<BTreeSet<String>>,
+    /// The last shared Ready check per machine it runs on (app, machine id).
+    ready_checks: Mutex<HashMap<(String, String), Arc<ReadySlot>>>,
+}
+
+/// One machine's last shared Ready check; the async lock lets one wait run the check while
+/// the others queue for its answer.
+type ReadySlot = tokio::sync::Mutex<Option<ReadyCheck>>;
+
+/// An answer of [`k3s::ready_all_command`] and when the check began.
+#[derive(Debug, Clone)]
+struct ReadyCheck {
+    at: Instant,
+    nodes: NodesReadiness,
+}
+
+/// A Ready check of every node, run on `via` and shared by all the waits on that machine: a
+/// wait takes the last answer when it began after the one this wait saw before (`seen`) and
+/// less than one poll interval ago; otherwise it runs the check itself while the other waits
+/// queue and then take its answer. However many nodes wait, `via` gets at most about one
+/// exec per poll interval; one exec per node per interval would queue behind Fly's limit of
+/// 1 request/s per machine (reference fly-machines-api.md §5) and delay every node.
+async fn shared_ready_check(
+    ctx: &Ctx,
+    via: &(String, String),
+    seen: Option<Instant>,
+) -> ReadyCheck {
+    let slot = lock(&ctx.ready_checks)
+        .entry(via.clone())
+        .or_default()
+        .clone();
+    let mut last = slot.lock().await;
+    if let Some(check) = last.as_ref() {
+        if seen.is_none_or(|t| check.at > t) && check.at.elapsed() < ctx.options.poll {
+            return check.clone();
+        }
+    }
+    let at = Instant::now();
+    let req = exec_request(k3s::ready_all_command());
+    // Exec fails while the guest boots; that is "not yet" for every node.
+    let nodes = match ctx.client.exec(&via.0, &via.1, &req).await {
+        Ok(out) => k3s::parse_ready_all(&out),
+        Err(e) => NodesReadiness::failed(e.to_string()),
+    };
+    let check = ReadyCheck { at, nodes };
+    *last = Some(check.clone());
+    check
 }
 
 /// A step with every reference resolved to a value.
@@ -496,6 +542,7 @@ pub async fn execute(
         options: options.clone(),
         started: Instant::now(),
         volumes: Mutex::new(plan.observed_volumes.clone()),
+        ready_checks: Mutex::new(HashMap::new()),
     });
     let mut summary = Summary {
         app: plan.app.clone(),
@@ -516,8 +563,20 @@ pub async fn execute(
     let mut running: BTreeSet<StepId> = BTreeSet::new();
     let mut tasks: JoinSet<(StepId, Result<Output, Error>)> = JoinSet::new();
     let mut task_steps: HashMap<tokio::task::Id, StepId> = HashMap::new();
+    // One step at a time is k3s.sh's way: each node is finished (through k3s Ready) before the
+    // next one starts, so steps go node by node. Otherwise plan order.
+    let mut order: Vec<&Step> = plan.steps.iter().collect();
+    if options.max_parallel == Some(1) {
+        let rank = |s: &Step| {
+            s.node
+                .as_ref()
+                .and_then(|n| plan.nodes.iter().position(|p| &p.name == n))
+                .map_or(0, |i| i + 1)
+        };
+        order.sort_by_key(|s| (rank(s), s.id));
+    }
     loop {
-        for step in &plan.steps {
+        for step in order.iter().copied() {
             if done.contains_key(&step.id) || running.contains(&step.id) {
                 continue;
             }
@@ -706,17 +765,18 @@ async fn run_step(ctx: &Ctx, node: &str, ready: Resolved) -> Result<Output, Erro
             let k3s_node = k3s::k3s_node_name(&machine, &app);
             let started = Instant::now();
             let deadline = started + ctx.options.k3s_timeout;
-            let req = exec_request(k3s::ready_command(&k3s_node));
+            let mut seen = None;
             loop {
-                // Exec fails while the guest boots; that is "not yet", like a NotFound node.
-                let last = match c.exec(&via.0, &via.1, &req).await {
-                    Ok(out) => match k3s::parse_ready(&out) {
-                        Readiness::Ready => return Ok(Output::Done),
-                        other => other.to_string(),
-                    },
-                    Err(e) => e.to_string(),
+                let check = shared_ready_check(ctx, &via, seen).await;
+                seen = Some(check.at);
+                let last = match check.nodes.of(&k3s_node) {
+                    Readiness::Ready => return Ok(Output::Done),
+                    other => other.to_string(),
                 };
-                if Instant::now() + ctx.options.poll > deadline {
+                // The next check is due one interval after this one began, not after it
+                // ended, so waits on the same machine line up on the same checks.
+                let next = check.at + ctx.options.poll;
+                if next > deadline {
                     return Err(Error::K3sNotReady {
                         node: node.to_string(),
                         k3s_node,
@@ -724,7 +784,7 @@ async fn run_step(ctx: &Ctx, node: &str, ready: Resolved) -> Result<Output, Erro
                         waited: started.elapsed(),
                     });
                 }
-                tokio::time::sleep(ctx.options.poll).await;
+                tokio::time::sleep_until(next).await;
             }
         }
         Resolved::ReadToken(app, id) => {
@@ -836,14 +896,6 @@ async fn adopt_machine(c: &Client, app: &str, cluster: &str, name: &str) -> Opti
     match <[Machine; 1]>::try_from(found) {
         Ok([m]) => Some(m),
         Err(_) => None,
-    }
-}
-
-fn exec_request(command: Vec<String>) -> ExecRequest {
-    ExecRequest {
-        command,
-        timeout: Some(30),
-        ..ExecRequest::default()
     }
 }
 

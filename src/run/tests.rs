@@ -87,8 +87,8 @@ fn k3s_plan() -> Plan {
     .expect("plan")
 }
 
-/// A scripted API: kubectl says NotFound for the first `not_ready` Ready checks of each node,
-/// then True (or never, when `never` is set).
+/// A scripted API: kubectl fails (NotFound) for the first `not_ready` Ready checks, then lists
+/// m0, m1 and m2 as Ready (or never, when `never` is set).
 fn scripted(not_ready: usize, never: bool) -> impl FnMut(&Seen, &[Seen]) -> Answer {
     move |req: &Seen, seen: &[Seen]| {
         let path = req.path().to_string();
@@ -113,7 +113,10 @@ fn scripted(not_ready: usize, never: bool) -> impl FnMut(&Seen, &[Seen]) -> Answ
                         if never || earlier < not_ready {
                             exec("", 1)
                         } else {
-                            exec("True", 0)
+                            exec(
+                                "m0.vm.lab-cp.internal\tTrue\nm1.vm.lab-cp.internal\tTrue\nm2.vm.lab-cp.internal\tTrue\n",
+                                0,
+                            )
                         }
                     }
                     Some("k3s") if cmd[2] == "taint" => exec("node/x tainted", 0),
@@ -250,6 +253,58 @@ async fn a_k3s_node_that_never_gets_ready_is_named_when_the_deadline_passes() {
         "{msg}"
     );
     assert!(msg.contains("NotFound"), "the last answer is quoted: {msg}");
+}
+
+#[tokio::test]
+async fn ready_waits_of_many_nodes_on_one_machine_share_one_check() {
+    let server = Server::start(|req: &Seen, _: &[Seen]| {
+        let names: String = (0..10)
+            .map(|i| format!("w{i}.vm.lab-ng-a.internal\tTrue\n"))
+            .collect();
+        if req.path().ends_with("/exec") {
+            answer(200, json!({"stdout": names, "stderr": "", "exit_code": 0}))
+        } else {
+            answer(404, json!({"error": "unscripted"}))
+        }
+    })
+    .await;
+    let ctx = Arc::new(Ctx {
+        client: client(&server.base),
+        options: Options {
+            // Long enough that every wait finds the first answer fresh.
+            poll: Duration::from_secs(60),
+            ..Options::default()
+        },
+        started: Instant::now(),
+        volumes: Mutex::new(BTreeSet::new()),
+        ready_checks: Mutex::new(HashMap::new()),
+    });
+    let mut waits = JoinSet::new();
+    for i in 0..10 {
+        let ctx = ctx.clone();
+        waits.spawn(async move {
+            let wait = Resolved::WaitK3s {
+                app: "lab-ng-a".into(),
+                machine: format!("w{i}"),
+                via: ("lab-cp".into(), "m0".into()),
+            };
+            run_step(&ctx, &format!("worker-ng-a-{i}"), wait).await
+        });
+    }
+    while let Some(done) = waits.join_next().await {
+        assert!(matches!(done.expect("task"), Ok(Output::Done)));
+    }
+    let execs: Vec<Seen> = server
+        .seen()
+        .into_iter()
+        .filter(|s| s.path().ends_with("/exec"))
+        .collect();
+    assert_eq!(
+        execs.len(),
+        1,
+        "one `kubectl get nodes` answers all ten waits"
+    );
+    assert_eq!(execs[0].path(), "/v1/apps/lab-cp/machines/m0/exec");
 }
 
 #[test]

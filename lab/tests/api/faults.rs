@@ -159,3 +159,51 @@ async fn boot_failure_leaves_machines_failed() {
     lab.wait("app", m["id"].as_str().expect("id"), "failed")
         .await;
 }
+
+#[tokio::test]
+async fn boot_crash_exits_once_then_restart_policy_starts_the_machine_again() {
+    let lab = Lab::start_with(|o| o.faults = Faults::parse("boot_crash=1").expect("faults")).await;
+    lab.app("app").await;
+    let m = lab.machine("app", machine_body()).await;
+    let id = m["id"].as_str().expect("id");
+    let exits = |events: &serde_json::Value| -> Vec<i64> {
+        events
+            .as_array()
+            .expect("events")
+            .iter()
+            .filter(|e| e["type"] == "exit")
+            .map(|e| {
+                e["request"]["exit_event"]["exit_code"]
+                    .as_i64()
+                    .unwrap_or(-1)
+            })
+            .collect()
+    };
+    // The crash comes a moment after `started`; poll the events (bounded) until it is there.
+    let mut seen = vec![];
+    for _ in 0..200 {
+        let (_, events) = lab.get(&format!("/v1/apps/app/machines/{id}/events")).await;
+        seen = exits(&events);
+        if !seen.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(seen, vec![1], "one exit with code 1");
+    lab.wait("app", id, "started").await;
+    // Later boots do not crash: stop, start, and still one exit.
+    let (s, b) = lab
+        .post(&format!("/v1/apps/app/machines/{id}/stop"), json!({}))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    lab.wait("app", id, "stopped").await;
+    let (s, b) = lab
+        .post(&format!("/v1/apps/app/machines/{id}/start"), json!({}))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    lab.wait("app", id, "started").await;
+    let (_, m) = lab.get(&format!("/v1/apps/app/machines/{id}")).await;
+    assert_eq!(m["state"], "started");
+    let (_, events) = lab.get(&format!("/v1/apps/app/machines/{id}/events")).await;
+    assert_eq!(exits(&events), vec![1], "{events}");
+}

@@ -33,34 +33,47 @@ pub fn have_root(what: &str) -> bool {
 pub fn fks_bootstrap_binary() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
-        .get_or_init(|| {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-            let mut cmd = Command::new(cargo);
-            // The variables cargo sets for this test (CARGO_PKG_*, CARGO_MANIFEST_DIR, ...)
-            // would make the inner build see another environment and rebuild every time.
-            for (key, _) in std::env::vars_os() {
-                let key = key.to_string_lossy();
-                if key.starts_with("CARGO_") && key != "CARGO_HOME" && key != "CARGO_TARGET_DIR" {
-                    cmd.env_remove(&*key);
-                }
-            }
-            let status = cmd
-                .args(["build", "-p", "fks-bootstrap", "--bin", "fks-bootstrap"])
-                .current_dir(repo_root())
-                .status()
-                .expect("running cargo build");
-            assert!(status.success(), "building fks-bootstrap failed");
-            // target/<profile>/deps/<test>-<hash> -> target/<profile>/fks-bootstrap
-            let exe = std::env::current_exe().expect("test binary path");
-            let bin = exe
-                .parent()
-                .and_then(Path::parent)
-                .expect("test binary in target/<profile>/deps")
-                .join("fks-bootstrap");
-            assert!(bin.is_file(), "{} not built", bin.display());
-            bin
-        })
+        .get_or_init(|| workspace_binary("fks-bootstrap", "fks-bootstrap"))
         .clone()
+}
+
+/// The `k3s-standin` binary (the lab node image's `k3s` when real k3s is not available),
+/// built once per test binary like [`fks_bootstrap_binary`].
+pub fn k3s_standin_binary() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| workspace_binary("k3s-standin", "k3s-standin"))
+        .clone()
+}
+
+/// `cargo build -p PACKAGE --bin BIN` in the workspace; the binary's path in this test's
+/// target directory.
+fn workspace_binary(package: &str, bin: &str) -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let mut cmd = Command::new(cargo);
+    // The variables cargo sets for this test (CARGO_PKG_*, CARGO_MANIFEST_DIR, ...)
+    // would make the inner build see another environment and rebuild every time.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("CARGO_") && key != "CARGO_HOME" && key != "CARGO_TARGET_DIR" {
+            cmd.env_remove(&*key);
+        }
+    }
+    let status = cmd
+        .args(["build", "-p", package, "--bin", bin])
+        .current_dir(repo_root())
+        .status()
+        .expect("running cargo build");
+    assert!(status.success(), "building {bin} failed");
+    // target/<profile>/deps/<test>-<hash> -> target/<profile>/<bin>
+    let exe = std::env::current_exe().expect("test binary path");
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary in target/<profile>/deps")
+        .join(bin);
+    assert!(path.is_file(), "{} not built", path.display());
+    path
 }
 
 /// An API-only lab running in this process on 127.0.0.1:0; stopped when dropped.
@@ -118,4 +131,33 @@ pub async fn start_api_lab(
         _state_dir: state_dir,
         shutdown: Some(tx),
     }
+}
+
+/// Kill the processes of every network namespace named `<prefix>...` and delete it (a guest
+/// test's leftovers from an earlier, interrupted run).
+pub fn sweep_netns(prefix: &str) {
+    for name in netns_with_prefix(prefix) {
+        let pids = Command::new("ip")
+            .args(["netns", "pids", &name])
+            .output()
+            .expect("ip netns pids");
+        for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
+            let _ = Command::new("kill").args(["-KILL", pid]).status();
+        }
+        let _ = Command::new("ip").args(["netns", "delete", &name]).status();
+    }
+}
+
+/// The network namespaces whose names start with `prefix`.
+pub fn netns_with_prefix(prefix: &str) -> Vec<String> {
+    let list = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns list");
+    String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|name| name.starts_with(prefix))
+        .map(str::to_string)
+        .collect()
 }

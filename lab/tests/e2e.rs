@@ -1,0 +1,912 @@
+//! The cluster lifecycle end to end (issue 5 §5), with the real `fks-bootstrap` binary, the
+//! real kubectl and an in-process guests-mode lab (root only): `create` (`-c`), node group
+//! `-a 0`, `-k`, `-t`, `-l cp --json`, re-runs that make no mutation, a search for the join
+//! token in everything the run leaves behind, and `destroy --yes` leaving nothing.
+//!
+//! The node image `lab/fks-node` is a directory holding `fks-bootstrap` and `k3s` (the
+//! k3s-standin: these machines cannot download k3s). kubectl runs in a private mount namespace
+//! whose /etc/hosts maps `lab-cp.internal` to the servers' 6PN addresses from the lab API: how
+//! an operator's host resolves `.internal` names on the lab without touching the host's files.
+//!
+//! Own bridge (`fkse2e`), org network (`e2eorg`: its own 6PN /48) and IPv4 range
+//! (172.31.150.0/24), so this runs in parallel with the other guest tests. Without root the
+//! guest test prints why and returns, except under `CI=true` where it fails.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::{CStr, CString};
+use std::net::Ipv4Addr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use fks_lab::guest::BridgeConfig;
+use fks_lab::{Faults, Options, Timings};
+use serde_json::Value;
+
+mod common;
+use common::{
+    fks_bootstrap_binary, have_root, k3s_standin_binary, netns_with_prefix, repo_root, sweep_netns,
+};
+
+const TOKEN: &str = "e2e-test-token";
+/// The bridge; guests' network namespaces are `fkse2e-<machine id>`.
+const BRIDGE: &str = "fkse2e";
+/// The org of the test's cluster copy: its own 6PN network, so its /48 is routed to this
+/// test's bridge only.
+const ORG: &str = "e2eorg";
+/// `clusters/lab`'s CLUSTER_NAME, its apps and node group.
+const CLUSTER: &str = "lab";
+const CP_APP: &str = "lab-cp";
+const GROUP: &str = "0";
+const GROUP_APP: &str = "lab-ng-0";
+/// Workers in the test's copy of clusters/lab (3 there): fewer guests on a small machine.
+const WORKERS: usize = 2;
+const WAIT: Duration = Duration::from_secs(120);
+
+/// An in-process lab with guests; on drop it stops and removes its guests' namespaces and
+/// its bridge, also when the test panics.
+struct GuestLab {
+    base: String,
+    http: reqwest::Client,
+    dir: tempfile::TempDir,
+    state: PathBuf,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    handle: Option<tokio::task::JoinHandle<Result<(), fks_lab::Error>>>,
+}
+
+impl GuestLab {
+    async fn start() -> GuestLab {
+        let prefix = fks_lab::ids::network_prefix(ORG).segments();
+        let at =
+            |last: u16| std::net::Ipv6Addr::new(prefix[0], prefix[1], prefix[2], 0, 0, 0, 0, last);
+        let bridge = BridgeConfig {
+            name: BRIDGE.to_string(),
+            gateway6: at(1),
+            prefix6: 48,
+            dns6: at(3),
+            gateway4: Ipv4Addr::new(172, 31, 150, 1),
+            prefix4: 24,
+        };
+        sweep_netns(&format!("{BRIDGE}-"));
+        fks_lab::guest::remove_bridge(BRIDGE).expect("removing a stale bridge");
+        // Not under /tmp: a guest has a private /tmp, so an image dir there would be empty.
+        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
+        let bin = dir.path().join("fks-node-bin");
+        std::fs::create_dir(&bin).expect("mkdir image bin");
+        let fks = tokio::task::spawn_blocking(fks_bootstrap_binary)
+            .await
+            .expect("build thread");
+        let k3s = tokio::task::spawn_blocking(k3s_standin_binary)
+            .await
+            .expect("build thread");
+        std::os::unix::fs::symlink(&fks, bin.join("fks-bootstrap")).expect("link fks-bootstrap");
+        std::os::unix::fs::symlink(&k3s, bin.join("k3s")).expect("link k3s");
+        let state = dir.path().join("state");
+        std::fs::create_dir(&state).expect("mkdir state");
+        fks_lab::images::add(&state, "lab/fks-node", &[bin]).expect("image add");
+        let fast = Duration::from_millis(5);
+        let opts = Options {
+            state_dir: state.clone(),
+            zones: fks_lab::parse_zones("sjc=3").expect("zones"),
+            faults: Faults::parse("").expect("faults"),
+            seed: 5,
+            token: TOKEN.into(),
+            timings: Timings {
+                launch: fast,
+                boot: fast,
+                stop: fast,
+                destroy: fast,
+            },
+            guests: true,
+            bridge,
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let handle = tokio::spawn(fks_lab::run(listener, opts, async move {
+            let _ = rx.await;
+        }));
+        let lab = GuestLab {
+            base,
+            http: reqwest::Client::new(),
+            dir,
+            state,
+            shutdown: Some(tx),
+            handle: Some(handle),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while lab.get_raw("/lab/v1/stats").await.is_none() {
+            assert!(Instant::now() < deadline, "lab did not come up");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        lab
+    }
+
+    async fn get_raw(&self, path: &str) -> Option<(u16, Value)> {
+        let res = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .send()
+            .await
+            .ok()?;
+        let status = res.status().as_u16();
+        let text = res.text().await.ok()?;
+        Some((
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        ))
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        self.get_raw(path).await.expect("lab answers")
+    }
+
+    async fn mutations(&self) -> u64 {
+        let (status, v) = self.get("/lab/v1/stats").await;
+        assert_eq!(status, 200, "{v}");
+        v["mutations"].as_u64().expect("mutations count")
+    }
+
+    /// The app's machines that are not destroyed.
+    async fn machines(&self, app: &str) -> Vec<Value> {
+        let (status, v) = self.get(&format!("/v1/apps/{app}/machines")).await;
+        assert_eq!(status, 200, "{app}: {v}");
+        v.as_array()
+            .expect("machine list")
+            .iter()
+            .filter(|m| m["state"] != "destroyed")
+            .cloned()
+            .collect()
+    }
+
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        if let Ok(entries) = std::fs::read_dir(self.state.join("machines")) {
+            for e in entries.flatten() {
+                let log = std::fs::read_to_string(e.path().join("log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                out.push_str(&format!("--- {}\n", e.file_name().to_string_lossy()));
+                for l in tail.into_iter().rev() {
+                    out.push_str(l);
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
+
+    async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            h.await.expect("join").expect("lab run");
+        }
+    }
+}
+
+impl Drop for GuestLab {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        sweep_netns(&format!("{BRIDGE}-"));
+        let _ = fks_lab::guest::remove_bridge(BRIDGE);
+    }
+}
+
+/// Every command's output, kept for the token search.
+#[derive(Default)]
+struct Transcript {
+    outputs: Vec<(String, Output)>,
+}
+
+impl Transcript {
+    fn keep(&mut self, what: &str, out: &Output) {
+        self.outputs.push((what.to_string(), out.clone()));
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The environment every `fks-bootstrap` run gets: the lab, and temp config and home dirs.
+struct Env {
+    bin: PathBuf,
+    base: String,
+    xdg: PathBuf,
+    home: PathBuf,
+}
+
+impl Env {
+    async fn fks(&self, t: &mut Transcript, args: &[&str]) -> Output {
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(args)
+            .current_dir(repo_root())
+            .env("FLY_API_HOSTNAME", &self.base)
+            .env("FLY_API_TOKEN", TOKEN)
+            .env("XDG_CONFIG_HOME", &self.xdg)
+            .env("HOME", &self.home)
+            .env_remove("KUBECONFIG")
+            .env_remove("BOOTSTRAP_NODE_ID")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null());
+        let out = tokio::task::spawn_blocking(move || cmd.output().expect("running fks-bootstrap"))
+            .await
+            .expect("join");
+        t.keep(&format!("fks-bootstrap {}", args.join(" ")), &out);
+        out
+    }
+}
+
+fn assert_ok(what: &str, out: &Output, lab: &GuestLab) {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{what}\nstdout:\n{}\nstderr:\n{}\nguest logs:\n{}",
+        text(&out.stdout),
+        text(&out.stderr),
+        lab.logs()
+    );
+}
+
+/// `kubectl --kubeconfig KUBECONFIG ARGS` in a private mount namespace whose /etc/hosts is
+/// `hosts` (the host's own file is not touched).
+async fn kubectl(t: &mut Transcript, kubeconfig: &Path, hosts: &Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new("kubectl");
+    cmd.arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .stdin(Stdio::null());
+    let source = CString::new(hosts.as_os_str().as_bytes()).expect("hosts path without NUL");
+    // SAFETY: the closure runs in the forked child before exec; it calls only unshare and
+    // mount (async-signal-safe system calls) on C strings made before the fork, allocating
+    // nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
+            // Private: the bind below must not propagate back to the host's namespace.
+            nix::mount::mount(
+                None::<&CStr>,
+                c"/",
+                None::<&CStr>,
+                nix::mount::MsFlags::MS_PRIVATE | nix::mount::MsFlags::MS_REC,
+                None::<&CStr>,
+            )?;
+            nix::mount::mount(
+                Some(source.as_c_str()),
+                c"/etc/hosts",
+                None::<&CStr>,
+                nix::mount::MsFlags::MS_BIND,
+                None::<&CStr>,
+            )?;
+            Ok(())
+        });
+    }
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("running kubectl"))
+        .await
+        .expect("join");
+    t.keep(&format!("kubectl {}", args.join(" ")), &out);
+    out
+}
+
+/// One Node as kubectl reports it.
+#[derive(Debug)]
+struct K8sNode {
+    name: String,
+    ready: bool,
+    internal_ips: Vec<String>,
+    taints: Vec<(String, String, String)>,
+}
+
+fn parse_nodes(json: &str) -> Vec<K8sNode> {
+    let v: Value = serde_json::from_str(json).expect("kubectl json");
+    v["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|n| K8sNode {
+            name: n["metadata"]["name"].as_str().expect("name").to_string(),
+            ready: n["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True"),
+            internal_ips: n["status"]["addresses"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|a| a["type"] == "InternalIP")
+                .filter_map(|a| a["address"].as_str().map(str::to_string))
+                .collect(),
+            taints: n["spec"]["taints"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|t| {
+                    let s = |k: &str| t[k].as_str().unwrap_or("").to_string();
+                    (s("key"), s("value"), s("effect"))
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// NAME -> INTERNAL-IP of `kubectl get nodes -o wide` (columns found by the header's offsets;
+/// OS-IMAGE may hold spaces, INTERNAL-IP never does).
+fn wide_internal_ips(table: &str) -> BTreeMap<String, String> {
+    let mut lines = table.lines();
+    let header = lines.next().expect("header");
+    let col = header.find("INTERNAL-IP").expect("INTERNAL-IP column");
+    lines
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let name = l.split_whitespace().next().expect("name").to_string();
+            let ip = l
+                .get(col..)
+                .and_then(|rest| rest.split_whitespace().next())
+                .expect("internal ip")
+                .to_string();
+            (name, ip)
+        })
+        .collect()
+}
+
+/// Every regular file under `dir`, skipping the directories `skip` names.
+fn files_under(dir: &Path, skip: &dyn Fn(&Path) -> bool, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        if skip(&path) {
+            continue;
+        }
+        match e.file_type() {
+            Ok(ft) if ft.is_dir() => files_under(&path, skip, out),
+            Ok(ft) if ft.is_file() => out.push(path),
+            _ => {}
+        }
+    }
+}
+
+/// The files (and the command outputs) that hold `needle`.
+fn holders(needle: &str, files: &[PathBuf], t: &Transcript) -> Vec<String> {
+    let mut found = Vec::new();
+    for (what, out) in &t.outputs {
+        if text(&out.stdout).contains(needle) {
+            found.push(format!("stdout of {what}"));
+        }
+        if text(&out.stderr).contains(needle) {
+            found.push(format!("stderr of {what}"));
+        }
+    }
+    for f in files {
+        if let Ok(bytes) = std::fs::read(f) {
+            if text(&bytes).contains(needle) {
+                found.push(f.display().to_string());
+            }
+        }
+    }
+    found
+}
+
+/// The lab's logs, state, journal and everything else it keeps, except the secret store (the
+/// platform's side of `fly secrets`, where the token belongs) and volume contents (the
+/// bootstrap server's data dir holds the token file by design); plus the test's HOME and
+/// XDG_CONFIG_HOME.
+fn searched_files(state: &Path, env: &Env) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let volumes = state.join("volumes");
+    let secrets = state.join("secrets.json");
+    files_under(state, &|p: &Path| p == volumes || p == secrets, &mut files);
+    files_under(&env.xdg, &|_: &Path| false, &mut files);
+    files_under(&env.home, &|_: &Path| false, &mut files);
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cluster_lifecycle_on_guests_end_to_end() {
+    if !have_root("e2e") {
+        return;
+    }
+    let lab = GuestLab::start().await;
+    let mut t = Transcript::default();
+
+    // A copy of clusters/lab: its own org network, fewer workers.
+    let cluster_dir = lab.dir.path().join("clusters/lab");
+    std::fs::create_dir_all(&cluster_dir).expect("mkdir cluster dir");
+    let config = std::fs::read_to_string(repo_root().join("clusters/lab/config"))
+        .expect("clusters/lab/config");
+    let config: String = config
+        .lines()
+        .map(|l| {
+            if l.starts_with("NODE_GROUP_SIZE=") {
+                format!("NODE_GROUP_SIZE={WORKERS}\n")
+            } else if l.starts_with("ORG_NAME=") {
+                format!("ORG_NAME={ORG}\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    assert!(config.contains(&format!("ORG_NAME={ORG}\n")), "{config}");
+    std::fs::write(cluster_dir.join("config"), config).expect("write config");
+    let dir = cluster_dir.to_str().expect("utf-8 path");
+
+    let env = Env {
+        bin: tokio::task::spawn_blocking(fks_bootstrap_binary)
+            .await
+            .expect("build thread"),
+        base: lab.base.clone(),
+        xdg: lab.dir.path().join("xdg"),
+        home: lab.dir.path().join("home"),
+    };
+    std::fs::create_dir_all(&env.xdg).expect("mkdir xdg");
+    std::fs::create_dir_all(&env.home).expect("mkdir home");
+    let allow = "--allow-missing-kernel-options";
+    // Bounded waits: a stuck node fails the test in minutes, naming the node.
+    let timeout = ["--timeout", "180"];
+
+    // Create the control plane, then node group 0.
+    let started = Instant::now();
+    let out = env
+        .fks(&mut t, &["create", dir, allow, timeout[0], timeout[1]])
+        .await;
+    assert_ok("create", &out, &lab);
+    eprintln!("figure: create took {:?}", started.elapsed());
+    let started = Instant::now();
+    let out = env
+        .fks(&mut t, &["-a", GROUP, dir, allow, timeout[0], timeout[1]])
+        .await;
+    assert_ok("-a 0", &out, &lab);
+    eprintln!(
+        "figure: -a {GROUP} ({WORKERS} workers) took {:?}",
+        started.elapsed()
+    );
+
+    let servers = lab.machines(CP_APP).await;
+    let workers = lab.machines(GROUP_APP).await;
+    assert_eq!(servers.len(), 3, "{servers:?}");
+    assert_eq!(workers.len(), WORKERS, "{workers:?}");
+    // k3s node name -> the machine's 6PN address.
+    let six_pn: BTreeMap<String, String> = servers
+        .iter()
+        .map(|m| (m, CP_APP))
+        .chain(workers.iter().map(|m| (m, GROUP_APP)))
+        .map(|(m, app)| {
+            (
+                format!("{}.vm.{app}.internal", m["id"].as_str().expect("id")),
+                m["private_ip"].as_str().expect("private_ip").to_string(),
+            )
+        })
+        .collect();
+
+    // The join token, from the bootstrap server's volume (read before anything is removed).
+    let bootstrap = servers
+        .iter()
+        .find(|m| m["config"]["metadata"]["fks_node"] == "ctrl-0")
+        .expect("ctrl-0");
+    let volume = bootstrap["config"]["mounts"][0]["volume"]
+        .as_str()
+        .expect("ctrl-0 has a volume");
+    let token_file = fks_lab::runner::volume_dir(&lab.state, volume).join("k3s/server/token");
+    let join_token = std::fs::read_to_string(&token_file)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", token_file.display()))
+        .trim()
+        .to_string();
+    assert!(join_token.starts_with("K10"), "not a k3s token");
+    let password = join_token
+        .rsplit(':')
+        .next()
+        .expect("token password")
+        .to_string();
+    assert!(
+        password.len() >= 16,
+        "token password too short to search for"
+    );
+    // The forms an app secret may hold (file content for `secret_name` is base64).
+    let encoded = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(format!("{join_token}\n"))
+    };
+    let encoded_bare = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(&join_token)
+    };
+    let needles = [&join_token, &password, &encoded, &encoded_bare];
+    // The search finds the token where it belongs (it is not blind).
+    assert_eq!(
+        holders(
+            &password,
+            std::slice::from_ref(&token_file),
+            &Transcript::default()
+        ),
+        [token_file.display().to_string()]
+    );
+
+    // -k: ~/.kube/lab, 0600, its path on stdout and nothing else.
+    let out = env.fks(&mut t, &["-k", dir]).await;
+    assert_ok("-k", &out, &lab);
+    let kubeconfig = env.home.join(".kube").join(CLUSTER);
+    assert_eq!(text(&out.stdout), format!("{}\n", kubeconfig.display()));
+    let mode = std::fs::metadata(&kubeconfig)
+        .expect("kubeconfig")
+        .permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+    let kc_text = std::fs::read_to_string(&kubeconfig).expect("read kubeconfig");
+    assert!(
+        kc_text.contains("server: https://lab-cp.internal:6443"),
+        "server not rewritten"
+    );
+
+    // The host resolves lab-cp.internal through a private /etc/hosts with the servers' 6PN
+    // addresses from the lab API.
+    let hosts = lab.dir.path().join("hosts");
+    let mut hosts_text = String::from("127.0.0.1 localhost\n::1 localhost\n");
+    for m in &servers {
+        hosts_text.push_str(&format!(
+            "{} {CP_APP}.internal\n",
+            m["private_ip"].as_str().expect("private_ip")
+        ));
+    }
+    std::fs::write(&hosts, hosts_text).expect("write hosts");
+
+    // Every node registered and Ready (create and -a waited for it; heartbeats may lag).
+    let deadline = Instant::now() + WAIT;
+    let nodes = loop {
+        let out = kubectl(&mut t, &kubeconfig, &hosts, &["get", "nodes", "-o", "json"]).await;
+        let nodes = if out.status.success() {
+            parse_nodes(&text(&out.stdout))
+        } else {
+            Vec::new()
+        };
+        if nodes.len() == 3 + WORKERS && nodes.iter().all(|n| n.ready) {
+            break nodes;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nodes not all Ready: {nodes:?}\nkubectl stderr: {}\nguest logs:\n{}",
+            text(&out.stderr),
+            lab.logs()
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
+    let names: BTreeSet<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+    let expected: BTreeSet<&str> = six_pn.keys().map(String::as_str).collect();
+    assert_eq!(names, expected);
+    // INTERNAL-IP is the machine's 6PN address, in the JSON and in the wide table.
+    for n in &nodes {
+        assert_eq!(
+            n.internal_ips.first(),
+            six_pn.get(&n.name),
+            "{}: {:?}",
+            n.name,
+            n.internal_ips
+        );
+    }
+    let out = kubectl(&mut t, &kubeconfig, &hosts, &["get", "nodes", "-o", "wide"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    eprintln!("kubectl get nodes -o wide:\n{}", text(&out.stdout));
+    assert_eq!(wide_internal_ips(&text(&out.stdout)), six_pn);
+
+    // The control plane is tainted; -t is idempotent (same taints, reported per node).
+    let taint = (
+        "CriticalAddonsOnly".to_string(),
+        "true".to_string(),
+        "NoExecute".to_string(),
+    );
+    let taints_before: BTreeMap<String, Vec<(String, String, String)>> = nodes
+        .iter()
+        .map(|n| (n.name.clone(), n.taints.clone()))
+        .collect();
+    let out = env.fks(&mut t, &["-t", dir]).await;
+    assert_ok("-t", &out, &lab);
+    let report = text(&out.stdout);
+    for m in &servers {
+        let id = m["id"].as_str().expect("id");
+        assert!(
+            report
+                .lines()
+                .any(|l| l.contains(id) && l.contains("tainted CriticalAddonsOnly=true:NoExecute")),
+            "{report}"
+        );
+    }
+    let out = kubectl(&mut t, &kubeconfig, &hosts, &["get", "nodes", "-o", "json"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for n in parse_nodes(&text(&out.stdout)) {
+        let server = n.name.ends_with(&format!(".vm.{CP_APP}.internal"));
+        let has = n.taints.iter().filter(|x| **x == taint).count();
+        assert_eq!(has, usize::from(server), "{}: {:?}", n.name, n.taints);
+        let before = &taints_before[&n.name];
+        if before.contains(&taint) || !server {
+            assert_eq!(&n.taints, before, "{}: -t changed a tainted node", n.name);
+        }
+    }
+
+    // --merge into an existing ~/.kube/config: backed up, the user's context kept; with
+    // --use-context the cluster becomes current. kubectl reaches the cluster through it.
+    let user_config = env.home.join(".kube/config");
+    let mine = "apiVersion: v1\nkind: Config\nclusters:\n- name: mine\n  cluster: {server: 'https://example.invalid'}\nusers:\n- name: mine\n  user: {}\ncontexts:\n- name: mine\n  context: {cluster: mine, user: mine}\ncurrent-context: mine\n";
+    std::fs::write(&user_config, mine).expect("write ~/.kube/config");
+    let out = env.fks(&mut t, &["kubeconfig", dir, "--merge"]).await;
+    assert_ok("kubeconfig --merge", &out, &lab);
+    assert_eq!(
+        text(&out.stdout),
+        format!("{}\n{}\n", kubeconfig.display(), user_config.display())
+    );
+    let merged = std::fs::read_to_string(&user_config).expect("merged config");
+    assert!(merged.contains("current-context: mine"), "context switched");
+    let backups: Vec<String> = std::fs::read_dir(env.home.join(".kube"))
+        .expect("ls ~/.kube")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("config.") && n.ends_with(".bak"))
+        .collect();
+    assert_eq!(backups.len(), 1, "{backups:?}");
+    let backup = std::fs::read_to_string(env.home.join(".kube").join(&backups[0])).expect("backup");
+    assert_eq!(backup, mine);
+    let out = env
+        .fks(&mut t, &["-k", dir, "--merge", "--use-context"])
+        .await;
+    assert_ok("-k --merge --use-context", &out, &lab);
+    let merged = std::fs::read_to_string(&user_config).expect("merged config");
+    assert!(
+        merged.contains("current-context: lab"),
+        "context not switched"
+    );
+    assert!(
+        merged.contains("name: mine"),
+        "the user's entries were lost"
+    );
+    let out = kubectl(
+        &mut t,
+        &user_config,
+        &hosts,
+        &["get", "nodes", "-o", "name"],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).lines().count(), 3 + WORKERS);
+
+    // Re-running -c and -a converges with zero mutations.
+    let before = lab.mutations().await;
+    let out = env
+        .fks(&mut t, &["-c", dir, allow, timeout[0], timeout[1]])
+        .await;
+    assert_ok("-c again", &out, &lab);
+    let out = env
+        .fks(&mut t, &["-a", GROUP, dir, allow, timeout[0], timeout[1]])
+        .await;
+    assert_ok("-a 0 again", &out, &lab);
+    assert_eq!(lab.mutations().await, before, "a re-run changed something");
+
+    // -l cp --json agrees with the lab and with k3s.
+    let out = env.fks(&mut t, &["-l", "cp", dir, "--json"]).await;
+    assert_ok("-l cp --json", &out, &lab);
+    let rows: Vec<Value> = serde_json::from_slice(&out.stdout).expect("list json");
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    let mut zones = BTreeSet::new();
+    for (i, r) in rows.iter().enumerate() {
+        assert_eq!(r["name"], format!("ctrl-{i}"));
+        assert_eq!(r["state"], "started");
+        assert_eq!(r["role"], "server");
+        assert_eq!(r["ready"], true);
+        let id = r["machine_id"].as_str().expect("machine_id");
+        let k3s_name = format!("{id}.vm.{CP_APP}.internal");
+        assert_eq!(
+            six_pn.get(&k3s_name).map(String::as_str),
+            r["private_ip"].as_str()
+        );
+        let zone = r["zone"].as_str().expect("zone");
+        assert!(!zone.is_empty(), "{r}");
+        zones.insert(zone.to_string());
+    }
+    assert_eq!(
+        zones.len(),
+        3,
+        "control-plane zones not distinct: {zones:?}"
+    );
+
+    // The join token is nowhere: no output, no lab log/state/journal, nothing under HOME/XDG.
+    for needle in needles {
+        let files = searched_files(&lab.state, &env);
+        assert!(
+            files.iter().any(|f| f.ends_with("log")),
+            "no lab logs searched"
+        );
+        assert!(files
+            .iter()
+            .any(|f| f.ends_with("journal.jsonl") || f.ends_with("state.json")));
+        let found = holders(needle, &files, &t);
+        assert!(found.is_empty(), "the join token leaked into: {found:?}");
+    }
+
+    // The nodes' ssh host private keys travel as app secrets too: no machine record in the
+    // lab's state or journal carries one, inline or base64 (the operator's own copy under XDG
+    // and each guest's /etc/ssh are where they belong).
+    let records: Vec<PathBuf> = searched_files(&lab.state, &env)
+        .into_iter()
+        .filter(|f| f.ends_with("journal.jsonl") || f.ends_with("state.json"))
+        .collect();
+    assert!(!records.is_empty(), "no lab state or journal searched");
+    for needle in [
+        "OPENSSH PRIVATE KEY",
+        // base64 of "-----BEGIN OPENSSH PRIVATE KEY", as a raw_value would start.
+        "LS0tLS1CRUdJTiBPUEVOU1NIIFBSSVZBVEUgS0VZ",
+    ] {
+        let found = holders(needle, &records, &t);
+        assert!(
+            found.is_empty(),
+            "a host private key leaked into: {found:?}"
+        );
+    }
+
+    // destroy leaves no app, machine, volume or secret of the cluster, and no guest netns.
+    let out = env.fks(&mut t, &["destroy", dir, "--yes"]).await;
+    assert_ok("destroy --yes", &out, &lab);
+    for app in [CP_APP, GROUP_APP] {
+        for path in [
+            format!("/v1/apps/{app}"),
+            format!("/v1/apps/{app}/machines"),
+            format!("/v1/apps/{app}/volumes"),
+            format!("/v1/apps/{app}/secrets"),
+        ] {
+            let (status, v) = lab.get(&path).await;
+            assert_eq!(status, 404, "{path} still answers: {v}");
+        }
+    }
+    let (status, apps) = lab.get(&format!("/v1/apps?org_slug={ORG}")).await;
+    assert_eq!(status, 200, "{apps}");
+    let left: Vec<&Value> = apps["apps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|a| a["name"].as_str().is_some_and(|n| n.starts_with("lab-")))
+        .collect();
+    assert!(left.is_empty(), "apps left: {left:?}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let netns = netns_with_prefix(&format!("{BRIDGE}-"));
+        if netns.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "guest namespaces left: {netns:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The search again, now with destroy's output and the logs of destroyed machines.
+    let files = searched_files(&lab.state, &env);
+    for needle in needles {
+        let found = holders(needle, &files, &t);
+        assert!(found.is_empty(), "the join token leaked into: {found:?}");
+    }
+
+    lab.stop().await;
+}
+
+/// Against an API-only lab (no root needed): with no control plane, `-t` and `-k` exit 1 with
+/// the sentence that says how to create it, and write nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn taint_and_kubeconfig_without_a_control_plane_exit_1_and_write_nothing() {
+    let bin = tokio::task::spawn_blocking(fks_bootstrap_binary)
+        .await
+        .expect("build thread");
+    let lab = common::start_api_lab("sjc=3", "", 3, Duration::from_millis(10), TOKEN).await;
+    let home = tempfile::tempdir().expect("tempdir");
+    for args in [
+        &["-t", "clusters/lab"][..],
+        &["taint", "clusters/lab"],
+        &["-k", "clusters/lab", "--merge"],
+        &["kubeconfig", "clusters/lab"],
+    ] {
+        let mut cmd = Command::new(&bin);
+        cmd.args(args)
+            .current_dir(repo_root())
+            .env("FLY_API_HOSTNAME", &lab.base)
+            .env("FLY_API_TOKEN", TOKEN)
+            .env("HOME", home.path())
+            .env("XDG_CONFIG_HOME", home.path().join("xdg"))
+            .env_remove("KUBECONFIG")
+            .env_remove("BOOTSTRAP_NODE_ID")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null());
+        let out = tokio::task::spawn_blocking(move || cmd.output().expect("run"))
+            .await
+            .expect("join");
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(out.stdout.is_empty(), "{args:?}: {}", text(&out.stdout));
+        assert!(
+            text(&out.stderr).contains(
+                "cluster lab has no control plane yet (app lab-cp not found): create it with fks-bootstrap -c clusters/lab"
+            ),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    let mut files = Vec::new();
+    files_under(home.path(), &|_: &Path| false, &mut files);
+    assert!(files.is_empty(), "wrote {files:?}");
+}
+
+/// Against an API-only lab (no root needed; `create` stops at "machine started"): exec is
+/// unavailable there, so `-t` reports every server as failed and exits 1, and `-k` tries each
+/// started server, says why none answered, exits 1 and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn taint_and_kubeconfig_report_unreachable_servers_and_exit_1() {
+    let bin = tokio::task::spawn_blocking(fks_bootstrap_binary)
+        .await
+        .expect("build thread");
+    let lab = common::start_api_lab("sjc=3", "", 4, Duration::from_millis(10), TOKEN).await;
+    let home = tempfile::tempdir().expect("tempdir");
+    let run = |args: &[&str]| {
+        let mut cmd = Command::new(&bin);
+        cmd.args(args)
+            .current_dir(repo_root())
+            .env("FLY_API_HOSTNAME", &lab.base)
+            .env("FLY_API_TOKEN", TOKEN)
+            .env("HOME", home.path())
+            .env("XDG_CONFIG_HOME", home.path().join("xdg"))
+            .env_remove("KUBECONFIG")
+            .env_remove("BOOTSTRAP_NODE_ID")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null());
+        tokio::task::spawn_blocking(move || cmd.output().expect("run"))
+    };
+    let out = run(&["-c", "clusters/lab"]).await.expect("join");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
+    let out = run(&["-t", "clusters/lab"]).await.expect("join");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let report = text(&out.stdout);
+    let lines: Vec<&str> = report.lines().skip(1).collect();
+    assert_eq!(lines.len(), 3, "{report}");
+    for (i, line) in lines.iter().enumerate() {
+        assert!(
+            line.starts_with(&format!("ctrl-{i} ")) && line.contains("failed: "),
+            "{report}"
+        );
+    }
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.ends_with("failed: no started server answers exec")),
+        "{report}"
+    );
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("tainting 3 of 3 servers of app lab-cp failed; exec failed on ctrl-0: ")
+            && err.contains("; ctrl-2: ")
+            && err.contains("API-only"),
+        "{err}"
+    );
+
+    let out = run(&["-k", "clusters/lab", "--merge"]).await.expect("join");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("could not read /etc/rancher/k3s/k3s.yaml from any server of app lab-cp")
+            && ["ctrl-0: ", "ctrl-1: ", "ctrl-2: "]
+                .iter()
+                .all(|n| err.contains(n)),
+        "{err}"
+    );
+    assert!(!home.path().join(".kube").exists(), "wrote a kubeconfig");
+}
