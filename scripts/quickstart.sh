@@ -163,22 +163,11 @@ section "host resolves .internal names through the lab"
 "$lab" hosts --apply --bridge "$bridge" >/dev/null
 
 section "fks-bootstrap -k $cluster"
-have_k=false
-if "$fks" kubeconfig --help >/dev/null 2>&1; then
-    have_k=true
-    "$fks" -k "$cluster"
-else
-    warn "this fks-bootstrap has no -k (kubeconfig) yet: skipping the kubeconfig export and" \
-        "kubectl get nodes; the nodes are listed with fks-bootstrap -l instead"
-fi
+"$fks" -k "$cluster" >/dev/null
+info "kubeconfig written to $kubeconfig (server https://lab-cp.internal:6443, resolved through /etc/hosts)"
 
-section "nodes"
-if "$have_k"; then
-    kubectl --kubeconfig "$kubeconfig" get nodes -o wide
-else
-    "$fks" -l cp "$cluster"
-    "$fks" -l 0 "$cluster"
-fi
+section "kubectl --kubeconfig $kubeconfig get nodes -o wide"
+kubectl --kubeconfig "$kubeconfig" get nodes -o wide
 "$standin_used" && standin_banner
 
 cat >&2 <<EOT
