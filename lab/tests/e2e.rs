@@ -8,8 +8,12 @@
 //! whose /etc/hosts maps `lab-cp.internal` to the servers' 6PN addresses from the lab API: how
 //! an operator's host resolves `.internal` names on the lab without touching the host's files.
 //!
-//! Own bridge (`fkse2e`), org network (`e2eorg`: its own 6PN /48) and IPv4 range
-//! (172.31.150.0/24), so this runs in parallel with the other guest tests. Without root the
+//! A second guests test runs the same lifecycle with every machine crashing once at boot and
+//! the tool SIGKILLed part-way through `-c` and `-a`.
+//!
+//! Own bridges (`fkse2e`, `fkse2f`), org networks (`e2eorg`, `e2eforg`: each its own 6PN /48)
+//! and IPv4 ranges (172.31.150.0/24, .151.0/24), so these run in parallel with the other guest
+//! tests. Without root the
 //! guest test prints why and returns, except under `CI=true` where it fails.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -48,6 +52,8 @@ const WAIT: Duration = Duration::from_secs(120);
 /// An in-process lab with guests; on drop it stops and removes its guests' namespaces and
 /// its bridge, also when the test panics.
 struct GuestLab {
+    /// Its bridge (guests' namespaces are `<bridge>-<machine id>`).
+    bridge: String,
     base: String,
     http: reqwest::Client,
     dir: tempfile::TempDir,
@@ -56,21 +62,42 @@ struct GuestLab {
     handle: Option<tokio::task::JoinHandle<Result<(), fks_lab::Error>>>,
 }
 
+/// What keeps one guests-mode test apart from the others running at the same time.
+struct Net {
+    /// The bridge name.
+    bridge: &'static str,
+    /// The cluster's org: its own 6PN /48, routed to this bridge only.
+    org: &'static str,
+    /// The third octet of the guests' 172.31.X.0/24.
+    v4: u8,
+}
+
+/// The lifecycle test's network.
+const LIFECYCLE: Net = Net {
+    bridge: BRIDGE,
+    org: ORG,
+    v4: 150,
+};
+
 impl GuestLab {
     async fn start() -> GuestLab {
-        let prefix = fks_lab::ids::network_prefix(ORG).segments();
+        GuestLab::start_with(&LIFECYCLE, "").await
+    }
+
+    async fn start_with(net: &Net, faults: &str) -> GuestLab {
+        let prefix = fks_lab::ids::network_prefix(net.org).segments();
         let at =
             |last: u16| std::net::Ipv6Addr::new(prefix[0], prefix[1], prefix[2], 0, 0, 0, 0, last);
         let bridge = BridgeConfig {
-            name: BRIDGE.to_string(),
+            name: net.bridge.to_string(),
             gateway6: at(1),
             prefix6: 48,
             dns6: at(3),
-            gateway4: Ipv4Addr::new(172, 31, 150, 1),
+            gateway4: Ipv4Addr::new(172, 31, net.v4, 1),
             prefix4: 24,
         };
-        sweep_netns(&format!("{BRIDGE}-"));
-        fks_lab::guest::remove_bridge(BRIDGE).expect("removing a stale bridge");
+        sweep_netns(&format!("{}-", net.bridge));
+        fks_lab::guest::remove_bridge(net.bridge).expect("removing a stale bridge");
         // Not under /tmp: a guest has a private /tmp, so an image dir there would be empty.
         let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
         let bin = dir.path().join("fks-node-bin");
@@ -90,7 +117,7 @@ impl GuestLab {
         let opts = Options {
             state_dir: state.clone(),
             zones: fks_lab::parse_zones("sjc=3").expect("zones"),
-            faults: Faults::parse("").expect("faults"),
+            faults: Faults::parse(faults).expect("faults"),
             seed: 5,
             token: TOKEN.into(),
             timings: Timings {
@@ -111,6 +138,7 @@ impl GuestLab {
             let _ = rx.await;
         }));
         let lab = GuestLab {
+            bridge: net.bridge.to_string(),
             base,
             http: reqwest::Client::new(),
             dir,
@@ -195,8 +223,8 @@ impl Drop for GuestLab {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        sweep_netns(&format!("{BRIDGE}-"));
-        let _ = fks_lab::guest::remove_bridge(BRIDGE);
+        sweep_netns(&format!("{}-", self.bridge));
+        let _ = fks_lab::guest::remove_bridge(&self.bridge);
     }
 }
 
@@ -411,15 +439,8 @@ fn searched_files(state: &Path, env: &Env) -> Vec<PathBuf> {
     files
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn cluster_lifecycle_on_guests_end_to_end() {
-    if !have_root("e2e") {
-        return;
-    }
-    let lab = GuestLab::start().await;
-    let mut t = Transcript::default();
-
-    // A copy of clusters/lab: its own org network, fewer workers.
+/// A copy of clusters/lab in the lab's directory: its own org network, fewer workers.
+fn cluster_copy(lab: &GuestLab, org: &str) -> PathBuf {
     let cluster_dir = lab.dir.path().join("clusters/lab");
     std::fs::create_dir_all(&cluster_dir).expect("mkdir cluster dir");
     let config = std::fs::read_to_string(repo_root().join("clusters/lab/config"))
@@ -430,14 +451,26 @@ async fn cluster_lifecycle_on_guests_end_to_end() {
             if l.starts_with("NODE_GROUP_SIZE=") {
                 format!("NODE_GROUP_SIZE={WORKERS}\n")
             } else if l.starts_with("ORG_NAME=") {
-                format!("ORG_NAME={ORG}\n")
+                format!("ORG_NAME={org}\n")
             } else {
                 format!("{l}\n")
             }
         })
         .collect();
-    assert!(config.contains(&format!("ORG_NAME={ORG}\n")), "{config}");
+    assert!(config.contains(&format!("ORG_NAME={org}\n")), "{config}");
     std::fs::write(cluster_dir.join("config"), config).expect("write config");
+    cluster_dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cluster_lifecycle_on_guests_end_to_end() {
+    if !have_root("e2e") {
+        return;
+    }
+    let lab = GuestLab::start().await;
+    let mut t = Transcript::default();
+
+    let cluster_dir = cluster_copy(&lab, ORG);
     let dir = cluster_dir.to_str().expect("utf-8 path");
 
     let env = Env {
@@ -909,4 +942,153 @@ async fn taint_and_kubeconfig_report_unreachable_servers_and_exit_1() {
         "{err}"
     );
     assert!(!home.path().join(".kube").exists(), "wrote a kubeconfig");
+}
+
+/// Runs `fks-bootstrap ARGS` and SIGKILLs it as soon as the lab has counted `after` more
+/// mutations. Returns false when the run ended before that.
+async fn kill_after_mutations(env: &Env, lab: &GuestLab, args: &[&str], after: u64) -> bool {
+    let before = lab.mutations().await;
+    let mut child = tokio::process::Command::new(&env.bin)
+        .args(args)
+        .current_dir(repo_root())
+        .env("FLY_API_HOSTNAME", &env.base)
+        .env("FLY_API_TOKEN", TOKEN)
+        .env("XDG_CONFIG_HOME", &env.xdg)
+        .env("HOME", &env.home)
+        .env_remove("KUBECONFIG")
+        .env_remove("BOOTSTRAP_NODE_ID")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawning fks-bootstrap");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if child.try_wait().expect("try_wait").is_some() {
+            return false;
+        }
+        if lab.mutations().await >= before + after {
+            child.kill().await.expect("SIGKILL");
+            return true;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{args:?} neither ended nor mutated"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// With real guests, every machine crashing once at its first boot (lab fault `boot_crash=1`:
+/// init exits 1, the restart policy starts it again) and the tool SIGKILLed part-way through
+/// `-c` (after the token is stored, while servers join) and `-a 0`: the next runs finish the
+/// job with one machine per node, no orphan volume, every k3s node Ready, and a re-run that
+/// changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn crashes_at_boot_and_kills_during_the_k3s_steps_converge_on_guests() {
+    if !have_root("e2e faults on guests") {
+        return;
+    }
+    const NET: Net = Net {
+        bridge: "fkse2f",
+        org: "e2eforg",
+        v4: 151,
+    };
+    let lab = GuestLab::start_with(&NET, "boot_crash=1").await;
+    let cluster_dir = cluster_copy(&lab, NET.org);
+    let dir = cluster_dir.to_str().expect("utf-8 path");
+    let env = Env {
+        bin: tokio::task::spawn_blocking(fks_bootstrap_binary)
+            .await
+            .expect("build thread"),
+        base: lab.base.clone(),
+        xdg: lab.dir.path().join("xdg"),
+        home: lab.dir.path().join("home"),
+    };
+    std::fs::create_dir_all(&env.xdg).expect("mkdir xdg");
+    std::fs::create_dir_all(&env.home).expect("mkdir home");
+    let mut t = Transcript::default();
+    let allow = "--allow-missing-kernel-options";
+
+    // -c: the app, the host-key secrets, three volumes, the bootstrap machine and the token
+    // secret make 7 mutations; the kill lands while the other servers are being made.
+    let create = ["-c", dir, allow, "--timeout", "180"];
+    assert!(
+        kill_after_mutations(&env, &lab, &create, 7).await,
+        "-c ended before 7 mutations"
+    );
+    let out = env.fks(&mut t, &create).await;
+    assert_ok("-c after the kill", &out, &lab);
+    // -a 0: killed after the app, its secrets and a volume.
+    let add = ["-a", GROUP, dir, allow, "--timeout", "180"];
+    assert!(
+        kill_after_mutations(&env, &lab, &add, 3).await,
+        "-a ended before 3 mutations"
+    );
+    let out = env.fks(&mut t, &add).await;
+    assert_ok("-a after the kill", &out, &lab);
+
+    // One machine per node, every volume attached to one of them; every machine crashed once.
+    for (app, n) in [(CP_APP, 3), (GROUP_APP, WORKERS)] {
+        let ms = lab.machines(app).await;
+        let nodes: BTreeSet<&str> = ms
+            .iter()
+            .filter_map(|m| m["config"]["metadata"]["fks_node"].as_str())
+            .collect();
+        assert_eq!((ms.len(), nodes.len()), (n, n), "{app}: {ms:#?}");
+        let ids: BTreeSet<&str> = ms.iter().filter_map(|m| m["id"].as_str()).collect();
+        let (status, vols) = lab.get(&format!("/v1/apps/{app}/volumes")).await;
+        assert_eq!(status, 200, "{vols}");
+        let vols: Vec<&Value> = vols
+            .as_array()
+            .expect("volume list")
+            .iter()
+            .filter(|v| !matches!(v["state"].as_str(), Some("destroyed" | "pending_destroy")))
+            .collect();
+        assert_eq!(vols.len(), n, "{app}: orphan volumes? {vols:#?}");
+        for v in vols {
+            let owner = v["attached_machine_id"].as_str().unwrap_or("");
+            assert!(ids.contains(owner), "{app}: volume {} orphaned", v["id"]);
+        }
+        for m in &ms {
+            let crashed = m["events"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|e| e["type"] == "exit");
+            assert!(crashed, "{app}: machine {} never crashed: {m}", m["id"]);
+        }
+    }
+
+    // Converged: re-runs change nothing.
+    let before = lab.mutations().await;
+    for args in [&create[..], &add[..]] {
+        let out = env.fks(&mut t, args).await;
+        assert_ok("re-run", &out, &lab);
+    }
+    assert_eq!(lab.mutations().await, before, "a converged re-run mutated");
+
+    // k3s agrees: every node Ready, through the exported kubeconfig.
+    let out = env.fks(&mut t, &["-k", dir]).await;
+    assert_ok("-k", &out, &lab);
+    let kubeconfig = env.home.join(".kube").join(CLUSTER);
+    let hosts = lab.dir.path().join("hosts");
+    let mut hosts_text = String::from("127.0.0.1 localhost\n::1 localhost\n");
+    for m in lab.machines(CP_APP).await {
+        hosts_text.push_str(&format!(
+            "{} {CP_APP}.internal\n",
+            m["private_ip"].as_str().expect("private_ip")
+        ));
+    }
+    std::fs::write(&hosts, hosts_text).expect("write hosts");
+    let out = kubectl(&mut t, &kubeconfig, &hosts, &["get", "nodes", "-o", "json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let nodes = parse_nodes(&text(&out.stdout));
+    assert_eq!(nodes.len(), 3 + WORKERS, "{nodes:#?}");
+    assert!(nodes.iter().all(|n| n.ready), "{nodes:#?}");
+
+    let out = env.fks(&mut t, &["destroy", dir, "--yes"]).await;
+    assert_ok("destroy --yes", &out, &lab);
+    lab.stop().await;
 }
