@@ -22,37 +22,13 @@ use serde_json::{json, Value};
 use tokio::io::AsyncReadExt;
 
 mod common;
-use common::{fks_bootstrap_binary, have_root, repo_root};
+use common::{fks_bootstrap_binary, have_root, repo_root, sweep_netns};
 
 const TOKEN: &str = "cli-ssh-test-token";
 const WAIT: Duration = Duration::from_secs(30);
 /// `clusters/lab`'s CLUSTER_NAME and its control-plane app.
 const CLUSTER: &str = "lab";
 const APP: &str = "lab-cp";
-
-/// Kill the processes of every network namespace named `<prefix>...` and delete it.
-fn sweep_netns(prefix: &str) {
-    let list = Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .expect("ip netns list");
-    for line in String::from_utf8_lossy(&list.stdout).lines() {
-        let Some(name) = line.split_whitespace().next() else {
-            continue;
-        };
-        if !name.starts_with(prefix) {
-            continue;
-        }
-        let pids = Command::new("ip")
-            .args(["netns", "pids", name])
-            .output()
-            .expect("ip netns pids");
-        for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
-            let _ = Command::new("kill").args(["-KILL", pid]).status();
-        }
-        let _ = Command::new("ip").args(["netns", "delete", name]).status();
-    }
-}
 
 /// True once something at `addr` sends the SSH identification string.
 async fn sshd_answers(addr: SocketAddr) -> bool {

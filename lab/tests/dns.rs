@@ -23,6 +23,9 @@ use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 use hickory_resolver::{Resolver, TokioResolver};
 use tokio::net::UdpSocket;
 
+mod common;
+use common::have_root;
+
 fn ip(n: u16) -> Ipv6Addr {
     Ipv6Addr::new(0xfdaa, 0, 7, 0xa7b, 0, 0, n, 2)
 }
@@ -546,17 +549,6 @@ async fn bind_failure_names_the_address() {
     assert!(err.to_string().contains(&addr.to_string()), "{err}");
 }
 
-fn have_root() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("the namespace dns test needs root and CI=true: run it as root");
-    }
-    eprintln!("skipping namespace dns test: not root (network namespaces need root)");
-    false
-}
-
 fn ip_cmd(args: &[&str]) {
     let out = Command::new("ip").args(args).output().expect("running ip");
     assert!(
@@ -584,7 +576,7 @@ impl Drop for Netns {
 /// dummy module; veth is what the guest runtime uses anyway.)
 #[test]
 fn serves_fdaa_3_port_53_to_another_network_namespace() {
-    if !have_root() || !have_dig() {
+    if !have_root("namespace dns") || !have_dig() {
         return;
     }
     let pid = std::process::id();

@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use fks_lab::guest::{
@@ -16,51 +15,16 @@ use fks_lab::guest::{
     RuntimeFacts, Signal, VolumeMount,
 };
 
-const EXEC_TIMEOUT: Duration = Duration::from_secs(20);
+mod common;
+use common::{have_root, sweep_netns};
 
-fn have_root() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!(
-            "guest tests need root (network and mount namespaces) and CI=true: run them as root"
-        );
-    }
-    eprintln!("skipping guest test: not root (network and mount namespaces need root)");
-    false
-}
+const EXEC_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// One test's private network and state directory; removes its bridge when dropped.
 struct Lab {
     n: u8,
     bridge: BridgeConfig,
     dir: tempfile::TempDir,
-}
-
-/// Kill the processes of every network namespace whose name starts with `prefix`, then delete
-/// the namespace (its veth goes with it).
-fn sweep_netns(prefix: &str) {
-    let list = Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .expect("ip netns list");
-    for line in String::from_utf8_lossy(&list.stdout).lines() {
-        let Some(name) = line.split_whitespace().next() else {
-            continue;
-        };
-        if !name.starts_with(prefix) {
-            continue;
-        }
-        let pids = Command::new("ip")
-            .args(["netns", "pids", name])
-            .output()
-            .expect("ip netns pids");
-        for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
-            let _ = Command::new("kill").args(["-KILL", pid]).status();
-        }
-        let _ = Command::new("ip").args(["netns", "delete", name]).status();
-    }
 }
 
 impl Lab {
@@ -162,7 +126,7 @@ fn start_timed(spec: GuestSpec) -> Guest {
 
 #[test]
 fn guest_has_hostname_env_6pn_address_hosts_and_resolver() {
-    if !have_root() {
+    if !have_root("guest") {
         return;
     }
     let lab = Lab::new(1);
@@ -230,7 +194,7 @@ fn guest_has_hostname_env_6pn_address_hosts_and_resolver() {
 
 #[test]
 fn guests_reach_each_other_over_6pn_but_not_over_ipv4() {
-    if !have_root() {
+    if !have_root("guest") {
         return;
     }
     let lab = Lab::new(2);
@@ -263,7 +227,7 @@ fn guests_reach_each_other_over_6pn_but_not_over_ipv4() {
 
 #[test]
 fn files_are_written_with_their_modes_only_inside_the_guest() {
-    if !have_root() {
+    if !have_root("guest") {
         return;
     }
     let lab = Lab::new(3);
@@ -338,7 +302,7 @@ fn files_are_written_with_their_modes_only_inside_the_guest() {
 
 #[test]
 fn volume_is_at_its_mount_path_and_survives_a_new_guest() {
-    if !have_root() {
+    if !have_root("guest") {
         return;
     }
     let lab = Lab::new(4);
@@ -384,7 +348,7 @@ fn volume_is_at_its_mount_path_and_survives_a_new_guest() {
 
 #[test]
 fn exec_returns_stdout_stderr_exit_code_and_honours_stdin_and_timeout() {
-    if !have_root() {
+    if !have_root("guest") {
         return;
     }
     let lab = Lab::new(5);
@@ -421,7 +385,7 @@ fn exec_returns_stdout_stderr_exit_code_and_honours_stdin_and_timeout() {
 
 #[test]
 fn stop_escalates_to_sigkill_when_init_ignores_the_signal_and_init_logs_to_the_log() {
-    if !have_root() {
+    if !have_root("guest") {
         return;
     }
     let lab = Lab::new(6);
@@ -500,7 +464,7 @@ fn assert_gone(g_netns: &str, veth: &str, root_dir: &Path, marker_arg: &str) {
 
 #[test]
 fn destroy_leaves_no_netns_veth_mount_or_process() {
-    if !have_root() {
+    if !have_root("guest") {
         return;
     }
     let lab = Lab::new(7);
@@ -529,7 +493,7 @@ fn destroy_leaves_no_netns_veth_mount_or_process() {
 
 #[test]
 fn cleanup_orphans_removes_guests_left_by_a_crashed_lab() {
-    if !have_root() {
+    if !have_root("guest") {
         return;
     }
     let lab = Lab::new(8);
@@ -549,7 +513,7 @@ fn cleanup_orphans_removes_guests_left_by_a_crashed_lab() {
 
 #[test]
 fn guests_started_in_parallel_do_not_interfere() {
-    if !have_root() {
+    if !have_root("guest") {
         return;
     }
     let lab = Lab::new(9);
@@ -588,7 +552,7 @@ fn guests_started_in_parallel_do_not_interfere() {
 
 #[test]
 fn failed_start_removes_what_it_made() {
-    if !have_root() {
+    if !have_root("guest") {
         return;
     }
     let lab = Lab::new(10);

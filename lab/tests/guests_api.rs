@@ -17,47 +17,15 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+mod common;
+use common::{have_root, sweep_netns};
+
 const TOKEN: &str = "guests-test-token";
 const WAIT: Duration = Duration::from_secs(30);
-
-fn have_root() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("guests_api tests need root (network and mount namespaces) and CI=true: run them as root");
-    }
-    eprintln!("skipping guests_api test: not root (guests are network and mount namespaces)");
-    false
-}
 
 fn b64(data: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(data)
-}
-
-/// Kill the processes of every network namespace named `<prefix>...` and delete it.
-fn sweep_netns(prefix: &str) {
-    let list = Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .expect("ip netns list");
-    for line in String::from_utf8_lossy(&list.stdout).lines() {
-        let Some(name) = line.split_whitespace().next() else {
-            continue;
-        };
-        if !name.starts_with(prefix) {
-            continue;
-        }
-        let pids = Command::new("ip")
-            .args(["netns", "pids", name])
-            .output()
-            .expect("ip netns pids");
-        for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
-            let _ = Command::new("kill").args(["-KILL", pid]).status();
-        }
-        let _ = Command::new("ip").args(["netns", "delete", name]).status();
-    }
 }
 
 fn netns_names() -> String {
@@ -305,7 +273,7 @@ fn files_containing(dir: &Path, needle: &[u8], skip: &str, out: &mut Vec<PathBuf
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn started_machine_is_a_guest_with_files_env_volume_dns_and_exec() {
-    if !have_root() {
+    if !have_root("guests_api") {
         return;
     }
     let lab = GuestLab::start(
@@ -529,7 +497,7 @@ async fn started_machine_is_a_guest_with_files_env_volume_dns_and_exec() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn restart_policy_restarts_a_crashing_init_and_unknown_images_are_refused() {
-    if !have_root() {
+    if !have_root("guests_api") {
         return;
     }
     let lab = GuestLab::start(2, "", &[("crash", "#!/bin/sh\necho crashing\nexit 3\n")]).await;
@@ -613,7 +581,7 @@ async fn restart_policy_restarts_a_crashing_init_and_unknown_images_are_refused(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn boot_failure_fault_crashes_the_first_start_and_restart_policy_recovers() {
-    if !have_root() {
+    if !have_root("guests_api") {
         return;
     }
     let lab = GuestLab::start(3, "boot_failure=1", &[]).await;
@@ -674,7 +642,7 @@ async fn boot_failure_fault_crashes_the_first_start_and_restart_policy_recovers(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sshd_guest_answers_ssh_with_its_pinned_key_also_after_a_lab_restart() {
-    if !have_root() {
+    if !have_root("guests_api") {
         return;
     }
     let lab = GuestLab::start(
@@ -795,7 +763,7 @@ async fn sshd_guest_answers_ssh_with_its_pinned_key_also_after_a_lab_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn node_image_reaches_guests_through_its_overlay_and_hosts_lists_started_machines() {
-    if !have_root() {
+    if !have_root("guests_api") {
         return;
     }
     let lab = GuestLab::start(5, "", &[]).await;
