@@ -253,7 +253,23 @@ struct Env {
 }
 
 impl Env {
-    async fn fks(&self, t: &mut Transcript, args: &[&str]) -> Output {
+    /// The built binary, `lab`'s address, and `xdg/` and `home/` in the lab's directory.
+    async fn new(lab: &GuestLab) -> Env {
+        let env = Env {
+            bin: tokio::task::spawn_blocking(fks_bootstrap_binary)
+                .await
+                .expect("build thread"),
+            base: lab.base.clone(),
+            xdg: lab.dir.path().join("xdg"),
+            home: lab.dir.path().join("home"),
+        };
+        std::fs::create_dir_all(&env.xdg).expect("mkdir xdg");
+        std::fs::create_dir_all(&env.home).expect("mkdir home");
+        env
+    }
+
+    /// `fks-bootstrap ARGS` with this environment, stdin not a terminal.
+    fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(&self.bin);
         cmd.args(args)
             .current_dir(repo_root())
@@ -265,6 +281,11 @@ impl Env {
             .env_remove("BOOTSTRAP_NODE_ID")
             .env_remove("RUST_LOG")
             .stdin(Stdio::null());
+        cmd
+    }
+
+    async fn fks(&self, t: &mut Transcript, args: &[&str]) -> Output {
+        let mut cmd = self.command(args);
         let out = tokio::task::spawn_blocking(move || cmd.output().expect("running fks-bootstrap"))
             .await
             .expect("join");
@@ -322,6 +343,21 @@ async fn kubectl(t: &mut Transcript, kubeconfig: &Path, hosts: &Path, args: &[&s
         .expect("join");
     t.keep(&format!("kubectl {}", args.join(" ")), &out);
     out
+}
+
+/// A hosts file in the lab's directory mapping `<cp app>.internal` to the servers' 6PN
+/// addresses (what the lab DNS answers), for [`kubectl`]'s private /etc/hosts.
+fn hosts_file(lab: &GuestLab, servers: &[Value]) -> PathBuf {
+    let hosts = lab.dir.path().join("hosts");
+    let mut text = String::from("127.0.0.1 localhost\n::1 localhost\n");
+    for m in servers {
+        text.push_str(&format!(
+            "{} {CP_APP}.internal\n",
+            m["private_ip"].as_str().expect("private_ip")
+        ));
+    }
+    std::fs::write(&hosts, text).expect("write hosts");
+    hosts
 }
 
 /// One Node as kubectl reports it.
@@ -473,16 +509,7 @@ async fn cluster_lifecycle_on_guests_end_to_end() {
     let cluster_dir = cluster_copy(&lab, ORG);
     let dir = cluster_dir.to_str().expect("utf-8 path");
 
-    let env = Env {
-        bin: tokio::task::spawn_blocking(fks_bootstrap_binary)
-            .await
-            .expect("build thread"),
-        base: lab.base.clone(),
-        xdg: lab.dir.path().join("xdg"),
-        home: lab.dir.path().join("home"),
-    };
-    std::fs::create_dir_all(&env.xdg).expect("mkdir xdg");
-    std::fs::create_dir_all(&env.home).expect("mkdir home");
+    let env = Env::new(&lab).await;
     let allow = "--allow-missing-kernel-options";
     // Bounded waits: a stuck node fails the test in minutes, naming the node.
     let timeout = ["--timeout", "180"];
@@ -584,15 +611,7 @@ async fn cluster_lifecycle_on_guests_end_to_end() {
 
     // The host resolves lab-cp.internal through a private /etc/hosts with the servers' 6PN
     // addresses from the lab API.
-    let hosts = lab.dir.path().join("hosts");
-    let mut hosts_text = String::from("127.0.0.1 localhost\n::1 localhost\n");
-    for m in &servers {
-        hosts_text.push_str(&format!(
-            "{} {CP_APP}.internal\n",
-            m["private_ip"].as_str().expect("private_ip")
-        ));
-    }
-    std::fs::write(&hosts, hosts_text).expect("write hosts");
+    let hosts = hosts_file(&lab, &servers);
 
     // Every node registered and Ready (create and -a waited for it; heartbeats may lag).
     let deadline = Instant::now() + WAIT;
@@ -948,17 +967,7 @@ async fn taint_and_kubeconfig_report_unreachable_servers_and_exit_1() {
 /// mutations. Returns false when the run ended before that.
 async fn kill_after_mutations(env: &Env, lab: &GuestLab, args: &[&str], after: u64) -> bool {
     let before = lab.mutations().await;
-    let mut child = tokio::process::Command::new(&env.bin)
-        .args(args)
-        .current_dir(repo_root())
-        .env("FLY_API_HOSTNAME", &env.base)
-        .env("FLY_API_TOKEN", TOKEN)
-        .env("XDG_CONFIG_HOME", &env.xdg)
-        .env("HOME", &env.home)
-        .env_remove("KUBECONFIG")
-        .env_remove("BOOTSTRAP_NODE_ID")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
+    let mut child = tokio::process::Command::from(env.command(args))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -998,16 +1007,7 @@ async fn crashes_at_boot_and_kills_during_the_k3s_steps_converge_on_guests() {
     let lab = GuestLab::start_with(&NET, "boot_crash=1").await;
     let cluster_dir = cluster_copy(&lab, NET.org);
     let dir = cluster_dir.to_str().expect("utf-8 path");
-    let env = Env {
-        bin: tokio::task::spawn_blocking(fks_bootstrap_binary)
-            .await
-            .expect("build thread"),
-        base: lab.base.clone(),
-        xdg: lab.dir.path().join("xdg"),
-        home: lab.dir.path().join("home"),
-    };
-    std::fs::create_dir_all(&env.xdg).expect("mkdir xdg");
-    std::fs::create_dir_all(&env.home).expect("mkdir home");
+    let env = Env::new(&lab).await;
     let mut t = Transcript::default();
     let allow = "--allow-missing-kernel-options";
 
@@ -1073,15 +1073,7 @@ async fn crashes_at_boot_and_kills_during_the_k3s_steps_converge_on_guests() {
     let out = env.fks(&mut t, &["-k", dir]).await;
     assert_ok("-k", &out, &lab);
     let kubeconfig = env.home.join(".kube").join(CLUSTER);
-    let hosts = lab.dir.path().join("hosts");
-    let mut hosts_text = String::from("127.0.0.1 localhost\n::1 localhost\n");
-    for m in lab.machines(CP_APP).await {
-        hosts_text.push_str(&format!(
-            "{} {CP_APP}.internal\n",
-            m["private_ip"].as_str().expect("private_ip")
-        ));
-    }
-    std::fs::write(&hosts, hosts_text).expect("write hosts");
+    let hosts = hosts_file(&lab, &lab.machines(CP_APP).await);
     let out = kubectl(&mut t, &kubeconfig, &hosts, &["get", "nodes", "-o", "json"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let nodes = parse_nodes(&text(&out.stdout));
