@@ -699,29 +699,23 @@ async fn run_step(ctx: &Ctx, node: &str, ready: Resolved) -> Result<Output, Erro
             Ok(Output::Volume(Box::new(v)))
         }
         Resolved::CreateMachine { app, request, zone } => {
-            let identity = (
-                request.config.metadata.get(META_CLUSTER).cloned(),
-                request.config.metadata.get(META_NODE).cloned(),
-            );
+            // The plan tags every machine with its cluster; the step's node is its fks_node.
+            let cluster = request
+                .config
+                .metadata
+                .get(META_CLUSTER)
+                .cloned()
+                .unwrap_or_default();
             let m = match c.create_machine(&app, *request).await {
                 Ok(m) => m,
-                Err(e) => match identity {
-                    // A run killed mid-create may have made this node's machine after the
-                    // re-run looked (its create then finds the volume taken): adopt it.
-                    (Some(cluster), Some(name)) => {
-                        match adopt_machine(c, &app, &cluster, &name).await {
-                            Some(m) => {
-                                tracing::info!(%app, %node, machine = %m.id, "adopted the machine an interrupted run made");
-                                m
-                            }
-                            None => {
-                                return Err(fly_err(format!(
-                                    "node {node}: creating its machine in app {app}"
-                                ))(e))
-                            }
-                        }
+                // A run killed mid-create may have made this node's machine after the re-run
+                // looked (its create then finds the volume taken): adopt it.
+                Err(e) => match adopt_machine(c, &app, &cluster, node).await {
+                    Some(m) => {
+                        tracing::info!(%app, %node, machine = %m.id, "adopted the machine an interrupted run made");
+                        m
                     }
-                    _ => {
+                    None => {
                         return Err(fly_err(format!(
                             "node {node}: creating its machine in app {app}"
                         ))(e))
