@@ -93,15 +93,6 @@ fn node_files(names: impl IntoIterator<Item = String>) -> BTreeMap<String, Vec<M
         .collect()
 }
 
-fn names(config: &Config, target: &Target) -> Vec<String> {
-    match target {
-        Target::ControlPlane { .. } => (0..3).map(|i| format!("ctrl-{i}")).collect(),
-        Target::NodeGroup { group } => (0..config.node_group_size)
-            .map(|i| format!("worker-ng-{group}-{i}"))
-            .collect(),
-    }
-}
-
 async fn plan_with(
     client: &Client,
     config: &Config,
@@ -114,7 +105,7 @@ async fn plan_with(
         zones,
         allow_shared_zones: share,
         k3s: false,
-        node_files: node_files(names(config, target)),
+        node_files: node_files(plan::node_names(config, target)),
         extra_env: BTreeMap::new(),
     };
     plan::plan(config, target, &state, &options)
@@ -132,7 +123,7 @@ async fn make_plan(
         zones: Some(lab.zones(&config.region).await.len()),
         allow_shared_zones: share,
         k3s: false,
-        node_files: node_files(names(config, target)),
+        node_files: node_files(plan::node_names(config, target)),
         extra_env: BTreeMap::new(),
     };
     plan::plan(config, target, &state, &options)
@@ -211,7 +202,7 @@ async fn fresh_control_plane_gets_an_app_three_volumes_in_distinct_zones_and_thr
     let app = client.get_app("lab-cp").await.expect("app exists");
     assert_eq!(app.name, "lab-cp");
     let (vols, ms) = inventory(&client, "lab-cp").await;
-    let nodes = names(&config, &target);
+    let nodes = plan::node_names(&config, &target);
     assert_one_each(&nodes, &vols, &ms);
     let zones: BTreeSet<&str> = vols.iter().map(|v| v.zone.as_str()).collect();
     assert_eq!(zones.len(), 3, "distinct zones: {vols:#?}");
@@ -283,7 +274,7 @@ async fn second_run_makes_zero_mutations() {
 async fn interrupted_run_converges_on_the_next_without_duplicates_or_orphans() {
     let config = lab_config();
     let target = Target::control_plane(0).expect("target");
-    let nodes = names(&config, &target);
+    let nodes = plan::node_names(&config, &target);
     // Interrupt after each possible number of finished steps.
     for stop_after in 1..7usize {
         let lab = start_lab("sjc=3", "").await;
@@ -335,7 +326,7 @@ async fn converge_under_faults(seed: u64) -> u64 {
     let client = lab.client(seed);
     let config = lab_config();
     let target = Target::control_plane(1).expect("target");
-    let nodes = names(&config, &target);
+    let nodes = plan::node_names(&config, &target);
     // A run may stop on a fault the client does not retry (an exhausted budget); the next run
     // picks up from what exists, as a user would.
     let mut runs = 0;
@@ -411,7 +402,7 @@ async fn node_group_refuses_a_zone_shortage_unless_sharing_is_allowed() {
         .await
         .expect("group run");
     let (vols, ms) = inventory(&client, "lab-ng-a").await;
-    let nodes = names(&config, &target);
+    let nodes = plan::node_names(&config, &target);
     assert_one_each(&nodes, &vols, &ms);
     let zones: BTreeSet<&str> = vols.iter().map(|v| v.zone.as_str()).collect();
     assert_eq!(zones.len(), 2, "both zones used before sharing");
@@ -486,7 +477,7 @@ async fn unknown_zone_count_shares_a_zone_only_when_allowed() {
         .await
         .expect("shared run");
     let (vols, ms) = inventory(&client, "lab-cp").await;
-    assert_one_each(&names(&config, &target), &vols, &ms);
+    assert_one_each(&plan::node_names(&config, &target), &vols, &ms);
     let zones: BTreeSet<&str> = vols.iter().map(|v| v.zone.as_str()).collect();
     assert_eq!(zones.len(), 2);
 }

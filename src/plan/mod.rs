@@ -578,8 +578,9 @@ pub fn plan(
         }
         Target::NodeGroup { group } => {
             Target::node_group(group)?;
-            let names = (0..config.node_group_size)
-                .map(|i| (format!("worker-ng-{group}-{i}"), Role::Agent))
+            let names = node_names(config, target)
+                .into_iter()
+                .map(|name| (name, Role::Agent))
                 .collect();
             (names, None)
         }
