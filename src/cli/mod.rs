@@ -16,6 +16,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 mod check_kernel;
 mod completions;
 mod create;
+pub mod credentials;
 mod destroy;
 mod kubeconfig;
 mod list;
@@ -331,10 +332,18 @@ pub(crate) fn load_config(dir: &std::path::Path) -> Result<crate::config::Config
     })
 }
 
-/// The Fly client from `FLY_API_TOKEN` / `FLY_API_HOSTNAME`; a missing or malformed value
-/// is a usage error (exit 2).
+/// The Fly client for `FLY_API_HOSTNAME` with the token of [`credentials`] (the environment,
+/// else flyctl's config file); a missing or malformed value is a usage error (exit 2).
 pub(crate) fn fly_client() -> Result<crate::fly::Client, Error> {
-    crate::fly::Client::from_env().map_err(|e| Error::Usage(e.into()))
+    let token = credentials::token_from_env()
+        .map_err(|e| Error::Usage(e.into()))?
+        .map(|(token, _source)| token);
+    crate::fly::Client::from_values(
+        token,
+        std::env::var("FLY_API_HOSTNAME").ok(),
+        crate::fly::Options::default(),
+    )
+    .map_err(|e| Error::Usage(e.into()))
 }
 
 /// A runtime for one command's API calls (concurrent I/O needs no extra threads).

@@ -139,7 +139,7 @@ impl std::error::Error for ApiError {}
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// No token in the environment.
-    #[error("FLY_API_TOKEN is not set: create a token with `fly tokens create org` and export it")]
+    #[error("no Fly token: set FLY_API_TOKEN (e.g. from `fly tokens create org`) or log in with `fly auth login`, which writes ~/.fly/config.yml")]
     MissingToken,
     /// The token cannot be sent as an HTTP header.
     #[error("FLY_API_TOKEN holds characters that cannot be sent in an HTTP header")]

@@ -103,3 +103,27 @@ fn help_shows_the_short_forms_and_examples() {
         assert!(text.contains(present), "{present} missing:\n{text}");
     }
 }
+
+#[test]
+fn flyctls_config_file_supplies_the_token_when_the_environment_has_none() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("config.yml"),
+        "access_token: fo1_from_flyctl\n",
+    )
+    .expect("write");
+    let out = fks()
+        .args(["-l", "cp", LAB])
+        .env_remove("FLY_API_TOKEN")
+        .env("FLY_CONFIG_DIR", dir.path())
+        .env("FLY_API_HOSTNAME", DEAD_API)
+        .output()
+        .expect("run");
+    // The token was found (no usage error); the dead API then fails the listing.
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        !stderr(&out).contains("fo1_from_flyctl"),
+        "{}",
+        stderr(&out)
+    );
+}
