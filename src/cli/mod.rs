@@ -17,6 +17,7 @@ mod check_kernel;
 mod completions;
 mod create;
 mod destroy;
+mod image;
 mod kubeconfig;
 mod list;
 mod node;
@@ -272,6 +273,8 @@ pub enum Command {
     Render(render::Args),
     /// Commands that run on a cluster machine (`node init` is its entrypoint).
     Node(node::Args),
+    /// The node image: `image build CLUSTER_DIR [--push]`.
+    Image(image::Args),
 }
 
 /// Parse the process arguments, run the command and return its exit code.
@@ -319,6 +322,7 @@ fn run(command: Command) -> Result<(), Error> {
         Command::Validate(args) => validate::run(args),
         Command::Render(args) => render::run(args),
         Command::Node(args) => node::run(args),
+        Command::Image(args) => image::run(args),
     }
 }
 

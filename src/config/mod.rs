@@ -21,7 +21,7 @@ pub use diagnostic::{Diagnostic, Diagnostics};
 pub use parse::parse_shell;
 pub use toml::parse_toml;
 pub use validate::{
-    DEFAULT_FLANNEL_BACKEND, DEFAULT_IMAGE, MAX_APP_NAME_LEN, MAX_CLUSTER_NAME_LEN,
+    DEFAULT_FLANNEL_BACKEND, DEFAULT_IMAGE, DEFAULT_NODE_IMAGE_BASE, MAX_APP_NAME_LEN, MAX_CLUSTER_NAME_LEN,
     MAX_NODE_GROUP_LEN,
 };
 
@@ -126,6 +126,9 @@ pub struct Config {
     pub flannel_backend: FlannelBackend,
     /// `IMAGE` (optional): the machine image that carries `fks-bootstrap` and k3s.
     pub image: String,
+    /// `NODE_IMAGE_BASE` (optional): the base image `fks-bootstrap image build` adds its
+    /// layer to, default Debian trixie slim.
+    pub node_image_base: String,
 }
 
 /// A machine size: a Fly preset plus the memory asked for.
@@ -218,6 +221,7 @@ impl Config {
             ("ORG_NAME", self.org_name.clone()),
             ("FLANNEL_BACKEND", self.flannel_backend.as_str().to_string()),
             ("IMAGE", self.image.clone()),
+            ("NODE_IMAGE_BASE", self.node_image_base.clone()),
         ]
     }
 }
