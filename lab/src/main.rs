@@ -410,7 +410,10 @@ async fn start_registry(
     token: &str,
 ) -> Result<Option<fks_lab::registry::Registry>> {
     if !fks_lab::registry::available() {
-        eprintln!("fks-lab: WARNING: no registry: {}", fks_lab::registry::Error::Missing);
+        eprintln!(
+            "fks-lab: WARNING: no registry: {}",
+            fks_lab::registry::Error::Missing
+        );
         return Ok(None);
     }
     let r = fks_lab::registry::Registry::start(state_dir, token).await?;

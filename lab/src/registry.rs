@@ -251,8 +251,7 @@ fn probe(addr: SocketAddr) -> bool {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s
-        .write_all(b"GET /v2/ HTTP/1.0\r\nHost: localhost\r\n\r\n")
+    if s.write_all(b"GET /v2/ HTTP/1.0\r\nHost: localhost\r\n\r\n")
         .is_err()
     {
         return false;

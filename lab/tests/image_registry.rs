@@ -19,13 +19,16 @@ const STANDIN_LINE: &str = "k3s-standin version v1.33.7+k3s-standin (stand-in fo
 
 /// A tool the test needs (installed by scripts/setup.sh test).
 fn need(program: &str) {
-    let found = std::env::var_os("PATH").is_some_and(|p| {
-        std::env::split_paths(&p).any(|d| d.join(program).is_file())
-    });
+    let found = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()));
     assert!(
         found,
         "{program} is not installed: run scripts/setup.sh test (it installs Debian's {})",
-        if program == "skopeo" { "skopeo" } else { "docker-registry" }
+        if program == "skopeo" {
+            "skopeo"
+        } else {
+            "docker-registry"
+        }
     );
 }
 
@@ -106,8 +109,11 @@ impl Env {
         std::fs::create_dir_all(&dir).expect("mkdir");
         let lab = std::fs::read_to_string(common::repo_root().join("clusters/lab/config"))
             .expect("clusters/lab/config");
-        std::fs::write(dir.join("config"), format!("{lab}\nNODE_IMAGE_BASE={base}\n"))
-            .expect("config");
+        std::fs::write(
+            dir.join("config"),
+            format!("{lab}\nNODE_IMAGE_BASE={base}\n"),
+        )
+        .expect("config");
         dir
     }
 
@@ -201,7 +207,11 @@ async fn node_image_round_trip_through_the_lab_registry() {
         a.extend_from_slice(extra);
         a.push(&reference);
         let out = skopeo(&a);
-        assert!(out.status.success(), "skopeo inspect: {}", text(&out.stderr));
+        assert!(
+            out.status.success(),
+            "skopeo inspect: {}",
+            text(&out.stderr)
+        );
         json(&out)
     };
     let info = inspect(&[]);
@@ -213,7 +223,10 @@ async fn node_image_round_trip_through_the_lab_registry() {
         .expect("k3s label")
         .starts_with("stand-in: k3s-standin v1.33.7+k3s-standin, a test double, not k3s"));
     assert_eq!(labels["fks-bootstrap.version"], env!("CARGO_PKG_VERSION"));
-    assert!(labels.get("fks-bootstrap.k3s.version").is_none(), "{labels}");
+    assert!(
+        labels.get("fks-bootstrap.k3s.version").is_none(),
+        "{labels}"
+    );
     assert_eq!(info["Layers"].as_array().expect("layers").len(), 2);
     let config = inspect(&["--config"]);
     assert_eq!(
@@ -235,7 +248,8 @@ async fn node_image_round_trip_through_the_lab_registry() {
     ]);
     assert!(out.status.success(), "skopeo copy: {}", text(&out.stderr));
     let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(copy.join("index.json")).expect("index")).expect("json");
+        serde_json::from_slice(&std::fs::read(copy.join("index.json")).expect("index"))
+            .expect("json");
     assert_eq!(index["manifests"][0]["digest"], digest.as_str());
 
     // Same inputs, another cache: the same digest; nothing left to upload.
@@ -257,15 +271,27 @@ async fn wrong_credentials_are_refused_with_exit_1() {
         &cluster,
         "not-the-token",
         "cache",
-        &["--push", "--k3s-source", "file", standin.to_str().expect("utf8"), "--k3s-standin"],
+        &[
+            "--push",
+            "--k3s-source",
+            "file",
+            standin.to_str().expect("utf8"),
+            "--k3s-standin",
+        ],
     );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let err = text(&out.stderr);
     assert!(
-        err.contains(&format!("registry {} refused the credentials of user \"x\"", env.host())),
+        err.contains(&format!(
+            "registry {} refused the credentials of user \"x\"",
+            env.host()
+        )),
         "{err}"
     );
-    assert!(!err.contains("not-the-token"), "the token is never printed: {err}");
+    assert!(
+        !err.contains("not-the-token"),
+        "the token is never printed: {err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -278,11 +304,19 @@ async fn a_base_for_another_architecture_is_refused_with_exit_2() {
         &cluster,
         TOKEN,
         "cache",
-        &["--k3s-source", "file", standin.to_str().expect("utf8"), "--k3s-standin"],
+        &[
+            "--k3s-source",
+            "file",
+            standin.to_str().expect("utf8"),
+            "--k3s-standin",
+        ],
     );
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     let err = text(&out.stderr);
-    assert!(err.contains("is not for linux/amd64 (it offers linux/arm64)"), "{err}");
+    assert!(
+        err.contains("is not for linux/amd64 (it offers linux/arm64)"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -292,7 +326,15 @@ async fn a_missing_or_corrupted_base_blob_fails_and_no_tag_is_pushed() {
     let cluster = env.cluster(&format!("{}/base/tiny:1", env.host()));
     let standin = env.standin();
     let standin = standin.to_str().expect("utf8");
-    let args = ["--push", "--tag", "broken", "--k3s-source", "file", standin, "--k3s-standin"];
+    let args = [
+        "--push",
+        "--tag",
+        "broken",
+        "--k3s-source",
+        "file",
+        standin,
+        "--k3s-standin",
+    ];
     let blob = env.stored_blob(&layer_digest);
 
     std::fs::write(&blob, b"not the layer").expect("corrupt the stored layer");
@@ -305,7 +347,10 @@ async fn a_missing_or_corrupted_base_blob_fails_and_no_tag_is_pushed() {
     let out = env.build(&cluster, TOKEN, "cache-b", &args);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let err = text(&out.stderr);
-    assert!(err.contains(&format!("has no blob {layer_digest}")), "{err}");
+    assert!(
+        err.contains(&format!("has no blob {layer_digest}")),
+        "{err}"
+    );
 
     // Neither attempt left the tag behind.
     let out = skopeo(&[
@@ -315,7 +360,11 @@ async fn a_missing_or_corrupted_base_blob_fails_and_no_tag_is_pushed() {
         "--tls-verify=false",
         &format!("docker://{}/lab-cp:broken", env.host()),
     ]);
-    assert!(!out.status.success(), "the tag must not exist: {}", text(&out.stdout));
+    assert!(
+        !out.status.success(),
+        "the tag must not exist: {}",
+        text(&out.stdout)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -327,10 +376,19 @@ async fn bad_references_and_k3s_checksums_are_named() {
         &cluster,
         TOKEN,
         "cache",
-        &["--k3s-source", "file", standin.to_str().expect("utf8"), "--k3s-standin"],
+        &[
+            "--k3s-source",
+            "file",
+            standin.to_str().expect("utf8"),
+            "--k3s-standin",
+        ],
     );
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("NODE_IMAGE_BASE"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("NODE_IMAGE_BASE"),
+        "{}",
+        text(&out.stderr)
+    );
 
     // An airgap dir whose checksum file disagrees with the binary: exit 1, both hashes named.
     let cluster = env.cluster(&format!("{}/base/tiny:1", env.host()));
@@ -350,7 +408,10 @@ async fn bad_references_and_k3s_checksums_are_named() {
     );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let err = text(&out.stderr);
-    assert!(err.contains(&"a".repeat(64)) && err.contains("sha256 of"), "{err}");
+    assert!(
+        err.contains(&"a".repeat(64)) && err.contains("sha256 of"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -361,7 +422,10 @@ async fn the_registry_keeps_its_port_and_images_across_a_restart() {
     let Env { dir, registry } = env;
     registry.stop().await;
     let state = dir.path().join("state");
-    assert_eq!(fks_lab::registry::host(&state).as_deref(), Some(host.as_str()));
+    assert_eq!(
+        fks_lab::registry::host(&state).as_deref(),
+        Some(host.as_str())
+    );
     let again = Registry::start(&state, TOKEN).await.expect("restart");
     assert_eq!(again.host(), host);
     let out = skopeo(&[
@@ -373,6 +437,9 @@ async fn the_registry_keeps_its_port_and_images_across_a_restart() {
     ]);
     assert!(out.status.success(), "after restart: {}", text(&out.stderr));
     let lines = fks_lab::registry::env_lines(&state).expect("env lines");
-    assert!(lines.contains(&format!("FLY_REGISTRY_HOST={host}")), "{lines}");
+    assert!(
+        lines.contains(&format!("FLY_REGISTRY_HOST={host}")),
+        "{lines}"
+    );
     again.stop().await;
 }

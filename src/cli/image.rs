@@ -133,7 +133,9 @@ fn build(args: BuildArgs) -> Result<(), super::Error> {
     let build_secs = started.elapsed().as_secs_f64();
     if let Some(k3s) = built.labels.get(image::LABEL_K3S) {
         if k3s.starts_with("stand-in") {
-            eprintln!("fks-bootstrap: WARNING: this image carries k3s-standin, a test double, NOT k3s");
+            eprintln!(
+                "fks-bootstrap: WARNING: this image carries k3s-standin, a test double, NOT k3s"
+            );
         }
     }
     eprintln!(
@@ -169,7 +171,12 @@ fn build(args: BuildArgs) -> Result<(), super::Error> {
         );
         pushed = Some((report, secs));
     }
-    let pinned = format!("{}/{}@{}", target.registry(), target.repository(), built.digest);
+    let pinned = format!(
+        "{}/{}@{}",
+        target.registry(),
+        target.repository(),
+        built.digest
+    );
     let text = if args.json {
         let mut v = serde_json::json!({
             "digest": built.digest,
@@ -226,7 +233,9 @@ mod tests {
             k3s::Source::Download { .. }
         ));
         assert_eq!(
-            parse(&["d", "--k3s-source", "airgap", "/a"]).expect("airgap").source,
+            parse(&["d", "--k3s-source", "airgap", "/a"])
+                .expect("airgap")
+                .source,
             k3s::Source::Airgap("/a".into())
         );
         let c = parse(&["d", "--k3s-source", "file", "/k", "--k3s-standin"]).expect("file");

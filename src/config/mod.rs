@@ -21,8 +21,8 @@ pub use diagnostic::{Diagnostic, Diagnostics};
 pub use parse::parse_shell;
 pub use toml::parse_toml;
 pub use validate::{
-    DEFAULT_FLANNEL_BACKEND, DEFAULT_IMAGE, DEFAULT_NODE_IMAGE_BASE, MAX_APP_NAME_LEN, MAX_CLUSTER_NAME_LEN,
-    MAX_NODE_GROUP_LEN,
+    DEFAULT_FLANNEL_BACKEND, DEFAULT_IMAGE, DEFAULT_NODE_IMAGE_BASE, MAX_APP_NAME_LEN,
+    MAX_CLUSTER_NAME_LEN, MAX_NODE_GROUP_LEN,
 };
 
 /// The shell-style config file name inside a cluster directory.

@@ -310,7 +310,13 @@ mod tests {
         let b = resolve(&choice, "v1.33.7+k3s1", &cache)
             .await
             .expect("unverified");
-        assert!(matches!(b.kind, Kind::Real { verified_by: None, .. }));
+        assert!(matches!(
+            b.kind,
+            Kind::Real {
+                verified_by: None,
+                ..
+            }
+        ));
         std::fs::write(
             src.join("sha256sum-amd64.txt"),
             format!("{}  k3s\n", "b".repeat(64)),
@@ -323,7 +329,10 @@ mod tests {
         let e = resolve(&airgap, "v1.33.7+k3s1", &dir.path().join("cache2"))
             .await
             .expect_err("mismatch");
-        assert!(matches!(e, Error::K3s(artifacts::Error::Mismatch { .. })), "{e}");
+        assert!(
+            matches!(e, Error::K3s(artifacts::Error::Mismatch { .. })),
+            "{e}"
+        );
         let e = resolve(
             &Choice {
                 source: Source::Airgap(dir.path().to_path_buf()),

@@ -129,8 +129,7 @@ pub fn write<W: Write>(entries: &[Entry], out: W) -> Result<Written> {
                                 .map_err(|e| io_error("writing layer entry", Path::new(path), e))?;
                         }
                         Contents::File(src) => {
-                            let file =
-                                File::open(src).map_err(|e| io_error("opening", src, e))?;
+                            let file = File::open(src).map_err(|e| io_error("opening", src, e))?;
                             let len = file
                                 .metadata()
                                 .map_err(|e| io_error("inspecting", src, e))?
@@ -389,12 +388,21 @@ mod tests {
         };
         let path = "etc/ssl/certs/ca-certificates.crt";
         let has = layer(&[path]);
-        assert_eq!(presence_after(has.as_slice(), path).expect("read"), Some(true));
+        assert_eq!(
+            presence_after(has.as_slice(), path).expect("read"),
+            Some(true)
+        );
         let other = layer(&["etc/hostname"]);
         assert_eq!(presence_after(other.as_slice(), path).expect("read"), None);
         let wh = layer(&["etc/ssl/certs/.wh.ca-certificates.crt"]);
-        assert_eq!(presence_after(wh.as_slice(), path).expect("read"), Some(false));
+        assert_eq!(
+            presence_after(wh.as_slice(), path).expect("read"),
+            Some(false)
+        );
         let opq = layer(&["etc/ssl/.wh..wh..opq"]);
-        assert_eq!(presence_after(opq.as_slice(), path).expect("read"), Some(false));
+        assert_eq!(
+            presence_after(opq.as_slice(), path).expect("read"),
+            Some(false)
+        );
     }
 }

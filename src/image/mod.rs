@@ -66,7 +66,10 @@ pub enum Error {
     InvalidTag { tag: String },
     /// The registry answered 401/403.
     #[error("registry {registry} refused the credentials of user {user:?}: check FLY_API_TOKEN (the password is the Fly token, reference: `flyctl auth token`)")]
-    CredentialsRefused { registry: String, user: &'static str },
+    CredentialsRefused {
+        registry: String,
+        user: &'static str,
+    },
     /// A manifest or blob the registry does not have.
     #[error("{op} {reference}: the registry has no {what}")]
     NotFound {
@@ -190,7 +193,11 @@ pub fn check_tag(tag: &str) -> Result<()> {
 
 /// The cache directory: `$XDG_CACHE_HOME/fks-bootstrap`, else `~/.cache/fks-bootstrap`.
 pub fn default_cache_dir() -> Result<PathBuf> {
-    let from = |v: &str| std::env::var_os(v).filter(|s| !s.is_empty()).map(PathBuf::from);
+    let from = |v: &str| {
+        std::env::var_os(v)
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+    };
     if let Some(dir) = from("XDG_CACHE_HOME") {
         return Ok(dir.join("fks-bootstrap"));
     }
@@ -251,7 +258,8 @@ pub async fn build(
     let base_ref = registry::parse_reference(&config.node_image_base)?;
     let store = store::Store::open(&request.cache_dir.join("oci"))?;
     let k3s = k3s::resolve(&request.k3s, &config.k3s_version, &request.cache_dir).await?;
-    let base = registry::pull_base(client, &base_ref, &settings.auth_for(&base_ref), &store).await?;
+    let base =
+        registry::pull_base(client, &base_ref, &settings.auth_for(&base_ref), &store).await?;
 
     let base_has_ca = base_has(&store, &base, CA_BUNDLE_PATH)?;
     let fks_sha = store::hash_file(&request.fks_bootstrap)?;
@@ -277,7 +285,10 @@ pub async fn build(
         });
         format!("Mozilla's roots from the webpki-root-certs crate, at /{CA_BUNDLE_PATH}")
     };
-    let key = layer_key(&entries, &[("fks-bootstrap", &fks_sha), ("k3s", &k3s.sha256)]);
+    let key = layer_key(
+        &entries,
+        &[("fks-bootstrap", &fks_sha), ("k3s", &k3s.sha256)],
+    );
     let written = match store.built(&key)? {
         Some(w) => w,
         None => {
@@ -294,7 +305,10 @@ pub async fn build(
     };
 
     let mut labels = BTreeMap::new();
-    labels.insert(LABEL_VERSION.to_string(), env!("CARGO_PKG_VERSION").to_string());
+    labels.insert(
+        LABEL_VERSION.to_string(),
+        env!("CARGO_PKG_VERSION").to_string(),
+    );
     labels.insert(LABEL_SHA256.to_string(), fks_sha);
     labels.insert(LABEL_K3S_SHA256.to_string(), k3s.sha256.clone());
     labels.insert(LABEL_CA.to_string(), ca_label);
@@ -307,9 +321,9 @@ pub async fn build(
             labels.insert(LABEL_K3S_VERSION.to_string(), version.clone());
             labels.insert(
                 LABEL_K3S_VERIFIED_BY.to_string(),
-                verified_by
-                    .clone()
-                    .unwrap_or_else(|| "not verified: no sha256sum-amd64.txt beside the file".into()),
+                verified_by.clone().unwrap_or_else(|| {
+                    "not verified: no sha256sum-amd64.txt beside the file".into()
+                }),
             );
         }
         k3s::Kind::Standin { version } => {
@@ -397,8 +411,8 @@ pub async fn push(
     cache_dir: &Path,
 ) -> Result<PushReport> {
     let store = store::Store::open(&cache_dir.join("oci"))?;
-    let mount_from = (built.base.reference.registry() == target.registry())
-        .then_some(&built.base.reference);
+    let mount_from =
+        (built.base.reference.registry() == target.registry()).then_some(&built.base.reference);
     registry::push(
         client,
         settings,
@@ -424,7 +438,8 @@ fn base_has(store: &store::Store, base: &registry::Base, path: &str) -> Result<b
     for l in base.manifest.layers() {
         let digest = l.digest().to_string();
         let file_path = store.blob_path(&digest)?;
-        let file = std::fs::File::open(&file_path).map_err(|e| io_error("opening", &file_path, e))?;
+        let file =
+            std::fs::File::open(&file_path).map_err(|e| io_error("opening", &file_path, e))?;
         // zstd layers are not read; a base using them gets the bundle added (harmless).
         if !matches!(
             spec::layer_media_type(&base.reference.whole(), l.media_type())?,
@@ -484,7 +499,11 @@ mod tests {
     #[test]
     fn only_linux_amd64_operators_may_build() {
         assert!(check_operator("linux", "x86_64").is_ok());
-        for (os, arch) in [("macos", "aarch64"), ("linux", "aarch64"), ("windows", "x86_64")] {
+        for (os, arch) in [
+            ("macos", "aarch64"),
+            ("linux", "aarch64"),
+            ("windows", "x86_64"),
+        ] {
             let e = check_operator(os, arch).expect_err(os);
             assert!(e.is_usage());
             let text = e.to_string();

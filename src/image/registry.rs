@@ -77,12 +77,7 @@ impl Settings {
         let plain_http = match plain_http.as_deref().map(str::trim) {
             None | Some("") | Some("0") | Some("false") => false,
             Some("1") | Some("true") => true,
-            Some(other) => {
-                return Err(setting(
-                    PLAIN_HTTP_ENV,
-                    format!("{other:?} is not 1 or 0"),
-                ))
-            }
+            Some(other) => return Err(setting(PLAIN_HTTP_ENV, format!("{other:?} is not 1 or 0"))),
         };
         if plain_http && !is_loopback(&host) {
             return Err(setting(
@@ -182,16 +177,19 @@ pub fn client(settings: &Settings) -> Client {
 
 /// Maps an `oci-client` error of `op` on `reference` to this module's errors: refused
 /// credentials, a missing blob or manifest, and digest mismatches get their own variants.
-fn classify(op: &'static str, reference: &str, digest: Option<&str>, e: OciDistributionError) -> Error {
+fn classify(
+    op: &'static str,
+    reference: &str,
+    digest: Option<&str>,
+    e: OciDistributionError,
+) -> Error {
     let status = match &e {
         OciDistributionError::UnauthorizedError { .. } => Some(401),
         OciDistributionError::ServerError { code, .. } => Some(*code),
         OciDistributionError::RequestError(r) => r.status().map(|s| s.as_u16()),
         OciDistributionError::AuthenticationFailure(_) => Some(401),
-        OciDistributionError::RegistryError { envelope, .. } => envelope
-            .errors
-            .iter()
-            .find_map(|err| match err.code {
+        OciDistributionError::RegistryError { envelope, .. } => {
+            envelope.errors.iter().find_map(|err| match err.code {
                 OciErrorCode::Unauthorized | OciErrorCode::Denied => Some(401),
                 OciErrorCode::BlobUnknown
                 | OciErrorCode::ManifestUnknown
@@ -199,7 +197,8 @@ fn classify(op: &'static str, reference: &str, digest: Option<&str>, e: OciDistr
                 | OciErrorCode::NameUnknown
                 | OciErrorCode::NotFound => Some(404),
                 _ => None,
-            }),
+            })
+        }
         _ => None,
     };
     if let OciDistributionError::DigestError(oci_client::errors::DigestError::VerificationError {
@@ -215,11 +214,7 @@ fn classify(op: &'static str, reference: &str, digest: Option<&str>, e: OciDistr
     }
     match status {
         Some(401) | Some(403) => Error::CredentialsRefused {
-            registry: reference
-                .split('/')
-                .next()
-                .unwrap_or(reference)
-                .to_string(),
+            registry: reference.split('/').next().unwrap_or(reference).to_string(),
             user: REGISTRY_USER,
         },
         Some(404) => Error::NotFound {
@@ -262,7 +257,7 @@ pub async fn pull_base(
         .await
         .map_err(|e| classify("pulling the base manifest", &name, None, e))?;
     let (manifest, digest, platform_ref) = match spec::parse_manifest(&name, &bytes)? {
-        Pulled::Manifest(m) => (m, digest, reference.clone()),
+        Pulled::Manifest(m) => (*m, digest, reference.clone()),
         Pulled::Index(index) => {
             let chosen = spec::choose_platform(&name, &index)?;
             let platform_ref = reference.clone_with_digest(chosen.digest().to_string());
@@ -271,7 +266,7 @@ pub async fn pull_base(
                 .await
                 .map_err(|e| classify("pulling the base manifest", &name, None, e))?;
             match spec::parse_manifest(&name, &bytes)? {
-                Pulled::Manifest(m) => (m, digest, platform_ref),
+                Pulled::Manifest(m) => (*m, digest, platform_ref),
                 Pulled::Index(_) => {
                     return Err(Error::BadDocument {
                         reference: name,
@@ -379,12 +374,19 @@ pub async fn push(
             .map_err(|e| classify("checking a blob of", &name, Some(&blob.digest), e))?;
         if present {
             report.skipped_blobs += 1;
-            eprintln!("fks-bootstrap: {} {} already in {name}", blob.what, short(&blob.digest));
+            eprintln!(
+                "fks-bootstrap: {} {} already in {name}",
+                blob.what,
+                short(&blob.digest)
+            );
             continue;
         }
         if let Some(from) = mount_from {
             if client.mount_blob(target, from, &blob.digest).await.is_ok()
-                && client.blob_exists(target, &blob.digest).await.unwrap_or(false)
+                && client
+                    .blob_exists(target, &blob.digest)
+                    .await
+                    .unwrap_or(false)
             {
                 report.skipped_blobs += 1;
                 eprintln!(
@@ -488,8 +490,11 @@ mod tests {
             .expect("settings");
         assert_eq!(s.host, DEFAULT_REGISTRY_HOST);
         assert!(!s.plain_http);
-        assert_eq!(s.password.as_ref().map(|p| p.expose()), Some("fm2_abc,fm2_def"));
-        assert_eq!(format!("{s:?}").contains("fm2_abc"), false);
+        assert_eq!(
+            s.password.as_ref().map(|p| p.expose()),
+            Some("fm2_abc,fm2_def")
+        );
+        assert!(!format!("{s:?}").contains("fm2_abc"));
         let r = s.cluster_reference("demo-cp", "t1").expect("ref");
         assert_eq!(r.whole(), "registry.fly.io/demo-cp:t1");
     }
@@ -497,13 +502,22 @@ mod tests {
     #[test]
     fn plain_http_only_for_a_loopback_registry() {
         let tok = Some("t".to_string());
-        for host in ["127.0.0.1:5000", "localhost:5000", "[::1]:5000", "localhost"] {
+        for host in [
+            "127.0.0.1:5000",
+            "localhost:5000",
+            "[::1]:5000",
+            "localhost",
+        ] {
             let s = Settings::from_values(Some(host.into()), Some("1".into()), tok.clone())
                 .expect(host);
             assert!(s.plain_http);
         }
-        let e = Settings::from_values(Some("registry.fly.io".into()), Some("1".into()), tok.clone())
-            .expect_err("remote");
+        let e = Settings::from_values(
+            Some("registry.fly.io".into()),
+            Some("1".into()),
+            tok.clone(),
+        )
+        .expect_err("remote");
         assert!(e.to_string().contains(PLAIN_HTTP_ENV), "{e}");
         let e = Settings::from_values(Some("http://x".into()), None, tok).expect_err("scheme");
         assert!(e.to_string().contains(HOST_ENV), "{e}");

@@ -8,8 +8,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use oci_spec::image::{
-    Arch, Descriptor, History, ImageConfiguration, ImageIndex, ImageManifest,
-    ImageManifestBuilder, MediaType, Os,
+    Arch, Descriptor, History, ImageConfiguration, ImageIndex, ImageManifest, ImageManifestBuilder,
+    MediaType, Os,
 };
 use serde::Serialize;
 
@@ -39,9 +39,9 @@ pub const ACCEPTED_MANIFESTS: &[&str] = &[
 #[derive(Debug)]
 pub enum Pulled {
     /// A single-platform image manifest.
-    Manifest(ImageManifest),
+    Manifest(Box<ImageManifest>),
     /// A multi-platform index (or Docker manifest list).
-    Index(ImageIndex),
+    Index(Box<ImageIndex>),
 }
 
 /// Reads a manifest or index (OCI or Docker v2s2, told apart by `mediaType`, else by shape).
@@ -51,19 +51,21 @@ pub fn parse_manifest(reference: &str, bytes: &[u8]) -> Result<Pulled> {
         what: "manifest",
         reason,
     };
-    let value: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
-    let media_type = value.get("mediaType").and_then(|m| m.as_str()).unwrap_or("");
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+    let media_type = value
+        .get("mediaType")
+        .and_then(|m| m.as_str())
+        .unwrap_or("");
     let is_index = media_type.contains("index") || media_type.contains("manifest.list") || {
         media_type.is_empty() && value.get("manifests").is_some()
     };
     if is_index {
         serde_json::from_value(value)
-            .map(Pulled::Index)
+            .map(|i| Pulled::Index(Box::new(i)))
             .map_err(|e| bad(e.to_string()))
     } else {
         serde_json::from_value(value)
-            .map(Pulled::Manifest)
+            .map(|m| Pulled::Manifest(Box::new(m)))
             .map_err(|e| bad(e.to_string()))
     }
 }
@@ -137,7 +139,10 @@ pub fn node_config(
     }
     run.set_labels(Some(all));
     config.set_config(Some(run));
-    config.rootfs_mut().diff_ids_mut().push(layer_diff_id.to_string());
+    config
+        .rootfs_mut()
+        .diff_ids_mut()
+        .push(layer_diff_id.to_string());
     let mut history = config.history().clone().unwrap_or_default();
     let mut entry = History::default();
     entry.set_created_by(Some("fks-bootstrap image build".to_string()));
@@ -274,8 +279,8 @@ mod tests {
             e.to_string().contains("linux/arm64") && e.to_string().contains("x/y:z"),
             "{e}"
         );
-        let Pulled::Index(_) = parse_manifest("x", &canonical_json(&index).expect("json"))
-            .expect("parses")
+        let Pulled::Index(_) =
+            parse_manifest("x", &canonical_json(&index).expect("json")).expect("parses")
         else {
             panic!("an index")
         };

@@ -75,7 +75,11 @@ impl Store {
 
     /// Where blob `digest` lives.
     pub fn blob_path(&self, digest: &str) -> Result<PathBuf> {
-        Ok(self.root.join("blobs").join("sha256").join(digest_hex(digest)?))
+        Ok(self
+            .root
+            .join("blobs")
+            .join("sha256")
+            .join(digest_hex(digest)?))
     }
 
     /// Whether blob `digest` is stored.
@@ -142,7 +146,11 @@ impl Store {
             return Ok(None);
         };
         let get = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
-        let written = match (get("digest"), get("diff_id"), v.get("size").and_then(|s| s.as_u64())) {
+        let written = match (
+            get("digest"),
+            get("diff_id"),
+            v.get("size").and_then(|s| s.as_u64()),
+        ) {
             (Some(digest), Some(diff_id), Some(size)) => Written {
                 digest,
                 diff_id,
