@@ -83,9 +83,13 @@ pub fn host(state_dir: &Path) -> Option<String> {
     Some(format!("127.0.0.1:{port}"))
 }
 
-/// The settings a client needs to reach the registry of `state_dir`, as `export` lines:
-/// the registry host (flyctl's `FLY_REGISTRY_HOST`) and plain HTTP for it.
+/// The settings a client needs to reach the running registry of `state_dir`, as `export`
+/// lines: the registry host (flyctl's `FLY_REGISTRY_HOST`) and plain HTTP for it. `None` when
+/// no registry runs there (its pid file is removed when it stops).
 pub fn env_lines(state_dir: &Path) -> Option<String> {
+    if !dir(state_dir).join("pid").is_file() {
+        return None;
+    }
     let host = host(state_dir)?;
     Some(format!(
         "export FLY_REGISTRY_HOST={host}\nexport FKS_REGISTRY_PLAIN_HTTP=1\n"
