@@ -319,6 +319,26 @@ mod tests {
     }
 
     #[test]
+    fn node_image_base_defaults_to_debian_and_must_be_an_image_reference() {
+        let path = Path::new("clusters/x/config");
+        let c = parse_shell(&seed_text(), path).expect("valid");
+        assert_eq!(c.node_image_base, DEFAULT_NODE_IMAGE_BASE);
+        let text = format!(
+            "{}\nNODE_IMAGE_BASE=127.0.0.1:5000/base/tiny:1\n",
+            seed_text()
+        );
+        let c = parse_shell(&text, path).expect("valid");
+        assert_eq!(c.node_image_base, "127.0.0.1:5000/base/tiny:1");
+        let text = format!("{}\nNODE_IMAGE_BASE=\"Not A/Reference\"\n", seed_text());
+        let e = parse_shell(&text, path).expect_err("invalid");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("NODE_IMAGE_BASE: \"Not A/Reference\" is not an image reference"),
+            "{msg}"
+        );
+    }
+
+    #[test]
     fn entries_round_trip_through_the_shell_parser() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("clusters/lab");
         let c = load(&dir).expect("lab config");
