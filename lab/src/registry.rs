@@ -5,9 +5,9 @@
 //! token); the lab has no TLS, so clients are told to speak plain HTTP to a loopback host.
 //!
 //! The port is chosen once and kept in `<state>/registry/port`, so image references stay valid
-//! across lab restarts; the storage survives them too. The registry stops with the lab; one
-//! left behind by a lab killed with SIGKILL is found through `<state>/registry/pid` and
-//! stopped at the next start. Must not: serve anything but loopback, or write outside
+//! across lab restarts; the storage survives them too. The registry stops with the lab, also
+//! when the lab is killed with SIGKILL (parent-death signal); one still found through
+//! `<state>/registry/pid` is stopped at the next start. Must not: serve anything but loopback, or write outside
 //! `<state>/registry`.
 
 use std::io::{Read, Write};
@@ -175,15 +175,30 @@ impl Registry {
             .open(&log)
             .map_err(io("opening", &log))?;
         let err = out.try_clone().map_err(io("opening", &log))?;
-        let child = tokio::process::Command::new(program)
-            .arg("serve")
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.arg("serve")
             .arg(&config)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(Error::Spawn)?;
+            .kill_on_drop(true);
+        // The registry must not outlive a lab killed with SIGKILL: the kernel sends it SIGTERM
+        // when the thread that started it dies (this thread: the lab's main thread, or a
+        // test's). A parent already gone before the prctl is caught by comparing pids.
+        let parent = nix::unistd::getpid();
+        let hook = move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from)?;
+            if nix::unistd::getppid() != parent {
+                // No allocation after fork: a plain errno (the parent is gone).
+                return Err(std::io::Error::from_raw_os_error(nix::libc::ESRCH));
+            }
+            Ok(())
+        };
+        // SAFETY: the hook runs in the forked child before exec and only makes two system
+        // calls (prctl, getppid), which are async-signal-safe, and allocates nothing (errors are
+        // plain errno values).
+        unsafe { cmd.pre_exec(hook) };
+        let child = cmd.spawn().map_err(Error::Spawn)?;
         if let Some(pid) = child.id() {
             let pid_file = dir.join("pid");
             std::fs::write(&pid_file, pid.to_string()).map_err(io("writing", &pid_file))?;
