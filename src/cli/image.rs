@@ -14,7 +14,7 @@ use crate::image::{self, k3s};
 /// After-help text: settings and examples.
 pub const AFTER_HELP: &str = "\
 Settings (environment):
-  FLY_API_TOKEN            the registry password (user x), reference/fly-runtime.md §3
+  FLY_API_TOKEN            the registry password (user x, as Fly's registry expects)
   FLY_REGISTRY_HOST        the registry (default registry.fly.io; flyctl's override)
   FKS_REGISTRY_PLAIN_HTTP  1: plain http to FLY_REGISTRY_HOST (a registry on this machine only)
   XDG_CACHE_HOME           cache of k3s downloads and the OCI layout (default ~/.cache)

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use crate::artifacts::{self, Arch};
 
-use super::store::hash_file;
 use super::{Error, Result};
 
 /// How long `<k3s> --version` may take.
@@ -68,8 +67,13 @@ pub enum Kind {
 }
 
 /// Gets the binary `choice` names for `version` (the cluster's `K3S_VERSION`), using
-/// `cache_dir` for downloads and copies.
-pub async fn resolve(choice: &Choice, version: &str, cache_dir: &Path) -> Result<Binary> {
+/// `cache_dir` for downloads and copies; `hash` gives the sha256 of a stand-in file.
+pub async fn resolve(
+    choice: &Choice,
+    version: &str,
+    cache_dir: &Path,
+    hash: &dyn Fn(&Path) -> Result<String>,
+) -> Result<Binary> {
     let arch = Arch::Amd64;
     if choice.standin {
         let Source::File(path) = &choice.source else {
@@ -88,7 +92,7 @@ pub async fn resolve(choice: &Choice, version: &str, cache_dir: &Path) -> Result
                 ),
             });
         }
-        let sha256 = hash_file(path)?;
+        let sha256 = hash(path)?;
         return Ok(Binary {
             path: path.clone(),
             sha256,
@@ -238,6 +242,10 @@ fn identity(path: &Path) -> Result<(IdentityKind, String)> {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    async fn resolve(choice: &Choice, version: &str, cache_dir: &Path) -> Result<Binary> {
+        super::resolve(choice, version, cache_dir, &crate::image::store::hash_file).await
+    }
 
     fn fake(dir: &Path, name: &str, line: &str) -> PathBuf {
         let p = dir.join(name);

@@ -65,7 +65,7 @@ pub enum Error {
     #[error("--tag {tag:?}: a tag is 1-128 of A-Z a-z 0-9 _ . -, not starting with . or -")]
     InvalidTag { tag: String },
     /// The registry answered 401/403.
-    #[error("registry {registry} refused the credentials of user {user:?}: check FLY_API_TOKEN (the password is the Fly token, reference: `flyctl auth token`)")]
+    #[error("registry {registry} refused the credentials of user {user:?}: check FLY_API_TOKEN (the password is the Fly token, e.g. from `flyctl auth token`)")]
     CredentialsRefused {
         registry: String,
         user: &'static str,
@@ -257,12 +257,18 @@ pub async fn build(
     check_operator(std::env::consts::OS, std::env::consts::ARCH)?;
     let base_ref = registry::parse_reference(&config.node_image_base)?;
     let store = store::Store::open(&request.cache_dir.join("oci"))?;
-    let k3s = k3s::resolve(&request.k3s, &config.k3s_version, &request.cache_dir).await?;
+    let k3s = k3s::resolve(
+        &request.k3s,
+        &config.k3s_version,
+        &request.cache_dir,
+        &|p| store.hash_file_cached(p),
+    )
+    .await?;
     let base =
         registry::pull_base(client, &base_ref, &settings.auth_for(&base_ref), &store).await?;
 
     let base_has_ca = base_has(&store, &base, CA_BUNDLE_PATH)?;
-    let fks_sha = store::hash_file(&request.fks_bootstrap)?;
+    let fks_sha = store.hash_file_cached(&request.fks_bootstrap)?;
     let mut entries = vec![
         layer::Entry {
             path: "usr/local/bin/fks-bootstrap".into(),

@@ -173,6 +173,36 @@ impl Store {
         write_atomic(&path, text.as_bytes())
     }
 
+    /// sha256 (hex) of the file at `path`, remembered per (path, device, inode, size, mtime)
+    /// so that an unchanged 100+ MB binary is not read again at every build (the same trade
+    /// `make` makes: a file rewritten in place with its old size and mtime restored is not
+    /// noticed).
+    pub fn hash_file_cached(&self, path: &Path) -> Result<String> {
+        use std::os::unix::fs::MetadataExt;
+        let m = fs::metadata(path).map_err(|e| io_error("inspecting", path, e))?;
+        let id = format!(
+            "{}\0{}\0{}\0{}\0{}\0{}",
+            path.display(),
+            m.dev(),
+            m.ino(),
+            m.size(),
+            m.mtime(),
+            m.mtime_nsec()
+        );
+        let memo = self
+            .root
+            .join("built")
+            .join(format!("hash-{}", hex(&Sha256::digest(id.as_bytes()))));
+        if let Ok(text) = fs::read_to_string(&memo) {
+            if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Ok(text);
+            }
+        }
+        let hash = hash_file(path)?;
+        write_atomic(&memo, hash.as_bytes())?;
+        Ok(hash)
+    }
+
     /// Records manifest `digest` (`size` bytes) in `index.json` under `name`, replacing an
     /// earlier entry of that name.
     pub fn tag(&self, name: &str, digest: &str, size: u64) -> Result<()> {
@@ -268,6 +298,24 @@ mod tests {
         let d = store.put(b"hello").expect("put");
         assert_eq!(store.read(&d).expect("read"), b"hello");
         assert!(digest_hex("sha256:../../etc").is_err());
+    }
+
+    #[test]
+    fn a_remembered_hash_follows_a_rewritten_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("oci")).expect("open");
+        let f = dir.path().join("bin");
+        std::fs::write(&f, b"one").expect("write");
+        let first = store.hash_file_cached(&f).expect("hash");
+        assert_eq!(first, hash_file(&f).expect("plain"));
+        assert_eq!(store.hash_file_cached(&f).expect("memo"), first);
+        // A new file at the same path (new inode and mtime), as a rebuild makes.
+        std::fs::remove_file(&f).expect("rm");
+        std::fs::write(&f, b"two").expect("write");
+        assert_eq!(
+            store.hash_file_cached(&f).expect("hash"),
+            hash_file(&f).expect("plain")
+        );
     }
 
     #[test]
