@@ -84,8 +84,8 @@ pub fn write<W: Write>(entries: &[Entry], out: W) -> Result<Written> {
             });
         }
     }
-    // Every parent directory, once; a BTreeMap over "dir/" and "file" keys sorts a directory
-    // before its contents since '/' sorts before every character used in names after it.
+    // Every parent directory, once, keyed "dir/": a directory's key is a prefix of its
+    // contents' keys, so the sorted map lists it before them.
     let mut items: BTreeMap<String, Option<&Entry>> = BTreeMap::new();
     for (path, entry) in &files {
         let mut prefix = String::new();
