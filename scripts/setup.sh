@@ -9,6 +9,9 @@ pip_packages=()
 case "$what" in
     test)
         apt_packages+=(iproute2 iputils-ping openssh-server openssh-client bind9-dnsutils)
+        # The lab's OCI registry (the CNCF distribution registry) and skopeo, the third-party
+        # client the image tests inspect and copy the pushed node image with.
+        apt_packages+=(docker-registry skopeo)
         # k3s-standin's end-to-end tests drive a real kubectl; Debian's is kubernetes-client.
         command -v kubectl >/dev/null || apt_packages+=(kubernetes-client)
         pip_packages+=(schemathesis)
@@ -18,6 +21,8 @@ case "$what" in
         # guest; fks-bootstrap -k reads the kubeconfig over ssh; curl waits for the lab;
         # kubectl shows the nodes (Debian's is kubernetes-client).
         apt_packages+=(iproute2 openssh-server openssh-client curl)
+        # fks-lab serve starts the lab's OCI registry from Debian's docker-registry.
+        apt_packages+=(docker-registry)
         command -v kubectl >/dev/null || apt_packages+=(kubernetes-client)
         ;;
     *) echo "usage: $0 test|quickstart" >&2; exit 2 ;;

@@ -8,6 +8,7 @@ pub mod artifacts;
 pub mod cli;
 pub mod config;
 pub mod fly;
+pub mod image;
 pub mod kernel;
 pub mod kubeconfig;
 pub mod node;

@@ -335,6 +335,7 @@ async fn serve(
         bail!("a lab is already running on {} (pid {pid}); stop it with `fks-lab stop --state-dir {}`", state_dir.display(), state_dir.display());
     }
     let token = token_for(&state_dir, token)?;
+    let registry = start_registry(&state_dir, &token).await?;
     let seed = seed.unwrap_or_else(rand::random);
     let opts = fks_lab::Options {
         state_dir: state_dir.clone(),
@@ -383,7 +384,7 @@ async fn serve(
         );
     }
     // A reader that closed stdout after the first line must not take the server down.
-    if let Err(e) = print_env(&addr, &token) {
+    if let Err(e) = print_env(&addr, &token).and_then(|()| print_registry_env(&state_dir)) {
         eprintln!("fks-lab: could not print the environment lines: {e:#}");
     }
     let shutdown = async {
@@ -395,8 +396,43 @@ async fn serve(
         }
     };
     let result = fks_lab::run(listener, opts, shutdown).await;
+    if let Some(r) = registry {
+        r.stop().await;
+    }
     let _ = std::fs::remove_file(state_dir.join("lab.pid"));
     result.context("running the lab")
+}
+
+/// The lab's registry (lab/src/registry.rs), or `None` with a warning when Debian's
+/// docker-registry is not installed (the Machines API works without it).
+async fn start_registry(
+    state_dir: &Path,
+    token: &str,
+) -> Result<Option<fks_lab::registry::Registry>> {
+    if !fks_lab::registry::available() {
+        eprintln!(
+            "fks-lab: WARNING: no registry: {}",
+            fks_lab::registry::Error::Missing
+        );
+        return Ok(None);
+    }
+    let r = fks_lab::registry::Registry::start(state_dir, token).await?;
+    eprintln!(
+        "fks-lab: registry on http://{} (user {}, password the token), storage in {}",
+        r.host(),
+        fks_lab::registry::USER,
+        r.storage().display()
+    );
+    Ok(Some(r))
+}
+
+fn print_registry_env(state_dir: &Path) -> Result<()> {
+    if let Some(lines) = fks_lab::registry::env_lines(state_dir) {
+        let mut out = std::io::stdout().lock();
+        out.write_all(lines.as_bytes())?;
+        out.flush()?;
+    }
+    Ok(())
 }
 
 fn stop(state_dir: &Path) -> Result<()> {
@@ -447,7 +483,8 @@ fn main() -> std::process::ExitCode {
             print_env(
                 &read_trim(&state_dir.join("listen"))?,
                 &read_trim(&state_dir.join("token"))?,
-            )
+            )?;
+            print_registry_env(&state_dir)
         })(),
         Command::Stop { state_dir } => stop(&state_dir),
         Command::Hosts {

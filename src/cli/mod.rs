@@ -18,6 +18,7 @@ mod completions;
 mod create;
 pub mod credentials;
 mod destroy;
+mod image;
 mod kubeconfig;
 mod list;
 mod node;
@@ -273,6 +274,8 @@ pub enum Command {
     Render(render::Args),
     /// Commands that run on a cluster machine (`node init` is its entrypoint).
     Node(node::Args),
+    /// The node image: `image build CLUSTER_DIR [--push]`.
+    Image(image::Args),
 }
 
 /// Parse the process arguments, run the command and return its exit code.
@@ -320,6 +323,7 @@ fn run(command: Command) -> Result<(), Error> {
         Command::Validate(args) => validate::run(args),
         Command::Render(args) => render::run(args),
         Command::Node(args) => node::run(args),
+        Command::Image(args) => image::run(args),
     }
 }
 

@@ -21,8 +21,8 @@ pub use diagnostic::{Diagnostic, Diagnostics};
 pub use parse::parse_shell;
 pub use toml::parse_toml;
 pub use validate::{
-    DEFAULT_FLANNEL_BACKEND, DEFAULT_IMAGE, MAX_APP_NAME_LEN, MAX_CLUSTER_NAME_LEN,
-    MAX_NODE_GROUP_LEN,
+    DEFAULT_FLANNEL_BACKEND, DEFAULT_IMAGE, DEFAULT_NODE_IMAGE_BASE, MAX_APP_NAME_LEN,
+    MAX_CLUSTER_NAME_LEN, MAX_NODE_GROUP_LEN,
 };
 
 /// The shell-style config file name inside a cluster directory.
@@ -126,6 +126,9 @@ pub struct Config {
     pub flannel_backend: FlannelBackend,
     /// `IMAGE` (optional): the machine image that carries `fks-bootstrap` and k3s.
     pub image: String,
+    /// `NODE_IMAGE_BASE` (optional): the base image `fks-bootstrap image build` adds its
+    /// layer to, default Debian trixie slim.
+    pub node_image_base: String,
 }
 
 /// A machine size: a Fly preset plus the memory asked for.
@@ -218,6 +221,7 @@ impl Config {
             ("ORG_NAME", self.org_name.clone()),
             ("FLANNEL_BACKEND", self.flannel_backend.as_str().to_string()),
             ("IMAGE", self.image.clone()),
+            ("NODE_IMAGE_BASE", self.node_image_base.clone()),
         ]
     }
 }
@@ -312,6 +316,26 @@ mod tests {
             let c = load(&dir).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(c.cluster_name, name);
         }
+    }
+
+    #[test]
+    fn node_image_base_defaults_to_debian_and_must_be_an_image_reference() {
+        let path = Path::new("clusters/x/config");
+        let c = parse_shell(&seed_text(), path).expect("valid");
+        assert_eq!(c.node_image_base, DEFAULT_NODE_IMAGE_BASE);
+        let text = format!(
+            "{}\nNODE_IMAGE_BASE=127.0.0.1:5000/base/tiny:1\n",
+            seed_text()
+        );
+        let c = parse_shell(&text, path).expect("valid");
+        assert_eq!(c.node_image_base, "127.0.0.1:5000/base/tiny:1");
+        let text = format!("{}\nNODE_IMAGE_BASE=\"Not A/Reference\"\n", seed_text());
+        let e = parse_shell(&text, path).expect_err("invalid");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("NODE_IMAGE_BASE: \"Not A/Reference\" is not an image reference"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -20,6 +20,9 @@ pub const MAX_NODE_GROUP_LEN: usize = 8;
 pub const MAX_CLUSTER_NAME_LEN: usize = MAX_APP_NAME_LEN - "-ng-".len() - MAX_NODE_GROUP_LEN;
 /// The default for `IMAGE`.
 pub const DEFAULT_IMAGE: &str = "registry.fly.io/fks-node:latest";
+/// The default for `NODE_IMAGE_BASE`: the base `fks-bootstrap image build` adds its layer to
+/// (ARCHITECTURE "The node image").
+pub const DEFAULT_NODE_IMAGE_BASE: &str = "docker.io/library/debian:trixie-slim";
 /// The default for `FLANNEL_BACKEND`, what k3s.sh used.
 pub const DEFAULT_FLANNEL_BACKEND: FlannelBackend = FlannelBackend::WireguardNative;
 
@@ -42,7 +45,7 @@ const REQUIRED: &[(&str, &str)] = &[
 ];
 
 /// Keys that may be left out.
-const OPTIONAL: &[&str] = &["FLANNEL_BACKEND", "IMAGE"];
+const OPTIONAL: &[&str] = &["FLANNEL_BACKEND", "IMAGE", "NODE_IMAGE_BASE"];
 
 /// One `KEY=VALUE` as written, with the line it is on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,6 +149,10 @@ pub(crate) fn validate(raw: Raw) -> Result<Config, Diagnostics> {
         Some(e) => c.image(e),
         None => Some(DEFAULT_IMAGE.to_string()),
     };
+    let node_image_base = match c.optional("NODE_IMAGE_BASE") {
+        Some(e) => c.base_image(e),
+        None => Some(DEFAULT_NODE_IMAGE_BASE.to_string()),
+    };
 
     let Checker { diags, .. } = c;
     let built = (|| {
@@ -165,6 +172,7 @@ pub(crate) fn validate(raw: Raw) -> Result<Config, Diagnostics> {
             org_name: org_name?,
             flannel_backend: flannel_backend?,
             image: image?,
+            node_image_base: node_image_base?,
         })
     })();
     match built {
@@ -493,6 +501,24 @@ impl<'a> Checker<'a> {
             format!("write an image reference, e.g. IMAGE={DEFAULT_IMAGE}, or leave IMAGE out for that default"),
         );
         None
+    }
+}
+
+impl Checker<'_> {
+    /// `NODE_IMAGE_BASE`: an image reference as registries spell it (`host/repo:tag` or
+    /// `...@sha256:<hex>`), checked with the OCI distribution grammar of `oci-spec`.
+    fn base_image(&mut self, e: &Entry) -> Option<String> {
+        match e.value.parse::<oci_spec::distribution::Reference>() {
+            Ok(_) => Some(e.value.clone()),
+            Err(err) => {
+                self.problem(
+                    e,
+                    format!("{:?} is not an image reference: {err}", e.value),
+                    format!("write e.g. NODE_IMAGE_BASE={DEFAULT_NODE_IMAGE_BASE}, or leave it out for that default"),
+                );
+                None
+            }
+        }
     }
 }
 

@@ -50,10 +50,19 @@ async fn serve_env_stop_round_trip_and_generated_token_is_kept() {
 
     let env = lab(&["env"], &dir);
     assert!(env.status.success());
-    assert_eq!(
-        String::from_utf8_lossy(&env.stdout),
-        format!("{}export FLY_API_TOKEN={token}\n", host)
+    let env_text = String::from_utf8_lossy(&env.stdout);
+    assert!(
+        env_text.starts_with(&format!("{}export FLY_API_TOKEN={token}\n", host)),
+        "{env_text}"
     );
+    // With Debian's docker-registry installed the lab's registry settings follow.
+    if fks_lab::registry::available() {
+        assert!(
+            env_text.contains("export FLY_REGISTRY_HOST=127.0.0.1:")
+                && env_text.ends_with("export FKS_REGISTRY_PLAIN_HTTP=1\n"),
+            "{env_text}"
+        );
+    }
 
     let base = host
         .trim()
