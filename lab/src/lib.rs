@@ -18,6 +18,7 @@ pub mod images;
 pub mod journal;
 pub mod lifecycle;
 pub mod model;
+pub mod rootfs;
 pub mod runner;
 pub mod secrets;
 pub mod stats;

@@ -1,0 +1,484 @@
+//! The registry side of images: fetch the manifest (resolving an index to this host's
+//! platform), the config and the layer blobs with `oci-client`, every one checked against its
+//! digest, then unpack the layers in order into the [`Cache`]. A pull by digest that the cache
+//! has makes no request at all; a pull by tag asks the registry for the manifest only.
+//!
+//! Registry auth follows Fly's registry (reference/fly-runtime.md §3): HTTP Basic with user
+//! `x` and the token as password, which `oci-client` sends when the registry answers `/v2/`
+//! with a non-Bearer challenge (§3, OCIC). The lab's registry is plain HTTP on a local port.
+//! This file must not know about machines or the API; it returns values and typed errors.
+
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::manifest::OciDescriptor;
+use oci_client::secrets::RegistryAuth;
+use oci_client::Reference;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+use super::unpack::{self, Compression};
+use super::{Cache, Error, Image, ImageConfig, Password, PullStats};
+
+/// Where images come from and how to log in.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    /// `host:port` as it appears in image references.
+    pub host: String,
+    pub user: String,
+    pub password: Password,
+    /// Speak HTTP rather than HTTPS to `host` (the lab's local registry).
+    pub plain_http: bool,
+}
+
+impl Registry {
+    /// The lab's registry: plain HTTP on `host`, user `x`, the lab token as password.
+    pub fn lab(host: impl Into<String>, token: impl Into<String>) -> Registry {
+        Registry {
+            host: host.into(),
+            user: "x".to_string(),
+            password: Password::new(token),
+            plain_http: true,
+        }
+    }
+}
+
+/// Pulls images into a cache.
+pub struct Puller {
+    cache: Cache,
+    registry: Registry,
+    client: oci_client::Client,
+}
+
+impl std::fmt::Debug for Puller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Puller")
+            .field("cache", &self.cache)
+            .field("registry", &self.registry)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The part of an image config the lab reads (OCI image-spec `config.md`; Docker's is the
+/// same shape).
+#[derive(Debug, Deserialize)]
+struct RawConfig {
+    #[serde(default)]
+    architecture: String,
+    #[serde(default)]
+    os: String,
+    #[serde(default)]
+    config: Option<RawExec>,
+    #[serde(default)]
+    rootfs: Option<RawRootfs>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawExec {
+    #[serde(default)]
+    entrypoint: Option<Vec<String>>,
+    #[serde(default)]
+    cmd: Option<Vec<String>>,
+    #[serde(default)]
+    env: Option<Vec<String>>,
+    #[serde(default)]
+    working_dir: Option<String>,
+    #[serde(default)]
+    user: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawRootfs {
+    #[serde(default)]
+    diff_ids: Vec<String>,
+}
+
+/// This host's platform in OCI's words (`GOARCH` names).
+pub fn host_platform() -> (&'static str, &'static str) {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        other => other,
+    };
+    ("linux", arch)
+}
+
+impl Puller {
+    /// A puller caching under `<state_dir>/rootfs`, logging in to `registry`.
+    pub fn new(state_dir: &Path, registry: Registry) -> Result<Puller, Error> {
+        let cache = Cache::open(state_dir).map_err(|source| Error::Io {
+            image: "-".to_string(),
+            op: "opening the rootfs cache in",
+            path: state_dir.join("rootfs"),
+            source,
+        })?;
+        let protocol = if registry.plain_http {
+            ClientProtocol::HttpsExcept(vec![registry.host.clone()])
+        } else {
+            ClientProtocol::Https
+        };
+        let client = oci_client::Client::new(ClientConfig {
+            protocol,
+            ..ClientConfig::default()
+        });
+        Ok(Puller {
+            cache,
+            registry,
+            client,
+        })
+    }
+
+    /// The cache this puller fills.
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
+    fn auth(&self, reference: &Reference) -> RegistryAuth {
+        if reference.resolve_registry() == self.registry.host {
+            RegistryAuth::Basic(
+                self.registry.user.clone(),
+                self.registry.password.expose().to_string(),
+            )
+        } else {
+            RegistryAuth::Anonymous
+        }
+    }
+
+    /// Pull `image` (`HOST/NAME:TAG` or `HOST/NAME@sha256:...`) and unpack it into the cache.
+    pub async fn pull(&self, image: &str) -> Result<(Image, PullStats), Error> {
+        let reference: Reference = image.parse().map_err(|source| Error::Reference {
+            reference: image.to_string(),
+            source,
+        })?;
+        let mut stats = PullStats::default();
+        if let Some(hit) = reference.digest().and_then(|d| self.cache.lookup(d, image)) {
+            stats.cache_hit = true;
+            return Ok((hit, stats));
+        }
+        let auth = self.auth(&reference);
+        let (manifest, digest) = self
+            .client
+            .pull_image_manifest(&reference, &auth)
+            .await
+            .map_err(|source| manifest_error(image, source))?;
+        if let Some(hit) = self.cache.lookup(&digest, image) {
+            stats.cache_hit = true;
+            return Ok((hit, stats));
+        }
+        let config = self.config(image, &reference, &manifest.config).await?;
+        let layers: Vec<(OciDescriptor, Compression, String)> = {
+            let diff_ids = config.1.clone();
+            if diff_ids.len() != manifest.layers.len() {
+                return Err(Error::LayerCount {
+                    image: image.to_string(),
+                    layers: manifest.layers.len(),
+                    diff_ids: diff_ids.len(),
+                });
+            }
+            let mut out = Vec::new();
+            for (layer, diff_id) in manifest.layers.iter().zip(diff_ids) {
+                let compression =
+                    Compression::from_media_type(&layer.media_type).ok_or_else(|| {
+                        Error::MediaType {
+                            image: image.to_string(),
+                            layer: layer.digest.clone(),
+                            media_type: layer.media_type.clone(),
+                        }
+                    })?;
+                out.push((layer.clone(), compression, diff_id));
+            }
+            out
+        };
+        for (layer, _, _) in &layers {
+            if let Some(bytes) = self.fetch_blob(image, &reference, layer).await? {
+                stats.blobs_fetched += 1;
+                stats.bytes_fetched += bytes;
+            }
+        }
+        let (entries, bytes) = self.unpack(image, &digest, &layers, &config.0).await?;
+        stats.entries = entries;
+        stats.bytes_unpacked = bytes;
+        let image = self.cache.lookup(&digest, image).ok_or_else(|| Error::Io {
+            image: image.to_string(),
+            op: "reading back the committed image in",
+            path: self.cache.dir().join("images"),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, digest.clone()),
+        })?;
+        tracing::info!(image = %image.reference, digest = %image.manifest_digest,
+            blobs = stats.blobs_fetched, bytes = stats.bytes_fetched, "pulled and unpacked image");
+        Ok((image, stats))
+    }
+
+    /// Fetch and parse the config blob: the exec fields and the layers' diff_ids.
+    async fn config(
+        &self,
+        image: &str,
+        reference: &Reference,
+        desc: &OciDescriptor,
+    ) -> Result<(ImageConfig, Vec<String>), Error> {
+        let mut raw = Vec::new();
+        self.client
+            .pull_blob(reference, desc, &mut raw)
+            .await
+            .map_err(|source| blob_error(image, &desc.digest, "config", source))?;
+        let parsed: RawConfig = serde_json::from_slice(&raw).map_err(|source| Error::Config {
+            image: image.to_string(),
+            digest: desc.digest.clone(),
+            source,
+        })?;
+        let (os, arch) = host_platform();
+        if parsed.os != os || parsed.architecture != arch {
+            return Err(Error::Platform {
+                image: image.to_string(),
+                os: parsed.os,
+                architecture: parsed.architecture,
+                want: format!("{os}/{arch}"),
+            });
+        }
+        let exec = parsed.config.unwrap_or_default();
+        Ok((
+            ImageConfig {
+                entrypoint: exec.entrypoint.unwrap_or_default(),
+                cmd: exec.cmd.unwrap_or_default(),
+                env: exec.env.unwrap_or_default(),
+                working_dir: exec.working_dir.filter(|w| !w.is_empty()),
+                user: exec.user.filter(|u| !u.is_empty()),
+                architecture: parsed.architecture,
+                os: parsed.os,
+            },
+            parsed.rootfs.map(|r| r.diff_ids).unwrap_or_default(),
+        ))
+    }
+
+    /// Download a layer blob into the blob store unless it is there; `Some(bytes)` if fetched.
+    async fn fetch_blob(
+        &self,
+        image: &str,
+        reference: &Reference,
+        layer: &OciDescriptor,
+    ) -> Result<Option<u64>, Error> {
+        let io_err = |op: &'static str, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| Error::Io {
+                image: image.to_string(),
+                op,
+                path,
+                source,
+            }
+        };
+        let target = self
+            .cache
+            .blob_path(&layer.digest)
+            .ok_or_else(|| Error::MediaType {
+                image: image.to_string(),
+                layer: layer.digest.clone(),
+                media_type: "(a digest that is not sha256:<64 hex>)".to_string(),
+            })?;
+        if tokio::fs::try_exists(&target).await.unwrap_or(false) {
+            return Ok(None);
+        }
+        let part = self.cache.scratch("blob");
+        let file = tokio::fs::File::create(&part)
+            .await
+            .map_err(io_err("creating", &part))?;
+        let fetched = self.client.pull_blob(reference, layer, file).await;
+        if let Err(source) = fetched {
+            let _ = tokio::fs::remove_file(&part).await;
+            return Err(blob_error(image, &layer.digest, "layer", source));
+        }
+        let bytes = tokio::fs::metadata(&part)
+            .await
+            .map_err(io_err("reading the size of", &part))?
+            .len();
+        tokio::fs::rename(&part, &target)
+            .await
+            .map_err(io_err("storing the blob as", &target))?;
+        Ok(Some(bytes))
+    }
+
+    /// Unpack `layers` in order into a scratch dir and commit it as `digest`.
+    async fn unpack(
+        &self,
+        image: &str,
+        digest: &str,
+        layers: &[(OciDescriptor, Compression, String)],
+        config: &ImageConfig,
+    ) -> Result<(u64, u64), Error> {
+        let scratch = self.cache.scratch("image");
+        let blobs: Vec<(String, PathBuf, Compression, String)> = layers
+            .iter()
+            .filter_map(|(d, c, id)| {
+                self.cache
+                    .blob_path(&d.digest)
+                    .map(|p| (d.digest.clone(), p, *c, id.clone()))
+            })
+            .collect();
+        let image_s = image.to_string();
+        let scratch_b = scratch.clone();
+        let unpacked =
+            tokio::task::spawn_blocking(move || unpack_all(&image_s, &scratch_b, &blobs))
+                .await
+                .map_err(|e| Error::Io {
+                    image: image.to_string(),
+                    op: "unpacking (the unpack task failed) into",
+                    path: scratch.clone(),
+                    source: std::io::Error::other(e.to_string()),
+                })?;
+        let counts = match unpacked {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = tokio::fs::remove_dir_all(&scratch).await;
+                return Err(e);
+            }
+        };
+        let cache = &self.cache;
+        cache
+            .commit(&scratch, digest, config)
+            .map_err(|source| Error::Io {
+                image: image.to_string(),
+                op: "committing the unpacked image from",
+                path: scratch.clone(),
+                source,
+            })?;
+        Ok(counts)
+    }
+}
+
+/// Blocking: unpack every layer blob onto `<scratch>/rootfs`.
+fn unpack_all(
+    image: &str,
+    scratch: &Path,
+    blobs: &[(String, PathBuf, Compression, String)],
+) -> Result<(u64, u64), Error> {
+    let rootfs = scratch.join("rootfs");
+    let io_err = |op: &'static str, path: &Path, source| Error::Io {
+        image: image.to_string(),
+        op,
+        path: path.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(&rootfs).map_err(|e| io_err("creating", &rootfs, e))?;
+    std::fs::set_permissions(&rootfs, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .map_err(|e| io_err("setting the mode of", &rootfs, e))?;
+    let root = unpack::open_root(&rootfs).map_err(|e| io_err("opening", &rootfs, e))?;
+    let (mut entries, mut bytes) = (0, 0);
+    for (digest, path, compression, diff_id) in blobs {
+        let file = std::fs::File::open(path).map_err(|e| io_err("opening the blob", path, e))?;
+        let reader = std::io::BufReader::with_capacity(1 << 20, file);
+        match unpack::apply_blob(&root, reader, *compression, digest, Some(diff_id)) {
+            Ok(s) => {
+                entries += s.entries;
+                bytes += s.bytes;
+            }
+            Err(source) => {
+                if matches!(source, unpack::Error::Digest { .. }) {
+                    // A stored blob that no longer matches is dropped, so the next pull
+                    // fetches it again.
+                    let _ = std::fs::remove_file(path);
+                }
+                return Err(if source.is_no_space() {
+                    Error::NoSpace {
+                        image: image.to_string(),
+                        layer: digest.clone(),
+                        dir: rootfs.clone(),
+                        source,
+                    }
+                } else {
+                    Error::Unpack {
+                        image: image.to_string(),
+                        layer: digest.clone(),
+                        source,
+                    }
+                });
+            }
+        }
+    }
+    Ok((entries, bytes))
+}
+
+/// A registry error code in `e`, if the registry sent one.
+fn codes(e: &OciDistributionError) -> Vec<&OciErrorCode> {
+    match e {
+        OciDistributionError::RegistryError { envelope, .. } => {
+            envelope.errors.iter().map(|x| &x.code).collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
+fn is_unauthorized(e: &OciDistributionError) -> bool {
+    matches!(
+        e,
+        OciDistributionError::UnauthorizedError { .. }
+            | OciDistributionError::AuthenticationFailure(_)
+            | OciDistributionError::ServerError {
+                code: 401 | 403,
+                ..
+            }
+    ) || codes(e)
+        .iter()
+        .any(|c| matches!(c, OciErrorCode::Unauthorized | OciErrorCode::Denied))
+}
+
+fn manifest_error(image: &str, source: OciDistributionError) -> Error {
+    let image = image.to_string();
+    if is_unauthorized(&source) {
+        return Error::Unauthorized { image, source };
+    }
+    let unknown = matches!(
+        source,
+        OciDistributionError::ImageManifestNotFoundError(_)
+            | OciDistributionError::ServerError { code: 404, .. }
+    ) || codes(&source).iter().any(|c| {
+        matches!(
+            c,
+            OciErrorCode::ManifestUnknown | OciErrorCode::NameUnknown | OciErrorCode::NotFound
+        )
+    });
+    if unknown {
+        Error::ManifestUnknown { image, source }
+    } else {
+        Error::Manifest { image, source }
+    }
+}
+
+fn blob_error(
+    image: &str,
+    digest: &str,
+    what: &'static str,
+    source: OciDistributionError,
+) -> Error {
+    let (image, digest) = (image.to_string(), digest.to_string());
+    if is_unauthorized(&source) {
+        return Error::Unauthorized { image, source };
+    }
+    if matches!(source, OciDistributionError::DigestError(_)) {
+        return Error::BlobDigest {
+            image,
+            digest,
+            what,
+            source,
+        };
+    }
+    let missing = matches!(source, OciDistributionError::ServerError { code: 404, .. })
+        || codes(&source)
+            .iter()
+            .any(|c| matches!(c, OciErrorCode::BlobUnknown | OciErrorCode::NotFound));
+    if missing {
+        Error::MissingBlob {
+            image,
+            digest,
+            what,
+            source,
+        }
+    } else {
+        Error::Blob {
+            image,
+            digest,
+            what,
+            source,
+        }
+    }
+}
