@@ -119,6 +119,9 @@ impl Puller {
         } else {
             ClientProtocol::Https
         };
+        // oci-client's reqwest 0.13 is built without a crypto provider (as in the root crate):
+        // install ring once; a provider already installed is kept.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = oci_client::Client::new(ClientConfig {
             protocol,
             ..ClientConfig::default()
