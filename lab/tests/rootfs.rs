@@ -450,3 +450,121 @@ fn mount_tmpfs(dir: &Path, size: &str) {
     )
     .expect("mount tmpfs");
 }
+
+fn have_base_image_tools() -> bool {
+    let missing: Vec<&str> = ["mmdebstrap", "skopeo"]
+        .into_iter()
+        .filter(|t| {
+            Command::new(t)
+                .arg("--version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_err()
+        })
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{missing:?} not found and CI=true: run scripts/setup.sh test");
+    }
+    eprintln!("skipping: {missing:?} not found (apt-get install mmdebstrap skopeo)");
+    false
+}
+
+/// `scripts/base-image.sh` builds (or takes from its cache: `scripts/test.sh` builds it before
+/// the tests) the Debian base, pushes it with skopeo, and the lab pulls and unpacks it: a real
+/// root filesystem with hard links, set-uid files, group-owned files and a sticky /tmp.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn base_image_script_pushes_a_debian_the_lab_can_pull() {
+    if !have_registry() || !have_base_image_tools() {
+        return;
+    }
+    let reg = Registry::start();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/base-image.sh");
+    let dest = format!("{}/lab/debian:trixie", reg.host);
+    let out = Command::new("bash")
+        .arg(&script)
+        .args(["--plain-http", &dest])
+        .env("REGISTRY_TOKEN", TOKEN)
+        .output()
+        .expect("running base-image.sh");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "base-image.sh failed: {stderr}");
+    assert!(!stderr.contains(TOKEN), "the token is never printed");
+    let digest = String::from_utf8(out.stdout)
+        .expect("utf8")
+        .trim()
+        .to_string();
+    assert!(
+        digest.starts_with("sha256:") && digest.len() == 71,
+        "{digest}"
+    );
+
+    // A third-party client sees what was pushed.
+    let auth = tempfile::NamedTempFile::new().expect("authfile");
+    std::fs::write(
+        auth.path(),
+        format!(
+            "{{\"auths\":{{\"{}\":{{\"auth\":\"{}\"}}}}}}",
+            reg.host,
+            base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                format!("x:{TOKEN}")
+            )
+        ),
+    )
+    .expect("auth.json");
+    let inspect = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", "--authfile"])
+        .arg(auth.path())
+        .arg(format!("docker://{dest}"))
+        .output()
+        .expect("skopeo inspect");
+    assert!(
+        inspect.status.success(),
+        "{}",
+        String::from_utf8_lossy(&inspect.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&inspect.stdout).expect("inspect json");
+    assert_eq!(
+        seen["Digest"],
+        digest.as_str(),
+        "pushed with the layout's digest"
+    );
+    assert_eq!(seen["Architecture"], arch());
+
+    let state = tempfile::tempdir().expect("state");
+    let puller = Puller::new(state.path(), PullFrom::lab(&reg.host, TOKEN)).expect("puller");
+    let (image, stats) = puller.pull(&dest).await.expect("pull the base");
+    assert_eq!(image.manifest_digest, digest);
+    assert_eq!(image.config.cmd, ["bash"]);
+    let root = &image.rootfs;
+    let version = std::fs::read_to_string(root.join("etc/debian_version")).expect("debian_version");
+    assert!(version.starts_with("13"), "trixie is Debian 13: {version}");
+    assert_eq!(
+        std::fs::read_link(root.join("bin")).expect("usrmerge"),
+        Path::new("usr/bin")
+    );
+    assert!(root.join("dev").is_dir(), "an empty /dev");
+    assert!(
+        !root.join("etc/ssl/certs/ca-certificates.crt").exists(),
+        "slim: no CA bundle"
+    );
+    let tmp = std::fs::metadata(root.join("tmp")).expect("tmp");
+    assert_eq!(tmp.mode() & 0o7777, 0o1777);
+    let su = std::fs::metadata(root.join("usr/bin/su")).expect("su");
+    assert_eq!((su.mode() & 0o7777, su.uid()), (0o4755, 0));
+    let shadow = std::fs::metadata(root.join("etc/shadow")).expect("shadow");
+    assert_eq!(shadow.mode() & 0o7777, 0o640);
+    assert_ne!(shadow.gid(), 0, "group shadow");
+    eprintln!(
+        "base image: {} entries, {} MiB of files, {} blob(s) fetched",
+        stats.entries,
+        stats.bytes_unpacked >> 20,
+        stats.blobs_fetched
+    );
+    let (_, again) = puller.pull(&dest).await.expect("second pull");
+    assert!(again.cache_hit && again.blobs_fetched == 0);
+}
