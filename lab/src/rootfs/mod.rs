@@ -205,14 +205,14 @@ pub enum Error {
         layer: String,
         dir: PathBuf,
         #[source]
-        source: unpack::Error,
+        source: Box<unpack::Error>,
     },
     #[error("image {image}: unpacking layer {layer}")]
     Unpack {
         image: String,
         layer: String,
         #[source]
-        source: unpack::Error,
+        source: Box<unpack::Error>,
     },
     #[error("image {image}: {op} {path}")]
     Io {

@@ -386,13 +386,13 @@ fn unpack_all(
                         image: image.to_string(),
                         layer: digest.clone(),
                         dir: rootfs.clone(),
-                        source,
+                        source: Box::new(source),
                     }
                 } else {
                     Error::Unpack {
                         image: image.to_string(),
                         layer: digest.clone(),
-                        source,
+                        source: Box::new(source),
                     }
                 });
             }

@@ -539,7 +539,7 @@ fn pull_errors_map_to_fly_like_bodies() {
         image: "reg/x:1".into(),
         layer: "sha256:ab".into(),
         dir: "/state/rootfs".into(),
-        source: unpack::Error::Read(std::io::Error::from_raw_os_error(28)),
+        source: Box::new(unpack::Error::Read(std::io::Error::from_raw_os_error(28))),
     };
     let api = full.api_error();
     assert_eq!(api.status, axum::http::StatusCode::INTERNAL_SERVER_ERROR);
