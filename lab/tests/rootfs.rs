@@ -207,6 +207,29 @@ async fn pull_round_trip_unpacks_layers_and_hits_the_cache() {
     assert_eq!(cached.reference, by_digest);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_pulls_of_one_image_agree() {
+    if !have_registry() {
+        return;
+    }
+    let reg = Registry::start();
+    let (_, digest) = push(&reg, "conc/x:v1", &base_layers(), arch()).await;
+    let state = tempfile::tempdir().expect("state");
+    let puller = Puller::new(state.path(), PullFrom::lab(&reg.host, TOKEN)).expect("puller");
+    let image = format!("{}/conc/x:v1", reg.host);
+    let (a, b) = tokio::join!(puller.pull(&image), puller.pull(&image));
+    let (a, b) = (a.expect("first").0, b.expect("second").0);
+    assert_eq!((&a.manifest_digest, &a.rootfs), (&digest, &b.rootfs));
+    assert_eq!(
+        std::fs::read(a.rootfs.join("etc/new.conf")).expect("new"),
+        b"new"
+    );
+    let scratch = std::fs::read_dir(puller.cache().dir().join("tmp"))
+        .expect("tmp")
+        .count();
+    assert_eq!(scratch, 0, "the loser's scratch copy is removed");
+}
+
 fn arch() -> &'static str {
     fks_lab::rootfs::pull::host_platform().1
 }

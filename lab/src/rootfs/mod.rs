@@ -199,6 +199,8 @@ pub enum Error {
         layer: String,
         media_type: String,
     },
+    #[error("image {image}: blob digest `{digest}` is not sha256:<64 lowercase hex>")]
+    BadDigest { image: String, digest: String },
     #[error("image {image}: no space left in {dir} while unpacking layer {layer}")]
     NoSpace {
         image: String,

@@ -19,6 +19,11 @@ use std::path::{Path, PathBuf};
 use super::unpack::{self, Compression};
 use super::{Cache, Error, Image, ImageConfig, Password, PullStats};
 
+/// How long connecting to the registry may take.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a registry may go silent in the middle of an answer.
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Where images come from and how to log in.
 #[derive(Debug, Clone)]
 pub struct Registry {
@@ -106,7 +111,9 @@ pub fn host_platform() -> (&'static str, &'static str) {
 }
 
 impl Puller {
-    /// A puller caching under `<state_dir>/rootfs`, logging in to `registry`.
+    /// A puller caching under `<state_dir>/rootfs`, logging in to `registry`. Opening empties
+    /// the cache's scratch space, so a lab opens one puller and shares it (`pull` takes
+    /// `&self`; concurrent pulls, even of the same image, are safe).
     pub fn new(state_dir: &Path, registry: Registry) -> Result<Puller, Error> {
         let cache = Cache::open(state_dir).map_err(|source| Error::Io {
             image: "-".to_string(),
@@ -124,6 +131,9 @@ impl Puller {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = oci_client::Client::new(ClientConfig {
             protocol,
+            // A registry that stops answering fails the pull instead of hanging a create.
+            connect_timeout: Some(CONNECT_TIMEOUT),
+            read_timeout: Some(READ_TIMEOUT),
             ..ClientConfig::default()
         });
         Ok(Puller {
