@@ -207,6 +207,84 @@ async fn pull_round_trip_unpacks_layers_and_hits_the_cache() {
     assert_eq!(cached.reference, by_digest);
 }
 
+/// A tar with one regular entry whose name is written as raw bytes (the `tar` builder refuses
+/// `..`).
+fn raw_entry_layer(name: &str) -> Vec<u8> {
+    let mut h = tar::Header::new_ustar();
+    h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_size(5);
+    h.set_cksum();
+    let mut b = tar::Builder::new(Vec::new());
+    b.append(&h, &b"pwned"[..]).expect("append");
+    b.into_inner().expect("tar")
+}
+
+/// Malicious layers pushed to a real registry: an entry with `..`, and an absolute symlink to
+/// the host's root followed by a write through it. Both are refused naming the layer, the
+/// host is untouched, and nothing is committed to the cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malicious_layers_are_refused_and_nothing_is_committed() {
+    if !have_registry() {
+        return;
+    }
+    let reg = Registry::start();
+    let state = tempfile::tempdir().expect("state");
+    let puller = Puller::new(state.path(), PullFrom::lab(&reg.host, TOKEN)).expect("puller");
+    let victim = tempfile::tempdir().expect("victim");
+    let target = victim.path().display().to_string();
+    let cases = [
+        (
+            "evil/dotdot:v1",
+            vec![raw_entry_layer("../../../../../tmp/fks-pwned")],
+            0,
+        ),
+        (
+            "evil/symlink:v1",
+            vec![
+                tar_layer(&[], &[("escape", target.as_str())]),
+                raw_entry_layer("escape/pwned"),
+            ],
+            1,
+        ),
+    ];
+    for (name, layers, bad) in cases {
+        let (digests, _) = push(&reg, name, &layers, arch()).await;
+        let image = format!("{}/{name}", reg.host);
+        let err = puller.pull(&image).await.expect_err("malicious layer");
+        match &err {
+            Error::Unpack {
+                image: i,
+                layer,
+                source,
+            } => {
+                assert_eq!((i, layer), (&image, &digests[bad]));
+                assert!(
+                    matches!(**source, fks_lab::rootfs::unpack::Error::Refused { .. }),
+                    "{source:?}"
+                );
+            }
+            other => panic!("expected Unpack, got {other:?}"),
+        }
+        let (status, message) = api(&err);
+        assert_eq!(status, 422);
+        assert!(message.contains("refused"), "{message}");
+    }
+    assert_eq!(std::fs::read_dir(victim.path()).expect("victim").count(), 0);
+    assert!(!Path::new("/tmp/fks-pwned").exists());
+    assert_eq!(
+        std::fs::read_dir(puller.cache().dir().join("images"))
+            .expect("images")
+            .count(),
+        0,
+        "nothing committed"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_pulls_of_one_image_agree() {
     if !have_registry() {
