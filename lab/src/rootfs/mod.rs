@@ -216,6 +216,12 @@ pub enum Error {
         #[source]
         source: Box<unpack::Error>,
     },
+    #[error("opening the rootfs cache in {dir}")]
+    Cache {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("image {image}: {op} {path}")]
     Io {
         image: String,
@@ -232,7 +238,7 @@ impl Error {
     pub fn is_image_fault(&self) -> bool {
         !matches!(
             self,
-            Error::NoSpace { .. } | Error::Io { .. } | Error::Blob { .. }
+            Error::NoSpace { .. } | Error::Io { .. } | Error::Cache { .. } | Error::Blob { .. }
         )
     }
 

@@ -63,6 +63,16 @@ impl std::fmt::Debug for Puller {
     }
 }
 
+/// One layer to unpack: its blob digest, where the blob is stored, how it is compressed, and
+/// the digest of its uncompressed tar (`rootfs.diff_ids`).
+#[derive(Debug, Clone)]
+struct Layer {
+    digest: String,
+    blob: PathBuf,
+    compression: Compression,
+    diff_id: String,
+}
+
 /// The part of an image config the lab reads (OCI image-spec `config.md`; Docker's is the
 /// same shape).
 #[derive(Debug, Deserialize)]
@@ -115,10 +125,8 @@ impl Puller {
     /// the cache's scratch space, so a lab opens one puller and shares it (`pull` takes
     /// `&self`; concurrent pulls, even of the same image, are safe).
     pub fn new(state_dir: &Path, registry: Registry) -> Result<Puller, Error> {
-        let cache = Cache::open(state_dir).map_err(|source| Error::Io {
-            image: "-".to_string(),
-            op: "opening the rootfs cache in",
-            path: state_dir.join("rootfs"),
+        let cache = Cache::open(state_dir).map_err(|source| Error::Cache {
+            dir: state_dir.join("rootfs"),
             source,
         })?;
         let protocol = if registry.plain_http {
@@ -180,48 +188,59 @@ impl Puller {
             stats.cache_hit = true;
             return Ok((hit, stats));
         }
-        let config = self.config(image, &reference, &manifest.config).await?;
-        let layers: Vec<(OciDescriptor, Compression, String)> = {
-            let diff_ids = config.1.clone();
-            if diff_ids.len() != manifest.layers.len() {
-                return Err(Error::LayerCount {
+        let (config, diff_ids) = self.config(image, &reference, &manifest.config).await?;
+        if diff_ids.len() != manifest.layers.len() {
+            return Err(Error::LayerCount {
+                image: image.to_string(),
+                layers: manifest.layers.len(),
+                diff_ids: diff_ids.len(),
+            });
+        }
+        let mut layers = Vec::new();
+        for (desc, diff_id) in manifest.layers.iter().zip(diff_ids) {
+            let compression =
+                Compression::from_media_type(&desc.media_type).ok_or_else(|| Error::MediaType {
                     image: image.to_string(),
-                    layers: manifest.layers.len(),
-                    diff_ids: diff_ids.len(),
-                });
-            }
-            let mut out = Vec::new();
-            for (layer, diff_id) in manifest.layers.iter().zip(diff_ids) {
-                let compression =
-                    Compression::from_media_type(&layer.media_type).ok_or_else(|| {
-                        Error::MediaType {
-                            image: image.to_string(),
-                            layer: layer.digest.clone(),
-                            media_type: layer.media_type.clone(),
-                        }
-                    })?;
-                out.push((layer.clone(), compression, diff_id));
-            }
-            out
-        };
-        for (layer, _, _) in &layers {
-            if let Some(bytes) = self.fetch_blob(image, &reference, layer).await? {
+                    layer: desc.digest.clone(),
+                    media_type: desc.media_type.clone(),
+                })?;
+            let blob = self
+                .cache
+                .blob_path(&desc.digest)
+                .ok_or_else(|| Error::BadDigest {
+                    image: image.to_string(),
+                    digest: desc.digest.clone(),
+                })?;
+            layers.push(Layer {
+                digest: desc.digest.clone(),
+                blob,
+                compression,
+                diff_id,
+            });
+        }
+        for (desc, layer) in manifest.layers.iter().zip(&layers) {
+            if let Some(bytes) = self
+                .fetch_blob(image, &reference, desc, &layer.blob)
+                .await?
+            {
                 stats.blobs_fetched += 1;
                 stats.bytes_fetched += bytes;
             }
         }
-        let (entries, bytes) = self.unpack(image, &digest, &layers, &config.0).await?;
+        let (rootfs, entries, bytes) = self.unpack(image, &digest, layers, &config).await?;
         stats.entries = entries;
         stats.bytes_unpacked = bytes;
-        let image = self.cache.lookup(&digest, image).ok_or_else(|| Error::Io {
-            image: image.to_string(),
-            op: "reading back the committed image in",
-            path: self.cache.dir().join("images"),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, digest.clone()),
-        })?;
-        tracing::info!(image = %image.reference, digest = %image.manifest_digest,
-            blobs = stats.blobs_fetched, bytes = stats.bytes_fetched, "pulled and unpacked image");
-        Ok((image, stats))
+        tracing::info!(image, digest = %digest, blobs = stats.blobs_fetched,
+            bytes = stats.bytes_fetched, "pulled and unpacked image");
+        Ok((
+            Image {
+                reference: image.to_string(),
+                manifest_digest: digest,
+                rootfs,
+                config,
+            },
+            stats,
+        ))
     }
 
     /// Fetch and parse the config blob: the exec fields and the layers' diff_ids.
@@ -265,12 +284,14 @@ impl Puller {
         ))
     }
 
-    /// Download a layer blob into the blob store unless it is there; `Some(bytes)` if fetched.
+    /// Download a layer blob to `target` in the blob store unless it is there; `Some(bytes)`
+    /// if fetched.
     async fn fetch_blob(
         &self,
         image: &str,
         reference: &Reference,
         layer: &OciDescriptor,
+        target: &Path,
     ) -> Result<Option<u64>, Error> {
         let io_err = |op: &'static str, path: &Path| {
             let path = path.to_path_buf();
@@ -281,15 +302,7 @@ impl Puller {
                 source,
             }
         };
-        let target = self
-            .cache
-            .blob_path(&layer.digest)
-            .ok_or_else(|| Error::MediaType {
-                image: image.to_string(),
-                layer: layer.digest.clone(),
-                media_type: "(a digest that is not sha256:<64 hex>)".to_string(),
-            })?;
-        if tokio::fs::try_exists(&target).await.unwrap_or(false) {
+        if tokio::fs::try_exists(target).await.unwrap_or(false) {
             return Ok(None);
         }
         let part = self.cache.scratch("blob");
@@ -305,49 +318,41 @@ impl Puller {
             .await
             .map_err(io_err("reading the size of", &part))?
             .len();
-        tokio::fs::rename(&part, &target)
+        tokio::fs::rename(&part, target)
             .await
-            .map_err(io_err("storing the blob as", &target))?;
+            .map_err(io_err("storing the blob as", target))?;
         Ok(Some(bytes))
     }
 
-    /// Unpack `layers` in order into a scratch dir and commit it as `digest`.
+    /// Unpack `layers` in order into a scratch dir and commit it as `digest`; returns the
+    /// committed rootfs and the entry and byte counts.
     async fn unpack(
         &self,
         image: &str,
         digest: &str,
-        layers: &[(OciDescriptor, Compression, String)],
+        layers: Vec<Layer>,
         config: &ImageConfig,
-    ) -> Result<(u64, u64), Error> {
+    ) -> Result<(PathBuf, u64, u64), Error> {
         let scratch = self.cache.scratch("image");
-        let blobs: Vec<(String, PathBuf, Compression, String)> = layers
-            .iter()
-            .filter_map(|(d, c, id)| {
-                self.cache
-                    .blob_path(&d.digest)
-                    .map(|p| (d.digest.clone(), p, *c, id.clone()))
-            })
-            .collect();
-        let image_s = image.to_string();
-        let scratch_b = scratch.clone();
+        let (image_s, scratch_b) = (image.to_string(), scratch.clone());
         let unpacked =
-            tokio::task::spawn_blocking(move || unpack_all(&image_s, &scratch_b, &blobs))
+            tokio::task::spawn_blocking(move || unpack_all(&image_s, &scratch_b, &layers))
                 .await
                 .map_err(|e| Error::Io {
                     image: image.to_string(),
                     op: "unpacking (the unpack task failed) into",
                     path: scratch.clone(),
                     source: std::io::Error::other(e.to_string()),
-                })?;
-        let counts = match unpacked {
-            Ok(c) => c,
+                });
+        let (entries, bytes) = match unpacked.and_then(|r| r) {
+            Ok(counts) => counts,
             Err(e) => {
                 let _ = tokio::fs::remove_dir_all(&scratch).await;
                 return Err(e);
             }
         };
-        let cache = &self.cache;
-        cache
+        let dir = self
+            .cache
             .commit(&scratch, digest, config)
             .map_err(|source| Error::Io {
                 image: image.to_string(),
@@ -355,16 +360,12 @@ impl Puller {
                 path: scratch.clone(),
                 source,
             })?;
-        Ok(counts)
+        Ok((dir.join("rootfs"), entries, bytes))
     }
 }
 
 /// Blocking: unpack every layer blob onto `<scratch>/rootfs`.
-fn unpack_all(
-    image: &str,
-    scratch: &Path,
-    blobs: &[(String, PathBuf, Compression, String)],
-) -> Result<(u64, u64), Error> {
+fn unpack_all(image: &str, scratch: &Path, layers: &[Layer]) -> Result<(u64, u64), Error> {
     let rootfs = scratch.join("rootfs");
     let io_err = |op: &'static str, path: &Path, source| Error::Io {
         image: image.to_string(),
@@ -377,8 +378,14 @@ fn unpack_all(
         .map_err(|e| io_err("setting the mode of", &rootfs, e))?;
     let root = unpack::open_root(&rootfs).map_err(|e| io_err("opening", &rootfs, e))?;
     let (mut entries, mut bytes) = (0, 0);
-    for (digest, path, compression, diff_id) in blobs {
-        let file = std::fs::File::open(path).map_err(|e| io_err("opening the blob", path, e))?;
+    for Layer {
+        digest,
+        blob,
+        compression,
+        diff_id,
+    } in layers
+    {
+        let file = std::fs::File::open(blob).map_err(|e| io_err("opening the blob", blob, e))?;
         let reader = std::io::BufReader::with_capacity(1 << 20, file);
         match unpack::apply_blob(&root, reader, *compression, digest, Some(diff_id)) {
             Ok(s) => {
@@ -389,7 +396,7 @@ fn unpack_all(
                 if matches!(source, unpack::Error::Digest { .. }) {
                     // A stored blob that no longer matches is dropped, so the next pull
                     // fetches it again.
-                    let _ = std::fs::remove_file(path);
+                    let _ = std::fs::remove_file(blob);
                 }
                 return Err(if source.is_no_space() {
                     Error::NoSpace {
