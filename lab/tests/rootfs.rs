@@ -94,7 +94,8 @@ async fn push(reg: &Registry, name: &str, layers: &[Vec<u8>], arch: &str) -> (Ve
             "Cmd": ["node", "init"],
             "Env": ["PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8"],
             "WorkingDir": "/root",
-            "User": "0:0"
+            "User": "0:0",
+            "Labels": { "org.opencontainers.image.version": "0.1.0" }
         },
         "rootfs": { "type": "layers", "diff_ids": diff_ids },
     });
@@ -179,6 +180,10 @@ async fn pull_round_trip_unpacks_layers_and_hits_the_cache() {
     assert_eq!(image.config.env[1], "LANG=C.UTF-8");
     assert_eq!(image.config.working_dir.as_deref(), Some("/root"));
     assert_eq!(image.config.user.as_deref(), Some("0:0"));
+    assert_eq!(
+        image.config.labels["org.opencontainers.image.version"],
+        "0.1.0"
+    );
     // Config + two layers.
     assert_eq!(reg.blob_gets() - gets_after_push, 3, "{}", reg.log());
     for d in &layer_digests {

@@ -49,7 +49,7 @@ impl fmt::Debug for Password {
 }
 
 /// What Fly's init takes from an image config (reference/fly-runtime.md §2: `Entrypoint`,
-/// `Cmd`, `Env`, `WorkingDir`, `User`), plus the platform it was built for.
+/// `Cmd`, `Env`, `WorkingDir`, `User`), plus its labels and the platform it was built for.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ImageConfig {
     pub entrypoint: Vec<String>,
@@ -58,6 +58,9 @@ pub struct ImageConfig {
     pub env: Vec<String>,
     pub working_dir: Option<String>,
     pub user: Option<String>,
+    /// Not used by init; Fly shows them in the API's `image_ref.labels` (§2).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
     pub architecture: String,
     pub os: String,
 }

@@ -100,6 +100,8 @@ struct RawExec {
     working_dir: Option<String>,
     #[serde(default)]
     user: Option<String>,
+    #[serde(default)]
+    labels: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -277,6 +279,7 @@ impl Puller {
                 env: exec.env.unwrap_or_default(),
                 working_dir: exec.working_dir.filter(|w| !w.is_empty()),
                 user: exec.user.filter(|u| !u.is_empty()),
+                labels: exec.labels.unwrap_or_default(),
                 architecture: parsed.architecture,
                 os: parsed.os,
             },
