@@ -44,6 +44,8 @@ if [ -n "$dest" ]; then
     # HOST[:PORT]/NAME[/NAME...]:TAG, nothing a shell or skopeo could read as more.
     [[ "$dest" =~ ^[A-Za-z0-9.-]+(:[0-9]+)?/[a-z0-9._/-]+:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ ]] \
         || { echo "[ERROR] base-image: '$dest' is not HOST/NAME:TAG" >&2; exit 2; }
+    token=${REGISTRY_TOKEN:-${FLY_API_TOKEN:-}}
+    [ -n "$token" ] || { echo "[ERROR] base-image: set REGISTRY_TOKEN (or FLY_API_TOKEN) to push to $dest" >&2; exit 2; }
 fi
 
 for tool in mmdebstrap skopeo sha256sum gzip tar; do
@@ -114,8 +116,6 @@ manifest=$(sed -n 's/.*"digest":"\(sha256:[0-9a-f]\{64\}\)".*/\1/p' "$layout/ind
 [ -n "$manifest" ] || die "no manifest digest in $layout/index.json"
 
 if [ -n "$dest" ]; then
-    token=${REGISTRY_TOKEN:-${FLY_API_TOKEN:-}}
-    [ -n "$token" ] || { echo "[ERROR] base-image: set REGISTRY_TOKEN (or FLY_API_TOKEN) to push to $dest" >&2; exit 2; }
     host=${dest%%/*}
     authdir=$(mktemp -d)
     trap 'rm -rf "$authdir" ${work:+"$work"}' EXIT
