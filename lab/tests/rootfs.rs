@@ -149,6 +149,12 @@ async fn pull_round_trip_unpacks_layers_and_hits_the_cache() {
     let puller = Puller::new(state.path(), PullFrom::lab(&reg.host, TOKEN)).expect("puller");
 
     let by_tag = format!("{}/rt/node:v1", reg.host);
+    // Resolving checks the image and gives the digest to pin without any layer download.
+    let resolved = puller.resolve(&by_tag).await.expect("resolve");
+    assert_eq!(resolved.manifest_digest, digest);
+    assert_eq!(resolved.config.cmd, ["node", "init"]);
+    assert_eq!(reg.blob_gets() - gets_after_push, 1, "the config blob only");
+    let gets_after_push = reg.blob_gets();
     let (image, stats) = puller.pull(&by_tag).await.expect("pull by tag");
     assert!(!stats.cache_hit);
     assert_eq!(stats.blobs_fetched, 2);
@@ -344,6 +350,20 @@ async fn pull_errors_name_the_image_and_the_layer() {
         .await
         .expect_err("unknown tag");
     assert!(matches!(err, Error::ManifestUnknown { .. }), "{err:?}");
+    let err = good
+        .resolve(&format!("{}/errs/a:nope", reg.host))
+        .await
+        .expect_err("unknown tag, resolve");
+    assert!(matches!(err, Error::ManifestUnknown { .. }), "{err:?}");
+    let (status, message) = api(&err);
+    assert_eq!(status, 422);
+    assert!(
+        message.starts_with(&format!(
+            "image cannot be pulled: image {}/errs/a:nope: no such manifest",
+            reg.host
+        )),
+        "{message}"
+    );
     let err = good.pull("Bad Ref!").await.expect_err("unparsable");
     assert!(matches!(err, Error::Reference { .. }), "{err:?}");
     assert_eq!(api(&err).0, 400);
@@ -401,10 +421,10 @@ async fn image_for_another_architecture_is_refused() {
     push(&reg, "plat/x:v1", &base_layers(), other).await;
     let state = tempfile::tempdir().expect("state");
     let puller = Puller::new(state.path(), PullFrom::lab(&reg.host, TOKEN)).expect("puller");
-    let err = puller
-        .pull(&format!("{}/plat/x:v1", reg.host))
-        .await
-        .expect_err("foreign platform");
+    let image = format!("{}/plat/x:v1", reg.host);
+    let err = puller.resolve(&image).await.expect_err("foreign platform");
+    assert!(matches!(err, Error::Platform { .. }), "{err:?}");
+    let err = puller.pull(&image).await.expect_err("foreign platform");
     assert!(matches!(err, Error::Platform { .. }), "{err:?}");
     assert!(err.to_string().contains(other), "{err}");
 }

@@ -10,7 +10,7 @@
 
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
-use oci_client::manifest::OciDescriptor;
+use oci_client::manifest::{OciDescriptor, OciImageManifest};
 use oci_client::secrets::RegistryAuth;
 use oci_client::Reference;
 use serde::Deserialize;
@@ -61,6 +61,14 @@ impl std::fmt::Debug for Puller {
             .field("registry", &self.registry)
             .finish_non_exhaustive()
     }
+}
+
+/// An image checked for pulling, not downloaded ([`Puller::resolve`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// `sha256:<hex>` of the image manifest: what a machine pins.
+    pub manifest_digest: String,
+    pub config: ImageConfig,
 }
 
 /// One layer to unpack: its blob digest, where the blob is stored, how it is compressed, and
@@ -190,7 +198,75 @@ impl Puller {
             stats.cache_hit = true;
             return Ok((hit, stats));
         }
-        let (config, diff_ids) = self.config(image, &reference, &manifest.config).await?;
+        let (config, layers) = self.layers(image, &reference, &manifest).await?;
+        for (desc, layer) in manifest.layers.iter().zip(&layers) {
+            if let Some(bytes) = self
+                .fetch_blob(image, &reference, desc, &layer.blob)
+                .await?
+            {
+                stats.blobs_fetched += 1;
+                stats.bytes_fetched += bytes;
+            }
+        }
+        let (rootfs, entries, bytes) = self.unpack(image, &digest, layers, &config).await?;
+        stats.entries = entries;
+        stats.bytes_unpacked = bytes;
+        tracing::info!(image, digest = %digest, blobs = stats.blobs_fetched,
+            bytes = stats.bytes_fetched, "pulled and unpacked image");
+        Ok((
+            Image {
+                reference: image.to_string(),
+                manifest_digest: digest,
+                rootfs,
+                config,
+            },
+            stats,
+        ))
+    }
+
+    /// Check that `image` can be pulled without downloading its layers: the manifest (and its
+    /// digest, the one to pin), the config, the platform, the layer media types. A create can
+    /// answer with this at once while the pull itself runs before the start, as Fly keeps a
+    /// machine `created` while it fetches the image (reference/fly-runtime.md §2). A cached
+    /// image named by digest makes no request.
+    pub async fn resolve(&self, image: &str) -> Result<Resolved, Error> {
+        let reference: Reference = image.parse().map_err(|source| Error::Reference {
+            reference: image.to_string(),
+            source,
+        })?;
+        if let Some(hit) = reference.digest().and_then(|d| self.cache.lookup(d, image)) {
+            return Ok(Resolved {
+                manifest_digest: hit.manifest_digest,
+                config: hit.config,
+            });
+        }
+        let (manifest, digest) = self
+            .client
+            .pull_image_manifest(&reference, &self.auth(&reference))
+            .await
+            .map_err(|source| manifest_error(image, source))?;
+        if let Some(hit) = self.cache.lookup(&digest, image) {
+            return Ok(Resolved {
+                manifest_digest: digest,
+                config: hit.config,
+            });
+        }
+        let (config, _) = self.layers(image, &reference, &manifest).await?;
+        Ok(Resolved {
+            manifest_digest: digest,
+            config,
+        })
+    }
+
+    /// The config and the layers of `manifest`, checked: as many diff_ids as layers, media
+    /// types the lab can unpack, well-formed digests.
+    async fn layers(
+        &self,
+        image: &str,
+        reference: &Reference,
+        manifest: &OciImageManifest,
+    ) -> Result<(ImageConfig, Vec<Layer>), Error> {
+        let (config, diff_ids) = self.config(image, reference, &manifest.config).await?;
         if diff_ids.len() != manifest.layers.len() {
             return Err(Error::LayerCount {
                 image: image.to_string(),
@@ -220,29 +296,7 @@ impl Puller {
                 diff_id,
             });
         }
-        for (desc, layer) in manifest.layers.iter().zip(&layers) {
-            if let Some(bytes) = self
-                .fetch_blob(image, &reference, desc, &layer.blob)
-                .await?
-            {
-                stats.blobs_fetched += 1;
-                stats.bytes_fetched += bytes;
-            }
-        }
-        let (rootfs, entries, bytes) = self.unpack(image, &digest, layers, &config).await?;
-        stats.entries = entries;
-        stats.bytes_unpacked = bytes;
-        tracing::info!(image, digest = %digest, blobs = stats.blobs_fetched,
-            bytes = stats.bytes_fetched, "pulled and unpacked image");
-        Ok((
-            Image {
-                reference: image.to_string(),
-                manifest_digest: digest,
-                rootfs,
-                config,
-            },
-            stats,
-        ))
+        Ok((config, layers))
     }
 
     /// Fetch and parse the config blob: the exec fields and the layers' diff_ids.
