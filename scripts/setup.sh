@@ -12,21 +12,19 @@ case "$what" in
         # k3s-standin's end-to-end tests drive a real kubectl; Debian's is kubernetes-client.
         command -v kubectl >/dev/null || apt_packages+=(kubernetes-client)
         pip_packages+=(schemathesis)
-        # The lab pulls images from a real registry (lab/tests/rootfs.rs); the base image is
-        # built with mmdebstrap and pushed with skopeo (scripts/base-image.sh).
-        apt_packages+=(docker-registry mmdebstrap skopeo)
         ;;
     quickstart)
         # Guests need iproute2 (netns, veth, bridge); node init starts the host's sshd in each
         # guest; fks-bootstrap -k reads the kubeconfig over ssh; curl waits for the lab;
         # kubectl shows the nodes (Debian's is kubernetes-client).
         apt_packages+=(iproute2 openssh-server openssh-client curl)
-        # The lab's registry, and the base image built with mmdebstrap and pushed with skopeo.
-        apt_packages+=(docker-registry mmdebstrap skopeo)
         command -v kubectl >/dev/null || apt_packages+=(kubernetes-client)
         ;;
     *) echo "usage: $0 test|quickstart" >&2; exit 2 ;;
 esac
+# Both: the lab's Debian base image is built with mmdebstrap and pushed with skopeo
+# (scripts/base-image.sh); lab/tests/rootfs.rs pulls from a docker-registry it starts.
+apt_packages+=(docker-registry mmdebstrap skopeo)
 
 missing=()
 for p in "${apt_packages[@]}"; do
