@@ -9,9 +9,6 @@ pip_packages=()
 case "$what" in
     test)
         apt_packages+=(iproute2 iputils-ping openssh-server openssh-client bind9-dnsutils)
-        # The lab's OCI registry (the CNCF distribution registry) and skopeo, the third-party
-        # client the image tests inspect and copy the pushed node image with.
-        apt_packages+=(docker-registry skopeo)
         # k3s-standin's end-to-end tests drive a real kubectl; Debian's is kubernetes-client.
         command -v kubectl >/dev/null || apt_packages+=(kubernetes-client)
         pip_packages+=(schemathesis)
@@ -21,12 +18,15 @@ case "$what" in
         # guest; fks-bootstrap -k reads the kubeconfig over ssh; curl waits for the lab;
         # kubectl shows the nodes (Debian's is kubernetes-client).
         apt_packages+=(iproute2 openssh-server openssh-client curl)
-        # fks-lab serve starts the lab's OCI registry from Debian's docker-registry.
-        apt_packages+=(docker-registry)
         command -v kubectl >/dev/null || apt_packages+=(kubernetes-client)
         ;;
     *) echo "usage: $0 test|quickstart" >&2; exit 2 ;;
 esac
+# Both: fks-lab serve starts the lab's OCI registry from Debian's docker-registry (the CNCF
+# distribution registry); the lab's Debian base image is built with mmdebstrap and pushed with
+# skopeo (scripts/base-image.sh), which the image tests also use as the third-party client that
+# inspects and copies the pushed node image.
+apt_packages+=(docker-registry mmdebstrap skopeo)
 
 missing=()
 for p in "${apt_packages[@]}"; do

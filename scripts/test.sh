@@ -5,6 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/setup.sh test
+# The lab's Debian base image (mmdebstrap, cached per day under ~/.cache/fks-bootstrap/base):
+# built here so the test that pushes and pulls it stays short.
+echo "[INFO] base image" >&2
+scripts/base-image.sh >/dev/null
 
 echo "[INFO] cargo fmt --check" >&2
 cargo fmt --all -- --check

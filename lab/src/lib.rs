@@ -19,6 +19,7 @@ pub mod journal;
 pub mod lifecycle;
 pub mod model;
 pub mod registry;
+pub mod rootfs;
 pub mod runner;
 pub mod secrets;
 pub mod stats;
