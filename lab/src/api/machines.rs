@@ -225,6 +225,8 @@ pub async fn create(
         cordoned: false,
         target: (!req.skip_launch.unwrap_or(false)).then(|| "started".to_string()),
         skip_secrets: req.skip_secrets.unwrap_or(false),
+        host: 0,
+        migration: None,
     };
     enter(&mut m, "created", "user", &mut core.rng);
     if let Some(ttl) = req.lease_ttl.filter(|t| *t > 0) {
