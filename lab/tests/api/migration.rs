@@ -213,3 +213,30 @@ async fn migrate_fault_moves_each_machine_once_and_is_reproducible_with_the_seed
     let b = run().await;
     assert_eq!(a, b, "same seed, same machine and addresses");
 }
+
+/// A migration under way is recorded: a lab restarted while the machine is still stopping
+/// carries the move through.
+#[tokio::test]
+async fn a_migration_under_way_survives_a_lab_restart() {
+    let lab = Lab::start_with(|o| o.timings.stop = Duration::from_secs(3)).await;
+    lab.app("app").await;
+    let m = lab
+        .machine("app", json!({"config": {"image": "ubuntu"}}))
+        .await;
+    let id = s(&m["id"]);
+    lab.wait("app", &id, "started").await;
+    let (status, body) = lab
+        .call(
+            Method::POST,
+            &format!("/lab/v1/apps/app/machines/{id}/migrate"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let lab = lab.restart().await;
+    let after = machine_until(&lab, "app", &id, |m| {
+        m["state"] == "started" && m["private_ip"] != json!(s(&body["private_ip"]))
+    })
+    .await;
+    assert_eq!(after["id"], json!(id));
+}
