@@ -26,7 +26,8 @@
 //!   member of the etcd cluster. Found [NAME=https://OLD:2380], expect: NAME=NEW"
 //!   (k3s-io/k3s#2732, rancher/k3k#54). k3s's maintainer: "You can't change the node IP on etcd
 //!   cluster members, you need to do a --cluster-reset ... or delete the node from the cluster
-//!   and rejoin it with the current IP" (rancher/rke2#5651, 2024). Whether k3s at the commit
+//!   and rejoin it with the current IP" (rancher/rke2#5651, 2024); k3s-io/k3s#5991 ("how to
+//!   change one master node's IP", 3 servers, embedded etcd) is still open. Whether k3s at the commit
 //!   reference/k3s.md cites (f08deaf) updates the peer URL itself is **not verified**
 //!   (pkg/etcd/etcd.go at that commit was not read); plan as if it does not.
 //! 1. Notice the change: keep the address k3s last ran with on the volume (next to the data
@@ -46,7 +47,7 @@
 //!    resync; k3s's own "delete the node and rejoin").
 //! 3. Without quorum (a single server, or a majority moved before any came back): start k3s
 //!    once with `--cluster-reset` on one server (since v1.22.3 it rewrites the member's peer
-//!    URL to the current address, k3s-io/k3s#4296), then normally; the other servers move
+//!    URL to the current address, k3s-io/k3s#4296, PRs #4302/#4303), then normally; the other servers move
 //!    their `server/db` aside and rejoin.
 //! 4. Record the new address only once k3s reports the node Ready, so a failed attempt is
 //!    tried again at the next boot.
