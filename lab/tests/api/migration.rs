@@ -137,6 +137,15 @@ async fn migrate_keeps_the_id_and_data_and_changes_the_address_and_volume_id() {
     }
     // The platform moved it, not a client: no mutation counted.
     assert_eq!(lab.get("/lab/v1/stats").await.1["mutations"], mutations);
+    // The soft-deleted source cannot be mounted again.
+    let (status, body) = lab
+        .post(
+            "/v1/apps/app/machines",
+            json!({"region": "sjc", "config": {"image": "ubuntu",
+                "mounts": [{"volume": old_vol, "path": "/data"}]}}),
+        )
+        .await;
+    assert_eq!(status, 412, "{body}");
 }
 
 #[tokio::test]
