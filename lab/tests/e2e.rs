@@ -1229,6 +1229,8 @@ async fn migrated_server_and_worker_come_back_ready_with_new_addresses_on_guests
         assert_eq!(state_of(new_vol), Some(Value::from("created")));
         moved.push((*app, after));
     }
+    // From here: how long until k3s shows both back (the API already shows them started).
+    let settling = Instant::now();
     // The bootstrap server's data came along: the same join token on the fork.
     let new_ctrl0_vol = moved[0].1["config"]["mounts"][0]["volume"]
         .as_str()
@@ -1292,6 +1294,10 @@ async fn migrated_server_and_worker_come_back_ready_with_new_addresses_on_guests
                         .any(|n| &n.name == name && n.internal_ips.first() == Some(ip))
                 });
             if settled {
+                eprintln!(
+                    "figure: k3s showed every node Ready with the new addresses {:?} after the second machine was started again",
+                    settling.elapsed()
+                );
                 break nodes;
             }
         }
