@@ -196,7 +196,15 @@ impl Cluster {
 
     /// Register a node or record its heartbeat. A new node gets its labels, taints and pod
     /// CIDRs; a known one keeps what was patched since and only refreshes its addresses, as a
-    /// kubelet does.
+    /// kubelet does. The kubelet's `NodeAddress` status setter writes `status.addresses` from
+    /// its current `--node-ip` at every status sync, on the existing Node object found by node
+    /// name (kubernetes pkg/kubelet/nodestatus/setters.go, read for this). Under k3s's embedded
+    /// cloud controller the kubelet runs with an external cloud provider, and the addresses come
+    /// from the node-ip annotations k3s's agent writes at start; that k3s path is from memory,
+    /// not from reference/k3s.md, so unverified here. Either way a node whose address changed
+    /// (a Fly host migration gives a machine a new 6PN address, reference fly-runtime.md §4)
+    /// comes back as the same object with the new InternalIP, and no stale object is left.
+    /// The change is persisted at once, as k3s keeps it in its datastore.
     pub fn register(&mut self, r: &Registration, now: u64) -> Result<Value, Error> {
         let cf: Vec<bool> = self
             .cluster_cidrs
@@ -228,7 +236,11 @@ impl Cluster {
                 e.ready = r.ready;
                 e.ready_since = now;
             }
-            e.node["status"]["addresses"] = Value::Array(addresses);
+            let addresses = Value::Array(addresses);
+            if e.node["status"]["addresses"] != addresses {
+                self.dirty = true;
+            }
+            e.node["status"]["addresses"] = addresses;
             e.node["metadata"]["resourceVersion"] = Value::String(rv);
             return Ok(e.node.clone());
         }
@@ -895,6 +907,38 @@ mod tests {
             json!({"a": {"b": [2, 3], "x/y": true}, "c": 2})
         );
         assert!(json_patch(doc, &json!([{"op": "test", "path": "/c", "value": 9}])).is_err());
+    }
+
+    #[test]
+    fn a_node_back_with_a_new_address_keeps_its_object_and_gets_the_new_internal_ip() {
+        let mut c = cluster();
+        let old = reg("n1", &["fdaa:0:1:a7b:1:2:3:2", "172.19.0.2"]);
+        let first = c.register(&old, 100).expect("register");
+        c.take_snapshot();
+        let cidrs = first["spec"]["podCIDRs"].clone();
+        let uid = first["metadata"]["uid"].clone();
+        let moved = reg("n1", &["fdaa:0:1:b00:9:2:3:2", "172.19.0.2"]);
+        c.register(&moved, 110).expect("re-register");
+        let list = c.list(110);
+        let items = list["items"].as_array().expect("items");
+        assert_eq!(items.len(), 1, "no stale node object: {list}");
+        let n = &items[0];
+        assert_eq!(n["metadata"]["uid"], uid);
+        assert_eq!(n["spec"]["podCIDRs"], cidrs);
+        let internal: Vec<&str> = n["status"]["addresses"]
+            .as_array()
+            .expect("addresses")
+            .iter()
+            .filter(|a| a["type"] == "InternalIP")
+            .filter_map(|a| a["address"].as_str())
+            .collect();
+        assert_eq!(internal, ["fdaa:0:1:b00:9:2:3:2", "172.19.0.2"]);
+        // The new address is persisted, so a restart of the server does not bring back the old.
+        let saved = c.take_snapshot().expect("an address change is persisted");
+        assert!(saved.contains("fdaa:0:1:b00:9:2:3:2"), "{saved}");
+        // A heartbeat with the same addresses is not worth a write.
+        c.register(&moved, 120).expect("heartbeat");
+        assert!(c.take_snapshot().is_none());
     }
 
     #[test]

@@ -16,6 +16,8 @@
 //! - `boot_crash=P` a fraction P of machines crash once at their first boot: the machine reaches
 //!   `started`, its main process exits 1 at once (an `exit` event) and the restart policy decides
 //!   (the default `on-failure` starts it again). A machine crashes at most once.
+//! - `migrate=P[@DUR]` a fraction P of machines is migrated to another host once, DUR (default
+//!   1s) after its first start: stop, volume fork, start with a new 6PN address (`migration`).
 //!
 //! Example: `latency=machines.create:200ms,volumes.create:300ms;rate_limits=on;error_rate=0.05;ambiguous_create=0.2;capacity=sjc:09cd`.
 //! Random decisions come from one generator seeded with `--seed`, drawn in request order, so a
@@ -31,7 +33,7 @@ use std::time::{Duration, Instant};
 pub enum Error {
     #[error("fault clause `{clause}` has no `=`")]
     NoEquals { clause: String },
-    #[error("unknown fault kind `{kind}` (known: latency, rate_limits, error_rate, ambiguous_create, capacity, boot_failure, boot_crash)")]
+    #[error("unknown fault kind `{kind}` (known: latency, rate_limits, error_rate, ambiguous_create, capacity, boot_failure, boot_crash, migrate)")]
     UnknownKind { kind: String },
     #[error("bad latency entry `{entry}`: want OP:DURATION such as machines.create:200ms")]
     Latency { entry: String },
@@ -55,6 +57,10 @@ pub struct Faults {
     pub boot_failure: f64,
     /// The fraction of machines whose first boot crashes once (restart policy then decides).
     pub boot_crash: f64,
+    /// The fraction of machines migrated once, `migrate_after` after their first start.
+    pub migrate: f64,
+    /// How long after its first start a picked machine is migrated (default 1s).
+    pub migrate_after: Option<Duration>,
 }
 
 fn duration(value: &str) -> Result<Duration, Error> {
@@ -125,6 +131,14 @@ impl Faults {
                 "ambiguous_create" => f.ambiguous_create = probability(kind, value)?,
                 "boot_failure" => f.boot_failure = probability(kind, value)?,
                 "boot_crash" => f.boot_crash = probability(kind, value)?,
+                "migrate" => {
+                    let (p, after) = match value.split_once('@') {
+                        Some((p, d)) => (p, Some(duration(d.trim())?)),
+                        None => (value, None),
+                    };
+                    f.migrate = probability(kind, p)?;
+                    f.migrate_after = after;
+                }
                 "capacity" => {
                     for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
                         match entry.split_once(':') {
@@ -170,6 +184,8 @@ pub struct Injector {
     buckets: HashMap<(String, String), Bucket>,
     /// Machines already drawn for `boot_crash` (each machine is drawn once, at its first boot).
     boot_drawn: HashSet<String>,
+    /// Machines already drawn for `migrate` (each machine is drawn once, at its first start).
+    migrate_drawn: HashSet<String>,
 }
 
 /// What an ambiguous create answers instead of its real result.
@@ -186,6 +202,7 @@ impl Injector {
             rng: ChaCha8Rng::seed_from_u64(seed ^ 0x6661_756c_7473),
             buckets: HashMap::new(),
             boot_drawn: HashSet::new(),
+            migrate_drawn: HashSet::new(),
         }
     }
 
@@ -199,6 +216,12 @@ impl Injector {
     /// machine crashes at most once; later boots draw nothing.
     pub fn crash_once(&mut self, p: f64, id: &str) -> bool {
         p > 0.0 && self.boot_drawn.insert(id.to_string()) && self.rng.random_bool(p)
+    }
+
+    /// Draw whether machine `id` is migrated (`migrate=P`): only at its first start, so the
+    /// start after the migration itself draws nothing and a machine moves at most once.
+    pub fn migrate_once(&mut self, p: f64, id: &str) -> bool {
+        p > 0.0 && self.migrate_drawn.insert(id.to_string()) && self.rng.random_bool(p)
     }
 
     /// Draw which ambiguous answer to give.
@@ -308,6 +331,27 @@ mod tests {
         let mut b = Injector::new(9);
         assert!(!a.crash_once(0.0, "m1"));
         assert_eq!(a.chance(0.5), b.chance(0.5));
+    }
+
+    #[test]
+    fn migrate_parses_with_and_without_a_delay_and_draws_once_per_machine() {
+        let f = Faults::parse("migrate=1").expect("parse");
+        assert_eq!((f.migrate, f.migrate_after), (1.0, None));
+        let f = Faults::parse("migrate=0.5@3s").expect("parse");
+        assert_eq!(f.migrate, 0.5);
+        assert_eq!(f.migrate_after, Some(Duration::from_secs(3)));
+        assert!(matches!(
+            Faults::parse("migrate=2"),
+            Err(Error::Probability { .. })
+        ));
+        assert!(matches!(
+            Faults::parse("migrate=1@soon"),
+            Err(Error::Duration { .. })
+        ));
+        let mut inj = Injector::new(4);
+        assert!(inj.migrate_once(1.0, "m1"));
+        assert!(!inj.migrate_once(1.0, "m1"), "second start of m1");
+        assert!(inj.migrate_once(1.0, "m2"));
     }
 
     #[test]

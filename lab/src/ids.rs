@@ -174,8 +174,19 @@ pub fn network_prefix(network: &str) -> Ipv6Addr {
 /// A private 6PN address in Fly's layout (reference §4): `fdaa` | 32 bits network (from the
 /// org slug or the app's custom network) | 32 bits host (from the zone) | 32 bits machine | `2`.
 pub fn private_ip(network: &str, zone: &str, rng: &mut impl Rng) -> Ipv6Addr {
+    private_ip_on_host(network, zone, 0, rng)
+}
+
+/// [`private_ip`] on host number `host` of the zone: host 0 is where machines are created;
+/// a migration moves a machine to the next host, whose 32 host bits differ (reference
+/// fly-runtime.md §4: "6PN addresses change on host migration").
+pub fn private_ip_on_host(network: &str, zone: &str, host: u32, rng: &mut impl Rng) -> Ipv6Addr {
     let net = fnv1a(network.as_bytes()) as u32 & 0x00ff_ffff;
-    let host = fnv1a(zone.as_bytes()) as u32;
+    let host = if host == 0 {
+        fnv1a(zone.as_bytes()) as u32
+    } else {
+        fnv1a(format!("{zone}#{host}").as_bytes()) as u32
+    };
     let machine: u32 = rng.random();
     Ipv6Addr::new(
         0xfdaa,
@@ -239,5 +250,9 @@ mod tests {
         assert_eq!(s[7], 2);
         let again = private_ip("personal", "09cd", &mut rng).segments();
         assert_eq!(s[..5], again[..5]);
+        // Another host of the same zone: same network, other host bits.
+        let moved = private_ip_on_host("personal", "09cd", 1, &mut rng).segments();
+        assert_eq!(s[..3], moved[..3]);
+        assert_ne!(s[3..5], moved[3..5]);
     }
 }

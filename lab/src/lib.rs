@@ -17,6 +17,7 @@ pub mod ids;
 pub mod images;
 pub mod journal;
 pub mod lifecycle;
+pub mod migration;
 pub mod model;
 pub mod registry;
 pub mod rootfs;

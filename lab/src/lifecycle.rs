@@ -76,9 +76,20 @@ pub fn drive(lab: &Arc<Lab>, app: &str, id: &str) {
                 let Some((to, delay)) = next(&m.state, &target, &lab.opts.timings) else {
                     return;
                 };
-                (m.state.clone(), target, m.instance_id.clone(), to, delay)
+                let migrating = m
+                    .migration
+                    .as_ref()
+                    .is_some_and(|g| g.instance_id == m.instance_id);
+                (
+                    m.state.clone(),
+                    target,
+                    m.instance_id.clone(),
+                    to,
+                    delay,
+                    migrating,
+                )
             };
-            let (from, target, instance, to, delay) = seen;
+            let (from, target, instance, to, delay, migrating) = seen;
             let mut fail_boot = to == "started" && {
                 let p = lab.opts.faults.boot_failure;
                 crate::lock(&lab.faults).chance(p)
@@ -86,6 +97,10 @@ pub fn drive(lab: &Arc<Lab>, app: &str, id: &str) {
             let mut crash = to == "started" && {
                 let p = lab.opts.faults.boot_crash;
                 crate::lock(&lab.faults).crash_once(p, &id)
+            };
+            let migrate_later = to == "started" && {
+                let p = lab.opts.faults.migrate;
+                crate::lock(&lab.faults).migrate_once(p, &id)
             };
             match lab.runner.clone() {
                 // Guests mode: the step is the real work (start, stop, destroy a guest). A
@@ -101,25 +116,65 @@ pub fn drive(lab: &Arc<Lab>, app: &str, id: &str) {
                 }
                 _ => tokio::time::sleep(delay).await,
             }
+            // A migration: once the machine is down, its volume is forked before the move.
+            let fork = match (migrating && to == "stopped").then_some(()) {
+                Some(()) => Some(crate::migration::fork_data(&lab, &app, &id).await),
+                None => None,
+            };
             let mut core = lab.core();
             let crate::Core { state, rng, .. } = &mut *core;
-            let Some(m) = state.app(&app).and_then(|a| a.machines.get(&id)) else {
+            // Another operation changed the machine meanwhile: its own driver takes over.
+            let current = state
+                .app(&app)
+                .and_then(|a| a.machines.get(&id))
+                .filter(|m| {
+                    m.state == from
+                        && m.target.as_deref() == Some(target.as_str())
+                        && m.instance_id == instance
+                })
+                .cloned();
+            let Some(mut m) = current else {
+                drop(core);
+                if let Some(Ok(Some(f))) = &fork {
+                    crate::migration::discard(&lab, f);
+                }
                 return;
             };
-            // Another operation changed the machine meanwhile: its own driver takes over.
-            if m.state != from
-                || m.target.as_deref() != Some(target.as_str())
-                || m.instance_id != instance
+            // A migration begun before a user update (a new version) is called off.
+            if m.migration
+                .as_ref()
+                .is_some_and(|g| g.instance_id != m.instance_id)
             {
-                return;
+                m.migration = None;
             }
-            let mut m = m.clone();
             let to = if fail_boot { "failed" } else { to };
             enter(&mut m, to, "flyd", rng);
             if to == target || to == "failed" || to == "destroyed" {
                 m.target = None;
             }
             let mut records = vec![];
+            let mut landed = None;
+            match fork {
+                Some(Ok(f)) => {
+                    records.extend(crate::migration::land(state, &mut m, f.as_ref(), rng));
+                    tracing::info!(
+                        app,
+                        machine = id,
+                        private_ip = m.private_ip,
+                        volume = f.as_ref().map(|f| f.to.as_str()),
+                        "migrated the machine to another host"
+                    );
+                    landed = f;
+                }
+                Some(Err(e)) => {
+                    // The fork failed: the machine starts again where it was.
+                    tracing::warn!(app, machine = id, error = %crate::runner::chain(&e), "migration called off");
+                    m.migration = None;
+                    enter(&mut m, "starting", "flyd", rng);
+                    m.target = Some("started".into());
+                }
+                None => {}
+            }
             if to == "destroyed" {
                 m.lease = None;
                 if let Some(vol) = m.mounted_volume() {
@@ -146,6 +201,13 @@ pub fn drive(lab: &Arc<Lab>, app: &str, id: &str) {
             }
             if crash && to == "started" {
                 crash_soon(&lab, &app, &id);
+            }
+            if migrate_later && to == "started" {
+                migrate_soon(&lab, &app, &id);
+            }
+            if let Some(f) = landed {
+                let lab = lab.clone();
+                tokio::task::spawn_blocking(move || crate::migration::drop_source(&lab, &f));
             }
             if done {
                 return;
@@ -213,6 +275,27 @@ fn crash_soon(lab: &Arc<Lab>, app: &str, id: &str) {
         if restart {
             tokio::time::sleep(crate::runner::backoff(1)).await;
             drive(&lab, &app, &id);
+        }
+    });
+}
+
+/// The `migrate` fault: `migrate_after` (default 1 s) after the machine's first start, migrate
+/// it as the `/lab/v1` endpoint does. Nothing happens when it is no longer plainly started.
+fn migrate_soon(lab: &Arc<Lab>, app: &str, id: &str) {
+    let lab = lab.clone();
+    let (app, id) = (app.to_string(), id.to_string());
+    tokio::spawn(async move {
+        let after = lab
+            .opts
+            .faults
+            .migrate_after
+            .unwrap_or(Duration::from_secs(1));
+        tokio::time::sleep(after).await;
+        if *lab.closing.borrow() {
+            return;
+        }
+        if let Err(e) = crate::migration::begin(&lab, &app, &id, crate::migration::CAUSE_FAULT) {
+            tracing::info!(machine = id, error = ?e, "lab fault: no migration");
         }
     });
 }

@@ -88,6 +88,25 @@ pub struct Machine {
     /// secret in its env, as on Fly (reference fly-machines-api.md §3 `env`).
     #[serde(default)]
     pub skip_secrets: bool,
+    /// Which host of its zone the machine runs on: 0 where it was created, bumped by every
+    /// migration (`migration`). The 6PN host field is derived from zone and host, so a moved
+    /// machine gets a new address (reference fly-runtime.md §4).
+    #[serde(default)]
+    pub host: u32,
+    /// A migration under way: the machine is stopping for it, and is moved once stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration: Option<Migration>,
+}
+
+/// A pending migration of a machine to another host (reference fly-runtime.md §4
+/// "Migration": stop, fork the volume, start with the same id and a new 6PN address).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Migration {
+    /// The machine version when the migration began: a user update since then (a new version)
+    /// cancels the move, as the update's own start wins.
+    pub instance_id: String,
+    /// Who asked: `lab api` or `lab fault`, for the log.
+    pub cause: String,
 }
 
 impl Machine {

@@ -9,11 +9,12 @@
 //! an operator's host resolves `.internal` names on the lab without touching the host's files.
 //!
 //! A second guests test runs the same lifecycle with every machine crashing once at boot and
-//! the tool SIGKILLed part-way through `-c` and `-a`.
+//! the tool SIGKILLed part-way through `-c` and `-a`; a third migrates a server and a worker
+//! of a live cluster to other hosts (new 6PN addresses, forked volumes).
 //!
-//! Own bridges (`fkse2e`, `fkse2f`), org networks (`e2eorg`, `e2eforg`: each its own 6PN /48)
-//! and IPv4 ranges (172.31.150.0/24, .151.0/24), so these run in parallel with the other guest
-//! tests. Without root the
+//! Own bridges (`fkse2e`, `fkse2f`, `fkse2m`), org networks (`e2eorg`, `e2eforg`, `e2emorg`:
+//! each its own 6PN /48) and IPv4 ranges (172.31.150-152.0/24), so these run in parallel with
+//! the other guest tests. Without root the
 //! guest test prints why and returns, except under `CI=true` where it fails.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -1079,6 +1080,263 @@ async fn crashes_at_boot_and_kills_during_the_k3s_steps_converge_on_guests() {
     let nodes = parse_nodes(&text(&out.stdout));
     assert_eq!(nodes.len(), 3 + WORKERS, "{nodes:#?}");
     assert!(nodes.iter().all(|n| n.ready), "{nodes:#?}");
+
+    let out = env.fks(&mut t, &["destroy", dir, "--yes"]).await;
+    assert_ok("destroy --yes", &out, &lab);
+    lab.stop().await;
+}
+
+/// A machine of `app` by its `fks_node` metadata.
+async fn node_machine(lab: &GuestLab, app: &str, node: &str) -> Value {
+    lab.machines(app)
+        .await
+        .into_iter()
+        .find(|m| m["config"]["metadata"]["fks_node"] == node)
+        .unwrap_or_else(|| panic!("{app} has no machine for node {node}"))
+}
+
+/// Migrate a machine through the lab endpoint and wait until it is started again with
+/// another 6PN address; returns the machine as it is then.
+async fn migrate(lab: &GuestLab, app: &str, before: &Value) -> Value {
+    let id = before["id"].as_str().expect("id");
+    let res = lab
+        .http
+        .post(format!(
+            "{}/lab/v1/apps/{app}/machines/{id}/migrate",
+            lab.base
+        ))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .send()
+        .await
+        .expect("migrate request");
+    let status = res.status().as_u16();
+    assert_eq!(status, 200, "{}", res.text().await.unwrap_or_default());
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (status, m) = lab.get(&format!("/v1/apps/{app}/machines/{id}")).await;
+        assert_eq!(status, 200, "{m}");
+        if m["state"] == "started" && m["private_ip"] != before["private_ip"] {
+            return m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{app}/{id} not back after the migration: {m:#}\n{}",
+            lab.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The admin kubeconfig of a server, read with the Machines API exec and rewritten for the
+/// operator (`https://<cluster>-cp.internal:6443`) by the product's own `kubeconfig::rewrite`;
+/// written to the lab's directory.
+async fn exec_kubeconfig(lab: &GuestLab, server: &Value) -> PathBuf {
+    let id = server["id"].as_str().expect("id");
+    let res = lab
+        .http
+        .post(format!("{}/v1/apps/{CP_APP}/machines/{id}/exec", lab.base))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .json(&serde_json::json!({"command": ["cat", "/etc/rancher/k3s/k3s.yaml"]}))
+        .send()
+        .await
+        .expect("exec request");
+    assert_eq!(res.status().as_u16(), 200);
+    let v: Value = res.json().await.expect("exec answer");
+    assert_eq!(v["exit_code"], 0, "{v}");
+    let yaml = v["stdout"].as_str().expect("stdout");
+    let cfg = fks_bootstrap::kubeconfig::rewrite(
+        yaml,
+        CLUSTER,
+        &fks_bootstrap::kubeconfig::cluster_server_url(CLUSTER),
+    )
+    .expect("a k3s kubeconfig");
+    let path = lab.dir.path().join("kubeconfig-exec");
+    std::fs::write(&path, cfg.to_yaml().expect("yaml")).expect("write kubeconfig");
+    path
+}
+
+/// Issue 10 §6 on real guests: the bootstrap server (it holds the stand-in's node store) and a
+/// worker are migrated one after the other during a live cluster, as Fly does (one machine
+/// of an org network at a time, reference fly-runtime.md §4). Each keeps its machine id, gets
+/// a new 6PN address and a forked volume with its data, and comes back Ready in k3s as the same
+/// node with the new InternalIP (no stale node); the lab DNS and `-l` follow, and `-c` / `-a`
+/// re-runs find nothing to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn migrated_server_and_worker_come_back_ready_with_new_addresses_on_guests() {
+    if !have_root("migration on guests") {
+        return;
+    }
+    const NET: Net = Net {
+        bridge: "fkse2m",
+        org: "e2emorg",
+        v4: 152,
+    };
+    let lab = GuestLab::start_with(&NET, "").await;
+    let cluster_dir = cluster_copy(&lab, NET.org);
+    let dir = cluster_dir.to_str().expect("utf-8 path");
+    let env = Env::new(&lab).await;
+    let mut t = Transcript::default();
+    let allow = "--allow-missing-kernel-options";
+    let create = ["-c", dir, allow, "--timeout", "180"];
+    let add = ["-a", GROUP, dir, allow, "--timeout", "180"];
+    let out = env.fks(&mut t, &create).await;
+    assert_ok("-c", &out, &lab);
+    let out = env.fks(&mut t, &add).await;
+    assert_ok("-a 0", &out, &lab);
+
+    let targets = [
+        (CP_APP, node_machine(&lab, CP_APP, "ctrl-0").await),
+        (
+            GROUP_APP,
+            node_machine(&lab, GROUP_APP, &format!("worker-ng-{GROUP}-0")).await,
+        ),
+    ];
+    let token_file =
+        |vol: &str| fks_lab::runner::volume_dir(&lab.state, vol).join("k3s/server/token");
+    let old_ctrl0_vol = targets[0].1["config"]["mounts"][0]["volume"]
+        .as_str()
+        .expect("ctrl-0 volume")
+        .to_string();
+    let token = std::fs::read_to_string(token_file(&old_ctrl0_vol)).expect("ctrl-0 token");
+    let mut moved = Vec::new();
+    for (app, before) in &targets {
+        let started = Instant::now();
+        let after = migrate(&lab, app, before).await;
+        eprintln!(
+            "figure: migrating {} took {:?} (stop, fork, start)",
+            before["config"]["metadata"]["fks_node"],
+            started.elapsed()
+        );
+        assert_eq!(after["id"], before["id"]);
+        let (old_vol, new_vol) = (
+            before["config"]["mounts"][0]["volume"]
+                .as_str()
+                .expect("vol"),
+            after["config"]["mounts"][0]["volume"]
+                .as_str()
+                .expect("vol"),
+        );
+        assert_ne!(old_vol, new_vol, "{app}: the volume was not forked");
+        let (_, vols) = lab.get(&format!("/v1/apps/{app}/volumes")).await;
+        let state_of = |id: &str| {
+            vols.as_array()
+                .expect("volumes")
+                .iter()
+                .find(|v| v["id"] == id)
+                .map(|v| v["state"].clone())
+        };
+        assert_eq!(state_of(old_vol), Some(Value::from("pending_destroy")));
+        assert_eq!(state_of(new_vol), Some(Value::from("created")));
+        moved.push((*app, after));
+    }
+    // From here: how long until k3s shows both back (the API already shows them started).
+    let settling = Instant::now();
+    // The bootstrap server's data came along: the same join token on the fork.
+    let new_ctrl0_vol = moved[0].1["config"]["mounts"][0]["volume"]
+        .as_str()
+        .expect("vol");
+    assert_eq!(
+        std::fs::read_to_string(token_file(new_ctrl0_vol)).expect("token on the fork"),
+        token
+    );
+
+    // The lab DNS answers the new addresses (and no longer the old ones).
+    let prefix = fks_lab::ids::network_prefix(NET.org).segments();
+    let dns = std::net::SocketAddr::new(
+        std::net::Ipv6Addr::new(prefix[0], prefix[1], prefix[2], 0, 0, 0, 0, 3).into(),
+        53,
+    );
+    let entries = tokio::task::spawn_blocking(move || fks_lab::hosts::lookup(dns))
+        .await
+        .expect("join")
+        .expect("lab dns");
+    for ((_, before), (_, after)) in targets.iter().zip(&moved) {
+        let ip: std::net::Ipv6Addr = after["private_ip"]
+            .as_str()
+            .expect("ip")
+            .parse()
+            .expect("ipv6");
+        let old: std::net::Ipv6Addr = before["private_ip"]
+            .as_str()
+            .expect("ip")
+            .parse()
+            .expect("ipv6");
+        assert!(
+            entries.iter().any(|e| e.id == after["id"] && e.ip == ip),
+            "{entries:?}"
+        );
+        assert!(!entries.iter().any(|e| e.ip == old), "{entries:?}");
+    }
+
+    // k3s: every node Ready, the migrated ones with their new InternalIP, no stale node. The
+    // kubeconfig is read through the Machines API exec from the migrated server and rewritten
+    // as `-k` does (`-k` itself goes through the node's SSH, which this test is not about).
+    let kubeconfig = exec_kubeconfig(&lab, &moved[0].1).await;
+    let hosts = hosts_file(&lab, &lab.machines(CP_APP).await);
+    let want: BTreeMap<String, String> = moved
+        .iter()
+        .map(|(app, m)| {
+            (
+                format!("{}.vm.{app}.internal", m["id"].as_str().expect("id")),
+                m["private_ip"].as_str().expect("ip").to_string(),
+            )
+        })
+        .collect();
+    let deadline = Instant::now() + WAIT;
+    let nodes = loop {
+        let out = kubectl(&mut t, &kubeconfig, &hosts, &["get", "nodes", "-o", "json"]).await;
+        if out.status.code() == Some(0) {
+            let nodes = parse_nodes(&text(&out.stdout));
+            let settled = nodes.iter().all(|n| n.ready)
+                && want.iter().all(|(name, ip)| {
+                    nodes
+                        .iter()
+                        .any(|n| &n.name == name && n.internal_ips.first() == Some(ip))
+                });
+            if settled {
+                eprintln!(
+                    "figure: k3s showed every node Ready with the new addresses {:?} after the second machine was started again",
+                    settling.elapsed()
+                );
+                break nodes;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nodes not back with their new addresses: {}{}\n{}",
+            text(&out.stdout),
+            text(&out.stderr),
+            lab.logs()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    assert_eq!(nodes.len(), 3 + WORKERS, "a stale node is left: {nodes:#?}");
+
+    // -l shows the new addresses.
+    for (set, (app, after)) in ["cp", GROUP].iter().zip(&moved) {
+        let out = env.fks(&mut t, &["-l", set, dir, "--json"]).await;
+        assert_ok("-l --json", &out, &lab);
+        let rows: Vec<Value> = serde_json::from_slice(&out.stdout).expect("list json");
+        let row = rows
+            .iter()
+            .find(|r| r["machine_id"] == after["id"])
+            .unwrap_or_else(|| panic!("{app}: -l {set} lacks the migrated machine: {rows:?}"));
+        assert_eq!(row["private_ip"], after["private_ip"], "{row}");
+        assert_eq!(row["state"], "started");
+        assert_eq!(row["ready"], true);
+    }
+
+    // Converged: re-runs after the migrations change nothing.
+    let before = lab.mutations().await;
+    for args in [&create[..], &add[..]] {
+        let out = env.fks(&mut t, args).await;
+        assert_ok("re-run after the migrations", &out, &lab);
+    }
+    assert_eq!(
+        lab.mutations().await,
+        before,
+        "a re-run after the migrations mutated"
+    );
 
     let out = env.fks(&mut t, &["destroy", dir, "--yes"]).await;
     assert_ok("destroy --yes", &out, &lab);

@@ -4,6 +4,53 @@
 //!
 //! The choice between the sources is pure ([`choose_private_ip`], [`parse_hosts_6pn`]); only
 //! [`eth0_ipv4`] and the caller's file read touch the system.
+//!
+//! # When the address changes (Fly host migration)
+//!
+//! Fly moves a machine to another host now and then: it stops it, forks its volume, and starts
+//! it with the same machine id and a **new 6PN address** (reference fly-runtime.md §4
+//! "Migration"; fly-machines-api.md "private_ip ... can change after a host migration").
+//! Because the address is read here at every boot, node-ip, node-external-ip and the rendered
+//! k3s config follow on their own. For an **agent** that is all: k3s keeps the node name, so
+//! the kubelet's address sync writes the new InternalIP onto the existing Node object and no
+//! stale node is left (kubernetes pkg/kubelet/nodestatus/setters.go `NodeAddress`; proven in
+//! the lab by `e2e::migrated_server_and_worker_come_back_ready_with_new_addresses_on_guests`).
+//!
+//! A **server with embedded etcd** needs more, and this is what `node init` must do before it
+//! starts k3s (not built yet: the k3s stand-in gains real etcd in the day-2 issue, which proves
+//! the server case):
+//! - Why: etcd takes a member's advertised peer URL from `--initial-advertise-peer-urls` only
+//!   at the member's first boot; later changes must go through quorum with a member update
+//!   (etcd FAQ, quoted in kubernetes/kubernetes#86150). A k3s server restarted on a new address
+//!   keeps its old peer URL in the member list and waits forever with "this server is a not a
+//!   member of the etcd cluster. Found [NAME=https://OLD:2380], expect: NAME=NEW"
+//!   (k3s-io/k3s#2732, rancher/k3k#54). k3s's maintainer: "You can't change the node IP on etcd
+//!   cluster members, you need to do a --cluster-reset ... or delete the node from the cluster
+//!   and rejoin it with the current IP" (rancher/rke2#5651, 2024); k3s-io/k3s#5991 ("how to
+//!   change one master node's IP", 3 servers, embedded etcd) is still open. Whether k3s at the commit
+//!   reference/k3s.md cites (f08deaf) updates the peer URL itself is **not verified**
+//!   (pkg/etcd/etcd.go at that commit was not read); plan as if it does not.
+//! 1. Notice the change: keep the address k3s last ran with on the volume (next to the data
+//!    dir) and compare it with this boot's address. Only a server whose data dir already holds
+//!    an etcd member (`<data-dir>/server/db/etcd`) goes on.
+//! 2. With the other servers in quorum (the usual case: Fly migrates one machine of an org
+//!    network at a time, fly-runtime.md §4 step 1, so two of three servers stay up), update
+//!    this member's peer URL through a healthy peer before k3s starts: find the peers through
+//!    `<cluster>-cp.internal` (AAAA, started machines only), call the etcd members API on a
+//!    peer's client URL `https://[PEER]:2379` with the client certificate in
+//!    `<data-dir>/server/tls/etcd/` (`server-client.crt`, `server-client.key`,
+//!    `server-ca.crt`), look the member up by the name in `<data-dir>/server/db/etcd/name`,
+//!    and set its peer URLs to `https://[NEW]:2380` (`etcdctl member update`). Then start
+//!    k3s: etcd listens on the new address and the member rejoins with its data.
+//!    If the update is refused, remove the member through the peer, move
+//!    `<data-dir>/server/db` aside and start k3s so it joins again as a new member (a full
+//!    resync; k3s's own "delete the node and rejoin").
+//! 3. Without quorum (a single server, or a majority moved before any came back): start k3s
+//!    once with `--cluster-reset` on one server (since v1.22.3 it rewrites the member's peer
+//!    URL to the current address, k3s-io/k3s#4296, PRs #4302/#4303), then normally; the other servers move
+//!    their `server/db` aside and rejoin.
+//! 4. Record the new address only once k3s reports the node Ready, so a failed attempt is
+//!    tried again at the next boot.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 

@@ -186,6 +186,12 @@ pub async fn create(
                     "failed_precondition: volume {vol} is already attached to machine {m}"
                 )));
             }
+            // A migrated machine's old volume (reference fly-runtime.md §4) is soft-deleted.
+            if v.state == "pending_destroy" {
+                return Err(ApiError::precondition(format!(
+                    "failed_precondition: volume {vol} is pending_destroy and cannot be mounted"
+                )));
+            }
             if let Some(r) = req.region.as_deref().filter(|r| !r.is_empty()) {
                 if !r.split(',').any(|r| r.trim() == v.region) {
                     return Err(ApiError::bad_request(format!(
@@ -225,6 +231,8 @@ pub async fn create(
         cordoned: false,
         target: (!req.skip_launch.unwrap_or(false)).then(|| "started".to_string()),
         skip_secrets: req.skip_secrets.unwrap_or(false),
+        host: 0,
+        migration: None,
     };
     enter(&mut m, "created", "user", &mut core.rng);
     if let Some(ttl) = req.lease_ttl.filter(|t| *t > 0) {

@@ -1,14 +1,18 @@
 //! HTTP routing of the lab: the `/v1` Machines API behind auth, stats and fault middleware,
-//! and the `/lab/v1` introspection endpoints (no auth: they hold counts and paths, never
-//! secrets or bodies). Shared request helpers live here; handlers live in one file per resource.
+//! the `/lab/v1` introspection endpoints (no auth: they hold counts and paths, never
+//! secrets or bodies), and the lab's own actions on machines (`/lab/v1/.../migrate`, behind
+//! auth). Shared request helpers live here; handlers live in one file per resource.
 
 mod apps;
 mod labinfo;
 mod machine_extras;
 mod machines;
+mod migrate;
 mod render;
 mod secrets;
 mod volumes;
+
+pub use machines::find as find_machine;
 
 use crate::error::ApiError;
 use crate::faults::Ambiguity;
@@ -96,11 +100,19 @@ pub fn router(lab: Arc<Lab>) -> Router {
         .layer(middleware::from_fn_with_state(lab.clone(), faults))
         .layer(middleware::from_fn_with_state(lab.clone(), auth))
         .layer(middleware::from_fn_with_state(lab.clone(), count));
+    // The platform's own actions on machines: behind the token, not counted as a client's.
+    let lab_actions = Router::new()
+        .route(
+            "/lab/v1/apps/{app}/machines/{id}/migrate",
+            post(migrate::migrate),
+        )
+        .layer(middleware::from_fn_with_state(lab.clone(), auth));
     Router::new()
         .route("/lab/v1/stats", get(labinfo::stats))
         .route("/lab/v1/events", get(labinfo::events))
         .route("/lab/v1/zones", get(labinfo::zones))
         .route("/lab/v1/info", get(labinfo::info))
+        .merge(lab_actions)
         .merge(v1)
         .with_state(lab)
 }

@@ -5,6 +5,7 @@ mod apps;
 mod cli;
 mod faults;
 mod machines;
+mod migration;
 mod persistence;
 mod sub;
 mod util;
