@@ -297,6 +297,7 @@ mod netlink {
 /// What a failed create of a `kind` link says: the kernel answers EOPNOTSUPP for a link kind
 /// it does not know after trying to load `rtnl-link-<kind>` itself (net/core/rtnetlink.c), so
 /// that is an answer; anything else (EPERM without CAP_NET_ADMIN, ...) is not.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 fn classify_create_error(kind: &str, errno: i32) -> Finding {
     let err = std::io::Error::from_raw_os_error(errno);
     if errno == EOPNOTSUPP {
@@ -309,7 +310,9 @@ fn classify_create_error(kind: &str, errno: i32) -> Finding {
 }
 
 /// Linux's EOPNOTSUPP (= ENOTSUP) and EIO, the same on every architecture.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 const EOPNOTSUPP: i32 = 95;
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 const EIO: i32 = 5;
 
 #[cfg(test)]
