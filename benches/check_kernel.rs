@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use fks_bootstrap::config::FlannelBackend;
-use fks_bootstrap::kernel::{self, Requirements};
+use fks_bootstrap::kernel::{self, Profile, Requirements, Usage};
 
 const RUNS: usize = 200;
 const TARGET_MS: f64 = 20.0;
@@ -27,7 +27,13 @@ fn main() {
         let report = match kernel::source::read(Some(path)) {
             Ok((config, _)) => kernel::check(
                 &config,
-                &Requirements::builtin(Some(FlannelBackend::WireguardNative)),
+                &Requirements::builtin(
+                    Profile::All,
+                    &Usage {
+                        flannel: Some(FlannelBackend::WireguardNative),
+                        ..Usage::unknown_cluster()
+                    },
+                ),
             ),
             Err(e) => {
                 eprintln!("check_kernel bench: {e}");

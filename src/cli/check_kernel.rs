@@ -1,9 +1,11 @@
-//! `fks-bootstrap check-kernel [--kernel-config PATH] [--cluster CLUSTER_DIR] [--json]`: check a kernel
-//! config (default: the running kernel's) against the seed list, k3s check-config and the
-//! cluster's needs; print a table (or JSON) on stdout.
+//! `fks-bootstrap check-kernel [--kernel-config PATH] [--cluster CLUSTER_DIR] [--profile P]
+//! [--json]`: check a kernel config (default: the running kernel's) against what the cluster
+//! needs (the default profile, what `node init` enforces), or report it against the seed
+//! README's or k3s check-config's list; print a table (or JSON) on stdout.
 //!
 //! Exit 0 when every required option is satisfied, 1 when some are not, 2 when the input
-//! cannot be read. The judging lives in `crate::kernel`; this file only renders.
+//! cannot be read. Recommended options that are missing are warnings on stderr. The judging
+//! lives in `crate::kernel`; this file only renders.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -11,8 +13,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context as _};
 
-use crate::config::{self, FlannelBackend};
-use crate::kernel::{self, KernelConfig, Report, Requirements};
+use crate::config;
+use crate::kernel::{self, KernelConfig, Profile, Report, Requirements, Usage};
 
 /// Check the kernel config for the options k3s on Fly needs.
 #[derive(Debug, clap::Args)]
@@ -21,9 +23,14 @@ pub struct Args {
     /// /boot/config-$(uname -r).
     #[arg(long, value_name = "PATH")]
     pub kernel_config: Option<PathBuf>,
-    /// The cluster directory (e.g. clusters/lab): adds the options its flannel backend needs.
+    /// The cluster directory (e.g. clusters/lab): what it needs follows from its config
+    /// (FLANNEL_BACKEND: VXLAN or WIREGUARD). Without it the backend's options are not checked.
     #[arg(long, value_name = "CLUSTER_DIR")]
     pub cluster: Option<PathBuf>,
+    /// Which list to check against: cluster (what the cluster needs, as `node init` checks at
+    /// boot), seed (the seed README's full list, as a report), k3s-check-config, or all three.
+    #[arg(long, value_enum, default_value = "cluster")]
+    pub profile: Profile,
     /// Print a JSON array of verdicts instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -35,21 +42,23 @@ pub fn run(args: Args) -> Result<(), super::Error> {
         .map_err(|e| super::Error::Usage(e.into()))?;
     // Any unusable input (cluster config or kernel config) is exit 2; exit 1 is kept for
     // "the kernel lacks required options".
-    let flannel: Option<FlannelBackend> = match &args.cluster {
-        Some(dir) => Some(
-            config::load(dir)
-                .map_err(|e| super::Error::Usage(e.into()))?
-                .flannel_backend,
-        ),
-        None => None,
+    let usage = match &args.cluster {
+        Some(_) if !args.profile.uses_cluster() => {
+            return Err(super::Error::Usage(anyhow!(
+                "--profile {} does not depend on the cluster; --cluster goes with --profile cluster or all",
+                args.profile.as_str()
+            )))
+        }
+        Some(dir) => Usage::of(&config::load(dir).map_err(|e| super::Error::Usage(e.into()))?),
+        None => Usage::unknown_cluster(),
     };
-    let requirements = Requirements::builtin(flannel);
+    let requirements = Requirements::builtin(args.profile, &usage);
     let report = kernel::check(&config, &requirements);
     let out = if args.json {
         serde_json::to_string_pretty(&report.entries).map_err(|e| super::Error::Failed(e.into()))?
             + "\n"
     } else {
-        table(&config, &path, &requirements, &report)
+        table(&config, &path, args.profile, &requirements, &report)
     };
     std::io::stdout()
         .write_all(out.as_bytes())
@@ -59,6 +68,15 @@ pub fn run(args: Args) -> Result<(), super::Error> {
         for note in report.modules_note.iter().chain(&report.notes) {
             eprintln!("note: {note}");
         }
+    }
+    let recommended = missing_recommended(&report);
+    if args.profile == Profile::Cluster && !recommended.is_empty() {
+        eprintln!(
+            "warning: {} recommended kernel option(s) missing in {}: {}",
+            recommended.len(),
+            path.display(),
+            recommended.join(", ")
+        );
     }
     let names = failed_options(&report);
     if names.is_empty() {
@@ -72,9 +90,27 @@ pub fn run(args: Args) -> Result<(), super::Error> {
     )))
 }
 
-/// The required options that are not satisfied, each once (an option can be in several sets).
-fn failed_options(report: &Report) -> Vec<&str> {
-    let mut names: Vec<&str> = report.failures().map(|e| e.option.as_str()).collect();
+/// The required options that are not satisfied, each once (an option can be in several sets),
+/// with what needs it: `VXLAN (FLANNEL_BACKEND=vxlan)`.
+fn failed_options(report: &Report) -> Vec<String> {
+    let mut first: std::collections::BTreeMap<&str, &str> = Default::default();
+    for e in report.failures() {
+        first.entry(e.option.as_str()).or_insert(e.group.as_str());
+    }
+    first
+        .into_iter()
+        .map(|(option, group)| format!("{option} ({group})"))
+        .collect()
+}
+
+/// Optional options that are not satisfied, each once.
+fn missing_recommended(report: &Report) -> Vec<&str> {
+    let mut names: Vec<&str> = report
+        .entries
+        .iter()
+        .filter(|e| !e.required && !e.satisfied)
+        .map(|e| e.option.as_str())
+        .collect();
     names.sort_unstable();
     names.dedup();
     names
@@ -85,6 +121,7 @@ fn failed_options(report: &Report) -> Vec<&str> {
 fn table(
     config: &KernelConfig,
     path: &Path,
+    profile: Profile,
     requirements: &Requirements,
     report: &Report,
 ) -> String {
@@ -95,6 +132,7 @@ fn table(
         (None, _) => "kernel version unknown".to_string(),
     };
     let _ = writeln!(out, "kernel config: {} ({version})", path.display());
+    let _ = writeln!(out, "profile: {}", profile.as_str());
     if let Some(note) = &report.modules_note {
         let _ = writeln!(
             out,

@@ -40,6 +40,16 @@ pub enum Error {
         #[source]
         io: std::io::Error,
     },
+    /// The file is not UTF-8 text (a binary file, or another encoding): a configuration error.
+    #[error("{} is not UTF-8 text: invalid byte 0x{byte:02x} at line {line}, byte offset {offset}; a cluster config is KEY=VALUE (or TOML) text", path.display())]
+    NotText {
+        path: PathBuf,
+        /// 1-based line of the first invalid byte.
+        line: usize,
+        /// 0-based byte offset of the first invalid byte in the file.
+        offset: usize,
+        byte: u8,
+    },
     /// Both formats are present; which one wins would be a guess.
     #[error("{} has both {SHELL_FILE} and {TOML_FILE}; keep one of them", dir.display())]
     BothFormats { dir: PathBuf },
@@ -80,9 +90,20 @@ pub fn load(cluster_dir: &Path) -> Result<Config, Error> {
             })
         }
     };
-    let text = std::fs::read_to_string(&path).map_err(|io| Error::Read {
+    let bytes = std::fs::read(&path).map_err(|io| Error::Read {
         path: path.clone(),
         io,
+    })?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let offset = e.utf8_error().valid_up_to();
+        let bytes = e.as_bytes();
+        Error::NotText {
+            line: bytes[..offset].iter().filter(|&&b| b == b'\n').count() + 1,
+            offset,
+            // The first invalid byte; an error always has one at `valid_up_to`.
+            byte: bytes.get(offset).copied().unwrap_or_default(),
+            path: path.clone(),
+        }
     })?;
     let parsed = if is_toml {
         parse_toml(&text, &path)
@@ -305,6 +326,30 @@ mod tests {
         assert!(msg.starts_with("2 problems in "), "{msg}");
         assert!(msg.contains(":5: REGION: "), "{msg}");
         assert!(msg.contains(":7: VOLUME_SIZE: "), "{msg}");
+    }
+
+    #[test]
+    fn load_names_file_line_and_offset_of_a_non_utf8_byte() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(
+            dir.path().join(SHELL_FILE),
+            b"CLUSTER_NAME=a\nREGION=\xff\xfe\n",
+        )
+        .expect("write");
+        let e = load(dir.path()).expect_err("not text");
+        let Error::NotText {
+            line, offset, byte, ..
+        } = &e
+        else {
+            panic!("{e:?}")
+        };
+        assert_eq!((*line, *offset, *byte), (2, 22, 0xff));
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&dir.path().join(SHELL_FILE).display().to_string())
+                && msg.contains("line 2, byte offset 22"),
+            "{msg}"
+        );
     }
 
     #[test]

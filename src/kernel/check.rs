@@ -233,7 +233,7 @@ fn kernel_name(config: &KernelConfig) -> String {
 mod tests {
     use super::*;
     use crate::config::FlannelBackend;
-    use crate::kernel::{Modules, Version};
+    use crate::kernel::{Modules, Profile, Usage, Version};
 
     fn req(option: &str, required: bool, builtin: bool) -> Requirement {
         Requirement {
@@ -252,7 +252,7 @@ mod tests {
         Requirements {
             sets: vec![],
             items,
-            history: Requirements::builtin(None).history,
+            history: Requirements::builtin(Profile::Seed, &Usage::unknown_cluster()).history,
             notes: vec![],
         }
     }
@@ -495,17 +495,23 @@ mod tests {
     #[test]
     fn report_for_builtin_requirements_names_backend_notes() {
         let c = kernel("6.18.44", "CONFIG_WIREGUARD=y\n");
-        let report = check(
-            &c,
-            &Requirements::builtin(Some(FlannelBackend::WireguardNative)),
-        );
+        let usage = Usage {
+            flannel: Some(FlannelBackend::WireguardNative),
+            ..Usage::unknown_cluster()
+        };
+        let report = check(&c, &Requirements::cluster(&usage));
         let wg = report
             .entries
             .iter()
             .find(|e| e.set == "cluster" && e.option == "WIREGUARD")
             .expect("wireguard entry");
         assert_eq!(wg.status, Status::Ok);
-        assert!(report.notes.is_empty(), "{:?}", report.notes);
+        assert!(
+            !report.notes.iter().any(|n| n.contains("flannel")),
+            "{:?}",
+            report.notes
+        );
+        assert!(report.notes.iter().any(|n| n.contains("IPVS")));
         assert_eq!(c.version, Some(Version::new(6, 18, 44)));
     }
 }

@@ -5,8 +5,8 @@
 
 use serde::Deserialize;
 
-use super::{Error, Version};
-use crate::config::FlannelBackend;
+use super::profile::When;
+use super::{Error, Profile, Usage, Version};
 
 const SEED: (&str, &str) = (
     "kernel-configs/seed.toml",
@@ -101,8 +101,8 @@ struct OptionEntry {
     required: Option<bool>,
     builtin: Option<bool>,
     reason: String,
-    #[serde(default = "always")]
-    when: String,
+    #[serde(default)]
+    when: When,
     #[serde(default)]
     depends: Vec<String>,
     #[serde(default)]
@@ -129,30 +129,31 @@ fn yes() -> bool {
     true
 }
 
-fn always() -> String {
-    "always".to_string()
-}
-
-/// Which cluster-dependent options to include.
-fn wanted(when: &str, flannel: Option<FlannelBackend>) -> bool {
-    when == "always" || flannel.is_some_and(|b| b.as_str() == when)
-}
-
-const WHEN_VALUES: [&str; 5] = ["always", "vxlan", "host-gw", "wireguard-native", "none"];
-
 impl Requirements {
-    /// The embedded sets: the seed README's list, k3s check-config's, and the cluster's (the
-    /// IPv6-first items always, the flannel backend's when it is known).
-    pub fn builtin(flannel: Option<FlannelBackend>) -> Requirements {
-        Requirements::from_files(&[SEED, K3S, CLUSTER], HISTORY, flannel)
+    /// The embedded sets of `profile`; the cluster set keeps what `usage` needs.
+    pub fn builtin(profile: Profile, usage: &Usage) -> Requirements {
+        let sets: &[(&str, &str)] = match profile {
+            Profile::Cluster => &[CLUSTER],
+            Profile::Seed => &[SEED],
+            Profile::K3sCheckConfig => &[K3S],
+            Profile::All => &[SEED, K3S, CLUSTER],
+        };
+        Requirements::from_files(sets, HISTORY, usage)
             .expect("the embedded kernel-configs files are valid (checked by the unit tests)")
     }
 
-    /// Load requirement sets and history from `(file name, TOML text)` pairs.
+    /// What the cluster that runs `usage` needs: the list `node init` enforces.
+    pub fn cluster(usage: &Usage) -> Requirements {
+        Requirements::builtin(Profile::Cluster, usage)
+    }
+
+    /// Load requirement sets and history from `(file name, TOML text)` pairs. Options with a
+    /// `when` are kept only when `usage` matches it; when a set has such options, the notes
+    /// say what `usage` left out.
     pub fn from_files(
         sets: &[(&str, &str)],
         history: (&str, &str),
-        flannel: Option<FlannelBackend>,
+        usage: &Usage,
     ) -> Result<Requirements, Error> {
         let mut out = Requirements {
             sets: Vec::new(),
@@ -169,14 +170,16 @@ impl Requirements {
                 name: parsed.set.clone(),
                 title: parsed.title,
             });
+            let mut conditional = false;
             for entry in parsed.option {
-                if !WHEN_VALUES.contains(&entry.when.as_str()) {
+                if let Some(value) = entry.when.unknown_value() {
                     return Err(Error::RequirementsInvalid {
                         file: file.to_string(),
-                        message: format!("option {}: unknown when {:?}", entry.name, entry.when),
+                        message: format!("option {}: unknown when {value}", entry.name),
                     });
                 }
-                if !wanted(&entry.when, flannel) {
+                conditional |= entry.when != When::default();
+                if !usage.wants(&entry.when) {
                     continue;
                 }
                 out.items.push(Requirement {
@@ -190,20 +193,9 @@ impl Requirements {
                     depends_any: entry.depends_any,
                 });
             }
-        }
-        match flannel {
-            None => out.notes.push(
-                "flannel backend unknown (no --cluster): backend options (WIREGUARD, VXLAN) not checked"
-                    .to_string(),
-            ),
-            Some(FlannelBackend::HostGw) => out.notes.push(
-                "flannel host-gw only adds routes: no kernel option beyond IPv6 routing".to_string(),
-            ),
-            Some(FlannelBackend::None) => out.notes.push(
-                "flannel backend none: the CNI you install brings its own kernel requirements"
-                    .to_string(),
-            ),
-            Some(_) => {}
+            if conditional {
+                out.notes.extend(usage.notes());
+            }
         }
         let (file, text) = history;
         let parsed: HistoryFile = toml::from_str(text).map_err(|source| Error::Requirements {
@@ -236,6 +228,8 @@ mod tests {
     use std::collections::HashSet;
 
     use super::*;
+    use crate::config::FlannelBackend;
+    use crate::kernel::{Addon, KubeProxyMode};
 
     const SEED_OPTIONS: [&str; 19] = [
         "NETFILTER_XT_MATCH_MULTIPORT",
@@ -259,8 +253,28 @@ mod tests {
         "NFS_FS",
     ];
 
+    fn usage(flannel: Option<FlannelBackend>) -> Usage {
+        Usage {
+            flannel,
+            ..Usage::unknown_cluster()
+        }
+    }
+
+    /// The cluster set for `usage`: (option, required).
+    fn cluster(usage: &Usage) -> Vec<(String, bool)> {
+        Requirements::cluster(usage)
+            .items
+            .into_iter()
+            .map(|i| (i.option, i.required))
+            .collect()
+    }
+
+    fn has(list: &[(String, bool)], option: &str) -> Option<bool> {
+        list.iter().find(|(o, _)| o == option).map(|(_, r)| *r)
+    }
+
     #[test]
-    fn embedded_files_load_for_every_backend() {
+    fn embedded_files_load_for_every_profile_and_backend() {
         for backend in [
             None,
             Some(FlannelBackend::Vxlan),
@@ -268,42 +282,48 @@ mod tests {
             Some(FlannelBackend::WireguardNative),
             Some(FlannelBackend::None),
         ] {
-            let r = Requirements::builtin(backend);
-            assert_eq!(
-                r.sets.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
-                ["seed", "k3s-check-config", "cluster"]
-            );
-            assert!(!r.items.is_empty());
-            assert!(r.items.iter().all(|i| !i.reason.is_empty()));
+            for (profile, sets) in [
+                (Profile::Cluster, &["cluster"][..]),
+                (Profile::Seed, &["seed"][..]),
+                (Profile::K3sCheckConfig, &["k3s-check-config"][..]),
+                (Profile::All, &["seed", "k3s-check-config", "cluster"][..]),
+            ] {
+                let r = Requirements::builtin(profile, &usage(backend));
+                assert_eq!(
+                    r.sets.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+                    sets
+                );
+                assert!(!r.items.is_empty());
+                assert!(r.items.iter().all(|i| !i.reason.is_empty()));
+            }
         }
     }
 
     #[test]
     fn seed_set_is_exactly_the_readme_list_all_required_built_in() {
-        let r = Requirements::builtin(None);
-        let seed: Vec<&Requirement> = r.items.iter().filter(|i| i.set == "seed").collect();
+        let r = Requirements::builtin(Profile::Seed, &Usage::unknown_cluster());
         assert_eq!(
-            seed.iter().map(|i| i.option.as_str()).collect::<Vec<_>>(),
+            r.items
+                .iter()
+                .map(|i| i.option.as_str())
+                .collect::<Vec<_>>(),
             SEED_OPTIONS
         );
-        assert!(seed.iter().all(|i| i.required && i.builtin));
-        let groups: HashSet<&str> = seed.iter().map(|i| i.group.as_str()).collect();
+        assert!(r.items.iter().all(|i| i.required && i.builtin));
+        let groups: HashSet<&str> = r.items.iter().map(|i| i.group.as_str()).collect();
         assert_eq!(
             groups,
             HashSet::from(["k3s/iptables", "systemd", "Longhorn"])
         );
+        assert!(r.notes.is_empty(), "{:?}", r.notes);
     }
 
     #[test]
     fn k3s_set_requires_generally_necessary_and_only_warns_on_optional() {
-        let r = Requirements::builtin(None);
-        let k3s: Vec<&Requirement> = r
-            .items
-            .iter()
-            .filter(|i| i.set == "k3s-check-config")
-            .collect();
+        let r = Requirements::builtin(Profile::K3sCheckConfig, &Usage::unknown_cluster());
         let find = |name: &str| {
-            k3s.iter()
+            r.items
+                .iter()
                 .find(|i| i.option == name)
                 .unwrap_or_else(|| panic!("{name} missing"))
         };
@@ -325,38 +345,120 @@ mod tests {
         ] {
             assert!(!find(name).required, "{name}");
         }
-        assert!(k3s.iter().all(|i| !i.builtin));
+        assert!(r
+            .items
+            .iter()
+            .all(|i| i.set == "k3s-check-config" && !i.builtin));
     }
 
     #[test]
-    fn cluster_set_follows_the_flannel_backend() {
-        let names = |b: Option<FlannelBackend>| -> Vec<String> {
-            Requirements::builtin(b)
-                .items
-                .into_iter()
-                .filter(|i| i.set == "cluster")
-                .map(|i| i.option)
-                .collect()
+    fn flannel_backend_decides_vxlan_or_wireguard() {
+        let vx = cluster(&usage(Some(FlannelBackend::Vxlan)));
+        assert_eq!(has(&vx, "VXLAN"), Some(true));
+        assert_eq!(has(&vx, "WIREGUARD"), None);
+        let wg = cluster(&usage(Some(FlannelBackend::WireguardNative)));
+        assert_eq!(has(&wg, "WIREGUARD"), Some(true));
+        assert_eq!(has(&wg, "VXLAN"), None);
+        for backend in [
+            None,
+            Some(FlannelBackend::HostGw),
+            Some(FlannelBackend::None),
+        ] {
+            let list = cluster(&usage(backend));
+            assert_eq!(has(&list, "VXLAN"), None, "{backend:?}");
+            assert_eq!(has(&list, "WIREGUARD"), None, "{backend:?}");
+        }
+        // Apart from the backend's own option, every backend needs the same.
+        let without = |list: Vec<(String, bool)>, option: &str| -> Vec<(String, bool)> {
+            list.into_iter().filter(|(o, _)| o != option).collect()
         };
-        let ipv6 = [
-            "IPV6",
-            "IP6_NF_IPTABLES",
-            "IP6_NF_FILTER",
+        assert_eq!(without(vx, "VXLAN"), without(wg, "WIREGUARD"));
+    }
+
+    #[test]
+    fn iptables_mode_needs_statistic_and_no_ipvs_option() {
+        let list = cluster(&usage(Some(FlannelBackend::Vxlan)));
+        assert_eq!(has(&list, "NETFILTER_XT_MATCH_STATISTIC"), Some(true));
+        for ipvs in ["IP_VS", "IP_VS_RR", "NETFILTER_XT_MATCH_IPVS"] {
+            assert_eq!(has(&list, ipvs), None, "{ipvs}");
+        }
+        let ipvs = cluster(&Usage {
+            kube_proxy: KubeProxyMode::Ipvs,
+            ..usage(Some(FlannelBackend::Vxlan))
+        });
+        for option in ["IP_VS", "IP_VS_RR", "NETFILTER_XT_MATCH_IPVS"] {
+            assert_eq!(has(&ipvs, option), Some(true), "{option}");
+        }
+        assert_eq!(has(&ipvs, "NETFILTER_XT_MATCH_STATISTIC"), None);
+    }
+
+    #[test]
+    fn nfs_only_for_longhorn_and_never_autofs_or_ipsec() {
+        let list = cluster(&usage(Some(FlannelBackend::Vxlan)));
+        for absent in [
+            "NFS_FS",
+            "NFS_V4",
+            "AUTOFS4_FS",
+            "AUTOFS_FS",
+            "INET_ESP",
+            "INET_XFRM_MODE_TRANSPORT",
+            "NET_CLS_CGROUP",
+        ] {
+            assert_eq!(has(&list, absent), None, "{absent}");
+        }
+        let longhorn = cluster(&Usage {
+            addons: vec![Addon::Longhorn],
+            ..usage(Some(FlannelBackend::Vxlan))
+        });
+        assert_eq!(has(&longhorn, "NFS_FS"), Some(true));
+        assert_eq!(has(&longhorn, "NFS_V4"), Some(true));
+        assert_eq!(has(&longhorn, "AUTOFS_FS"), None);
+    }
+
+    #[test]
+    fn cluster_set_requires_containers_and_ipv6_and_recommends_limits() {
+        let list = cluster(&usage(Some(FlannelBackend::Vxlan)));
+        for required in [
+            "CGROUP_PIDS",
+            "OVERLAY_FS",
+            "BRIDGE_NETFILTER",
             "IP6_NF_NAT",
             "IP6_NF_TARGET_MASQUERADE",
-        ];
-        assert_eq!(names(None), ipv6);
-        assert_eq!(names(Some(FlannelBackend::HostGw)), ipv6);
-        let wg = names(Some(FlannelBackend::WireguardNative));
-        assert!(wg.contains(&"WIREGUARD".to_string()) && !wg.contains(&"VXLAN".to_string()));
-        let vx = names(Some(FlannelBackend::Vxlan));
-        assert!(vx.contains(&"VXLAN".to_string()) && !vx.contains(&"WIREGUARD".to_string()));
-        assert!(Requirements::builtin(None).notes[0].contains("flannel backend unknown"));
+            "IP_NF_NAT",
+            "IP_SET",
+        ] {
+            assert_eq!(has(&list, required), Some(true), "{required}");
+        }
+        for recommended in ["CFS_BANDWIDTH", "NETFILTER_XT_TARGET_NFLOG", "USER_NS"] {
+            assert_eq!(has(&list, recommended), Some(false), "{recommended}");
+        }
+        let r = Requirements::cluster(&usage(Some(FlannelBackend::Vxlan)));
+        assert!(r.items.iter().all(|i| i.builtin && i.set == "cluster"));
+    }
+
+    #[test]
+    fn cluster_notes_say_what_the_usage_left_out() {
+        let r = Requirements::cluster(&Usage::unknown_cluster());
+        assert!(
+            r.notes[0].contains("flannel backend unknown"),
+            "{:?}",
+            r.notes
+        );
+        assert!(r.notes.iter().any(|n| n.contains("IPVS")));
+        let r = Requirements::builtin(Profile::K3sCheckConfig, &Usage::unknown_cluster());
+        assert!(r.notes.is_empty(), "{:?}", r.notes);
     }
 
     #[test]
     fn no_set_lists_an_option_twice_and_history_has_one_rule_per_option() {
-        let r = Requirements::builtin(Some(FlannelBackend::Vxlan));
+        let r = Requirements::builtin(
+            Profile::All,
+            &Usage {
+                kube_proxy: KubeProxyMode::Ipvs,
+                addons: vec![Addon::Longhorn],
+                flannel: Some(FlannelBackend::Vxlan),
+            },
+        );
         let mut seen = HashSet::new();
         for i in &r.items {
             assert!(
@@ -382,7 +484,7 @@ mod tests {
 
     #[test]
     fn history_gates_match_reference_k3s_section_6() {
-        let r = Requirements::builtin(None);
+        let r = Requirements::builtin(Profile::All, &Usage::unknown_cluster());
         let gate = |o: &str| {
             let rule = r.rule(o).unwrap_or_else(|| panic!("no rule for {o}"));
             (rule.since, rule.replaced_by.clone())
@@ -408,20 +510,30 @@ mod tests {
 
     #[test]
     fn malformed_data_is_an_error_naming_the_file() {
+        let any = Usage::unknown_cluster();
         let bad_when = (
             "x.toml",
-            "set = \"x\"\ntitle = \"x\"\n[[option]]\nname = \"A\"\ngroup = \"g\"\nreason = \"r\"\nwhen = \"flannel\"\n",
+            "set = \"x\"\ntitle = \"x\"\n[[option]]\nname = \"A\"\ngroup = \"g\"\nreason = \"r\"\nwhen = { flannel = \"carrier-pigeon\" }\n",
         );
-        let err = Requirements::from_files(&[bad_when], HISTORY, None).expect_err("rejects");
-        assert!(err.to_string().contains("x.toml"), "{err}");
+        let err = Requirements::from_files(&[bad_when], HISTORY, &any).expect_err("rejects");
+        assert!(
+            err.to_string().contains("x.toml") && err.to_string().contains("carrier-pigeon"),
+            "{err}"
+        );
+        let bad_key = (
+            "w.toml",
+            "set = \"x\"\ntitle = \"x\"\n[[option]]\nname = \"A\"\ngroup = \"g\"\nreason = \"r\"\nwhen = { systemd = \"yes\" }\n",
+        );
+        let err = Requirements::from_files(&[bad_key], HISTORY, &any).expect_err("rejects");
+        assert!(err.to_string().contains("w.toml"), "{err}");
         let bad_toml = ("y.toml", "set = ");
-        let err = Requirements::from_files(&[bad_toml], HISTORY, None).expect_err("rejects");
+        let err = Requirements::from_files(&[bad_toml], HISTORY, &any).expect_err("rejects");
         assert!(err.to_string().contains("y.toml"), "{err}");
         let bad_since = (
             "h.toml",
             "[[rule]]\noption = \"A\"\nsince = \"soon\"\nreason = \"r\"\n",
         );
-        let err = Requirements::from_files(&[SEED], bad_since, None).expect_err("rejects");
+        let err = Requirements::from_files(&[SEED], bad_since, &any).expect_err("rejects");
         assert!(err.to_string().contains("h.toml"), "{err}");
     }
 }

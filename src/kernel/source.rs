@@ -98,7 +98,7 @@ mod tests {
     use flate2::Compression;
 
     use super::*;
-    use crate::kernel::{check, Requirements, Status, Value, Version};
+    use crate::kernel::{check, Profile, Requirements, Status, Usage, Value, Version};
 
     const SMALL: &str = "# Linux/x86 6.1.0 Kernel Configuration\nCONFIG_MODULES=y\nCONFIG_VXLAN=y\nCONFIG_IP_VS=m\n";
 
@@ -236,7 +236,7 @@ mod tests {
         assert_eq!(running.options, file.options);
         let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
         assert_eq!(running.release.as_deref(), Some(release.trim()));
-        let requirements = Requirements::builtin(None);
+        let requirements = Requirements::builtin(Profile::All, &Usage::unknown_cluster());
         let verdicts = |c: &KernelConfig| -> Vec<(String, String, Status, bool)> {
             check(c, &requirements)
                 .entries

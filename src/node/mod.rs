@@ -84,15 +84,13 @@ pub enum Error {
         expected: String,
         actual: String,
     },
-    /// The running kernel's config could not be read.
-    #[error("reading the running kernel's config")]
-    KernelRead {
-        #[source]
-        source: kernel::Error,
+    /// Options this cluster needs are missing from the kernel (seen in `seen_in`: its config
+    /// file, or run-time probes); each names what needs it.
+    #[error("the kernel ({seen_in}) lacks {} option(s) this cluster needs: {}; use a kernel with them built in, or change the setting that needs them (--allow-missing-kernel-options boots anyway)", missing.len(), missing.join("; "))]
+    KernelMissing {
+        seen_in: String,
+        missing: Vec<String>,
     },
-    /// Required kernel options are missing.
-    #[error("the kernel ({}) lacks {} required option(s): {}; pass --allow-missing-kernel-options to boot anyway", path.display(), missing.len(), missing.join(", "))]
-    KernelMissing { path: PathBuf, missing: Vec<String> },
     /// A `fly-local-6pn` hosts line with an address that is not IPv6.
     #[error("/etc/hosts line {line}: fly-local-6pn is `{value}`, not an IPv6 address")]
     Hosts6pn { line: usize, value: String },
@@ -269,51 +267,110 @@ pub fn init(options: &Options) -> Result<u8, Error> {
     supervise::run(services, supervise::Policy::default())
 }
 
-/// Step 1: the running kernel against the requirement sets of the cluster's flannel backend.
+/// Step 1: the running kernel against what this cluster needs (`kernel::Usage` of its config:
+/// flannel backend, kube-proxy mode, add-ons). A missing required option stops the boot,
+/// naming what needs it; a missing recommended one is a warning. A config that cannot be read
+/// is a warning, never a stop by itself (on Fly, `restart: always` would make a stop a boot
+/// loop): the options that can be probed at run time are probed, and only a probe that proves
+/// a required option absent stops the boot.
 fn check_kernel(cluster: &Config, options: &Options) -> Result<(), Error> {
-    let read = kernel::source::read_running(&options.root);
-    let (kconfig, path) = match read {
+    let requirements = Requirements::cluster(&kernel::Usage::of(cluster));
+    let (kconfig, path) = match kernel::source::read_running(&options.root) {
         Ok(found) => found,
-        Err(source) if options.allow_missing_kernel_options => {
+        Err(source) => {
             warn!(
-                "kernel: cannot read the running kernel's config ({}); continuing because of --allow-missing-kernel-options",
+                "kernel: cannot read the running kernel's config ({}); probing the running kernel instead",
                 crate::node::chain(&source)
             );
-            return Ok(());
+            return probe_kernel(&requirements, options);
         }
-        Err(source) => return Err(Error::KernelRead { source }),
     };
-    let report = kernel::check(
-        &kconfig,
-        &Requirements::builtin(Some(cluster.flannel_backend)),
-    );
-    let mut missing: Vec<String> = report.failures().map(|e| e.option.clone()).collect();
-    missing.sort_unstable();
-    missing.dedup();
+    let report = kernel::check(&kconfig, &requirements);
+    for e in report
+        .entries
+        .iter()
+        .filter(|e| !e.required && !e.satisfied)
+    {
+        warn!(
+            "kernel: {} lacks recommended {} ({}: {})",
+            path.display(),
+            e.option,
+            e.group,
+            e.reason
+        );
+    }
+    let missing: Vec<String> = report
+        .failures()
+        .map(|e| format!("{} (needed by {})", e.option, e.group))
+        .collect();
     if missing.is_empty() {
         info!(
-            "kernel: {} has every required option for flannel backend {}",
+            "kernel: {} has every option this cluster needs (flannel backend {})",
             path.display(),
             cluster.flannel_backend.as_str()
         );
         return Ok(());
     }
+    refuse(path.display().to_string(), missing, options)
+}
+
+/// Step 1 without a kernel config: probe each option of `requirements` that has a probe.
+fn probe_kernel(requirements: &Requirements, options: &Options) -> Result<(), Error> {
+    let mut present = 0;
+    let mut absent = Vec::new();
+    let mut unchecked = Vec::new();
+    for req in &requirements.items {
+        match kernel::probe::probe(&req.option, &options.root) {
+            Some(kernel::probe::Finding::Present(how)) => {
+                present += 1;
+                debug!(option = %req.option, "kernel probe: present: {how}");
+            }
+            Some(kernel::probe::Finding::Absent(how)) if req.required => {
+                absent.push(format!("{} (needed by {}; {how})", req.option, req.group));
+            }
+            Some(kernel::probe::Finding::Absent(how)) => {
+                warn!("kernel: recommended {} is absent ({how})", req.option);
+            }
+            Some(kernel::probe::Finding::Unknown(why)) => {
+                debug!(option = %req.option, "kernel probe: unknown: {why}");
+                if req.required {
+                    unchecked.push(req.option.as_str());
+                }
+            }
+            None if req.required => unchecked.push(req.option.as_str()),
+            None => {}
+        }
+    }
+    info!("kernel: probes found {present} option(s) this cluster needs present");
+    if !unchecked.is_empty() {
+        warn!(
+            "kernel: {} required option(s) could not be checked without the kernel config: {}",
+            unchecked.len(),
+            unchecked.join(", ")
+        );
+    }
+    if absent.is_empty() {
+        return Ok(());
+    }
+    refuse("run-time probes".to_string(), absent, options)
+}
+
+/// Stop the boot over `missing` options, or warn and go on with --allow-missing-kernel-options.
+fn refuse(seen_in: String, missing: Vec<String>, options: &Options) -> Result<(), Error> {
     if options.allow_missing_kernel_options {
         warn!(
-            "kernel: {} lacks {} required option(s): {}; continuing because of --allow-missing-kernel-options",
-            path.display(),
+            "kernel ({seen_in}) lacks {} option(s) this cluster needs: {}; continuing because of --allow-missing-kernel-options",
             missing.len(),
-            missing.join(", ")
+            missing.join("; ")
         );
         return Ok(());
     }
     error!(
-        "kernel: {} lacks {} required option(s): {}",
-        path.display(),
+        "kernel ({seen_in}) lacks {} option(s) this cluster needs: {}",
         missing.len(),
-        missing.join(", ")
+        missing.join("; ")
     );
-    Err(Error::KernelMissing { path, missing })
+    Err(Error::KernelMissing { seen_in, missing })
 }
 
 /// Step 2: /etc/machine-id from FLY_MACHINE_ID.

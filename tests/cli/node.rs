@@ -182,36 +182,117 @@ fn node_init_refuses_an_app_that_does_not_match_the_node_name() {
     assert!(stderr(&out).contains("belongs to app six-ng-a but FLY_APP_NAME is six-cp"));
 }
 
+/// `node init` with the cluster config's FLANNEL_BACKEND set to `backend`, no override flag.
+fn init_with_backend(root: &Path, backend: &str, allow: bool) -> Output {
+    let config = root.join("etc/fks/cluster/config");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace(
+            "FLANNEL_BACKEND=vxlan",
+            &format!("FLANNEL_BACKEND={backend}"),
+        ),
+    )
+    .unwrap();
+    let mut cmd = fks();
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .args(["node", "init", "--no-supervise", "--root"])
+        .arg(root)
+        .envs(FLY.iter().copied());
+    if allow {
+        cmd.env("FKS_ALLOW_MISSING_KERNEL_OPTIONS", "1");
+    }
+    cmd.output().unwrap()
+}
+
+/// The temp root has no proc/config.gz or boot/config-*, and no /proc listings: the config
+/// cannot be read and nothing can be probed, which is a warning, never a refusal (on Fly a
+/// refusal under `restart: always` is a boot loop). host-gw, so no link is probed on the
+/// machine's own kernel.
 #[test]
-fn node_init_stops_without_a_kernel_config_unless_missing_options_are_allowed() {
+fn node_init_without_a_kernel_config_warns_and_continues() {
     let root = root_with(&hosts("fdaa:0:1::2"));
-    let run = |allow: Option<&str>| {
-        let mut cmd = fks();
-        cmd.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .args(["node", "init", "--no-supervise", "--root"])
-            .arg(root.path())
-            .envs(FLY.iter().copied());
-        if let Some(v) = allow {
-            cmd.env("FKS_ALLOW_MISSING_KERNEL_OPTIONS", v);
-        }
-        cmd.output().unwrap()
-    };
-    // The temp root has no proc/config.gz or boot/config-*.
-    let out = run(None);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let out = init_with_backend(root.path(), "host-gw", false);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(
-        stderr(&out).contains("reading the running kernel's config"),
-        "{}",
-        stderr(&out)
+        err.contains("[WARN]  kernel: cannot read the running kernel's config")
+            && err.contains("probing the running kernel instead"),
+        "{err}"
     );
-    assert!(!root.path().join("data/k3s/config.yaml").exists());
-    let out = run(Some("1"));
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("[WARN]  kernel: cannot read the running kernel's config"),
-        "{}",
-        stderr(&out)
+        err.contains("required option(s) could not be checked without the kernel config")
+            && err.contains("CGROUP_PIDS"),
+        "{err}"
     );
     assert!(root.path().join("data/k3s/config.yaml").exists());
+}
+
+/// Without a kernel config, a probe that proves a required option absent stops the boot and
+/// names what needs it: here /proc/cgroups (under the temp root) has no pids controller, which
+/// cannot be a module. The override lets it boot.
+#[test]
+fn node_init_stops_when_a_probe_proves_a_required_option_absent() {
+    let root = root_with(&hosts("fdaa:0:1::2"));
+    let cgroups = root.path().join("proc/cgroups");
+    std::fs::create_dir_all(cgroups.parent().unwrap()).unwrap();
+    std::fs::write(
+        &cgroups,
+        "#subsys_name\thierarchy\tnum_cgroups\tenabled\ncpuset\t3\t1\t1\ncpu\t1\t1\t1\ncpuacct\t2\t1\t1\nmemory\t4\t1\t1\ndevices\t5\t1\t1\nfreezer\t6\t1\t1\nhugetlb\t0\t1\t1\n",
+    )
+    .unwrap();
+    let out = init_with_backend(root.path(), "host-gw", false);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("lacks 1 option(s) this cluster needs: CGROUP_PIDS (needed by containers"),
+        "{err}"
+    );
+    assert!(err.contains("has no pids controller"), "{err}");
+    assert!(!root.path().join("data/k3s/config.yaml").exists());
+    let out = init_with_backend(root.path(), "host-gw", true);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("continuing because of --allow-missing-kernel-options"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// A readable kernel config (a fixture copied to the temp root's /proc/config.gz): the
+/// cluster's needs are checked and only they. The Firecracker build without AUTOFS, IPVS and
+/// NFS boots a vxlan cluster and stops a wireguard-native one naming FLANNEL_BACKEND.
+#[test]
+fn node_init_checks_only_what_the_cluster_needs() {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/kernel/firecracker-6.18.44-fc-v1272-x86_64.config");
+    for (backend, code) in [("vxlan", 0), ("wireguard-native", 1)] {
+        let root = root_with(&hosts("fdaa:0:1::2"));
+        std::fs::create_dir_all(root.path().join("proc/sys/kernel")).unwrap();
+        std::fs::write(
+            root.path().join("proc/sys/kernel/osrelease"),
+            "6.18.44-fc-v1272\n",
+        )
+        .unwrap();
+        // Read as plain text: gzip is detected by its magic bytes, not by the name.
+        std::fs::copy(&fixture, root.path().join("proc/config.gz")).unwrap();
+        let out = init_with_backend(root.path(), backend, false);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(code), "{backend}: {err}");
+        if code == 0 {
+            assert!(
+                err.contains("has every option this cluster needs (flannel backend vxlan)"),
+                "{err}"
+            );
+        } else {
+            assert!(
+                err.contains(
+                    "lacks 1 option(s) this cluster needs: WIREGUARD (needed by FLANNEL_BACKEND=wireguard-native)"
+                ),
+                "{err}"
+            );
+        }
+        assert!(!err.contains("AUTOFS") && !err.contains("IP_VS"), "{err}");
+    }
 }

@@ -144,3 +144,25 @@ fn validate_reads_cluster_toml() {
         stdout(&out)
     );
 }
+
+/// A binary file where the config should be is a configuration error (exit 2, as every other
+/// bad config), naming the file and where its first non-text byte is.
+#[test]
+fn validate_binary_config_exits_2_naming_file_and_offset() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut bytes = b"CLUSTER_NAME=x\n".to_vec();
+    bytes.extend_from_slice(&[
+        0x7f, 0x45, 0x4c, 0x46, 0x02, 0x01, 0x01, 0x00, 0xff, 0xfe, 0x00,
+    ]);
+    std::fs::write(dir.path().join("config"), &bytes).expect("write");
+    let out = fks().arg("validate").arg(dir.path()).output().expect("run");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&dir.path().join("config").display().to_string())
+            && err.contains("is not UTF-8 text")
+            && err.contains("line 2, byte offset 23"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+}
