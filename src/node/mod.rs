@@ -349,10 +349,19 @@ fn probe_kernel(requirements: &Requirements, options: &Options) -> Result<(), Er
             unchecked.join(", ")
         );
     }
-    if absent.is_empty() {
-        return Ok(());
+    if !absent.is_empty() {
+        // Without the kernel config the boot never stops (issue: "a kernel config that cannot
+        // be read ... never causes a boot loop"): on Fly `restart: always` would restart a
+        // refusing node until the operator's wait times out, while k3s itself names what it
+        // lacks when it fails. So a probe that finds a required option absent is an error in
+        // the log, not a refusal.
+        error!(
+            "kernel (run-time probes, no kernel config readable) lacks {} option(s) this cluster needs: {}; starting k3s anyway, expect it to fail on them",
+            absent.len(),
+            absent.join("; ")
+        );
     }
-    refuse("run-time probes".to_string(), absent, options)
+    Ok(())
 }
 
 /// Stop the boot over `missing` options, or warn and go on with --allow-missing-kernel-options.

@@ -229,11 +229,11 @@ fn node_init_without_a_kernel_config_warns_and_continues() {
     assert!(root.path().join("data/k3s/config.yaml").exists());
 }
 
-/// Without a kernel config, a probe that proves a required option absent stops the boot and
-/// names what needs it: here /proc/cgroups (under the temp root) has no pids controller, which
-/// cannot be a module. The override lets it boot.
+/// Without a kernel config, a probe that proves a required option absent is named with what
+/// needs it (here /proc/cgroups under the temp root has no pids controller, which cannot be a
+/// module), but the boot goes on: an unreadable config never causes a boot loop.
 #[test]
-fn node_init_stops_when_a_probe_proves_a_required_option_absent() {
+fn node_init_names_a_probed_absent_option_but_never_stops_without_a_kernel_config() {
     let root = root_with(&hosts("fdaa:0:1::2"));
     let cgroups = root.path().join("proc/cgroups");
     std::fs::create_dir_all(cgroups.parent().unwrap()).unwrap();
@@ -244,20 +244,14 @@ fn node_init_stops_when_a_probe_proves_a_required_option_absent() {
     .unwrap();
     let out = init_with_backend(root.path(), "host-gw", false);
     let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(
         err.contains("lacks 1 option(s) this cluster needs: CGROUP_PIDS (needed by containers"),
         "{err}"
     );
     assert!(err.contains("has no pids controller"), "{err}");
-    assert!(!root.path().join("data/k3s/config.yaml").exists());
-    let out = init_with_backend(root.path(), "host-gw", true);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("continuing because of --allow-missing-kernel-options"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(err.contains("starting k3s anyway"), "{err}");
+    assert!(root.path().join("data/k3s/config.yaml").exists());
 }
 
 /// A readable kernel config (a fixture copied to the temp root's /proc/config.gz): the
