@@ -31,7 +31,10 @@ use serde::Serialize;
 
 use crate::config::{Config, FlannelBackend};
 
-/// Where `node init` writes the net-conf: next to the k3s config, in k3s's data dir.
+/// The net-conf's file name, in k3s's data dir next to `config.yaml`.
+pub const FLANNEL_CONF_NAME: &str = "flannel-net-conf.json";
+
+/// Where `node init` writes the net-conf: `<render::DATA_DIR>/<FLANNEL_CONF_NAME>`.
 pub const FLANNEL_CONF: &str = "/data/k3s/flannel-net-conf.json";
 
 /// The one UDP port `flannel-wg` listens on and dials, for both families: k3s's and

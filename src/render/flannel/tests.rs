@@ -74,6 +74,14 @@ fn every_role_points_flannel_conf_at_the_file_node_init_writes() {
 }
 
 #[test]
+fn the_net_conf_lives_next_to_the_k3s_config_in_the_data_dir() {
+    assert_eq!(
+        FLANNEL_CONF,
+        format!("{}/{FLANNEL_CONF_NAME}", crate::render::DATA_DIR)
+    );
+}
+
+#[test]
 fn pods_get_fly_eth0_mtu_less_the_wireguard_overhead() {
     assert_eq!(POD_MTU, 1340);
 }
