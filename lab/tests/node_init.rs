@@ -328,7 +328,7 @@ fn node_init_renders_from_own_addresses_at_every_boot_and_backs_up_changes() {
     let ip6 = lab.ip6(1).to_string();
     // clusters/lab is IPv6-only (its vxlan would strand IPv4 pods on Fly's host-only IPv4), so
     // the guest's IPv4 stays out of node-ip.
-    assert_eq!(node_ips(&config1), [ip6.clone()]);
+    assert_eq!(node_ips(&config1), std::slice::from_ref(&ip6));
     // IPv6-only: k3s writes flannel's net-conf itself, so node init writes none.
     assert!(!lab.volume.join("k3s/flannel-net-conf.json").exists());
     // The 6PN address is FLY_PRIVATE_IP and really the guest's eth0 address.
@@ -583,7 +583,8 @@ fn standin_in_a_guest_refuses_flannel_that_carries_ipv4_pods_over_the_host_only_
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.exit_code, 1, "{backend}: {err}");
         for needle in [
-            format!("over this node's IPv4 {} ({how})", lab.ip4(1)),
+            format!("over this node's IPv4 {} (", lab.ip4(1)),
+            how.to_string(),
             "/proc/net/route holds only /32 host routes".to_string(),
             "rule: when a node's IPv4 is not routable between machines, IPv4 pod traffic must ride IPv6".to_string(),
         ] {
