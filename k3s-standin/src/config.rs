@@ -4,7 +4,8 @@
 //!
 //! Owns: config file location (`K3S_CONFIG_FILE` before `--config`), drop-ins, `key+` appends,
 //! flag typing, every rejection rule. Must not start servers or touch the network; the only I/O
-//! is reading the config files and `token-file`.
+//! is reading the config files, `token-file`, and for the flannel rule (`crate::flannel`) the
+//! `flannel-conf` file and this network namespace's IPv4 routing table.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -109,6 +110,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The flannel rule of issue 13 (see `crate::flannel`).
+    #[error(transparent)]
+    Flannel(#[from] crate::flannel::Error),
 }
 
 /// `k3s server` or `k3s agent`.
@@ -433,6 +437,8 @@ pub struct Settings {
     pub cluster_init: bool,
     /// `flannel-backend` (default vxlan).
     pub flannel_backend: String,
+    /// `flannel-conf`: a net-conf file that replaces the one k3s would write.
+    pub flannel_conf: Option<PathBuf>,
     /// Warnings to log once logging is up (k3s logs these instead of failing).
     pub warnings: Vec<String>,
 }
@@ -585,7 +591,23 @@ pub fn load(role: Role, cli: &[String], env: &BTreeMap<String, String>) -> Resul
     argv.extend(config_file_args(&path, role)?);
     argv.extend(cli.iter().cloned());
     let flags = parse_flags(&argv, role)?;
-    resolve(role, &flags)
+    let settings = resolve(role, &flags)?;
+    check_flannel(&settings, &crate::flannel::detect_reach(env)?)?;
+    Ok(settings)
+}
+
+/// The flannel rule (`crate::flannel`): IPv4 pods must not ride an IPv4 that reaches only the
+/// host.
+pub fn check_flannel(s: &Settings, reach: &crate::flannel::Reach) -> Result<(), Error> {
+    let conf_file = s.flannel_conf.as_ref().map(|p| p.display().to_string());
+    let input = crate::flannel::Input {
+        server: s.role == Role::Server,
+        backend: &s.flannel_backend,
+        conf_file: conf_file.as_deref(),
+        cluster_cidrs: &s.cluster_cidrs,
+        node_ips: &s.node_ips,
+    };
+    Ok(crate::flannel::check(&input, reach)?)
 }
 
 /// Check parsed flags and resolve defaults (reference/k3s.md §3, §4).
@@ -894,6 +916,10 @@ pub fn resolve(role: Role, flags: &Flags) -> Result<Settings, Error> {
         write_kubeconfig_mode,
         cluster_init: flags.bool("cluster-init"),
         flannel_backend,
+        flannel_conf: flags
+            .last("flannel-conf")
+            .filter(|f| !f.is_empty())
+            .map(PathBuf::from),
         warnings,
     })
 }

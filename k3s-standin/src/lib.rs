@@ -4,6 +4,7 @@
 //! Owns the module tree only; see each module for what it does.
 
 pub mod config;
+pub mod flannel;
 pub mod http;
 pub mod join;
 pub mod kubeconfig;

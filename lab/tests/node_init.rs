@@ -19,7 +19,7 @@ use fks_lab::guest::{
 };
 
 mod common;
-use common::{fks_bootstrap_binary, have_root, repo_root};
+use common::{fks_bootstrap_binary, have_root, k3s_standin_binary, repo_root};
 
 const WAIT: Duration = Duration::from_secs(30);
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
@@ -326,7 +326,11 @@ fn node_init_renders_from_own_addresses_at_every_boot_and_backs_up_changes() {
     assert_eq!(argv, ["server", "--config", "/data/k3s/config.yaml"]);
     let config1 = read(&lab.fixture("config.1"));
     let ip6 = lab.ip6(1).to_string();
-    assert_eq!(node_ips(&config1), [ip6.clone(), lab.ip4(1).to_string()]);
+    // clusters/lab is IPv6-only (its vxlan would strand IPv4 pods on Fly's host-only IPv4), so
+    // the guest's IPv4 stays out of node-ip.
+    assert_eq!(node_ips(&config1), std::slice::from_ref(&ip6));
+    // IPv6-only: k3s writes flannel's net-conf itself, so node init writes none.
+    assert!(!lab.volume.join("k3s/flannel-net-conf.json").exists());
     // The 6PN address is FLY_PRIVATE_IP and really the guest's eth0 address.
     assert_eq!(exec(&g, &["printenv", "FLY_PRIVATE_IP"]).trim(), ip6);
     let eth0 = exec(&g, &["ip", "-6", "addr", "show", "dev", "eth0"]);
@@ -415,10 +419,7 @@ fn node_init_renders_from_own_addresses_at_every_boot_and_backs_up_changes() {
     let g = Running::start(lab.spec(2, 2, Vec::new(), &[]));
     lab.wait_for_start(2, &lab.log_path(2));
     let config2 = read(&lab.volume.join("k3s/config.yaml"));
-    assert_eq!(
-        node_ips(&config2),
-        [lab.ip6(2).to_string(), lab.ip4(2).to_string()]
-    );
+    assert_eq!(node_ips(&config2), [lab.ip6(2).to_string()]);
     let backups: Vec<PathBuf> = std::fs::read_dir(lab.volume.join("k3s"))
         .expect("data dir")
         .map(|e| e.expect("entry").path())
@@ -521,4 +522,77 @@ fn node_init_restarts_a_failed_k3s_with_backoff_and_exits_with_its_status() {
         "{log}"
     );
     assert!(log.contains("exiting with status 143"), "{log}");
+}
+
+/// issue 13: inside a guest, whose IPv4 reaches only the host (a /32 and one host route, as the
+/// lab models Fly), the k3s-standin reads that from the guest's routing table and refuses a k3s
+/// config whose flannel would carry IPv4 pods over that IPv4, naming the rule; nothing starts.
+#[test]
+fn standin_in_a_guest_refuses_flannel_that_carries_ipv4_pods_over_the_host_only_ipv4() {
+    if !have_root("node init guest tests") {
+        return;
+    }
+    let lab = Lab::new(43);
+    let g = Running::start(lab.spec(1, 1, Vec::new(), &[]));
+    lab.wait_for_start(1, &lab.log_path(1));
+    let routes = exec(&g, &["cat", "/proc/net/route"]);
+    let masks: Vec<&str> = routes
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(7))
+        .collect();
+    assert!(
+        !masks.is_empty() && masks.iter().all(|m| *m == "FFFFFFFF"),
+        "IPv4 host routes only:\n{routes}"
+    );
+    let standin = k3s_standin_binary();
+    let standin = standin.to_str().expect("utf-8 path");
+    for (backend, how) in [
+        (
+            "vxlan",
+            "flannel-backend vxlan with a dual-stack cluster-cidr",
+        ),
+        (
+            "wireguard-native",
+            "k3s's net-conf has no Mode, so separate",
+        ),
+    ] {
+        let dir = lab.volume.join(format!("standin-{backend}"));
+        std::fs::create_dir_all(&dir).expect("config dir");
+        std::fs::write(
+            dir.join("config.yaml"),
+            format!(
+                "node-ip: \"{},{}\"\ncluster-cidr: \"fd10:42::/56,10.42.0.0/16\"\nservice-cidr: \"fd10:43::/112,10.43.0.0/16\"\nflannel-backend: {backend}\ndata-dir: \"/data/standin-{backend}/data\"\n",
+                lab.ip6(1),
+                lab.ip4(1)
+            ),
+        )
+        .expect("config");
+        let argv: Vec<String> = [
+            standin,
+            "server",
+            "--config",
+            &format!("/data/standin-{backend}/config.yaml"),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let out = g
+            .exec(&argv, None, Duration::from_secs(20))
+            .expect("exec in guest");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.exit_code, 1, "{backend}: {err}");
+        for needle in [
+            format!("over this node's IPv4 {} (", lab.ip4(1)),
+            how.to_string(),
+            "/proc/net/route holds only /32 host routes".to_string(),
+            "rule: when a node's IPv4 is not routable between machines, IPv4 pod traffic must ride IPv6".to_string(),
+        ] {
+            assert!(err.contains(&needle), "{backend}: no {needle:?} in:\n{err}");
+        }
+        assert!(
+            !dir.join("data").exists(),
+            "{backend}: the stand-in started"
+        );
+    }
 }

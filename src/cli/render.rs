@@ -1,5 +1,6 @@
 //! `fks-bootstrap render CLUSTER_DIR --node NAME ...`: print the k3s config.yaml one node of a
-//! cluster would get, on stdout, without touching Fly or the node.
+//! cluster would get (or, with `--flannel-conf`, the flannel net-conf its `flannel-conf` key
+//! points to), on stdout, without touching Fly or the node.
 //!
 //! Owns only flag handling and the defaults for facts a node reads on itself (machine id,
 //! zone); the rendering is `render::render`. No network, no writes besides stdout/stderr.
@@ -24,6 +25,9 @@ Omitted optional flags:
   --zone           no topology.kubernetes.io/zone label (a note on stderr says so).
   --bootstrap-id   required for a joining server (ctrl-N other than the bootstrap node);
                    ignored for the bootstrap server and for workers.
+  --flannel-conf   print flannel's net-conf (the file the config's flannel-conf key names)
+                   instead of the k3s config; only dual-stack clusters on wireguard-native have
+                   one (Mode ipv6: IPv4 and IPv6 pods both ride the 6PN).
 The region label is the cluster's REGION. The join token is never in the output: servers and
 agents read it from token-file.
 
@@ -60,6 +64,9 @@ pub struct Args {
     /// N of the bootstrap server ctrl-N.
     #[arg(long, value_name = "N", env = "BOOTSTRAP_NODE_ID", default_value_t = 0)]
     pub bootstrap_node: u32,
+    /// Print flannel's net-conf JSON (what `flannel-conf` points to) instead of the k3s config.
+    #[arg(long)]
+    pub flannel_conf: bool,
 }
 
 pub fn run(args: Args) -> Result<(), Error> {
@@ -128,8 +135,20 @@ pub fn run(args: Args) -> Result<(), Error> {
         );
     }
     let yaml = render::render(&config, &node).map_err(|e| Error::Failed(e.into()))?;
+    let text = if args.flannel_conf {
+        render::flannel::net_conf(&config).ok_or_else(|| {
+            Error::Usage(anyhow!(
+                "--flannel-conf: cluster {} has no flannel net-conf of its own (FLANNEL_BACKEND {}, CLUSTER_CIDR {}): k3s writes flannel's; only a dual-stack cluster on wireguard-native gets one",
+                config.cluster_name,
+                config.flannel_backend.as_str(),
+                cidrs(&config.cluster_cidr)
+            ))
+        })?
+    } else {
+        yaml
+    };
     std::io::stdout()
-        .write_all(yaml.as_bytes())
+        .write_all(text.as_bytes())
         .map_err(|e| Error::Failed(anyhow!(e).context("writing the config to stdout")))
 }
 

@@ -21,8 +21,8 @@ pub use diagnostic::{Diagnostic, Diagnostics};
 pub use parse::parse_shell;
 pub use toml::parse_toml;
 pub use validate::{
-    DEFAULT_FLANNEL_BACKEND, DEFAULT_IMAGE, DEFAULT_NODE_IMAGE_BASE, MAX_APP_NAME_LEN,
-    MAX_CLUSTER_NAME_LEN, MAX_NODE_GROUP_LEN,
+    ALLOW_IPV6_ONLY_POD_TRAFFIC, DEFAULT_FLANNEL_BACKEND, DEFAULT_IMAGE, DEFAULT_NODE_IMAGE_BASE,
+    MAX_APP_NAME_LEN, MAX_CLUSTER_NAME_LEN, MAX_NODE_GROUP_LEN,
 };
 
 /// The shell-style config file name inside a cluster directory.
@@ -150,6 +150,10 @@ pub struct Config {
     /// `NODE_IMAGE_BASE` (optional): the base image `fks-bootstrap image build` adds its
     /// layer to, default Debian trixie slim.
     pub node_image_base: String,
+    /// `ALLOW_IPV6_ONLY_POD_TRAFFIC` (optional, default false): the user accepts that with a
+    /// dual-stack `CLUSTER_CIDR` and vxlan or host-gw, IPv4 pods cannot reach each other across
+    /// nodes on Fly (reference/flannel-dualstack.md §2). Validation allows it only there.
+    pub allow_ipv6_only_pod_traffic: bool,
 }
 
 /// A machine size: a Fly preset plus the memory asked for.
@@ -202,6 +206,11 @@ impl FlannelBackend {
 }
 
 impl Config {
+    /// Whether `CLUSTER_CIDR` has an IPv4 range besides the IPv6 one.
+    pub fn is_dual_stack(&self) -> bool {
+        self.cluster_cidr.iter().any(|n| matches!(n, IpNet::V4(_)))
+    }
+
     /// The control-plane app: `<cluster>-cp`.
     pub fn cp_app(&self) -> String {
         format!("{}-cp", self.cluster_name)
@@ -243,6 +252,10 @@ impl Config {
             ("FLANNEL_BACKEND", self.flannel_backend.as_str().to_string()),
             ("IMAGE", self.image.clone()),
             ("NODE_IMAGE_BASE", self.node_image_base.clone()),
+            (
+                ALLOW_IPV6_ONLY_POD_TRAFFIC,
+                self.allow_ipv6_only_pod_traffic.to_string(),
+            ),
         ]
     }
 }

@@ -15,6 +15,8 @@ use super::{Config, Diagnostics};
 
 /// Keys whose value is a list and may be written as a TOML array.
 const LIST_KEYS: &[&str] = &["CLUSTER_CIDR", "SERVICE_CIDR", "CLUSTER_DNS"];
+/// Keys whose value is a switch and may be written as a TOML boolean.
+const BOOL_KEYS: &[&str] = &[super::ALLOW_IPV6_ONLY_POD_TRAFFIC];
 
 /// Parse and validate the text of a `cluster.toml`. `file` is only used in messages.
 pub fn parse_toml(text: &str, file: &Path) -> Result<Config, Diagnostics> {
@@ -91,6 +93,7 @@ fn scalar(key: &str, value: toml::Value) -> Result<String, String> {
     match value {
         toml::Value::String(s) => Ok(s),
         toml::Value::Integer(i) => Ok(i.to_string()),
+        toml::Value::Boolean(b) if BOOL_KEYS.contains(&key) => Ok(b.to_string()),
         toml::Value::Array(items) if LIST_KEYS.contains(&key) => items
             .into_iter()
             .map(|v| match v {
@@ -135,7 +138,7 @@ CP_VM_SIZE = "performance-2x"
 CP_VM_MEMORY = "8192"
 K3S_VERSION = "v1.33.7+k3s1"
 ORG_NAME = "personal"
-FLANNEL_BACKEND = "vxlan"
+FLANNEL_BACKEND = "wireguard-native"
 "#;
 
     fn parse(text: &str) -> Result<Config, Diagnostics> {
@@ -244,6 +247,27 @@ FLANNEL_BACKEND = "vxlan"
                 .as_deref()
                 .unwrap_or("")
                 .contains("did you mean FLANNEL_BACKEND?"),
+            "{d}"
+        );
+    }
+
+    #[test]
+    fn toml_allow_ipv6_only_pod_traffic_takes_a_boolean() {
+        let text = replace(
+            "FLANNEL_BACKEND = \"wireguard-native\"",
+            "FLANNEL_BACKEND = \"vxlan\"\nALLOW_IPV6_ONLY_POD_TRAFFIC = true",
+        );
+        let c = parse(&text).expect("accepted dual-stack vxlan");
+        assert!(c.allow_ipv6_only_pod_traffic);
+        let diags = parse(&replace(
+            "FLANNEL_BACKEND = \"wireguard-native\"",
+            "FLANNEL_BACKEND = \"vxlan\"",
+        ))
+        .expect_err("dual-stack vxlan");
+        let d = only(&diags);
+        assert_eq!(
+            (d.key.as_deref(), d.line),
+            (Some("FLANNEL_BACKEND"), Some(16)),
             "{d}"
         );
     }

@@ -45,7 +45,18 @@ const REQUIRED: &[(&str, &str)] = &[
 ];
 
 /// Keys that may be left out.
-const OPTIONAL: &[&str] = &["FLANNEL_BACKEND", "IMAGE", "NODE_IMAGE_BASE"];
+const OPTIONAL: &[&str] = &[
+    "FLANNEL_BACKEND",
+    "IMAGE",
+    "NODE_IMAGE_BASE",
+    ALLOW_IPV6_ONLY_POD_TRAFFIC,
+];
+
+/// The key by which a user accepts that, with a dual-stack `CLUSTER_CIDR` and a flannel backend
+/// that carries IPv4 pods over IPv4 (vxlan, host-gw), IPv4 pod traffic between nodes does not
+/// work on Fly and only IPv6 pods reach each other across nodes
+/// (reference/flannel-dualstack.md §2).
+pub const ALLOW_IPV6_ONLY_POD_TRAFFIC: &str = "ALLOW_IPV6_ONLY_POD_TRAFFIC";
 
 /// One `KEY=VALUE` as written, with the line it is on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,7 +152,8 @@ pub(crate) fn validate(raw: Raw) -> Result<Config, Diagnostics> {
     let worker_vm = c.vm("WORKER_VM_SIZE", "WORKER_VM_MEMORY");
     let k3s_version = c.required("K3S_VERSION").and_then(|e| c.k3s_version(e));
     let org_name = c.required("ORG_NAME").and_then(|e| c.org_name(e));
-    let flannel_backend = match c.optional("FLANNEL_BACKEND") {
+    let flannel_entry = c.optional("FLANNEL_BACKEND");
+    let flannel_backend = match flannel_entry {
         Some(e) => c.flannel(e),
         None => Some(DEFAULT_FLANNEL_BACKEND),
     };
@@ -153,6 +165,22 @@ pub(crate) fn validate(raw: Raw) -> Result<Config, Diagnostics> {
         Some(e) => c.base_image(e),
         None => Some(DEFAULT_NODE_IMAGE_BASE.to_string()),
     };
+    let allow_entry = c.optional(ALLOW_IPV6_ONLY_POD_TRAFFIC);
+    let allow_ipv6_only_pod_traffic = match allow_entry {
+        Some(e) => c.boolean(e),
+        None => Some(false),
+    };
+    if let (Some((ce, cidrs)), Some(backend), Some(allow)) =
+        (&cluster_cidr, flannel_backend, allow_ipv6_only_pod_traffic)
+    {
+        c.pod_underlay(
+            ce,
+            cidrs,
+            flannel_entry,
+            backend,
+            allow_entry.filter(|_| allow),
+        );
+    }
 
     let Checker { diags, .. } = c;
     let built = (|| {
@@ -173,6 +201,7 @@ pub(crate) fn validate(raw: Raw) -> Result<Config, Diagnostics> {
             flannel_backend: flannel_backend?,
             image: image?,
             node_image_base: node_image_base?,
+            allow_ipv6_only_pod_traffic: allow_ipv6_only_pod_traffic?,
         })
     })();
     match built {
@@ -490,6 +519,22 @@ impl<'a> Checker<'a> {
         Some(b)
     }
 
+    /// `true` or `false`.
+    fn boolean(&mut self, e: &Entry) -> Option<bool> {
+        match e.value.as_str() {
+            "true" => Some(true),
+            "false" => Some(false),
+            other => {
+                self.problem(
+                    e,
+                    format!("{other:?} is not true or false"),
+                    format!("write {}=true or {}=false", e.key, e.key),
+                );
+                None
+            }
+        }
+    }
+
     fn image(&mut self, e: &Entry) -> Option<String> {
         let v = e.value.as_str();
         if !v.is_empty() && !v.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -552,6 +597,7 @@ pub(crate) fn is_k3s_version(v: &str) -> bool {
 }
 
 mod network;
+mod pods;
 
 #[cfg(test)]
 mod tests;

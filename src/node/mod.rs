@@ -177,6 +177,11 @@ impl Options {
     pub fn k3s_config(&self) -> PathBuf {
         self.data_dir.join("config.yaml")
     }
+
+    /// flannel's net-conf, next to the k3s config (`render::flannel::FLANNEL_CONF`).
+    pub fn flannel_conf(&self) -> PathBuf {
+        self.data_dir.join(render::flannel::FLANNEL_CONF_NAME)
+    }
 }
 
 /// Run `node init` with the process environment. Returns the exit code (k3s's status after a
@@ -460,6 +465,40 @@ fn write_k3s_config(cluster: &Config, node: &Node, options: &Options) -> Result<
     let link = options.sys(RANCHER_CONFIG);
     write::ensure_symlink(&path, &link)?;
     info!("k3s config: {} -> {}", link.display(), path.display());
+    write_flannel_conf(cluster, options)
+}
+
+/// Step 4 (cont.): flannel's net-conf, when the k3s config points `flannel-conf` at it
+/// (dual-stack on wireguard-native: both pod families over the 6PN), written the same way.
+/// A net-conf left from an earlier cluster config is removed, so no stale file lingers.
+fn write_flannel_conf(cluster: &Config, options: &Options) -> Result<(), Error> {
+    let path = options.flannel_conf();
+    let Some(text) = render::flannel::net_conf(cluster) else {
+        match std::fs::remove_file(&path) {
+            Ok(()) => info!(
+                "flannel net-conf: {} removed (k3s writes its own for this cluster)",
+                path.display()
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(Error::Io {
+                    op: "removing",
+                    path,
+                    source,
+                })
+            }
+        }
+        return Ok(());
+    };
+    match write::write_if_changed(&path, text.as_bytes(), 0o600, SystemTime::now())? {
+        write::Outcome::Created => info!("flannel net-conf: created {}", path.display()),
+        write::Outcome::Unchanged => info!("flannel net-conf: {} unchanged", path.display()),
+        write::Outcome::Replaced { backup } => info!(
+            "flannel net-conf: {} changed; previous one kept as {}",
+            path.display(),
+            backup.display()
+        ),
+    }
     Ok(())
 }
 
@@ -585,6 +624,35 @@ mod tests {
             under(Path::new("/"), RANCHER_CONFIG),
             Path::new(RANCHER_CONFIG)
         );
+    }
+
+    #[test]
+    fn flannel_net_conf_is_written_next_to_the_k3s_config_and_removed_when_not_needed() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let options = Options {
+            config_dir: dir.path().join("etc/fks/cluster"),
+            data_dir: dir.path().join("data/k3s"),
+            root: dir.path().to_path_buf(),
+            allow_missing_kernel_options: false,
+            no_supervise: true,
+            lab: false,
+        };
+        std::fs::create_dir_all(&options.data_dir).expect("data dir");
+        let dual = crate::render::tests::lab_config();
+        write_flannel_conf(&dual, &options).expect("written");
+        let path = options.flannel_conf();
+        assert_eq!(path, options.data_dir.join("flannel-net-conf.json"));
+        let text = std::fs::read_to_string(&path).expect("net-conf");
+        assert_eq!(Some(text), render::flannel::net_conf(&dual));
+        // A second boot leaves it alone (no backup appears).
+        write_flannel_conf(&dual, &options).expect("unchanged");
+        assert_eq!(
+            std::fs::read_dir(&options.data_dir).expect("dir").count(),
+            1
+        );
+        // IPv6-only: k3s writes its own; ours goes.
+        write_flannel_conf(&crate::render::tests::ipv6_only_config(), &options).expect("removed");
+        assert!(!path.exists());
     }
 
     #[test]

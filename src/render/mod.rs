@@ -17,6 +17,7 @@ use serde::Serialize;
 use crate::config::Config;
 
 pub mod flags;
+pub mod flannel;
 mod node;
 
 pub use node::{Bootstrap, Host, Node, NodeName, Role};
@@ -28,6 +29,12 @@ pub const DATA_DIR: &str = "/data/k3s";
 /// The file the platform writes from the cluster's join-token app secret. The token never
 /// appears in the config itself or in machine env (reference/k3s-sh-behaviour.md, known defects).
 pub const TOKEN_FILE: &str = "/etc/fks/k3s-token";
+
+/// The interface flannel's tunnels use: eth0 holds both the 6PN address and the private IPv4
+/// on a Fly machine (reference/fly-runtime.md §1.4). Without `flannel-iface` flannel picks the
+/// interface of the default route (reference/k3s.md §3), and Fly's init sets no IPv6 default
+/// route for the 6PN (fly-runtime.md §1.4), so an IPv6-only cluster would find none.
+pub const FLANNEL_IFACE: &str = "eth0";
 
 /// The port joining servers and agents reach the supervisor/apiserver on (reference/k3s.md §4).
 pub const SERVER_PORT: u16 = 6443;
@@ -117,12 +124,16 @@ struct Context {
     service_cidrs: Vec<String>,
     cluster_dns: Vec<String>,
     flannel_backend: &'static str,
+    flannel_iface: &'static str,
+    flannel_conf: Option<&'static str>,
     tls_sans: Vec<String>,
     server_url: Option<String>,
     token_file: &'static str,
 }
 
-/// Render the k3s `config.yaml` of `node` in cluster `config`.
+/// Render the k3s `config.yaml` of `node` in cluster `config`. When the cluster needs a flannel
+/// net-conf of its own ([`flannel::net_conf`]), the config points `flannel-conf` at
+/// [`flannel::FLANNEL_CONF`], which the caller writes with that text.
 pub fn render(config: &Config, node: &Node) -> Result<String, Error> {
     let dual_stack = config
         .cluster_cidr
@@ -183,6 +194,8 @@ pub fn render(config: &Config, node: &Node) -> Result<String, Error> {
             .collect(),
         cluster_dns: config.cluster_dns.iter().map(IpAddr::to_string).collect(),
         flannel_backend: config.flannel_backend.as_str(),
+        flannel_iface: FLANNEL_IFACE,
+        flannel_conf: flannel::net_conf(config).map(|_| flannel::FLANNEL_CONF),
         server_url,
         token_file: TOKEN_FILE,
     };

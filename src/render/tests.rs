@@ -45,11 +45,12 @@ pub(crate) fn lab_config() -> Config {
         flannel_backend: FlannelBackend::WireguardNative,
         image: "registry.fly.io/fks-node:latest".into(),
         node_image_base: crate::config::DEFAULT_NODE_IMAGE_BASE.into(),
+        allow_ipv6_only_pod_traffic: false,
     }
 }
 
-/// An IPv6-only cluster: one range per list.
-fn ipv6_only_config() -> Config {
+/// An IPv6-only cluster on vxlan: one range per list.
+pub(crate) fn ipv6_only_config() -> Config {
     let mut c = lab_config();
     c.cluster_cidr.truncate(1);
     c.service_cidr.truncate(1);
@@ -58,7 +59,7 @@ fn ipv6_only_config() -> Config {
     c
 }
 
-fn node(role: Role, name: &str, app: &str) -> Node {
+pub(crate) fn node(role: Role, name: &str, app: &str) -> Node {
     Node {
         name: name.into(),
         role,
@@ -71,7 +72,7 @@ fn node(role: Role, name: &str, app: &str) -> Node {
     }
 }
 
-fn bootstrap_node() -> Node {
+pub(crate) fn bootstrap_node() -> Node {
     node(Role::BootstrapServer, "ctrl-0", "lab-cp")
 }
 
@@ -85,12 +86,12 @@ fn joining_node() -> Node {
     )
 }
 
-fn agent_node() -> Node {
+pub(crate) fn agent_node() -> Node {
     node(Role::Agent, "worker-ng-a-0", "lab-ng-a")
 }
 
 /// The three roles with their golden file names.
-fn roles() -> [(&'static str, Node); 3] {
+pub(crate) fn roles() -> [(&'static str, Node); 3] {
     [
         ("server-bootstrap", bootstrap_node()),
         ("server-join", joining_node()),
@@ -98,7 +99,7 @@ fn roles() -> [(&'static str, Node); 3] {
     ]
 }
 
-fn parse(yaml: &str) -> Mapping {
+pub(crate) fn parse(yaml: &str) -> Mapping {
     match serde_yaml_ng::from_str::<Value>(yaml) {
         Ok(Value::Mapping(m)) => m,
         other => panic!("rendered config is not a YAML mapping: {other:?}\n{yaml}"),
@@ -111,7 +112,7 @@ fn keys(map: &Mapping) -> Vec<String> {
         .collect()
 }
 
-fn str_list(map: &Mapping, key: &str) -> Vec<String> {
+pub(crate) fn str_list(map: &Mapping, key: &str) -> Vec<String> {
     map.get(key)
         .and_then(Value::as_sequence)
         .unwrap_or_else(|| panic!("{key} is not a list"))
@@ -120,27 +121,30 @@ fn str_list(map: &Mapping, key: &str) -> Vec<String> {
         .collect()
 }
 
-fn str_of(map: &Mapping, key: &str) -> String {
+pub(crate) fn str_of(map: &Mapping, key: &str) -> String {
     map.get(key)
         .and_then(Value::as_str)
         .unwrap_or_else(|| panic!("{key} is not a string"))
         .to_owned()
 }
 
-const AGENT_KEYS: [&str; 8] = [
+const NODE_KEYS: [&str; 7] = [
     "node-name",
     "data-dir",
     "node-ip",
     "node-external-ip",
     "node-label",
     "kubelet-arg",
-    "server",
-    "token-file",
+    "flannel-iface",
 ];
 
-/// The exact key set, in order, of each role.
-fn expected_keys(role: &Role) -> Vec<&'static str> {
-    let common = &AGENT_KEYS[..6];
+/// The exact key set, in order, of each role; `flannel-conf` when the cluster has a net-conf
+/// of its own (dual-stack on wireguard-native).
+fn expected_keys(role: &Role, flannel_conf: bool) -> Vec<&'static str> {
+    let mut common = NODE_KEYS.to_vec();
+    if flannel_conf {
+        common.push("flannel-conf");
+    }
     let server = [
         "cluster-cidr",
         "service-cidr",
@@ -152,7 +156,7 @@ fn expected_keys(role: &Role) -> Vec<&'static str> {
         "tls-san",
         "write-kubeconfig-mode",
     ];
-    let mut keys: Vec<&str> = common.to_vec();
+    let mut keys: Vec<&str> = common;
     match role {
         Role::BootstrapServer => {
             keys.extend(server);
@@ -167,25 +171,41 @@ fn expected_keys(role: &Role) -> Vec<&'static str> {
     keys
 }
 
-fn golden_path(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+/// Compare `got` with the golden file `name` (or rewrite it under UPDATE_GOLDEN).
+pub(crate) fn check_golden(name: &str, got: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/golden/render")
-        .join(format!("{name}.yaml"))
+        .join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, got).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1)", path.display()));
+    assert_eq!(got, want, "{name} differs from {}", path.display());
 }
 
+/// Dual-stack on wireguard-native (the default): every role, plus the flannel net-conf.
 #[test]
 fn rendered_configs_match_golden_files() {
-    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
     for (name, node) in roles() {
-        let got = render(&lab_config(), &node).unwrap();
-        let path = golden_path(name);
-        if update {
-            std::fs::write(&path, &got).unwrap();
-            continue;
-        }
-        let want = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1)", path.display()));
-        assert_eq!(got, want, "{name} differs from {}", path.display());
+        check_golden(
+            &format!("{name}.yaml"),
+            &render(&lab_config(), &node).unwrap(),
+        );
+    }
+}
+
+/// IPv6-only on vxlan (clusters/lab's shape): every role, and no net-conf of ours.
+#[test]
+fn ipv6_only_vxlan_configs_match_golden_files() {
+    assert_eq!(flannel::net_conf(&ipv6_only_config()), None);
+    for (name, mut node) in roles() {
+        node.ipv4 = None;
+        check_golden(
+            &format!("ipv6-only-vxlan/{name}.yaml"),
+            &render(&ipv6_only_config(), &node).unwrap(),
+        );
     }
 }
 
@@ -194,7 +214,8 @@ fn every_key_is_a_k3s_flag_of_the_role_with_the_right_type() {
     for config in [lab_config(), ipv6_only_config()] {
         for (name, node) in roles() {
             let map = parse(&render(&config, &node).unwrap());
-            assert_eq!(keys(&map), expected_keys(&node.role), "{name}");
+            let own_conf = flannel::net_conf(&config).is_some();
+            assert_eq!(keys(&map), expected_keys(&node.role, own_conf), "{name}");
             for (key, value) in &map {
                 let key = key.as_str().unwrap();
                 let flag =
@@ -360,7 +381,7 @@ proptest! {
         n.zone = zone.clone();
         let yaml = render(&config, &n).unwrap();
         let map = parse(&yaml);
-        prop_assert_eq!(keys(&map), expected_keys(&role));
+        prop_assert_eq!(keys(&map), expected_keys(&role, true));
         let own_name = format!("{machine_id}.vm.{app}.internal");
         prop_assert_eq!(str_of(&map, "node-name"), own_name.clone());
         let mut labels = vec![format!("topology.kubernetes.io/region={region}")];

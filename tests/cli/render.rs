@@ -59,34 +59,40 @@ fn list(map: &Mapping, key: &str) -> Vec<String> {
 
 const SIXPN: &str = "fdaa:0:1:a7b:1:2:3:2";
 
+/// The flags of a fully described bootstrap server ctrl-0.
+const CTRL_0: [&str; 10] = [
+    "--node",
+    "ctrl-0",
+    "--private-ip",
+    SIXPN,
+    "--ipv4",
+    "172.19.0.2",
+    "--machine-id",
+    "e784079b449483",
+    "--zone",
+    "c2e1",
+];
+
 #[test]
 fn render_bootstrap_server_prints_a_dual_stack_ipv6_first_server_config() {
-    let out = render(
-        "lab",
-        &[
-            "--node",
-            "ctrl-0",
-            "--private-ip",
-            SIXPN,
-            "--ipv4",
-            "172.19.0.2",
-            "--machine-id",
-            "e784079b449483",
-            "--zone",
-            "c2e1",
-        ],
-    );
+    let out = render("fly-k3s-poc", &CTRL_0);
     let map = yaml(&out);
-    assert_eq!(text(&map, "node-name"), "e784079b449483.vm.lab-cp.internal");
+    assert_eq!(
+        text(&map, "node-name"),
+        "e784079b449483.vm.fly-k3s-poc-cp.internal"
+    );
     assert_eq!(list(&map, "node-ip"), [SIXPN, "172.19.0.2"]);
     assert_eq!(list(&map, "node-external-ip"), [SIXPN]);
-    assert_eq!(list(&map, "cluster-cidr"), ["fd10:42::/56", "10.42.0.0/16"]);
+    assert_eq!(
+        list(&map, "cluster-cidr"),
+        ["dead:beef:1::/56", "10.1.0.0/16"]
+    );
     assert_eq!(
         list(&map, "service-cidr"),
-        ["fd10:43::/112", "10.43.0.0/16"]
+        ["dead:beef:1:1::/112", "10.2.0.0/16"]
     );
-    assert_eq!(list(&map, "cluster-dns"), ["fd10:43::a", "10.43.0.10"]);
-    assert_eq!(text(&map, "flannel-backend"), "vxlan");
+    assert_eq!(list(&map, "cluster-dns"), ["dead:beef:1:1::10"]);
+    assert_eq!(text(&map, "flannel-backend"), "wireguard-native");
     assert_eq!(
         list(&map, "node-label"),
         [
@@ -97,6 +103,68 @@ fn render_bootstrap_server_prints_a_dual_stack_ipv6_first_server_config() {
     assert_eq!(map.get("cluster-init"), Some(&Value::Bool(true)));
     assert!(!map.contains_key("server") && !map.contains_key("token"));
     assert_eq!(stderr(&out), "", "no notes when every flag is given");
+}
+
+/// issue 13 "done when": the seed cluster's flannel carries IPv4 pods over the 6PN. The k3s
+/// config points flannel at eth0, at the net-conf file, and at the 6PN as the external IP;
+/// the net-conf runs wireguard in Mode ipv6 with one port (reference/flannel-dualstack.md).
+#[test]
+fn render_fly_k3s_poc_flannel_conf_carries_ipv4_pods_over_the_6pn() {
+    let map = yaml(&render("fly-k3s-poc", &CTRL_0));
+    assert_eq!(
+        text(&map, "flannel-conf"),
+        "/data/k3s/flannel-net-conf.json"
+    );
+    assert_eq!(text(&map, "flannel-iface"), "eth0");
+    assert_eq!(map.get("flannel-external-ip"), Some(&Value::Bool(true)));
+    assert_eq!(list(&map, "node-external-ip"), [SIXPN]);
+
+    let mut args = CTRL_0.to_vec();
+    args.push("--flannel-conf");
+    let out = render("fly-k3s-poc", &args);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    let conf: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("net-conf is JSON");
+    assert_eq!(conf["Network"], "10.1.0.0/16");
+    assert_eq!(conf["IPv6Network"], "dead:beef:1::/56");
+    assert_eq!(conf["EnableIPv4"], true);
+    assert_eq!(conf["EnableIPv6"], true);
+    assert_eq!(conf["Backend"]["Type"], "wireguard");
+    assert_eq!(conf["Backend"]["Mode"], "ipv6");
+    assert_eq!(conf["Backend"]["ListenPort"], 51820);
+    assert_eq!(conf["Backend"]["ListenPortV6"], 51820);
+}
+
+#[test]
+fn render_flannel_conf_of_an_ipv6_only_cluster_is_a_usage_error_saying_why() {
+    let mut args = CTRL_0.to_vec();
+    args.push("--flannel-conf");
+    let out = render("lab", &args);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(stdout(&out), "");
+    assert!(
+        stderr(&out).contains(
+            "--flannel-conf: cluster lab has no flannel net-conf of its own (FLANNEL_BACKEND vxlan, CLUSTER_CIDR fd10:42::/56)"
+        ),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn render_ipv6_only_lab_leaves_the_ipv4_out_and_says_so() {
+    let out = render("lab", &CTRL_0);
+    let map = yaml(&out);
+    assert_eq!(list(&map, "node-ip"), [SIXPN]);
+    assert_eq!(list(&map, "cluster-cidr"), ["fd10:42::/56"]);
+    assert_eq!(list(&map, "service-cidr"), ["fd10:43::/112"]);
+    assert_eq!(list(&map, "cluster-dns"), ["fd10:43::a"]);
+    assert_eq!(text(&map, "flannel-backend"), "vxlan");
+    assert!(!map.contains_key("flannel-conf"));
+    assert!(
+        stderr(&out).contains("--ipv4 172.19.0.2 left out: cluster lab is IPv6-only"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -231,7 +299,7 @@ fn render_joining_server_without_bootstrap_id_is_a_usage_error() {
 
 #[test]
 fn render_dual_stack_cluster_without_ipv4_is_a_usage_error() {
-    let out = render("lab", &["--node", "ctrl-0", "--private-ip", SIXPN]);
+    let out = render("fly-k3s-poc", &["--node", "ctrl-0", "--private-ip", SIXPN]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains("--ipv4 is required"),
@@ -319,6 +387,7 @@ fn render_help_documents_the_fallbacks() {
         "--zone",
         "--bootstrap-id",
         "BOOTSTRAP_NODE_ID",
+        "--flannel-conf",
     ] {
         assert!(help.contains(flag), "{flag} missing from help:\n{help}");
     }

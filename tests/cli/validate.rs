@@ -166,3 +166,42 @@ fn validate_binary_config_exits_2_naming_file_and_offset() {
     );
     assert!(out.stdout.is_empty());
 }
+
+/// issue 13: `validate` explains why dual-stack pods cannot cross nodes on vxlan or host-gw on
+/// Fly, on the FLANNEL_BACKEND line, and what to do instead; the explicit key accepts it.
+#[test]
+fn validate_refuses_dual_stack_vxlan_and_host_gw_naming_file_line_and_key() {
+    for backend in ["vxlan", "host-gw"] {
+        let text = format!("{}FLANNEL_BACKEND={backend}\n", seed_config());
+        let line = text.lines().count();
+        let dir = cluster_dir(&text);
+        let out = fks()
+            .current_dir(dir.path())
+            .args(["validate", "."])
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!(
+                "./config:{line}: FLANNEL_BACKEND: {backend} carries IPv4 pods over the nodes' IPv4 addresses, which on Fly reach only their own host"
+            )),
+            "{err}"
+        );
+        assert!(
+            err.contains("use FLANNEL_BACKEND=wireguard-native"),
+            "{err}"
+        );
+        assert!(err.contains("IPv6-only CLUSTER_CIDR"), "{err}");
+
+        let accepted = format!("{text}ALLOW_IPV6_ONLY_POD_TRAFFIC=true\n");
+        let dir = cluster_dir(&accepted);
+        let out = fks().arg("validate").arg(dir.path()).output().expect("run");
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert!(
+            stdout(&out).contains("ALLOW_IPV6_ONLY_POD_TRAFFIC=true\n"),
+            "{}",
+            stdout(&out)
+        );
+    }
+}

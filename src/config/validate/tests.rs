@@ -466,8 +466,8 @@ fn optional_keys_are_checked_when_present() {
         "{d}"
     );
     assert_eq!(
-        good("FLANNEL_BACKEND", "host-gw").flannel_backend,
-        FlannelBackend::HostGw
+        good("FLANNEL_BACKEND", "none").flannel_backend,
+        FlannelBackend::None
     );
     assert!(bad("IMAGE", "\"a b\"").message.contains("whitespace"));
     assert!(bad("IMAGE", "''").message.contains("empty"));
@@ -511,4 +511,100 @@ fn all_problems_are_reported_at_once_in_line_order() {
 fn a_key_with_a_syntax_error_is_not_also_reported_missing() {
     let diags = parse(&text_with(&[("REGION", Some("`hostname`"))])).expect_err("rejected");
     assert_eq!(diags.len(), 1, "{diags}");
+}
+
+/// BASE made IPv6-only: one range in each network list.
+const IPV6_ONLY: &[(&str, Option<&str>)] = &[
+    ("CLUSTER_CIDR", Some("\"fd00:42::/56\"")),
+    ("SERVICE_CIDR", Some("\"fd00:43::/112\"")),
+    ("CLUSTER_DNS", Some("\"fd00:43::a\"")),
+];
+
+#[test]
+fn dual_stack_with_vxlan_or_host_gw_is_refused_on_the_flannel_backend_line() {
+    for backend in ["vxlan", "host-gw"] {
+        let d = bad("FLANNEL_BACKEND", backend);
+        let text = d.to_string();
+        let line = BASE.len() + 1;
+        assert!(
+            text.starts_with(&format!("{FILE}:{line}: FLANNEL_BACKEND: {backend} carries IPv4 pods over the nodes' IPv4 addresses, which on Fly reach only their own host")),
+            "{text}"
+        );
+        assert!(text.contains("CLUSTER_CIDR (line 2)"), "{text}");
+        let help = d.help.unwrap_or_default();
+        for fix in [
+            "FLANNEL_BACKEND=wireguard-native",
+            "IPv6-only CLUSTER_CIDR=\"fd00:42::/56\"",
+            "ALLOW_IPV6_ONLY_POD_TRAFFIC=true",
+        ] {
+            assert!(help.contains(fix), "{backend}: {help}");
+        }
+    }
+}
+
+#[test]
+fn dual_stack_with_vxlan_is_accepted_when_ipv6_only_pod_traffic_is_allowed() {
+    for backend in ["vxlan", "host-gw"] {
+        let c = parse(&text_with(&[
+            ("FLANNEL_BACKEND", Some(backend)),
+            (ALLOW_IPV6_ONLY_POD_TRAFFIC, Some("true")),
+        ]))
+        .unwrap_or_else(|e| panic!("{backend}: {e}"));
+        assert!(c.allow_ipv6_only_pod_traffic);
+        assert!(c.is_dual_stack());
+    }
+    // `false` is the default spelled out: still refused.
+    let diags = parse(&text_with(&[
+        ("FLANNEL_BACKEND", Some("vxlan")),
+        (ALLOW_IPV6_ONLY_POD_TRAFFIC, Some("false")),
+    ]))
+    .expect_err("false does not accept");
+    assert_eq!(diags.len(), 1, "{diags}");
+    assert_eq!(
+        diags.iter().next().and_then(|d| d.key.clone()).as_deref(),
+        Some("FLANNEL_BACKEND")
+    );
+}
+
+#[test]
+fn ipv6_only_cluster_cidr_is_valid_with_every_backend() {
+    for backend in ["vxlan", "host-gw", "wireguard-native", "none"] {
+        let mut changes = IPV6_ONLY.to_vec();
+        changes.push(("FLANNEL_BACKEND", Some(backend)));
+        let c = parse(&text_with(&changes)).unwrap_or_else(|e| panic!("{backend}: {e}"));
+        assert!(!c.is_dual_stack());
+        assert!(!c.allow_ipv6_only_pod_traffic);
+    }
+    for backend in ["wireguard-native", "none"] {
+        assert_eq!(
+            good("FLANNEL_BACKEND", backend).flannel_backend.as_str(),
+            backend
+        );
+    }
+}
+
+#[test]
+fn allowing_ipv6_only_pod_traffic_where_it_changes_nothing_is_a_problem() {
+    // The default wireguard-native carries IPv4 pods over the 6PN.
+    let d = bad(ALLOW_IPV6_ONLY_POD_TRAFFIC, "true");
+    assert!(
+        d.message
+            .starts_with("has no effect: FLANNEL_BACKEND wireguard-native"),
+        "{d}"
+    );
+    assert!(d.help.unwrap_or_default().starts_with("delete the line"));
+    // An IPv6-only cluster has no IPv4 pods.
+    let mut changes = IPV6_ONLY.to_vec();
+    changes.extend([
+        ("FLANNEL_BACKEND", Some("vxlan")),
+        (ALLOW_IPV6_ONLY_POD_TRAFFIC, Some("true")),
+    ]);
+    let diags = parse(&text_with(&changes)).expect_err("no effect");
+    assert_eq!(diags.len(), 1, "{diags}");
+    let d = diags.iter().next().expect("one");
+    assert_eq!(d.key.as_deref(), Some(ALLOW_IPV6_ONLY_POD_TRAFFIC));
+    assert!(d.message.contains("CLUSTER_CIDR is IPv6-only"), "{d}");
+    // Not a boolean.
+    let d = bad(ALLOW_IPV6_ONLY_POD_TRAFFIC, "yes");
+    assert_eq!(d.message, "\"yes\" is not true or false");
 }
