@@ -112,7 +112,17 @@ fn build(args: BuildArgs) -> Result<(), super::Error> {
     }
     image::check_operator(std::env::consts::OS, std::env::consts::ARCH).map_err(image_error)?;
     let config = super::load_config(&args.cluster_dir)?;
-    let settings = image::Settings::from_env().map_err(image_error)?;
+    // The registry password is the same Fly token the API client uses, from the same sources
+    // (FLY_API_TOKEN, FLY_ACCESS_TOKEN, flyctl's config file).
+    let token = super::credentials::token_from_env()
+        .map_err(|e| super::Error::Usage(e.into()))?
+        .map(|(token, _source)| token);
+    let settings = image::Settings::from_values(
+        std::env::var(image::registry::HOST_ENV).ok(),
+        std::env::var(image::registry::PLAIN_HTTP_ENV).ok(),
+        token,
+    )
+    .map_err(image_error)?;
     if args.push {
         settings.auth().map_err(image_error)?;
     }

@@ -48,16 +48,8 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// From `FLY_REGISTRY_HOST`, `FKS_REGISTRY_PLAIN_HTTP` and `FLY_API_TOKEN`.
-    pub fn from_env() -> Result<Settings> {
-        Settings::from_values(
-            std::env::var(HOST_ENV).ok(),
-            std::env::var(PLAIN_HTTP_ENV).ok(),
-            std::env::var(TOKEN_ENV).ok(),
-        )
-    }
-
-    /// What [`Settings::from_env`] does, with the values passed in.
+    /// The settings from `FLY_REGISTRY_HOST`, `FKS_REGISTRY_PLAIN_HTTP` and the Fly token (the
+    /// CLI takes it from `cli::credentials`, as for the API).
     pub fn from_values(
         host: Option<String>,
         plain_http: Option<String>,
@@ -107,7 +99,7 @@ impl Settings {
     pub fn auth(&self) -> Result<RegistryAuth> {
         let password = self.password.as_ref().ok_or(Error::Setting {
             name: TOKEN_ENV,
-            reason: "is not set: the registry password is the Fly token (`flyctl auth token`)"
+            reason: "is not set (nor FLY_ACCESS_TOKEN, nor flyctl's ~/.fly/config.yml): the registry password is the Fly token (`fly auth token`)"
                 .to_string(),
         })?;
         Ok(RegistryAuth::Basic(
