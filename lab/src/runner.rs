@@ -673,7 +673,6 @@ impl Runner {
                 .map(String::as_str),
             primary_region: m.config.env.get("PRIMARY_REGION").map(String::as_str),
         }));
-        env.insert("FKS_LAB".into(), "1".into());
         let init = if fault {
             // The boot-failure fault: this start's main process exits 1 at once.
             vec!["false".to_string()]

@@ -273,8 +273,9 @@ impl Env {
         let mut cmd = Command::new(&self.bin);
         cmd.args(args)
             .current_dir(repo_root())
-            .env("FLY_API_HOSTNAME", &self.base)
-            .env("FLY_API_TOKEN", TOKEN)
+            .envs(
+                fks_lab::client_env(&self.base, TOKEN, &[("sjc".to_string(), 3)], true).into_iter(),
+            )
             .env("XDG_CONFIG_HOME", &self.xdg)
             .env("HOME", &self.home)
             .env_remove("KUBECONFIG")
@@ -866,8 +867,7 @@ async fn taint_and_kubeconfig_without_a_control_plane_exit_1_and_write_nothing()
         let mut cmd = Command::new(&bin);
         cmd.args(args)
             .current_dir(repo_root())
-            .env("FLY_API_HOSTNAME", &lab.base)
-            .env("FLY_API_TOKEN", TOKEN)
+            .envs(lab.env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("HOME", home.path())
             .env("XDG_CONFIG_HOME", home.path().join("xdg"))
             .env_remove("KUBECONFIG")
@@ -911,8 +911,7 @@ async fn taint_and_kubeconfig_report_unreachable_servers_and_exit_1() {
         let mut cmd = Command::new(&bin);
         cmd.args(args)
             .current_dir(repo_root())
-            .env("FLY_API_HOSTNAME", &lab.base)
-            .env("FLY_API_TOKEN", TOKEN)
+            .envs(lab.env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("HOME", home.path())
             .env("XDG_CONFIG_HOME", home.path().join("xdg"))
             .env_remove("KUBECONFIG")

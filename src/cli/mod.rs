@@ -181,7 +181,7 @@ impl Cli {
         if create_dir.is_none() && add.is_none() && !run.is_default() {
             return Err(Cli::command().error(
                 ErrorKind::ArgumentConflict,
-                "--dry-run, --allow-shared-zones, --zones, --allow-missing-kernel-options and --timeout go with -c or -a (or after create / nodegroup add)",
+                "--dry-run, --allow-shared-zones, --zones, --machines-only, --allow-missing-kernel-options and --timeout go with -c or -a (or after create / nodegroup add)",
             ));
         }
         let short = if let Some(cluster_dir) = create_dir {
