@@ -16,6 +16,13 @@
 //! - `boot_crash=P` a fraction P of machines crash once at their first boot: the machine reaches
 //!   `started`, its main process exits 1 at once (an `exit` event) and the restart policy decides
 //!   (the default `on-failure` starts it again). A machine crashes at most once.
+//! - `app_settle=DUR` Fly's API is eventually consistent (reference fly-runtime.md §6): a new
+//!   app answers 404 on every call naming it for a seeded time between DUR/2 and DUR after its
+//!   create (flyctl's `WaitForApp` retries 404 for up to 1 min; fly-go waits too).
+//! - `secrets_lag=DUR` the secret store is eventually consistent (reference fly-runtime.md §6,
+//!   "min_secrets_version"): each secrets write reaches machine boots a seeded time between
+//!   DUR/2 and DUR after it is made, unless a machine create or update asks for
+//!   `min_secrets_version` at or above the write's version, which makes the write current first.
 //!
 //! Example: `latency=machines.create:200ms,volumes.create:300ms;rate_limits=on;error_rate=0.05;ambiguous_create=0.2;capacity=sjc:09cd`.
 //! Random decisions come from one generator seeded with `--seed`, drawn in request order, so a
@@ -31,7 +38,7 @@ use std::time::{Duration, Instant};
 pub enum Error {
     #[error("fault clause `{clause}` has no `=`")]
     NoEquals { clause: String },
-    #[error("unknown fault kind `{kind}` (known: latency, rate_limits, error_rate, ambiguous_create, capacity, boot_failure, boot_crash)")]
+    #[error("unknown fault kind `{kind}` (known: latency, rate_limits, error_rate, ambiguous_create, capacity, boot_failure, boot_crash, app_settle, secrets_lag)")]
     UnknownKind { kind: String },
     #[error("bad latency entry `{entry}`: want OP:DURATION such as machines.create:200ms")]
     Latency { entry: String },
@@ -55,6 +62,10 @@ pub struct Faults {
     pub boot_failure: f64,
     /// The fraction of machines whose first boot crashes once (restart policy then decides).
     pub boot_crash: f64,
+    /// Longest time a new app stays invisible (404) after its create; zero: at once.
+    pub app_settle: Duration,
+    /// Longest time a secrets write takes to reach machine boots; zero: at once.
+    pub secrets_lag: Duration,
 }
 
 fn duration(value: &str) -> Result<Duration, Error> {
@@ -125,6 +136,8 @@ impl Faults {
                 "ambiguous_create" => f.ambiguous_create = probability(kind, value)?,
                 "boot_failure" => f.boot_failure = probability(kind, value)?,
                 "boot_crash" => f.boot_crash = probability(kind, value)?,
+                "app_settle" => f.app_settle = duration(value)?,
+                "secrets_lag" => f.secrets_lag = duration(value)?,
                 "capacity" => {
                     for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
                         match entry.split_once(':') {
@@ -170,6 +183,8 @@ pub struct Injector {
     buckets: HashMap<(String, String), Bucket>,
     /// Machines already drawn for `boot_crash` (each machine is drawn once, at its first boot).
     boot_drawn: HashSet<String>,
+    /// New apps and when they become visible (`app_settle`).
+    settling_apps: HashMap<String, Instant>,
 }
 
 /// What an ambiguous create answers instead of its real result.
@@ -186,6 +201,38 @@ impl Injector {
             rng: ChaCha8Rng::seed_from_u64(seed ^ 0x6661_756c_7473),
             buckets: HashMap::new(),
             boot_drawn: HashSet::new(),
+            settling_apps: HashMap::new(),
+        }
+    }
+
+    /// Draw a delay between `max`/2 and `max` (`app_settle`, `secrets_lag`). Draws nothing for
+    /// a zero `max`, so the other faults' decisions do not shift.
+    pub fn lag(&mut self, max: Duration) -> Duration {
+        if max.is_zero() {
+            return Duration::ZERO;
+        }
+        max.mul_f64(0.5 + 0.5 * self.rng.random::<f64>())
+    }
+
+    /// A new app `name`: invisible for a drawn part of `max` from `now` (`app_settle`).
+    pub fn app_created(&mut self, name: &str, max: Duration, now: Instant) {
+        let lag = self.lag(max);
+        if lag.is_zero() {
+            self.settling_apps.remove(name);
+        } else {
+            self.settling_apps.insert(name.to_string(), now + lag);
+        }
+    }
+
+    /// Whether app `name` is still settling at `now`, so calls naming it answer 404.
+    pub fn app_settling(&mut self, name: &str, now: Instant) -> bool {
+        match self.settling_apps.get(name) {
+            Some(until) if now < *until => true,
+            Some(_) => {
+                self.settling_apps.remove(name);
+                false
+            }
+            None => false,
         }
     }
 
@@ -307,6 +354,30 @@ mod tests {
         let mut a = Injector::new(9);
         let mut b = Injector::new(9);
         assert!(!a.crash_once(0.0, "m1"));
+        assert_eq!(a.chance(0.5), b.chance(0.5));
+    }
+
+    #[test]
+    fn a_new_app_settles_within_the_drawn_time_and_zero_draws_nothing() {
+        let f = Faults::parse("app_settle=2s;secrets_lag=400ms").expect("parse");
+        assert_eq!(f.app_settle, Duration::from_secs(2));
+        assert_eq!(f.secrets_lag, Duration::from_millis(400));
+        let mut inj = Injector::new(4);
+        let t0 = Instant::now();
+        inj.app_created("a", f.app_settle, t0);
+        assert!(inj.app_settling("a", t0));
+        assert!(inj.app_settling("a", t0 + Duration::from_millis(999)));
+        assert!(!inj.app_settling("a", t0 + Duration::from_secs(2)));
+        assert!(!inj.app_settling("never-made", t0));
+        let lag = inj.lag(f.secrets_lag);
+        assert!(
+            lag >= Duration::from_millis(200) && lag <= f.secrets_lag,
+            "{lag:?}"
+        );
+        let (mut a, mut b) = (Injector::new(9), Injector::new(9));
+        assert_eq!(a.lag(Duration::ZERO), Duration::ZERO);
+        a.app_created("x", Duration::ZERO, t0);
+        assert!(!a.app_settling("x", t0));
         assert_eq!(a.chance(0.5), b.chance(0.5));
     }
 
