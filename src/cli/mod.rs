@@ -19,6 +19,7 @@ mod create;
 mod destroy;
 mod kubeconfig;
 mod list;
+#[cfg(target_os = "linux")]
 mod node;
 mod output;
 mod render;
@@ -271,6 +272,7 @@ pub enum Command {
     /// Print the k3s config.yaml a node would get.
     Render(render::Args),
     /// Commands that run on a cluster machine (`node init` is its entrypoint).
+    #[cfg(target_os = "linux")]
     Node(node::Args),
 }
 
@@ -318,6 +320,7 @@ fn run(command: Command) -> Result<(), Error> {
         Command::Completions(args) => completions::run(args, &mut Cli::command()),
         Command::Validate(args) => validate::run(args),
         Command::Render(args) => render::run(args),
+        #[cfg(target_os = "linux")]
         Command::Node(args) => node::run(args),
     }
 }

@@ -47,6 +47,7 @@ pub mod env;
 pub mod sshd;
 pub mod supervise;
 pub mod system;
+pub mod vars;
 pub mod write;
 
 use crate::config::{self, Config};
