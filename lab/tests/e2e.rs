@@ -273,9 +273,12 @@ impl Env {
         let mut cmd = Command::new(&self.bin);
         cmd.args(args)
             .current_dir(repo_root())
-            .envs(
-                fks_lab::client_env(&self.base, TOKEN, &[("sjc".to_string(), 3)], true).into_iter(),
-            )
+            .envs(fks_lab::client_env(
+                &self.base,
+                TOKEN,
+                &[("sjc".to_string(), 3)],
+                true,
+            ))
             .env("XDG_CONFIG_HOME", &self.xdg)
             .env("HOME", &self.home)
             .env_remove("KUBECONFIG")
