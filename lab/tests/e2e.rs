@@ -81,7 +81,12 @@ const LIFECYCLE: Net = Net {
 
 impl GuestLab {
     async fn start() -> GuestLab {
-        GuestLab::start_with(&LIFECYCLE, "").await
+        // Fly's eventual consistency on (reference fly-runtime.md §6): new apps 404 for a
+        // moment and secret writes reach boots only after up to 20 s, unless a create names
+        // `min_secrets_version`. The cluster comes up only because fks-bootstrap waits for its
+        // apps and sends it (a joining server created without it would miss its join token
+        // and ssh host key files).
+        GuestLab::start_with(&LIFECYCLE, "app_settle=500ms;secrets_lag=20s").await
     }
 
     async fn start_with(net: &Net, faults: &str) -> GuestLab {
