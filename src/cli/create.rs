@@ -141,7 +141,7 @@ fn env_zones() -> Result<Option<Zones>, super::Error> {
     match std::env::var(ZONES_ENV) {
         Ok(v) if !v.trim().is_empty() => parse_zones(&v)
             .map(Some)
-            .map_err(|e| usage(anyhow!("{ZONES_ENV}={v:?}: {e}"))),
+            .map_err(|e| usage(anyhow!(e).context(format!("{ZONES_ENV}={v:?}")))),
         _ => Ok(None),
     }
 }
@@ -160,14 +160,34 @@ fn env_machines_only() -> Result<bool, super::Error> {
     }
 }
 
+/// Why a `--zones` / `FKS_REGION_ZONES` value was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ZonesError {
+    /// Not a whole number of at least 1.
+    #[error("{0:?} is not a zone count: want a whole number of at least 1")]
+    Count(String),
+    /// An entry without `=` in a per-region list.
+    #[error("{0:?}: want REGION=N, e.g. sjc=3")]
+    Entry(String),
+    /// Not a region code.
+    #[error("{entry:?}: {region:?} is not a region code (lowercase letters, e.g. sjc)")]
+    Region {
+        /// The entry.
+        entry: String,
+        /// Its region part.
+        region: String,
+    },
+    /// Nothing but separators.
+    #[error("no zone count given: want N or REGION=N,...")]
+    Empty,
+}
+
 /// Parses `N` or `REGION=N,REGION=N` (N at least 1).
-pub fn parse_zones(value: &str) -> Result<Zones, String> {
-    let count = |s: &str| -> Result<u32, String> {
+pub fn parse_zones(value: &str) -> Result<Zones, ZonesError> {
+    let count = |s: &str| -> Result<u32, ZonesError> {
         match s.trim().parse::<u32>() {
             Ok(n) if n >= 1 => Ok(n),
-            _ => Err(format!(
-                "{s:?} is not a zone count: want a whole number of at least 1"
-            )),
+            _ => Err(ZonesError::Count(s.trim().to_string())),
         }
     };
     let value = value.trim();
@@ -178,17 +198,18 @@ pub fn parse_zones(value: &str) -> Result<Zones, String> {
     for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
         let (region, n) = entry
             .split_once('=')
-            .ok_or_else(|| format!("{entry:?}: want REGION=N, e.g. sjc=3"))?;
+            .ok_or_else(|| ZonesError::Entry(entry.to_string()))?;
         let region = region.trim();
         if region.is_empty() || !region.chars().all(|c| c.is_ascii_lowercase()) {
-            return Err(format!(
-                "{entry:?}: {region:?} is not a region code (lowercase letters, e.g. sjc)"
-            ));
+            return Err(ZonesError::Region {
+                entry: entry.to_string(),
+                region: region.to_string(),
+            });
         }
         map.insert(region.to_string(), count(n)?);
     }
     if map.is_empty() {
-        return Err("no zone count given: want N or REGION=N,...".to_string());
+        return Err(ZonesError::Empty);
     }
     Ok(Zones::PerRegion(map))
 }
@@ -454,6 +475,9 @@ mod tests {
             assert!(parse_zones(bad).is_err(), "{bad} accepted");
         }
         let e = parse_zones("sjc=three").expect_err("bad count");
-        assert!(e.contains("\"three\" is not a zone count"), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "\"three\" is not a zone count: want a whole number of at least 1"
+        );
     }
 }
