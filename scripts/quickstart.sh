@@ -88,15 +88,17 @@ else
     disown
 fi
 # Ask only the lab of this state dir (its env lines exist once it listens): another program on
-# the port must not be mistaken for it.
-info_json=""
+# the port must not be mistaken for it. `fks-lab env` prints ordinary settings: the API address
+# and token, FKS_REGION_ZONES and FKS_MACHINES_ONLY (1 when the lab runs no guests).
+answered=false
 for _ in $(seq 1 150); do
     if env_lines=$("$lab" env --state-dir "$state" 2>/dev/null); then
         eval "$env_lines"
-        if info_json=$(curl -sf "$FLY_API_HOSTNAME/lab/v1/info" 2>/dev/null); then
+        # Any HTTP answer (401 without the token header) means it serves.
+        if curl -s -o /dev/null "$FLY_API_HOSTNAME/v1/apps" 2>/dev/null; then
+            answered=true
             break
         fi
-        info_json=""
     fi
     if [ -f "$lab_dir/lab.pid" ] && ! kill -0 "$(cat "$lab_dir/lab.pid")" 2>/dev/null; then
         tail -n 20 "$lab_dir/lab.log" >&2 || true
@@ -104,14 +106,12 @@ for _ in $(seq 1 150); do
     fi
     sleep 0.2
 done
-[ -n "$info_json" ] || die "fks-lab did not answer within 30s (see $lab_dir/lab.log)"
-case "$info_json" in
-    *'"guests":true'*) ;;
-    *) die "the lab on $state runs without guests ($info_json): stop it with scripts/quickstart.sh --down and run again as root" ;;
-esac
+"$answered" || die "fks-lab did not answer within 30s (see $lab_dir/lab.log)"
+[ "${FKS_MACHINES_ONLY:-}" = 0 ] ||
+    die "the lab on $state runs without guests (FKS_MACHINES_ONLY=${FKS_MACHINES_ONLY:-unset}): stop it with scripts/quickstart.sh --down and run again as root"
 [ -n "${FLY_API_TOKEN:-}" ] || die "no FLY_API_TOKEN from fks-lab env --state-dir $state"
-export FLY_API_HOSTNAME FLY_API_TOKEN
-info "lab answers at $FLY_API_HOSTNAME: $info_json"
+export FLY_API_HOSTNAME FLY_API_TOKEN FKS_REGION_ZONES FKS_MACHINES_ONLY
+info "lab answers at $FLY_API_HOSTNAME (zones $FKS_REGION_ZONES)"
 
 section "node image lab/fks-node"
 if [ -n "${FKS_K3S:-}" ]; then

@@ -14,6 +14,8 @@ echo "[INFO] cargo fmt --check" >&2
 cargo fmt --all -- --check
 echo "[INFO] cargo clippy --all-targets -- -D warnings" >&2
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "[INFO] the operator CLI builds on macOS (scripts/check-portable.sh)" >&2
+scripts/check-portable.sh
 echo "[INFO] tests" >&2
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --locked --no-fail-fast

@@ -11,7 +11,16 @@ pub mod fly;
 pub mod image;
 pub mod kernel;
 pub mod kubeconfig;
+/// The machine entrypoint (`node init`): Linux only (mounts, prctl, namespaces), as Fly's
+/// machines are Linux VMs. The operator CLI also builds on macOS (`scripts/check-portable.sh`).
+#[cfg(target_os = "linux")]
 pub mod node;
+/// Off Linux only the names of the variables `node init` reads, which the operator writes
+/// into machine env.
+#[cfg(not(target_os = "linux"))]
+pub mod node {
+    pub mod vars;
+}
 pub mod plan;
 pub mod render;
 pub mod run;

@@ -6,7 +6,7 @@
 //! mutating API calls per node (lab `GET /lab/v1/stats` `mutations` delta / nodes; target <= 4).
 //!
 //! The library is driven as the CLI drives it: `run::observe`, `plan::plan` (k3s steps on,
-//! zones from `GET /lab/v1/info`, ssh files from `ssh::ClusterKeys`, env
+//! zones = the count the lab is started with, as `fks-lab env` prints it, ssh files from `ssh::ClusterKeys`, env
 //! `FKS_ALLOW_MISSING_KERNEL_OPTIONS=1` because this kernel lacks 7 options) and
 //! `run::execute` through a `fly::Client` with its default options, so its token buckets hold
 //! Fly's documented limits. The lab runs in process with guests (root), its own bridge
@@ -499,12 +499,9 @@ async fn bench() {
         assert!(Instant::now() < deadline, "lab did not come up");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // As the CLI does: the zone count comes from the lab.
-    let info = lab.get("/lab/v1/info").await;
-    let zones = info["zones"][&cp_config.region]
-        .as_array()
-        .map_or(0, Vec::len);
-    assert!(info["guests"] == true, "the lab runs guests");
+    // As the CLI gets it: the zone count the lab was started with, which `fks-lab env` prints
+    // as FKS_REGION_ZONES (`fks_lab::client_env`).
+    let zones = REGION_ZONES;
 
     println!(
         "lifecycle: stated latencies: volume create {VOLUME_CREATE:?}, machine create {MACHINE_CREATE:?}, \

@@ -18,6 +18,13 @@
 //!   (the default `on-failure` starts it again). A machine crashes at most once.
 //! - `migrate=P[@DUR]` a fraction P of machines is migrated to another host once, DUR (default
 //!   1s) after its first start: stop, volume fork, start with a new 6PN address (`migration`).
+//! - `app_settle=DUR` Fly's API is eventually consistent (reference fly-runtime.md §6): a new
+//!   app answers 404 on every call naming it for a seeded time between DUR/2 and DUR after its
+//!   create (flyctl's `WaitForApp` retries 404 for up to 1 min; fly-go waits too).
+//! - `secrets_lag=DUR` the secret store is eventually consistent (reference fly-runtime.md §6,
+//!   "min_secrets_version"): each secrets write reaches machine boots a seeded time between
+//!   DUR/2 and DUR after it is made, unless a machine create or update asks for
+//!   `min_secrets_version` at or above the write's version, which makes the write current first.
 //!
 //! Example: `latency=machines.create:200ms,volumes.create:300ms;rate_limits=on;error_rate=0.05;ambiguous_create=0.2;capacity=sjc:09cd`.
 //! Random decisions come from one generator seeded with `--seed`, drawn in request order, so a
@@ -33,7 +40,7 @@ use std::time::{Duration, Instant};
 pub enum Error {
     #[error("fault clause `{clause}` has no `=`")]
     NoEquals { clause: String },
-    #[error("unknown fault kind `{kind}` (known: latency, rate_limits, error_rate, ambiguous_create, capacity, boot_failure, boot_crash, migrate)")]
+    #[error("unknown fault kind `{kind}` (known: latency, rate_limits, error_rate, ambiguous_create, capacity, boot_failure, boot_crash, migrate, app_settle, secrets_lag)")]
     UnknownKind { kind: String },
     #[error("bad latency entry `{entry}`: want OP:DURATION such as machines.create:200ms")]
     Latency { entry: String },
@@ -61,6 +68,10 @@ pub struct Faults {
     pub migrate: f64,
     /// How long after its first start a picked machine is migrated (default 1s).
     pub migrate_after: Option<Duration>,
+    /// Longest time a new app stays invisible (404) after its create; zero: at once.
+    pub app_settle: Duration,
+    /// Longest time a secrets write takes to reach machine boots; zero: at once.
+    pub secrets_lag: Duration,
 }
 
 fn duration(value: &str) -> Result<Duration, Error> {
@@ -139,6 +150,8 @@ impl Faults {
                     f.migrate = probability(kind, p)?;
                     f.migrate_after = after;
                 }
+                "app_settle" => f.app_settle = duration(value)?,
+                "secrets_lag" => f.secrets_lag = duration(value)?,
                 "capacity" => {
                     for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
                         match entry.split_once(':') {
@@ -186,6 +199,8 @@ pub struct Injector {
     boot_drawn: HashSet<String>,
     /// Machines already drawn for `migrate` (each machine is drawn once, at its first start).
     migrate_drawn: HashSet<String>,
+    /// New apps and when they become visible (`app_settle`).
+    settling_apps: HashMap<String, Instant>,
 }
 
 /// What an ambiguous create answers instead of its real result.
@@ -203,6 +218,38 @@ impl Injector {
             buckets: HashMap::new(),
             boot_drawn: HashSet::new(),
             migrate_drawn: HashSet::new(),
+            settling_apps: HashMap::new(),
+        }
+    }
+
+    /// Draw a delay between `max`/2 and `max` (`app_settle`, `secrets_lag`). Draws nothing for
+    /// a zero `max`, so the other faults' decisions do not shift.
+    pub fn lag(&mut self, max: Duration) -> Duration {
+        if max.is_zero() {
+            return Duration::ZERO;
+        }
+        max.mul_f64(0.5 + 0.5 * self.rng.random::<f64>())
+    }
+
+    /// A new app `name`: invisible for a drawn part of `max` from `now` (`app_settle`).
+    pub fn app_created(&mut self, name: &str, max: Duration, now: Instant) {
+        let lag = self.lag(max);
+        if lag.is_zero() {
+            self.settling_apps.remove(name);
+        } else {
+            self.settling_apps.insert(name.to_string(), now + lag);
+        }
+    }
+
+    /// Whether app `name` is still settling at `now`, so calls naming it answer 404.
+    pub fn app_settling(&mut self, name: &str, now: Instant) -> bool {
+        match self.settling_apps.get(name) {
+            Some(until) if now < *until => true,
+            Some(_) => {
+                self.settling_apps.remove(name);
+                false
+            }
+            None => false,
         }
     }
 
@@ -352,6 +399,30 @@ mod tests {
         assert!(inj.migrate_once(1.0, "m1"));
         assert!(!inj.migrate_once(1.0, "m1"), "second start of m1");
         assert!(inj.migrate_once(1.0, "m2"));
+    }
+
+    #[test]
+    fn a_new_app_settles_within_the_drawn_time_and_zero_draws_nothing() {
+        let f = Faults::parse("app_settle=2s;secrets_lag=400ms").expect("parse");
+        assert_eq!(f.app_settle, Duration::from_secs(2));
+        assert_eq!(f.secrets_lag, Duration::from_millis(400));
+        let mut inj = Injector::new(4);
+        let t0 = Instant::now();
+        inj.app_created("a", f.app_settle, t0);
+        assert!(inj.app_settling("a", t0));
+        assert!(inj.app_settling("a", t0 + Duration::from_millis(999)));
+        assert!(!inj.app_settling("a", t0 + Duration::from_secs(2)));
+        assert!(!inj.app_settling("never-made", t0));
+        let lag = inj.lag(f.secrets_lag);
+        assert!(
+            lag >= Duration::from_millis(200) && lag <= f.secrets_lag,
+            "{lag:?}"
+        );
+        let (mut a, mut b) = (Injector::new(9), Injector::new(9));
+        assert_eq!(a.lag(Duration::ZERO), Duration::ZERO);
+        a.app_created("x", Duration::ZERO, t0);
+        assert!(!a.app_settling("x", t0));
+        assert_eq!(a.chance(0.5), b.chance(0.5));
     }
 
     #[test]

@@ -141,6 +141,33 @@ pub fn parse_zones(spec: &str) -> Result<Vec<(String, usize)>, Error> {
         .collect()
 }
 
+/// The settings a client of this lab needs, as `(name, value)` in print order: the API
+/// address and token, and what Fly does not tell a client but the lab knows of itself, given
+/// as fks-bootstrap's ordinary settings, which mean the same against Fly: the regions' zone
+/// counts (`FKS_REGION_ZONES`) and whether machines run the node image at all
+/// (`FKS_MACHINES_ONLY=1` in API-only mode, where nothing runs).
+pub fn client_env(
+    base: &str,
+    token: &str,
+    zones: &[(String, usize)],
+    guests: bool,
+) -> Vec<(&'static str, String)> {
+    let zones = zones
+        .iter()
+        .map(|(r, n)| format!("{r}={n}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    vec![
+        ("FLY_API_HOSTNAME", base.to_string()),
+        ("FLY_API_TOKEN", token.to_string()),
+        ("FKS_REGION_ZONES", zones),
+        (
+            "FKS_MACHINES_ONLY",
+            if guests { "0" } else { "1" }.to_string(),
+        ),
+    ]
+}
+
 /// The default regions when `--zones` is not given.
 pub const DEFAULT_ZONES: &str = "sjc=3,iad=3,ams=3";
 

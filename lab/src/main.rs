@@ -13,6 +13,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// The state dir's copy of the lines `serve` printed (mode 0600: it holds the token).
+const ENV_FILE: &str = "env";
+
 #[derive(Parser)]
 #[command(
     name = "fks-lab",
@@ -87,7 +90,8 @@ enum Command {
         #[arg(long)]
         bridge: Option<String>,
     },
-    /// Print the environment lines of a running lab again.
+    /// Print the environment lines of a running lab again: FLY_API_HOSTNAME, FLY_API_TOKEN,
+    /// FKS_REGION_ZONES and FKS_MACHINES_ONLY (1 when no guests run), for `eval`.
     Env {
         #[arg(long)]
         state_dir: PathBuf,
@@ -310,10 +314,18 @@ fn token_for(dir: &Path, given: Option<String>) -> Result<String> {
     Ok(t)
 }
 
-fn print_env(addr: &str, token: &str) -> Result<()> {
+/// The `export NAME=value` lines of [`fks_lab::client_env`] (values are plain: URLs, hex,
+/// zone lists and digits, nothing a shell would expand).
+fn env_lines(addr: &str, token: &str, zones: &[(String, usize)], guests: bool) -> String {
+    fks_lab::client_env(&format!("http://{addr}"), token, zones, guests)
+        .into_iter()
+        .map(|(k, v)| format!("export {k}={v}\n"))
+        .collect()
+}
+
+fn print_env(lines: &str) -> Result<()> {
     let mut out = std::io::stdout().lock();
-    writeln!(out, "export FLY_API_HOSTNAME=http://{addr}")?;
-    writeln!(out, "export FLY_API_TOKEN={token}")?;
+    out.write_all(lines.as_bytes())?;
     out.flush()?;
     Ok(())
 }
@@ -355,6 +367,13 @@ async fn serve(
         .context("reading the bound address")?
         .to_string();
     std::fs::write(state_dir.join("listen"), &addr).context("writing the listen file")?;
+    // `fks-lab env` prints the same lines again (written before the pid file, which tells
+    // `env` that the lab runs); the file holds the token, so it is private.
+    let mut lines = env_lines(&addr, &token, &opts.zones, opts.guests);
+    if registry.is_some() {
+        lines.push_str(&fks_lab::registry::env_lines(&state_dir).unwrap_or_default());
+    }
+    write_private(&state_dir.join(ENV_FILE), &lines)?;
     std::fs::write(state_dir.join("lab.pid"), std::process::id().to_string())
         .context("writing the pid file")?;
     if opts.guests {
@@ -384,7 +403,7 @@ async fn serve(
         );
     }
     // A reader that closed stdout after the first line must not take the server down.
-    if let Err(e) = print_env(&addr, &token).and_then(|()| print_registry_env(&state_dir)) {
+    if let Err(e) = print_env(&lines) {
         eprintln!("fks-lab: could not print the environment lines: {e:#}");
     }
     let shutdown = async {
@@ -424,15 +443,6 @@ async fn start_registry(
         r.storage().display()
     );
     Ok(Some(r))
-}
-
-fn print_registry_env(state_dir: &Path) -> Result<()> {
-    if let Some(lines) = fks_lab::registry::env_lines(state_dir) {
-        let mut out = std::io::stdout().lock();
-        out.write_all(lines.as_bytes())?;
-        out.flush()?;
-    }
-    Ok(())
 }
 
 fn stop(state_dir: &Path) -> Result<()> {
@@ -480,11 +490,10 @@ fn main() -> std::process::ExitCode {
             if running_pid(&state_dir).is_none() {
                 bail!("no lab is running on {}", state_dir.display());
             }
-            print_env(
-                &read_trim(&state_dir.join("listen"))?,
-                &read_trim(&state_dir.join("token"))?,
-            )?;
-            print_registry_env(&state_dir)
+            let path = state_dir.join(ENV_FILE);
+            let lines = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            print_env(&lines)
         })(),
         Command::Stop { state_dir } => stop(&state_dir),
         Command::Hosts {

@@ -602,11 +602,16 @@ impl Runner {
                     ))
                 })?,
                 (None, Some(name)) => {
+                    // Only what has reached boots (the `secrets_lag` fault); a missing
+                    // file secret fails the boot. What Fly does then is undocumented.
                     let value = lock(&lab.secrets)
                         .apps
                         .get(&m.app)
-                        .and_then(|a| a.secrets.get(name))
-                        .map(|s| s.value.clone())
+                        .and_then(|a| {
+                            a.visible(crate::clock::now_ms())
+                                .find(|(n, _)| *n == name)
+                                .map(|(_, s)| s.value.clone())
+                        })
                         .ok_or_else(|| {
                             bad(format!(
                                 "file {}: app {} has no secret {name}",
@@ -644,8 +649,7 @@ impl Runner {
                 .apps
                 .get(&m.app)
                 .map(|a| {
-                    a.secrets
-                        .iter()
+                    a.visible(crate::clock::now_ms())
                         .map(|(k, s)| (k.clone(), s.value.clone()))
                         .collect()
                 })
@@ -673,7 +677,6 @@ impl Runner {
                 .map(String::as_str),
             primary_region: m.config.env.get("PRIMARY_REGION").map(String::as_str),
         }));
-        env.insert("FKS_LAB".into(), "1".into());
         let init = if fault {
             // The boot-failure fault: this start's main process exits 1 at once.
             vec!["false".to_string()]

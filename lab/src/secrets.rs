@@ -38,6 +38,12 @@ pub struct Secret {
     pub digest: String,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
+    /// The app's secrets version its last write made.
+    #[serde(default)]
+    pub version: u64,
+    /// When its last write reaches machine boots (the `secrets_lag` fault; 0 = at once).
+    #[serde(default)]
+    pub visible_at_ms: u64,
 }
 
 impl std::fmt::Debug for Secret {
@@ -53,6 +59,28 @@ impl std::fmt::Debug for Secret {
 pub struct AppSecrets {
     pub version: u64,
     pub secrets: BTreeMap<String, Secret>,
+}
+
+impl AppSecrets {
+    /// The secrets a machine booting at `now_ms` gets. Fly's secret store is eventually
+    /// consistent (reference fly-runtime.md §6): a write not yet visible is missing, so a
+    /// changed secret is missing too rather than old (the lab keeps no old values).
+    pub fn visible(&self, now_ms: u64) -> impl Iterator<Item = (&String, &Secret)> {
+        self.secrets
+            .iter()
+            .filter(move |(_, s)| s.visible_at_ms <= now_ms)
+    }
+
+    /// A machine create or update asked for `min_secrets_version`: every write up to that
+    /// version is made current before it boots, as Fly makes sure the machine sees at least
+    /// that version.
+    pub fn catch_up(&mut self, min_version: u64) {
+        for s in self.secrets.values_mut() {
+            if s.version <= min_version {
+                s.visible_at_ms = 0;
+            }
+        }
+    }
 }
 
 /// All secrets, persisted as a whole on every change (secrets change rarely).
@@ -132,6 +160,8 @@ mod tests {
                 digest: digest("hunter2"),
                 created_at_ms: 1,
                 updated_at_ms: 1,
+                version: 1,
+                visible_at_ms: 0,
             },
         );
         s.save().expect("save");
@@ -143,5 +173,27 @@ mod tests {
         let s2 = Store::open(dir.path()).expect("reopen");
         assert_eq!(s2.apps["demo"].secrets["K3S_TOKEN"].value, "hunter2");
         assert!(!format!("{:?}", s2.apps["demo"].secrets["K3S_TOKEN"]).contains("hunter2"));
+    }
+
+    #[test]
+    fn a_lagging_write_is_missing_until_its_time_or_a_min_version_catches_up() {
+        let secret = |version, visible_at_ms| Secret {
+            value: "v".into(),
+            digest: digest("v"),
+            created_at_ms: 1,
+            updated_at_ms: 1,
+            version,
+            visible_at_ms,
+        };
+        let mut a = AppSecrets::default();
+        a.secrets.insert("OLD".into(), secret(1, 0));
+        a.secrets.insert("NEW".into(), secret(2, 5_000));
+        a.secrets.insert("NEWER".into(), secret(3, 5_000));
+        let names =
+            |a: &AppSecrets, now| a.visible(now).map(|(n, _)| n.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&a, 4_999), ["OLD"]);
+        assert_eq!(names(&a, 5_000), ["NEW", "NEWER", "OLD"]);
+        a.catch_up(2);
+        assert_eq!(names(&a, 0), ["NEW", "OLD"]);
     }
 }

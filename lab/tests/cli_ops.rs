@@ -101,8 +101,7 @@ impl Lab {
         let out = tokio::process::Command::new(fks_bootstrap_binary())
             .args(args)
             .current_dir(repo_root())
-            .env("FLY_API_HOSTNAME", &self.base)
-            .env("FLY_API_TOKEN", TOKEN)
+            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .output()
@@ -539,8 +538,7 @@ async fn fks_keys(lab: &Lab, xdg: &std::path::Path, args: &[&str]) -> Output {
     tokio::process::Command::new(fks_bootstrap_binary())
         .args(args)
         .current_dir(repo_root())
-        .env("FLY_API_HOSTNAME", &lab.base)
-        .env("FLY_API_TOKEN", TOKEN)
+        .envs(lab.env.iter().map(|(k, v)| (*k, v.as_str())))
         .env("XDG_CONFIG_HOME", xdg)
         .env_remove("RUST_LOG")
         .env_remove("BOOTSTRAP_NODE_ID")
@@ -585,9 +583,10 @@ async fn create_and_nodegroup_add_converge_and_a_rerun_changes_nothing() {
             m.id
         );
     }
-    // The lab runs no guests: the CLI says so and skips the k3s steps.
+    // The lab runs no guests and its env says FKS_MACHINES_ONLY=1: the k3s steps are skipped,
+    // with a warning.
     assert!(
-        text(&out.stderr).contains("API-only"),
+        text(&out.stderr).contains("machines only (FKS_MACHINES_ONLY=1 or --machines-only)"),
         "{}",
         text(&out.stderr)
     );

@@ -547,3 +547,39 @@ async fn wait_deadline_names_the_machine_and_its_state() {
         other => panic!("expected a wait timeout, got {}", chain(other)),
     }
 }
+
+/// A new app answers 404 for a moment (the lab's `app_settle` fault, modelling Fly's eventual
+/// consistency, reference fly-runtime.md §6): a bare POST is followed by a 404, but
+/// `create_app` returns only once the app answers, so the calls after it succeed at once.
+#[tokio::test]
+async fn create_app_waits_until_a_new_app_is_usable() {
+    let lab = Lab::start("app_settle=600ms", 12).await;
+    let c = lab.client(false);
+    let http = reqwest::Client::new();
+    let res = http
+        .post(format!("{}/v1/apps", lab.base))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"name": "bare", "org_slug": "personal"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(res.status(), 201);
+    let e = c.list_volumes("bare").await.expect_err("not usable yet");
+    assert!(e.is_not_found(), "{}", chain(&e));
+
+    let started = Instant::now();
+    c.create_app(&CreateAppRequest::new("waited", "personal"))
+        .await
+        .expect("created and usable");
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "returned before the app settled: {:?}",
+        started.elapsed()
+    );
+    c.list_volumes("waited").await.expect("usable at once");
+    c.set_secret("waited", "GREETING", &SecretString::new("hi"))
+        .await
+        .expect("secret at once");
+    let gets = lab.statuses("GET /v1/apps/{app}").await;
+    assert!(gets.get("404").copied().unwrap_or(0) >= 1, "{gets:?}");
+}

@@ -82,7 +82,12 @@ const LIFECYCLE: Net = Net {
 
 impl GuestLab {
     async fn start() -> GuestLab {
-        GuestLab::start_with(&LIFECYCLE, "").await
+        // Fly's eventual consistency on (reference fly-runtime.md §6): new apps 404 for a
+        // moment and secret writes reach boots only after up to 20 s, unless a create names
+        // `min_secrets_version`. The cluster comes up only because fks-bootstrap waits for its
+        // apps and sends it (a joining server created without it would miss its join token
+        // and ssh host key files).
+        GuestLab::start_with(&LIFECYCLE, "app_settle=500ms;secrets_lag=20s").await
     }
 
     async fn start_with(net: &Net, faults: &str) -> GuestLab {
@@ -274,8 +279,12 @@ impl Env {
         let mut cmd = Command::new(&self.bin);
         cmd.args(args)
             .current_dir(repo_root())
-            .env("FLY_API_HOSTNAME", &self.base)
-            .env("FLY_API_TOKEN", TOKEN)
+            .envs(fks_lab::client_env(
+                &self.base,
+                TOKEN,
+                &[("sjc".to_string(), 3)],
+                true,
+            ))
             .env("XDG_CONFIG_HOME", &self.xdg)
             .env("HOME", &self.home)
             .env_remove("KUBECONFIG")
@@ -292,6 +301,35 @@ impl Env {
             .expect("join");
         t.keep(&format!("fks-bootstrap {}", args.join(" ")), &out);
         out
+    }
+}
+
+/// Host routes that make 6PN addresses unreachable from this host (`ip -6 route replace
+/// unreachable ADDR/128`), as for an operator without a WireGuard tunnel; removed on drop,
+/// also when the test panics. Guests still reach each other in their own namespaces.
+struct Unreachable(Vec<String>);
+
+impl Unreachable {
+    fn new(addrs: impl Iterator<Item = String>) -> Unreachable {
+        let cut = Unreachable(addrs.collect());
+        for a in &cut.0 {
+            let status = Command::new("ip")
+                .args(["-6", "route", "replace", "unreachable", &format!("{a}/128")])
+                .status()
+                .expect("ip route");
+            assert!(status.success(), "cutting {a} off");
+        }
+        cut
+    }
+}
+
+impl Drop for Unreachable {
+    fn drop(&mut self) {
+        for a in &self.0 {
+            let _ = Command::new("ip")
+                .args(["-6", "route", "del", "unreachable", &format!("{a}/128")])
+                .status();
+        }
     }
 }
 
@@ -592,9 +630,44 @@ async fn cluster_lifecycle_on_guests_end_to_end() {
         [token_file.display().to_string()]
     );
 
+    // Without a tunnel: the servers' 6PN addresses unreachable from this host, so no SSH.
+    // -k still works (through the Machines API exec), `-s -- CMD` runs through exec and says
+    // so, and an interactive -s exits 1 naming what to set up.
+    let cut = Unreachable::new(
+        servers
+            .iter()
+            .map(|m| m["private_ip"].as_str().expect("private_ip").to_string()),
+    );
+    for ip in &cut.0 {
+        let addr = std::net::SocketAddr::new(ip.parse().expect("6pn ip"), 22);
+        assert!(
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err(),
+            "{addr} still reachable"
+        );
+    }
+    let out = env
+        .fks(&mut t, &["-s", "cp", dir, "--", "uname", "-n"])
+        .await;
+    assert_ok("-s cp -- uname -n without 6PN", &out, &lab);
+    let ctrl0 = bootstrap["id"].as_str().expect("id");
+    assert_eq!(text(&out.stdout).trim(), ctrl0);
+    assert!(
+        text(&out.stderr).contains("through the Machines API exec"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = env.fks(&mut t, &["-s", "cp", dir]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("fly wireguard create"),
+        "{}",
+        text(&out.stderr)
+    );
+
     // -k: ~/.kube/lab, 0600, its path on stdout and nothing else.
     let out = env.fks(&mut t, &["-k", dir]).await;
     assert_ok("-k", &out, &lab);
+    drop(cut);
     let kubeconfig = env.home.join(".kube").join(CLUSTER);
     assert_eq!(text(&out.stdout), format!("{}\n", kubeconfig.display()));
     let mode = std::fs::metadata(&kubeconfig)
@@ -867,8 +940,7 @@ async fn taint_and_kubeconfig_without_a_control_plane_exit_1_and_write_nothing()
         let mut cmd = Command::new(&bin);
         cmd.args(args)
             .current_dir(repo_root())
-            .env("FLY_API_HOSTNAME", &lab.base)
-            .env("FLY_API_TOKEN", TOKEN)
+            .envs(lab.env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("HOME", home.path())
             .env("XDG_CONFIG_HOME", home.path().join("xdg"))
             .env_remove("KUBECONFIG")
@@ -912,8 +984,7 @@ async fn taint_and_kubeconfig_report_unreachable_servers_and_exit_1() {
         let mut cmd = Command::new(&bin);
         cmd.args(args)
             .current_dir(repo_root())
-            .env("FLY_API_HOSTNAME", &lab.base)
-            .env("FLY_API_TOKEN", TOKEN)
+            .envs(lab.env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("HOME", home.path())
             .env("XDG_CONFIG_HOME", home.path().join("xdg"))
             .env_remove("KUBECONFIG")

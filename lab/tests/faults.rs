@@ -1,5 +1,5 @@
 //! The fault matrix of issue 5 §5 through the real `fks-bootstrap` binary against an
-//! in-process API-only lab (the CLI skips the k3s steps there): rate limits on, 5% 5xx,
+//! in-process API-only lab (with `FKS_MACHINES_ONLY=1` from its env the CLI skips the k3s steps): rate limits on, 5% 5xx,
 //! ambiguous creates, a zone out of capacity (with and without `--allow-shared-zones`), a
 //! machine crashing once at boot, their combinations, and the tool SIGKILLed at seeded random
 //! points. Each case runs `create` and `nodegroup add` (long and short forms) until they succeed
@@ -266,8 +266,7 @@ impl Case {
         let mut cmd = tokio::process::Command::new(common::fks_bootstrap_binary());
         cmd.args(args)
             .current_dir(common::repo_root())
-            .env("FLY_API_HOSTNAME", &self.lab.base)
-            .env("FLY_API_TOKEN", TOKEN)
+            .envs(self.lab.env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("HOME", self.home.path())
             .env("XDG_CONFIG_HOME", self.home.path().join("config"))
             .env_remove("RUST_LOG")

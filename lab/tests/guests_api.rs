@@ -335,9 +335,12 @@ async fn started_machine_is_a_guest_with_files_env_volume_dns_and_exec() {
             .trim(),
         private_ip
     );
+    // As on Fly, nothing in the guest says it is the lab's (the product must not need it).
     assert_eq!(
-        lab.run(app, &id, &["printenv", "FKS_LAB"]).await.trim(),
-        "1"
+        lab.run(app, &id, &["sh", "-c", "printenv FKS_LAB || echo unset"])
+            .await
+            .trim(),
+        "unset"
     );
     assert_eq!(
         lab.run(app, &id, &["printenv", "GREETING"]).await.trim(),
@@ -884,5 +887,62 @@ async fn node_image_reaches_guests_through_its_overlay_and_hosts_lists_started_m
         std::fs::read_to_string(&hosts).expect("read"),
         "127.0.0.1 localhost\n"
     );
+    lab.stop().await;
+}
+
+/// Fly's eventual consistency, as the lab's seeded faults model it (reference fly-runtime.md
+/// §6): a new app answers 404 for a moment (`app_settle`), and a secret write reaches machine
+/// boots late (`secrets_lag`), so a machine created right after it without
+/// `min_secrets_version` boots without the secret, while one that names the write's version
+/// boots with it. These are the waits fks-bootstrap makes (fly::Client::create_app, run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn secrets_reach_a_boot_late_unless_the_create_names_min_secrets_version() {
+    if !have_root("guests_api") {
+        return;
+    }
+    let lab = GuestLab::start(6, "app_settle=400ms;secrets_lag=120s", &[]).await;
+    let app = "gapi-six";
+    lab.create_app(app).await;
+    let (status, v) = lab
+        .call(Method::GET, &format!("/v1/apps/{app}"), None)
+        .await;
+    assert_eq!(status, 404, "a new app is not found at once: {v}");
+    let deadline = Instant::now() + WAIT;
+    while lab
+        .call(Method::GET, &format!("/v1/apps/{app}"), None)
+        .await
+        .0
+        != 200
+    {
+        assert!(Instant::now() < deadline, "the new app never settled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let set = lab
+        .ok(
+            &format!("/v1/apps/{app}/secrets/GREETING_SECRET"),
+            json!({"value": "hello"}),
+        )
+        .await;
+    let version = set["version"]
+        .as_u64()
+        .expect("a secrets write answers its version");
+    let boot = |min: Option<u64>| {
+        json!({
+            "config": {"image": "lab/base", "init": {"exec": ["sleep", "9176"]}},
+            "min_secrets_version": min,
+        })
+    };
+    let path = format!("/v1/apps/{app}/machines");
+    let printenv = ["sh", "-c", "printenv GREETING_SECRET || echo missing"];
+
+    let stale = lab.ok(&path, boot(None)).await;
+    let stale = stale["id"].as_str().expect("id").to_string();
+    lab.wait_state(app, &stale, "started").await;
+    assert_eq!(lab.run(app, &stale, &printenv).await.trim(), "missing");
+
+    let fresh = lab.ok(&path, boot(Some(version))).await;
+    let fresh = fresh["id"].as_str().expect("id").to_string();
+    lab.wait_state(app, &fresh, "started").await;
+    assert_eq!(lab.run(app, &fresh, &printenv).await.trim(), "hello");
     lab.stop().await;
 }

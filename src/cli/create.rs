@@ -16,13 +16,11 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use serde::Deserialize;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::output;
 use crate::config::Config;
-use crate::fly::Client;
-use crate::node::env::vars;
+use crate::node::vars;
 use crate::plan::{self, Target};
 use crate::run::{self, Event, Phase};
 use crate::ssh::{self, ClusterKeys};
@@ -78,9 +76,16 @@ pub struct RunFlags {
     /// takes down more than one node).
     #[arg(long)]
     pub allow_shared_zones: bool,
-    /// How many zones the region has (fks-lab tells; real Fly does not publish it).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    pub zones: Option<u32>,
+    /// How many zones the region has: N, or REGION=N,... for several regions [env:
+    /// FKS_REGION_ZONES]. Fly does not publish zone counts; when unknown, every volume asks
+    /// for a zone of its own and a region that runs out says so.
+    #[arg(long, value_name = "N|REGION=N,...", value_parser = parse_zones)]
+    pub zones: Option<Zones>,
+    /// Create and start the machines only: do not wait for k3s, store no join token and taint
+    /// nothing, for a platform whose machines do not run the node image [env:
+    /// FKS_MACHINES_ONLY=1].
+    #[arg(long)]
+    pub machines_only: bool,
     /// Start k3s even when the guest kernel lacks required options (sets
     /// FKS_ALLOW_MISSING_KERNEL_OPTIONS=1 on the machines); for kernels like the lab host's.
     #[arg(long)]
@@ -93,8 +98,8 @@ pub struct RunFlags {
 pub(crate) const AFTER_HELP: &str = "\
 Re-running is safe: what exists is reused, nothing is created twice, and a finished cluster
 makes no change. BOOTSTRAP_NODE_ID (0, 1 or 2; default 0) picks the server that starts the
-cluster. Against fks-lab the region's zone count and whether machines really run are read
-from the lab (GET /lab/v1/info); without guests the run ends when machines are started.";
+cluster. FKS_REGION_ZONES (as --zones) tells how many zones the region has; with
+FKS_MACHINES_ONLY=1 (as --machines-only) the run ends when the machines are started.";
 
 /// Why a run could not start.
 #[derive(Debug, thiserror::Error)]
@@ -107,13 +112,106 @@ pub enum Error {
     },
 }
 
-/// What fks-lab says about itself at `GET /lab/v1/info`.
-#[derive(Debug, Clone, Deserialize)]
-struct LabInfo {
-    lab: String,
-    guests: bool,
-    #[serde(default)]
-    zones: BTreeMap<String, Vec<String>>,
+/// The environment variable of `--zones`.
+pub const ZONES_ENV: &str = "FKS_REGION_ZONES";
+/// The environment variable of `--machines-only`.
+pub const MACHINES_ONLY_ENV: &str = "FKS_MACHINES_ONLY";
+
+/// How many zones a region has, as `--zones` / `FKS_REGION_ZONES` gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Zones {
+    /// `N`: the cluster's region has N zones.
+    Count(u32),
+    /// `sjc=3,iad=2`: per region; a region not listed is unknown.
+    PerRegion(BTreeMap<String, u32>),
+}
+
+impl Zones {
+    /// The zone count of `region`, when known.
+    pub fn of(&self, region: &str) -> Option<usize> {
+        match self {
+            Zones::Count(n) => Some(*n as usize),
+            Zones::PerRegion(m) => m.get(region).map(|n| *n as usize),
+        }
+    }
+}
+
+/// `FKS_REGION_ZONES` when set and not empty.
+fn env_zones() -> Result<Option<Zones>, super::Error> {
+    match std::env::var(ZONES_ENV) {
+        Ok(v) if !v.trim().is_empty() => parse_zones(&v)
+            .map(Some)
+            .map_err(|e| usage(anyhow!(e).context(format!("{ZONES_ENV}={v:?}")))),
+        _ => Ok(None),
+    }
+}
+
+/// `FKS_MACHINES_ONLY`: 1/true/yes/on or 0/false/no/off (empty or unset: off).
+fn env_machines_only() -> Result<bool, super::Error> {
+    match std::env::var(MACHINES_ONLY_ENV) {
+        Ok(v) => match v.trim().to_ascii_lowercase().as_str() {
+            "" | "0" | "false" | "no" | "off" => Ok(false),
+            "1" | "true" | "yes" | "on" => Ok(true),
+            _ => Err(usage(anyhow!(
+                "{MACHINES_ONLY_ENV}={v:?} is not a switch: use 1 or 0"
+            ))),
+        },
+        Err(_) => Ok(false),
+    }
+}
+
+/// Why a `--zones` / `FKS_REGION_ZONES` value was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ZonesError {
+    /// Not a whole number of at least 1.
+    #[error("{0:?} is not a zone count: want a whole number of at least 1")]
+    Count(String),
+    /// An entry without `=` in a per-region list.
+    #[error("{0:?}: want REGION=N, e.g. sjc=3")]
+    Entry(String),
+    /// Not a region code.
+    #[error("{entry:?}: {region:?} is not a region code (lowercase letters, e.g. sjc)")]
+    Region {
+        /// The entry.
+        entry: String,
+        /// Its region part.
+        region: String,
+    },
+    /// Nothing but separators.
+    #[error("no zone count given: want N or REGION=N,...")]
+    Empty,
+}
+
+/// Parses `N` or `REGION=N,REGION=N` (N at least 1).
+pub fn parse_zones(value: &str) -> Result<Zones, ZonesError> {
+    let count = |s: &str| -> Result<u32, ZonesError> {
+        match s.trim().parse::<u32>() {
+            Ok(n) if n >= 1 => Ok(n),
+            _ => Err(ZonesError::Count(s.trim().to_string())),
+        }
+    };
+    let value = value.trim();
+    if !value.contains('=') {
+        return count(value).map(Zones::Count);
+    }
+    let mut map = BTreeMap::new();
+    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (region, n) = entry
+            .split_once('=')
+            .ok_or_else(|| ZonesError::Entry(entry.to_string()))?;
+        let region = region.trim();
+        if region.is_empty() || !region.chars().all(|c| c.is_ascii_lowercase()) {
+            return Err(ZonesError::Region {
+                entry: entry.to_string(),
+                region: region.to_string(),
+            });
+        }
+        map.insert(region.to_string(), count(n)?);
+    }
+    if map.is_empty() {
+        return Err(ZonesError::Empty);
+    }
+    Ok(Zones::PerRegion(map))
 }
 
 impl Default for RunFlags {
@@ -123,6 +221,7 @@ impl Default for RunFlags {
             dry_run: false,
             allow_shared_zones: false,
             zones: None,
+            machines_only: false,
             allow_missing_kernel_options: false,
             timeout: DEFAULT_TIMEOUT,
         }
@@ -170,21 +269,6 @@ pub(super) fn bootstrap_index() -> Result<u32, super::Error> {
     }
 }
 
-/// Asks the API host whether it is fks-lab. Real Fly answers 404 (or not at all): `None`.
-async fn lab_info(client: &Client) -> Option<LabInfo> {
-    let url = client.base_url().join("lab/v1/info").ok()?;
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .ok()?;
-    let response = http.get(url).send().await.ok()?;
-    if !response.status().is_success() {
-        return None;
-    }
-    let info: LabInfo = response.json().await.ok()?;
-    (info.lab == "fks-lab").then_some(info)
-}
-
 fn converge(
     config: &Config,
     dir: &std::path::Path,
@@ -195,17 +279,17 @@ fn converge(
     let rt = super::runtime()?;
     let app = target.app(config);
 
-    let lab = rt.block_on(lab_info(&client));
-    let zones = match (flags.zones, &lab) {
-        (Some(n), _) => Some(n as usize),
-        (None, Some(info)) => info.zones.get(&config.region).map(Vec::len),
-        (None, None) => None,
-    };
-    let k3s = lab.as_ref().is_none_or(|info| info.guests);
+    // The flags win over the environment; the environment is read here, not by clap, so a
+    // shell that exported these for -c/-a can still run -l, -s and -k.
+    let zones = match &flags.zones {
+        Some(z) => Some(z.clone()),
+        None => env_zones()?,
+    }
+    .and_then(|z| z.of(&config.region));
+    let k3s = !(flags.machines_only || env_machines_only()?);
     if !k3s {
         eprintln!(
-            "[WARN] {} is fks-lab in API-only mode (no guests run): machines are created and started, but no k3s runs, so the k3s steps are skipped",
-            client.base_url()
+            "[WARN] machines only ({MACHINES_ONLY_ENV}=1 or --machines-only): machines are created and started; k3s is not waited for, no join token is stored and nothing is tainted"
         );
     }
 
@@ -380,12 +464,20 @@ mod tests {
     }
 
     #[test]
-    fn lab_info_parses_the_lab_answer() {
-        let info: LabInfo = serde_json::from_str(
-            r#"{"lab":"fks-lab","guests":false,"zones":{"sjc":["a1b2","c3d4"]}}"#,
-        )
-        .expect("parses");
-        assert!(!info.guests);
-        assert_eq!(info.zones["sjc"].len(), 2);
+    fn zones_are_a_count_or_a_count_per_region() {
+        assert_eq!(parse_zones("3"), Ok(Zones::Count(3)));
+        assert_eq!(Zones::Count(3).of("iad"), Some(3));
+        let z = parse_zones("sjc=3, iad=2").expect("per region");
+        assert_eq!(z.of("sjc"), Some(3));
+        assert_eq!(z.of("iad"), Some(2));
+        assert_eq!(z.of("ams"), None);
+        for bad in ["0", "x", "sjc=0", "sjc=", "SJC=3", "=3", ","] {
+            assert!(parse_zones(bad).is_err(), "{bad} accepted");
+        }
+        let e = parse_zones("sjc=three").expect_err("bad count");
+        assert_eq!(
+            e.to_string(),
+            "\"three\" is not a zone count: want a whole number of at least 1"
+        );
     }
 }

@@ -1,19 +1,19 @@
 //! `fks-bootstrap kubeconfig CLUSTER_DIR [--merge [--use-context]] [--output PATH]` (k3s.sh's
-//! `-k`): reads `/etc/rancher/k3s/k3s.yaml` from the bootstrap server over SSH (pinned host
-//! key, as `ssh` connects), rewrites it for the operator (server
+//! `-k`): reads `/etc/rancher/k3s/k3s.yaml` from the bootstrap server through the Machines
+//! API's exec (`cat`; reference fly-machines-api.md §3 "Exec"), so it needs neither SSH nor a
+//! WireGuard tunnel to 6PN, only the API token; then rewrites it for the operator (server
 //! `https://<cluster>-cp.internal:6443`, `default` renamed to the cluster name), writes it to
 //! `~/.kube/<cluster>` with mode 0600 and, with `--merge`, merges it into `~/.kube/config` (or
 //! `$KUBECONFIG`'s first file) after a backup. stdout: the paths written, one a line.
 //!
 //! Must not: print or log any part of the kubeconfig (it holds the admin client key), switch
-//! the current context of the merged file without `--use-context`, trust a host key it did not
-//! pin, or touch a machine without `fks_cluster=<cluster>` metadata.
+//! the current context of the merged file without `--use-context`, or touch a machine without
+//! `fks_cluster=<cluster>` metadata.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use super::list::{self, NodeSet, Row};
-use super::ssh as cli_ssh;
 use crate::config::Config;
 use crate::fly::Client;
 use crate::kubeconfig::{self, Kubeconfig};
@@ -79,6 +79,22 @@ pub enum Error {
     List(#[from] Box<list::Error>),
 }
 
+/// Why one server's kubeconfig could not be read (the next server is tried).
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The exec call failed (the machine is not running, or the API refused).
+    #[error(transparent)]
+    Exec(#[from] crate::fly::Error),
+    /// `cat` ran and failed (k3s has not written the file yet, say).
+    #[error("`cat {K3S_KUBECONFIG_PATH}` exited with {code}: {stderr}")]
+    Exit {
+        /// Its exit code.
+        code: i64,
+        /// The first line of its stderr.
+        stderr: String,
+    },
+}
+
 /// Runs `kubeconfig` / `-k`.
 pub fn run(args: Args) -> Result<(), super::Error> {
     let bootstrap = super::create::bootstrap_index()?;
@@ -93,9 +109,8 @@ pub fn run(args: Args) -> Result<(), super::Error> {
     )
     .map_err(|e| super::Error::Usage(e.into()))?;
     let client = super::fly_client()?;
-    let base = crate::ssh::config_dir().map_err(|e| super::Error::Usage(e.into()))?;
     let k3s_yaml = super::runtime()?
-        .block_on(fetch(&client, &config, &args.cluster_dir, bootstrap, &base))
+        .block_on(fetch(&client, &config, &args.cluster_dir, bootstrap))
         .map_err(|e| super::Error::Failed(e.into()))?;
     let written = export(&config.cluster_name, &k3s_yaml, &targets, args.use_context)
         .map_err(|e| super::Error::Failed(e.into()))?;
@@ -149,7 +164,6 @@ async fn fetch(
     config: &Config,
     dir: &Path,
     bootstrap: u32,
-    base: &Path,
 ) -> Result<String, Error> {
     let app = config.cp_app();
     let owned = list::owned_machines(client, config, &NodeSet::ControlPlane, dir)
@@ -166,7 +180,7 @@ async fn fetch(
     }
     let mut failures = Vec::new();
     for row in candidates {
-        match read_k3s_yaml(base, &config.cluster_name, row).await {
+        match read_k3s_yaml(client, row).await {
             Ok(text) => return Ok(text),
             Err(e) => {
                 let why = chain(&e);
@@ -193,16 +207,20 @@ fn candidates(rows: &[Row], bootstrap: u32) -> Vec<&Row> {
     started
 }
 
-/// One SSH connection, one `cat`.
-async fn read_k3s_yaml(base: &Path, cluster: &str, row: &Row) -> Result<String, cli_ssh::Error> {
-    let conn = cli_ssh::connect(base, cluster, row).await?;
-    let bytes = conn.read_file(K3S_KUBECONFIG_PATH).await;
-    if let Err(e) = conn.close().await {
-        tracing::debug!(error = %e, "closing the ssh connection");
+/// One exec of `cat` on the server's machine. The file is small (a few KB); Fly documents no
+/// size limit for exec output (unknown), and the answer is JSON text, so a kubeconfig, which is
+/// UTF-8 YAML, arrives intact.
+async fn read_k3s_yaml(client: &Client, row: &Row) -> Result<String, ReadError> {
+    let req =
+        crate::run::k3s::exec_request(vec!["cat".to_string(), K3S_KUBECONFIG_PATH.to_string()]);
+    let out = client.exec(&row.app, &row.machine_id, &req).await?;
+    if out.exit_code != 0 {
+        return Err(ReadError::Exit {
+            code: out.exit_code,
+            stderr: crate::run::k3s::first_line(&out.stderr),
+        });
     }
-    let bytes = bytes.map_err(Box::new).map_err(cli_ssh::Error::Ssh)?;
-    // Lossy: a kubeconfig is UTF-8 YAML; a broken byte fails the parse, naming no content.
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
+    Ok(out.stdout)
 }
 
 /// Rewrites, writes the cluster file and merges; returns the paths written, one a line. What

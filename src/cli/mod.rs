@@ -21,6 +21,7 @@ mod destroy;
 mod image;
 mod kubeconfig;
 mod list;
+#[cfg(target_os = "linux")]
 mod node;
 mod output;
 mod render;
@@ -183,7 +184,7 @@ impl Cli {
         if create_dir.is_none() && add.is_none() && !run.is_default() {
             return Err(Cli::command().error(
                 ErrorKind::ArgumentConflict,
-                "--dry-run, --allow-shared-zones, --zones, --allow-missing-kernel-options and --timeout go with -c or -a (or after create / nodegroup add)",
+                "--dry-run, --allow-shared-zones, --zones, --machines-only, --allow-missing-kernel-options and --timeout go with -c or -a (or after create / nodegroup add)",
             ));
         }
         let short = if let Some(cluster_dir) = create_dir {
@@ -273,6 +274,7 @@ pub enum Command {
     /// Print the k3s config.yaml a node would get.
     Render(render::Args),
     /// Commands that run on a cluster machine (`node init` is its entrypoint).
+    #[cfg(target_os = "linux")]
     Node(node::Args),
     /// The node image: `image build CLUSTER_DIR [--push]`.
     Image(image::Args),
@@ -322,6 +324,7 @@ fn run(command: Command) -> Result<(), Error> {
         Command::Completions(args) => completions::run(args, &mut Cli::command()),
         Command::Validate(args) => validate::run(args),
         Command::Render(args) => render::run(args),
+        #[cfg(target_os = "linux")]
         Command::Node(args) => node::run(args),
         Command::Image(args) => image::run(args),
     }

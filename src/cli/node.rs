@@ -57,10 +57,6 @@ pub struct InitArgs {
     /// Configure the machine, then exit instead of starting sshd and k3s.
     #[arg(long)]
     pub no_supervise: bool,
-    /// The machine is a guest of fks-lab, whose kernel belongs to the host: kernel-wide
-    /// sysctls (vm.*, kernel.*) are skipped. Also detected from network namespaces.
-    #[arg(long, env = "FKS_LAB", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
-    pub lab: bool,
 }
 
 pub fn run(args: Args) -> Result<(), Error> {
@@ -80,7 +76,6 @@ fn init(a: InitArgs) -> Result<(), Error> {
         root: a.root,
         allow_missing_kernel_options: a.allow_missing_kernel_options,
         no_supervise: a.no_supervise,
-        lab: a.lab,
     };
     match node::init(&options) {
         Ok(0) => Ok(()),

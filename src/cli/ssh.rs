@@ -2,6 +2,12 @@
 //! interactive shell on, or one command run on, a started node of the control plane or of a
 //! node group, over SSH as root with the cluster user key.
 //!
+//! SSH needs the node's 6PN address, which only a WireGuard peer of the organization reaches
+//! (reference fly-runtime.md §1.6, §5). When a quick TCP probe finds it unreachable, a command
+//! (`-- CMD`) runs through the Machines API's exec instead (reference fly-machines-api.md §3
+//! "Exec"), saying so on stderr; an interactive shell cannot, so it exits 1 naming what to
+//! set up.
+//!
 //! Must not: trust a host key it did not generate (the node's pinned key from
 //! `~/.config/fks-bootstrap/clusters/<cluster>` is the only one accepted, and none is ever
 //! created here), change anything through the Fly API, or pass the command through a local
@@ -9,6 +15,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::list::{self, NodeSet, Row};
 use crate::config::Config;
@@ -19,6 +26,12 @@ use crate::ssh::{self, ClusterKeys, Exit};
 const USER: &str = "root";
 /// sshd's port on a node's 6PN address.
 const PORT: u16 = 22;
+/// How long the reachability probe of a node's 6PN address waits for a TCP connect: over a
+/// WireGuard tunnel a connect takes a round trip of well under a second.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
+/// The `timeout` (seconds) of a command run through exec. Fly documents no maximum (unknown);
+/// exec is for short commands, and its output arrives when the command ends.
+const EXEC_TIMEOUT_SECS: u64 = 60;
 
 /// Examples shown by `ssh --help`.
 pub const AFTER_HELP: &str = "\
@@ -93,6 +106,34 @@ pub enum Error {
         /// The cluster's key directory.
         dir: PathBuf,
     },
+    /// An interactive shell was asked for, but the node's 6PN address is not reachable.
+    #[error(
+        "node {node}: its 6PN address {addr} is not reachable from this machine, and an \
+         interactive shell needs it. Set up WireGuard to the organization's private network: \
+         `fly wireguard create <org> <region> <peer-name> fks.conf`, then `sudo wg-quick up \
+         ./fks.conf`; wg-quick also sets the config's DNS server (<org prefix>::3, the \
+         tunnel's counterpart of fdaa::3) so .internal names resolve. Without a tunnel, one \
+         command still runs through the Machines API: fks-bootstrap -s {nodes} {dir} -- CMD"
+    )]
+    NoTunnel {
+        /// Node name.
+        node: String,
+        /// `[6pn]:port`.
+        addr: SocketAddr,
+        /// `cp` or the group, as given.
+        nodes: String,
+        /// The cluster directory, as given.
+        dir: String,
+    },
+    /// Running the command through the Machines API exec failed.
+    #[error("node {node}: running the command through the Machines API exec")]
+    Exec {
+        /// Node name.
+        node: String,
+        /// The API's error.
+        #[source]
+        source: Box<crate::fly::Error>,
+    },
     /// Opening the key store or the connection failed.
     #[error(transparent)]
     Ssh(#[from] Box<ssh::Error>),
@@ -138,6 +179,27 @@ async fn session(
     let rows = list::rows(client, config, &args.nodes, &args.cluster_dir).await?;
     let app = args.nodes.app(config);
     let row = pick(&app, &rows, args.node.as_deref())?;
+    let addr = address(row)?;
+    if !reachable(addr).await {
+        if args.command.is_empty() {
+            return Err(Error::NoTunnel {
+                node: row.name.clone(),
+                addr,
+                nodes: match &args.nodes {
+                    NodeSet::ControlPlane => "cp".to_string(),
+                    NodeSet::Group(g) => g.clone(),
+                },
+                dir: args.cluster_dir.display().to_string(),
+            });
+        }
+        eprintln!(
+            "[INFO] node {}: 6PN address {addr} not reachable from here (no WireGuard tunnel?); \
+             running the command through the Machines API exec instead (no stdin; output \
+             arrives when it ends; at most {EXEC_TIMEOUT_SECS}s)",
+            row.name
+        );
+        return exec(client, row, &args.command).await;
+    }
     let conn = connect(base, &config.cluster_name, row).await?;
     let exit = if args.command.is_empty() {
         conn.shell().await?
@@ -156,6 +218,44 @@ async fn session(
         tracing::debug!(error = %e, "closing the ssh connection");
     }
     Ok(exit)
+}
+
+/// Whether a TCP connect to `addr` gets an answer within [`PROBE_TIMEOUT`]: accepted, or
+/// refused (the host answered, so 6PN reaches it). A timeout or an unreachable network means
+/// this machine has no route to 6PN.
+async fn reachable(addr: SocketAddr) -> bool {
+    match tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
+        Ok(Ok(_)) => true,
+        Ok(Err(e)) => e.kind() == std::io::ErrorKind::ConnectionRefused,
+        Err(_) => false,
+    }
+}
+
+/// Runs `argv` on `row`'s machine through the Machines API exec and prints its output: the
+/// way in without 6PN. A command killed by signal N gives 128+N, as over SSH.
+async fn exec(client: &Client, row: &Row, argv: &[String]) -> Result<Exit, Error> {
+    use std::io::Write;
+    let req = crate::fly::types::ExecRequest {
+        command: argv.to_vec(),
+        timeout: Some(EXEC_TIMEOUT_SECS),
+        ..Default::default()
+    };
+    let out = client
+        .exec(&row.app, &row.machine_id, &req)
+        .await
+        .map_err(|e| Error::Exec {
+            node: row.name.clone(),
+            source: Box::new(e),
+        })?;
+    // Output that cannot be written (a closed pipe) changes nothing about the result.
+    let _ = std::io::stdout().write_all(out.stdout.as_bytes());
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().write_all(out.stderr.as_bytes());
+    let code = match out.exit_signal.filter(|s| *s > 0) {
+        Some(signal) => 128 + signal,
+        None => out.exit_code,
+    };
+    Ok(Exit::Code(u32::try_from(code).unwrap_or(255)))
 }
 
 /// Connects as root to `row`'s node on its 6PN address, accepting only the host key pinned
@@ -270,6 +370,44 @@ mod tests {
         let a = address(&row("ctrl-0", "started", "fdaa:0:1::2")).expect("addr");
         assert_eq!(a.to_string(), "[fdaa:0:1::2]:22");
         assert!(address(&row("ctrl-0", "started", "")).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_refused_connect_counts_as_reachable_and_no_route_does_not() {
+        // A port nothing listens on: the host answers with a refusal, so it is reachable.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = closed.local_addr().expect("addr");
+        drop(closed);
+        assert!(reachable(addr).await);
+        let open = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        assert!(reachable(open.local_addr().expect("addr")).await);
+        // The IPv6 discard prefix (RFC 6666) is never answered: no route, or no answer within
+        // the probe's time.
+        let started = std::time::Instant::now();
+        assert!(!reachable("[100::1]:22".parse().expect("addr")).await);
+        assert!(started.elapsed() < PROBE_TIMEOUT + Duration::from_secs(1));
+    }
+
+    #[test]
+    fn the_no_tunnel_error_says_what_to_set_up() {
+        let e = Error::NoTunnel {
+            node: "ctrl-0".into(),
+            addr: "[fdaa:0:1::2]:22".parse().expect("addr"),
+            nodes: "cp".into(),
+            dir: "clusters/lab".into(),
+        };
+        let text = e.to_string();
+        for want in [
+            "fly wireguard create",
+            "wg-quick up",
+            "fdaa::3",
+            "[fdaa:0:1::2]:22",
+            "fks-bootstrap -s cp clusters/lab -- CMD",
+        ] {
+            assert!(text.contains(want), "{want}: {text}");
+        }
     }
 
     #[test]

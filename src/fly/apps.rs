@@ -1,6 +1,10 @@
 //! App calls of [`Client`]: create, get, list, delete (reference fly-machines-api.md §2.1).
+//! A create returns only once the new app answers a GET, as flyctl waits for it (reference
+//! fly-runtime.md §6): the calls that follow (volumes, secrets) would otherwise 404.
 //!
 //! Must not: retry a create blindly; an ambiguous create is resolved by looking the name up.
+
+use std::time::Duration;
 
 use reqwest::Method;
 
@@ -14,7 +18,39 @@ impl Client {
     /// or an App), so missing fields are filled from the request. After an ambiguous failure
     /// (408/5xx/lost connection) the name is looked up: app names are global and a name this
     /// token can read (200, not 403) belongs to the caller's organization, so it is adopted.
+    /// Then waits until the app is usable ([`Client::wait_for_app`]).
     pub async fn create_app(&self, req: &CreateAppRequest) -> Result<App, Error> {
+        let app = self.post_app(req).await?;
+        self.wait_for_app(&app.name).await?;
+        Ok(app)
+    }
+
+    /// Waits until a new app answers `GET /v1/apps/{app}`. Fly's API is eventually consistent:
+    /// right after the create, the app may answer 404, or 401 while the token's view of the
+    /// organization catches up. flyctl's `WaitForApp` retries exactly those for up to 1 min
+    /// (reference fly-runtime.md §6), with fly-go's backoff (100 ms doubling, capped here at
+    /// 1 s; fly-machines-api.md §5). Other errors end the wait at once.
+    pub async fn wait_for_app(&self, app: &str) -> Result<App, Error> {
+        let deadline = tokio::time::Instant::now() + self.options().app_wait;
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match self.get_app(app).await {
+                Ok(found) => return Ok(found),
+                Err(e)
+                    if matches!(e.status_code(), Some(404 | 401))
+                        && tokio::time::Instant::now() + delay < deadline =>
+                {
+                    tracing::debug!(%app, error = %e, "new app not usable yet; waiting");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// `POST /v1/apps`, with the ambiguous-create recovery of [`Client::create_app`].
+    async fn post_app(&self, req: &CreateAppRequest) -> Result<App, Error> {
         let name = req.app_name().unwrap_or_default().to_string();
         let op = format!("creating app {name}");
         let call = Call::new(

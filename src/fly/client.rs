@@ -84,6 +84,9 @@ pub struct Options {
     pub create_settle: Duration,
     /// How many times an ambiguous create is followed by a lookup and a re-create.
     pub max_create_recoveries: u32,
+    /// How long a new app may keep answering 404/401 before it counts as usable (flyctl's
+    /// `WaitForApp`: 1 min, reference fly-runtime.md §6).
+    pub app_wait: Duration,
     /// `User-Agent` header.
     pub user_agent: String,
 }
@@ -97,6 +100,7 @@ impl Default for Options {
             request_timeout: Duration::from_secs(30),
             create_settle: Duration::from_secs(1),
             max_create_recoveries: 3,
+            app_wait: Duration::from_secs(60),
             user_agent: concat!("fks-bootstrap/", env!("CARGO_PKG_VERSION")).to_string(),
         }
     }

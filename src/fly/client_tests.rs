@@ -417,6 +417,80 @@ async fn create_app_fills_fields_missing_from_the_answer() {
 }
 
 #[tokio::test]
+async fn create_app_returns_once_the_new_app_answers_a_get() {
+    // Fly is eventually consistent: the new app 404s, then 401s, then answers (flyctl's
+    // WaitForApp retries exactly these, reference fly-runtime.md §6).
+    let server = Server::start(|req, before| match (req.method.as_str(), before.len()) {
+        ("POST", _) => json(201, json!({"id": "a1", "created_at": 1})),
+        (_, 1) => json(404, json!({"error": "app not found"})),
+        (_, 2) => json(
+            401,
+            json!({"error": "Authenticate: token validation error"}),
+        ),
+        _ => json(200, json!({"id": "a1", "name": "demo-cp"})),
+    })
+    .await;
+    let app = client(&server, "t")
+        .create_app(&CreateAppRequest::new("demo-cp", "personal"))
+        .await
+        .expect("created and usable");
+    assert_eq!(app.name, "demo-cp");
+    let seen: Vec<String> = server
+        .seen()
+        .iter()
+        .map(|s| format!("{} {}", s.method, s.path()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            "POST /v1/apps",
+            "GET /v1/apps/demo-cp",
+            "GET /v1/apps/demo-cp",
+            "GET /v1/apps/demo-cp"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn waiting_for_a_new_app_ends_at_its_deadline_or_at_another_error() {
+    let server = Server::start(|req, _| match req.method.as_str() {
+        "POST" => json(201, json!({"id": "a1"})),
+        _ => json(404, json!({"error": "app not found"})),
+    })
+    .await;
+    let c = Client::new(
+        &server.base,
+        Token::new("t"),
+        Options {
+            app_wait: Duration::from_millis(400),
+            ..options()
+        },
+    )
+    .expect("client");
+    let started = Instant::now();
+    let e = c
+        .create_app(&CreateAppRequest::new("demo-cp", "personal"))
+        .await
+        .expect_err("never usable");
+    assert!(e.is_not_found(), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // 100 + 200 ms of backoff fit in 400 ms, the next 400 ms would not: POST + 3 GETs.
+    assert_eq!(server.seen().len(), 4);
+
+    let server = Server::start(|req, _| match req.method.as_str() {
+        "POST" => json(201, json!({"id": "a1"})),
+        _ => json(403, json!({"error": "forbidden"})),
+    })
+    .await;
+    let e = client(&server, "t")
+        .wait_for_app("demo-cp")
+        .await
+        .expect_err("403 is not a wait");
+    assert_eq!(e.status_code(), Some(403));
+    assert_eq!(server.seen().len(), 1);
+}
+
+#[tokio::test]
 async fn delete_after_a_lost_answer_counts_404_as_done() {
     let server = Server::start(|_, before| match before.len() {
         0 => Answer::Drop,

@@ -10,20 +10,9 @@ use std::net::Ipv6Addr;
 
 use super::Error;
 
-/// The environment variables `node init` reads, in one place for the docs and the messages.
-pub mod vars {
-    pub const NODE_NAME: &str = "FKS_NODE_NAME";
-    pub const BOOTSTRAP_NODE_ID: &str = "FKS_BOOTSTRAP_NODE_ID";
-    pub const BOOTSTRAP_MACHINE_ID: &str = "FKS_BOOTSTRAP_MACHINE_ID";
-    pub const ZONE: &str = "FKS_ZONE";
-    /// Set to `1` by `create --allow-missing-kernel-options`: `node init` then logs missing
-    /// required kernel options instead of refusing to start k3s.
-    pub const ALLOW_MISSING_KERNEL_OPTIONS: &str = "FKS_ALLOW_MISSING_KERNEL_OPTIONS";
-    pub const MACHINE_ID: &str = "FLY_MACHINE_ID";
-    pub const APP_NAME: &str = "FLY_APP_NAME";
-    pub const REGION: &str = "FLY_REGION";
-    pub const PRIVATE_IP: &str = "FLY_PRIVATE_IP";
-}
+/// The environment variables `node init` reads (their own file, so the operator also has
+/// them where `node` itself is not built).
+pub use super::vars;
 
 /// What the environment says about this machine.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,8 +11,9 @@
 //! - Fly's runtime env: `FLY_MACHINE_ID`, `FLY_APP_NAME`, `FLY_REGION`, `FLY_PRIVATE_IP`;
 //! - the machine files `/etc/ssh/ssh_host_ed25519_key` and `/root/.ssh/authorized_keys`
 //!   (sshd runs only when the host key exists);
-//! - path overrides for tests and experiments: [`Options`]; `FKS_LAB=1` when the machine is a
-//!   guest of fks-lab (its kernel is the host's: kernel-wide sysctls are skipped).
+//! - path overrides for tests and experiments: [`Options`]. Whether the machine owns its
+//!   kernel (so kernel-wide sysctls are its to set) is detected here, from namespaces
+//!   ([`system::owns_kernel`]), never told.
 //!
 //! Steps, each logged as one `[INFO]`/`[WARN]`/`[ERROR]` line on stderr: kernel check, machine
 //! id, addresses (at every boot, never cached), k3s config (atomic write, backup when changed,
@@ -46,6 +47,7 @@ pub mod env;
 pub mod sshd;
 pub mod supervise;
 pub mod system;
+pub mod vars;
 pub mod write;
 
 use crate::config::{self, Config};
@@ -164,8 +166,6 @@ pub struct Options {
     pub allow_missing_kernel_options: bool,
     /// Stop after writing files and applying settings: do not start sshd or k3s.
     pub no_supervise: bool,
-    /// Running as a guest of fks-lab (`FKS_LAB=1`): the kernel belongs to the host.
-    pub lab: bool,
 }
 
 impl Options {
@@ -504,7 +504,7 @@ fn write_flannel_conf(cluster: &Config, options: &Options) -> Result<(), Error> 
 
 /// Step 5: sysctls, limits, mounts. Failures are warnings naming the setting.
 fn apply_system(options: &Options) {
-    let owns_kernel = system::owns_kernel(&options.root, options.lab);
+    let owns_kernel = system::owns_kernel(&options.root);
     if !owns_kernel {
         info!("sysctls: this machine shares its kernel with a host (own network namespace only); kernel-wide sysctls are left to the host");
     }
@@ -635,7 +635,6 @@ mod tests {
             root: dir.path().to_path_buf(),
             allow_missing_kernel_options: false,
             no_supervise: true,
-            lab: false,
         };
         std::fs::create_dir_all(&options.data_dir).expect("data dir");
         let dual = crate::render::tests::lab_config();

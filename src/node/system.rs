@@ -4,7 +4,7 @@
 //!
 //! Which sysctls a process may set is decided purely ([`Scope::of`]): `net.*` settings belong
 //! to the network namespace, everything else (`vm.*`, `kernel.*`, `net.core.*`, ...) to the
-//! whole kernel. A guest that does not own its kernel (the lab: own network namespace, shared
+//! whole kernel. A guest that does not own its kernel (own network namespace, shared
 //! kernel) skips the kernel-wide ones. Nothing here fails the boot: each failure is reported
 //! to the caller as a warning naming the setting.
 
@@ -130,22 +130,20 @@ pub fn apply_sysctls(
         .collect()
 }
 
-/// Whether this process owns its kernel, so kernel-wide sysctls are its to set. Not when the
-/// lab says so (`FKS_LAB=1`, `lab`), nor when its network namespace differs from that of PID 1
-/// or of its parent (on a Fly machine both are the VM's init, in its one namespace; a lab guest
-/// or container sits in its own namespace below a host process). Namespaces that cannot be read
-/// (a sandbox may hide PID 1) do not count.
-pub fn owns_kernel(root: &Path, lab: bool) -> bool {
+/// Whether this process owns its kernel, so kernel-wide sysctls are its to set: not when its
+/// network namespace differs from that of PID 1 or of its parent. On a Fly machine both are
+/// the VM's init, in the VM's one namespace (reference fly-runtime.md §1.1: the main process
+/// is a child of init); a container, or a guest sharing a host's kernel, sits in its own
+/// namespace below a host process. Namespaces that cannot be read (a sandbox may hide PID 1)
+/// do not count.
+pub fn owns_kernel(root: &Path) -> bool {
     let ns = |pid: &str| fs::read_link(root.join(format!("proc/{pid}/ns/net"))).ok();
     let parent = nix::unistd::getppid().to_string();
-    decide_owns_kernel(lab, ns("self"), &[ns("1"), ns(&parent)])
+    decide_owns_kernel(ns("self"), &[ns("1"), ns(&parent)])
 }
 
 /// The decision of [`owns_kernel`] on values: `own` and `others` are `net:[inode]` links.
-pub fn decide_owns_kernel(lab: bool, own: Option<PathBuf>, others: &[Option<PathBuf>]) -> bool {
-    if lab {
-        return false;
-    }
+pub fn decide_owns_kernel(own: Option<PathBuf>, others: &[Option<PathBuf>]) -> bool {
     match own {
         Some(own) => others.iter().flatten().all(|other| *other == own),
         None => true,
@@ -370,13 +368,12 @@ mod tests {
     fn kernel_is_owned_only_in_the_namespace_of_pid_1_and_the_parent() {
         let a = || Some(PathBuf::from("net:[4026531833]"));
         let b = || Some(PathBuf::from("net:[4026532400]"));
-        assert!(decide_owns_kernel(false, a(), &[a(), a()]));
-        // A lab guest: own namespace, the lab (parent) in the host's.
-        assert!(!decide_owns_kernel(false, b(), &[None, a()]));
-        assert!(!decide_owns_kernel(false, b(), &[a(), b()]));
-        // Unreadable links do not count; the lab flag always wins.
-        assert!(decide_owns_kernel(false, a(), &[None, None]));
-        assert!(!decide_owns_kernel(true, a(), &[a(), a()]));
+        assert!(decide_owns_kernel(a(), &[a(), a()]));
+        // A guest sharing a host's kernel: own namespace, its parent in the host's.
+        assert!(!decide_owns_kernel(b(), &[None, a()]));
+        assert!(!decide_owns_kernel(b(), &[a(), b()]));
+        // Unreadable links do not count.
+        assert!(decide_owns_kernel(a(), &[None, None]));
     }
 
     #[test]

@@ -44,7 +44,7 @@ impl fmt::Display for Plan {
         if !self.k3s {
             writeln!(
                 f,
-                "k3s steps not planned (no guests run): the plan ends when machines are started"
+                "k3s steps not planned (machines only): the plan ends when machines are started"
             )?;
         }
         Ok(())

@@ -208,14 +208,15 @@ pub struct State {
 /// Plan settings that do not come from the config file.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Options {
-    /// How many zones the region has, when known (the lab tells; real Fly does not publish
-    /// it, so the CLI takes `--zones N`). Unknown: every volume asks for a unique zone and a
+    /// How many zones the region has, when known (Fly does not publish it, so the CLI takes
+    /// `--zones` / `FKS_REGION_ZONES`). Unknown: every volume asks for a unique zone and a
     /// create that fails for lack of one is reported with [`ALLOW_SHARED_ZONES_FLAG`].
     pub zones: Option<usize>,
     /// Let volumes share a zone once the region's zones are used up.
     pub allow_shared_zones: bool,
-    /// Plan the k3s steps (wait Ready, token, taint). Off for a platform that runs no guests
-    /// (fks-lab in API-only mode): the plan then ends at "machine started".
+    /// Plan the k3s steps (wait Ready, token, taint). Off with `--machines-only`, for a
+    /// platform whose machines do not run the node image: the plan then ends at "machine
+    /// started".
     pub k3s: bool,
     /// The files each node gets besides the cluster config: its ssh host key, the
     /// authorized_keys and the sshd fragment (`ssh::ClusterKeys::node_files`), by node name.

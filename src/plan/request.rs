@@ -23,8 +23,8 @@ pub const DATA_MOUNT: &str = "/data";
 pub const CLUSTER_CONFIG_PATH: &str = "/etc/fks/cluster/config";
 /// The machine's init: the node side of this tool.
 pub const INIT_EXEC: [&str; 3] = ["fks-bootstrap", "node", "init"];
-// The names `node init` reads are defined once, on the reading side (`node::env::vars`).
-use crate::node::env::vars as node_env;
+// The names `node init` reads are defined once, on the reading side (`node::vars`).
+use crate::node::vars as node_env;
 
 /// Env: the cluster name.
 pub const ENV_CLUSTER: &str = "FKS_CLUSTER";

@@ -295,6 +295,8 @@ enum Output {
     Volume(Box<Volume>),
     Machine(Box<Machine>),
     Token(K3sToken),
+    /// A secrets write; the app's secrets version it made, when Fly said.
+    Secrets(Option<u64>),
     Done,
 }
 
@@ -385,6 +387,17 @@ enum Resolved {
     MarkReady(String, String),
 }
 
+/// The highest secrets version written by the steps in `deps` (the secrets writes a step
+/// waits for), if any of them said one.
+fn secrets_version(done: &HashMap<StepId, Output>, deps: &[StepId]) -> Option<u64> {
+    deps.iter()
+        .filter_map(|d| match done.get(d) {
+            Some(Output::Secrets(v)) => *v,
+            _ => None,
+        })
+        .max()
+}
+
 fn lookup(done: &HashMap<StepId, Output>, step: StepId, needs: StepId) -> Result<&Output, Error> {
     done.get(&needs).ok_or(Error::Missing { step, needs })
 }
@@ -463,6 +476,11 @@ fn resolve(
                 .config
                 .metadata
                 .insert(LAUNCH_ID_KEY.to_string(), client.new_launch_id());
+            // Fly's secret store is eventually consistent: a machine made right after a
+            // secrets write may boot with an older version unless it asks for at least the
+            // written one, as flyctl does with the `version` of every write (reference
+            // fly-runtime.md §6; fly-machines-api.md §3 "min_secrets_version").
+            request.min_secrets_version = secrets_version(done, &step.depends_on);
             Resolved::CreateMachine {
                 app: app.clone(),
                 request,
@@ -808,21 +826,23 @@ async fn run_step(ctx: &Ctx, node: &str, ready: Resolved) -> Result<Output, Erro
         }
         Resolved::SetFileSecrets(app, values) => {
             let names = values.keys().cloned().collect::<Vec<_>>().join(", ");
-            c.update_secrets(
-                &app,
-                values.into_iter().map(|(k, v)| (k, Some(v))).collect(),
-            )
-            .await
-            .map_err(fly_err(format!("storing secrets {names} of app {app}")))?;
-            Ok(Output::Done)
+            let written = c
+                .update_secrets(
+                    &app,
+                    values.into_iter().map(|(k, v)| (k, Some(v))).collect(),
+                )
+                .await
+                .map_err(fly_err(format!("storing secrets {names} of app {app}")))?;
+            Ok(Output::Secrets(written.version))
         }
         Resolved::SetSecret(app, token) => {
-            c.set_secret(&app, TOKEN_SECRET, &token.file_secret())
+            let written = c
+                .set_secret(&app, TOKEN_SECRET, &token.file_secret())
                 .await
                 .map_err(fly_err(format!(
                     "storing secret {TOKEN_SECRET} of app {app}"
                 )))?;
-            Ok(Output::Done)
+            Ok(Output::Secrets(written.version))
         }
         Resolved::Taint { app, machine, via } => {
             let k3s_node = k3s::k3s_node_name(&machine, &app);

@@ -199,6 +199,9 @@ async fn k3s_steps_wait_for_ready_store_the_token_taint_and_mark_every_server() 
     assert_eq!(body["config"]["mounts"][0]["volume"], "vol_2");
     assert_eq!(body["config"]["env"]["FKS_ZONE"], "z2");
     assert_eq!(body["config"]["env"]["FKS_BOOTSTRAP_MACHINE_ID"], "m0");
+    // The create asks for at least the secrets version the token write made, so the machine
+    // cannot boot on an older copy of the eventually consistent secret store.
+    assert_eq!(body["min_secrets_version"], 2, "{}", create.body);
     assert!(body["config"]["metadata"]["fks_launch_id"]
         .as_str()
         .is_some_and(|s| s.len() == 36));

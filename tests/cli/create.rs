@@ -54,6 +54,55 @@ fn run_flags_without_c_or_a_are_a_usage_error() {
 }
 
 #[test]
+fn bad_zone_settings_are_usage_errors_naming_the_flag_or_the_variable() {
+    let out = run(&["-c", LAB, "--zones", "sjc=0"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--zones"), "{}", stderr(&out));
+    let out = run(
+        &["-c", LAB],
+        &[
+            ("FKS_REGION_ZONES", "sjc=many"),
+            ("XDG_CONFIG_HOME", env!("CARGO_TARGET_TMPDIR")),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("FKS_REGION_ZONES=\"sjc=many\""),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(
+        &["-c", LAB],
+        &[
+            ("FKS_MACHINES_ONLY", "maybe"),
+            ("XDG_CONFIG_HOME", env!("CARGO_TARGET_TMPDIR")),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("FKS_MACHINES_ONLY"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn create_settings_in_the_environment_do_not_bother_other_commands() {
+    // A shell that exported what `-c` reads (e.g. from `fks-lab env`) still lists: the
+    // variables are not flags. The dead API makes the list itself fail with exit 1.
+    let out = run(
+        &["-l", "cp", LAB],
+        &[("FKS_REGION_ZONES", "sjc=3"), ("FKS_MACHINES_ONLY", "1")],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        !stderr(&out).contains("go with -c or -a"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn two_short_forms_at_once_are_a_usage_error() {
     let out = run(&["-c", LAB, "-a", "web", LAB], &[]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));

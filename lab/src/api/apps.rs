@@ -1,4 +1,6 @@
-//! `/v1/apps` handlers: create, get, list, delete (reference §2.1).
+//! `/v1/apps` handlers: create, get, list, delete (reference §2.1), and the `app_settle`
+//! fault: a new app answers 404 for a while, as Fly's eventually consistent API may
+//! (reference fly-runtime.md §6).
 
 use super::{body, render, LabState, Query, State};
 use crate::error::ApiError;
@@ -61,9 +63,26 @@ pub async fn create(State(lab): LabState, bytes: Bytes) -> Result<Response, ApiE
         created_at_ms: clock::now_ms(),
     };
     core.commit(Record::App(app))?;
+    crate::lock(&lab.faults).app_created(
+        &name,
+        lab.opts.faults.app_settle,
+        std::time::Instant::now(),
+    );
     let s = core.state.app(&name).expect("app was just committed");
     let out = render::app(s.app.as_ref().expect("app state holds its app"), s);
     Ok((StatusCode::CREATED, Json(out)).into_response())
+}
+
+/// The `app_settle` answer for a request under `/v1/apps/{app}`: 404 `app not found` while
+/// the app is new (not for the create itself, `POST /v1/apps`, nor for the list).
+pub fn settling(lab: &crate::Lab, path: &str) -> Option<Response> {
+    if lab.opts.faults.app_settle.is_zero() {
+        return None;
+    }
+    let app = path.strip_prefix("/v1/apps/")?.split('/').next()?;
+    crate::lock(&lab.faults)
+        .app_settling(app, std::time::Instant::now())
+        .then(|| ApiError::app_not_found().into_response())
 }
 
 pub async fn show(

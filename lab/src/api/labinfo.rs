@@ -1,5 +1,6 @@
-//! `/lab/v1/*`: introspection for tests, benchmarks and the operator CLI (stats, request log,
-//! zones, and `info`: whether guests run). No auth:
+//! `/lab/v1/*`: introspection for tests and benchmarks (stats, request log, zones, and
+//! `info`: whether guests run). fks-bootstrap never calls these: what it needs to know about
+//! the lab, `fks-lab env` prints as ordinary settings (`fks_lab::client_env`). No auth:
 //! these hold counts, paths and zone ids, never bodies or secrets.
 
 use super::{LabState, Query, State};
@@ -32,9 +33,9 @@ pub async fn zones(State(lab): LabState) -> Json<Value> {
     Json(Value::Object(zones))
 }
 
-/// `{"lab": "fks-lab", "guests": bool, "zones": {region: [zone ids]}}`: what a client needs to
-/// know about this platform. `fks-bootstrap` reads it to learn the zone count (real Fly does not
-/// publish one) and whether machines really run (API-only: no k3s steps are possible).
+/// `{"lab": "fks-lab", "guests": bool, "zones": {region: [zone ids]}}`: what this lab is, for
+/// tests and scripts (the product takes the same facts from `FKS_REGION_ZONES` and
+/// `FKS_MACHINES_ONLY`, which `fks-lab env` prints).
 pub async fn info(State(lab): LabState) -> Json<Value> {
     let zones: serde_json::Map<String, Value> = lab
         .zones

@@ -144,6 +144,7 @@ pub async fn create(
     let req: CreateMachineRequest = body(&bytes)?;
     validate_config(&req.config)?;
     check_image(&lab, &req.config)?;
+    super::secrets::catch_up(&lab, &app, req.min_secrets_version);
     let config = req.config;
     if let Some(n) = &req.name {
         if !n.is_empty() && !valid_machine_name(n) {
@@ -366,6 +367,7 @@ pub async fn update(
     let req: UpdateMachineRequest = body(&bytes)?;
     validate_config(&req.config)?;
     check_image(&lab, &req.config)?;
+    super::secrets::catch_up(&lab, &app, req.min_secrets_version);
     if let Some(r) = &lab.runner {
         r.reset_restarts(&id);
     }

@@ -239,6 +239,9 @@ async fn faults(State(lab): LabState, req: Request, next: Next) -> Response {
             .into_response();
         }
     }
+    if let Some(res) = apps::settling(&lab, req.uri().path()) {
+        return res;
+    }
     if lock(&lab.faults).chance(f.error_rate) {
         return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

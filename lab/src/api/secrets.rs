@@ -46,6 +46,27 @@ fn shown(name: &str, s: &Secret) -> fly::AppSecret {
     }
 }
 
+/// When a write made now reaches machine boots: at once, or after the `secrets_lag` fault's
+/// seeded delay (reference fly-runtime.md §6: the store is eventually consistent).
+fn visible_at(lab: &crate::Lab) -> u64 {
+    let lag = lock(&lab.faults).lag(lab.opts.faults.secrets_lag);
+    if lag.is_zero() {
+        0
+    } else {
+        clock::now_ms() + u64::try_from(lag.as_millis()).unwrap_or(u64::MAX / 2)
+    }
+}
+
+/// A machine create or update named `min_secrets_version`: the app's writes up to it reach
+/// that machine's boot (reference fly-runtime.md §6). Called before the core lock is taken.
+pub fn catch_up(lab: &crate::Lab, app: &str, min_version: Option<u64>) {
+    if let Some(v) = min_version {
+        if let Some(a) = lock(&lab.secrets).apps.get_mut(app) {
+            a.catch_up(v);
+        }
+    }
+}
+
 fn save(store: &crate::secrets::Store) -> Result<(), ApiError> {
     store
         .save()
@@ -75,9 +96,12 @@ pub async fn update(
         valid_name(k)?;
     }
     app_exists(&lab, &app)?;
+    let visible_at_ms = visible_at(&lab);
     let mut store = lock(&lab.secrets);
     let now = clock::now_ms();
     let a = store.apps.entry(app.clone()).or_default();
+    a.version += 1;
+    let version = a.version;
     for (k, v) in values {
         match v {
             Some(v) => {
@@ -90,6 +114,8 @@ pub async fn update(
                         value: v,
                         created_at_ms: created,
                         updated_at_ms: now,
+                        version,
+                        visible_at_ms,
                     },
                 );
             }
@@ -98,7 +124,6 @@ pub async fn update(
             }
         }
     }
-    a.version += 1;
     let out = render::json(&fly::AppSecretsUpdateResponse {
         secrets: a.secrets.iter().map(|(n, s)| shown(n, s)).collect(),
         version: Some(a.version),
@@ -133,17 +158,20 @@ pub async fn set(
         return Err(ApiError::bad_request("value is required"));
     }
     app_exists(&lab, &app)?;
+    let visible_at_ms = visible_at(&lab);
     let mut store = lock(&lab.secrets);
     let now = clock::now_ms();
     let a = store.apps.entry(app.clone()).or_default();
     let created = a.secrets.get(&name).map_or(now, |s| s.created_at_ms);
+    a.version += 1;
     let s = Secret {
         digest: digest(&value),
         value,
         created_at_ms: created,
         updated_at_ms: now,
+        version: a.version,
+        visible_at_ms,
     };
-    a.version += 1;
     let out = render::json(&fly::SetAppSecretResponse {
         name: name.clone(),
         digest: s.digest.clone(),

@@ -48,11 +48,21 @@ async fn serve_env_stop_round_trip_and_generated_token_is_kept() {
     assert_eq!(token.len(), 32, "a token is generated when none is given");
     assert_ne!(token, TOKEN);
 
+    // Then the settings the product takes from its environment, never from the lab itself.
+    let (mut zones, mut machines_only) = (String::new(), String::new());
+    out.read_line(&mut zones).expect("zones line");
+    out.read_line(&mut machines_only)
+        .expect("machines-only line");
+    assert_eq!(zones, "export FKS_REGION_ZONES=sjc=2\n");
+    assert_eq!(machines_only, "export FKS_MACHINES_ONLY=1\n", "API-only");
+
     let env = lab(&["env"], &dir);
     assert!(env.status.success());
     let env_text = String::from_utf8_lossy(&env.stdout);
     assert!(
-        env_text.starts_with(&format!("{}export FLY_API_TOKEN={token}\n", host)),
+        env_text.starts_with(&format!(
+            "{host}export FLY_API_TOKEN={token}\n{zones}{machines_only}"
+        )),
         "{env_text}"
     );
     // With Debian's docker-registry installed the lab's registry settings follow.

@@ -80,6 +80,9 @@ fn workspace_binary(package: &str, bin: &str) -> PathBuf {
 pub struct ApiLab {
     /// `http://127.0.0.1:PORT`, the value of `FLY_API_HOSTNAME`.
     pub base: String,
+    /// What `fks-lab env` would print for it ([`fks_lab::client_env`]): the API address and
+    /// token, `FKS_REGION_ZONES` and `FKS_MACHINES_ONLY=1`; give it to every `fks-bootstrap`.
+    pub env: Vec<(&'static str, String)>,
     _state_dir: tempfile::TempDir,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -103,9 +106,10 @@ pub async fn start_api_lab(
 ) -> ApiLab {
     let fast = std::time::Duration::from_millis(10);
     let state_dir = tempfile::tempdir().expect("tempdir");
+    let zones = fks_lab::parse_zones(zones).expect("zones");
     let opts = fks_lab::Options {
         state_dir: state_dir.path().to_path_buf(),
-        zones: fks_lab::parse_zones(zones).expect("zones"),
+        zones: zones.clone(),
         faults: fks_lab::Faults::parse(faults).expect("faults"),
         seed,
         token: token.into(),
@@ -127,6 +131,7 @@ pub async fn start_api_lab(
         let _ = rx.await;
     }));
     ApiLab {
+        env: fks_lab::client_env(&base, token, &zones, false),
         base,
         _state_dir: state_dir,
         shutdown: Some(tx),
