@@ -166,7 +166,7 @@ async fn fetch(
     }
     let mut failures = Vec::new();
     for row in candidates {
-        match read_k3s_yaml(base, &config.cluster_name, row).await {
+        match read_k3s_yaml(base, config, row).await {
             Ok(text) => return Ok(text),
             Err(e) => {
                 let why = chain(&e);
@@ -194,8 +194,8 @@ fn candidates(rows: &[Row], bootstrap: u32) -> Vec<&Row> {
 }
 
 /// One SSH connection, one `cat`.
-async fn read_k3s_yaml(base: &Path, cluster: &str, row: &Row) -> Result<String, cli_ssh::Error> {
-    let conn = cli_ssh::connect(base, cluster, row).await?;
+async fn read_k3s_yaml(base: &Path, config: &Config, row: &Row) -> Result<String, cli_ssh::Error> {
+    let conn = cli_ssh::connect(base, config, row).await?;
     let bytes = conn.read_file(K3S_KUBECONFIG_PATH).await;
     if let Err(e) = conn.close().await {
         tracing::debug!(error = %e, "closing the ssh connection");

@@ -21,8 +21,8 @@ pub use diagnostic::{Diagnostic, Diagnostics};
 pub use parse::parse_shell;
 pub use toml::parse_toml;
 pub use validate::{
-    DEFAULT_FLANNEL_BACKEND, DEFAULT_IMAGE, MAX_APP_NAME_LEN, MAX_CLUSTER_NAME_LEN,
-    MAX_NODE_GROUP_LEN,
+    DEFAULT_FLANNEL_BACKEND, DEFAULT_IMAGE, DEFAULT_SSH_PORT, MAX_APP_NAME_LEN,
+    MAX_CLUSTER_NAME_LEN, MAX_NODE_GROUP_LEN,
 };
 
 /// The shell-style config file name inside a cluster directory.
@@ -126,6 +126,9 @@ pub struct Config {
     pub flannel_backend: FlannelBackend,
     /// `IMAGE` (optional): the machine image that carries `fks-bootstrap` and k3s.
     pub image: String,
+    /// `SSH_PORT` (optional, default 2222): where `node init`'s SSH server listens on the
+    /// node; port 22 on the 6PN address belongs to Fly (reference/fly-runtime.md §1.6).
+    pub ssh_port: u16,
 }
 
 /// A machine size: a Fly preset plus the memory asked for.
@@ -218,6 +221,7 @@ impl Config {
             ("ORG_NAME", self.org_name.clone()),
             ("FLANNEL_BACKEND", self.flannel_backend.as_str().to_string()),
             ("IMAGE", self.image.clone()),
+            ("SSH_PORT", self.ssh_port.to_string()),
         ]
     }
 }

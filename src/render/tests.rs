@@ -44,6 +44,7 @@ pub(crate) fn lab_config() -> Config {
         org_name: "personal".into(),
         flannel_backend: FlannelBackend::WireguardNative,
         image: "registry.fly.io/fks-node:latest".into(),
+        ssh_port: 2222,
     }
 }
 
