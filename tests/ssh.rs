@@ -546,3 +546,222 @@ async fn terminal_child() {
     );
     println!("child: exit status 9, terminal restored");
 }
+
+/// `ssh` (OpenSSH) with only the given known_hosts and identity, in batch mode, on the node
+/// server's port: `ssh -o StrictHostKeyChecking=yes -o UserKnownHostsFile=<pinned> -p PORT`.
+fn openssh(server: &NodeSsh, known_hosts: &Path, identity: &Path) -> Command {
+    let mut cmd = Command::new("ssh");
+    cmd.args([
+        "-F",
+        "/dev/null",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "IdentitiesOnly=yes",
+    ])
+    .args(["-o", "StrictHostKeyChecking=yes", "-o"])
+    .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
+    .arg("-i")
+    .arg(identity)
+    .args(["-p", &server.addr.port().to_string()]);
+    cmd
+}
+
+/// A known_hosts file pinning `node`'s host key for the server's `[127.0.0.1]:port`.
+fn pinned(fx: &Fixture, server: &NodeSsh, node: &str) -> PathBuf {
+    let line = ssh::known_hosts_line(
+        &[format!("[127.0.0.1]:{}", server.addr.port())],
+        fx.keys.host_key(node).expect("host").public_key(),
+    )
+    .expect("known_hosts line");
+    let path = fx.dir.path().join(format!("known_hosts.{node}"));
+    std::fs::write(&path, format!("{line}\n")).expect("write known_hosts");
+    path
+}
+
+#[tokio::test]
+async fn openssh_exec_reports_the_exit_status_and_keeps_stderr_apart() {
+    let fx = Fixture::new();
+    let server = NodeSsh::start(&fx, "ctrl-1", None);
+    let known = pinned(&fx, &server, "ctrl-1");
+    let out = openssh(&server, &known, fx.keys.user_key().path())
+        .args(["root@127.0.0.1", "echo out; echo err >&2; exit 7"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ssh (openssh-client)");
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, b"out\n");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("err\n"));
+
+    // Stdin reaches the command and its EOF ends it.
+    let mut child = openssh(&server, &known, fx.keys.user_key().path())
+        .args(["root@127.0.0.1", "wc -c"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run ssh");
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), b"12345")
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("ssh output");
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "5");
+}
+
+#[tokio::test]
+async fn openssh_refuses_a_server_that_is_not_the_pinned_node() {
+    let fx = Fixture::new();
+    let server = NodeSsh::start(&fx, "ctrl-1", None);
+    // The file pins ctrl-2's key for this address: the server's key is not it.
+    let wrong = pinned(&fx, &server, "ctrl-2");
+    let out = openssh(&server, &wrong, fx.keys.user_key().path())
+        .args(["root@127.0.0.1", "echo", "must-not-run"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ssh");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(255), "{stderr}");
+    assert!(
+        stderr.contains("HOST IDENTIFICATION HAS CHANGED"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[tokio::test]
+async fn openssh_with_a_key_that_is_not_authorized_is_refused() {
+    let fx = Fixture::new();
+    let server = NodeSsh::start(&fx, "ctrl-1", None);
+    let known = pinned(&fx, &server, "ctrl-1");
+    let other = ClusterKeys::open(&fx.dir.path().join("config"), "other").expect("other keys");
+    let out = openssh(&server, &known, other.user_key().path())
+        .args(["root@127.0.0.1", "echo", "must-not-run"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ssh");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(255), "{stderr}");
+    assert!(stderr.contains("Permission denied (publickey)"), "{stderr}");
+    // The authorized key but another user is refused too: only root may log in.
+    let out = openssh(&server, &known, fx.keys.user_key().path())
+        .args(["admin@127.0.0.1", "echo", "must-not-run"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ssh");
+    assert_eq!(out.status.code(), Some(255));
+    assert!(out.stdout.is_empty());
+}
+
+/// Read from the pty until `needle` shows up (or fail with what was read).
+async fn read_until(pty: &mut pty_process::Pty, seen: &mut String, needle: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut buf = [0u8; 4096];
+    while !seen.contains(needle) {
+        match tokio::time::timeout_at(deadline, pty.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+            other => panic!("waiting for {needle:?}: {other:?}; read so far: {seen:?}"),
+        }
+    }
+}
+
+/// `ssh -tt` on a real terminal: the remote pty has the local terminal's size, follows a
+/// resize (SIGWINCH → `window-change`) and the exit status comes back.
+#[tokio::test]
+async fn openssh_pty_session_has_the_terminal_size_and_follows_a_resize() {
+    let fx = Fixture::new();
+    let server = NodeSsh::start(&fx, "ctrl-1", None);
+    let known = pinned(&fx, &server, "ctrl-1");
+    let (mut pty, pts) = pty_process::open().expect("open a pty");
+    pty.resize(pty_process::Size::new(37, 101)).expect("size");
+    let command = openssh(&server, &known, fx.keys.user_key().path());
+    let mut child = pty_process::Command::new(command.get_program())
+        .args(command.get_args())
+        .args([
+            "-tt",
+            "root@127.0.0.1",
+            "echo \"tty=$(tty) size=$(stty size)\"; read go; echo \"size=$(stty size)\"; exit 4",
+        ])
+        .spawn(pts)
+        .expect("run ssh on the pty");
+    let mut seen = String::new();
+    read_until(&mut pty, &mut seen, "size=37 101").await;
+    assert!(seen.contains("tty=/dev/pts/"), "{seen}");
+    pty.resize(pty_process::Size::new(50, 120)).expect("resize");
+    // ssh forwards the resize when its SIGWINCH handler runs; give it a moment before the
+    // line that lets the remote shell read the size again.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    pty.write_all(b"go\r").await.expect("type");
+    read_until(&mut pty, &mut seen, "size=50 120").await;
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("ssh ends")
+        .expect("wait ssh");
+    assert_eq!(status.code(), Some(4), "{seen}");
+}
+
+/// A `signal` channel request (RFC 4254 §6.9) reaches the running command.
+#[tokio::test]
+async fn a_signal_request_reaches_the_command() {
+    use russh::client;
+    use russh::keys::PrivateKeyWithHashAlg;
+
+    struct AnyHost;
+    impl client::Handler for AnyHost {
+        type Error = russh::Error;
+        async fn check_server_key(
+            &mut self,
+            _key: &russh::keys::PublicKeyOrCertificate,
+        ) -> Result<bool, Self::Error> {
+            Ok(true)
+        }
+    }
+
+    let fx = Fixture::new();
+    let server = NodeSsh::start(&fx, "ctrl-1", None);
+    let config = std::sync::Arc::new(client::Config::default());
+    let mut handle = client::connect(config, server.addr, AnyHost)
+        .await
+        .expect("connect");
+    let key = PrivateKeyWithHashAlg::new(
+        std::sync::Arc::new(fx.keys.user_key().private_key().clone()),
+        None,
+    );
+    assert!(handle
+        .authenticate_publickey("root", key)
+        .await
+        .expect("auth")
+        .success());
+    let mut channel = handle.channel_open_session().await.expect("session");
+    channel
+        .exec(
+            true,
+            "trap 'echo got-usr1; exit 3' USR1; echo ready; while :; do sleep 0.05; done",
+        )
+        .await
+        .expect("exec");
+    let (mut out, mut exit) = (String::new(), None);
+    let mut signalled = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, channel.wait()).await {
+        match msg {
+            russh::ChannelMsg::Data { data } => {
+                out.push_str(&String::from_utf8_lossy(&data));
+                if out.contains("ready") && !signalled {
+                    signalled = true;
+                    channel
+                        .signal(russh::Sig::USR1)
+                        .await
+                        .expect("signal request");
+                }
+            }
+            russh::ChannelMsg::ExitStatus { exit_status } => exit = Some(exit_status),
+            _ => {}
+        }
+    }
+    assert!(out.contains("got-usr1"), "{out}");
+    assert_eq!(exit, Some(3), "{out}");
+}
