@@ -308,6 +308,35 @@ mod tests {
     }
 
     #[test]
+    fn ssh_port_defaults_to_2222_and_refuses_ports_that_are_taken() {
+        let with = |extra: &str| {
+            let dir = tempfile::tempdir().expect("temp dir");
+            std::fs::write(
+                dir.path().join(SHELL_FILE),
+                format!("{}{extra}", seed_text()),
+            )
+            .expect("write");
+            load(dir.path())
+        };
+        assert_eq!(with("").expect("valid").ssh_port, DEFAULT_SSH_PORT);
+        assert_eq!(with("\nSSH_PORT=2200\n").expect("valid").ssh_port, 2200);
+        for (value, why) in [
+            ("22", "Fly's own SSH server"),
+            ("6443", "the Kubernetes API server"),
+            ("0", "out of range"),
+            ("65536", "out of range"),
+            ("ssh", "SSH_PORT"),
+        ] {
+            let e = with(&format!("\nSSH_PORT={value}\n")).expect_err(value);
+            let msg = e.to_string();
+            assert!(
+                msg.contains("SSH_PORT") && msg.contains(why),
+                "{value}: {msg}"
+            );
+        }
+    }
+
+    #[test]
     fn example_clusters_validate() {
         for name in ["fly-k3s-poc", "lab"] {
             let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
