@@ -48,6 +48,9 @@ pub struct HostHierarchy {
 /// The guest's cgroup mounts: (host mount point, guest path) binds under a fresh tmpfs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Layout {
+    /// The host has a mount on `/sys/fs/cgroup` (its own tmpfs or cgroup2): the guest drops
+    /// that subtree first, so only Fly's hierarchies are seen there.
+    pub replaces_host_mount: bool,
     pub binds: Vec<(PathBuf, PathBuf)>,
     /// What Fly mounts that the host cannot give the guest, for the log.
     pub not_modelled: Vec<String>,
@@ -105,9 +108,17 @@ pub fn host_hierarchies(mountinfo: &str) -> Vec<HostHierarchy> {
     out
 }
 
-/// Fly's layout from what the host has.
-pub fn layout(host: &[HostHierarchy]) -> Layout {
-    let mut l = Layout::default();
+/// Whether a mountinfo text has a mount on `/sys/fs/cgroup`.
+pub fn has_mount_at_root(mountinfo: &str) -> bool {
+    mountinfo.lines().any(|l| l.split(' ').nth(4) == Some(ROOT))
+}
+
+/// Fly's layout from what the host has (`host_mountinfo` for [`has_mount_at_root`]).
+pub fn layout(host: &[HostHierarchy], host_mountinfo: &str) -> Layout {
+    let mut l = Layout {
+        replaces_host_mount: has_mount_at_root(host_mountinfo),
+        ..Layout::default()
+    };
     let root = PathBuf::from(ROOT);
     match host.iter().find(|h| h.controllers.is_none()) {
         Some(v2) => l.binds.push((v2.mount_point.clone(), root.join("unified"))),
@@ -158,7 +169,8 @@ mod tests {
 
     #[test]
     fn only_hierarchies_the_host_has_are_bound_and_the_rest_is_reported() {
-        let l = layout(&host_hierarchies(HYBRID));
+        let l = layout(&host_hierarchies(HYBRID), HYBRID);
+        assert!(l.replaces_host_mount);
         let guest: Vec<String> = l
             .binds
             .iter()
@@ -184,9 +196,8 @@ mod tests {
 
     #[test]
     fn a_pure_cgroup2_host_gets_unified_only() {
-        let l = layout(&host_hierarchies(
-            "29 24 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n",
-        ));
+        let v2 = "29 24 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n";
+        let l = layout(&host_hierarchies(v2), v2);
         assert_eq!(
             l.binds,
             [(

@@ -441,6 +441,14 @@ pub(crate) fn plan(spec: &ViewSpec<'_>, layout: &[TopEntry]) -> Result<Vec<Step>
         // host's hierarchies (see `cgroups` for why only binds). /sys is bound from the host,
         // but this tmpfs is in the guest's private mount namespace only.
         let root = Path::new(super::cgroups::ROOT);
+        if cgroups.replaces_host_mount {
+            p.push(
+                Op::Detach {
+                    path: cstr(id, root)?,
+                },
+                format!("detaching the host's mounts on {}", root.display()),
+            );
+        }
         let op = Op::Tmpfs {
             target: cstr(id, root)?,
             data: cstr(id, "mode=0755")?,

@@ -600,7 +600,7 @@ impl Guest {
 fn guest_cgroups() -> super::cgroups::Layout {
     static REPORTED: std::sync::Once = std::sync::Once::new();
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let layout = super::cgroups::layout(&super::cgroups::host_hierarchies(&mountinfo));
+    let layout = super::cgroups::layout(&super::cgroups::host_hierarchies(&mountinfo), &mountinfo);
     if !layout.not_modelled.is_empty() {
         REPORTED.call_once(|| {
             tracing::info!(
