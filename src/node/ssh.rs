@@ -5,7 +5,6 @@
 //! This module only finds the delivered files below the root and keeps the server listening
 //! (it binds again after a failure); the protocol is `crate::ssh::server`.
 
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -53,8 +52,8 @@ pub fn prepare(paths: &Paths, exits: ChildExits) -> Result<Option<Server>, serve
 
 /// Serve on `[::]:port` for as long as the process runs; a failed bind or listener is
 /// logged and retried, never fatal (k3s keeps running without SSH).
-pub fn serve_forever(server: Server, port: u16) -> impl Future<Output = ()> + Send {
-    async move {
+pub async fn serve_forever(server: Server, port: u16) {
+    {
         loop {
             match server::bind(port).await {
                 Ok(listener) => {

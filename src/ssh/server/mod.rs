@@ -45,8 +45,9 @@ pub enum Error {
     #[error("loading the SSH host key {}", path.display())]
     HostKey {
         path: PathBuf,
+        /// Boxed: the ssh module's error is large.
         #[source]
-        source: super::Error,
+        source: Box<super::Error>,
     },
     /// The listening socket could not be used.
     #[error("SSH server on {addr}: {op}")]
@@ -89,7 +90,7 @@ impl Server {
         let key =
             super::keys::load_private_key(&settings.host_key).map_err(|source| Error::HostKey {
                 path: settings.host_key.clone(),
-                source,
+                source: Box::new(source),
             })?;
         Ok(Server {
             config: Arc::new(config(key)),
