@@ -26,8 +26,9 @@ done
 # namespaces, Linux's std extensions, procfs-style crates and raw libc calls.
 linux_only='(\bnix::|\buse nix\b|\bprctl\b|\bMsFlags\b|\bCloneFlags\b|\bsetns\b|\bunshare\b|std::os::linux|\blibc::|\bprocfs::|\brtnetlink\b|\bneli\b|\bcaps::)'
 # Files that may use them: the gated node module (its `vars.rs` is built everywhere), the
-# `node` command and the kernel's link probe (src/kernel/probe/linux.rs).
-gated='^src/(node/|cli/node\.rs|kernel/probe/linux\.rs)'
+# `node` command, the node's SSH server (src/ssh/server) and the kernel's link probe
+# (src/kernel/probe/linux.rs).
+gated='^src/(node/|cli/node\.rs|ssh/server/|kernel/probe/linux\.rs)'
 while IFS= read -r hit; do
     file=${hit%%:*}
     if [[ "$file" =~ $gated ]] && [ "$file" != src/node/vars.rs ]; then
@@ -41,6 +42,8 @@ grep -Eq '^#\[cfg\(target_os = "linux"\)\]$' <(grep -B1 '^pub mod node;$' src/li
     bad 'src/lib.rs: `pub mod node;` must be under #[cfg(target_os = "linux")]'
 grep -Eq '^#\[cfg\(target_os = "linux"\)\]$' <(grep -B1 '^mod node;$' src/cli/mod.rs) ||
     bad 'src/cli/mod.rs: `mod node;` must be under #[cfg(target_os = "linux")]'
+grep -Eq '^#\[cfg\(target_os = "linux"\)\]$' <(grep -B1 '^pub mod server;$' src/ssh/mod.rs) ||
+    bad 'src/ssh/mod.rs: `pub mod server;` must be under #[cfg(target_os = "linux")]'
 grep -Eq '^#\[cfg\(target_os = "linux"\)\]$' <(grep -B1 '^mod linux;$' src/kernel/probe.rs) ||
     bad 'src/kernel/probe.rs: `mod linux;` must be under #[cfg(target_os = "linux")]'
 # nix only as a Linux dependency of the product crate.
@@ -52,4 +55,4 @@ if [ "$fail" -ne 0 ]; then
     echo "[ERROR] the operator CLI would not build on macOS (see above)" >&2
     exit 1
 fi
-echo "[INFO] portable: no Linux-only item outside src/node, src/cli/node.rs and src/kernel/probe/linux.rs" >&2
+echo "[INFO] portable: no Linux-only item outside src/node, src/cli/node.rs, src/ssh/server and src/kernel/probe/linux.rs" >&2

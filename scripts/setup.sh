@@ -8,16 +8,18 @@ apt_packages=()
 pip_packages=()
 case "$what" in
     test)
-        apt_packages+=(iproute2 iputils-ping openssh-server openssh-client bind9-dnsutils)
+        # No openssh-server: nodes serve SSH from node init itself; the tests drive the real
+        # OpenSSH client (openssh-client) against it.
+        apt_packages+=(iproute2 iputils-ping openssh-client bash bind9-dnsutils)
         # k3s-standin's end-to-end tests drive a real kubectl; Debian's is kubernetes-client.
         command -v kubectl >/dev/null || apt_packages+=(kubernetes-client)
         pip_packages+=(schemathesis)
         ;;
     quickstart)
-        # Guests need iproute2 (netns, veth, bridge); node init starts the host's sshd in each
-        # guest; fks-bootstrap -k reads the kubeconfig over ssh; curl waits for the lab;
+        # Guests need iproute2 (netns, veth, bridge); node init serves SSH itself (no sshd);
+        # openssh-client lets the operator use plain ssh too; curl waits for the lab;
         # kubectl shows the nodes (Debian's is kubernetes-client).
-        apt_packages+=(iproute2 openssh-server openssh-client curl)
+        apt_packages+=(iproute2 openssh-client curl)
         command -v kubectl >/dev/null || apt_packages+=(kubernetes-client)
         ;;
     *) echo "usage: $0 test|quickstart" >&2; exit 2 ;;

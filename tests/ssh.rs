@@ -1,60 +1,18 @@
-//! `ssh` against a real OpenSSH server: each test starts `/usr/sbin/sshd` on 127.0.0.1 with the
-//! files `ClusterKeys::node_files` would deliver to a machine, and drives `ssh::Client` (and
-//! the real `ssh` client) against it. Needs root and openssh-server (scripts/setup.sh test);
-//! without them a test says why and passes, except under `CI=true`, where it fails.
+//! `ssh` against the node's own SSH server (`ssh::server`, what `node init` serves): each test
+//! starts the server on 127.0.0.1 with the files `ClusterKeys::node_files` would deliver to a
+//! machine, and drives `ssh::Client` and the real OpenSSH client (`ssh`, openssh-client from
+//! scripts/setup.sh) against it. Needs no root: the server runs sessions as its own user.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use fks_bootstrap::node::ssh::{prepare, Paths};
+use fks_bootstrap::ssh::server::ChildExits;
 use fks_bootstrap::ssh::{self, Client, ClusterKeys, Error, Exit};
-use tokio::io::AsyncWriteExt;
-
-const SSHD: &str = "/usr/sbin/sshd";
-
-/// Why this machine cannot run sshd tests, if it cannot.
-fn missing_prerequisite() -> Option<String> {
-    if !Path::new(SSHD).exists() {
-        return Some(format!(
-            "{SSHD} not found: install openssh-server (scripts/setup.sh test)"
-        ));
-    }
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let euid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|v| v.split_whitespace().nth(1))
-        .unwrap_or("");
-    if euid != "0" {
-        return Some("sshd tests must run as root (sshd switches users to log in)".into());
-    }
-    None
-}
-
-/// True if the test may run; otherwise prints why, and panics under CI=true.
-fn prerequisites_met(test: &str) -> bool {
-    match missing_prerequisite() {
-        None => true,
-        Some(why) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("{test}: cannot run under CI: {why}")
-        }
-        Some(why) => {
-            eprintln!("skipping {test}: {why}");
-            false
-        }
-    }
-}
-
-/// A temporary directory sshd's StrictModes accepts: every parent is root-owned and not
-/// group/world writable, which /tmp (mode 1777) is not.
-fn strict_tempdir() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("fks-ssh-test-")
-        .tempdir_in("/run")
-        .expect("temporary directory under /run")
-}
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A cluster key store plus a "guest" directory holding the files delivered to a node.
 struct Fixture {
@@ -64,7 +22,7 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Self {
-        let dir = strict_tempdir();
+        let dir = tempfile::tempdir().expect("tempdir");
         let keys = ClusterKeys::open(&dir.path().join("config"), "demo").expect("cluster keys");
         Self { dir, keys }
     }
@@ -73,6 +31,9 @@ impl Fixture {
     /// and return that root.
     fn deliver(&self, node: &str) -> PathBuf {
         let root = self.dir.path().join("guest").join(node);
+        if root.exists() {
+            return root;
+        }
         for file in self.keys.node_files(node).expect("node files") {
             let path = root.join(file.guest_path.trim_start_matches('/'));
             let parent = path.parent().expect("guest paths are absolute files");
@@ -87,97 +48,75 @@ impl Fixture {
                 .expect("create guest file");
             std::io::Write::write_all(&mut f, &file.contents).expect("write guest file");
         }
+        // The login shell comes from passwd, as on a node; bash runs a lone `-c` command with
+        // exec, so a command killed by a signal is the session's process itself.
+        std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/bash\n")
+            .expect("write guest passwd");
         root
     }
 }
 
-/// A running `sshd -D -e` serving one node's delivered files.
-struct Sshd {
-    child: Child,
+/// The node's SSH server for one node's delivered files, on its own runtime thread (the
+/// tests block on the OpenSSH client while it serves).
+struct NodeSsh {
     addr: SocketAddr,
-    log: PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
-impl Sshd {
+impl NodeSsh {
     fn start(fixture: &Fixture, node: &str, port: Option<u16>) -> Self {
-        std::fs::create_dir_all("/run/sshd").expect("sshd privilege separation dir");
-        let guest = fixture.deliver(node);
-        let port = port.unwrap_or_else(free_port);
-        let at = |p: &str| guest.join(p.trim_start_matches('/')).display().to_string();
-        let config_path = fixture.dir.path().join(format!("sshd_config.{node}"));
-        let config = format!(
-            "Port {port}\nListenAddress 127.0.0.1\nPidFile {pid}\nUsePAM no\nLogLevel VERBOSE\n{fragment}",
-            pid = fixture.dir.path().join(format!("sshd.{node}.pid")).display(),
-            fragment = ssh::sshd_config(
-                &at(ssh::HOST_KEY_PATH),
-                &at(ssh::AUTHORIZED_KEYS_PATH)
-            ),
-        );
-        std::fs::write(&config_path, config).expect("write sshd_config");
-        let log = fixture.dir.path().join(format!("sshd.{node}.log"));
-        let child = Command::new(SSHD)
-            .args(["-D", "-e", "-f"])
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("sshd log"))
-            .spawn()
-            .expect("start sshd");
-        let mut sshd = Self {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            log,
-        };
-        sshd.wait_listening();
-        sshd
-    }
-
-    fn wait_listening(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("poll sshd") {
-                panic!("sshd exited with {status}: {}", self.log_text());
-            }
-            if TcpStream::connect(self.addr).is_ok() {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "sshd not listening on {}: {}",
-                self.addr,
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
+        let root = fixture.deliver(node);
+        let server = prepare(&Paths::under(&root), ChildExits::own())
+            .expect("server")
+            .expect("host key delivered");
+        let listener = TcpListener::bind(("127.0.0.1", port.unwrap_or(0))).expect("bind 127.0.0.1");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("local addr");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                tokio::select! {
+                    e = server.serve(listener) => panic!("server stopped: {e}"),
+                    _ = stopped => {}
+                }
+            });
+            rt.shutdown_background();
+        });
+        Self {
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
         }
     }
 
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
     fn stop(&mut self) {
-        // Only the sshd this test started, by its own pid.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            thread.join().expect("server thread");
+        }
     }
 }
 
-impl Drop for Sshd {
+impl Drop for NodeSsh {
     fn drop(&mut self) {
         self.stop();
     }
 }
 
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    l.local_addr().expect("local addr").port()
-}
-
-async fn connect(fixture: &Fixture, sshd: &Sshd, node: &str) -> Result<Client, Error> {
+async fn connect(fixture: &Fixture, server: &NodeSsh, node: &str) -> Result<Client, Error> {
     let host = fixture.keys.host_key(node).expect("host key");
     Client::connect(
         node,
-        sshd.addr,
+        server.addr,
         "root",
         fixture.keys.user_key(),
         host.public_key(),
@@ -187,14 +126,11 @@ async fn connect(fixture: &Fixture, sshd: &Sshd, node: &str) -> Result<Client, E
 
 #[tokio::test]
 async fn exec_returns_output_and_exit_status_with_pinned_key() {
-    if !prerequisites_met("exec_returns_output_and_exit_status_with_pinned_key") {
-        return;
-    }
     let fx = Fixture::new();
-    let sshd = Sshd::start(&fx, "ctrl-1", None);
-    let client = connect(&fx, &sshd, "ctrl-1")
+    let server = NodeSsh::start(&fx, "ctrl-1", None);
+    let client = connect(&fx, &server, "ctrl-1")
         .await
-        .unwrap_or_else(|e| panic!("connect: {e:?}\n{}", sshd.log_text()));
+        .unwrap_or_else(|e| panic!("connect: {e:?}"));
 
     let ok = client.exec(&["true"]).await.expect("exec true");
     assert_eq!(ok.exit, Exit::Code(0));
@@ -221,12 +157,9 @@ async fn exec_returns_output_and_exit_status_with_pinned_key() {
 
 #[tokio::test]
 async fn exec_delivers_special_arguments_intact() {
-    if !prerequisites_met("exec_delivers_special_arguments_intact") {
-        return;
-    }
     let fx = Fixture::new();
-    let sshd = Sshd::start(&fx, "ctrl-1", None);
-    let client = connect(&fx, &sshd, "ctrl-1").await.expect("connect");
+    let server = NodeSsh::start(&fx, "ctrl-1", None);
+    let client = connect(&fx, &server, "ctrl-1").await.expect("connect");
     let args = [
         "two words",
         "it's",
@@ -251,21 +184,18 @@ async fn exec_delivers_special_arguments_intact() {
 
 #[tokio::test]
 async fn swapped_host_key_is_refused_naming_both_fingerprints() {
-    if !prerequisites_met("swapped_host_key_is_refused_naming_both_fingerprints") {
-        return;
-    }
     let fx = Fixture::new();
-    let mut sshd = Sshd::start(&fx, "ctrl-1", None);
-    connect(&fx, &sshd, "ctrl-1")
+    let mut server = NodeSsh::start(&fx, "ctrl-1", None);
+    connect(&fx, &server, "ctrl-1")
         .await
         .expect("pinned key accepted")
         .close()
         .await
         .expect("close");
-    let port = sshd.addr.port();
-    sshd.stop();
+    let port = server.addr.port();
+    server.stop();
     // Same address, now serving another node's host key.
-    let impostor = Sshd::start(&fx, "ctrl-2", Some(port));
+    let impostor = NodeSsh::start(&fx, "ctrl-2", Some(port));
     let err = connect(&fx, &impostor, "ctrl-1")
         .await
         .expect_err("a different host key must be refused");
@@ -290,16 +220,13 @@ async fn swapped_host_key_is_refused_naming_both_fingerprints() {
 
 #[tokio::test]
 async fn wrong_user_key_is_refused_with_auth_error() {
-    if !prerequisites_met("wrong_user_key_is_refused_with_auth_error") {
-        return;
-    }
     let fx = Fixture::new();
-    let sshd = Sshd::start(&fx, "ctrl-1", None);
+    let server = NodeSsh::start(&fx, "ctrl-1", None);
     let other = ClusterKeys::open(&fx.dir.path().join("config"), "other").expect("other keys");
     let host = fx.keys.host_key("ctrl-1").expect("host key");
     let err = Client::connect(
         "ctrl-1",
-        sshd.addr,
+        server.addr,
         "root",
         other.user_key(),
         host.public_key(),
@@ -318,12 +245,9 @@ async fn wrong_user_key_is_refused_with_auth_error() {
 /// known_hosts lines, and rejects a known_hosts that pins another node's key.
 #[tokio::test]
 async fn openssh_client_accepts_generated_files() {
-    if !prerequisites_met("openssh_client_accepts_generated_files") {
-        return;
-    }
     let fx = Fixture::new();
-    let sshd = Sshd::start(&fx, "ctrl-1", None);
-    let port = sshd.addr.port().to_string();
+    let server = NodeSsh::start(&fx, "ctrl-1", None);
+    let port = server.addr.port().to_string();
     let ssh_with = |known_hosts: &Path, extra: &[&str]| {
         Command::new("ssh")
             .args([
@@ -356,9 +280,8 @@ async fn openssh_client_accepts_generated_files() {
     let out = ssh_with(&by_addr, &[]);
     assert!(
         out.status.success(),
-        "ssh failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        sshd.log_text()
+        "ssh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(out.stdout, b"via-openssh\n");
 
@@ -382,9 +305,6 @@ async fn openssh_client_accepts_generated_files() {
 
 #[tokio::test]
 async fn key_files_are_private_and_reloaded_not_regenerated() {
-    if !prerequisites_met("key_files_are_private_and_reloaded_not_regenerated") {
-        return;
-    }
     let fx = Fixture::new();
     let host = fx.keys.host_key("ctrl-1").expect("host key");
     let base = fx.dir.path().join("config");
@@ -407,10 +327,10 @@ async fn key_files_are_private_and_reloaded_not_regenerated() {
         );
     }
     // The reloaded keys still open a session against the delivered files.
-    let sshd = Sshd::start(&fx, "ctrl-1", None);
+    let server = NodeSsh::start(&fx, "ctrl-1", None);
     let client = Client::connect(
         "ctrl-1",
-        sshd.addr,
+        server.addr,
         "root",
         again.user_key(),
         host_again.public_key(),
@@ -422,12 +342,9 @@ async fn key_files_are_private_and_reloaded_not_regenerated() {
 
 #[tokio::test]
 async fn shell_without_tty_runs_piped_input() {
-    if !prerequisites_met("shell_without_tty_runs_piped_input") {
-        return;
-    }
     let fx = Fixture::new();
-    let sshd = Sshd::start(&fx, "ctrl-1", None);
-    let client = connect(&fx, &sshd, "ctrl-1").await.expect("connect");
+    let server = NodeSsh::start(&fx, "ctrl-1", None);
+    let client = connect(&fx, &server, "ctrl-1").await.expect("connect");
     let (mut tx, rx) = tokio::net::unix::pipe::pipe().expect("pipe");
     tx.write_all(b"echo hi; echo oops >&2; exit 7\n")
         .await
@@ -445,12 +362,9 @@ async fn shell_without_tty_runs_piped_input() {
 
 #[tokio::test]
 async fn write_file_then_read_file_round_trips() {
-    if !prerequisites_met("write_file_then_read_file_round_trips") {
-        return;
-    }
     let fx = Fixture::new();
-    let sshd = Sshd::start(&fx, "ctrl-1", None);
-    let client = connect(&fx, &sshd, "ctrl-1").await.expect("connect");
+    let server = NodeSsh::start(&fx, "ctrl-1", None);
+    let client = connect(&fx, &server, "ctrl-1").await.expect("connect");
     // The "remote" is this machine, so the result can be checked on disk too.
     let dir = fx.dir.path().join("remote dir");
     std::fs::create_dir(&dir).expect("mkdir");
@@ -492,12 +406,9 @@ async fn write_file_then_read_file_round_trips() {
 
 #[tokio::test]
 async fn shell_with_pty_gets_term_and_size() {
-    if !prerequisites_met("shell_with_pty_gets_term_and_size") {
-        return;
-    }
     let fx = Fixture::new();
-    let sshd = Sshd::start(&fx, "ctrl-1", None);
-    let client = connect(&fx, &sshd, "ctrl-1").await.expect("connect");
+    let server = NodeSsh::start(&fx, "ctrl-1", None);
+    let client = connect(&fx, &server, "ctrl-1").await.expect("connect");
     let (mut tx, rx) = tokio::net::unix::pipe::pipe().expect("pipe");
     tx.write_all(b"echo \"term=$TERM\"; echo \"size=$(stty size)\"; exit 5\n")
         .await
@@ -540,11 +451,8 @@ async fn shell_on_a_terminal_restores_it() {
     if std::env::var_os("FKS_SSH_TTY_CHILD").is_some() {
         return terminal_child().await;
     }
-    if !prerequisites_met(NAME) {
-        return;
-    }
     let fx = Fixture::new();
-    let sshd = Sshd::start(&fx, "ctrl-1", None);
+    let server = NodeSsh::start(&fx, "ctrl-1", None);
     let exe = std::env::current_exe().expect("test binary path");
     let inner = format!(
         "{} --exact {NAME} --nocapture --test-threads=1",
@@ -553,7 +461,7 @@ async fn shell_on_a_terminal_restores_it() {
     let mut child = Command::new("script")
         .args(["-qec", &inner, "/dev/null"])
         .env("FKS_SSH_TTY_CHILD", "1")
-        .env("FKS_SSH_ADDR", sshd.addr.to_string())
+        .env("FKS_SSH_ADDR", server.addr.to_string())
         .env("FKS_SSH_BASE", fx.dir.path().join("config"))
         .env("TERM", "vt220")
         .stdin(Stdio::piped())
@@ -576,7 +484,7 @@ async fn shell_on_a_terminal_restores_it() {
     let mut out = String::new();
     std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut out)
         .expect("read output");
-    assert!(status.success(), "child failed: {out}\n{}", sshd.log_text());
+    assert!(status.success(), "child failed: {out}");
     assert!(out.contains("remote-term=vt220"), "{out}");
     assert!(
         out.contains("resized=40 120"),
@@ -637,4 +545,223 @@ async fn terminal_child() {
         String::from_utf8_lossy(&after)
     );
     println!("child: exit status 9, terminal restored");
+}
+
+/// `ssh` (OpenSSH) with only the given known_hosts and identity, in batch mode, on the node
+/// server's port: `ssh -o StrictHostKeyChecking=yes -o UserKnownHostsFile=<pinned> -p PORT`.
+fn openssh(server: &NodeSsh, known_hosts: &Path, identity: &Path) -> Command {
+    let mut cmd = Command::new("ssh");
+    cmd.args([
+        "-F",
+        "/dev/null",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "IdentitiesOnly=yes",
+    ])
+    .args(["-o", "StrictHostKeyChecking=yes", "-o"])
+    .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
+    .arg("-i")
+    .arg(identity)
+    .args(["-p", &server.addr.port().to_string()]);
+    cmd
+}
+
+/// A known_hosts file pinning `node`'s host key for the server's `[127.0.0.1]:port`.
+fn pinned(fx: &Fixture, server: &NodeSsh, node: &str) -> PathBuf {
+    let line = ssh::known_hosts_line(
+        &[format!("[127.0.0.1]:{}", server.addr.port())],
+        fx.keys.host_key(node).expect("host").public_key(),
+    )
+    .expect("known_hosts line");
+    let path = fx.dir.path().join(format!("known_hosts.{node}"));
+    std::fs::write(&path, format!("{line}\n")).expect("write known_hosts");
+    path
+}
+
+#[tokio::test]
+async fn openssh_exec_reports_the_exit_status_and_keeps_stderr_apart() {
+    let fx = Fixture::new();
+    let server = NodeSsh::start(&fx, "ctrl-1", None);
+    let known = pinned(&fx, &server, "ctrl-1");
+    let out = openssh(&server, &known, fx.keys.user_key().path())
+        .args(["root@127.0.0.1", "echo out; echo err >&2; exit 7"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ssh (openssh-client)");
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, b"out\n");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("err\n"));
+
+    // Stdin reaches the command and its EOF ends it.
+    let mut child = openssh(&server, &known, fx.keys.user_key().path())
+        .args(["root@127.0.0.1", "wc -c"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run ssh");
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), b"12345")
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("ssh output");
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "5");
+}
+
+#[tokio::test]
+async fn openssh_refuses_a_server_that_is_not_the_pinned_node() {
+    let fx = Fixture::new();
+    let server = NodeSsh::start(&fx, "ctrl-1", None);
+    // The file pins ctrl-2's key for this address: the server's key is not it.
+    let wrong = pinned(&fx, &server, "ctrl-2");
+    let out = openssh(&server, &wrong, fx.keys.user_key().path())
+        .args(["root@127.0.0.1", "echo", "must-not-run"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ssh");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(255), "{stderr}");
+    assert!(
+        stderr.contains("HOST IDENTIFICATION HAS CHANGED"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[tokio::test]
+async fn openssh_with_a_key_that_is_not_authorized_is_refused() {
+    let fx = Fixture::new();
+    let server = NodeSsh::start(&fx, "ctrl-1", None);
+    let known = pinned(&fx, &server, "ctrl-1");
+    let other = ClusterKeys::open(&fx.dir.path().join("config"), "other").expect("other keys");
+    let out = openssh(&server, &known, other.user_key().path())
+        .args(["root@127.0.0.1", "echo", "must-not-run"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ssh");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(255), "{stderr}");
+    assert!(stderr.contains("Permission denied (publickey)"), "{stderr}");
+    // The authorized key but another user is refused too: only root may log in.
+    let out = openssh(&server, &known, fx.keys.user_key().path())
+        .args(["admin@127.0.0.1", "echo", "must-not-run"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ssh");
+    assert_eq!(out.status.code(), Some(255));
+    assert!(out.stdout.is_empty());
+}
+
+/// Read from the pty until `needle` shows up (or fail with what was read).
+async fn read_until(pty: &mut pty_process::Pty, seen: &mut String, needle: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut buf = [0u8; 4096];
+    while !seen.contains(needle) {
+        match tokio::time::timeout_at(deadline, pty.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+            other => panic!("waiting for {needle:?}: {other:?}; read so far: {seen:?}"),
+        }
+    }
+}
+
+/// `ssh -tt` on a real terminal: the remote pty has the local terminal's size, follows a
+/// resize (SIGWINCH → `window-change`) and the exit status comes back.
+#[tokio::test]
+async fn openssh_pty_session_has_the_terminal_size_and_follows_a_resize() {
+    let fx = Fixture::new();
+    let server = NodeSsh::start(&fx, "ctrl-1", None);
+    let known = pinned(&fx, &server, "ctrl-1");
+    let (mut pty, pts) = pty_process::open().expect("open a pty");
+    pty.resize(pty_process::Size::new(37, 101)).expect("size");
+    let command = openssh(&server, &known, fx.keys.user_key().path());
+    let mut child = pty_process::Command::new(command.get_program())
+        .args(command.get_args())
+        .args([
+            "-tt",
+            "root@127.0.0.1",
+            "echo \"tty=$(tty) size=$(stty size)\"; read go; echo \"size=$(stty size)\"; exit 4",
+        ])
+        .spawn(pts)
+        .expect("run ssh on the pty");
+    let mut seen = String::new();
+    read_until(&mut pty, &mut seen, "size=37 101").await;
+    assert!(seen.contains("tty=/dev/pts/"), "{seen}");
+    pty.resize(pty_process::Size::new(50, 120)).expect("resize");
+    // ssh forwards the resize when its SIGWINCH handler runs; give it a moment before the
+    // line that lets the remote shell read the size again.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    pty.write_all(b"go\r").await.expect("type");
+    read_until(&mut pty, &mut seen, "size=50 120").await;
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("ssh ends")
+        .expect("wait ssh");
+    assert_eq!(status.code(), Some(4), "{seen}");
+}
+
+/// A `signal` channel request (RFC 4254 §6.9) reaches the running command.
+#[tokio::test]
+async fn a_signal_request_reaches_the_command() {
+    use russh::client;
+    use russh::keys::PrivateKeyWithHashAlg;
+
+    struct AnyHost;
+    impl client::Handler for AnyHost {
+        type Error = russh::Error;
+        async fn check_server_key(
+            &mut self,
+            _key: &russh::keys::PublicKeyOrCertificate,
+        ) -> Result<bool, Self::Error> {
+            Ok(true)
+        }
+    }
+
+    let fx = Fixture::new();
+    let server = NodeSsh::start(&fx, "ctrl-1", None);
+    let config = std::sync::Arc::new(client::Config::default());
+    let mut handle = client::connect(config, server.addr, AnyHost)
+        .await
+        .expect("connect");
+    let key = PrivateKeyWithHashAlg::new(
+        std::sync::Arc::new(fx.keys.user_key().private_key().clone()),
+        None,
+    );
+    assert!(handle
+        .authenticate_publickey("root", key)
+        .await
+        .expect("auth")
+        .success());
+    let mut channel = handle.channel_open_session().await.expect("session");
+    channel
+        .exec(
+            true,
+            "trap 'echo got-usr1; exit 3' USR1; echo ready; while :; do sleep 0.05; done",
+        )
+        .await
+        .expect("exec");
+    let (mut out, mut exit) = (String::new(), None);
+    let mut signalled = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, channel.wait()).await {
+        match msg {
+            russh::ChannelMsg::Data { data } => {
+                out.push_str(&String::from_utf8_lossy(&data));
+                if out.contains("ready") && !signalled {
+                    signalled = true;
+                    channel
+                        .signal(russh::Sig::USR1)
+                        .await
+                        .expect("signal request");
+                }
+            }
+            russh::ChannelMsg::ExitStatus { exit_status } => exit = Some(exit_status),
+            _ => {}
+        }
+    }
+    assert!(out.contains("got-usr1"), "{out}");
+    assert_eq!(exit, Some(3), "{out}");
 }

@@ -1,8 +1,10 @@
 //! The real `fks-bootstrap ssh` / `-s` binary against an in-process guests-mode lab (root
-//! only): a `lab-cp` machine running real sshd with the cluster's delivered keys, reached over
-//! its 6PN address with the host key pinned in a temporary `XDG_CONFIG_HOME`. Asserts on
-//! stdout, stderr and exit codes: the remote exit code, arguments arriving intact, a swapped
-//! host key refused, unknown nodes and unknown host keys explained.
+//! only): a `lab-cp` machine running the node's SSH server (`fks-bootstrap node ssh`, what
+//! `node init` serves) with the cluster's delivered keys, reached over its 6PN address on
+//! port 2222 with the host key pinned in a temporary `XDG_CONFIG_HOME`, while port 22 there
+//! belongs to the lab's stand-in for Fly's own SSH (reference/fly-runtime.md §1.6). Asserts
+//! on stdout, stderr and exit codes: the remote exit code, arguments arriving intact, a
+//! swapped host key refused, unknown nodes and unknown host keys explained.
 //!
 //! Own bridge (`fkscs1`), app network and IPv4 range (172.31.1.0/24), so this runs in parallel
 //! with the other guest tests. Without root the test prints why and returns, except under
@@ -14,7 +16,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use fks_bootstrap::plan::{META_CLUSTER, META_NODE};
-use fks_bootstrap::ssh::{fingerprint, ClusterKeys, SSHD_CONFIG_PATH};
+use fks_bootstrap::ssh::{fingerprint, ClusterKeys};
 use fks_lab::guest::BridgeConfig;
 use fks_lab::{Faults, Options, Timings};
 use reqwest::Method;
@@ -30,19 +32,28 @@ const WAIT: Duration = Duration::from_secs(30);
 const CLUSTER: &str = "lab";
 const APP: &str = "lab-cp";
 
-/// True once something at `addr` sends the SSH identification string.
-async fn sshd_answers(addr: SocketAddr) -> bool {
+/// The node's SSH port: `clusters/lab` leaves SSH_PORT at its default.
+const NODE_SSH_PORT: u16 = fks_bootstrap::config::DEFAULT_SSH_PORT;
+
+/// The SSH identification line the server at `addr` sends, once it sends one.
+async fn ssh_banner(addr: SocketAddr) -> Option<String> {
     let attempt = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-        let mut buf = [0u8; 8];
-        stream.read_exact(&mut buf).await.ok()?;
-        Some(&buf == b"SSH-2.0-")
+        let mut buf = Vec::new();
+        let mut byte = [0u8; 1];
+        while buf.len() < 255 {
+            stream.read_exact(&mut byte).await.ok()?;
+            if byte[0] == b'\n' {
+                break;
+            }
+            buf.push(byte[0]);
+        }
+        Some(String::from_utf8_lossy(&buf).trim_end().to_string())
     };
     tokio::time::timeout(Duration::from_secs(2), attempt)
         .await
         .ok()
         .flatten()
-        .unwrap_or(false)
 }
 
 struct GuestLab {
@@ -75,17 +86,23 @@ impl GuestLab {
         let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
         let bin = dir.path().join("image-bin");
         std::fs::create_dir(&bin).expect("mkdir bin");
-        let start_sshd = bin.join("start-sshd");
+        // The node image's SSH: `fks-bootstrap node ssh` serves what `node init` serves,
+        // without k3s.
+        let node_ssh = bin.join("node-ssh");
         std::fs::write(
-            &start_sshd,
-            "#!/bin/sh\nmkdir -p /run/sshd\nexec /usr/sbin/sshd -D -e -f \"$1\"\n",
+            &node_ssh,
+            format!(
+                "#!/bin/sh\nexec {} node ssh\n",
+                fks_bootstrap::ssh::quote_arg(
+                    fks_bootstrap_binary().to_str().expect("utf-8 binary path")
+                )
+            ),
         )
-        .expect("write start-sshd");
-        std::fs::set_permissions(&start_sshd, std::fs::Permissions::from_mode(0o755))
-            .expect("chmod");
+        .expect("write node-ssh");
+        std::fs::set_permissions(&node_ssh, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         let state = dir.path().join("state");
         std::fs::create_dir(&state).expect("mkdir state");
-        fks_lab::images::add(&state, "test/sshd", &[bin]).expect("image add");
+        fks_lab::images::add(&state, "test/node-ssh", &[bin]).expect("image add");
         let opts = Options {
             state_dir: state,
             zones: fks_lab::parse_zones("sjc=2").expect("zones"),
@@ -184,20 +201,24 @@ impl GuestLab {
         }
     }
 
-    /// Waits for sshd on the machine's 6PN address to send its banner.
-    async fn wait_sshd(&self, id: &str, machine: &Value) {
+    /// Waits for the node's SSH server on the machine's 6PN address to send its banner;
+    /// returns that address.
+    async fn wait_node_ssh(&self, id: &str, machine: &Value) -> std::net::IpAddr {
         let ip: std::net::IpAddr = machine["private_ip"]
             .as_str()
             .expect("private_ip")
             .parse()
             .expect("ip");
         let deadline = Instant::now() + WAIT;
-        while !sshd_answers(SocketAddr::new(ip, 22)).await {
-            assert!(
-                Instant::now() < deadline,
-                "sshd on {id} did not answer\nlog: {}",
-                self.log(id)
-            );
+        loop {
+            match ssh_banner(SocketAddr::new(ip, NODE_SSH_PORT)).await {
+                Some(b) if b.starts_with("SSH-2.0-fks-bootstrap") => return ip,
+                other => assert!(
+                    Instant::now() < deadline,
+                    "the node's SSH on {id} did not answer ({other:?})\nlog: {}",
+                    self.log(id)
+                ),
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -213,11 +234,11 @@ impl GuestLab {
     }
 }
 
-/// A machine config for node `node` of cluster `lab` running sshd with `files`.
-fn sshd_config(node: &str, files: &[Value]) -> Value {
+/// A machine config for node `node` of cluster `lab` serving the node's SSH with `files`.
+fn node_ssh_config(node: &str, files: &[Value]) -> Value {
     json!({
-        "image": "test/sshd",
-        "init": {"exec": ["start-sshd", SSHD_CONFIG_PATH]},
+        "image": "test/node-ssh",
+        "init": {"exec": ["node-ssh"]},
         "files": files,
         "metadata": {META_CLUSTER: CLUSTER, META_NODE: node},
         "stop_config": {"signal": "SIGTERM"}
@@ -250,12 +271,19 @@ async fn ssh_runs_commands_on_the_pinned_node_and_refuses_a_swapped_host_key() {
     let m = lab
         .ok(
             &format!("/v1/apps/{APP}/machines"),
-            json!({"region": "sjc", "config": sshd_config("ctrl-0", &files_json(&keys, "ctrl-0"))}),
+            json!({"region": "sjc", "config": node_ssh_config("ctrl-0", &files_json(&keys, "ctrl-0"))}),
         )
         .await;
     let id = m["id"].as_str().expect("id").to_string();
     let m = lab.wait_started(&id, &Value::Null).await;
-    lab.wait_sshd(&id, &m).await;
+    let ip = lab.wait_node_ssh(&id, &m).await;
+    // Port 22 of the 6PN address is Fly's SSH (the lab's stand-in), not the node's.
+    let fly_ssh = ssh_banner(SocketAddr::new(ip, 22)).await;
+    assert_eq!(
+        fly_ssh.as_deref(),
+        Some(fks_lab::guest::hallpass::SERVER_ID),
+        "port 22 on {ip}"
+    );
 
     let run = |args: Vec<String>| {
         let (bin, base, xdg) = (bin.clone(), lab.base.clone(), xdg.clone());
@@ -388,7 +416,7 @@ async fn ssh_runs_commands_on_the_pinned_node_and_refuses_a_swapped_host_key() {
         .ok(
             &format!("/v1/apps/{APP}/machines"),
             json!({"region": "sjc", "config": {
-                "image": "test/sshd",
+                "image": "test/node-ssh",
                 "init": {"exec": ["sleep", "3600"]},
                 "metadata": {META_CLUSTER: CLUSTER, META_NODE: "ctrl-5"}
             }}),
@@ -422,11 +450,11 @@ async fn ssh_runs_commands_on_the_pinned_node_and_refuses_a_swapped_host_key() {
     let before = m["instance_id"].clone();
     lab.ok(
         &format!("/v1/apps/{APP}/machines/{id}"),
-        json!({"config": sshd_config("ctrl-0", &files_json(&keys, "ctrl-1"))}),
+        json!({"config": node_ssh_config("ctrl-0", &files_json(&keys, "ctrl-1"))}),
     )
     .await;
     let m = lab.wait_started(&id, &before).await;
-    lab.wait_sshd(&id, &m).await;
+    lab.wait_node_ssh(&id, &m).await;
     let out = run(args(&["ssh", "cp", "clusters/lab", "--", "hostname"]))
         .await
         .expect("join");

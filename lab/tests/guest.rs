@@ -177,10 +177,19 @@ fn guest_has_hostname_env_6pn_address_hosts_and_resolver() {
         hosts.contains(&format!("{fly_ip}\t{}", lab.id(1))),
         "{hosts}"
     );
+    // Fly's init appends its entry to the image's file (reference/fly-runtime.md §1.2).
+    assert!(
+        hosts.ends_with(&format!("\n\n{fly_ip}\tfly-local-6pn\n")),
+        "{hosts}"
+    );
+    // ... and truncates resolv.conf to `nameserver\t<ip>` lines (§1.2).
     assert_eq!(
         stdout(&g, &["cat", "/etc/resolv.conf"]),
-        format!("nameserver {}\n", lab.bridge.dns6)
+        format!("nameserver\t{}\n", lab.bridge.dns6)
     );
+    // eth0's MTU is Fly's 1420 (§1.4). (Read with ip: the guest's /sys is the host's.)
+    let link = stdout(&g, &["ip", "-o", "link", "show", "dev", "eth0"]);
+    assert!(link.contains(" mtu 1420 "), "{link}");
     let host_hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
     assert!(
         !host_hosts.contains("fly-local-6pn"),
@@ -190,6 +199,134 @@ fn guest_has_hostname_env_6pn_address_hosts_and_resolver() {
     let dns = lab.bridge.dns6.to_string();
     assert_eq!(exec(&g, &["ping", "-6", "-c1", "-W2", &dns]).exit_code, 0);
     g.destroy().expect("destroy");
+}
+
+/// What Fly's init adds around the image: its own SSH server on `[6PN]:22` that lets no
+/// lab key in (§1.6), and the hybrid cgroup mounts as far as this host has the hierarchies
+/// (§1.3). The host's own mounts stay as they were.
+#[test]
+fn guest_has_fly_ssh_on_6pn_port_22_and_fly_cgroup_mounts() {
+    if !have_root("guest") {
+        return;
+    }
+    let lab = Lab::new(11);
+    let g = start_timed(lab.spec(1, &["sleep", "100011"]));
+    let ip = lab.ip6(1);
+
+    let banner = ssh_banner(std::net::SocketAddr::from((ip, 22)));
+    assert_eq!(banner, fks_lab::guest::hallpass::SERVER_ID, "{banner}");
+    assert!(!banner.starts_with("SSH-2.0-fks-bootstrap"));
+    // It refuses every key (real hallpass wants org-CA certificates).
+    let key_dir = tempfile::tempdir().expect("tempdir");
+    let keys = fks_bootstrap::ssh::ClusterKeys::open(key_dir.path(), "lab").expect("keys");
+    let out = std::process::Command::new("ssh")
+        .args([
+            "-F",
+            "/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+        ])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+        ])
+        .arg("-i")
+        .arg(keys.user_key().path())
+        .args(["-p", "22", &format!("root@{ip}"), "true"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run ssh (openssh-client)");
+    assert_eq!(out.status.code(), Some(255));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let host_mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let expected = fks_lab::guest::cgroups::layout(
+        &fks_lab::guest::cgroups::host_hierarchies(&host_mountinfo),
+        &host_mountinfo,
+    );
+    let mountinfo = stdout(&g, &["cat", "/proc/self/mountinfo"]);
+    // The last mount at a path is the one seen there.
+    let mounted = |path: &str| {
+        mountinfo
+            .lines()
+            .rfind(|l| l.split(' ').nth(4) == Some(path))
+            .map(|l| l.split(" - ").nth(1).unwrap_or("").to_string())
+    };
+    let root = mounted("/sys/fs/cgroup").expect("/sys/fs/cgroup mounted");
+    assert!(root.starts_with("tmpfs "), "{root}");
+    for (_, guest) in &expected.binds {
+        let at = guest.display().to_string();
+        let fs = mounted(&at).unwrap_or_else(|| panic!("{at} not mounted:\n{mountinfo}"));
+        assert!(fs.starts_with("cgroup"), "{at}: {fs}");
+    }
+    // Only Fly's hierarchies are there: the host's others (name=systemd here) are not.
+    let mut names: Vec<String> = stdout(&g, &["ls", "-1", "/sys/fs/cgroup"])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    names.sort();
+    let mut want: Vec<String> = expected
+        .binds
+        .iter()
+        .filter_map(|(_, g)| g.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
+    want.sort();
+    assert_eq!(names, want);
+    assert!(
+        mounted("/sys/fs/cgroup/systemd").is_none(),
+        "Fly has no name=systemd"
+    );
+    assert_eq!(
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .expect("mountinfo")
+            .lines()
+            .filter(|l| l.contains("/sys/fs/cgroup"))
+            .count(),
+        host_mountinfo
+            .lines()
+            .filter(|l| l.contains("/sys/fs/cgroup"))
+            .count(),
+        "the host's cgroup mounts changed"
+    );
+    g.destroy().expect("destroy");
+    // The stand-in went with the guest.
+    assert!(std::net::TcpStream::connect_timeout(
+        &std::net::SocketAddr::from((ip, 22)),
+        Duration::from_millis(500)
+    )
+    .is_err());
+}
+
+/// The SSH identification line a server sends first (RFC 4253 §4.2).
+fn ssh_banner(addr: std::net::SocketAddr) -> String {
+    use std::io::BufRead;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+            Ok(stream) => {
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(5)))
+                    .expect("timeout");
+                let mut line = String::new();
+                std::io::BufReader::new(stream)
+                    .read_line(&mut line)
+                    .expect("read banner");
+                return line.trim_end().to_string();
+            }
+            Err(e) => {
+                assert!(Instant::now() < deadline, "no SSH server on {addr}: {e}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
 }
 
 #[test]

@@ -644,19 +644,19 @@ async fn boot_failure_fault_crashes_the_first_start_and_restart_policy_recovers(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sshd_guest_answers_ssh_with_its_pinned_key_also_after_a_lab_restart() {
+async fn node_ssh_guest_answers_with_its_pinned_key_also_after_a_lab_restart() {
     if !have_root("guests_api") {
         return;
     }
-    let lab = GuestLab::start(
-        4,
-        "",
-        &[(
-            "start-sshd",
-            "#!/bin/sh\nmkdir -p /run/sshd\nexec /usr/sbin/sshd -D -e -f \"$1\"\n",
-        )],
-    )
-    .await;
+    // The node's own SSH server (what `node init` serves), alone: `fks-bootstrap node ssh`.
+    let bin = tokio::task::spawn_blocking(common::fks_bootstrap_binary)
+        .await
+        .expect("build thread");
+    let script = format!(
+        "#!/bin/sh\nexec {} node ssh\n",
+        fks_bootstrap::ssh::quote_arg(bin.to_str().expect("utf-8 path"))
+    );
+    let lab = GuestLab::start(4, "", &[("node-ssh", script.as_str())]).await;
     let app = "gapi-four";
     lab.create_app(app).await;
     let keys_dir = lab.dir.path().join("keys");
@@ -672,7 +672,7 @@ async fn sshd_guest_answers_ssh_with_its_pinned_key_also_after_a_lab_restart() {
             &format!("/v1/apps/{app}/machines"),
             json!({"config": {
                 "image": "test/img",
-                "init": {"exec": ["start-sshd", fks_bootstrap::ssh::SSHD_CONFIG_PATH]},
+                "init": {"exec": ["node-ssh"]},
                 "files": files,
                 "stop_config": {"signal": "SIGTERM"}
             }}),
@@ -682,10 +682,12 @@ async fn sshd_guest_answers_ssh_with_its_pinned_key_also_after_a_lab_restart() {
     let m = lab.wait_state(app, &id, "started").await;
     let ip = m["private_ip"].as_str().expect("ip").to_string();
     let host = keys.host_key("node-1").expect("host key");
+    let port = fks_bootstrap::config::DEFAULT_SSH_PORT;
+    let at = format!("[{ip}]:{port}");
     let known = keys_dir.join("known_hosts.test");
     std::fs::write(
         &known,
-        fks_bootstrap::ssh::known_hosts_line(std::slice::from_ref(&ip), host.public_key())
+        fks_bootstrap::ssh::known_hosts_line(std::slice::from_ref(&at), host.public_key())
             .expect("known hosts line")
             + "\n",
     )
@@ -708,6 +710,8 @@ async fn sshd_guest_answers_ssh_with_its_pinned_key_also_after_a_lab_restart() {
                 "ConnectTimeout=5",
                 "-i",
                 &user_key.to_string_lossy(),
+                "-p",
+                &port.to_string(),
                 &format!("root@{ip}"),
                 "uname",
                 "-n",
@@ -716,7 +720,7 @@ async fn sshd_guest_answers_ssh_with_its_pinned_key_also_after_a_lab_restart() {
             .expect("run ssh")
     };
     let ssh_until_ok = |known: PathBuf| async move {
-        // sshd may still be binding its port right after the start.
+        // The server may still be binding its port right after the start.
         let deadline = Instant::now() + WAIT;
         loop {
             let out = ssh(&known);
@@ -739,7 +743,7 @@ async fn sshd_guest_answers_ssh_with_its_pinned_key_also_after_a_lab_restart() {
     let wrong = keys_dir.join("known_hosts.wrong");
     std::fs::write(
         &wrong,
-        fks_bootstrap::ssh::known_hosts_line(std::slice::from_ref(&ip), other.public_key())
+        fks_bootstrap::ssh::known_hosts_line(std::slice::from_ref(&at), other.public_key())
             .expect("line")
             + "\n",
     )

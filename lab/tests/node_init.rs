@@ -1,6 +1,8 @@
 //! `fks-bootstrap node init` as a real lab guest's init (root only): the k3s config is rendered
 //! from the guest's own addresses at every boot, backed up when it changes and left alone when
-//! not; sshd answers on the 6PN address with the delivered host key; k3s is restarted with a
+//! not; the node's own SSH server answers on the 6PN address, port 2222 (Fly's SSH holds 22),
+//! with the delivered host key, and reports the exit status of a command that PID 1's
+//! supervisor reaped; k3s is restarted with a
 //! backoff when it fails and its status becomes node init's on stop.
 //!
 //! `k3s` on the guest's PATH is `tests/fixtures/k3s-test-fixture.sh`, a test fixture (not k3s,
@@ -287,30 +289,22 @@ fn node_init_renders_from_own_addresses_at_every_boot_and_backs_up_changes() {
         return;
     }
     let lab = Lab::new(41);
-    let sshd_installed = Path::new("/usr/sbin/sshd").is_file();
     let keys = lab.dir.path().join("keys");
     std::fs::create_dir_all(&keys).expect("keys dir");
-    let mut files = Vec::new();
-    if sshd_installed {
-        ssh_keygen(&keys.join("host"));
-        ssh_keygen(&keys.join("user"));
-        files.push(GuestFile {
+    ssh_keygen(&keys.join("host"));
+    ssh_keygen(&keys.join("user"));
+    let files = vec![
+        GuestFile {
             guest_path: "/etc/ssh/ssh_host_ed25519_key".into(),
             contents: std::fs::read(keys.join("host")).expect("host key"),
             mode: 0o600,
-        });
-        files.push(GuestFile {
+        },
+        GuestFile {
             guest_path: "/root/.ssh/authorized_keys".into(),
             contents: std::fs::read(keys.join("user.pub")).expect("user key"),
             mode: 0o600,
-        });
-    } else {
-        let why = "sshd on the node is not tested: /usr/sbin/sshd is missing (apt-get install -y openssh-server)";
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{why}");
-        }
-        eprintln!("NOT TESTED: {why}");
-    }
+        },
+    ];
 
     let host_panic = read(Path::new("/proc/sys/kernel/panic"));
     // Boot 1: address index 1.
@@ -379,22 +373,28 @@ fn node_init_renders_from_own_addresses_at_every_boot_and_backs_up_changes() {
     );
     assert_eq!(read(Path::new("/proc/sys/kernel/panic")), host_panic);
 
-    if sshd_installed {
+    {
+        // The node's SSH server, a task of node init, on the default SSH_PORT.
+        let port = fks_bootstrap::config::DEFAULT_SSH_PORT.to_string();
         let known_hosts = keys.join("known_hosts");
         let host_pub = read(&keys.join("host.pub"));
-        std::fs::write(&known_hosts, format!("{ip6} {host_pub}")).expect("known_hosts");
-        let deadline = Instant::now() + WAIT;
-        let out = loop {
-            let out = Command::new("ssh")
-                .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
-                .arg("-o")
+        std::fs::write(&known_hosts, format!("[{ip6}]:{port} {host_pub}")).expect("known_hosts");
+        let ssh = |command: &str| {
+            Command::new("ssh")
+                .args(["-F", "/dev/null", "-o", "BatchMode=yes"])
+                .args(["-o", "StrictHostKeyChecking=yes", "-o"])
                 .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
-                .args(["-o", "ConnectTimeout=3", "-i"])
+                .args(["-o", "ConnectTimeout=3", "-p", &port, "-i"])
                 .arg(keys.join("user"))
                 .arg(format!("root@{ip6}"))
-                .args(["cat", "/etc/machine-id"])
+                .arg(command)
+                .stdin(std::process::Stdio::null())
                 .output()
-                .expect("running ssh");
+                .expect("running ssh")
+        };
+        let deadline = Instant::now() + WAIT;
+        let out = loop {
+            let out = ssh("cat /etc/machine-id");
             if out.status.success() || Instant::now() > deadline {
                 break out;
             }
@@ -409,6 +409,22 @@ fn node_init_renders_from_own_addresses_at_every_boot_and_backs_up_changes() {
         assert_eq!(
             String::from_utf8_lossy(&out.stdout).trim(),
             lab.machine_id()
+        );
+        // node init's supervisor reaps every child; the session still gets its status.
+        for _ in 0..3 {
+            let out = ssh("echo done; exit 3");
+            assert_eq!(
+                out.status.code(),
+                Some(3),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(String::from_utf8_lossy(&out.stdout), "done\n");
+        }
+        let log = read(&log1);
+        assert!(
+            log.contains(&format!("[INFO]  ssh: listening on [::]:{port}")),
+            "{log}"
         );
     }
     let status = stop(&g);

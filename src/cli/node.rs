@@ -19,7 +19,8 @@ Inputs (set by fks-bootstrap when it creates the machine, and by Fly):
   FKS_BOOTSTRAP_MACHINE_ID    the machine id a joining server joins
   FKS_ZONE                    the zone of the machine's volume
   FLY_MACHINE_ID FLY_APP_NAME FLY_REGION FLY_PRIVATE_IP   Fly's runtime variables
-  /etc/ssh/ssh_host_ed25519_key, /root/.ssh/authorized_keys   sshd runs when the key exists
+  /etc/ssh/ssh_host_ed25519_key, /root/.ssh/authorized_keys   the SSH server (on SSH_PORT,
+                              default 2222) runs when the key exists
 
 Exit status: k3s's status after a stop signal; 1 when a boot step fails; 2 when the inputs
 are wrong.";
@@ -36,9 +37,23 @@ pub enum NodeCommand {
     /// Configure this machine and run k3s (the machine's entrypoint).
     #[command(after_help = AFTER_HELP)]
     Init(InitArgs),
+    /// Serve only the node's SSH server (no k3s): for a machine started with this command to
+    /// repair it, and for tests of the server.
+    Ssh(SshArgs),
 }
 
-/// Configure this machine and supervise sshd and k3s.
+/// Serve the node's SSH server in the foreground.
+#[derive(Debug, clap::Args)]
+pub struct SshArgs {
+    /// The TCP port on all addresses (the cluster's SSH_PORT; Fly's SSH holds 22).
+    #[arg(long, env = "FKS_SSH_PORT", default_value_t = crate::config::DEFAULT_SSH_PORT, value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: u16,
+    /// Prefix of the delivered key files and /etc/passwd.
+    #[arg(long, env = "FKS_ROOT", value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+}
+
+/// Configure this machine and supervise k3s, with the node's SSH server beside it.
 #[derive(Debug, clap::Args)]
 pub struct InitArgs {
     /// Boot even when the running kernel lacks required options (for experiments).
@@ -54,7 +69,7 @@ pub struct InitArgs {
     /// (the rendered config's own data-dir stays /data/k3s).
     #[arg(long, env = "FKS_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Configure the machine, then exit instead of starting sshd and k3s.
+    /// Configure the machine, then exit instead of starting SSH and k3s.
     #[arg(long)]
     pub no_supervise: bool,
 }
@@ -62,7 +77,27 @@ pub struct InitArgs {
 pub fn run(args: Args) -> Result<(), Error> {
     match args.command {
         NodeCommand::Init(a) => init(a),
+        NodeCommand::Ssh(a) => ssh(a),
     }
+}
+
+fn ssh(a: SshArgs) -> Result<(), Error> {
+    let paths = node::ssh::Paths::under(&a.root);
+    let server = node::ssh::prepare(&paths, crate::ssh::server::ChildExits::own())
+        .map_err(|e| Error::Failed(anyhow!("node ssh: {}", node::chain(&e))))?
+        .ok_or_else(|| {
+            Error::Usage(anyhow!(
+                "node ssh: no host key at {}",
+                paths.host_key.display()
+            ))
+        })?;
+    let rt = super::runtime()?;
+    let listener = rt
+        .block_on(crate::ssh::server::bind(a.port))
+        .map_err(|e| Error::Failed(anyhow!("node ssh: {}", node::chain(&e))))?;
+    eprintln!("[INFO]  ssh: listening on [::]:{}", a.port);
+    let e = rt.block_on(server.serve(listener));
+    Err(Error::Failed(anyhow!("node ssh: {}", node::chain(&e))))
 }
 
 fn init(a: InitArgs) -> Result<(), Error> {

@@ -22,10 +22,8 @@ use crate::config::Config;
 use crate::fly::Client;
 use crate::ssh::{self, ClusterKeys, Exit};
 
-/// The user every node's sshd lets in (`PermitRootLogin prohibit-password`, keys only).
+/// The user the node's SSH server lets in (keys only; `ssh::server::USER`).
 const USER: &str = "root";
-/// sshd's port on a node's 6PN address.
-const PORT: u16 = 22;
 /// How long the reachability probe of a node's 6PN address waits for a TCP connect: over a
 /// WireGuard tunnel a connect takes a round trip of well under a second.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
@@ -179,7 +177,7 @@ async fn session(
     let rows = list::rows(client, config, &args.nodes, &args.cluster_dir).await?;
     let app = args.nodes.app(config);
     let row = pick(&app, &rows, args.node.as_deref())?;
-    let addr = address(row)?;
+    let addr = address(row, config.ssh_port)?;
     if !reachable(addr).await {
         if args.command.is_empty() {
             return Err(Error::NoTunnel {
@@ -200,7 +198,7 @@ async fn session(
         );
         return exec(client, row, &args.command).await;
     }
-    let conn = connect(base, &config.cluster_name, row).await?;
+    let conn = connect(base, config, row).await?;
     let exit = if args.command.is_empty() {
         conn.shell().await?
     } else {
@@ -258,11 +256,12 @@ async fn exec(client: &Client, row: &Row, argv: &[String]) -> Result<Exit, Error
     Ok(Exit::Code(u32::try_from(code).unwrap_or(255)))
 }
 
-/// Connects as root to `row`'s node on its 6PN address, accepting only the host key pinned
-/// for it under `base` (the way in shared by `ssh` and `kubeconfig`).
-pub(crate) async fn connect(base: &Path, cluster: &str, row: &Row) -> Result<ssh::Client, Error> {
-    let addr = address(row)?;
-    let keys = keys_for(base, cluster, &row.name)?;
+/// Connects as root to `row`'s node on its 6PN address and the cluster's `SSH_PORT` (port 22
+/// there is Fly's own SSH, reference/fly-runtime.md §1.6), accepting only the host key
+/// pinned for it under `base` (the way in shared by `ssh` and `kubeconfig`).
+pub(crate) async fn connect(base: &Path, config: &Config, row: &Row) -> Result<ssh::Client, Error> {
+    let addr = address(row, config.ssh_port)?;
+    let keys = keys_for(base, &config.cluster_name, &row.name)?;
     let host = keys.host_key(&row.name)?;
     Ok(ssh::Client::connect(&row.name, addr, USER, keys.user_key(), host.public_key()).await?)
 }
@@ -297,11 +296,11 @@ fn pick<'a>(app: &str, rows: &'a [Row], node: Option<&str>) -> Result<&'a Row, E
     }
 }
 
-/// `[private_ip]:22`.
-fn address(row: &Row) -> Result<SocketAddr, Error> {
+/// `[private_ip]:port`.
+fn address(row: &Row, port: u16) -> Result<SocketAddr, Error> {
     row.private_ip
         .parse::<IpAddr>()
-        .map(|ip| SocketAddr::new(ip, PORT))
+        .map(|ip| SocketAddr::new(ip, port))
         .map_err(|_| Error::BadAddress {
             node: row.name.clone(),
             machine_id: row.machine_id.clone(),
@@ -366,10 +365,10 @@ mod tests {
     }
 
     #[test]
-    fn address_is_the_6pn_address_port_22() {
-        let a = address(&row("ctrl-0", "started", "fdaa:0:1::2")).expect("addr");
-        assert_eq!(a.to_string(), "[fdaa:0:1::2]:22");
-        assert!(address(&row("ctrl-0", "started", "")).is_err());
+    fn address_is_the_6pn_address_and_the_configured_port() {
+        let a = address(&row("ctrl-0", "started", "fdaa:0:1::2"), 2222).expect("addr");
+        assert_eq!(a.to_string(), "[fdaa:0:1::2]:2222");
+        assert!(address(&row("ctrl-0", "started", ""), 2222).is_err());
     }
 
     #[tokio::test]

@@ -22,7 +22,7 @@ pub use parse::parse_shell;
 pub use toml::parse_toml;
 pub use validate::{
     ALLOW_IPV6_ONLY_POD_TRAFFIC, DEFAULT_FLANNEL_BACKEND, DEFAULT_IMAGE, DEFAULT_NODE_IMAGE_BASE,
-    MAX_APP_NAME_LEN, MAX_CLUSTER_NAME_LEN, MAX_NODE_GROUP_LEN,
+    DEFAULT_SSH_PORT, MAX_APP_NAME_LEN, MAX_CLUSTER_NAME_LEN, MAX_NODE_GROUP_LEN,
 };
 
 /// The shell-style config file name inside a cluster directory.
@@ -154,6 +154,9 @@ pub struct Config {
     /// dual-stack `CLUSTER_CIDR` and vxlan or host-gw, IPv4 pods cannot reach each other across
     /// nodes on Fly (reference/flannel-dualstack.md §2). Validation allows it only there.
     pub allow_ipv6_only_pod_traffic: bool,
+    /// `SSH_PORT` (optional, default 2222): where `node init`'s SSH server listens on the
+    /// node; port 22 on the 6PN address belongs to Fly (reference/fly-runtime.md §1.6).
+    pub ssh_port: u16,
 }
 
 /// A machine size: a Fly preset plus the memory asked for.
@@ -256,6 +259,7 @@ impl Config {
                 ALLOW_IPV6_ONLY_POD_TRAFFIC,
                 self.allow_ipv6_only_pod_traffic.to_string(),
             ),
+            ("SSH_PORT", self.ssh_port.to_string()),
         ]
     }
 }
@@ -363,6 +367,35 @@ mod tests {
                 && msg.contains("line 2, byte offset 22"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn ssh_port_defaults_to_2222_and_refuses_ports_that_are_taken() {
+        let with = |extra: &str| {
+            let dir = tempfile::tempdir().expect("temp dir");
+            std::fs::write(
+                dir.path().join(SHELL_FILE),
+                format!("{}{extra}", seed_text()),
+            )
+            .expect("write");
+            load(dir.path())
+        };
+        assert_eq!(with("").expect("valid").ssh_port, DEFAULT_SSH_PORT);
+        assert_eq!(with("\nSSH_PORT=2200\n").expect("valid").ssh_port, 2200);
+        for (value, why) in [
+            ("22", "Fly's own SSH server"),
+            ("6443", "the Kubernetes API server"),
+            ("0", "out of range"),
+            ("65536", "out of range"),
+            ("ssh", "SSH_PORT"),
+        ] {
+            let e = with(&format!("\nSSH_PORT={value}\n")).expect_err(value);
+            let msg = e.to_string();
+            assert!(
+                msg.contains("SSH_PORT") && msg.contains(why),
+                "{value}: {msg}"
+            );
+        }
     }
 
     #[test]

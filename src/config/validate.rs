@@ -25,6 +25,25 @@ pub const DEFAULT_IMAGE: &str = "registry.fly.io/fks-node:latest";
 pub const DEFAULT_NODE_IMAGE_BASE: &str = "docker.io/library/debian:trixie-slim";
 /// The default for `FLANNEL_BACKEND`, what k3s.sh used.
 pub const DEFAULT_FLANNEL_BACKEND: FlannelBackend = FlannelBackend::WireguardNative;
+/// The default for `SSH_PORT`: Fly's own SSH server holds port 22 on every machine's 6PN
+/// address (reference/fly-runtime.md §1.6), so the node's SSH server uses another port.
+pub const DEFAULT_SSH_PORT: u16 = 2222;
+/// Ports `SSH_PORT` must not take: Fly's SSH (22) and what k3s and flannel listen on
+/// (reference/k3s.md: 6443 API, 10250 kubelet, 2379/2380 etcd, 8472 vxlan, 51820/51821
+/// wireguard-native).
+const SSH_PORT_TAKEN: &[(u16, &str)] = &[
+    (
+        22,
+        "Fly's own SSH server (hallpass) listens there on the 6PN address",
+    ),
+    (6443, "the Kubernetes API server"),
+    (10250, "the kubelet"),
+    (2379, "etcd clients"),
+    (2380, "etcd peers"),
+    (8472, "flannel vxlan"),
+    (51820, "flannel wireguard-native"),
+    (51821, "flannel wireguard-native (IPv6)"),
+];
 
 /// Keys that must be present, each with an example value for the help text.
 const REQUIRED: &[(&str, &str)] = &[
@@ -50,6 +69,7 @@ const OPTIONAL: &[&str] = &[
     "IMAGE",
     "NODE_IMAGE_BASE",
     ALLOW_IPV6_ONLY_POD_TRAFFIC,
+    "SSH_PORT",
 ];
 
 /// The key by which a user accepts that, with a dual-stack `CLUSTER_CIDR` and a flannel backend
@@ -181,6 +201,10 @@ pub(crate) fn validate(raw: Raw) -> Result<Config, Diagnostics> {
             allow_entry.filter(|_| allow),
         );
     }
+    let ssh_port = match c.optional("SSH_PORT") {
+        Some(e) => c.ssh_port(e),
+        None => Some(DEFAULT_SSH_PORT),
+    };
 
     let Checker { diags, .. } = c;
     let built = (|| {
@@ -202,6 +226,7 @@ pub(crate) fn validate(raw: Raw) -> Result<Config, Diagnostics> {
             image: image?,
             node_image_base: node_image_base?,
             allow_ipv6_only_pod_traffic: allow_ipv6_only_pod_traffic?,
+            ssh_port: ssh_port?,
         })
     })();
     match built {
@@ -533,6 +558,21 @@ impl<'a> Checker<'a> {
                 None
             }
         }
+    }
+
+    /// `SSH_PORT`: a TCP port that nothing else on the node or Fly's init uses.
+    fn ssh_port(&mut self, e: &Entry) -> Option<u16> {
+        let n = self.number(e, 1, u32::from(u16::MAX), "a TCP port")?;
+        let port = u16::try_from(n).ok()?;
+        if let Some((_, what)) = SSH_PORT_TAKEN.iter().find(|(p, _)| *p == port) {
+            self.problem(
+                e,
+                format!("port {port} is taken: {what}"),
+                format!("use another port, e.g. the default {DEFAULT_SSH_PORT}"),
+            );
+            return None;
+        }
+        Some(port)
     }
 
     fn image(&mut self, e: &Entry) -> Option<String> {

@@ -10,15 +10,16 @@
 //!   zone, for the zone label;
 //! - Fly's runtime env: `FLY_MACHINE_ID`, `FLY_APP_NAME`, `FLY_REGION`, `FLY_PRIVATE_IP`;
 //! - the machine files `/etc/ssh/ssh_host_ed25519_key` and `/root/.ssh/authorized_keys`
-//!   (sshd runs only when the host key exists);
+//!   (the SSH server runs only when the host key exists);
 //! - path overrides for tests and experiments: [`Options`]. Whether the machine owns its
 //!   kernel (so kernel-wide sysctls are its to set) is detected here, from namespaces
 //!   ([`system::owns_kernel`]), never told.
 //!
 //! Steps, each logged as one `[INFO]`/`[WARN]`/`[ERROR]` line on stderr: kernel check, machine
 //! id, addresses (at every boot, never cached), k3s config (atomic write, backup when changed,
-//! untouched when not), sysctls/limits/mounts/links, then sshd, iscsid (when installed) and
-//! k3s under the supervisor.
+//! untouched when not), sysctls/limits/mounts/links, then iscsid (when installed) and k3s under
+//! the supervisor, with the node's SSH server (`ssh`, on the cluster's `SSH_PORT`) as a task
+//! beside it.
 //!
 //! This module owns the machine side only: it never talks to the Fly API.
 
@@ -44,7 +45,7 @@ macro_rules! debug {
 
 pub mod addresses;
 pub mod env;
-pub mod sshd;
+pub mod ssh;
 pub mod supervise;
 pub mod system;
 pub mod vars;
@@ -164,7 +165,7 @@ pub struct Options {
     pub root: PathBuf,
     /// Boot on a kernel that lacks required options (a warning instead of a stop).
     pub allow_missing_kernel_options: bool,
-    /// Stop after writing files and applying settings: do not start sshd or k3s.
+    /// Stop after writing files and applying settings: do not start SSH or k3s.
     pub no_supervise: bool,
 }
 
@@ -207,28 +208,28 @@ pub fn init(options: &Options) -> Result<u8, Error> {
     apply_system(options);
     link_node_dir(options);
     if options.no_supervise {
-        info!("--no-supervise: not starting sshd or k3s");
+        info!("--no-supervise: not starting SSH or k3s");
         return Ok(0);
     }
     let mut services = Vec::new();
-    let ssh_paths = sshd::Paths::under(&options.root);
-    match sshd::prepare(&ssh_paths)? {
-        Some(argv) => {
+    // The supervisor reaps every child, so SSH sessions get their exit statuses from it.
+    let exits = crate::ssh::server::ChildExits::reaped_elsewhere();
+    let mut tasks: Vec<supervise::Task> = Vec::new();
+    let ssh_paths = ssh::Paths::under(&options.root);
+    match ssh::prepare(&ssh_paths, exits.clone()) {
+        Ok(Some(server)) => {
             info!(
-                "sshd: host key {} delivered, config {}",
+                "ssh: host key {} delivered; serving on port {} (Fly's own SSH holds port 22)",
                 ssh_paths.host_key.display(),
-                ssh_paths.config.display()
+                cluster.ssh_port
             );
-            services.push(supervise::Service {
-                name: "sshd".into(),
-                argv,
-                main: false,
-            });
+            tasks.push(Box::pin(ssh::serve_forever(server, cluster.ssh_port)));
         }
-        None => warn!(
-            "sshd: no host key at {}; not starting sshd",
+        Ok(None) => warn!(
+            "ssh: no host key at {}; not serving SSH",
             ssh_paths.host_key.display()
         ),
+        Err(e) => error!("ssh: {}; not serving SSH", chain(&e)),
     }
     // Longhorn needs iscsid (reference/k3s-sh-behaviour.md "Node side"); images without
     // open-iscsi simply do not offer it.
@@ -269,7 +270,11 @@ pub fn init(options: &Options) -> Result<u8, Error> {
         ],
         main: true,
     });
-    supervise::run(services, supervise::Policy::default())
+    supervise::run(
+        services,
+        supervise::Policy::default(),
+        supervise::Beside { tasks, exits },
+    )
 }
 
 /// Step 1: the running kernel against what this cluster needs (`kernel::Usage` of its config:

@@ -1,5 +1,7 @@
-//! The PID-1 duties of `node init`: start k3s (and sshd), reap every child including orphans
-//! re-parented to us (`PR_SET_CHILD_SUBREAPER`), forward SIGTERM/SIGINT/SIGHUP, restart a
+//! The PID-1 duties of `node init`: start k3s (and iscsid), run tasks beside them (the node's
+//! SSH server), reap every child including orphans re-parented to us
+//! (`PR_SET_CHILD_SUBREAPER`) and hand the statuses of SSH sessions' processes to the server
+//! (`ssh::server::ChildExits`), forward SIGTERM/SIGINT/SIGHUP, restart a
 //! service that exits unexpectedly with a capped exponential backoff that resets after a
 //! stable run, and on a stop signal stop everything and exit with k3s's status.
 //!
@@ -7,6 +9,8 @@
 //! ([`Backoff`], [`signal_action`], [`exit_code`]); [`run`] is the loop that acts on them.
 //! This module never looks at what the services are, beyond their argv.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -18,6 +22,19 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::time::Instant;
 
 use super::Error;
+use crate::ssh::server::{ChildExit, ChildExits};
+
+/// A task that runs beside the services for as long as the supervisor does.
+pub type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// What runs in the supervisor's runtime beside the services.
+#[derive(Default)]
+pub struct Beside {
+    /// Spawned once at the start; dropped when the supervisor returns.
+    pub tasks: Vec<Task>,
+    /// Where the statuses of children that are not services go (SSH sessions' processes).
+    pub exits: ChildExits,
+}
 
 /// How restarts and stops are timed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,7 +134,7 @@ pub fn exit_code(last: Option<Exit>) -> u8 {
 /// One program to keep running.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Service {
-    /// For the log: `k3s`, `sshd`.
+    /// For the log: `k3s`, `iscsid`.
     pub name: String,
     pub argv: Vec<String>,
     /// The service whose status `node init` exits with.
@@ -138,9 +155,9 @@ struct Supervised {
     last: Option<Exit>,
 }
 
-/// Become the subreaper, start `services` and supervise them until a stop signal; returns
-/// the exit code (the main service's status).
-pub fn run(services: Vec<Service>, policy: Policy) -> Result<u8, Error> {
+/// Become the subreaper, start `services` and the tasks `beside` them, and supervise them
+/// until a stop signal; returns the exit code (the main service's status).
+pub fn run(services: Vec<Service>, policy: Policy, beside: Beside) -> Result<u8, Error> {
     nix::sys::prctl::set_child_subreaper(true).map_err(|e| Error::Supervise {
         op: "becoming the child subreaper",
         source: e.into(),
@@ -152,10 +169,10 @@ pub fn run(services: Vec<Service>, policy: Policy) -> Result<u8, Error> {
             op: "starting the runtime",
             source,
         })?;
-    rt.block_on(supervise(services, policy))
+    rt.block_on(supervise(services, policy, beside))
 }
 
-async fn supervise(services: Vec<Service>, policy: Policy) -> Result<u8, Error> {
+async fn supervise(services: Vec<Service>, policy: Policy, beside: Beside) -> Result<u8, Error> {
     let listen = |kind: SignalKind, name: &'static str| {
         signal(kind).map_err(|source| Error::Supervise { op: name, source })
     };
@@ -177,10 +194,14 @@ async fn supervise(services: Vec<Service>, policy: Policy) -> Result<u8, Error> 
     for s in &mut all {
         start(s, &policy);
     }
+    let Beside { tasks, exits } = beside;
+    for task in tasks {
+        tokio::spawn(task);
+    }
     let mut stop_deadline: Option<Instant> = None;
     let mut killed = false;
     loop {
-        reap(&mut all, &policy, stop_deadline.is_some());
+        reap(&mut all, &policy, stop_deadline.is_some(), &exits);
         if stop_deadline.is_some() && all.iter().all(|s| matches!(s.state, State::Done)) {
             let last = all.iter().find(|s| s.service.main).and_then(|s| s.last);
             let code = exit_code(last);
@@ -295,8 +316,8 @@ fn schedule_restart(s: &mut Supervised, policy: &Policy, ran_for: Duration) {
 }
 
 /// Reap every exited child: ours are marked exited (and restarted later unless stopping),
-/// orphans re-parented to us are just collected.
-fn reap(all: &mut [Supervised], policy: &Policy, stopping: bool) {
+/// the others go to `exits` (SSH sessions wait for theirs; orphans are just collected).
+fn reap(all: &mut [Supervised], policy: &Policy, stopping: bool, exits: &ChildExits) {
     loop {
         let (pid, exit) = match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::Exited(pid, code)) => (pid, Exit::Code(code)),
@@ -312,7 +333,14 @@ fn reap(all: &mut [Supervised], policy: &Policy, stopping: bool) {
             .iter_mut()
             .find(|s| matches!(s.state, State::Running { pid: p, .. } if p == pid))
         else {
-            debug!("reaped orphan pid {pid} ({exit})");
+            let other = match exit {
+                Exit::Signal(sig) => ChildExit::Signal(sig),
+                Exit::Code(code) => ChildExit::Code(code),
+                Exit::SpawnFailed => continue,
+            };
+            if !exits.deliver(pid.as_raw(), other) {
+                debug!("reaped orphan pid {pid} ({exit})");
+            }
             continue;
         };
         let State::Running { since, .. } = s.state else {

@@ -219,7 +219,7 @@ pub struct Options {
     /// started".
     pub k3s: bool,
     /// The files each node gets besides the cluster config: its ssh host key, the
-    /// authorized_keys and the sshd fragment (`ssh::ClusterKeys::node_files`), by node name.
+    /// authorized_keys (`ssh::ClusterKeys::node_files`), by node name.
     pub node_files: BTreeMap<String, Vec<MachineFile>>,
     /// Extra environment for every machine made, e.g. `FKS_ALLOW_MISSING_KERNEL_OPTIONS=1`.
     /// Never a secret (env is visible in the machine config); the plan's own keys win.

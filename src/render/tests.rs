@@ -46,6 +46,7 @@ pub(crate) fn lab_config() -> Config {
         image: "registry.fly.io/fks-node:latest".into(),
         node_image_base: crate::config::DEFAULT_NODE_IMAGE_BASE.into(),
         allow_ipv6_only_pod_traffic: false,
+        ssh_port: 2222,
     }
 }
 

@@ -29,15 +29,13 @@ use russh::keys::{Algorithm, PrivateKey, PublicKey};
 use super::Error;
 use crate::fly::types::MachineFile;
 
-/// Where sshd in the guest finds its host private key (the Debian default path).
+/// Where the node's SSH server (`ssh::server`) finds its host private key (the path Debian's
+/// sshd uses, so a node is inspected where one would look).
 pub const HOST_KEY_PATH: &str = "/etc/ssh/ssh_host_ed25519_key";
-/// Where sshd in the guest finds its host public key.
+/// Where the guest keeps its host public key (for people on the node; the server derives it).
 pub const HOST_PUBLIC_KEY_PATH: &str = "/etc/ssh/ssh_host_ed25519_key.pub";
-/// The only authorized_keys file sshd in the guest reads.
+/// The only authorized_keys file the node's SSH server reads.
 pub const AUTHORIZED_KEYS_PATH: &str = "/root/.ssh/authorized_keys";
-/// The sshd configuration drop-in; Debian's sshd_config includes `sshd_config.d/*.conf` first,
-/// and for most keywords sshd keeps the first value it reads, so this one wins.
-pub const SSHD_CONFIG_PATH: &str = "/etc/ssh/sshd_config.d/fks-bootstrap.conf";
 
 const USER_KEY: &str = "id_ed25519";
 const HOST_KEY: &str = "ssh_host_ed25519_key";
@@ -73,26 +71,6 @@ pub fn known_hosts_line(hosts: &[String], key: &PublicKey) -> Result<String, Err
         source,
     })?;
     Ok(format!("{} {}", hosts.join(","), encoded.trim_end()))
-}
-
-/// The sshd configuration for a node: only the delivered host key, only public-key
-/// authentication, only the delivered authorized_keys. Works as a drop-in under
-/// `sshd_config.d/` and as the start of a file given to `sshd -f`.
-pub fn sshd_config(host_key_path: &str, authorized_keys_path: &str) -> String {
-    format!(
-        "# written by fks-bootstrap: sshd uses only the delivered host key and public keys\n\
-         HostKey {host_key_path}\n\
-         HostKeyAlgorithms ssh-ed25519\n\
-         AuthorizedKeysFile {authorized_keys_path}\n\
-         AuthenticationMethods publickey\n\
-         PubkeyAuthentication yes\n\
-         PasswordAuthentication no\n\
-         KbdInteractiveAuthentication no\n\
-         PermitEmptyPasswords no\n\
-         PermitRootLogin prohibit-password\n\
-         StrictModes yes\n\
-         X11Forwarding no\n"
-    )
 }
 
 /// A file to put into a machine's guest (Fly `config.files[]`). `Debug` hides the contents:
@@ -313,7 +291,7 @@ impl ClusterKeys {
     }
 
     /// Everything to deliver to `node` as machine `files`: its host key pair, the cluster's
-    /// authorized_keys and the sshd configuration that uses only those.
+    /// authorized_keys (the node's SSH server, `ssh::server`, uses only those).
     pub fn node_files(&self, node: &str) -> Result<Vec<GuestFile>, Error> {
         let host = self.host_key(node)?;
         Ok(vec![
@@ -331,11 +309,6 @@ impl ClusterKeys {
                 guest_path: AUTHORIZED_KEYS_PATH.into(),
                 contents: self.user.authorized_keys_line()?.into_bytes(),
                 mode: 0o600,
-            },
-            GuestFile {
-                guest_path: SSHD_CONFIG_PATH.into(),
-                contents: sshd_config(HOST_KEY_PATH, AUTHORIZED_KEYS_PATH).into_bytes(),
-                mode: 0o644,
             },
         ])
     }
@@ -503,6 +476,12 @@ fn generate(comment: &str) -> Result<PrivateKey, Error> {
     Ok(key)
 }
 
+/// Load an unencrypted ed25519 private key that other users cannot read (the node's SSH
+/// server loads its delivered host key with this).
+pub(crate) fn load_private_key(path: &Path) -> Result<PrivateKey, Error> {
+    load_private(path)
+}
+
 fn load_private(path: &Path) -> Result<PrivateKey, Error> {
     let meta = fs::metadata(path).map_err(|e| io_err(path, "reading", e))?;
     let mode = meta.permissions().mode() & 0o777;
@@ -619,7 +598,7 @@ mod tests {
     }
 
     #[test]
-    fn node_files_carry_host_key_authorized_keys_and_sshd_config() {
+    fn node_files_carry_host_key_and_authorized_keys() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let keys = ClusterKeys::open(tmp.path(), "demo").expect("open");
         let files = keys.node_files("ctrl-1").expect("files");
@@ -633,7 +612,6 @@ mod tests {
                 (HOST_KEY_PATH, 0o600),
                 (HOST_PUBLIC_KEY_PATH, 0o644),
                 (AUTHORIZED_KEYS_PATH, 0o600),
-                (SSHD_CONFIG_PATH, 0o644),
             ]
         );
         let host = PrivateKey::from_openssh(&files[0].contents).expect("host key parses");
@@ -643,10 +621,6 @@ mod tests {
         );
         let auth = String::from_utf8(files[2].contents.clone()).expect("utf8");
         assert_eq!(auth, keys.user_key().authorized_keys_line().expect("line"));
-        let conf = String::from_utf8(files[3].contents.clone()).expect("utf8");
-        assert!(conf.contains("HostKey /etc/ssh/ssh_host_ed25519_key\n"));
-        assert!(conf.contains("PasswordAuthentication no\n"));
-        assert!(conf.contains("AuthenticationMethods publickey\n"));
         let wire = files[0].to_machine_file();
         assert_eq!(wire.mode, Some(384));
         assert!(!format!("{:?}", files[0]).contains("PRIVATE"));

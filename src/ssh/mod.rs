@@ -10,6 +10,10 @@
 mod client;
 mod keys;
 mod quote;
+#[cfg(target_os = "linux")]
+/// The node's SSH server (run by `node init`): Linux only, like the node (pty, process groups).
+#[cfg(target_os = "linux")]
+pub mod server;
 mod shell;
 
 use std::net::SocketAddr;
@@ -17,8 +21,8 @@ use std::path::PathBuf;
 
 pub use client::{Client, Exit, Output};
 pub use keys::{
-    config_dir, fingerprint, known_hosts_line, sshd_config, ClusterKeys, GuestFile, HostKey,
-    UserKey, AUTHORIZED_KEYS_PATH, HOST_KEY_PATH, HOST_PUBLIC_KEY_PATH, SSHD_CONFIG_PATH,
+    config_dir, fingerprint, known_hosts_line, ClusterKeys, GuestFile, HostKey, UserKey,
+    AUTHORIZED_KEYS_PATH, HOST_KEY_PATH, HOST_PUBLIC_KEY_PATH,
 };
 pub use quote::{quote_arg, quote_command};
 pub use russh::keys::PublicKey;
@@ -90,7 +94,7 @@ pub enum Error {
         source: Box<russh::Error>,
     },
     /// The TCP connection or the SSH handshake did not finish in time.
-    #[error("connecting to node {node} at {addr}: no SSH handshake within {seconds} s; is the machine running and sshd listening?")]
+    #[error("connecting to node {node} at {addr}: no SSH handshake within {seconds} s; is the machine running and node init's SSH server listening?")]
     ConnectTimeout {
         /// Node name.
         node: String,

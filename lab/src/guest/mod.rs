@@ -26,6 +26,8 @@
 //! steps prepared before the fork (no allocation after it). This module must not know about the
 //! Machines API: the lab server turns a machine into a [`GuestSpec`] and drives a [`Guest`].
 
+pub mod cgroups;
+pub mod hallpass;
 mod mounts;
 mod network;
 mod process;
@@ -228,17 +230,27 @@ pub fn fly_runtime_env(facts: &RuntimeFacts<'_>) -> BTreeMap<String, String> {
     env
 }
 
-/// The guest's /etc/hosts: `fly-local-6pn` and the machine id name its 6PN address (§7).
+/// The guest's /etc/hosts: the image's file with Fly's entry appended. Fly's init appends
+/// `\n[# desc\n]<ip>\t<host>\n` per entry, the documented one being `fly-local-6pn` → the
+/// machine's 6PN address (reference/fly-runtime.md §1.2; appended without a description
+/// here, since the description init writes is not documented).
+///
+/// The lab's images carry no /etc/hosts of their own, so the "image's file" is a base that
+/// names localhost and the machine id (the hostname, §1.2). Whether Fly also lists the
+/// hostname is not documented (known unknown); the lab keeps it so the hostname resolves.
 pub fn render_hosts(machine_id: &str, private_ip: Ipv6Addr, ipv4: Ipv4Addr) -> String {
-    format!(
+    let image = format!(
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\
-         {private_ip}\tfly-local-6pn\n{private_ip}\t{machine_id}\n{ipv4}\t{machine_id}\n"
-    )
+         {private_ip}\t{machine_id}\n{ipv4}\t{machine_id}\n"
+    );
+    format!("{image}\n{private_ip}\tfly-local-6pn\n")
 }
 
-/// The guest's /etc/resolv.conf: the lab's internal resolver, like Fly's `fdaa::3` (§7).
+/// The guest's /etc/resolv.conf: truncated, then one `nameserver\t<ip>` line per server, as
+/// Fly's init writes it (reference/fly-runtime.md §1.2); the server is the lab's resolver on
+/// `fdaa::3`, like Fly's (§7).
 pub fn render_resolv_conf(dns: Ipv6Addr) -> String {
-    format!("nameserver {dns}\n")
+    format!("nameserver\t{dns}\n")
 }
 
 /// The PATH of a guest: the image's directories, then `env`'s PATH or [`DEFAULT_PATH`].
@@ -304,11 +316,15 @@ mod tests {
     fn hosts_names_the_6pn_address_fly_local_6pn_and_machine_id() {
         let ip: Ipv6Addr = "fdaa:0:1::2".parse().expect("valid");
         let hosts = render_hosts("abc123", ip, Ipv4Addr::new(172, 19, 0, 2));
-        assert!(hosts.contains("fdaa:0:1::2\tfly-local-6pn\n"));
+        // Appended last, in init's format: a blank line, then `<ip>\t<host>`.
+        assert!(
+            hosts.ends_with("\n\nfdaa:0:1::2\tfly-local-6pn\n"),
+            "{hosts}"
+        );
         assert!(hosts.contains("fdaa:0:1::2\tabc123\n"));
         assert_eq!(
             render_resolv_conf("fdaa::3".parse().expect("valid")),
-            "nameserver fdaa::3\n"
+            "nameserver\tfdaa::3\n"
         );
     }
 

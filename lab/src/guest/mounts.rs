@@ -45,6 +45,9 @@ pub(crate) struct ViewSpec<'a> {
     pub images: Vec<(&'a Path, &'a Path)>,
     /// (guest path, contents, mode), platform files first, then the machine's files.
     pub files: Vec<(PathBuf, Vec<u8>, u32)>,
+    /// Fly's cgroup mounts the host can give (`cgroups::layout`); `None` leaves the host's
+    /// /sys/fs/cgroup as the /sys bind shows it.
+    pub cgroups: Option<super::cgroups::Layout>,
 }
 
 /// One prepared system call.
@@ -154,7 +157,7 @@ fn top_name(e: &TopEntry) -> &OsStr {
 }
 
 /// Undoes the octal escapes (`\040` for a space) of /proc/self/mountinfo.
-fn unescape_mountinfo(s: &str) -> OsString {
+pub(crate) fn unescape_mountinfo(s: &str) -> OsString {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -433,6 +436,30 @@ pub(crate) fn plan(spec: &ViewSpec<'_>, layout: &[TopEntry]) -> Result<Vec<Step>
         }
         Ok(())
     };
+    if let Some(cgroups) = &spec.cgroups {
+        // Fly's hybrid layout (reference/fly-runtime.md §1.3): a tmpfs, then binds of the
+        // host's hierarchies (see `cgroups` for why only binds). /sys is bound from the host,
+        // but this tmpfs is in the guest's private mount namespace only.
+        let root = Path::new(super::cgroups::ROOT);
+        if cgroups.replaces_host_mount {
+            p.push(
+                Op::Detach {
+                    path: cstr(id, root)?,
+                },
+                format!("detaching the host's mounts on {}", root.display()),
+            );
+        }
+        let op = Op::Tmpfs {
+            target: cstr(id, root)?,
+            data: cstr(id, "mode=0755")?,
+            readonly: false,
+        };
+        p.push(op, format!("mounting tmpfs on {}", root.display()));
+        for (host_dir, guest_dir) in &cgroups.binds {
+            p.mkdir(guest_dir, 0o555)?;
+            p.bind(&host(host_dir), guest_dir)?;
+        }
+    }
     for (guest, private) in [("/etc/rancher", "etc-rancher"), ("/var/lib", "var-lib")] {
         let g = Path::new(guest);
         let parts = guest_components(id, g)?;
@@ -668,6 +695,7 @@ mod tests {
                 Path::new("/fks-lab-image/bin"),
             )],
             files,
+            cgroups: None,
         }
     }
 

@@ -23,6 +23,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitid, Id, WaitPidFlag};
 use nix::unistd::Pid;
 
+use super::hallpass::Hallpass;
 use super::mounts::{self, ViewSpec};
 use super::network::{self, NetNames};
 use super::{guest_env, render_hosts, render_resolv_conf, Error, GuestSpec, Result};
@@ -68,6 +69,8 @@ pub struct Guest {
     netns_id: (u64, u64),
     init: Mutex<InitState>,
     ns: Mutex<Option<NsFds>>,
+    /// Fly's SSH on `[6PN]:22` (the stand-in); stopped with init, as Fly's init takes it along.
+    hallpass: Mutex<Option<Hallpass>>,
 }
 
 // The lab shares guests between request handlers and waiter threads.
@@ -256,6 +259,7 @@ impl Guest {
                 .map(|(h, g)| (h.as_path(), g.as_path()))
                 .collect(),
             files,
+            cgroups: Some(guest_cgroups()),
         };
         let steps = mounts::plan(&view, &mounts::host_layout()?)?;
         // Leftovers of a crashed run are replaced, but a live guest of the machine is not.
@@ -273,7 +277,12 @@ impl Guest {
             write_state(&spec.root_dir, &id, &names)?;
             prepare_root_dir(&spec.root_dir)?;
             network::setup_guest(&names, &spec.bridge, spec.private_ip, spec.ipv4)?;
-            Self::spawn_init(&spec, &names, steps)
+            // Fly's init serves its SSH on the 6PN address before the main process starts
+            // (reference/fly-runtime.md §1.6).
+            let hallpass = Hallpass::start(&id, &names.netns_path(), spec.private_ip)?;
+            let guest = Self::spawn_init(&spec, &names, steps)?;
+            *lock(&guest.hallpass) = Some(hallpass);
+            Ok(guest)
         })();
         if made.is_err() {
             // Best effort: the first error is the one worth reporting.
@@ -363,6 +372,7 @@ impl Guest {
                 status: None,
             }),
             ns: Mutex::new(ns),
+            hallpass: Mutex::new(None),
         })
     }
 
@@ -408,6 +418,9 @@ impl Guest {
         loop {
             if let Some(status) = self.try_status()? {
                 kill_netns_processes(&self.machine_id, self.netns_id)?;
+                if let Some(mut hallpass) = lock(&self.hallpass).take() {
+                    hallpass.stop();
+                }
                 return Ok(status);
             }
             // Wait without reaping, outside the lock, so stop can run meanwhile; try_status
@@ -580,6 +593,23 @@ impl Guest {
         network::teardown_guest(&self.names)?;
         remove_private(&self.root_dir)
     }
+}
+
+/// Fly's cgroup layout as far as this host gives it (`cgroups`); what it cannot give is
+/// logged once per lab process.
+fn guest_cgroups() -> super::cgroups::Layout {
+    static REPORTED: std::sync::Once = std::sync::Once::new();
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let layout = super::cgroups::layout(&super::cgroups::host_hierarchies(&mountinfo), &mountinfo);
+    if !layout.not_modelled.is_empty() {
+        REPORTED.call_once(|| {
+            tracing::info!(
+                not_modelled = ?layout.not_modelled,
+                "guests get Fly's cgroup layout only in part: this host's kernel hierarchies do not allow the rest"
+            );
+        });
+    }
+    layout
 }
 
 fn reader(pipe: Option<impl Read + Send + 'static>) -> mpsc::Receiver<Vec<u8>> {

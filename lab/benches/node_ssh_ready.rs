@@ -1,10 +1,11 @@
-//! Issue 4's figure: wall time from a machine's create request to "sshd answers" (a TCP
-//! connect to `[6PN]:22` that receives the `SSH-2.0-` banner), for 1 machine and for 12
-//! machines created concurrently (time until all answer), on an in-process guests-mode lab
-//! with its own bridge (`fkssb1`, 172.31.201.0/24) and the lab's default timings. Every
-//! machine runs the host's real sshd with the files `ClusterKeys::node_files` delivers.
+//! Issue 4's figure: wall time from a machine's create request to "the node's SSH answers" (a
+//! TCP connect to `[6PN]:2222` that receives the `SSH-2.0-fks-bootstrap` banner; port 22 is
+//! Fly's own SSH), for 1 machine and for 12 machines created concurrently (time until all
+//! answer), on an in-process guests-mode lab with its own bridge (`fkssb1`, 172.31.201.0/24)
+//! and the lab's default timings. Every machine runs `fks-bootstrap node ssh` (the server
+//! `node init` runs) with the files `ClusterKeys::node_files` delivers.
 //!
-//! Run (root): `cargo bench -p fks-lab --bench sshd_ready`. Prints the figures, their ratio
+//! Run (root): `cargo bench -p fks-lab --bench node_ssh_ready`. Prints the figures, their ratio
 //! and the target (12 within 1.5x of 1); asserts nothing about speed. Without root it prints
 //! why and exits 0. Destroys its machines, app, guests and bridge at the end.
 
@@ -12,16 +13,16 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
-use fks_bootstrap::ssh::{ClusterKeys, SSHD_CONFIG_PATH};
+use fks_bootstrap::ssh::ClusterKeys;
 use fks_lab::guest::BridgeConfig;
 use fks_lab::{Faults, Options, Timings};
 use reqwest::Method;
 use serde_json::{json, Value};
 use tokio::io::AsyncReadExt;
 
-const TOKEN: &str = "sshd-ready-bench";
+const TOKEN: &str = "node-ssh-ready-bench";
 const APP: &str = "bench-cp";
-const NETWORK: &str = "sshdready1";
+const NETWORK: &str = "nodesshready1";
 const CONCURRENT: usize = 12;
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -59,13 +60,16 @@ impl Api {
     }
 }
 
-/// True once something at `addr` sends the SSH identification string.
-async fn sshd_answers(addr: SocketAddr) -> bool {
+/// The banner the node's SSH server starts with.
+const BANNER: &[u8] = b"SSH-2.0-fks-bootstrap";
+
+/// True once the node's SSH server at `addr` sends its identification string.
+async fn node_ssh_answers(addr: SocketAddr) -> bool {
     let attempt = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-        let mut buf = [0u8; 8];
+        let mut buf = [0u8; BANNER.len()];
         stream.read_exact(&mut buf).await.ok()?;
-        Some(&buf == b"SSH-2.0-")
+        Some(buf == BANNER)
     };
     tokio::time::timeout(Duration::from_secs(2), attempt)
         .await
@@ -74,9 +78,9 @@ async fn sshd_answers(addr: SocketAddr) -> bool {
         .unwrap_or(false)
 }
 
-/// Create one machine for `node` and wait until its sshd answers; returns the machine id and
+/// Create one machine for `node` and wait until its SSH answers; returns the machine id and
 /// the time from the create request.
-async fn create_until_sshd(api: Api, config: Value) -> (String, Duration) {
+async fn create_until_ssh(api: Api, config: Value) -> (String, Duration) {
     let started = Instant::now();
     let m = api
         .ok(
@@ -97,13 +101,14 @@ async fn create_until_sshd(api: Api, config: Value) -> (String, Duration) {
             ip = m["private_ip"].as_str().and_then(|s| s.parse().ok());
         }
         if let Some(ip) = ip {
-            if sshd_answers(SocketAddr::new(ip, 22)).await {
+            let port = fks_bootstrap::config::DEFAULT_SSH_PORT;
+            if node_ssh_answers(SocketAddr::new(ip, port)).await {
                 return (id, started.elapsed());
             }
         }
         assert!(
             started.elapsed() < WAIT,
-            "sshd on machine {id} never answered"
+            "the SSH of machine {id} never answered"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -117,8 +122,8 @@ fn machine_config(keys: &ClusterKeys, node: &str) -> Value {
         .map(|f| serde_json::to_value(f.to_machine_file()).expect("file json"))
         .collect();
     json!({
-        "image": "bench/sshd",
-        "init": {"exec": ["start-sshd", SSHD_CONFIG_PATH]},
+        "image": "bench/node-ssh",
+        "init": {"exec": ["node-ssh"]},
         "files": files,
         "metadata": {"fks_cluster": "bench", "fks_node": node},
         "stop_config": {"signal": "SIGTERM"}
@@ -130,7 +135,7 @@ async fn batch(api: &Api, configs: Vec<Value>) -> (Duration, Vec<String>) {
     let started = Instant::now();
     let tasks: Vec<_> = configs
         .into_iter()
-        .map(|c| tokio::spawn(create_until_sshd(api.clone(), c)))
+        .map(|c| tokio::spawn(create_until_ssh(api.clone(), c)))
         .collect();
     let mut ids = Vec::new();
     for t in tasks {
@@ -150,9 +155,32 @@ async fn destroy(api: &Api, ids: &[String]) {
     }
 }
 
+/// The workspace's `fks-bootstrap`, built in this bench's profile next to its executable
+/// (target/<profile>/deps/<bench> -> target/<profile>/fks-bootstrap).
+fn fks_bootstrap_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("bench binary path");
+    let profile_dir = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("bench binary in target/<profile>/deps")
+        .to_path_buf();
+    let mut cmd =
+        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.args(["build", "-p", "fks-bootstrap", "--bin", "fks-bootstrap"]);
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let status = cmd.current_dir(root).status().expect("running cargo build");
+    assert!(status.success(), "building fks-bootstrap failed");
+    let path = profile_dir.join("fks-bootstrap");
+    assert!(path.is_file(), "{} not built", path.display());
+    path
+}
+
 fn main() {
     if !nix::unistd::geteuid().is_root() {
-        println!("sshd_ready: skipped, needs root (guests are network and mount namespaces)");
+        println!("node_ssh_ready: skipped, needs root (guests are network and mount namespaces)");
         return;
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -178,16 +206,21 @@ async fn bench() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
     let bin = dir.path().join("image-bin");
     std::fs::create_dir(&bin).expect("mkdir bin");
-    let start_sshd = bin.join("start-sshd");
+    let node_ssh = bin.join("node-ssh");
     std::fs::write(
-        &start_sshd,
-        "#!/bin/sh\nmkdir -p /run/sshd\nexec /usr/sbin/sshd -D -e -f \"$1\"\n",
+        &node_ssh,
+        format!(
+            "#!/bin/sh\nexec {} node ssh\n",
+            fks_bootstrap::ssh::quote_arg(
+                fks_bootstrap_binary().to_str().expect("utf-8 binary path")
+            )
+        ),
     )
-    .expect("write start-sshd");
-    std::fs::set_permissions(&start_sshd, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    .expect("write node-ssh");
+    std::fs::set_permissions(&node_ssh, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let state = dir.path().join("state");
     std::fs::create_dir(&state).expect("mkdir state");
-    fks_lab::images::add(&state, "bench/sshd", &[bin]).expect("image add");
+    fks_lab::images::add(&state, "bench/node-ssh", &[bin]).expect("image add");
     let keys = ClusterKeys::open(&dir.path().join("keys"), "bench").expect("keys");
 
     let timings = Timings::default();
@@ -237,7 +270,7 @@ async fn bench() {
         .map(|i| machine_config(&keys, &format!("many-{i}")))
         .collect();
 
-    // One unreported machine first, so page cache and first-use costs of sshd are not in
+    // One unreported machine first, so page cache and first-use costs of the server are not in
     // the single-machine figure.
     let (warmup, warm_ids) = batch(&api, vec![warm]).await;
     destroy(&api, &warm_ids).await;
@@ -245,12 +278,12 @@ async fn bench() {
     let (all, many_ids) = batch(&api, many).await;
 
     println!(
-        "sshd_ready (lab timings: launch {:?}, boot {:?}; real sshd in guests)",
+        "node_ssh_ready (lab timings: launch {:?}, boot {:?}; the node's SSH server in guests)",
         timings.launch, timings.boot
     );
     println!("  warm-up, 1 machine (not counted):           {warmup:>10.3?}");
-    println!("  create -> sshd answers, 1 machine:          {single:>10.3?}");
-    println!("  create -> sshd answers, {CONCURRENT} concurrent (all): {all:>10.3?}");
+    println!("  create -> node SSH answers, 1 machine:          {single:>10.3?}");
+    println!("  create -> node SSH answers, {CONCURRENT} concurrent (all): {all:>10.3?}");
     let ratio = all.as_secs_f64() / single.as_secs_f64();
     println!(
         "  ratio {ratio:.2}x   target: {CONCURRENT} within 1.5x of 1 ({})",
