@@ -335,6 +335,22 @@ pub async fn run(
     Ok(())
 }
 
+/// Write `bytes` to `path` readable by its owner only (the lab token, the registry's htpasswd):
+/// created with mode 0600, and an existing file is narrowed to 0600 before it gets the bytes
+/// (the mode given at open applies only to a file it creates).
+pub fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    f.write_all(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,6 @@ use clap::{Parser, Subcommand};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -267,14 +266,7 @@ fn logs(state_dir: &Path, machine_id: &str, follow: bool) -> Result<()> {
 }
 
 fn write_private(path: &Path, contents: &str) -> Result<()> {
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    f.write_all(contents.as_bytes())
+    fks_lab::write_private(path, contents.as_bytes())
         .with_context(|| format!("writing {}", path.display()))
 }
 

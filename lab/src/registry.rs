@@ -305,13 +305,5 @@ fn stop_leftover(dir: &Path) {
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io("writing", path))?;
-    f.write_all(bytes).map_err(io("writing", path))
+    crate::write_private(path, bytes).map_err(io("writing", path))
 }

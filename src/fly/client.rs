@@ -250,16 +250,8 @@ impl Reply {
 }
 
 impl Client {
-    /// A client for `FLY_API_HOSTNAME` (default [`DEFAULT_BASE_URL`]) with `FLY_API_TOKEN`.
-    pub fn from_env() -> Result<Client, Error> {
-        Client::from_values(
-            std::env::var("FLY_API_TOKEN").ok(),
-            std::env::var("FLY_API_HOSTNAME").ok(),
-            Options::default(),
-        )
-    }
-
-    /// What [`Client::from_env`] does, with the two variables' values passed in.
+    /// A client for `hostname` (the `FLY_API_HOSTNAME` setting; default [`DEFAULT_BASE_URL`])
+    /// with `token` (found by the CLI: `cli::credentials`); a missing token is an error.
     pub fn from_values(
         token: Option<String>,
         hostname: Option<String>,

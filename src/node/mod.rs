@@ -201,7 +201,15 @@ pub fn init(options: &Options) -> Result<u8, Error> {
         inputs.region,
         cluster.source.display()
     );
-    check_kernel(&cluster, options)?;
+    // A kernel without what this cluster needs fails fast (k3s is never started, the reason is
+    // logged), but a supervising node init does not exit over it: under Fly's `restart: always`
+    // an exit is a boot loop. It parks instead: SSH stays up for repair, and a stop signal ends
+    // it as usual. A one-shot run (--no-supervise) exits 1.
+    let parked = match check_kernel(&cluster, options) {
+        Ok(()) => None,
+        Err(e @ Error::KernelMissing { .. }) if !options.no_supervise => Some(e),
+        Err(e) => return Err(e),
+    };
     write_machine_id(&inputs, options)?;
     let node = describe_node(&cluster, &inputs, options)?;
     write_k3s_config(&cluster, &node, options)?;
@@ -260,16 +268,22 @@ pub fn init(options: &Options) -> Result<u8, Error> {
     } else {
         "agent"
     };
-    services.push(supervise::Service {
-        name: "k3s".into(),
-        argv: vec![
-            "k3s".into(),
-            role.into(),
-            "--config".into(),
-            options.k3s_config().display().to_string(),
-        ],
-        main: true,
-    });
+    match &parked {
+        Some(e) => error!(
+            "parked: not starting k3s: {}; SSH stays up; fix the kernel (or the cluster setting named) and update the machine",
+            chain(e)
+        ),
+        None => services.push(supervise::Service {
+            name: "k3s".into(),
+            argv: vec![
+                "k3s".into(),
+                role.into(),
+                "--config".into(),
+                options.k3s_config().display().to_string(),
+            ],
+            main: true,
+        }),
+    }
     supervise::run(
         services,
         supervise::Policy::default(),
@@ -278,11 +292,11 @@ pub fn init(options: &Options) -> Result<u8, Error> {
 }
 
 /// Step 1: the running kernel against what this cluster needs (`kernel::Usage` of its config:
-/// flannel backend, kube-proxy mode, add-ons). A missing required option stops the boot,
-/// naming what needs it; a missing recommended one is a warning. A config that cannot be read
-/// is a warning, never a stop by itself (on Fly, `restart: always` would make a stop a boot
-/// loop): the options that can be probed at run time are probed, and only a probe that proves
-/// a required option absent stops the boot.
+/// flannel backend, kube-proxy mode, add-ons). A missing required option is an error naming
+/// what needs it (the caller parks rather than exits: see `init`); a missing recommended one is
+/// a warning. A config that cannot be read is never an error (on Fly, `restart: always` would
+/// make a stop a boot loop): the options that can be probed at run time are probed, and what a
+/// probe proves absent is logged as an error.
 fn check_kernel(cluster: &Config, options: &Options) -> Result<(), Error> {
     let requirements = Requirements::cluster(&kernel::Usage::of(cluster));
     let (kconfig, path) = match kernel::source::read_running(&options.root) {

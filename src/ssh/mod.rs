@@ -10,7 +10,6 @@
 mod client;
 mod keys;
 mod quote;
-#[cfg(target_os = "linux")]
 /// The node's SSH server (run by `node init`): Linux only, like the node (pty, process groups).
 #[cfg(target_os = "linux")]
 pub mod server;

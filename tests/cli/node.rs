@@ -290,3 +290,74 @@ fn node_init_checks_only_what_the_cluster_needs() {
         assert!(!err.contains("AUTOFS") && !err.contains("IP_VS"), "{err}");
     }
 }
+
+/// Supervising (no --no-supervise), a kernel that lacks a required option parks node init:
+/// k3s is never started and the reason is logged, but the process stays up (an exit would be a
+/// boot loop under Fly's `restart: always`) until a stop signal ends it.
+#[test]
+fn supervising_node_init_parks_instead_of_exiting_on_a_missing_required_option() {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/kernel/firecracker-6.18.44-fc-v1272-x86_64.config");
+    let root = root_with(&hosts("fdaa:0:1::2"));
+    std::fs::create_dir_all(root.path().join("proc/sys/kernel")).unwrap();
+    std::fs::write(
+        root.path().join("proc/sys/kernel/osrelease"),
+        "6.18.44-fc-v1272\n",
+    )
+    .unwrap();
+    std::fs::copy(&fixture, root.path().join("proc/config.gz")).unwrap();
+    let config = root.path().join("etc/fks/cluster/config");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("FLANNEL_BACKEND=vxlan", "FLANNEL_BACKEND=wireguard-native"),
+    )
+    .unwrap();
+    let log = root.path().join("init.log");
+    let mut child = fks()
+        .env_clear()
+        // No k3s on PATH: were it started, the log would say so.
+        .env("PATH", "/nonexistent")
+        .args(["node", "init", "--root"])
+        .arg(root.path())
+        .envs(FLY.iter().copied())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let parked = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("parked: not starting k3s") {
+            break text;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "node init exited instead of parking: {text}"
+        );
+        assert!(std::time::Instant::now() < deadline, "never parked: {text}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(
+        parked.contains("WIREGUARD (needed by FLANNEL_BACKEND=wireguard-native)"),
+        "{parked}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(child.try_wait().unwrap().is_none(), "exited after parking");
+    kill_term(child.id());
+    let status = child.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(status.code(), Some(0), "{text}");
+    assert!(
+        !text.contains("started k3s") && !text.contains("could not start k3s"),
+        "{text}"
+    );
+}
+
+fn kill_term(pid: u32) {
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -TERM {pid}");
+}

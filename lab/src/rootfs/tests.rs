@@ -263,6 +263,26 @@ fn entry_with_dotdot_is_refused() {
 }
 
 #[test]
+fn whiteout_of_the_directory_or_its_parent_is_refused() {
+    for name in [".wh..", ".wh...", ".wh.", "sub/.wh..."] {
+        let s = Scene::new();
+        s.apply(
+            Layer::new()
+                .dir("sub/", 0o755)
+                .file("sub/keep", 0o644, b"k"),
+        )
+        .expect("lower layer");
+        let why = refused(s.apply(Layer::new().file(name, 0o644, b"")));
+        assert!(why.contains("whiteout"), "{name}: {why}");
+        assert!(
+            s.root().join("sub/keep").is_file(),
+            "{name} removed the lower layer"
+        );
+        s.assert_outside_untouched();
+    }
+}
+
+#[test]
 fn absolute_entry_is_refused() {
     let s = Scene::new();
     let evil = format!("{}/evil", s.outside().display());

@@ -196,6 +196,14 @@ pub fn apply(root: &OwnedFd, tar: impl Read) -> Result<Stats, Error> {
             continue;
         }
         if let Some(hidden) = name.as_bytes().strip_prefix(WHITEOUT.as_bytes()) {
+            // `.wh..` and `.wh...` would name the directory itself or its parent: removing that
+            // is outside what a whiteout may hide (and `..` at the top would leave the root).
+            if matches!(hidden, b"" | b"." | b"..") {
+                return Err(Error::Refused {
+                    path: shown.clone(),
+                    reason: "a whiteout of `.`, `..` or nothing",
+                });
+            }
             stats.whiteouts += 1;
             if let Some(dir) = existing_dir(root, &parent, &shown)? {
                 remove_all(&dir, OsStr::from_bytes(hidden))
@@ -615,6 +623,13 @@ fn xattrs<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<Vec<(OsString, V
         for ext in exts {
             let ext = ext?;
             if let Some(name) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") {
+                // Only what an image may say about its own files: `user.*` and file
+                // capabilities. `trusted.*` (overlayfs's own `trusted.overlay.*` among them,
+                // which the guest's overlay on this rootfs would obey) and other `security.*`
+                // are the host's, never a layer's.
+                if !(name.starts_with(b"user.") || name == b"security.capability") {
+                    continue;
+                }
                 out.push((
                     OsStr::from_bytes(name).to_os_string(),
                     ext.value_bytes().to_vec(),

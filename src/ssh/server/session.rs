@@ -182,7 +182,19 @@ impl Channel {
         };
         match result {
             Ok(spawned) => {
-                tracing::info!(peer = %start.peer, pid = spawned.pid, pty = self.pty.is_some(), command = start.command.as_deref().unwrap_or("(shell)"), "ssh: session started");
+                // The command line may hold what the operator typed (a password, a token), so
+                // the log at info says only whether it is a command; its text is for debug.
+                let kind = if start.command.is_some() {
+                    "command"
+                } else {
+                    "shell"
+                };
+                tracing::info!(peer = %start.peer, pid = spawned.pid, pty = self.pty.is_some(), kind, "ssh: session started");
+                tracing::debug!(
+                    pid = spawned.pid,
+                    command = start.command.as_deref().unwrap_or("(shell)"),
+                    "ssh: session command"
+                );
                 self.running = Some(spawned.run(start.id, start.handle, start.exits));
                 true
             }
