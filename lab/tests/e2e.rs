@@ -1203,17 +1203,26 @@ async fn migrate(lab: &GuestLab, app: &str, before: &Value) -> Value {
 /// written to the lab's directory.
 async fn exec_kubeconfig(lab: &GuestLab, server: &Value) -> PathBuf {
     let id = server["id"].as_str().expect("id");
-    let res = lab
-        .http
-        .post(format!("{}/v1/apps/{CP_APP}/machines/{id}/exec", lab.base))
-        .header("authorization", format!("Bearer {TOKEN}"))
-        .json(&serde_json::json!({"command": ["cat", "/etc/rancher/k3s/k3s.yaml"]}))
-        .send()
-        .await
-        .expect("exec request");
-    assert_eq!(res.status().as_u16(), 200);
-    let v: Value = res.json().await.expect("exec answer");
-    assert_eq!(v["exit_code"], 0, "{v}");
+    // k3s.yaml lives on the rootfs, which a restart (here: the migration) resets, so it is
+    // there again only once k3s has started on the new host: ask until it is.
+    let deadline = Instant::now() + WAIT;
+    let v = loop {
+        let res = lab
+            .http
+            .post(format!("{}/v1/apps/{CP_APP}/machines/{id}/exec", lab.base))
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .json(&serde_json::json!({"command": ["cat", "/etc/rancher/k3s/k3s.yaml"]}))
+            .send()
+            .await
+            .expect("exec request");
+        assert_eq!(res.status().as_u16(), 200);
+        let v: Value = res.json().await.expect("exec answer");
+        if v["exit_code"] == 0 {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "no k3s.yaml on {id}: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     let yaml = v["stdout"].as_str().expect("stdout");
     let cfg = fks_bootstrap::kubeconfig::rewrite(
         yaml,
