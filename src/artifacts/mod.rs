@@ -137,8 +137,8 @@ fn io(action: &'static str, path: &std::path::Path, source: std::io::Error) -> E
     }
 }
 
-/// Lower-case hex of a digest.
-fn hex(bytes: &[u8]) -> String {
+/// Lower-case hex of a digest (shared by the image builder and the lab's unpacker).
+pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
     bytes.iter().fold(String::with_capacity(64), |mut s, b| {
         let _ = write!(s, "{b:02x}");

@@ -153,14 +153,7 @@ pub(crate) fn io_error(action: &'static str, path: &Path, source: std::io::Error
     }
 }
 
-/// Lower-case hex.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
+pub(crate) use crate::artifacts::hex;
 
 /// Refuses an operator that is not linux/amd64 (`os`, `arch` as Rust names them): the image
 /// carries the running binary, so it must be the image's platform.

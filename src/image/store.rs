@@ -42,10 +42,13 @@ impl Drop for Partial {
     }
 }
 
-/// Checks `sha256:<64 lower-case hex>` and returns the hex.
+/// Checks `sha256:<64 lower-case hex>` (the OCI digest grammar for sha256) and returns the
+/// hex; only such digests may name a path (the lab's rootfs cache uses it too).
 pub fn digest_hex(digest: &str) -> Result<&str> {
     match digest.strip_prefix("sha256:") {
-        Some(h) if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => Ok(h),
+        Some(h) if h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) => {
+            Ok(h)
+        }
         _ => Err(Error::BadDigest {
             digest: digest.to_string(),
         }),

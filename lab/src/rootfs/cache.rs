@@ -106,8 +106,8 @@ impl Cache {
     }
 }
 
-/// The hex part of `sha256:<64 hex>`, or `None`: only such digests name cache paths.
+/// The hex part of `sha256:<64 lower-case hex>`, or `None`: only such digests name cache
+/// paths (the product's image store's check, one rule for both).
 pub fn digest_hex(digest: &str) -> Option<&str> {
-    let hex = digest.strip_prefix("sha256:")?;
-    (hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))).then_some(hex)
+    fks_bootstrap::image::store::digest_hex(digest).ok()
 }

@@ -667,7 +667,4 @@ impl<R: Read> Read for Hashing<R> {
     }
 }
 
-/// Lowercase hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use fks_bootstrap::artifacts::hex;
