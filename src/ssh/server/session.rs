@@ -56,9 +56,20 @@ struct PtySize {
     cols: u16,
 }
 
+impl PtySize {
+    /// The client's size (u32 on the wire), clamped to what a pty holds.
+    fn clamped(cols: u32, rows: u32) -> PtySize {
+        let clamp = |n: u32| u16::try_from(n).unwrap_or(u16::MAX);
+        PtySize {
+            rows: clamp(rows),
+            cols: clamp(cols),
+        }
+    }
+}
+
 fn pty_size(cols: u32, rows: u32) -> pty_process::Size {
-    let clamp = |n: u32| u16::try_from(n).unwrap_or(u16::MAX);
-    pty_process::Size::new(clamp(rows), clamp(cols))
+    let size = PtySize::clamped(cols, rows);
+    pty_process::Size::new(size.rows, size.cols)
 }
 
 /// Input for the process: from the client's channel data, EOF and window changes.
@@ -109,14 +120,7 @@ impl Channel {
         if self.running.is_some() || self.pty.is_some() {
             return false;
         }
-        let clamp = |n: u32| u16::try_from(n).unwrap_or(u16::MAX);
-        self.pty = Some((
-            term.to_owned(),
-            PtySize {
-                rows: clamp(rows),
-                cols: clamp(cols),
-            },
-        ));
+        self.pty = Some((term.to_owned(), PtySize::clamped(cols, rows)));
         true
     }
 
@@ -134,11 +138,7 @@ impl Channel {
 
     pub fn resize(&mut self, cols: u32, rows: u32) {
         if let Some((_, size)) = &mut self.pty {
-            let clamp = |n: u32| u16::try_from(n).unwrap_or(u16::MAX);
-            *size = PtySize {
-                rows: clamp(rows),
-                cols: clamp(cols),
-            };
+            *size = PtySize::clamped(cols, rows);
         }
         if let Some(r) = &self.running {
             let _ = r.input.send(Input::Resize(pty_size(cols, rows)));
