@@ -21,6 +21,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinHandle};
 
+use super::children::Registered;
 use super::{ChildExit, ChildExits};
 
 /// The PATH a session gets when node init itself has none.
@@ -176,12 +177,19 @@ impl Channel {
         let passwd = std::fs::read_to_string(start.passwd).unwrap_or_default();
         let login = login_for(&passwd, super::USER);
         let env = self.environment(&login, &start);
-        let result = match &self.pty {
-            Some((_, size)) => spawn_pty(&login, start.command.as_deref(), &env, *size),
-            None => spawn_pipes(&login, start.command.as_deref(), &env),
-        };
+        let pty = self.pty.as_ref().map(|(_, size)| *size);
+        let result = start.exits.spawn_registered(|| {
+            match pty {
+                Some(size) => spawn_pty(&login, start.command.as_deref(), &env, size),
+                None => spawn_pipes(&login, start.command.as_deref(), &env),
+            }
+            .map(|spawned| {
+                let pid = spawned.pid;
+                (spawned, pid)
+            })
+        });
         match result {
-            Ok(spawned) => {
+            Ok((spawned, registered)) => {
                 // The command line may hold what the operator typed (a password, a token), so
                 // the log at info says only whether it is a command; its text is for debug.
                 let kind = if start.command.is_some() {
@@ -195,7 +203,7 @@ impl Channel {
                     command = start.command.as_deref().unwrap_or("(shell)"),
                     "ssh: session command"
                 );
-                self.running = Some(spawned.run(start.id, start.handle, start.exits));
+                self.running = Some(spawned.run(start.id, start.handle, registered));
                 true
             }
             Err(e) => {
@@ -388,7 +396,7 @@ fn child_pid(child: &tokio::process::Child) -> std::io::Result<i32> {
 
 impl Spawned {
     /// Start the pumps and the waiter; the returned value controls the process.
-    fn run(self, id: ChannelId, handle: Handle, exits: &ChildExits) -> Running {
+    fn run(self, id: ChannelId, handle: Handle, registered: Registered) -> Running {
         let Spawned {
             pid,
             child,
@@ -397,8 +405,6 @@ impl Spawned {
             stdout,
             stderr,
         } = self;
-        // Registered before this task yields: a status reaped meanwhile is kept for it.
-        let registered = exits.register(pid);
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(pump_input(rx, stdin, pty));
         let out = tokio::spawn(pump_output(stdout, handle.clone(), id, None));
@@ -468,7 +474,7 @@ async fn pump_output(mut from: BoxRead, handle: Handle, id: ChannelId, ext: Opti
 /// Wait for the process, let its output drain, report how it ended, close the channel.
 async fn finish(
     mut child: tokio::process::Child,
-    registered: Option<tokio::sync::oneshot::Receiver<ChildExit>>,
+    registered: Registered,
     out: JoinHandle<()>,
     err: Option<JoinHandle<()>>,
     handle: Handle,
