@@ -9,8 +9,8 @@
 //! version than `K3S_VERSION` is refused. Downloaded binaries are never run here.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
 use crate::artifacts::{self, Arch};
 
@@ -83,7 +83,7 @@ pub async fn resolve(
                     .to_string(),
             });
         };
-        let (kind, reported) = identity(path)?;
+        let (kind, reported) = identity(path).await?;
         if kind != IdentityKind::Standin {
             return Err(Error::K3sIdentity {
                 path: path.clone(),
@@ -138,7 +138,7 @@ pub async fn resolve(
         .await
         .map_err(Error::K3s)?;
     if !matches!(choice.source, Source::Download { .. }) {
-        let (kind, reported) = identity(&fetched.path)?;
+        let (kind, reported) = identity(&fetched.path).await?;
         if kind == IdentityKind::Standin {
             return Err(Error::K3sIdentity {
                 path: fetched.path,
@@ -199,36 +199,27 @@ pub fn parse_identity(out: &str) -> std::result::Result<(IdentityKind, String), 
 }
 
 /// Runs `<path> --version` (killed after [`VERSION_TIMEOUT`]) and parses what it says.
-fn identity(path: &Path) -> Result<(IdentityKind, String)> {
+async fn identity(path: &Path) -> Result<(IdentityKind, String)> {
     let fail = |reason: String| Error::K3sIdentity {
         path: path.to_path_buf(),
         reason,
     };
-    let mut child = Command::new(path)
+    let child = tokio::process::Command::new(path)
         .arg("--version")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .kill_on_drop(true)
         .spawn()
         .map_err(|e| fail(format!("running it with --version: {e}")))?;
-    let deadline = Instant::now() + VERSION_TIMEOUT;
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) if Instant::now() > deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(fail(format!(
-                    "--version did not exit within {}s",
-                    VERSION_TIMEOUT.as_secs()
-                )));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => return Err(fail(format!("waiting for --version: {e}"))),
-        }
-    }
-    let out = child
-        .wait_with_output()
+    let out = tokio::time::timeout(VERSION_TIMEOUT, child.wait_with_output())
+        .await
+        .map_err(|_| {
+            fail(format!(
+                "--version did not exit within {}s",
+                VERSION_TIMEOUT.as_secs()
+            ))
+        })?
         .map_err(|e| fail(format!("reading --version: {e}")))?;
     if !out.status.success() {
         return Err(fail(format!("--version exited with {}", out.status)));

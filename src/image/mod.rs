@@ -51,6 +51,9 @@ pub enum Error {
     /// This machine cannot build the image.
     #[error("this machine is {os}/{arch}, but the node image is linux/amd64 and carries this very fks-bootstrap binary: run `fks-bootstrap image build` on a linux/amd64 machine (a Linux VM, a CI runner or a Fly machine), or set IMAGE= in the cluster config to an image built there")]
     UnsupportedOperator { os: String, arch: String },
+    /// A blocking task (building the layer) panicked or was cancelled.
+    #[error("building the node layer stopped: {0}")]
+    Blocking(String),
     /// An image reference that does not parse.
     #[error("{reference:?} is not an image reference")]
     InvalidReference {
@@ -290,16 +293,22 @@ pub async fn build(
     );
     let written = match store.built(&key)? {
         Some(w) => w,
+        // Reading, hashing and compressing ~100 MB: on a blocking thread, not a runtime worker.
         None => {
-            let partial = store.partial("layer");
-            let file = std::fs::File::create(partial.path())
-                .map_err(|e| io_error("creating", partial.path(), e))?;
-            let mut out = std::io::BufWriter::new(file);
-            let w = layer::write(&entries, &mut out)?;
-            drop(out);
-            store.commit(partial, &w.digest)?;
-            store.remember_built(&key, &w)?;
-            w
+            let (store, entries, key) = (store.clone(), entries.clone(), key.clone());
+            tokio::task::spawn_blocking(move || -> Result<layer::Written> {
+                let partial = store.partial("layer");
+                let file = std::fs::File::create(partial.path())
+                    .map_err(|e| io_error("creating", partial.path(), e))?;
+                let mut out = std::io::BufWriter::new(file);
+                let w = layer::write(&entries, &mut out)?;
+                drop(out);
+                store.commit(partial, &w.digest)?;
+                store.remember_built(&key, &w)?;
+                Ok(w)
+            })
+            .await
+            .map_err(|e| Error::Blocking(e.to_string()))??
         }
     };
 
