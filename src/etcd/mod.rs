@@ -148,7 +148,11 @@ impl Tls {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
     /// The member id (a string on the wire: it may exceed JSON's safe integers).
-    #[serde(rename = "ID", deserialize_with = "u64_text", serialize_with = "u64_out")]
+    #[serde(
+        rename = "ID",
+        deserialize_with = "u64_text",
+        serialize_with = "u64_out"
+    )]
     pub id: u64,
     /// Empty until the member has started and published itself.
     #[serde(default)]
@@ -418,11 +422,13 @@ impl Client {
         let op = "status";
         let v = self.call(op, "/v3/maintenance/status", json!({})).await?;
         let field = |f: &Value, name: &str| {
-            num(f).and_then(|n| u64::try_from(n).ok()).ok_or_else(|| Error::Decode {
-                op,
-                endpoint: self.endpoint.clone(),
-                reason: format!("{name} is {f}"),
-            })
+            num(f)
+                .and_then(|n| u64::try_from(n).ok())
+                .ok_or_else(|| Error::Decode {
+                    op,
+                    endpoint: self.endpoint.clone(),
+                    reason: format!("{name} is {f}"),
+                })
         };
         Ok(Status {
             member_id: field(&v["header"]["member_id"], "header.member_id")?,
