@@ -151,7 +151,10 @@ pub fn follow(cp_app: &str, data_dir: &Path, current: Ipv6Addr, bootstrap: bool)
     let recorded = read_record(data_dir);
     let previous = match decide(etcd::is_initialized(data_dir), recorded, current) {
         Decision::Fresh => {
-            info!("etcd: no member on disk yet; k3s creates it with peer URL {}", etcd::url(current.into(), etcd::PEER_PORT));
+            info!(
+                "etcd: no member on disk yet; k3s creates it with peer URL {}",
+                etcd::url(current.into(), etcd::PEER_PORT)
+            );
             write_record(data_dir, current);
             return Outcome::NothingToDo;
         }
