@@ -1465,13 +1465,18 @@ async fn migrated_server_and_worker_come_back_ready_with_new_addresses_on_guests
         "the migrated server's member did not follow its new address"
     );
     // It was node init that moved it (the stand-in, like k3s, never updates its own member).
-    let logs = lab.logs();
+    let logs: String = std::fs::read_dir(lab.state.join("machines"))
+        .expect("machine dirs")
+        .flatten()
+        .map(|e| std::fs::read_to_string(e.path().join("log")).unwrap_or_default())
+        .collect();
     assert!(
         logs.contains(&format!(
             "etcd: member {} peer URL updated from",
             member.name
         )),
-        "node init did not log the member update:\n{logs}"
+        "node init did not log the member update:\n{}",
+        lab.logs()
     );
     eprintln!(
         "figure: etcd member {} moved from {} to {}",
