@@ -971,3 +971,39 @@ async fn a_server_back_on_a_new_peer_address_waits_until_its_member_is_updated()
     wait_ready(&kc0, "ctrl2", "True").await;
     procs.push(p);
 }
+
+#[tokio::test]
+async fn a_member_removed_through_a_peer_leaves_the_cluster_and_its_server_stops() {
+    let t = tempfile::tempdir().unwrap();
+    let (dirs, mut procs, _) = three_servers(t.path()).await;
+    let kc0 = dirs[0].join("k3s.yaml");
+    wait_ready(&kc0, "ctrl2", "True").await;
+    let peer = etcd_client(&dirs[0]);
+    let name = std::fs::read_to_string(dirs[2].join("data/server/db/etcd/name")).unwrap();
+    let members = peer.member_list().await.unwrap();
+    let id = fks_bootstrap::etcd::by_name(&members, &name).unwrap().id;
+    // etcd refuses a removal while a member joined in the last few seconds is not yet
+    // counted active ("etcdserver: unhealthy cluster"): callers retry.
+    let mut after = None;
+    for _ in 0..60 {
+        match peer.member_remove(id).await {
+            Ok(m) => {
+                after = Some(m);
+                break;
+            }
+            Err(e) if e.to_string().contains("unhealthy cluster") => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => panic!("member remove: {e}"),
+        }
+    }
+    let after = after.expect("the removal was refused for 30 s");
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert!(fks_bootstrap::etcd::by_name(&after, &name).is_none());
+    // etcd stops a removed member, and the server goes down with its etcd (as k3s does).
+    let status = procs[2].exit().await;
+    assert!(!status.success(), "{status}");
+    assert!(procs[2].log().contains("etcd exited"), "{}", procs[2].log());
+    // Two members remain, both voters: the API still answers.
+    assert_eq!(nodes_status(&kc0).await, 200);
+}
