@@ -390,7 +390,11 @@ pub async fn start(
     cas: &Cas,
     start: Start<'_>,
 ) -> Result<Etcd, Error> {
-    let net = Net::from_env(node_ips[0])?;
+    let first = node_ips.first().copied().ok_or_else(|| Error::Bad {
+        what: "node-ip".into(),
+        reason: "a server with embedded etcd needs a node IP for its peer URL".into(),
+    })?;
+    let net = Net::from_env(first)?;
     write_leaves(data_dir, cas, &net, node_ips)?;
     let tls = tls_of(data_dir)?;
     let db = client::db_dir(data_dir);
