@@ -405,14 +405,27 @@ pub async fn start(
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o700)).map_err(io(&db))?;
     }
+    // The voter a joiner added itself through, kept beside the data: a member restarted while
+    // still a learner promotes itself through it (a learner serves no member calls).
+    let via_file = db.parent().map_or_else(
+        || db.join("standin-etcd-via"),
+        |d| d.join("standin-etcd-via"),
+    );
     let (initial, via) = if existing {
         log::info(format!(
             "Starting etcd member {name} on its existing data in {}",
             db.display()
         ));
-        (None, None)
+        let via = match std::fs::read_to_string(&via_file) {
+            Ok(u) => Some(Client::new(u.trim(), &tls, Duration::from_secs(10))?),
+            Err(_) => None,
+        };
+        (None, via)
     } else {
         let (cluster, via) = join_cluster(&start, &tls, &name, &net).await?;
+        if let Some(c) = &via {
+            write(&via_file, c.endpoint(), 0o600)?;
+        }
         log::info(format!("Starting etcd for cluster [{cluster}]"));
         let state = if via.is_some() { "existing" } else { "new" };
         (Some((cluster, state)), via)
