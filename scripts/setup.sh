@@ -29,6 +29,9 @@ esac
 # skopeo (scripts/base-image.sh), which the image tests also use as the third-party client that
 # inspects and copies the pushed node image.
 apt_packages+=(docker-registry mmdebstrap skopeo)
+# Both: k3s-standin's servers run a real etcd (Debian's etcd-server, /usr/bin/etcd), as k3s
+# embeds one; lab guests that run the host's /usr (folder images) use the host's.
+apt_packages+=(etcd-server)
 
 missing=()
 for p in "${apt_packages[@]}"; do

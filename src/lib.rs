@@ -7,6 +7,7 @@
 pub mod artifacts;
 pub mod cli;
 pub mod config;
+pub mod etcd;
 pub mod fly;
 pub mod image;
 pub mod kernel;

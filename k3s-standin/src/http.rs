@@ -1,6 +1,7 @@
 //! The HTTPS API: TLS with optional client certificates (the admin cert), basic auth for the
 //! join endpoints, the Kubernetes routes kubectl needs for nodes, and the stand-in's own
-//! supervisor routes (`/v1-k3s-standin/...`). A joining server forwards node calls upstream.
+//! supervisor routes (`/v1-k3s-standin/...`) and k3s's `/db/info`. Node calls go to the
+//! server's backend: etcd (shared by all servers) or, without `cluster-init`, local JSON.
 //!
 //! Owns routing and authentication. Must not log tokens, passwords or keys.
 
@@ -21,6 +22,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::log::{self, now_secs, VERSION};
 use crate::nodes::{Cluster, Registration};
 use crate::pki::Pair;
+use crate::store::Store;
 
 /// Errors setting up the listener.
 #[derive(Debug, thiserror::Error)]
@@ -31,13 +33,42 @@ pub enum Error {
 
 /// Where the node state lives.
 pub enum Backend {
-    /// This is the bootstrap server.
+    /// A bootstrap server without `cluster-init` (real k3s would use kine on SQLite): the
+    /// node state in memory, saved as JSON (see `persist`).
     Local(Mutex<Cluster>),
-    /// A joining server: node calls go to `url` with basic auth `server:<password>`.
-    Upstream {
-        client: reqwest::Client,
-        url: String,
-    },
+    /// A server with embedded etcd: the node state in etcd, shared by every server.
+    Etcd(Store),
+}
+
+/// The stand-in's answer when the datastore fails: 503 with etcd's error (the apiserver gives
+/// a 5xx with the storage error, e.g. `etcdserver: request timed out`).
+fn store_failed(e: &crate::store::Error) -> Resp {
+    status(503, "ServiceUnavailable", &format!("datastore: {e}"))
+}
+
+/// Run a node operation on the backend; an `Err` is the response to send.
+pub async fn on_nodes<F>(state: &State, mut op: F) -> Result<Value, Resp>
+where
+    F: FnMut(&mut Cluster) -> Result<Value, crate::nodes::Error>,
+{
+    let result = match &state.backend {
+        Backend::Local(c) => {
+            let Ok(mut c) = c.lock() else {
+                return Err(status(500, "InternalError", "node store lock poisoned"));
+            };
+            let r = op(&mut c);
+            persist(state, &mut c);
+            r
+        }
+        Backend::Etcd(store) => match store.apply(op).await {
+            Ok(r) => r,
+            Err(e) => return Err(store_failed(&e)),
+        },
+    };
+    result.map_err(|e| {
+        let (code, reason) = e.code();
+        status(code, reason, &e.to_string())
+    })
 }
 
 /// The cluster facts a joining server must agree on (k3s's critical args, reference/k3s.md §4)
@@ -60,6 +91,13 @@ pub struct Bootstrap {
     pub cluster_domain: String,
     /// Critical value: flannel-backend.
     pub flannel_backend: String,
+    /// The etcd server CA (cert, key), PEM; absent when this server runs no embedded etcd.
+    /// k3s carries its etcd CAs in its bootstrap data the same way.
+    #[serde(default)]
+    pub etcd_server_ca: Option<(String, String)>,
+    /// The etcd peer CA (cert, key), PEM.
+    #[serde(default)]
+    pub etcd_peer_ca: Option<(String, String)>,
 }
 
 /// Shared server state.
@@ -245,6 +283,7 @@ async fn handle(
         _ if !matches!(auth, Auth::Admin) && auth != Auth::Basic("server".to_owned()) => {
             status(401, "Unauthorized", "Unauthorized")
         }
+        (Method::GET, "/db/info") => db_info(&state).await,
         (Method::GET, "/api") => json_resp(
             200,
             &json!({"kind": "APIVersions", "versions": ["v1"],
@@ -301,113 +340,29 @@ async fn register(state: &State, req: Request<Incoming>) -> Resp {
         Ok(b) => b,
         Err(r) => return r,
     };
-    match &state.backend {
-        Backend::Local(c) => {
-            let reg: Registration = match serde_json::from_slice(&body) {
-                Ok(r) => r,
-                Err(e) => return status(400, "BadRequest", &format!("registration: {e}")),
-            };
-            let result = c.lock().map(|mut c| {
-                let r = c.register(&reg, now_secs());
-                persist(state, &mut c);
-                r
-            });
-            match result {
-                Ok(Ok(node)) => json_resp(200, &node),
-                Ok(Err(e)) => {
-                    let (code, reason) = e.code();
-                    status(code, reason, &e.to_string())
-                }
-                Err(_) => status(500, "InternalError", "node store lock poisoned"),
-            }
-        }
-        Backend::Upstream { client, url } => {
-            forward(
-                client,
-                url,
-                &state.server_password,
-                Method::POST,
-                "/v1-k3s-standin/register",
-                None,
-                body,
-            )
-            .await
-        }
+    let reg: Registration = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return status(400, "BadRequest", &format!("registration: {e}")),
+    };
+    match on_nodes(state, |c| c.register(&reg, now_secs())).await {
+        Ok(node) => json_resp(200, &node),
+        Err(r) => r,
     }
 }
 
-async fn forward(
-    client: &reqwest::Client,
-    url: &str,
-    password: &str,
-    method: Method,
-    path_and_query: &str,
-    headers: Option<&hyper::HeaderMap>,
-    body: Bytes,
-) -> Resp {
-    let m = reqwest::Method::from_bytes(method.as_str().as_bytes()).unwrap_or(reqwest::Method::GET);
-    let mut rb = client
-        .request(m, format!("{url}{path_and_query}"))
-        .basic_auth("server", Some(password))
-        .body(body);
-    if let Some(h) = headers {
-        for name in [hyper::header::ACCEPT, hyper::header::CONTENT_TYPE] {
-            if let Some(v) = h.get(&name).and_then(|v| v.to_str().ok()) {
-                rb = rb.header(name.as_str(), v);
-            }
-        }
-    }
-    match rb.send().await {
-        Ok(r) => {
-            let code = r.status().as_u16();
-            let ct = r
-                .headers()
-                .get("content-type")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("application/json")
-                .to_owned();
-            let bytes = r.bytes().await.unwrap_or_default();
-            Response::builder()
-                .status(StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY))
-                .header("Content-Type", ct)
-                .body(Full::new(bytes))
-                .expect("forwarded response parts are valid")
-        }
-        Err(e) => status(
-            503,
-            "ServiceUnavailable",
-            &format!("forwarding to {url}: {e}"),
-        ),
+/// k3s's `/db/info`: the etcd member list, for a server about to join (k3s-io/k3s
+/// pkg/etcd/etcd.go `infoHandler`). Only servers with embedded etcd have it.
+async fn db_info(state: &State) -> Resp {
+    let Backend::Etcd(store) = &state.backend else {
+        return status(404, "NotFound", "this server runs no embedded etcd");
+    };
+    match store.client.member_list().await {
+        Ok(members) => json_resp(200, &json!({ "members": members })),
+        Err(e) => status(503, "ServiceUnavailable", &format!("etcd member list: {e}")),
     }
 }
 
 async fn nodes_api(state: &State, req: Request<Incoming>) -> Resp {
-    let c = match &state.backend {
-        Backend::Local(c) => c,
-        Backend::Upstream { client, url } => {
-            let method = req.method().clone();
-            let pq = req
-                .uri()
-                .path_and_query()
-                .map(|p| p.as_str().to_owned())
-                .unwrap_or_default();
-            let headers = req.headers().clone();
-            let body = match body_bytes(req).await {
-                Ok(b) => b,
-                Err(r) => return r,
-            };
-            return forward(
-                client,
-                url,
-                &state.server_password,
-                method,
-                &pq,
-                Some(&headers),
-                body,
-            )
-            .await;
-        }
-    };
     let path = req.uri().path().trim_end_matches('/').to_owned();
     let name = path.strip_prefix("/api/v1/nodes/").map(str::to_owned);
     let table = wants_table(&req);
@@ -423,38 +378,42 @@ async fn nodes_api(state: &State, req: Request<Incoming>) -> Resp {
         Err(r) => return r,
     };
     let now = now_secs();
-    let Ok(mut cluster) = c.lock() else {
-        return status(500, "InternalError", "node store lock poisoned");
-    };
-    let result = match (method, name.as_deref()) {
-        (Method::GET, None) if table => cluster.table(None, now),
-        (Method::GET, None) => Ok(cluster.list(now)),
-        (Method::GET, Some(n)) if table => cluster.table(Some(n), now),
-        (Method::GET, Some(n)) => cluster.get(n, now),
-        (Method::PATCH, Some(n)) => cluster.patch(n, &ct, &body, now),
-        (Method::PUT, Some(n)) => match serde_json::from_slice(&body) {
-            Ok(v) => cluster.replace(n, v, now),
+    let put: Option<Value> = if method == Method::PUT {
+        match serde_json::from_slice(&body) {
+            Ok(v) => Some(v),
             Err(e) => return status(400, "BadRequest", &format!("node body: {e}")),
-        },
-        (Method::DELETE, Some(n)) => cluster.delete(n).map(|()| {
+        }
+    } else {
+        None
+    };
+    let known = matches!(
+        (&method, name.is_some()),
+        (&Method::GET, _) | (&Method::PATCH | &Method::PUT | &Method::DELETE, true)
+    );
+    if !known {
+        return status(
+            405,
+            "MethodNotAllowed",
+            &format!("{method} is not supported on {path}"),
+        );
+    }
+    let result = on_nodes(state, |cluster| match (&method, name.as_deref()) {
+        (&Method::GET, None) if table => cluster.table(None, now),
+        (&Method::GET, None) => Ok(cluster.list(now)),
+        (&Method::GET, Some(n)) if table => cluster.table(Some(n), now),
+        (&Method::GET, Some(n)) => cluster.get(n, now),
+        (&Method::PATCH, Some(n)) => cluster.patch(n, &ct, &body, now),
+        (&Method::PUT, Some(n)) => cluster.replace(n, put.clone().unwrap_or_default(), now),
+        (_, Some(n)) => cluster.delete(n).map(|()| {
             json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
                    "details": {"name": n, "kind": "nodes"}})
         }),
-        (m, _) => {
-            return status(
-                405,
-                "MethodNotAllowed",
-                &format!("{m} is not supported on {path}"),
-            )
-        }
-    };
-    persist(state, &mut cluster);
+        (_, None) => Err(crate::nodes::Error::Invalid(format!("{method} {path}"))),
+    })
+    .await;
     match result {
         Ok(v) => json_resp(200, &v),
-        Err(e) => {
-            let (code, reason) = e.code();
-            status(code, reason, &e.to_string())
-        }
+        Err(r) => r,
     }
 }
 

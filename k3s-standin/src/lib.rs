@@ -4,6 +4,7 @@
 //! Owns the module tree only; see each module for what it does.
 
 pub mod config;
+pub mod etcd;
 pub mod flannel;
 pub mod http;
 pub mod join;
@@ -12,3 +13,4 @@ pub mod log;
 pub mod nodes;
 pub mod pki;
 pub mod run;
+pub mod store;

@@ -91,6 +91,13 @@ struct Saved {
     nodes: BTreeMap<String, Entry>,
 }
 
+/// Where node records live in etcd (Kubernetes' key for nodes).
+pub const NODES_PREFIX: &str = "/registry/minions/";
+/// Where the pod-CIDR allocation counters live in etcd (the stand-in's own key).
+pub const ALLOCATION_KEY: &str = "/registry/k3s-standin/allocation";
+/// The prefix that holds everything the stand-in keeps in etcd.
+pub const REGISTRY_PREFIX: &str = "/registry/";
+
 /// All nodes, and the allocation state.
 pub struct Cluster {
     cluster_cidrs: Vec<IpNet>,
@@ -186,6 +193,41 @@ impl Cluster {
         self.resource_version = saved.resource_version;
         self.next_cidr = saved.next_cidr;
         self.nodes = saved.nodes;
+        Ok(())
+    }
+
+    /// The state as etcd keys and JSON values: each node at `/registry/minions/<name>` (the
+    /// key Kubernetes' apiserver uses for nodes; the value here is the stand-in's own record of
+    /// the Node object and its last heartbeat, not protobuf) and the allocation counters at
+    /// [`ALLOCATION_KEY`].
+    pub fn export(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        let meta = serde_json::json!({"resource_version": self.resource_version, "next_cidr": self.next_cidr});
+        out.insert(ALLOCATION_KEY.to_owned(), meta.to_string());
+        for (name, e) in &self.nodes {
+            out.insert(
+                format!("{NODES_PREFIX}{name}"),
+                serde_json::to_string(e).expect("a node entry serialises"),
+            );
+        }
+        out
+    }
+
+    /// Load the state from etcd keys written by [`Cluster::export`].
+    pub fn import(&mut self, kvs: &BTreeMap<String, String>) -> Result<(), Error> {
+        self.nodes.clear();
+        for (k, v) in kvs {
+            if k == ALLOCATION_KEY {
+                let m: Value =
+                    serde_json::from_str(v).map_err(|e| Error::Invalid(format!("{k}: {e}")))?;
+                self.resource_version = m["resource_version"].as_u64().unwrap_or(1);
+                self.next_cidr = m["next_cidr"].as_u64().unwrap_or(0);
+            } else if let Some(name) = k.strip_prefix(NODES_PREFIX) {
+                let e: Entry =
+                    serde_json::from_str(v).map_err(|e| Error::Invalid(format!("{k}: {e}")))?;
+                self.nodes.insert(name.to_owned(), e);
+            }
+        }
         Ok(())
     }
 

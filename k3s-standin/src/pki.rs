@@ -49,9 +49,14 @@ fn rc(what: &'static str) -> impl FnOnce(rcgen::Error) -> Error {
     move |source| Error::Rcgen { what, source }
 }
 
-fn ca_params() -> CertificateParams {
+/// The etcd server CA's subject CN (k3s: `etcd-server-ca`, pkg/daemons/control/deps).
+pub const ETCD_SERVER_CA_CN: &str = "k3s-standin-etcd-server-ca";
+/// The etcd peer CA's subject CN (k3s: `etcd-peer-ca`).
+pub const ETCD_PEER_CA_CN: &str = "k3s-standin-etcd-peer-ca";
+
+fn ca_params(cn: &str) -> CertificateParams {
     let mut p = CertificateParams::default();
-    p.distinguished_name.push(DnType::CommonName, CA_CN);
+    p.distinguished_name.push(DnType::CommonName, cn);
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     p.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
@@ -63,8 +68,13 @@ fn ca_params() -> CertificateParams {
 
 /// A new self-signed cluster CA (`server-ca.crt` / `server-ca.key`).
 pub fn new_ca() -> Result<Pair, Error> {
+    new_named_ca(CA_CN)
+}
+
+/// A new self-signed CA with subject CN `cn` (the etcd server and peer CAs).
+pub fn new_named_ca(cn: &str) -> Result<Pair, Error> {
     let key = KeyPair::generate().map_err(rc("server-ca"))?;
-    let cert = ca_params().self_signed(&key).map_err(rc("server-ca"))?;
+    let cert = ca_params(cn).self_signed(&key).map_err(rc("server-ca"))?;
     Ok(Pair {
         cert_pem: cert.pem(),
         key_pem: key.serialize_pem(),
@@ -73,9 +83,18 @@ pub fn new_ca() -> Result<Pair, Error> {
 
 /// Sign a leaf with the CA whose key is `ca.key_pem`. The issuer is rebuilt from the fixed CA
 /// parameters and the stored key: only its subject and key enter the leaf.
-fn sign(ca: &Pair, mut params: CertificateParams, what: &'static str) -> Result<Pair, Error> {
+fn sign(ca: &Pair, params: CertificateParams, what: &'static str) -> Result<Pair, Error> {
+    sign_by(ca, CA_CN, params, what)
+}
+
+fn sign_by(
+    ca: &Pair,
+    ca_cn: &str,
+    mut params: CertificateParams,
+    what: &'static str,
+) -> Result<Pair, Error> {
     let ca_key = KeyPair::from_pem(&ca.key_pem).map_err(rc(what))?;
-    let issuer = ca_params().self_signed(&ca_key).map_err(rc(what))?;
+    let issuer = ca_params(ca_cn).self_signed(&ca_key).map_err(rc(what))?;
     let key = KeyPair::generate().map_err(rc(what))?;
     params.use_authority_key_identifier_extension = true;
     let cert = params.signed_by(&key, &issuer, &ca_key).map_err(rc(what))?;
@@ -151,6 +170,34 @@ pub fn admin_client(ca: &Pair) -> Result<Pair, Error> {
     ];
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     sign(ca, p, "admin client certificate")
+}
+
+/// An etcd leaf certificate signed by the etcd CA `ca` (subject CN `ca_cn`): k3s's
+/// `server-client` and `peer-server-client` (server and client auth, IP and DNS SANs) or its
+/// `client` (client auth only, `sans` empty). k3s-io/k3s pkg/daemons/control/deps/deps.go.
+pub fn etcd_leaf(ca: &Pair, ca_cn: &str, cn: &str, sans: &[String]) -> Result<Pair, Error> {
+    let mut p = CertificateParams::default();
+    p.distinguished_name.push(DnType::CommonName, cn);
+    for s in sans {
+        let san = match s.parse::<IpAddr>() {
+            Ok(ip) => SanType::IpAddress(ip),
+            Err(_) => SanType::DnsName(s.clone().try_into().map_err(|_| Error::San(s.clone()))?),
+        };
+        p.subject_alt_names.push(san);
+    }
+    p.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    p.extended_key_usages = if sans.is_empty() {
+        vec![ExtendedKeyUsagePurpose::ClientAuth]
+    } else {
+        vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ]
+    };
+    sign_by(ca, ca_cn, p, "etcd certificate")
 }
 
 /// Lower-case hex sha256 of the CA file's bytes (one certificate: the raw PEM bytes,

@@ -1,11 +1,11 @@
-//! `server` and `agent` runs: bootstrap (new CA, token, kubeconfig, local node store), joining
-//! server (CA and token material copied from the server it joined, node calls forwarded there)
-//! and agent (register, then heartbeat).
+//! `server` and `agent` runs: bootstrap (new CA, token, kubeconfig; with `cluster-init` a new
+//! one-member etcd cluster), joining server (CA, token and etcd CAs from the server it joined,
+//! then an etcd member added through it), and agent (register, then heartbeat).
 //!
-//! Simplification versus k3s: there is no etcd. The bootstrap server holds the node state in
-//! memory and saves it to `<data-dir>/server/db/standin-nodes.json` after each change (not on
-//! plain heartbeats), restoring it on restart; joining servers keep the CA and token material but forward every node API call to
-//! the server they joined, so that server must stay up. Must not log the token.
+//! Servers with embedded etcd keep the node state in etcd (`store`), so every server answers
+//! from the same data and quorum is etcd's. A bootstrap server without `cluster-init` (where
+//! real k3s would use kine on SQLite) keeps it in memory and saves it to
+//! `<data-dir>/server/db/standin-nodes.json` after each change. Must not log the token.
 
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
@@ -17,12 +17,14 @@ use ipnet::IpNet;
 use tokio::net::TcpListener;
 
 use crate::config::{Role, Settings};
+use crate::etcd::{self, Cas};
 use crate::http::{self, Backend, Bootstrap, State};
 use crate::join::{self, Joined};
 use crate::kubeconfig;
 use crate::log;
 use crate::nodes::{Cluster, Registration};
 use crate::pki::{self, Pair};
+use crate::store::Store;
 
 /// Errors that stop a run.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +45,10 @@ pub enum Error {
     Kubeconfig(#[from] kubeconfig::Error),
     #[error(transparent)]
     Nodes(#[from] crate::nodes::Error),
+    #[error(transparent)]
+    Etcd(#[from] etcd::Error),
+    #[error("registering this server's node: {0}")]
+    Register(String),
     #[error("listening on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -264,8 +270,11 @@ async fn serve_server(s: &Settings, name: &str, state: Arc<State>) -> Result<(),
     Ok(())
 }
 
-fn bootstrap_data(s: &Settings, ca: &Pair, node_pw: &str) -> Bootstrap {
+fn bootstrap_data(s: &Settings, ca: &Pair, node_pw: &str, cas: Option<&Cas>) -> Bootstrap {
+    let pair = |p: &Pair| (p.cert_pem.clone(), p.key_pem.clone());
     Bootstrap {
+        etcd_server_ca: cas.map(|c| pair(&c.server)),
+        etcd_peer_ca: cas.map(|c| pair(&c.peer)),
         ca_cert: ca.cert_pem.clone(),
         ca_key: ca.key_pem.clone(),
         node_password: node_pw.to_owned(),
@@ -317,42 +326,86 @@ pub async fn bootstrap_server(s: Settings) -> Result<(), Error> {
     ));
 
     let name = node_name(&s);
-    let timeout = u64_env("K3S_STANDIN_NODE_TIMEOUT_SECONDS", 40);
-    let mut cluster = Cluster::new(
+    let node_pw = agent_pw.unwrap_or_else(|| server_pw.clone());
+    // k3s's datastore choice (reference/k3s.md §4 "Datastore selection"): an etcd member on
+    // disk is used; else embedded etcd with cluster-init; else kine on SQLite, which the
+    // stand-in replaces with its JSON file.
+    let use_etcd = s.cluster_init || fks_bootstrap::etcd::is_initialized(&s.data_dir);
+    let (backend, persist, cas) = if use_etcd {
+        let cas = etcd::ensure_cas(&s.data_dir)?;
+        let member = etcd::start(&s.data_dir, &name, &s.node_ips, &cas, etcd::Start::New).await?;
+        (Backend::Etcd(store(&s, member)), None, Some(cas))
+    } else {
+        let mut cluster = new_cluster(&s);
+        // The stand-in's substitute for kine/SQLite: node objects saved as JSON.
+        let saved = server_dir.join("db").join("standin-nodes.json");
+        if let Ok(text) = std::fs::read_to_string(&saved) {
+            cluster.restore(&text)?;
+            log::info(format!("Restored node state from {}", saved.display()));
+        }
+        (Backend::Local(Mutex::new(cluster)), Some(saved), None)
+    };
+    let state = Arc::new(State {
+        bootstrap: bootstrap_data(&s, &ca, &node_pw, cas.as_ref()),
+        ca,
+        server_password: server_pw,
+        backend,
+        persist,
+    });
+    own_node(&s, &name, state.clone(), start, "bootstrap server").await?;
+    serve_server(&s, &name, state).await
+}
+
+fn new_cluster(s: &Settings) -> Cluster {
+    Cluster::new(
         s.cluster_cidrs.clone(),
         s.node_mask_v4,
         s.node_mask_v6,
-        timeout,
-    );
-    // The stand-in's substitute for etcd: node objects saved as JSON (see the module doc).
-    let saved = server_dir.join("db").join("standin-nodes.json");
-    if let Ok(text) = std::fs::read_to_string(&saved) {
-        cluster.restore(&text)?;
-        log::info(format!("Restored node state from {}", saved.display()));
-    }
+        u64_env("K3S_STANDIN_NODE_TIMEOUT_SECONDS", 40),
+    )
+}
+
+fn store(s: &Settings, member: etcd::Etcd) -> Store {
+    Store::new(
+        member.local,
+        s.cluster_cidrs.clone(),
+        s.node_mask_v4,
+        s.node_mask_v6,
+        u64_env("K3S_STANDIN_NODE_TIMEOUT_SECONDS", 40),
+    )
+}
+
+/// Register this server's own node in its backend, then heartbeat it there forever (a
+/// failure, e.g. etcd without quorum, is logged and tried again at the next beat).
+async fn own_node(
+    s: &Settings,
+    name: &str,
+    state: Arc<State>,
+    start: tokio::time::Instant,
+    what: &str,
+) -> Result<(), Error> {
     let ready_at = ready_at(start);
-    let mut me = registration(&s, &name);
+    let mut me = registration(s, name);
     me.ready = tokio::time::Instant::now() >= ready_at;
-    cluster.register(&me, log::now_secs())?;
-    log::info(format!(
-        "Registered node {name} (bootstrap server, cluster-init={})",
-        s.cluster_init
-    ));
-    let node_pw = agent_pw.unwrap_or_else(|| server_pw.clone());
-    let state = Arc::new(State {
-        bootstrap: bootstrap_data(&s, &ca, &node_pw),
-        ca,
-        server_password: server_pw,
-        backend: Backend::Local(Mutex::new(cluster)),
-        persist: Some(saved),
-    });
-    if let Backend::Local(c) = &state.backend {
-        if let Ok(mut c) = c.lock() {
-            http::persist(&state, &mut c);
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match http::on_nodes(&state, |c| c.register(&me, log::now_secs())).await {
+            Ok(_) => break,
+            Err(r) if r.status().is_server_error() => {
+                log::info(format!(
+                    "Waiting to register node {name}: the datastore answered {}",
+                    r.status()
+                ));
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(r) => return Err(Error::Register(format!("{}", r.status()))),
         }
     }
-    // The bootstrap server's own heartbeat goes straight into the store.
-    let hb = state.clone();
+    log::info(format!(
+        "Registered node {name} ({what}, cluster-init={})",
+        s.cluster_init
+    ));
     tokio::spawn(async move {
         let period = heartbeat();
         let mut tick = tokio::time::Instant::now() + period;
@@ -364,17 +417,13 @@ pub async fn bootstrap_server(s: Settings) -> Result<(), Error> {
                 tick += period;
             }
             me.ready = tokio::time::Instant::now() >= ready_at;
-            if let Backend::Local(c) = &hb.backend {
-                if let Ok(mut c) = c.lock() {
-                    match c.register(&me, log::now_secs()) {
-                        Ok(_) => ready_sent |= me.ready,
-                        Err(e) => log::error(format!("heartbeat for {}: {e}", me.name)),
-                    }
-                }
+            match http::on_nodes(&state, |c| c.register(&me, log::now_secs())).await {
+                Ok(_) => ready_sent |= me.ready,
+                Err(r) => log::error(format!("heartbeat for {}: {}", me.name, r.status())),
             }
         }
     });
-    serve_server(&s, &name, state).await
+    Ok(())
 }
 
 /// Join `server` with the token: check the CA hash (retrying while the server is not up) and
@@ -458,6 +507,16 @@ pub async fn joining_server(s: Settings) -> Result<(), Error> {
         .token
         .clone()
         .expect("config::resolve requires a token to join");
+    // A server that already is an etcd member restarts from its own data, as k3s does: it
+    // does not need the server it first joined.
+    if fks_bootstrap::etcd::is_initialized(&s.data_dir) {
+        if let Some(state) = restart_member(&s)? {
+            let name = node_name(&s);
+            let state = state_with_member(&s, &name, state).await?;
+            own_node(&s, &name, state.clone(), start, "server").await?;
+            return serve_server(&s, &name, state).await;
+        }
+    }
     let (joined, user, pw) = join_ca(&server, &token_text, "server").await?;
     let url = format!(
         "{}/v1-k3s-standin/server-bootstrap",
@@ -527,26 +586,91 @@ pub async fn joining_server(s: Settings) -> Result<(), Error> {
     ));
 
     let name = node_name(&s);
-    register_and_heartbeat(
-        joined.client.clone(),
-        server.clone(),
-        user,
-        pw.clone(),
-        registration(&s, &name),
-        ready_at(start),
+    let (Some((sc, sk)), Some((pc, pk))) = (&boot.etcd_server_ca, &boot.etcd_peer_ca) else {
+        return Err(Error::BootstrapData {
+            server,
+            reason: "it runs no embedded etcd (started without cluster-init), so a server cannot join it".to_owned(),
+        });
+    };
+    let cas = Cas {
+        server: Pair {
+            cert_pem: sc.clone(),
+            key_pem: sk.clone(),
+        },
+        peer: Pair {
+            cert_pem: pc.clone(),
+            key_pem: pk.clone(),
+        },
+    };
+    etcd::store_cas(&s.data_dir, &cas)?;
+    let member = etcd::start(
+        &s.data_dir,
+        &name,
+        &s.node_ips,
+        &cas,
+        etcd::Start::Join {
+            server: &server,
+            http: &joined.client,
+            user: &user,
+            password: &pw,
+        },
     )
     .await?;
     let state = Arc::new(State {
         ca,
         server_password: pw,
         bootstrap: boot,
-        backend: Backend::Upstream {
-            client: joined.client,
-            url: server.trim_end_matches('/').to_owned(),
-        },
+        backend: Backend::Etcd(store(&s, member)),
         persist: None,
     });
+    own_node(&s, &name, state.clone(), start, "server").await?;
     serve_server(&s, &name, state).await
+}
+
+/// What a restarting etcd member needs from its data dir: the cluster CA, the etcd CAs and
+/// the tokens. `None` when something is missing (then it joins again through its server).
+struct Restart {
+    ca: Pair,
+    cas: Cas,
+    server_pw: String,
+    node_pw: String,
+}
+
+fn restart_member(s: &Settings) -> Result<Option<Restart>, Error> {
+    let server_dir = s.data_dir.join("server");
+    let tls = Tls {
+        dir: server_dir.join("tls"),
+    };
+    let read_token = |f: &str| {
+        std::fs::read_to_string(server_dir.join(f))
+            .ok()
+            .and_then(|t| pki::parse_token(&t).ok())
+    };
+    let (Some(ca), Some(cas), Some(token)) = (
+        tls.load_pair("server-ca"),
+        etcd::load_cas(&s.data_dir),
+        read_token("token"),
+    ) else {
+        return Ok(None);
+    };
+    let node_pw = read_token("agent-token").map_or_else(|| token.password.clone(), |t| t.password);
+    Ok(Some(Restart {
+        ca,
+        cas,
+        server_pw: token.password,
+        node_pw,
+    }))
+}
+
+async fn state_with_member(s: &Settings, name: &str, r: Restart) -> Result<Arc<State>, Error> {
+    let member = etcd::start(&s.data_dir, name, &s.node_ips, &r.cas, etcd::Start::New).await?;
+    Ok(Arc::new(State {
+        bootstrap: bootstrap_data(s, &r.ca, &r.node_pw, Some(&r.cas)),
+        ca: r.ca,
+        server_password: r.server_pw,
+        backend: Backend::Etcd(store(s, member)),
+        persist: None,
+    }))
 }
 
 /// `k3s agent`: join, register the node, heartbeat.

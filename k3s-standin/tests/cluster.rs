@@ -60,6 +60,9 @@ fn spawn_env(role: &str, dir: &Path, yaml: &str, env: &[(&str, &str)]) -> Proc {
         .env_remove("K3S_URL")
         .env("K3S_STANDIN_HEARTBEAT_SECONDS", "1")
         .env("K3S_STANDIN_NODE_TIMEOUT_SECONDS", "3")
+        // Several servers share this host: each gets its own etcd ports on loopback.
+        .env("K3S_STANDIN_ETCD_ADDRESS", "127.0.0.1")
+        .env("K3S_STANDIN_ETCD_PORTS", etcd_ports(dir))
         .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -67,6 +70,24 @@ fn spawn_env(role: &str, dir: &Path, yaml: &str, env: &[(&str, &str)]) -> Proc {
         .spawn()
         .unwrap();
     Proc { child, log }
+}
+
+/// Two free loopback ports for a server's etcd (client, peer), kept in `dir` so a restarted
+/// server keeps its peer URL.
+fn etcd_ports(dir: &Path) -> String {
+    let f = dir.join("etcd-ports");
+    if let Ok(p) = std::fs::read_to_string(&f) {
+        return p;
+    }
+    let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let p = format!(
+        "{},{}",
+        a.local_addr().unwrap().port(),
+        b.local_addr().unwrap().port()
+    );
+    std::fs::write(&f, &p).unwrap();
+    p
 }
 
 /// Config for a server on `bind` (a loopback address) with IPv6-first dual-stack settings.
@@ -510,7 +531,7 @@ async fn server_and_agent_join_with_the_token_and_a_silent_agent_turns_not_ready
         std::fs::read(d2.join("data/server/tls/server-ca.crt")).unwrap(),
         std::fs::read(d1.join("data/server/tls/server-ca.crt")).unwrap()
     );
-    // Its own kubeconfig works and sees the whole cluster (calls forwarded to the bootstrap server).
+    // Its own kubeconfig works and sees the whole cluster (both read the same etcd).
     let via_join = nodes(&d2.join("k3s.yaml")).await;
     assert_eq!(via_join["items"].as_array().unwrap().len(), 3);
 
@@ -756,4 +777,233 @@ async fn restarted_bootstrap_server_keeps_ca_token_and_patched_nodes() {
         list["items"][0]["spec"]["taints"][0]["key"],
         "CriticalAddonsOnly"
     );
+}
+
+/// A client on the etcd of the server in `dir`, with the k3s client certificate.
+fn etcd_client(dir: &Path) -> fks_bootstrap::etcd::Client {
+    let tls = fks_bootstrap::etcd::Tls::from_k3s_data_dir(&dir.join("data")).unwrap();
+    let port = etcd_ports(dir).split(',').next().unwrap().to_owned();
+    fks_bootstrap::etcd::Client::new(
+        &format!("https://127.0.0.1:{port}"),
+        &tls,
+        Duration::from_secs(15),
+    )
+    .unwrap()
+}
+
+async fn three_servers(t: &Path) -> (Vec<PathBuf>, Vec<Proc>, String) {
+    let d1 = t.join("s1");
+    let mut procs = vec![
+        start_server(
+            &d1,
+            &server_yaml(&d1, "ctrl0", "127.0.0.1", "cluster-init: true\n"),
+        )
+        .await,
+    ];
+    let url = url_of(&d1.join("k3s.yaml"));
+    let join = format!(
+        "server: \"{url}\"\ntoken-file: \"{}\"\n",
+        d1.join("data/server/token").display()
+    );
+    let mut dirs = vec![d1];
+    for n in ["ctrl1", "ctrl2"] {
+        let d = t.join(n);
+        procs.push(start_server(&d, &server_yaml(&d, n, "127.0.0.1", &join)).await);
+        dirs.push(d);
+    }
+    (dirs, procs, join)
+}
+
+/// The API status of `GET /api/v1/nodes` on the server whose kubeconfig is `kc`.
+async fn nodes_status(kc: &Path) -> u16 {
+    admin_client(kc)
+        .get(format!("{}/api/v1/nodes", url_of(kc)))
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn three_servers_are_etcd_members_named_like_k3s_and_share_the_node_data() {
+    let t = tempfile::tempdir().unwrap();
+    let (dirs, _procs, _) = three_servers(t.path()).await;
+    let kc0 = dirs[0].join("k3s.yaml");
+    for n in ["ctrl0", "ctrl1", "ctrl2"] {
+        wait_ready(&kc0, n, "True").await;
+    }
+    let members = etcd_client(&dirs[1]).member_list().await.unwrap();
+    assert_eq!(members.len(), 3, "{members:?}");
+    for (d, n) in dirs.iter().zip(["ctrl0", "ctrl1", "ctrl2"]) {
+        // k3s's member name: <node-name>-<8 hex>, kept in <data-dir>/server/db/etcd/name.
+        let name = std::fs::read_to_string(d.join("data/server/db/etcd/name")).unwrap();
+        let (node, hex) = name.rsplit_once('-').unwrap();
+        assert_eq!(node, n);
+        assert!(
+            hex.len() == 8 && hex.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{name}"
+        );
+        let m = fks_bootstrap::etcd::by_name(&members, &name).expect("a member per server");
+        assert!(!m.is_learner, "{m:?}");
+        let peer = etcd_ports(d).split(',').nth(1).unwrap().to_owned();
+        assert_eq!(m.peer_urls, [format!("https://127.0.0.1:{peer}")]);
+        etcd_client(d).health().await.unwrap();
+    }
+    // The node objects are in etcd under Kubernetes' key for nodes, readable from any member.
+    let range = etcd_client(&dirs[2])
+        .range_prefix("/registry/minions/")
+        .await
+        .unwrap();
+    let keys: Vec<&str> = range.kvs.iter().map(|k| k.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "/registry/minions/ctrl0",
+            "/registry/minions/ctrl1",
+            "/registry/minions/ctrl2"
+        ]
+    );
+    // A patch through one server is seen through another.
+    let r = admin_client(&kc0)
+        .patch(format!("{}/api/v1/nodes/ctrl2", url_of(&kc0)))
+        .header("Content-Type", "application/merge-patch+json")
+        .body(r#"{"metadata":{"labels":{"seen":"everywhere"}}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let via2 = nodes(&dirs[2].join("k3s.yaml")).await;
+    let n = via2["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["metadata"]["name"] == "ctrl2")
+        .unwrap();
+    assert_eq!(n["metadata"]["labels"]["seen"], "everywhere");
+}
+
+#[tokio::test]
+async fn losing_two_of_three_servers_stops_the_api_and_one_back_restores_it() {
+    let t = tempfile::tempdir().unwrap();
+    let (dirs, mut procs, join) = three_servers(t.path()).await;
+    let kc0 = dirs[0].join("k3s.yaml");
+    for n in ["ctrl0", "ctrl1", "ctrl2"] {
+        wait_ready(&kc0, n, "True").await;
+    }
+    // Two of three servers gone: etcd has no quorum, so the survivor's API fails.
+    procs.truncate(1);
+    let mut status = 200;
+    for _ in 0..60 {
+        status = nodes_status(&kc0).await;
+        if status != 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(status, 503, "the API still answers without quorum");
+    // One back (it restarts from its own etcd data): quorum, and the API answers again.
+    let yaml = server_yaml(&dirs[2], "ctrl2", "127.0.0.1", &join);
+    std::fs::remove_file(dirs[2].join("k3s.yaml")).unwrap();
+    procs.push(start_server(&dirs[2], &yaml).await);
+    let mut back = false;
+    for _ in 0..120 {
+        if nodes_status(&kc0).await == 200 {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(back, "the API did not come back with 2 of 3 servers");
+    let list = nodes(&kc0).await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn a_server_back_on_a_new_peer_address_waits_until_its_member_is_updated() {
+    let t = tempfile::tempdir().unwrap();
+    let (dirs, mut procs, join) = three_servers(t.path()).await;
+    let kc0 = dirs[0].join("k3s.yaml");
+    wait_ready(&kc0, "ctrl2", "True").await;
+    // ctrl2 comes back with another peer address (as a machine moved to a new host does).
+    drop(procs.pop());
+    let client = etcd_ports(&dirs[2]).split(',').next().unwrap().to_owned();
+    let moved = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let new_peer = moved.local_addr().unwrap().port();
+    drop(moved);
+    std::fs::write(dirs[2].join("etcd-ports"), format!("{client},{new_peer}")).unwrap();
+    std::fs::remove_file(dirs[2].join("k3s.yaml")).unwrap();
+    let yaml = server_yaml(&dirs[2], "ctrl2", "127.0.0.1", &join);
+    let mut p = spawn("server", &dirs[2], &yaml);
+    // k3s's refusal: the member list still has the old peer URL.
+    let mut refused = false;
+    for _ in 0..100 {
+        if p.log()
+            .contains("this server is a not a member of the etcd cluster")
+        {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(refused, "no membership refusal; log:\n{}", p.log());
+    assert!(
+        !dirs[2].join("k3s.yaml").exists(),
+        "served before its member was right"
+    );
+    // The product's client updates the member through a healthy peer; the server then serves.
+    let peer = etcd_client(&dirs[0]);
+    let name = std::fs::read_to_string(dirs[2].join("data/server/db/etcd/name")).unwrap();
+    let members = peer.member_list().await.unwrap();
+    let m = fks_bootstrap::etcd::by_name(&members, &name).unwrap();
+    let url = format!("https://127.0.0.1:{new_peer}");
+    peer.member_update(m.id, std::slice::from_ref(&url))
+        .await
+        .unwrap();
+    wait_for_file(&dirs[2].join("k3s.yaml"), &mut p).await;
+    let members = peer.member_list().await.unwrap();
+    assert_eq!(
+        fks_bootstrap::etcd::by_name(&members, &name)
+            .unwrap()
+            .peer_urls,
+        [url]
+    );
+    wait_ready(&kc0, "ctrl2", "True").await;
+    procs.push(p);
+}
+
+#[tokio::test]
+async fn a_member_removed_through_a_peer_leaves_the_cluster_and_its_server_stops() {
+    let t = tempfile::tempdir().unwrap();
+    let (dirs, mut procs, _) = three_servers(t.path()).await;
+    let kc0 = dirs[0].join("k3s.yaml");
+    wait_ready(&kc0, "ctrl2", "True").await;
+    let peer = etcd_client(&dirs[0]);
+    let name = std::fs::read_to_string(dirs[2].join("data/server/db/etcd/name")).unwrap();
+    let members = peer.member_list().await.unwrap();
+    let id = fks_bootstrap::etcd::by_name(&members, &name).unwrap().id;
+    // etcd refuses a removal while a member joined in the last few seconds is not yet
+    // counted active ("etcdserver: unhealthy cluster"): callers retry.
+    let mut after = None;
+    for _ in 0..60 {
+        match peer.member_remove(id).await {
+            Ok(m) => {
+                after = Some(m);
+                break;
+            }
+            Err(e) if e.to_string().contains("unhealthy cluster") => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => panic!("member remove: {e}"),
+        }
+    }
+    let after = after.expect("the removal was refused for 30 s");
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert!(fks_bootstrap::etcd::by_name(&after, &name).is_none());
+    // etcd stops a removed member, and the server goes down with its etcd (as k3s does).
+    let status = procs[2].exit().await;
+    assert!(!status.success(), "{status}");
+    assert!(procs[2].log().contains("etcd exited"), "{}", procs[2].log());
+    // Two members remain, both voters: the API still answers.
+    assert_eq!(nodes_status(&kc0).await, 200);
 }

@@ -1198,6 +1198,31 @@ async fn migrate(lab: &GuestLab, app: &str, before: &Value) -> Value {
     }
 }
 
+/// `POST /v1/apps/<cp>/machines/<id>/<action>` (stop, start), then wait for `state`.
+async fn machine_action(lab: &GuestLab, m: &Value, action: &str, state: &str) {
+    let id = m["id"].as_str().expect("id");
+    let res = lab
+        .http
+        .post(format!(
+            "{}/v1/apps/{CP_APP}/machines/{id}/{action}",
+            lab.base
+        ))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .send()
+        .await
+        .expect("machine action");
+    assert_eq!(res.status().as_u16(), 200, "{action} {id}");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, now) = lab.get(&format!("/v1/apps/{CP_APP}/machines/{id}")).await;
+        if now["state"] == state {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{id} not {state}: {now}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// The admin kubeconfig of a server, read with the Machines API exec and rewritten for the
 /// operator (`https://<cluster>-cp.internal:6443`) by the product's own `kubeconfig::rewrite`;
 /// written to the lab's directory.
@@ -1235,12 +1260,15 @@ async fn exec_kubeconfig(lab: &GuestLab, server: &Value) -> PathBuf {
     path
 }
 
-/// Issue 10 §6 on real guests: the bootstrap server (it holds the stand-in's node store) and a
+/// Issue 10 §6 and issue 11 item 5 on real guests: the bootstrap server and a
 /// worker are migrated one after the other during a live cluster, as Fly does (one machine
 /// of an org network at a time, reference fly-runtime.md §4). Each keeps its machine id, gets
 /// a new 6PN address and a forked volume with its data, and comes back Ready in k3s as the same
 /// node with the new InternalIP (no stale node); the lab DNS and `-l` follow, and `-c` / `-a`
-/// re-runs find nothing to do.
+/// re-runs find nothing to do. The servers run real etcd under the stand-in: the migrated
+/// server's member has its new peer URL (node init updated it), all 3 members are healthy and
+/// the node data is in etcd; then stopping 2 of 3 servers makes the API fail and starting one
+/// again brings it back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn migrated_server_and_worker_come_back_ready_with_new_addresses_on_guests() {
     if !have_root("migration on guests") {
@@ -1392,6 +1420,96 @@ async fn migrated_server_and_worker_come_back_ready_with_new_addresses_on_guests
     };
     assert_eq!(nodes.len(), 3 + WORKERS, "a stale node is left: {nodes:#?}");
 
+    // etcd (real, under the stand-in): node init moved the migrated server's member to its new
+    // peer URL through a healthy peer before k3s started; 3 voting members, each healthy, and
+    // the node data readable. Read through ctrl-1 with the k3s client certificate from its
+    // volume (as `node init` does on a machine).
+    let servers = lab.machines(CP_APP).await;
+    let ctrl1 = servers
+        .iter()
+        .find(|m| m["config"]["metadata"]["fks_node"] == "ctrl-1")
+        .expect("ctrl-1");
+    let k3s_dir = |m: &Value| {
+        fks_lab::runner::volume_dir(
+            &lab.state,
+            m["config"]["mounts"][0]["volume"].as_str().expect("vol"),
+        )
+        .join("k3s")
+    };
+    let tls = fks_bootstrap::etcd::Tls::from_k3s_data_dir(&k3s_dir(ctrl1)).expect("etcd tls");
+    let ip = |m: &Value| -> std::net::IpAddr {
+        m["private_ip"].as_str().expect("ip").parse().expect("ip")
+    };
+    let etcd_at = |m: &Value| {
+        fks_bootstrap::etcd::Client::new(
+            &fks_bootstrap::etcd::url(ip(m), fks_bootstrap::etcd::CLIENT_PORT),
+            &tls,
+            Duration::from_secs(15),
+        )
+        .expect("etcd client")
+    };
+    let members = etcd_at(ctrl1).member_list().await.expect("member list");
+    assert_eq!(members.len(), 3, "{members:?}");
+    assert!(members.iter().all(|m| !m.is_learner), "{members:?}");
+    let migrated_name =
+        std::fs::read_to_string(fks_bootstrap::etcd::name_file(&k3s_dir(&moved[0].1)))
+            .expect("member name on the fork");
+    let member = fks_bootstrap::etcd::by_name(&members, migrated_name.trim())
+        .unwrap_or_else(|| panic!("no member {migrated_name}: {members:?}"));
+    assert_eq!(
+        member.peer_urls,
+        [fks_bootstrap::etcd::url(
+            ip(&moved[0].1),
+            fks_bootstrap::etcd::PEER_PORT
+        )],
+        "the migrated server's member did not follow its new address"
+    );
+    // It was node init that moved it (the stand-in, like k3s, never updates its own member).
+    let logs: String = std::fs::read_dir(lab.state.join("machines"))
+        .expect("machine dirs")
+        .flatten()
+        .map(|e| std::fs::read_to_string(e.path().join("log")).unwrap_or_default())
+        .collect();
+    assert!(
+        logs.contains(&format!(
+            "etcd: member {} peer URL updated from",
+            member.name
+        )),
+        "node init did not log the member update:\n{}",
+        lab.logs()
+    );
+    eprintln!(
+        "figure: etcd member {} moved from {} to {}",
+        member.name, targets[0].1["private_ip"], member.peer_urls[0]
+    );
+    for m in &servers {
+        etcd_at(m)
+            .health()
+            .await
+            .unwrap_or_else(|e| panic!("etcd on {} unhealthy: {e}", m["id"]));
+    }
+    let stored = etcd_at(ctrl1)
+        .range_prefix("/registry/minions/")
+        .await
+        .expect("node data in etcd");
+    assert_eq!(stored.kvs.len(), 3 + WORKERS, "{:?}", stored.kvs);
+    for (_, after) in &moved {
+        let key = format!(
+            "/registry/minions/{}.vm.",
+            after["id"].as_str().expect("id")
+        );
+        let kv = stored
+            .kvs
+            .iter()
+            .find(|kv| kv.key.starts_with(&key))
+            .unwrap_or_else(|| panic!("no {key}* in etcd"));
+        let text = String::from_utf8_lossy(&kv.value);
+        assert!(
+            text.contains(after["private_ip"].as_str().expect("ip")),
+            "{text}"
+        );
+    }
+
     // -l shows the new addresses.
     for (set, (app, after)) in ["cp", GROUP].iter().zip(&moved) {
         let out = env.fks(&mut t, &["-l", set, dir, "--json"]).await;
@@ -1417,6 +1535,53 @@ async fn migrated_server_and_worker_come_back_ready_with_new_addresses_on_guests
         before,
         "a re-run after the migrations mutated"
     );
+
+    // Quorum is etcd's own: with two of three servers stopped the remaining one's API fails;
+    // one started again brings it back.
+    let ctrl0 = node_machine(&lab, CP_APP, "ctrl-0").await;
+    let only_ctrl0 = hosts_file(&lab, std::slice::from_ref(&ctrl0));
+    let get = ["get", "nodes", "--request-timeout=20s"];
+    for n in ["ctrl-1", "ctrl-2"] {
+        let m = node_machine(&lab, CP_APP, n).await;
+        machine_action(&lab, &m, "stop", "stopped").await;
+    }
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let out = kubectl(&mut t, &kubeconfig, &only_ctrl0, &get).await;
+        if out.status.code() != Some(0) {
+            eprintln!(
+                "figure: without quorum, kubectl get nodes on ctrl-0 failed: {}",
+                text(&out.stderr).trim()
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the API still answers with 2 of 3 servers stopped"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let ctrl1 = node_machine(&lab, CP_APP, "ctrl-1").await;
+    machine_action(&lab, &ctrl1, "start", "started").await;
+    let back = Instant::now();
+    let deadline = back + WAIT;
+    loop {
+        let out = kubectl(&mut t, &kubeconfig, &only_ctrl0, &get).await;
+        if out.status.code() == Some(0) {
+            eprintln!(
+                "figure: the API answered again {:?} after ctrl-1 was started",
+                back.elapsed()
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the API did not come back with 2 of 3 servers: {}\n{}",
+            text(&out.stderr),
+            lab.logs()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 
     let out = env.fks(&mut t, &["destroy", dir, "--yes"]).await;
     assert_ok("destroy --yes", &out, &lab);

@@ -16,41 +16,46 @@
 //! stale node is left (kubernetes pkg/kubelet/nodestatus/setters.go `NodeAddress`; proven in
 //! the lab by `e2e::migrated_server_and_worker_come_back_ready_with_new_addresses_on_guests`).
 //!
-//! A **server with embedded etcd** needs more, and this is what `node init` must do before it
-//! starts k3s (not built yet: the k3s stand-in gains real etcd in the day-2 issue, which proves
-//! the server case):
+//! A **server with embedded etcd** needs more, and `node init` does it before it starts k3s
+//! (`etcd_member`, with the client in `crate::etcd`; proven with the k3s stand-in's real etcd
+//! by `e2e::migrated_server_and_worker_come_back_ready_with_new_addresses_on_guests`):
 //! - Why: etcd takes a member's advertised peer URL from `--initial-advertise-peer-urls` only
 //!   at the member's first boot; later changes must go through quorum with a member update
 //!   (etcd FAQ, quoted in kubernetes/kubernetes#86150). A k3s server restarted on a new address
 //!   keeps its old peer URL in the member list and waits forever with "this server is a not a
 //!   member of the etcd cluster. Found [NAME=https://OLD:2380], expect: NAME=NEW"
-//!   (k3s-io/k3s#2732, rancher/k3k#54). k3s's maintainer: "You can't change the node IP on etcd
-//!   cluster members, you need to do a --cluster-reset ... or delete the node from the cluster
-//!   and rejoin it with the current IP" (rancher/rke2#5651, 2024); k3s-io/k3s#5991 ("how to
-//!   change one master node's IP", 3 servers, embedded etcd) is still open. Whether k3s at the commit
-//!   reference/k3s.md cites (f08deaf) updates the peer URL itself is **not verified**
-//!   (pkg/etcd/etcd.go at that commit was not read); plan as if it does not.
-//! 1. Notice the change: keep the address k3s last ran with on the volume (next to the data
-//!    dir) and compare it with this boot's address. Only a server whose data dir already holds
-//!    an etcd member (`<data-dir>/server/db/etcd`) goes on.
+//!   (k3s-io/k3s#2732, rancher/k3k#54; k3s's `Test` in pkg/etcd/etcd.go, read at 001bb933).
+//!   k3s's maintainer: "You can't change the node IP on etcd cluster members, you need to do a
+//!   --cluster-reset ... or delete the node from the cluster and rejoin it with the current
+//!   IP" (rancher/rke2#5651, 2024); k3s-io/k3s#5991 is still open. k3s's `Start` on existing
+//!   data starts etcd with its previous options and no member update (pkg/etcd/etcd.go at
+//!   001bb933); newer k3s was not read, so plan as if it does not update the peer URL.
+//! 1. Notice the change (built): node init keeps the address etcd last ran with in
+//!    `<data-dir>/fks-etcd-peer-address` and compares it with this boot's. Only a server whose
+//!    data dir holds an etcd member (`<data-dir>/server/db/etcd/member/wal`, k3s's
+//!    `IsInitialized`) goes on; with no address recorded it checks too.
 //! 2. With the other servers in quorum (the usual case: Fly migrates one machine of an org
-//!    network at a time, fly-runtime.md §4 step 1, so two of three servers stay up), update
-//!    this member's peer URL through a healthy peer before k3s starts: find the peers through
-//!    `<cluster>-cp.internal` (AAAA, started machines only), call the etcd members API on a
-//!    peer's client URL `https://[PEER]:2379` with the client certificate in
-//!    `<data-dir>/server/tls/etcd/` (`server-client.crt`, `server-client.key`,
-//!    `server-ca.crt`), look the member up by the name in `<data-dir>/server/db/etcd/name`,
-//!    and set its peer URLs to `https://[NEW]:2380` (`etcdctl member update`). Then start
-//!    k3s: etcd listens on the new address and the member rejoins with its data.
-//!    If the update is refused, remove the member through the peer, move
-//!    `<data-dir>/server/db` aside and start k3s so it joins again as a new member (a full
-//!    resync; k3s's own "delete the node and rejoin").
-//! 3. Without quorum (a single server, or a majority moved before any came back): start k3s
-//!    once with `--cluster-reset` on one server (since v1.22.3 it rewrites the member's peer
-//!    URL to the current address, k3s-io/k3s#4296, PRs #4302/#4303), then normally; the other servers move
-//!    their `server/db` aside and rejoin.
-//! 4. Record the new address only once k3s reports the node Ready, so a failed attempt is
-//!    tried again at the next boot.
+//!    network at a time, fly-runtime.md §4 step 1, so two of three servers stay up) (built):
+//!    find the peers through `<cluster>-cp.internal` (AAAA, started machines only), call the
+//!    etcd members API on a peer's client URL `https://[PEER]:2379` with k3s's own client
+//!    certificate in `<data-dir>/server/tls/etcd/` (`client.crt`, `client.key`, trusting
+//!    `server-ca.crt`; k3s-io/k3s pkg/daemons/control/server.go), look the member up by the
+//!    name in `<data-dir>/server/db/etcd/name`, and set its peer URLs to `https://[NEW]:2380`
+//!    (`etcdctl member update`). Then k3s starts: etcd listens on the new address and the
+//!    member rejoins with its data. Peers are tried for a minute.
+//!    If a peer answers but has no such member (it was removed): on a joining server, move
+//!    `<data-dir>/server/db` aside so k3s joins again as a new member (built; k3s's own
+//!    "delete the node and rejoin"); on the cluster-init server, refuse (that would start a
+//!    second, empty cluster) and log that the server must be replaced.
+//! 3. Without quorum (a single server, or a majority moved before any came back): **not
+//!    built.** The remedy is k3s once with `--cluster-reset` on one server (since v1.22.3 it
+//!    rewrites the member's peer URL to the current address, k3s-io/k3s#4296, PRs
+//!    #4302/#4303; also in k3s's `Reset`, pkg/etcd/etcd.go at 001bb933), then normally, the
+//!    other servers moving their `server/db` aside to rejoin. Node init logs this and starts
+//!    k3s, which waits for its member.
+//! 4. The new address is recorded once the member list holds it (not when k3s reports Ready,
+//!    as first planned: the update itself is what a later boot must not repeat); when no
+//!    peer could update it, nothing is recorded, so the next boot tries again.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 

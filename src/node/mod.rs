@@ -17,7 +17,8 @@
 //!
 //! Steps, each logged as one `[INFO]`/`[WARN]`/`[ERROR]` line on stderr: kernel check, machine
 //! id, addresses (at every boot, never cached), k3s config (atomic write, backup when changed,
-//! untouched when not), sysctls/limits/mounts/links, then iscsid (when installed) and k3s under
+//! untouched when not), sysctls/limits/mounts/links, on a server the etcd member's peer URL
+//! (`etcd_member`, when the address changed), then iscsid (when installed) and k3s under
 //! the supervisor, with the node's SSH server (`ssh`, on the cluster's `SSH_PORT`) as a task
 //! beside it.
 //!
@@ -45,6 +46,7 @@ macro_rules! debug {
 
 pub mod addresses;
 pub mod env;
+pub mod etcd_member;
 pub mod ssh;
 pub mod supervise;
 pub mod system;
@@ -268,6 +270,16 @@ pub fn init(options: &Options) -> Result<u8, Error> {
     } else {
         "agent"
     };
+    // A server's etcd member must have this boot's address as its peer URL before k3s starts
+    // (a host migration changes it; see `addresses`).
+    if node.role.is_server() && parked.is_none() {
+        etcd_member::follow(
+            &cluster.cp_app(),
+            &options.data_dir,
+            node.private_ip,
+            node.role == render::Role::BootstrapServer,
+        );
+    }
     match &parked {
         Some(e) => error!(
             "parked: not starting k3s: {}; SSH stays up; fix the kernel (or the cluster setting named) and update the machine",
