@@ -19,6 +19,7 @@ use crate::fly::types::{
     MachineState, SecretString, Volume,
 };
 
+pub mod destroy;
 mod display;
 mod request;
 
@@ -31,23 +32,15 @@ pub use request::{
 #[cfg(test)]
 mod tests;
 
-/// Machine metadata: the cluster a machine belongs to.
-pub const META_CLUSTER: &str = "fks_cluster";
-/// Machine metadata: the node name (`ctrl-0`, `worker-ng-a-1`).
-pub const META_NODE: &str = "fks_node";
-/// Machine metadata: `server` or `agent`.
-pub const META_ROLE: &str = "fks_role";
-/// Machine metadata set once the node's k3s is Ready (and, for a server, tainted), so a
-/// re-plan skips it.
-pub const META_READY: &str = "fks_ready";
-/// The app secret that holds the k3s join token.
-pub const TOKEN_SECRET: &str = "K3S_TOKEN";
+pub use crate::contract::meta::{
+    CLUSTER as META_CLUSTER, NODE as META_NODE, READY as META_READY, ROLE as META_ROLE,
+};
+pub use crate::contract::secret::{file_secret_name, K3S_TOKEN as TOKEN_SECRET};
 /// The number of control-plane servers (embedded etcd wants an odd count; k3s.sh used 3).
 pub const SERVERS: u32 = 3;
 /// The flag that lets volumes share a zone when the region has fewer zones than nodes.
 pub const ALLOW_SHARED_ZONES_FLAG: &str = "--allow-shared-zones";
-/// Where the bootstrap server keeps the join token (k3s data dir `/data/k3s`).
-pub const SERVER_TOKEN_PATH: &str = "/data/k3s/server/token";
+pub use crate::contract::path::SERVER_TOKEN as SERVER_TOKEN_PATH;
 /// The taint every server gets (reference/k3s-sh-behaviour.md, "Operator side").
 pub const SERVER_TAINT: &str = "CriticalAddonsOnly=true:NoExecute";
 
@@ -123,6 +116,18 @@ pub enum Error {
     NoControlPlane {
         /// The control-plane app.
         app: String,
+    },
+    /// A machine in one of the cluster's apps is not the cluster's.
+    #[error("refusing to destroy cluster {cluster}: machine {machine} in app {app} has no fks_cluster={cluster} metadata ({found}), so it was not made by fks-bootstrap for this cluster; remove or move it yourself, then run destroy again (nothing was changed)")]
+    Foreign {
+        /// The cluster being destroyed.
+        cluster: String,
+        /// The app holding the machine.
+        app: String,
+        /// Its id and name: `1781e4db (ctrl-9)`.
+        machine: String,
+        /// What its metadata says instead.
+        found: String,
     },
     /// The ssh files of a node were not supplied.
     #[error(
@@ -203,6 +208,20 @@ pub struct State {
     /// For a node group: the machines of the control-plane app (the bootstrap server is found
     /// there by metadata). Empty for the control plane.
     pub control_plane: Vec<Machine>,
+}
+
+/// What exists in one app, as the observer listed it (destroyed machines and volumes on their
+/// way out included: the plan decides what counts).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AppState {
+    /// The app name.
+    pub app: String,
+    /// Its machines (with config and metadata).
+    pub machines: Vec<Machine>,
+    /// Its volumes (empty when not read).
+    pub volumes: Vec<Volume>,
+    /// Its secrets' names (empty when not read, or when Fly has none for it).
+    pub secrets: BTreeSet<String>,
 }
 
 /// Plan settings that do not come from the config file.
@@ -342,6 +361,34 @@ pub enum Action {
         /// The machine.
         machine: MachineRef,
     },
+    /// Destroy a machine (forced) and wait until it is `destroyed`.
+    DestroyMachine {
+        /// The machine.
+        machine: MachineRef,
+    },
+    /// Delete a volume (its machine is gone).
+    DeleteVolume {
+        /// The app.
+        app: String,
+        /// The volume id.
+        volume: String,
+        /// Its name (for the output).
+        name: String,
+        /// Its zone (for the output).
+        zone: String,
+    },
+    /// Delete an app secret.
+    DeleteSecret {
+        /// The app.
+        app: String,
+        /// The secret's name.
+        name: String,
+    },
+    /// Delete an app (not forced: a machine that appeared since the observation makes it fail).
+    DeleteApp {
+        /// The app.
+        app: String,
+    },
 }
 
 impl Action {
@@ -356,6 +403,10 @@ impl Action {
                 | Action::SetTokenSecret { .. }
                 | Action::SetFileSecrets { .. }
                 | Action::MarkReady { .. }
+                | Action::DestroyMachine { .. }
+                | Action::DeleteVolume { .. }
+                | Action::DeleteSecret { .. }
+                | Action::DeleteApp { .. }
         )
     }
 }
@@ -425,6 +476,9 @@ pub struct Plan {
     /// The ids of the app's volumes when observed (the Fly client needs them to recognise
     /// the volume an ambiguous create made).
     pub observed_volumes: BTreeSet<String>,
+    /// After a failed step, still run every step that does not depend on it (a destroy
+    /// attempts every removal of a phase); otherwise the first failure cancels the run.
+    pub keep_going: bool,
 }
 
 impl Plan {
@@ -493,22 +547,6 @@ fn node_machine<'a>(
             ids: found.iter().map(|m| m.id.clone()).collect(),
         }),
     }
-}
-
-/// The app secret that holds a node's private file (mode 0600): `FKS_<NODE>_<FILE NAME>` in
-/// upper case with `_` for anything else, e.g. `FKS_CTRL_0_SSH_HOST_ED25519_KEY`.
-pub fn file_secret_name(node: &str, guest_path: &str) -> String {
-    let file = guest_path.rsplit('/').next().unwrap_or(guest_path);
-    format!("FKS_{node}_{file}")
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_uppercase()
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }
 
 /// Moves `files`' private ones (mode 0600 with inline content) into app secrets: each such
@@ -1032,5 +1070,6 @@ pub fn plan(
         steps: b.steps,
         k3s: options.k3s,
         observed_volumes: state.volumes.iter().map(|v| v.id.clone()).collect(),
+        keep_going: false,
     })
 }

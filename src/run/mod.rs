@@ -17,13 +17,13 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::config::Config;
 use crate::fly::types::{CreateVolumeRequest, Machine, MachineListFilter, MachineState, Volume};
 use crate::fly::{Client, Error as FlyError, LAUNCH_ID_KEY};
 use crate::plan::{
-    Action, MachineRef, Plan, Ref, State, Step, StepId, Target, ALLOW_SHARED_ZONES_FLAG,
-    ENV_BOOTSTRAP_MACHINE_ID, ENV_ZONE, META_CLUSTER, META_NODE, META_READY, TOKEN_SECRET,
+    Action, MachineRef, Plan, Ref, Step, StepId, ALLOW_SHARED_ZONES_FLAG, ENV_BOOTSTRAP_MACHINE_ID,
+    ENV_ZONE, META_CLUSTER, META_NODE, META_READY, TOKEN_SECRET,
 };
+use crate::sync::lock;
 
 pub mod k3s;
 
@@ -242,52 +242,8 @@ impl std::fmt::Display for Summary {
     }
 }
 
-/// Reads what exists of `target`: the app, its volumes, machines and secret names (and, for a
-/// node group, the control plane's machines). One call per resource.
-pub async fn observe(client: &Client, config: &Config, target: &Target) -> Result<State, Error> {
-    let app = target.app(config);
-    let fly = |what: String| {
-        move |source| Error::Fly {
-            what,
-            source: Box::new(source),
-        }
-    };
-    let mut state = State::default();
-    match client.get_app(&app).await {
-        Ok(_) => state.app_exists = true,
-        Err(e) if e.is_not_found() => {}
-        Err(e) => return Err(fly(format!("observing app {app}"))(e)),
-    }
-    if state.app_exists {
-        state.volumes = client
-            .list_volumes(&app)
-            .await
-            .map_err(fly(format!("observing app {app}")))?;
-        state.machines = client
-            .list_machines(&app, &MachineListFilter::default())
-            .await
-            .map_err(fly(format!("observing app {app}")))?;
-        state.secrets = client
-            .list_secrets(&app)
-            .await
-            .map_err(fly(format!("observing app {app}")))?
-            .into_iter()
-            .map(|s| s.name)
-            .collect();
-    }
-    if let Target::NodeGroup { .. } = target {
-        let cp = config.cp_app();
-        match client
-            .list_machines(&cp, &MachineListFilter::default())
-            .await
-        {
-            Ok(ms) => state.control_plane = ms,
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(fly(format!("observing app {cp}"))(e)),
-        }
-    }
-    Ok(state)
-}
+/// Reads what exists of `target` (the one observer, [`crate::observe::target`]).
+pub use crate::observe::target as observe;
 
 /// What a step produced.
 #[derive(Debug, Clone)]
@@ -385,6 +341,10 @@ enum Resolved {
         via: (String, String),
     },
     MarkReady(String, String),
+    DestroyMachine(String, String),
+    DeleteVolume(String, String),
+    DeleteSecret(String, String),
+    DeleteApp(String),
 }
 
 /// The highest secrets version written by the steps in `deps` (the secrets writes a step
@@ -531,6 +491,15 @@ fn resolve(
             let (a, m) = resolve_machine(done, id, machine)?;
             Resolved::MarkReady(a, m)
         }
+        Action::DestroyMachine { machine } => {
+            let (a, m) = resolve_machine(done, id, machine)?;
+            Resolved::DestroyMachine(a, m)
+        }
+        Action::DeleteVolume { app, volume, .. } => {
+            Resolved::DeleteVolume(app.clone(), volume.clone())
+        }
+        Action::DeleteSecret { app, name } => Resolved::DeleteSecret(app.clone(), name.clone()),
+        Action::DeleteApp { app } => Resolved::DeleteApp(app.clone()),
     })
 }
 
@@ -547,13 +516,27 @@ fn phase_of(action: &Action) -> Option<Phase> {
 }
 
 /// Runs `plan`: every step whose dependencies are done is started at once; the first error
-/// stops the run (the other running steps are cancelled) and is returned. Events go to
-/// `events` when given (a closed receiver is ignored).
+/// stops the run (the other running steps are cancelled) and is returned; with
+/// [`Plan::keep_going`] the steps that do not depend on a failed one still run, and the first
+/// error is returned at the end. Events go to `events` when given (a closed receiver is
+/// ignored).
 pub async fn execute(
     client: &Client,
     plan: &Plan,
     options: &Options,
     events: Option<UnboundedSender<Event>>,
+) -> Result<Summary, Error> {
+    execute_reporting(client, plan, options, events, None).await
+}
+
+/// [`execute`], also sending the id of every step as it finishes to `finished` (for a
+/// command that reports each step, like destroy's one line per removal).
+pub async fn execute_reporting(
+    client: &Client,
+    plan: &Plan,
+    options: &Options,
+    events: Option<UnboundedSender<Event>>,
+    finished: Option<UnboundedSender<StepId>>,
 ) -> Result<Summary, Error> {
     let ctx = Arc::new(Ctx {
         client: client.clone(),
@@ -581,6 +564,7 @@ pub async fn execute(
     let mut running: BTreeSet<StepId> = BTreeSet::new();
     let mut tasks: JoinSet<(StepId, Result<Output, Error>)> = JoinSet::new();
     let mut task_steps: HashMap<tokio::task::Id, StepId> = HashMap::new();
+    let mut first_error: Option<Error> = None;
     // One step at a time is k3s.sh's way: each node is finished (through k3s Ready) before the
     // next one starts, so steps go node by node. Otherwise plan order.
     let mut order: Vec<&Step> = plan.steps.iter().collect();
@@ -625,8 +609,16 @@ pub async fn execute(
                 .unwrap_or_else(|| "unknown".to_string()),
             source,
         })?;
-        let output = result?;
         running.remove(&id);
+        let output = match result {
+            Ok(output) => output,
+            Err(e) if plan.keep_going => {
+                tracing::error!("{}", crate::errors::chain(&e));
+                first_error.get_or_insert(e);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let step = &plan.steps[id.0];
         if let Some(node) = &step.node {
             if let Some(ns) = summary.nodes.iter_mut().find(|n| &n.name == node) {
@@ -655,9 +647,15 @@ pub async fn execute(
         }
         done.insert(id, output);
         summary.steps += 1;
+        if let Some(tx) = &finished {
+            let _ = tx.send(id);
+        }
     }
     summary.elapsed = ctx.started.elapsed();
-    Ok(summary)
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(summary),
+    }
 }
 
 fn fly_err(what: String) -> impl FnOnce(FlyError) -> Error {
@@ -874,6 +872,38 @@ async fn run_step(ctx: &Ctx, node: &str, ready: Resolved) -> Result<Output, Erro
                 .map_err(fly_err(format!("node {node}: marking machine {id} ready")))?;
             Ok(Output::Done)
         }
+        Resolved::DestroyMachine(app, id) => {
+            c.destroy_machine(&app, &id, None)
+                .await
+                .map_err(fly_err(format!("destroying machine {id} in app {app}")))?;
+            let deadline = Instant::now() + ctx.options.started_timeout;
+            c.wait(&app, &id, MachineState::Destroyed, None, deadline)
+                .await
+                .map_err(fly_err(format!(
+                    "waiting for the destroy of machine {id} in app {app}"
+                )))?;
+            Ok(Output::Done)
+        }
+        Resolved::DeleteVolume(app, id) => {
+            c.delete_volume(&app, &id)
+                .await
+                .map_err(fly_err(format!("deleting volume {id} in app {app}")))?;
+            Ok(Output::Done)
+        }
+        Resolved::DeleteSecret(app, name) => {
+            c.delete_secret(&app, &name)
+                .await
+                .map_err(fly_err(format!("deleting secret {name} in app {app}")))?;
+            Ok(Output::Done)
+        }
+        Resolved::DeleteApp(app) => {
+            // Not forced: every machine is destroyed by now, and a machine that appeared
+            // since the observation makes the delete fail instead of vanishing with it.
+            c.delete_app(&app, false)
+                .await
+                .map_err(fly_err(format!("deleting app {app} in app {app}")))?;
+            Ok(Output::Done)
+        }
     }
 }
 
@@ -911,10 +941,6 @@ async fn adopt_machine(c: &Client, app: &str, cluster: &str, name: &str) -> Opti
         Ok([m]) => Some(m),
         Err(_) => None,
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use super::testserver::{json as answer, Answer, Seen, Server};
 use super::*;
 use crate::fly::types::{MachineConfig, MachineFile, VolumeState};
 use crate::fly::{Options as ClientOptions, RetryPolicy, Token};
-use crate::plan::{self, META_CLUSTER, META_NODE, META_ROLE};
+use crate::plan::{self, State, Target, META_CLUSTER, META_NODE, META_ROLE};
 use crate::render::tests::lab_config;
 
 const TOKEN_VALUE: &str = "K10fakefakefake::server:0123456789";

@@ -63,7 +63,7 @@ impl ChildExits {
 
     fn lock(registry: &Mutex<Registry>) -> MutexGuard<'_, Registry> {
         // A panic while holding this lock leaves plain maps behind; they stay usable.
-        registry.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(registry)
     }
 
     /// Ask for `pid`'s exit status; `None` when the caller must wait for the child itself.
