@@ -286,12 +286,22 @@ async fn ready_waits_of_many_nodes_on_one_machine_share_one_check() {
     for i in 0..10 {
         let ctx = ctx.clone();
         waits.spawn(async move {
-            let wait = Resolved::WaitK3s {
-                app: "lab-ng-a".into(),
-                machine: format!("w{i}"),
-                via: ("lab-cp".into(), "m0".into()),
+            let wait = Action::WaitK3sReady {
+                machine: MachineRef {
+                    app: "lab-ng-a".into(),
+                    id: Ref::Known(format!("w{i}")),
+                },
+                via: MachineRef {
+                    app: "lab-cp".into(),
+                    id: Ref::Known("m0".into()),
+                },
             };
-            run_step(&ctx, &format!("worker-ng-a-{i}"), wait).await
+            let inputs = Inputs {
+                step: StepId(i),
+                outputs: HashMap::new(),
+                secrets_version: None,
+            };
+            run_step(&ctx, &format!("worker-ng-a-{i}"), wait, inputs).await
         });
     }
     while let Some(done) = waits.join_next().await {
