@@ -18,7 +18,7 @@ use anyhow::anyhow;
 use super::output;
 use crate::fly::Client;
 use crate::observe;
-use crate::plan::destroy::{removal_kind, Destroy};
+use crate::plan::destroy::{removal_kind, removal_line, Destroy};
 use crate::plan::{self, Action, StepId};
 use crate::run;
 
@@ -148,24 +148,15 @@ fn announce(phase: &mut Option<usize>, kind: usize) {
     }
 }
 
-/// The stdout line of a finished removal.
+/// The stdout line of a finished removal: `destroyed machine ...`, `deleted volume ...`.
 fn done_line(action: &Action, node: Option<&str>) -> String {
-    match action {
-        Action::DestroyMachine { machine } => format!(
-            "destroyed machine {} ({}) in app {}",
-            machine.id,
-            node.unwrap_or_default(),
-            machine.app
-        ),
-        Action::DeleteVolume {
-            app,
-            volume,
-            name,
-            zone,
-        } => format!("deleted volume {volume} ({name}, zone {zone}) in app {app}"),
-        Action::DeleteSecret { app, name } => format!("deleted secret {name} of app {app}"),
-        Action::DeleteApp { app } => format!("deleted app {app}"),
-        other => other.to_string(),
+    let verb = match action {
+        Action::DestroyMachine { .. } => "destroyed",
+        _ => "deleted",
+    };
+    match removal_line(action, node) {
+        Some(what) => format!("{verb} {what}"),
+        None => action.to_string(),
     }
 }
 

@@ -345,7 +345,7 @@ mod tests {
             secrets: ["DATABASE_URL".to_string()].into(),
             ..AppState::default()
         };
-        let d = destroy("lab", &[empty.clone()]).expect("plan");
+        let d = destroy("lab", std::slice::from_ref(&empty)).expect("plan");
         assert!(d.plan.is_empty());
         assert_eq!(d.unclaimed, ["lab-ng-x"]);
         for secret in ["K3S_TOKEN", "FKS_WORKER_NG_X_0_SSH_HOST_ED25519_KEY"] {
