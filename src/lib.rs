@@ -7,6 +7,8 @@
 pub mod artifacts;
 pub mod cli;
 pub mod config;
+pub mod contract;
+pub mod errors;
 pub mod etcd;
 pub mod fly;
 pub mod image;
@@ -16,13 +18,9 @@ pub mod kubeconfig;
 /// machines are Linux VMs. The operator CLI also builds on macOS (`scripts/check-portable.sh`).
 #[cfg(target_os = "linux")]
 pub mod node;
-/// Off Linux only the names of the variables `node init` reads, which the operator writes
-/// into machine env.
-#[cfg(not(target_os = "linux"))]
-pub mod node {
-    pub mod vars;
-}
+pub mod observe;
 pub mod plan;
 pub mod render;
 pub mod run;
 pub mod ssh;
+pub mod sync;

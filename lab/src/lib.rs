@@ -299,9 +299,7 @@ impl Lab {
 }
 
 /// Lock helper for the small mutexes (stats, faults, secrets): poisoning is not fatal there.
-pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+pub use fks_bootstrap::sync::lock;
 
 /// Serve the Machines API on `listener` until `shutdown` completes, then snapshot the state.
 pub async fn run(

@@ -862,16 +862,7 @@ fn lock_remove<T>(m: &Mutex<HashMap<String, T>>, id: &str) {
 }
 
 /// An error with its causes, `: `-separated.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
+pub use fks_bootstrap::errors::chain;
 
 #[cfg(test)]
 mod tests {

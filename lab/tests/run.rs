@@ -8,9 +8,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use fks_bootstrap::config::{self, Config};
+use fks_bootstrap::contract::env as node_env;
 use fks_bootstrap::fly::types::{Machine, MachineFile, MachineListFilter, MachineState, Volume};
 use fks_bootstrap::fly::{Client, Options as ClientOptions, RetryPolicy, Token};
-use fks_bootstrap::node::env::vars as node_env;
 use fks_bootstrap::plan::{self, Plan, State, Target, META_CLUSTER, META_NODE, META_ROLE};
 use fks_bootstrap::run::{self, Phase};
 use serde_json::Value;

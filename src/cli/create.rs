@@ -20,7 +20,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::output;
 use crate::config::Config;
-use crate::node::vars;
+use crate::contract::env as vars;
 use crate::plan::{self, Target};
 use crate::run::{self, Event, Phase};
 use crate::ssh::{self, ClusterKeys};

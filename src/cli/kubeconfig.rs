@@ -15,12 +15,13 @@ use std::path::{Path, PathBuf};
 
 use super::list::{self, NodeSet, Row};
 use crate::config::Config;
+use crate::errors::chain;
 use crate::fly::Client;
 use crate::kubeconfig::{self, Kubeconfig};
 use crate::plan::{self, Target};
 
 /// Where k3s writes its admin kubeconfig on a server (reference/k3s.md §4).
-pub const K3S_KUBECONFIG_PATH: &str = "/etc/rancher/k3s/k3s.yaml";
+pub use crate::contract::path::K3S_KUBECONFIG as K3S_KUBECONFIG_PATH;
 
 /// Export the cluster's kubeconfig.
 #[derive(Debug, clap::Args)]
@@ -269,18 +270,6 @@ fn list_or_none(names: &[String]) -> String {
     } else {
         names.join(", ")
     }
-}
-
-/// An error and its causes on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

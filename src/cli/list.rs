@@ -1,8 +1,9 @@
 //! `fks-bootstrap list cp|GROUP CLUSTER_DIR [--json]` (k3s.sh's `-l`): the machines of the
 //! control-plane app or of one node group's app, as a table or a JSON array on stdout.
 //!
-//! Must not: change anything (reads only: one machine list and one volume list per app).
-//! Also home of [`owned_machines`], the ownership filter the commands acting on nodes share.
+//! Must not: change anything (reads only, through the one observer: one machine list and one
+//! volume list per app). Also home of [`owned_machines`], the ownership filter the commands
+//! acting on nodes share.
 
 use std::path::{Path, PathBuf};
 
@@ -10,8 +11,9 @@ use serde::Serialize;
 
 use super::output;
 use crate::config::Config;
-use crate::fly::types::{Machine, MachineListFilter, MachineState, Volume};
-use crate::fly::{self, Client};
+use crate::fly::types::{Machine, MachineState, Volume};
+use crate::fly::Client;
+use crate::observe::{self, Reads};
 use crate::plan::{self, ENV_ZONE, META_CLUSTER, META_NODE, META_READY, META_ROLE};
 
 /// List the nodes of the control plane (cp) or of one node group.
@@ -87,9 +89,9 @@ pub enum Error {
     Api {
         /// The app being listed.
         app: String,
-        /// The API error.
+        /// The observer's error (names the call).
         #[source]
-        source: fly::Error,
+        source: observe::Error,
     },
 }
 
@@ -150,14 +152,24 @@ pub async fn rows(
     nodes: &NodeSet,
     dir: &Path,
 ) -> Result<Vec<Row>, Error> {
+    let found = read(client, config, nodes, dir, Reads::MACHINES_VOLUMES).await?;
+    Ok(build_rows(&found.app, &found.machines, &found.volumes))
+}
+
+/// `nodes`' app through the observer; a missing app is the sentence that says how to make it.
+async fn read(
+    client: &Client,
+    config: &Config,
+    nodes: &NodeSet,
+    dir: &Path,
+    reads: Reads,
+) -> Result<observe::AppState, Error> {
     let app = nodes.app(config);
-    let all = MachineListFilter::default();
-    let (machines, volumes) =
-        tokio::join!(client.list_machines(&app, &all), client.list_volumes(&app));
-    let api = |source| api_error(config, nodes, &app, dir, source);
-    let machines = machines.map_err(api)?;
-    let volumes = volumes.map_err(api)?;
-    Ok(build_rows(&app, &machines, &volumes))
+    match observe::app(client, &app, reads).await {
+        Ok(Some(found)) => Ok(found),
+        Ok(None) => Err(not_found(config, nodes, &app, dir)),
+        Err(source) => Err(Error::Api { app, source }),
+    }
 }
 
 /// The machines of `nodes`' app that carry `fks_cluster=<cluster>` (destroyed ones left out),
@@ -169,28 +181,20 @@ pub async fn owned_machines(
     nodes: &NodeSet,
     dir: &Path,
 ) -> Result<Vec<Machine>, Error> {
-    let app = nodes.app(config);
-    let machines = client
-        .list_machines(&app, &MachineListFilter::default())
-        .await
-        .map_err(|source| api_error(config, nodes, &app, dir, source))?;
-    Ok(machines
-        .into_iter()
-        .filter(|m| {
-            m.state != MachineState::Destroyed
-                && m.metadata(META_CLUSTER) == Some(config.cluster_name.as_str())
-        })
-        .collect())
+    let found = read(client, config, nodes, dir, Reads::MACHINES).await?;
+    Ok(owned(&config.cluster_name, found.machines))
 }
 
-/// A missing app becomes the sentence that says how to create it; anything else names the app.
-fn api_error(config: &Config, nodes: &NodeSet, app: &str, dir: &Path, source: fly::Error) -> Error {
-    if !source.is_not_found() {
-        return Error::Api {
-            app: app.to_string(),
-            source,
-        };
-    }
+/// Pure: the machines (destroyed ones left out) that carry `fks_cluster=<cluster>`.
+pub fn owned(cluster: &str, machines: Vec<Machine>) -> Vec<Machine> {
+    machines
+        .into_iter()
+        .filter(|m| m.state != MachineState::Destroyed && m.metadata(META_CLUSTER) == Some(cluster))
+        .collect()
+}
+
+/// The sentence for a missing app: how to create it.
+fn not_found(config: &Config, nodes: &NodeSet, app: &str, dir: &Path) -> Error {
     match nodes {
         NodeSet::ControlPlane => Error::NoControlPlane {
             cluster: config.cluster_name.clone(),

@@ -12,7 +12,7 @@ use super::list::{self, NodeSet};
 use super::output;
 use crate::config::Config;
 use crate::fly::types::{Machine, MachineState};
-use crate::fly::{self, Client};
+use crate::fly::Client;
 use crate::plan::{META_NODE, META_ROLE, SERVER_TAINT};
 use crate::run::k3s;
 
@@ -145,7 +145,7 @@ async fn taint_all(
                     break;
                 }
                 Err(e) => {
-                    let why = fly_chain(&e);
+                    let why = crate::errors::chain(&e);
                     tracing::debug!(machine = %via.id, error = %why, "exec failed; trying another server");
                     unreachable.push(format!("{}: {why}", node_name(via)));
                     vias.remove(0);
@@ -172,18 +172,6 @@ fn servers(mut machines: Vec<Machine>) -> Vec<Machine> {
 
 fn node_name(m: &Machine) -> &str {
     m.metadata(META_NODE).unwrap_or(&m.name)
-}
-
-/// An error and its causes on one line.
-fn fly_chain(e: &fly::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 const HEADER: [&str; 4] = ["NAME", "MACHINE ID", "K3S NODE", "RESULT"];

@@ -310,11 +310,7 @@ impl Client {
 
     fn with_rng<T>(&self, f: impl FnOnce(&mut StdRng) -> T) -> T {
         // The RNG has no invariant a panic elsewhere could break.
-        let mut rng = self
-            .inner
-            .rng
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut rng = crate::sync::lock(&self.inner.rng);
         f(&mut rng)
     }
 

@@ -149,10 +149,7 @@ impl RateLimiter {
         let now = Instant::now();
         // A poisoned lock only means another task panicked mid-update of plain numbers; the
         // numbers are still usable.
-        let mut buckets = self
-            .buckets
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut buckets = crate::sync::lock(&self.buckets);
         if buckets.len() > PRUNE_ABOVE {
             buckets.retain(|_, b| !b.is_full(now));
         }

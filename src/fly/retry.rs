@@ -24,7 +24,7 @@ use rand::Rng;
 use super::types::{CreateVolumeRequest, Machine, MachineState, Volume};
 
 /// The metadata key holding a create's idempotency id (`fks_launch_id=<uuid>`).
-pub const LAUNCH_ID_KEY: &str = "fks_launch_id";
+pub use crate::contract::meta::LAUNCH_ID as LAUNCH_ID_KEY;
 
 /// How many times and how long to retry.
 #[derive(Debug, Clone, PartialEq)]

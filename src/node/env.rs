@@ -10,9 +10,8 @@ use std::net::Ipv6Addr;
 
 use super::Error;
 
-/// The environment variables `node init` reads (their own file, so the operator also has
-/// them where `node` itself is not built).
-pub use super::vars;
+/// The environment variables `node init` reads: the operator<->machine contract.
+pub use crate::contract::env as vars;
 
 /// What the environment says about this machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,8 +51,8 @@ impl Inputs {
             })
         };
         let node_name = required(vars::NODE_NAME);
-        let machine_id = required(vars::MACHINE_ID);
-        let region = required(vars::REGION);
+        let machine_id = required(vars::FLY_MACHINE_ID);
+        let region = required(vars::FLY_REGION);
         let bootstrap_index = match get(vars::BOOTSTRAP_NODE_ID) {
             None => 0,
             Some(v) => v.parse().unwrap_or_else(|_| {
@@ -64,14 +63,14 @@ impl Inputs {
                 0
             }),
         };
-        let private_ip = match get(vars::PRIVATE_IP) {
+        let private_ip = match get(vars::FLY_PRIVATE_IP) {
             None => None,
             Some(v) => match v.parse::<Ipv6Addr>() {
                 Ok(ip) => Some(ip),
                 Err(_) => {
                     problems.push(format!(
                         "{} is `{v}`, expected an IPv6 address",
-                        vars::PRIVATE_IP
+                        vars::FLY_PRIVATE_IP
                     ));
                     None
                 }
@@ -88,7 +87,7 @@ impl Inputs {
             bootstrap_machine_id: get(vars::BOOTSTRAP_MACHINE_ID),
             zone: get(vars::ZONE),
             machine_id,
-            app_name: get(vars::APP_NAME),
+            app_name: get(vars::FLY_APP_NAME),
             region,
             private_ip,
         })

@@ -50,7 +50,6 @@ pub mod etcd_member;
 pub mod ssh;
 pub mod supervise;
 pub mod system;
-pub mod vars;
 pub mod write;
 
 use crate::config::{self, Config};
@@ -59,8 +58,7 @@ use crate::render::{self, Bootstrap, Host, Node, NodeName};
 
 pub use env::Inputs;
 
-/// Where the platform delivers the cluster config (a machine file).
-pub const CONFIG_DIR: &str = "/etc/fks/cluster";
+pub use crate::contract::path::CONFIG_DIR;
 /// The k3s config symlink k3s and operators look at.
 pub const RANCHER_CONFIG: &str = "/etc/rancher/k3s/config.yaml";
 /// The k3s node-password directory, kept on the volume through a symlink.
@@ -602,17 +600,7 @@ fn link_node_dir(options: &Options) {
     }
 }
 
-/// An error and its causes on one line: `a: b: c`.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cur = c.source();
-    }
-    out
-}
+pub use crate::errors::chain;
 
 /// `1.5s`, `2m`, `90ms`: a duration for log lines.
 pub fn human_duration(d: Duration) -> String {

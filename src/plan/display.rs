@@ -162,6 +162,13 @@ impl fmt::Display for Action {
                     super::META_READY
                 )
             }
+            Action::DestroyMachine { .. }
+            | Action::DeleteVolume { .. }
+            | Action::DeleteSecret { .. }
+            | Action::DeleteApp { .. } => {
+                let what = super::destroy::removal_line(self, None).unwrap_or_default();
+                write!(f, "remove {what}")
+            }
         }
     }
 }

@@ -19,8 +19,14 @@ use crate::fly::types::{
     MachineState, SecretString, Volume,
 };
 
+mod complete;
+pub mod destroy;
 mod display;
+pub mod phases;
 mod request;
+
+pub use complete::machine_request as complete_machine_request;
+pub use phases::plan;
 
 pub use request::{
     cluster_config_file, machine_request, volume_request, CLUSTER_CONFIG_PATH, DATA_MOUNT,
@@ -31,23 +37,15 @@ pub use request::{
 #[cfg(test)]
 mod tests;
 
-/// Machine metadata: the cluster a machine belongs to.
-pub const META_CLUSTER: &str = "fks_cluster";
-/// Machine metadata: the node name (`ctrl-0`, `worker-ng-a-1`).
-pub const META_NODE: &str = "fks_node";
-/// Machine metadata: `server` or `agent`.
-pub const META_ROLE: &str = "fks_role";
-/// Machine metadata set once the node's k3s is Ready (and, for a server, tainted), so a
-/// re-plan skips it.
-pub const META_READY: &str = "fks_ready";
-/// The app secret that holds the k3s join token.
-pub const TOKEN_SECRET: &str = "K3S_TOKEN";
+pub use crate::contract::meta::{
+    CLUSTER as META_CLUSTER, NODE as META_NODE, READY as META_READY, ROLE as META_ROLE,
+};
+pub use crate::contract::secret::{file_secret_name, K3S_TOKEN as TOKEN_SECRET};
 /// The number of control-plane servers (embedded etcd wants an odd count; k3s.sh used 3).
 pub const SERVERS: u32 = 3;
 /// The flag that lets volumes share a zone when the region has fewer zones than nodes.
 pub const ALLOW_SHARED_ZONES_FLAG: &str = "--allow-shared-zones";
-/// Where the bootstrap server keeps the join token (k3s data dir `/data/k3s`).
-pub const SERVER_TOKEN_PATH: &str = "/data/k3s/server/token";
+pub use crate::contract::path::SERVER_TOKEN as SERVER_TOKEN_PATH;
 /// The taint every server gets (reference/k3s-sh-behaviour.md, "Operator side").
 pub const SERVER_TAINT: &str = "CriticalAddonsOnly=true:NoExecute";
 
@@ -123,6 +121,18 @@ pub enum Error {
     NoControlPlane {
         /// The control-plane app.
         app: String,
+    },
+    /// A machine in one of the cluster's apps is not the cluster's.
+    #[error("refusing to destroy cluster {cluster}: machine {machine} in app {app} has no fks_cluster={cluster} metadata ({found}), so it was not made by fks-bootstrap for this cluster; remove or move it yourself, then run destroy again (nothing was changed)")]
+    Foreign {
+        /// The cluster being destroyed.
+        cluster: String,
+        /// The app holding the machine.
+        app: String,
+        /// Its id and name: `1781e4db (ctrl-9)`.
+        machine: String,
+        /// What its metadata says instead.
+        found: String,
     },
     /// The ssh files of a node were not supplied.
     #[error(
@@ -203,6 +213,20 @@ pub struct State {
     /// For a node group: the machines of the control-plane app (the bootstrap server is found
     /// there by metadata). Empty for the control plane.
     pub control_plane: Vec<Machine>,
+}
+
+/// What exists in one app, as the observer listed it (destroyed machines and volumes on their
+/// way out included: the plan decides what counts).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AppState {
+    /// The app name.
+    pub app: String,
+    /// Its machines (with config and metadata).
+    pub machines: Vec<Machine>,
+    /// Its volumes (empty when not read).
+    pub volumes: Vec<Volume>,
+    /// Its secrets' names (empty when not read, or when Fly has none for it).
+    pub secrets: BTreeSet<String>,
 }
 
 /// Plan settings that do not come from the config file.
@@ -342,6 +366,34 @@ pub enum Action {
         /// The machine.
         machine: MachineRef,
     },
+    /// Destroy a machine (forced) and wait until it is `destroyed`.
+    DestroyMachine {
+        /// The machine.
+        machine: MachineRef,
+    },
+    /// Delete a volume (its machine is gone).
+    DeleteVolume {
+        /// The app.
+        app: String,
+        /// The volume id.
+        volume: String,
+        /// Its name (for the output).
+        name: String,
+        /// Its zone (for the output).
+        zone: String,
+    },
+    /// Delete an app secret.
+    DeleteSecret {
+        /// The app.
+        app: String,
+        /// The secret's name.
+        name: String,
+    },
+    /// Delete an app (not forced: a machine that appeared since the observation makes it fail).
+    DeleteApp {
+        /// The app.
+        app: String,
+    },
 }
 
 impl Action {
@@ -356,6 +408,10 @@ impl Action {
                 | Action::SetTokenSecret { .. }
                 | Action::SetFileSecrets { .. }
                 | Action::MarkReady { .. }
+                | Action::DestroyMachine { .. }
+                | Action::DeleteVolume { .. }
+                | Action::DeleteSecret { .. }
+                | Action::DeleteApp { .. }
         )
     }
 }
@@ -425,6 +481,9 @@ pub struct Plan {
     /// The ids of the app's volumes when observed (the Fly client needs them to recognise
     /// the volume an ambiguous create made).
     pub observed_volumes: BTreeSet<String>,
+    /// After a failed step, still run every step that does not depend on it (a destroy
+    /// attempts every removal of a phase); otherwise the first failure cancels the run.
+    pub keep_going: bool,
 }
 
 impl Plan {
@@ -495,22 +554,6 @@ fn node_machine<'a>(
     }
 }
 
-/// The app secret that holds a node's private file (mode 0600): `FKS_<NODE>_<FILE NAME>` in
-/// upper case with `_` for anything else, e.g. `FKS_CTRL_0_SSH_HOST_ED25519_KEY`.
-pub fn file_secret_name(node: &str, guest_path: &str) -> String {
-    let file = guest_path.rsplit('/').next().unwrap_or(guest_path);
-    format!("FKS_{node}_{file}")
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_uppercase()
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
 /// Moves `files`' private ones (mode 0600 with inline content) into app secrets: each such
 /// file names its secret instead, and `(name, base64 content)` goes to `secrets`.
 fn private_files_to_secrets(
@@ -544,493 +587,4 @@ pub fn node_names(config: &Config, target: &Target) -> Vec<String> {
             .map(|i| format!("worker-ng-{group}-{i}"))
             .collect(),
     }
-}
-
-/// Build the plan for `target` from `config` and the observed `state`.
-pub fn plan(
-    config: &Config,
-    target: &Target,
-    state: &State,
-    options: &Options,
-) -> Result<Plan, Error> {
-    let app = target.app(config);
-    let cluster = config.cluster_name.as_str();
-    let (names, bootstrap_index): (Vec<(String, Role)>, Option<u32>) = match target {
-        Target::ControlPlane { bootstrap_index } => {
-            if *bootstrap_index >= SERVERS {
-                return Err(Error::InvalidBootstrapIndex {
-                    index: *bootstrap_index,
-                });
-            }
-            let mut order: Vec<u32> = vec![*bootstrap_index];
-            order.extend((0..SERVERS).filter(|i| i != bootstrap_index));
-            let names = order
-                .into_iter()
-                .map(|i| {
-                    let role = if i == *bootstrap_index {
-                        Role::BootstrapServer
-                    } else {
-                        Role::Server
-                    };
-                    (format!("ctrl-{i}"), role)
-                })
-                .collect();
-            (names, Some(*bootstrap_index))
-        }
-        Target::NodeGroup { group } => {
-            Target::node_group(group)?;
-            let names = node_names(config, target)
-                .into_iter()
-                .map(|name| (name, Role::Agent))
-                .collect();
-            (names, None)
-        }
-    };
-
-    // The existing machine of every node, and the volumes it holds.
-    let mut existing: Vec<Option<&Machine>> = Vec::new();
-    for (name, _) in &names {
-        let m = node_machine(&app, cluster, name, &state.machines)?;
-        if let Some(m) = m {
-            if m.state == MachineState::Failed {
-                return Err(Error::MachineFailed {
-                    app: app.clone(),
-                    node: name.clone(),
-                    machine: m.id.clone(),
-                    state: m.state.clone(),
-                });
-            }
-        }
-        existing.push(m);
-    }
-    if bootstrap_index.is_some() && existing.first().is_some_and(Option::is_none) {
-        let others: Vec<String> = names
-            .iter()
-            .zip(&existing)
-            .filter(|(_, m)| m.is_some())
-            .map(|((n, _), _)| n.clone())
-            .collect();
-        if !others.is_empty() {
-            return Err(Error::BootstrapGone {
-                app,
-                node: names[0].0.clone(),
-                others,
-            });
-        }
-    }
-    let live_volume = |v: &&Volume| v.name == config.volume_name && !v.state.is_being_destroyed();
-    let attached_zone = |m: &Machine| -> Option<String> {
-        state
-            .volumes
-            .iter()
-            .find(|v| v.attached_machine_id.as_deref() == Some(m.id.as_str()))
-            .map(|v| v.zone.clone())
-    };
-    // Zones held by the volumes of existing node machines.
-    let mut used_zones: Vec<String> = existing
-        .iter()
-        .flatten()
-        .filter_map(|m| attached_zone(m))
-        .collect();
-    // Unattached volumes this app can reuse, in a deterministic order.
-    let mut spare: Vec<&Volume> = state
-        .volumes
-        .iter()
-        .filter(live_volume)
-        .filter(|v| v.attached_machine_id.as_deref().is_none_or(str::is_empty))
-        .filter(|v| v.region == config.region)
-        .collect();
-    spare.sort_by(|a, b| a.id.cmp(&b.id));
-
-    // Which volume each node without a machine gets: a spare one (preferring a zone no other
-    // node uses) or a new one.
-    let mut volume_of: Vec<Option<&Volume>> = vec![None; names.len()];
-    for (i, m) in existing.iter().enumerate() {
-        if m.is_some() || spare.is_empty() {
-            continue;
-        }
-        let pick = spare
-            .iter()
-            .position(|v| !used_zones.contains(&v.zone))
-            .unwrap_or(0);
-        let v = spare.remove(pick);
-        used_zones.push(v.zone.clone());
-        volume_of[i] = Some(v);
-    }
-    let new_volumes = existing
-        .iter()
-        .zip(&volume_of)
-        .filter(|(m, v)| m.is_none() && v.is_none())
-        .count();
-    let distinct_used: BTreeSet<&String> = used_zones.iter().collect();
-    // How many new volumes may still ask for a zone of their own.
-    let unique_left = match options.zones {
-        Some(zones) => {
-            let free = zones.saturating_sub(distinct_used.len());
-            if new_volumes > free && !options.allow_shared_zones {
-                return Err(Error::ZoneShortage {
-                    app,
-                    region: config.region.clone(),
-                    nodes: names.len() as u32,
-                    zones,
-                });
-            }
-            free
-        }
-        None => usize::MAX,
-    };
-
-    // The bootstrap server (control plane: one of ours; node group: from the cp app).
-    let cp_bootstrap: Option<&Machine> = match target {
-        Target::ControlPlane { .. } => None,
-        Target::NodeGroup { .. } => {
-            // Any started server can read the token and run kubectl; the lowest node name
-            // keeps the choice stable.
-            let found = state
-                .control_plane
-                .iter()
-                .filter(|m| m.metadata(META_CLUSTER) == Some(cluster))
-                .filter(|m| m.metadata(META_ROLE) == Some(Role::Server.as_str()))
-                .filter(|m| m.state == MachineState::Started)
-                .min_by(|a, b| a.metadata(META_NODE).cmp(&b.metadata(META_NODE)));
-            match found {
-                Some(m) => Some(m),
-                None => {
-                    return Err(Error::NoControlPlane {
-                        app: config.cp_app(),
-                    })
-                }
-            }
-        }
-    };
-
-    let mut b = Builder { steps: Vec::new() };
-    let app_step = (!state.app_exists).then(|| {
-        b.push(
-            None,
-            Action::CreateApp {
-                request: CreateAppRequest::new(app.clone(), config.org_name.clone()),
-            },
-            vec![],
-        )
-    });
-    let has_token = state.secrets.contains(TOKEN_SECRET);
-
-    let mut nodes = Vec::new();
-    let mut statuses: Vec<NodeStatus> = Vec::new();
-    let mut last_volume_create: Option<StepId> = None;
-    let mut unique_used = 0usize;
-    // The bootstrap server's machine (known or to be made), for joining servers' env.
-    let mut bootstrap_ref: Option<Ref> = None;
-    // What joining nodes wait for: the bootstrap server started (and, with k3s, Ready with
-    // its token stored as a secret).
-    let mut join_after: Vec<StepId> = Vec::new();
-    let mut token_ready = has_token;
-    let mut bootstrap_ready: Option<StepId> = None;
-
-    let via_cp: Option<MachineRef> = cp_bootstrap.map(|m| MachineRef {
-        app: config.cp_app(),
-        id: Ref::Known(m.id.clone()),
-    });
-    // For a node group: its token comes from the control plane before any agent is made.
-    if matches!(target, Target::NodeGroup { .. }) && options.k3s && !has_token {
-        let needs_create = existing.iter().any(Option::is_none);
-        if needs_create {
-            if let Some(via) = &via_cp {
-                let read = b.push(None, Action::ReadToken { from: via.clone() }, vec![]);
-                let mut deps = vec![read];
-                deps.extend(app_step);
-                let set = b.push(
-                    None,
-                    Action::SetTokenSecret {
-                        app: app.clone(),
-                        token: read,
-                    },
-                    deps,
-                );
-                join_after.push(set);
-                token_ready = true;
-            }
-        }
-    }
-
-    // Private node files (ssh host keys) of the machines to make go into app secrets first,
-    // one call for all; a secret that exists already holds the same never-regenerated key.
-    let mut file_secrets: BTreeMap<String, SecretString> = BTreeMap::new();
-    let mut node_files: Vec<Vec<MachineFile>> = Vec::new();
-    for ((name, _), machine) in names.iter().zip(&existing) {
-        let files = options
-            .node_files
-            .get(name)
-            .ok_or_else(|| Error::MissingNodeFiles { node: name.clone() })?;
-        node_files.push(if machine.is_none() {
-            private_files_to_secrets(name, files, &mut file_secrets)
-        } else {
-            files.clone()
-        });
-    }
-    file_secrets.retain(|name, _| !state.secrets.contains(name));
-    let secrets_step = (!file_secrets.is_empty()).then(|| {
-        b.push(
-            None,
-            Action::SetFileSecrets {
-                app: app.clone(),
-                values: file_secrets,
-            },
-            app_step.into_iter().collect(),
-        )
-    });
-
-    for (i, ((name, role), machine)) in names.iter().zip(&existing).enumerate() {
-        let files = &node_files[i];
-        let status = match machine {
-            Some(m) => {
-                nodes.push(NodePlan {
-                    name: name.clone(),
-                    role: *role,
-                    machine: Some(m.id.clone()),
-                    private_ip: (!m.private_ip.is_empty()).then(|| m.private_ip.clone()),
-                    zone: attached_zone(m),
-                });
-                let mref = MachineRef {
-                    app: app.clone(),
-                    id: Ref::Known(m.id.clone()),
-                };
-                let started = match &m.state {
-                    MachineState::Started => None,
-                    MachineState::Stopped | MachineState::Suspended => {
-                        let s = b.push(
-                            Some(name),
-                            Action::StartMachine {
-                                machine: mref.clone(),
-                            },
-                            vec![],
-                        );
-                        Some(b.push(
-                            Some(name),
-                            Action::WaitStarted {
-                                machine: mref.clone(),
-                            },
-                            vec![s],
-                        ))
-                    }
-                    _ => Some(b.push(
-                        Some(name),
-                        Action::WaitStarted {
-                            machine: mref.clone(),
-                        },
-                        vec![],
-                    )),
-                };
-                NodeStatus {
-                    machine: mref,
-                    started,
-                    ready: m.metadata(META_READY) == Some("true"),
-                }
-            }
-            None => {
-                let (volume, zone, vol_step) = match volume_of[i] {
-                    Some(v) => (Ref::Known(v.id.clone()), Some(v.zone.clone()), None),
-                    None => {
-                        let unique = unique_used < unique_left;
-                        unique_used += 1;
-                        let request = Box::new(volume_request(config, target, unique));
-                        let mut deps: Vec<StepId> = app_step.into_iter().collect();
-                        // Same-name volume creates in one app run one at a time, so the
-                        // client can tell which volume an ambiguous create made.
-                        deps.extend(last_volume_create);
-                        let s = b.push(
-                            Some(name),
-                            Action::CreateVolume {
-                                app: app.clone(),
-                                request,
-                                // Known zone counts say nothing of capacity: a zone can
-                                // be full, and then only sharing is left.
-                                share_if_full: options.allow_shared_zones,
-                            },
-                            deps,
-                        );
-                        last_volume_create = Some(s);
-                        (Ref::Step(s), None, Some(s))
-                    }
-                };
-                nodes.push(NodePlan {
-                    name: name.clone(),
-                    role: *role,
-                    machine: None,
-                    private_ip: None,
-                    zone: zone.clone(),
-                });
-                // Joining servers name the bootstrap server; agents join the cp app's DNS name.
-                let bootstrap = match role {
-                    Role::BootstrapServer | Role::Agent => None,
-                    Role::Server => bootstrap_ref.clone(),
-                };
-                let mut request = machine_request(
-                    config,
-                    target,
-                    bootstrap_index,
-                    name,
-                    *role,
-                    &volume,
-                    zone.as_deref(),
-                    bootstrap.as_ref(),
-                    files,
-                );
-                for (k, v) in &options.extra_env {
-                    request
-                        .config
-                        .env
-                        .entry(k.clone())
-                        .or_insert_with(|| v.clone());
-                }
-                let mut deps: Vec<StepId> = app_step.into_iter().collect();
-                deps.extend(vol_step);
-                deps.extend(secrets_step);
-                if *role != Role::BootstrapServer {
-                    deps.extend(join_after.iter().copied());
-                }
-                let create = b.push(
-                    Some(name),
-                    Action::CreateMachine {
-                        app: app.clone(),
-                        request: Box::new(request),
-                        volume,
-                        bootstrap,
-                    },
-                    deps,
-                );
-                let mref = MachineRef {
-                    app: app.clone(),
-                    id: Ref::Step(create),
-                };
-                let wait = b.push(
-                    Some(name),
-                    Action::WaitStarted {
-                        machine: mref.clone(),
-                    },
-                    vec![create],
-                );
-                NodeStatus {
-                    machine: mref,
-                    started: Some(wait),
-                    ready: false,
-                }
-            }
-        };
-        if *role == Role::BootstrapServer {
-            bootstrap_ref = Some(status.machine.id.clone());
-            // Joining servers wait for the bootstrap server: started (no k3s steps) or Ready
-            // with its token stored (k3s steps, below).
-            join_after.extend(status.started);
-            if options.k3s && !status.ready {
-                let via = status.machine.clone();
-                let deps: Vec<StepId> = status.started.into_iter().collect();
-                let ready = b.push(
-                    Some(name),
-                    Action::WaitK3sReady {
-                        machine: status.machine.clone(),
-                        via: via.clone(),
-                    },
-                    deps,
-                );
-                bootstrap_ready = Some(ready);
-                join_after.push(ready);
-                let needs_join = existing.iter().any(Option::is_none);
-                if !token_ready && needs_join {
-                    let read = b.push(Some(name), Action::ReadToken { from: via }, vec![ready]);
-                    let set = b.push(
-                        None,
-                        Action::SetTokenSecret {
-                            app: app.clone(),
-                            token: read,
-                        },
-                        vec![read],
-                    );
-                    join_after.push(set);
-                    token_ready = true;
-                }
-            } else if options.k3s && !token_ready && existing.iter().any(Option::is_none) {
-                let via = status.machine.clone();
-                let read = b.push(
-                    Some(name),
-                    Action::ReadToken { from: via },
-                    status.started.into_iter().collect(),
-                );
-                let set = b.push(
-                    None,
-                    Action::SetTokenSecret {
-                        app: app.clone(),
-                        token: read,
-                    },
-                    vec![read],
-                );
-                join_after.push(set);
-                token_ready = true;
-            }
-        }
-        statuses.push(status);
-    }
-
-    // k3s readiness, taint and the ready mark for every node not yet marked.
-    if options.k3s {
-        let via_of = |statuses: &[NodeStatus]| -> Option<MachineRef> {
-            match target {
-                Target::ControlPlane { .. } => statuses.first().map(|s| s.machine.clone()),
-                Target::NodeGroup { .. } => via_cp.clone(),
-            }
-        };
-        let via = via_of(&statuses);
-        for (i, (name, role)) in names.iter().enumerate() {
-            let status = &statuses[i];
-            if status.ready {
-                continue;
-            }
-            let Some(via) = via.clone() else { continue };
-            let ready = if *role == Role::BootstrapServer {
-                match bootstrap_ready {
-                    Some(r) => r,
-                    None => continue,
-                }
-            } else {
-                let mut deps: Vec<StepId> = status.started.into_iter().collect();
-                deps.extend(bootstrap_ready);
-                b.push(
-                    Some(name),
-                    Action::WaitK3sReady {
-                        machine: status.machine.clone(),
-                        via: via.clone(),
-                    },
-                    deps,
-                )
-            };
-            let mut last = ready;
-            if *role != Role::Agent {
-                last = b.push(
-                    Some(name),
-                    Action::Taint {
-                        machine: status.machine.clone(),
-                        via: via.clone(),
-                    },
-                    vec![ready],
-                );
-            }
-            b.push(
-                Some(name),
-                Action::MarkReady {
-                    machine: status.machine.clone(),
-                },
-                vec![last],
-            );
-        }
-    }
-
-    Ok(Plan {
-        cluster: cluster.to_string(),
-        app,
-        nodes,
-        steps: b.steps,
-        k3s: options.k3s,
-        observed_volumes: state.volumes.iter().map(|v| v.id.clone()).collect(),
-    })
 }

@@ -9,37 +9,22 @@ use std::collections::BTreeMap;
 use base64::Engine;
 
 use crate::config::Config;
+use crate::contract::path::TOKEN_FILE;
 use crate::fly::types::{
     CreateMachineRequest, CreateVolumeRequest, MachineConfig, MachineFile, MachineGuest,
     MachineInit, MachineMount, MachineRestart, RestartPolicy,
 };
-use crate::render::TOKEN_FILE;
 
 use super::{Ref, Role, Target, META_CLUSTER, META_NODE, META_ROLE, TOKEN_SECRET};
 
-/// Where every node mounts its volume (k3s data lives in `/data/k3s`).
-pub const DATA_MOUNT: &str = "/data";
-/// Where the cluster config is delivered (read by `fks-bootstrap node init`).
-pub const CLUSTER_CONFIG_PATH: &str = "/etc/fks/cluster/config";
-/// The machine's init: the node side of this tool.
-pub const INIT_EXEC: [&str; 3] = ["fks-bootstrap", "node", "init"];
-// The names `node init` reads are defined once, on the reading side (`node::vars`).
-use crate::node::vars as node_env;
-
-/// Env: the cluster name.
-pub const ENV_CLUSTER: &str = "FKS_CLUSTER";
-/// Env: the node name (`ctrl-0`, `worker-ng-a-1`).
-pub const ENV_NODE: &str = node_env::NODE_NAME;
-/// Env: `server` or `agent`.
-pub const ENV_ROLE: &str = "FKS_ROLE";
-/// Env: the region.
-pub const ENV_REGION: &str = "FKS_REGION";
-/// Env: the volume's zone (absent when the volume is made in the same run and not yet known).
-pub const ENV_ZONE: &str = node_env::ZONE;
-/// Env: N of the bootstrap `ctrl-N` (servers only).
-pub const ENV_BOOTSTRAP_INDEX: &str = node_env::BOOTSTRAP_NODE_ID;
-/// Env: the bootstrap server's machine id (joining servers only).
-pub const ENV_BOOTSTRAP_MACHINE_ID: &str = node_env::BOOTSTRAP_MACHINE_ID;
+// The names machines and operator share live in `contract`; these are their plan-side names.
+pub use crate::contract::env::{
+    BOOTSTRAP_MACHINE_ID as ENV_BOOTSTRAP_MACHINE_ID, BOOTSTRAP_NODE_ID as ENV_BOOTSTRAP_INDEX,
+    CLUSTER as ENV_CLUSTER, NODE_NAME as ENV_NODE, REGION as ENV_REGION, ROLE as ENV_ROLE,
+    ZONE as ENV_ZONE,
+};
+pub use crate::contract::path::{CLUSTER_CONFIG as CLUSTER_CONFIG_PATH, DATA_MOUNT};
+pub use crate::contract::INIT_EXEC;
 
 /// The volume of a node: `VOLUME_NAME` in `REGION`, `VOLUME_SIZE` GB, daily snapshots off as
 /// k3s.sh had them, and a compute hint so the volume's host can also run the machine.

@@ -22,13 +22,7 @@ mod node;
 
 pub use node::{Bootstrap, Host, Node, NodeName, Role};
 
-/// k3s's data dir: on the node's volume (mounted at /data), so etcd and the token survive a
-/// machine replacement (reference/k3s-sh-behaviour.md "Node side").
-pub const DATA_DIR: &str = "/data/k3s";
-
-/// The file the platform writes from the cluster's join-token app secret. The token never
-/// appears in the config itself or in machine env (reference/k3s-sh-behaviour.md, known defects).
-pub const TOKEN_FILE: &str = "/etc/fks/k3s-token";
+pub use crate::contract::path::{DATA_DIR, TOKEN_FILE};
 
 /// The interface flannel's tunnels use: eth0 holds both the 6PN address and the private IPv4
 /// on a Fly machine (reference/fly-runtime.md §1.4). Without `flannel-iface` flannel picks the

@@ -17,13 +17,13 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::config::Config;
-use crate::fly::types::{CreateVolumeRequest, Machine, MachineListFilter, MachineState, Volume};
-use crate::fly::{Client, Error as FlyError, LAUNCH_ID_KEY};
+use crate::fly::types::{Machine, MachineListFilter, MachineState, Volume};
+use crate::fly::{Client, Error as FlyError};
 use crate::plan::{
-    Action, MachineRef, Plan, Ref, State, Step, StepId, Target, ALLOW_SHARED_ZONES_FLAG,
-    ENV_BOOTSTRAP_MACHINE_ID, ENV_ZONE, META_CLUSTER, META_NODE, META_READY, TOKEN_SECRET,
+    Action, MachineRef, Plan, Ref, Step, StepId, ALLOW_SHARED_ZONES_FLAG, ENV_ZONE, META_CLUSTER,
+    META_NODE, META_READY, TOKEN_SECRET,
 };
+use crate::sync::lock;
 
 pub mod k3s;
 
@@ -242,52 +242,8 @@ impl std::fmt::Display for Summary {
     }
 }
 
-/// Reads what exists of `target`: the app, its volumes, machines and secret names (and, for a
-/// node group, the control plane's machines). One call per resource.
-pub async fn observe(client: &Client, config: &Config, target: &Target) -> Result<State, Error> {
-    let app = target.app(config);
-    let fly = |what: String| {
-        move |source| Error::Fly {
-            what,
-            source: Box::new(source),
-        }
-    };
-    let mut state = State::default();
-    match client.get_app(&app).await {
-        Ok(_) => state.app_exists = true,
-        Err(e) if e.is_not_found() => {}
-        Err(e) => return Err(fly(format!("observing app {app}"))(e)),
-    }
-    if state.app_exists {
-        state.volumes = client
-            .list_volumes(&app)
-            .await
-            .map_err(fly(format!("observing app {app}")))?;
-        state.machines = client
-            .list_machines(&app, &MachineListFilter::default())
-            .await
-            .map_err(fly(format!("observing app {app}")))?;
-        state.secrets = client
-            .list_secrets(&app)
-            .await
-            .map_err(fly(format!("observing app {app}")))?
-            .into_iter()
-            .map(|s| s.name)
-            .collect();
-    }
-    if let Target::NodeGroup { .. } = target {
-        let cp = config.cp_app();
-        match client
-            .list_machines(&cp, &MachineListFilter::default())
-            .await
-        {
-            Ok(ms) => state.control_plane = ms,
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(fly(format!("observing app {cp}"))(e)),
-        }
-    }
-    Ok(state)
-}
+/// Reads what exists of `target` (the one observer, [`crate::observe::target`]).
+pub use crate::observe::target as observe;
 
 /// What a step produced.
 #[derive(Debug, Clone)]
@@ -356,182 +312,65 @@ async fn shared_ready_check(
     check
 }
 
-/// A step with every reference resolved to a value.
-enum Resolved {
-    CreateApp(Box<crate::fly::types::CreateAppRequest>),
-    CreateVolume {
-        app: String,
-        request: Box<CreateVolumeRequest>,
-        share_if_full: bool,
-    },
-    CreateMachine {
-        app: String,
-        request: Box<crate::fly::types::CreateMachineRequest>,
-        zone: Option<String>,
-    },
-    Start(String, String),
-    WaitStarted(String, String),
-    WaitK3s {
-        app: String,
-        machine: String,
-        via: (String, String),
-    },
-    ReadToken(String, String),
-    SetSecret(String, K3sToken),
-    SetFileSecrets(String, BTreeMap<String, crate::fly::types::SecretString>),
-    Taint {
-        app: String,
-        machine: String,
-        via: (String, String),
-    },
-    MarkReady(String, String),
-}
-
-/// The highest secrets version written by the steps in `deps` (the secrets writes a step
-/// waits for), if any of them said one.
-fn secrets_version(done: &HashMap<StepId, Output>, deps: &[StepId]) -> Option<u64> {
-    deps.iter()
-        .filter_map(|d| match done.get(d) {
-            Some(Output::Secrets(v)) => *v,
-            _ => None,
-        })
-        .max()
-}
-
-fn lookup(done: &HashMap<StepId, Output>, step: StepId, needs: StepId) -> Result<&Output, Error> {
-    done.get(&needs).ok_or(Error::Missing { step, needs })
-}
-
-fn resolve_id(done: &HashMap<StepId, Output>, step: StepId, r: &Ref) -> Result<String, Error> {
-    match r {
-        Ref::Known(id) => Ok(id.clone()),
-        Ref::Step(s) => match lookup(done, step, *s)? {
-            Output::Machine(m) => Ok(m.id.clone()),
-            Output::Volume(v) => Ok(v.id.clone()),
-            _ => Err(Error::Missing { step, needs: *s }),
-        },
-    }
-}
-
-fn resolve_machine(
-    done: &HashMap<StepId, Output>,
+/// The outputs of the earlier steps a step reads ([`Action::inputs`] and its dependencies),
+/// taken from the finished ones when it starts.
+struct Inputs {
+    /// The step these are for.
     step: StepId,
-    m: &MachineRef,
-) -> Result<(String, String), Error> {
-    Ok((m.app.clone(), resolve_id(done, step, &m.id)?))
+    outputs: HashMap<StepId, Output>,
+    /// The highest secrets version written by the step's dependencies, if any said one.
+    secrets_version: Option<u64>,
 }
 
-fn resolve(
-    client: &Client,
-    step: &Step,
-    done: &HashMap<StepId, Output>,
-) -> Result<Resolved, Error> {
-    let id = step.id;
-    Ok(match &step.action {
-        Action::CreateApp { request } => Resolved::CreateApp(Box::new(request.clone())),
-        Action::CreateVolume {
-            app,
-            request,
-            share_if_full,
-        } => Resolved::CreateVolume {
-            app: app.clone(),
-            request: request.clone(),
-            share_if_full: *share_if_full,
-        },
-        Action::CreateMachine {
-            app,
-            request,
-            volume,
-            bootstrap,
-        } => {
-            let mut request = request.clone();
-            let mut zone = request.config.env.get(ENV_ZONE).cloned();
-            if let Ref::Step(s) = volume {
-                if let Output::Volume(v) = lookup(done, id, *s)? {
-                    if let Some(mount) = request.config.mounts.first_mut() {
-                        mount.volume = v.id.clone();
-                    }
-                    request
-                        .config
-                        .env
-                        .insert(ENV_ZONE.to_string(), v.zone.clone());
-                    zone = Some(v.zone.clone());
-                }
-            }
-            let server = request
-                .config
-                .metadata
-                .get(crate::plan::META_ROLE)
-                .map(String::as_str)
-                == Some(crate::plan::Role::Server.as_str());
-            if let (Some(b), true) = (bootstrap, server) {
-                let bid = resolve_id(done, id, b)?;
-                request
-                    .config
-                    .env
-                    .insert(ENV_BOOTSTRAP_MACHINE_ID.to_string(), bid);
-            }
-            // A fresh idempotency id per create (reference fly-machines-api.md §5).
-            request
-                .config
-                .metadata
-                .insert(LAUNCH_ID_KEY.to_string(), client.new_launch_id());
-            // Fly's secret store is eventually consistent: a machine made right after a
-            // secrets write may boot with an older version unless it asks for at least the
-            // written one, as flyctl does with the `version` of every write (reference
-            // fly-runtime.md §6; fly-machines-api.md §3 "min_secrets_version").
-            request.min_secrets_version = secrets_version(done, &step.depends_on);
-            Resolved::CreateMachine {
-                app: app.clone(),
-                request,
-                zone,
-            }
+impl Inputs {
+    fn of(step: &Step, done: &HashMap<StepId, Output>) -> Inputs {
+        let outputs = step
+            .action
+            .inputs()
+            .into_iter()
+            .filter_map(|s| done.get(&s).map(|o| (s, o.clone())))
+            .collect();
+        let secrets_version = step
+            .depends_on
+            .iter()
+            .filter_map(|d| match done.get(d) {
+                Some(Output::Secrets(v)) => *v,
+                _ => None,
+            })
+            .max();
+        Inputs {
+            step: step.id,
+            outputs,
+            secrets_version,
         }
-        Action::StartMachine { machine } => {
-            let (a, m) = resolve_machine(done, id, machine)?;
-            Resolved::Start(a, m)
+    }
+
+    fn get(&self, needs: StepId) -> Result<&Output, Error> {
+        self.outputs.get(&needs).ok_or(Error::Missing {
+            step: self.step,
+            needs,
+        })
+    }
+
+    /// The id a reference stands for: known, or made by an earlier step.
+    fn id(&self, r: &Ref) -> Result<String, Error> {
+        match r {
+            Ref::Known(id) => Ok(id.clone()),
+            Ref::Step(s) => match self.get(*s)? {
+                Output::Machine(m) => Ok(m.id.clone()),
+                Output::Volume(v) => Ok(v.id.clone()),
+                _ => Err(Error::Missing {
+                    step: self.step,
+                    needs: *s,
+                }),
+            },
         }
-        Action::WaitStarted { machine } => {
-            let (a, m) = resolve_machine(done, id, machine)?;
-            Resolved::WaitStarted(a, m)
-        }
-        Action::WaitK3sReady { machine, via } => {
-            let (app, machine) = resolve_machine(done, id, machine)?;
-            Resolved::WaitK3s {
-                app,
-                machine,
-                via: resolve_machine(done, id, via)?,
-            }
-        }
-        Action::ReadToken { from } => {
-            let (a, m) = resolve_machine(done, id, from)?;
-            Resolved::ReadToken(a, m)
-        }
-        Action::SetFileSecrets { app, values } => {
-            Resolved::SetFileSecrets(app.clone(), values.clone())
-        }
-        Action::SetTokenSecret { app, token } => match lookup(done, id, *token)? {
-            Output::Token(t) => Resolved::SetSecret(app.clone(), t.clone()),
-            _ => {
-                return Err(Error::Missing {
-                    step: id,
-                    needs: *token,
-                })
-            }
-        },
-        Action::Taint { machine, via } => {
-            let (app, machine) = resolve_machine(done, id, machine)?;
-            Resolved::Taint {
-                app,
-                machine,
-                via: resolve_machine(done, id, via)?,
-            }
-        }
-        Action::MarkReady { machine } => {
-            let (a, m) = resolve_machine(done, id, machine)?;
-            Resolved::MarkReady(a, m)
-        }
-    })
+    }
+
+    /// A machine's app and id.
+    fn machine(&self, m: &MachineRef) -> Result<(String, String), Error> {
+        Ok((m.app.clone(), self.id(&m.id)?))
+    }
 }
 
 /// The phase a finished step marks.
@@ -547,13 +386,27 @@ fn phase_of(action: &Action) -> Option<Phase> {
 }
 
 /// Runs `plan`: every step whose dependencies are done is started at once; the first error
-/// stops the run (the other running steps are cancelled) and is returned. Events go to
-/// `events` when given (a closed receiver is ignored).
+/// stops the run (the other running steps are cancelled) and is returned; with
+/// [`Plan::keep_going`] the steps that do not depend on a failed one still run, and the first
+/// error is returned at the end. Events go to `events` when given (a closed receiver is
+/// ignored).
 pub async fn execute(
     client: &Client,
     plan: &Plan,
     options: &Options,
     events: Option<UnboundedSender<Event>>,
+) -> Result<Summary, Error> {
+    execute_reporting(client, plan, options, events, None).await
+}
+
+/// [`execute`], also sending the id of every step as it finishes to `finished` (for a
+/// command that reports each step, like destroy's one line per removal).
+pub async fn execute_reporting(
+    client: &Client,
+    plan: &Plan,
+    options: &Options,
+    events: Option<UnboundedSender<Event>>,
+    finished: Option<UnboundedSender<StepId>>,
 ) -> Result<Summary, Error> {
     let ctx = Arc::new(Ctx {
         client: client.clone(),
@@ -581,6 +434,7 @@ pub async fn execute(
     let mut running: BTreeSet<StepId> = BTreeSet::new();
     let mut tasks: JoinSet<(StepId, Result<Output, Error>)> = JoinSet::new();
     let mut task_steps: HashMap<tokio::task::Id, StepId> = HashMap::new();
+    let mut first_error: Option<Error> = None;
     // One step at a time is k3s.sh's way: each node is finished (through k3s Ready) before the
     // next one starts, so steps go node by node. Otherwise plan order.
     let mut order: Vec<&Step> = plan.steps.iter().collect();
@@ -607,12 +461,14 @@ pub async fn execute(
             {
                 break;
             }
-            let ready = resolve(client, step, &done)?;
+            let inputs = Inputs::of(step, &done);
+            let step = step.clone();
             let node = step.node.clone().unwrap_or_default();
             let ctx = ctx.clone();
             let id = step.id;
             running.insert(id);
-            let handle = tasks.spawn(async move { (id, run_step(&ctx, &node, ready).await) });
+            let handle =
+                tasks.spawn(async move { (id, run_step(&ctx, &node, step.action, inputs).await) });
             task_steps.insert(handle.id(), id);
         }
         let Some(joined) = tasks.join_next().await else {
@@ -625,8 +481,16 @@ pub async fn execute(
                 .unwrap_or_else(|| "unknown".to_string()),
             source,
         })?;
-        let output = result?;
         running.remove(&id);
+        let output = match result {
+            Ok(output) => output,
+            Err(e) if plan.keep_going => {
+                tracing::error!("{}", crate::errors::chain(&e));
+                first_error.get_or_insert(e);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let step = &plan.steps[id.0];
         if let Some(node) = &step.node {
             if let Some(ns) = summary.nodes.iter_mut().find(|n| &n.name == node) {
@@ -655,9 +519,15 @@ pub async fn execute(
         }
         done.insert(id, output);
         summary.steps += 1;
+        if let Some(tx) = &finished {
+            let _ = tx.send(id);
+        }
     }
     summary.elapsed = ctx.started.elapsed();
-    Ok(summary)
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(summary),
+    }
 }
 
 fn fly_err(what: String) -> impl FnOnce(FlyError) -> Error {
@@ -667,17 +537,17 @@ fn fly_err(what: String) -> impl FnOnce(FlyError) -> Error {
     }
 }
 
-async fn run_step(ctx: &Ctx, node: &str, ready: Resolved) -> Result<Output, Error> {
+async fn run_step(ctx: &Ctx, node: &str, action: Action, inputs: Inputs) -> Result<Output, Error> {
     let c = &ctx.client;
-    match ready {
-        Resolved::CreateApp(req) => {
+    match action {
+        Action::CreateApp { request: req } => {
             let name = req.app_name().unwrap_or_default().to_string();
             c.create_app(&req)
                 .await
                 .map_err(fly_err(format!("creating app {name}")))?;
             Ok(Output::Done)
         }
-        Resolved::CreateVolume {
+        Action::CreateVolume {
             app,
             mut request,
             share_if_full,
@@ -716,7 +586,28 @@ async fn run_step(ctx: &Ctx, node: &str, ready: Resolved) -> Result<Output, Erro
             lock(&ctx.volumes).insert(v.id.clone());
             Ok(Output::Volume(Box::new(v)))
         }
-        Resolved::CreateMachine { app, request, zone } => {
+        Action::CreateMachine {
+            app,
+            request,
+            volume,
+            bootstrap,
+        } => {
+            let made_volume = match &volume {
+                Ref::Step(s) => match inputs.get(*s)? {
+                    Output::Volume(v) => Some(v.as_ref().clone()),
+                    _ => None,
+                },
+                Ref::Known(_) => None,
+            };
+            let bootstrap_id = bootstrap.as_ref().map(|b| inputs.id(b)).transpose()?;
+            let request = Box::new(crate::plan::complete_machine_request(
+                *request,
+                made_volume.as_ref(),
+                bootstrap_id.as_deref(),
+                c.new_launch_id(),
+                inputs.secrets_version,
+            ));
+            let zone = request.config.env.get(ENV_ZONE).cloned();
             // The plan tags every machine with its cluster; the step's node is its fks_node.
             let cluster = request
                 .config
@@ -743,13 +634,15 @@ async fn run_step(ctx: &Ctx, node: &str, ready: Resolved) -> Result<Output, Erro
             tracing::debug!(%app, %node, machine = %m.id, zone = zone.as_deref().unwrap_or(""), "machine created");
             Ok(Output::Machine(Box::new(m)))
         }
-        Resolved::Start(app, id) => {
+        Action::StartMachine { machine } => {
+            let (app, id) = inputs.machine(&machine)?;
             c.start_machine(&app, &id, None)
                 .await
                 .map_err(fly_err(format!("node {node}: starting machine {id}")))?;
             Ok(Output::Done)
         }
-        Resolved::WaitStarted(app, id) => {
+        Action::WaitStarted { machine } => {
+            let (app, id) = inputs.machine(&machine)?;
             let deadline = Instant::now() + ctx.options.started_timeout;
             match c
                 .wait(&app, &id, MachineState::Started, None, deadline)
@@ -773,7 +666,9 @@ async fn run_step(ctx: &Ctx, node: &str, ready: Resolved) -> Result<Output, Erro
                 .map_err(fly_err(format!("node {node}: reading machine {id}")))?;
             Ok(Output::Machine(Box::new(m)))
         }
-        Resolved::WaitK3s { app, machine, via } => {
+        Action::WaitK3sReady { machine, via } => {
+            let (app, machine) = inputs.machine(&machine)?;
+            let via = inputs.machine(&via)?;
             let k3s_node = k3s::k3s_node_name(&machine, &app);
             let started = Instant::now();
             let deadline = started + ctx.options.k3s_timeout;
@@ -799,7 +694,8 @@ async fn run_step(ctx: &Ctx, node: &str, ready: Resolved) -> Result<Output, Erro
                 tokio::time::sleep_until(next).await;
             }
         }
-        Resolved::ReadToken(app, id) => {
+        Action::ReadToken { from } => {
+            let (app, id) = inputs.machine(&from)?;
             let deadline = Instant::now() + ctx.options.k3s_timeout;
             let req = exec_request(k3s::token_command());
             loop {
@@ -824,7 +720,7 @@ async fn run_step(ctx: &Ctx, node: &str, ready: Resolved) -> Result<Output, Erro
                 }
             }
         }
-        Resolved::SetFileSecrets(app, values) => {
+        Action::SetFileSecrets { app, values } => {
             let names = values.keys().cloned().collect::<Vec<_>>().join(", ");
             let written = c
                 .update_secrets(
@@ -835,7 +731,13 @@ async fn run_step(ctx: &Ctx, node: &str, ready: Resolved) -> Result<Output, Erro
                 .map_err(fly_err(format!("storing secrets {names} of app {app}")))?;
             Ok(Output::Secrets(written.version))
         }
-        Resolved::SetSecret(app, token) => {
+        Action::SetTokenSecret { app, token } => {
+            let Output::Token(token) = inputs.get(token)? else {
+                return Err(Error::Missing {
+                    step: inputs.step,
+                    needs: token,
+                });
+            };
             let written = c
                 .set_secret(&app, TOKEN_SECRET, &token.file_secret())
                 .await
@@ -844,7 +746,9 @@ async fn run_step(ctx: &Ctx, node: &str, ready: Resolved) -> Result<Output, Erro
                 )))?;
             Ok(Output::Secrets(written.version))
         }
-        Resolved::Taint { app, machine, via } => {
+        Action::Taint { machine, via } => {
+            let (app, machine) = inputs.machine(&machine)?;
+            let via = inputs.machine(&via)?;
             let k3s_node = k3s::k3s_node_name(&machine, &app);
             let out = c
                 .exec(&via.0, &via.1, &exec_request(k3s::taint_command(&k3s_node)))
@@ -868,10 +772,46 @@ async fn run_step(ctx: &Ctx, node: &str, ready: Resolved) -> Result<Output, Erro
             }
             Ok(Output::Done)
         }
-        Resolved::MarkReady(app, id) => {
+        Action::MarkReady { machine } => {
+            let (app, id) = inputs.machine(&machine)?;
             c.set_metadata(&app, &id, META_READY, "true")
                 .await
                 .map_err(fly_err(format!("node {node}: marking machine {id} ready")))?;
+            Ok(Output::Done)
+        }
+        Action::DestroyMachine { machine } => {
+            let (app, id) = inputs.machine(&machine)?;
+            c.destroy_machine(&app, &id, None)
+                .await
+                .map_err(fly_err(format!("destroying machine {id} in app {app}")))?;
+            let deadline = Instant::now() + ctx.options.started_timeout;
+            c.wait(&app, &id, MachineState::Destroyed, None, deadline)
+                .await
+                .map_err(fly_err(format!(
+                    "waiting for the destroy of machine {id} in app {app}"
+                )))?;
+            Ok(Output::Done)
+        }
+        Action::DeleteVolume {
+            app, volume: id, ..
+        } => {
+            c.delete_volume(&app, &id)
+                .await
+                .map_err(fly_err(format!("deleting volume {id} in app {app}")))?;
+            Ok(Output::Done)
+        }
+        Action::DeleteSecret { app, name } => {
+            c.delete_secret(&app, &name)
+                .await
+                .map_err(fly_err(format!("deleting secret {name} in app {app}")))?;
+            Ok(Output::Done)
+        }
+        Action::DeleteApp { app } => {
+            // Not forced: every machine is destroyed by now, and a machine that appeared
+            // since the observation makes the delete fail instead of vanishing with it.
+            c.delete_app(&app, false)
+                .await
+                .map_err(fly_err(format!("deleting app {app} in app {app}")))?;
             Ok(Output::Done)
         }
     }
@@ -911,10 +851,6 @@ async fn adopt_machine(c: &Client, app: &str, cluster: &str, name: &str) -> Opti
         Ok([m]) => Some(m),
         Err(_) => None,
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

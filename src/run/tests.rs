@@ -12,7 +12,7 @@ use super::testserver::{json as answer, Answer, Seen, Server};
 use super::*;
 use crate::fly::types::{MachineConfig, MachineFile, VolumeState};
 use crate::fly::{Options as ClientOptions, RetryPolicy, Token};
-use crate::plan::{self, META_CLUSTER, META_NODE, META_ROLE};
+use crate::plan::{self, State, Target, META_CLUSTER, META_NODE, META_ROLE};
 use crate::render::tests::lab_config;
 
 const TOKEN_VALUE: &str = "K10fakefakefake::server:0123456789";
@@ -286,12 +286,22 @@ async fn ready_waits_of_many_nodes_on_one_machine_share_one_check() {
     for i in 0..10 {
         let ctx = ctx.clone();
         waits.spawn(async move {
-            let wait = Resolved::WaitK3s {
-                app: "lab-ng-a".into(),
-                machine: format!("w{i}"),
-                via: ("lab-cp".into(), "m0".into()),
+            let wait = Action::WaitK3sReady {
+                machine: MachineRef {
+                    app: "lab-ng-a".into(),
+                    id: Ref::Known(format!("w{i}")),
+                },
+                via: MachineRef {
+                    app: "lab-cp".into(),
+                    id: Ref::Known("m0".into()),
+                },
             };
-            run_step(&ctx, &format!("worker-ng-a-{i}"), wait).await
+            let inputs = Inputs {
+                step: StepId(i),
+                outputs: HashMap::new(),
+                secrets_version: None,
+            };
+            run_step(&ctx, &format!("worker-ng-a-{i}"), wait, inputs).await
         });
     }
     while let Some(done) = waits.join_next().await {

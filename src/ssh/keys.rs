@@ -29,13 +29,10 @@ use russh::keys::{Algorithm, PrivateKey, PublicKey};
 use super::Error;
 use crate::fly::types::MachineFile;
 
-/// Where the node's SSH server (`ssh::server`) finds its host private key (the path Debian's
-/// sshd uses, so a node is inspected where one would look).
-pub const HOST_KEY_PATH: &str = "/etc/ssh/ssh_host_ed25519_key";
-/// Where the guest keeps its host public key (for people on the node; the server derives it).
-pub const HOST_PUBLIC_KEY_PATH: &str = "/etc/ssh/ssh_host_ed25519_key.pub";
-/// The only authorized_keys file the node's SSH server reads.
-pub const AUTHORIZED_KEYS_PATH: &str = "/root/.ssh/authorized_keys";
+pub use crate::contract::path::{
+    AUTHORIZED_KEYS as AUTHORIZED_KEYS_PATH, SSH_HOST_KEY as HOST_KEY_PATH,
+    SSH_HOST_PUBLIC_KEY as HOST_PUBLIC_KEY_PATH,
+};
 
 const USER_KEY: &str = "id_ed25519";
 const HOST_KEY: &str = "ssh_host_ed25519_key";

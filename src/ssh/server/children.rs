@@ -67,7 +67,7 @@ impl ChildExits {
 
     fn lock(registry: &Mutex<Registry>) -> MutexGuard<'_, Registry> {
         // A panic while holding this lock leaves a plain map behind; it stays usable.
-        registry.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(registry)
     }
 
     /// Start a process with `spawn` (which returns it and its pid) and ask for its exit
