@@ -278,6 +278,10 @@ async fn converge(
         k3s: true,
         node_files,
         extra_env,
+        image: config
+            .image
+            .clone()
+            .expect("the bench's cluster config names its IMAGE"),
     };
     let run_options = run::Options {
         started_timeout: DEADLINE,

@@ -21,6 +21,10 @@ mod common;
 use common::{fks_bootstrap_binary, repo_root};
 
 const TOKEN: &str = "cli-ops-test-token";
+/// The image the plan gives every machine: pinned by digest, as `image::ensure` makes it (the
+/// API-only lab runs nothing, so no registry has to hold it here).
+const LAB_IMAGE: &str =
+    "127.0.0.1:5000/lab-cp@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
 /// A lab serving on a local port until dropped.
 type Lab = common::ApiLab;
@@ -142,6 +146,7 @@ async fn make_control_plane(client: &Client, config: &Config) {
         k3s: false,
         node_files: files,
         extra_env: BTreeMap::new(),
+        image: LAB_IMAGE.to_string(),
     };
     let p = plan::plan(config, &target, &state, &options).expect("plan");
     run::execute(client, &p, &run::Options::default(), None)

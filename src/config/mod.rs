@@ -21,7 +21,7 @@ pub use diagnostic::{Diagnostic, Diagnostics};
 pub use parse::parse_shell;
 pub use toml::parse_toml;
 pub use validate::{
-    ALLOW_IPV6_ONLY_POD_TRAFFIC, DEFAULT_FLANNEL_BACKEND, DEFAULT_IMAGE, DEFAULT_NODE_IMAGE_BASE,
+    ALLOW_IPV6_ONLY_POD_TRAFFIC, DEFAULT_FLANNEL_BACKEND, DEFAULT_NODE_IMAGE_BASE,
     DEFAULT_SSH_PORT, MAX_APP_NAME_LEN, MAX_CLUSTER_NAME_LEN, MAX_NODE_GROUP_LEN,
 };
 
@@ -145,8 +145,10 @@ pub struct Config {
     pub org_name: String,
     /// `FLANNEL_BACKEND` (optional, default `wireguard-native` as k3s.sh used).
     pub flannel_backend: FlannelBackend,
-    /// `IMAGE` (optional): the machine image that carries `fks-bootstrap` and k3s.
-    pub image: String,
+    /// `IMAGE` (optional, no default): an image of the user's that carries `fks-bootstrap` and
+    /// k3s, used as given (never built). Unset: `-c`/`-a` build the cluster's own image and
+    /// push it to `<registry>/<cluster>-cp` (`image::ensure`).
+    pub image: Option<String>,
     /// `NODE_IMAGE_BASE` (optional): the base image `fks-bootstrap image build` adds its
     /// layer to, default Debian trixie slim.
     pub node_image_base: String,
@@ -253,7 +255,12 @@ impl Config {
             ("K3S_VERSION", self.k3s_version.clone()),
             ("ORG_NAME", self.org_name.clone()),
             ("FLANNEL_BACKEND", self.flannel_backend.as_str().to_string()),
-            ("IMAGE", self.image.clone()),
+            (
+                "IMAGE",
+                self.image.clone().unwrap_or_else(|| {
+                    "(unset: built and pushed to <registry>/<cluster>-cp by -c/-a)".to_string()
+                }),
+            ),
             ("NODE_IMAGE_BASE", self.node_image_base.clone()),
             (
                 ALLOW_IPV6_ONLY_POD_TRAFFIC,

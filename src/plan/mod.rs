@@ -224,6 +224,9 @@ pub struct Options {
     /// Extra environment for every machine made, e.g. `FKS_ALLOW_MISSING_KERNEL_OPTIONS=1`.
     /// Never a secret (env is visible in the machine config); the plan's own keys win.
     pub extra_env: BTreeMap<String, String>,
+    /// The image every machine made gets as `config.image`: `<repo>@sha256:<digest>`, pinned
+    /// by `image::ensure` (never a moving tag).
+    pub image: String,
 }
 
 /// A step's index in [`Plan::steps`].
@@ -877,6 +880,7 @@ pub fn plan(
                     bootstrap.as_ref(),
                     files,
                 );
+                request.config.image = options.image.clone();
                 for (k, v) in &options.extra_env {
                     request
                         .config

@@ -370,7 +370,7 @@ proptest! {
         let mut config = lab_config();
         config.cluster_name = cluster.clone();
         config.region = region.clone();
-        config.image = image;
+        config.image = Some(image);
         let role = match role {
             0 => Role::BootstrapServer,
             1 => Role::JoiningServer { bootstrap_machine_id: bootstrap_id.clone() },
