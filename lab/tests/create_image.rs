@@ -17,10 +17,9 @@ use std::time::Duration;
 
 use fks_bootstrap::fly::types::{Machine, MachineListFilter, MachineState};
 use fks_bootstrap::fly::{Client, Options as ClientOptions, Token};
-use fks_lab::registry::Registry;
 use serde_json::Value;
 
-use common::{fks_bootstrap_binary, k3s_standin_binary, repo_root};
+use common::{fks_bootstrap_binary, k3s_standin_binary};
 
 /// The lab's token: the API's and the registry's password, as with `fks-lab serve`.
 const TOKEN: &str = "create-image-test-token";
@@ -28,25 +27,15 @@ const TOKEN: &str = "create-image-test-token";
 struct Env {
     dir: tempfile::TempDir,
     lab: common::ApiLab,
-    registry: Registry,
+    registry: common::LabRegistry,
 }
 
 impl Env {
     /// An API-only lab and a registry whose password is `registry_token`.
     async fn start(registry_token: &str) -> Env {
-        for program in ["docker-registry", "skopeo"] {
-            let found = std::env::var_os("PATH")
-                .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()));
-            assert!(
-                found,
-                "{program} is not installed: run scripts/setup.sh test"
-            );
-        }
-        let dir = tempfile::tempdir().expect("tempdir");
+        let registry = common::LabRegistry::start(registry_token).await;
         let lab = common::start_api_lab("sjc=3", "", 21, Duration::from_millis(30), TOKEN).await;
-        let registry = Registry::start(&dir.path().join("state"), registry_token)
-            .await
-            .expect("registry starts");
+        let dir = tempfile::tempdir().expect("tempdir");
         Env { dir, lab, registry }
     }
 
@@ -58,30 +47,9 @@ impl Env {
         self.dir.path().join(p)
     }
 
-    /// Pushes the tiny base as `base/tiny:1` with `token`; returns `<host>/base/tiny:1`.
-    fn push_base(&self, token: &str) -> String {
-        let reference = format!("{}/base/tiny:1", self.host());
-        common::push_tiny_image(&self.path("base"), &reference, token, "amd64");
-        reference
-    }
-
     /// A copy of clusters/lab without its IMAGE line, with `extra` lines appended.
     fn cluster(&self, extra: &[String]) -> PathBuf {
-        let dir = self.path("cluster");
-        std::fs::create_dir_all(&dir).expect("mkdir");
-        let lab = std::fs::read_to_string(repo_root().join("clusters/lab/config"))
-            .expect("clusters/lab/config");
-        let mut text: String = lab
-            .lines()
-            .filter(|l| !l.starts_with("IMAGE="))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        for line in extra {
-            text.push_str(line);
-            text.push('\n');
-        }
-        std::fs::write(dir.join("config"), text).expect("config");
-        dir
+        common::lab_cluster(self.dir.path(), extra)
     }
 
     /// Runs `fks-bootstrap ARGS --k3s-source file <k3s-standin> --k3s-standin` with the lab's
@@ -95,8 +63,7 @@ impl Env {
             .arg(&standin)
             .arg("--k3s-standin")
             .envs(self.lab.env.iter().map(|(k, v)| (*k, v.as_str())))
-            .env("FLY_REGISTRY_HOST", self.host())
-            .env("FKS_REGISTRY_PLAIN_HTTP", "1")
+            .envs(self.registry.env())
             .env("XDG_CONFIG_HOME", self.path("xdg-config"))
             // One build cache for all tests of this binary: the node layer (this debug binary
             // and the stand-in, some 400 MB) is compressed once, not once per test.
@@ -157,7 +124,7 @@ impl Env {
             }
         }
         let mut out = BTreeMap::new();
-        let root = self.registry.storage();
+        let root = self.registry.registry.storage();
         walk(&root, &root, &mut out);
         out
     }
@@ -214,7 +181,7 @@ fn assert_ok(what: &str, out: &Output) {
 #[tokio::test(flavor = "multi_thread")]
 async fn create_builds_pushes_and_pins_the_image_and_a_rerun_pushes_and_creates_nothing() {
     let env = Env::start(TOKEN).await;
-    let base = env.push_base(TOKEN);
+    let base = env.registry.push_tiny(TOKEN);
     let cluster = env.cluster(&[format!("NODE_IMAGE_BASE={base}")]);
     let dir = cluster.to_str().expect("utf8");
 
@@ -311,7 +278,7 @@ async fn create_builds_pushes_and_pins_the_image_and_a_rerun_pushes_and_creates_
 #[tokio::test(flavor = "multi_thread")]
 async fn an_explicit_image_wins_is_pinned_and_an_unknown_one_stops_the_run() {
     let env = Env::start(TOKEN).await;
-    let base = env.push_base(TOKEN);
+    let base = env.registry.push_tiny(TOKEN);
     let digest = env.inspect(&base, &[])["Digest"]
         .as_str()
         .expect("digest")
@@ -358,7 +325,7 @@ async fn an_explicit_image_wins_is_pinned_and_an_unknown_one_stops_the_run() {
 async fn a_registry_refusing_the_credentials_stops_the_run_before_any_machine() {
     // The registry's password is not the lab token the CLI presents.
     let env = Env::start("another-password").await;
-    let base = env.push_base("another-password");
+    let base = env.registry.push_tiny("another-password");
     let cluster = env.cluster(&[format!("NODE_IMAGE_BASE={base}")]);
     let out = env.fks(&["-c", cluster.to_str().expect("utf8")]).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));

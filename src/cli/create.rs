@@ -331,26 +331,35 @@ fn converge(
             "1".to_string(),
         );
     }
-    // Before observing: a first push makes the control-plane app (its registry path).
-    let image = image_step(&rt, config, flags, &client)?;
-    let options = plan::Options {
+    let mut options = plan::Options {
         zones,
         allow_shared_zones: flags.allow_shared_zones,
         k3s,
         node_files,
         extra_env,
-        image: image.pinned.clone(),
+        image: String::new(),
     };
 
-    let state = rt
-        .block_on(run::observe(&client, config, target))
-        .map_err(failed)?;
-    let plan = plan::plan(config, target, &state, &options).map_err(|e| match e {
+    let plan_error = |e: plan::Error| match e {
         plan::Error::InvalidGroup { .. }
         | plan::Error::InvalidBootstrapIndex { .. }
         | plan::Error::ZoneShortage { .. } => usage(e),
         _ => failed(e),
-    })?;
+    };
+    let mut state = rt
+        .block_on(run::observe(&client, config, target))
+        .map_err(failed)?;
+    // The plan's refusals (zones, group) come before the image is built; it is planned again
+    // below with the image pinned.
+    plan::plan(config, target, &state, &options).map_err(plan_error)?;
+    let image = image_step(&rt, config, flags, &client)?;
+    if image.made_app {
+        state = rt
+            .block_on(run::observe(&client, config, target))
+            .map_err(failed)?;
+    }
+    options.image = image.pinned.clone();
+    let plan = plan::plan(config, target, &state, &options).map_err(plan_error)?;
     if flags.dry_run {
         if json {
             let v = serde_json::json!({

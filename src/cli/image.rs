@@ -272,6 +272,12 @@ mod tests {
     }
 
     #[test]
+    fn k3s_flags_default_is_what_clap_gives_without_flags() {
+        let t = T::try_parse_from(["x", "d"]).expect("parses");
+        assert_eq!(t.b.k3s, K3sFlags::default());
+    }
+
+    #[test]
     fn k3s_source_forms() {
         assert!(matches!(
             parse(&["d"]).expect("default").source,

@@ -230,7 +230,7 @@ impl Config {
     /// lists are comma-separated. Values are validated, so none needs quoting.
     pub fn entries(&self) -> Vec<(&'static str, String)> {
         let join = |items: Vec<String>| items.join(",");
-        vec![
+        let mut entries = vec![
             ("CLUSTER_NAME", self.cluster_name.clone()),
             (
                 "CLUSTER_CIDR",
@@ -255,19 +255,18 @@ impl Config {
             ("K3S_VERSION", self.k3s_version.clone()),
             ("ORG_NAME", self.org_name.clone()),
             ("FLANNEL_BACKEND", self.flannel_backend.as_str().to_string()),
-            (
-                "IMAGE",
-                self.image.clone().unwrap_or_else(|| {
-                    "(unset: built and pushed to <registry>/<cluster>-cp by -c/-a)".to_string()
-                }),
-            ),
             ("NODE_IMAGE_BASE", self.node_image_base.clone()),
             (
                 ALLOW_IPV6_ONLY_POD_TRAFFIC,
                 self.allow_ipv6_only_pod_traffic.to_string(),
             ),
             ("SSH_PORT", self.ssh_port.to_string()),
-        ]
+        ];
+        // IMAGE has no default: left out when unset (the file then reads back the same).
+        if let Some(image) = &self.image {
+            entries.push(("IMAGE", image.clone()));
+        }
+        entries
     }
 }
 

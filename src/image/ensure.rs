@@ -56,6 +56,9 @@ pub struct Image {
     pub pinned: String,
     /// What happened to get it.
     pub outcome: Outcome,
+    /// Whether the control-plane app was created for the push (what was observed before is
+    /// then out of date).
+    pub made_app: bool,
 }
 
 impl std::fmt::Display for Image {
@@ -199,22 +202,23 @@ pub async fn ensure(config: &Config, inputs: &Inputs, fly: &fly::Client) -> Resu
             reference: reference.clone(),
             source,
         })?;
-    let image = |outcome| Image {
+    let image = |outcome, made_app| Image {
         reference: reference.clone(),
         digest: built.digest.clone(),
         pinned: pin(&target, &built.digest),
         outcome,
+        made_app,
     };
     // The tag is derived from the digest, so a tag at another digest was put there by someone
     // else: pushed over, as `image build --push` would.
     if found.as_deref() == Some(built.digest.as_str()) {
         eprintln!("fks-bootstrap: node image {reference} is in the registry; nothing to push");
-        return Ok(image(Outcome::Present));
+        return Ok(image(Outcome::Present, false));
     }
     if inputs.dry_run {
-        return Ok(image(Outcome::WouldPush));
+        return Ok(image(Outcome::WouldPush, false));
     }
-    ensure_app(fly, config).await?;
+    let made_app = ensure_app(fly, config).await?;
     eprintln!("fks-bootstrap: pushing node image {} to {reference}", built.digest);
     let report = super::push(
         &built,
@@ -229,7 +233,7 @@ pub async fn ensure(config: &Config, inputs: &Inputs, fly: &fly::Client) -> Resu
         reference: reference.clone(),
         source,
     })?;
-    Ok(image(Outcome::Pushed(report)))
+    Ok(image(Outcome::Pushed(report), made_app))
 }
 
 /// Resolves the configured `IMAGE` to its digest through its own registry (the cluster's
@@ -265,25 +269,27 @@ async fn resolve(
         pinned: pin(&reference, &digest),
         digest,
         outcome: Outcome::Configured,
+        made_app: false,
     })
 }
 
-/// Creates the control-plane app when it does not exist (the plan then finds it).
-async fn ensure_app(fly: &fly::Client, config: &Config) -> Result<(), Error> {
+/// Creates the control-plane app when it does not exist (the plan then finds it); true when
+/// it did.
+async fn ensure_app(fly: &fly::Client, config: &Config) -> Result<bool, Error> {
     let app = config.cp_app();
     let app_error = |source| Error::App {
         app: app.clone(),
         source,
     };
     match fly.get_app(&app).await {
-        Ok(_) => return Ok(()),
+        Ok(_) => return Ok(false),
         Err(e) if e.is_not_found() => {}
         Err(e) => return Err(app_error(e)),
     }
     let request = fly::types::CreateAppRequest::new(app.clone(), config.org_name.clone());
+    // `create_app` also waits until the new app answers.
     fly.create_app(&request).await.map_err(app_error)?;
-    fly.wait_for_app(&app).await.map_err(app_error)?;
-    Ok(())
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -310,6 +316,7 @@ mod tests {
                 uploaded_bytes: 10,
                 skipped_blobs: 1,
             }),
+            made_app: true,
         };
         assert_eq!(
             image.to_string(),

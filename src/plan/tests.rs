@@ -700,3 +700,31 @@ fn a_lost_bootstrap_server_is_not_recreated_as_a_second_cluster() {
     assert_eq!(reqs[0].config.env[ENV_BOOTSTRAP_MACHINE_ID], "m1");
     assert_eq!(reqs[0].config.mounts[0].volume, "vol_0");
 }
+
+#[test]
+fn every_machine_made_gets_the_pinned_image_not_the_configs() {
+    let mut config = lab_config();
+    config.image = Some("registry.fly.io/some-app:latest".to_string());
+    for (target, names) in [
+        (cp(), cp_names()),
+        (
+            Target::node_group("0").expect("group"),
+            (0..3).map(|i| format!("worker-ng-0-{i}")).collect(),
+        ),
+    ] {
+        let state = State {
+            control_plane: vec![machine("m0", "ctrl-0", "server", MachineState::Started)],
+            ..State::default()
+        };
+        let plan = plan(&config, &target, &state, &options(&names, Some(3), false)).expect("plan");
+        let images: Vec<&str> = plan
+            .steps
+            .iter()
+            .filter_map(|s| match &s.action {
+                Action::CreateMachine { request, .. } => Some(request.config.image.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(images, vec![PINNED; 3], "{target:?}");
+    }
+}

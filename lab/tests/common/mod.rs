@@ -223,3 +223,69 @@ pub fn push_tiny_image(layout: &Path, dest: &str, token: &str, arch: &str) -> St
     );
     written.digest
 }
+
+/// The lab's registry as `fks-lab serve` runs it (Debian's docker-registry, user `x`,
+/// password `token`, storage in a temp dir); stopped when dropped.
+pub struct LabRegistry {
+    pub registry: fks_lab::registry::Registry,
+    pub dir: tempfile::TempDir,
+}
+
+impl LabRegistry {
+    /// Starts it; fails the test when docker-registry or skopeo is missing.
+    pub async fn start(token: &str) -> LabRegistry {
+        for program in ["docker-registry", "skopeo"] {
+            let found = std::env::var_os("PATH")
+                .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()));
+            assert!(
+                found,
+                "{program} is not installed: run scripts/setup.sh test"
+            );
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let registry = fks_lab::registry::Registry::start(&dir.path().join("state"), token)
+            .await
+            .expect("registry starts");
+        LabRegistry { registry, dir }
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn host(&self) -> String {
+        self.registry.host()
+    }
+
+    /// The product's settings for it (what `fks-lab env` prints besides the API's).
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("FLY_REGISTRY_HOST", self.host()),
+            ("FKS_REGISTRY_PLAIN_HTTP", "1".to_string()),
+        ]
+    }
+
+    /// Pushes [`push_tiny_image`] as `base/tiny:1` with `token`; returns its reference.
+    pub fn push_tiny(&self, token: &str) -> String {
+        let reference = format!("{}/base/tiny:1", self.host());
+        push_tiny_image(&self.dir.path().join("tiny"), &reference, token, "amd64");
+        reference
+    }
+}
+
+/// A copy of clusters/lab in `dir` without its IMAGE line and with `extra` lines appended;
+/// returns the cluster directory.
+pub fn lab_cluster(dir: &Path, extra: &[String]) -> PathBuf {
+    let cluster = dir.join("cluster");
+    std::fs::create_dir_all(&cluster).expect("mkdir");
+    let lab = std::fs::read_to_string(repo_root().join("clusters/lab/config"))
+        .expect("clusters/lab/config");
+    let mut text: String = lab
+        .lines()
+        .filter(|l| !l.starts_with("IMAGE="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    for line in extra {
+        text.push_str(line);
+        text.push('\n');
+    }
+    std::fs::write(cluster.join("config"), text).expect("config");
+    cluster
+}
