@@ -544,7 +544,8 @@ async fn destroy_gets_through_rate_limits_and_503s() {
 async fn registry_and_cluster(dir: &std::path::Path) -> (common::LabRegistry, String) {
     let registry = common::LabRegistry::start(TOKEN).await;
     let image = registry.push_tiny(TOKEN);
-    let cluster = common::lab_cluster(dir, &[format!("IMAGE={image}")]);
+    let cluster = dir.join("cluster");
+    common::lab_cluster(&cluster, &[format!("IMAGE={image}")]);
     let cluster = cluster.to_str().expect("utf8").to_string();
     (registry, cluster)
 }

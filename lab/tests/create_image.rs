@@ -49,7 +49,9 @@ impl Env {
 
     /// A copy of clusters/lab without its IMAGE line, with `extra` lines appended.
     fn cluster(&self, extra: &[String]) -> PathBuf {
-        common::lab_cluster(self.dir.path(), extra)
+        let dir = self.path("cluster");
+        common::lab_cluster(&dir, extra);
+        dir
     }
 
     /// Runs `fks-bootstrap ARGS --k3s-source file <k3s-standin> --k3s-standin` with the lab's

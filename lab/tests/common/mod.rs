@@ -270,11 +270,10 @@ impl LabRegistry {
     }
 }
 
-/// A copy of clusters/lab in `dir` without its IMAGE line and with `extra` lines appended;
-/// returns the cluster directory.
-pub fn lab_cluster(dir: &Path, extra: &[String]) -> PathBuf {
-    let cluster = dir.join("cluster");
-    std::fs::create_dir_all(&cluster).expect("mkdir");
+/// Writes a copy of clusters/lab's config into directory `cluster` without its IMAGE line and
+/// with `extra` lines appended.
+pub fn lab_cluster(cluster: &Path, extra: &[String]) {
+    std::fs::create_dir_all(cluster).expect("mkdir");
     let lab = std::fs::read_to_string(repo_root().join("clusters/lab/config"))
         .expect("clusters/lab/config");
     let mut text: String = lab
@@ -287,5 +286,4 @@ pub fn lab_cluster(dir: &Path, extra: &[String]) -> PathBuf {
         text.push('\n');
     }
     std::fs::write(cluster.join("config"), text).expect("config");
-    cluster
 }
