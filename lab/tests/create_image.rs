@@ -134,9 +134,14 @@ impl Env {
     /// `skopeo inspect [extra] docker://<reference>` as JSON, with this registry's login.
     fn inspect(&self, reference: &str, extra: &[&str]) -> Value {
         let mut cmd = std::process::Command::new("skopeo");
-        cmd.args(["inspect", "--creds", &format!("x:{TOKEN}"), "--tls-verify=false"])
-            .args(extra)
-            .arg(format!("docker://{reference}"));
+        cmd.args([
+            "inspect",
+            "--creds",
+            &format!("x:{TOKEN}"),
+            "--tls-verify=false",
+        ])
+        .args(extra)
+        .arg(format!("docker://{reference}"));
         let out = cmd.output().expect("running skopeo");
         assert!(
             out.status.success(),
@@ -304,7 +309,9 @@ async fn an_explicit_image_wins_is_pinned_and_an_unknown_one_stops_the_run() {
     // In the registry: used as given (nothing built or pushed), pinned to its digest.
     let registry_before = env.storage();
     let cluster = env.cluster(&[format!("IMAGE={base}")]);
-    let out = env.fks(&["-c", cluster.to_str().expect("utf8"), "--json"]).await;
+    let out = env
+        .fks(&["-c", cluster.to_str().expect("utf8"), "--json"])
+        .await;
     assert_ok("-c with IMAGE", &out);
     let result = json(&out);
     let pinned = format!("{}/base/tiny@{digest}", env.host());
@@ -320,7 +327,11 @@ async fn an_explicit_image_wins_is_pinned_and_an_unknown_one_stops_the_run() {
     for m in &machines {
         assert_eq!(image_of(m), pinned, "machine {}", m.id);
     }
-    assert_eq!(env.storage(), registry_before, "an explicit IMAGE was pushed");
+    assert_eq!(
+        env.storage(),
+        registry_before,
+        "an explicit IMAGE was pushed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

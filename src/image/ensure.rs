@@ -219,7 +219,10 @@ pub async fn ensure(config: &Config, inputs: &Inputs, fly: &fly::Client) -> Resu
         return Ok(image(Outcome::WouldPush, false));
     }
     let made_app = ensure_app(fly, config).await?;
-    eprintln!("fks-bootstrap: pushing node image {} to {reference}", built.digest);
+    eprintln!(
+        "fks-bootstrap: pushing node image {} to {reference}",
+        built.digest
+    );
     let report = super::push(
         &built,
         &target,

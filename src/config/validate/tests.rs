@@ -471,7 +471,9 @@ fn optional_keys_are_checked_when_present() {
     );
     assert!(bad("IMAGE", "\"a b\"").message.contains("whitespace"));
     assert!(bad("IMAGE", "''").message.contains("empty"));
-    assert!(bad("IMAGE", "Not/A:Ref:x").message.contains("not an image reference"));
+    assert!(bad("IMAGE", "Not/A:Ref:x")
+        .message
+        .contains("not an image reference"));
     assert_eq!(
         good("IMAGE", "lab/fks-node").image.as_deref(),
         Some("lab/fks-node")
