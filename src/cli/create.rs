@@ -411,28 +411,32 @@ fn converge(
         }
     };
     if json {
-        let nodes: Vec<_> = summary
-            .nodes
-            .iter()
-            .map(|n| {
-                serde_json::json!({
-                    "name": n.name,
-                    "machine": n.machine,
-                    "zone": n.zone,
-                    "private_ip": n.private_ip,
-                })
-            })
-            .collect();
-        let v = serde_json::json!({
-            "app": summary.app,
-            "image": image.to_json(),
-            "nodes": nodes,
-            "steps": summary.steps,
-            "seconds": summary.elapsed.as_secs_f64(),
-        });
-        return output::stdout(&output::json(&v)?);
+        return output::stdout(&output::json(&summary_json(&summary, &image))?);
     }
     output::stdout(&format!("{summary}\n{image}\n{next}\n"))
+}
+
+/// `--json`: the app, the image pinned by digest, the nodes, the steps and the time.
+fn summary_json(summary: &run::Summary, image: &ensure::Image) -> serde_json::Value {
+    let nodes: Vec<_> = summary
+        .nodes
+        .iter()
+        .map(|n| {
+            serde_json::json!({
+                "name": n.name,
+                "machine": n.machine,
+                "zone": n.zone,
+                "private_ip": n.private_ip,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "app": summary.app,
+        "image": image.to_json(),
+        "nodes": nodes,
+        "steps": summary.steps,
+        "seconds": summary.elapsed.as_secs_f64(),
+    })
 }
 
 /// The image step (`image::ensure`): the config's IMAGE resolved to its digest, or the

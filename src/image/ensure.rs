@@ -186,9 +186,19 @@ pub async fn ensure(config: &Config, inputs: &Inputs, fly: &fly::Client) -> Resu
         // Fail on a missing token before the build, not after it.
         inputs.settings.auth().map_err(build_error)?;
     }
+    eprintln!(
+        "fks-bootstrap: building the node image of cluster {} (base {}; a first build compresses fks-bootstrap and k3s, later ones reuse the layer)",
+        config.cluster_name, config.node_image_base
+    );
+    let started = std::time::Instant::now();
     let built = super::build(config, &inputs.request, &inputs.settings, &client)
         .await
         .map_err(build_error)?;
+    eprintln!(
+        "fks-bootstrap: built {} in {:.1}s",
+        built.digest,
+        started.elapsed().as_secs_f64()
+    );
     let target = inputs
         .settings
         .cluster_reference(&cp_app, &built.default_tag())
