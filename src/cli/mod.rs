@@ -524,6 +524,28 @@ mod tests {
     }
 
     #[test]
+    fn json_and_the_k3s_flags_go_with_c_and_a_in_both_spellings() {
+        let args = ["--json", "--k3s-source", "file", "/k", "--k3s-standin"];
+        let short = resolved(&[&["-c", "d"][..], &args].concat());
+        assert_eq!(short, resolved(&[&["create", "d"][..], &args].concat()));
+        assert!(
+            short.contains("json: true") && short.contains("k3s_standin: true"),
+            "{short}"
+        );
+        assert_eq!(
+            resolved(&[&["-a", "0", "d"][..], &args].concat()),
+            resolved(&[&["nodegroup", "add", "0", "d"][..], &args].concat())
+        );
+        for bad in [
+            &["-t", "d", "--json"][..],
+            &["-t", "d", "--k3s-standin"],
+            &["--k3s-source", "download"],
+        ] {
+            assert!(resolve(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn destroy_parses_its_flags() {
         let text = resolved(&["destroy", "clusters/lab", "--yes", "--dry-run"]);
         assert!(
