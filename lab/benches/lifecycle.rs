@@ -278,6 +278,10 @@ async fn converge(
         k3s: true,
         node_files,
         extra_env,
+        image: config
+            .image
+            .clone()
+            .expect("the bench's cluster config names its IMAGE"),
     };
     let run_options = run::Options {
         started_timeout: DEADLINE,
@@ -459,7 +463,11 @@ async fn bench() {
     let state = dir.path().join("state");
     std::fs::create_dir(&state).expect("mkdir state");
     let cp_config = cluster_config(dir.path(), 3);
-    fks_lab::images::add(&state, &cp_config.image, &[image]).expect("image add");
+    let name = cp_config
+        .image
+        .as_deref()
+        .expect("clusters/lab names its IMAGE");
+    fks_lab::images::add(&state, name, &[image]).expect("image add");
     let keys = ClusterKeys::open(&dir.path().join("keys"), &cp_config.cluster_name).expect("keys");
 
     let faults = format!(

@@ -21,6 +21,10 @@ mod common;
 use common::{fks_bootstrap_binary, repo_root};
 
 const TOKEN: &str = "cli-ops-test-token";
+/// The image the plan gives every machine: pinned by digest, as `image::ensure` makes it (the
+/// API-only lab runs nothing, so no registry has to hold it here).
+const LAB_IMAGE: &str =
+    "127.0.0.1:5000/lab-cp@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
 /// A lab serving on a local port until dropped.
 type Lab = common::ApiLab;
@@ -142,6 +146,7 @@ async fn make_control_plane(client: &Client, config: &Config) {
         k3s: false,
         node_files: files,
         extra_env: BTreeMap::new(),
+        image: LAB_IMAGE.to_string(),
     };
     let p = plan::plan(config, &target, &state, &options).expect("plan");
     run::execute(client, &p, &run::Options::default(), None)
@@ -533,12 +538,30 @@ async fn destroy_gets_through_rate_limits_and_503s() {
     );
 }
 
-/// Runs the binary like [`Lab::fks`], with the cluster keys in `xdg`.
-async fn fks_keys(lab: &Lab, xdg: &std::path::Path, args: &[&str]) -> Output {
+/// The lab's registry holding a tiny image, and a copy of clusters/lab (in `dir`) whose IMAGE
+/// names it: `-c`/`-a` resolve IMAGE through its registry and pin it by digest (the API-only
+/// lab runs nothing, so any image will do). Returns the registry and the cluster directory.
+async fn registry_and_cluster(dir: &std::path::Path) -> (common::LabRegistry, String) {
+    let registry = common::LabRegistry::start(TOKEN).await;
+    let image = registry.push_tiny(TOKEN);
+    let cluster = dir.join("cluster");
+    common::lab_cluster(&cluster, &[format!("IMAGE={image}")]);
+    let cluster = cluster.to_str().expect("utf8").to_string();
+    (registry, cluster)
+}
+
+/// Runs the binary like [`Lab::fks`] with `registry`'s settings, the cluster keys in `xdg`.
+async fn fks_keys(
+    lab: &Lab,
+    registry: &common::LabRegistry,
+    xdg: &std::path::Path,
+    args: &[&str],
+) -> Output {
     tokio::process::Command::new(fks_bootstrap_binary())
         .args(args)
         .current_dir(repo_root())
         .envs(lab.env.iter().map(|(k, v)| (*k, v.as_str())))
+        .envs(registry.env())
         .env("XDG_CONFIG_HOME", xdg)
         .env_remove("RUST_LOG")
         .env_remove("BOOTSTRAP_NODE_ID")
@@ -552,11 +575,13 @@ async fn fks_keys(lab: &Lab, xdg: &std::path::Path, args: &[&str]) -> Output {
 async fn create_and_nodegroup_add_converge_and_a_rerun_changes_nothing() {
     let lab = start_lab().await;
     let xdg = tempfile::tempdir().expect("tempdir");
+    let (registry, dir) = registry_and_cluster(xdg.path()).await;
+    let dir = dir.as_str();
     let client = lab.client();
 
     // A dry run plans everything and changes nothing.
     let before = lab.mutations().await;
-    let dry = fks_keys(&lab, xdg.path(), &["-c", "clusters/lab", "--dry-run"]).await;
+    let dry = fks_keys(&lab, &registry, xdg.path(), &["-c", dir, "--dry-run"]).await;
     assert_eq!(dry.status.code(), Some(0), "{}", text(&dry.stderr));
     let plan = text(&dry.stdout);
     assert!(
@@ -565,7 +590,7 @@ async fn create_and_nodegroup_add_converge_and_a_rerun_changes_nothing() {
     );
     assert_eq!(lab.mutations().await, before, "a dry run mutated:\n{plan}");
 
-    let out = fks_keys(&lab, xdg.path(), &["-c", "clusters/lab"]).await;
+    let out = fks_keys(&lab, &registry, xdg.path(), &["-c", dir]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let machines = live_machines(&client, "lab-cp").await;
     assert_eq!(machines.len(), 3, "{machines:?}");
@@ -591,7 +616,7 @@ async fn create_and_nodegroup_add_converge_and_a_rerun_changes_nothing() {
         text(&out.stderr)
     );
 
-    let out = fks_keys(&lab, xdg.path(), &["nodegroup", "add", "0", "clusters/lab"]).await;
+    let out = fks_keys(&lab, &registry, xdg.path(), &["nodegroup", "add", "0", dir]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let config = lab_config();
     let workers = live_machines(&client, "lab-ng-0").await;
@@ -599,8 +624,8 @@ async fn create_and_nodegroup_add_converge_and_a_rerun_changes_nothing() {
 
     // Converged: both re-runs make no change.
     let before = lab.mutations().await;
-    for args in [&["-c", "clusters/lab"][..], &["-a", "0", "clusters/lab"]] {
-        let out = fks_keys(&lab, xdg.path(), args).await;
+    for args in [&["-c", dir][..], &["-a", "0", dir]] {
+        let out = fks_keys(&lab, &registry, xdg.path(), args).await;
         assert_eq!(
             out.status.code(),
             Some(0),
@@ -620,8 +645,10 @@ async fn create_and_nodegroup_add_converge_and_a_rerun_changes_nothing() {
 async fn too_few_zones_is_refused_before_anything_is_made_naming_the_flag() {
     let lab = common::start_api_lab("sjc=2", "", 12, Duration::from_millis(30), TOKEN).await;
     let xdg = tempfile::tempdir().expect("tempdir");
+    let (registry, dir) = registry_and_cluster(xdg.path()).await;
+    let dir = dir.as_str();
     let before = lab.mutations().await;
-    let out = fks_keys(&lab, xdg.path(), &["-c", "clusters/lab"]).await;
+    let out = fks_keys(&lab, &registry, xdg.path(), &["-c", dir]).await;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     let err = text(&out.stderr);
     assert!(
@@ -632,8 +659,9 @@ async fn too_few_zones_is_refused_before_anything_is_made_naming_the_flag() {
     // With the flag, two servers share a zone.
     let out = fks_keys(
         &lab,
+        &registry,
         xdg.path(),
-        &["-c", "clusters/lab", "--allow-shared-zones"],
+        &["-c", dir, "--allow-shared-zones"],
     )
     .await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));

@@ -34,6 +34,7 @@ macro_rules! fail {
 }
 
 const TOKEN: &str = "faults-test-token";
+/// Relative to the case's home: a copy of clusters/lab whose IMAGE is in the case's registry.
 const CLUSTER_DIR: &str = "clusters/lab";
 const CLUSTER: &str = "lab";
 const CP_APP: &str = "lab-cp";
@@ -106,7 +107,10 @@ struct Case {
     s: Scenario,
     lab: common::ApiLab,
     client: Client,
+    /// The tool's home and working directory, holding [`CLUSTER_DIR`].
     home: tempfile::TempDir,
+    /// The lab's registry: `-c`/`-a` resolve the cluster's IMAGE through it.
+    registry: common::LabRegistry,
     /// The zone out of capacity, if any.
     full: Option<String>,
     /// Every command run so far with its result (for failure messages).
@@ -146,11 +150,16 @@ impl Case {
         let client = Client::new(&lab.base, Token::new(TOKEN), options).expect("client");
         let mut s = s;
         s.faults = faults;
+        let home = tempfile::tempdir().expect("tempdir");
+        let registry = common::LabRegistry::start(TOKEN).await;
+        let image = registry.push_tiny(TOKEN);
+        common::lab_cluster(&home.path().join(CLUSTER_DIR), &[format!("IMAGE={image}")]);
         Case {
             s,
             lab,
             client,
-            home: tempfile::tempdir().expect("tempdir"),
+            home,
+            registry,
             full,
             log: String::new(),
         }
@@ -265,8 +274,9 @@ impl Case {
     fn command(&self, args: &[String]) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(common::fks_bootstrap_binary());
         cmd.args(args)
-            .current_dir(common::repo_root())
+            .current_dir(self.home.path())
             .envs(self.lab.env.iter().map(|(k, v)| (*k, v.as_str())))
+            .envs(self.registry.env())
             .env("HOME", self.home.path())
             .env("XDG_CONFIG_HOME", self.home.path().join("config"))
             .env_remove("RUST_LOG")

@@ -11,7 +11,6 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use fks_bootstrap::image::{layer, store::Store};
 use fks_lab::registry::Registry;
 
 const TOKEN: &str = "lab-registry-token";
@@ -59,48 +58,12 @@ impl Env {
     /// Pushes a one-layer base (`etc/hostname`) for `arch` as `base/tiny:<tag>`; returns its
     /// layer digest.
     fn push_base(&self, arch: &str, tag: &str) -> String {
-        let layout = self.path(&format!("base-{arch}"));
-        let store = Store::open(&layout).expect("layout");
-        let partial = store.partial("layer");
-        let file = std::fs::File::create(partial.path()).expect("create");
-        let written = layer::write(
-            &[layer::Entry {
-                path: "etc/hostname".into(),
-                mode: 0o644,
-                contents: layer::Contents::Bytes(b"tiny\n".to_vec()),
-            }],
-            file,
+        common::push_tiny_image(
+            &self.path(&format!("base-{arch}")),
+            &format!("{}/base/tiny:{tag}", self.host()),
+            TOKEN,
+            arch,
         )
-        .expect("layer");
-        store.commit(partial, &written.digest).expect("commit");
-        let config = serde_json::json!({
-            "architecture": arch, "os": "linux",
-            "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["sh"]},
-            "rootfs": {"type": "layers", "diff_ids": [written.diff_id]},
-        })
-        .to_string();
-        let config_digest = store.put(config.as_bytes()).expect("config");
-        let manifest = serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
-            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": written.digest, "size": written.size}],
-        })
-        .to_string();
-        let manifest_digest = store.put(manifest.as_bytes()).expect("manifest");
-        store
-            .tag("tiny", &manifest_digest, manifest.len() as u64)
-            .expect("tag");
-        let out = skopeo(&[
-            "copy",
-            "--dest-creds",
-            &format!("x:{TOKEN}"),
-            "--dest-tls-verify=false",
-            &format!("oci:{}:tiny", layout.display()),
-            &format!("docker://{}/base/tiny:{tag}", self.host()),
-        ]);
-        assert!(out.status.success(), "skopeo copy: {}", text(&out.stderr));
-        written.digest
     }
 
     /// A cluster dir whose NODE_IMAGE_BASE is `base`.

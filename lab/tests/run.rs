@@ -18,6 +18,10 @@ use serde_json::Value;
 mod common;
 
 const TOKEN: &str = "run-test-token";
+/// The image the plan gives every machine: pinned by digest, as `image::ensure` makes it (the
+/// API-only lab runs nothing, so no registry has to hold it here).
+const LAB_IMAGE: &str =
+    "127.0.0.1:5000/lab-cp@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
 /// A lab serving on a local port until dropped.
 type Lab = common::ApiLab;
@@ -107,6 +111,7 @@ async fn plan_with(
         k3s: false,
         node_files: node_files(plan::node_names(config, target)),
         extra_env: BTreeMap::new(),
+        image: LAB_IMAGE.to_string(),
     };
     plan::plan(config, target, &state, &options)
 }
@@ -125,6 +130,7 @@ async fn make_plan(
         k3s: false,
         node_files: node_files(plan::node_names(config, target)),
         extra_env: BTreeMap::new(),
+        image: LAB_IMAGE.to_string(),
     };
     plan::plan(config, target, &state, &options)
 }
@@ -220,7 +226,7 @@ async fn fresh_control_plane_gets_an_app_three_volumes_in_distinct_zones_and_thr
             .find(|v| v.attached_machine_id.as_deref() == Some(&m.id))
             .expect("volume");
         assert_eq!(c.env[node_env::ZONE], vol.zone);
-        assert_eq!(c.image, "lab/fks-node");
+        assert_eq!(c.image, LAB_IMAGE);
         if node != "ctrl-0" {
             let boot = ms
                 .iter()

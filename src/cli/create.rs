@@ -3,6 +3,10 @@
 //! concurrently (ARCHITECTURE.md "How `fks-bootstrap -c` flows"). Both are converges: a re-run
 //! after any failure finishes the job, a re-run of a finished job changes nothing.
 //!
+//! The image comes first (`image::ensure`): the config's IMAGE pinned by digest, or the
+//! cluster's own image built and pushed when the registry lacks it; no machine is made when
+//! that fails.
+//!
 //! On a terminal, progress is a live per-node view (volume → machine → started → k3s ready →
 //! joined); otherwise one `[INFO]` line per node and phase. The summary goes to stdout.
 //!
@@ -21,6 +25,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use super::output;
 use crate::config::Config;
 use crate::contract::env as vars;
+use crate::image::ensure;
 use crate::plan::{self, Target};
 use crate::run::{self, Event, Phase};
 use crate::ssh::{self, ClusterKeys};
@@ -33,6 +38,9 @@ pub const BOOTSTRAP_NODE_ID_ENV: &str = "BOOTSTRAP_NODE_ID";
 pub struct Args {
     /// The cluster directory holding `config` or `cluster.toml`, e.g. clusters/lab.
     pub cluster_dir: PathBuf,
+    /// Print the summary (nodes and the image pinned by digest) as JSON.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub run: RunFlags,
 }
@@ -58,6 +66,9 @@ pub struct GroupArgs {
     pub group: String,
     /// The cluster directory holding `config` or `cluster.toml`, e.g. clusters/lab.
     pub cluster_dir: PathBuf,
+    /// Print the summary (nodes and the image pinned by digest) as JSON.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub run: RunFlags,
 }
@@ -93,13 +104,23 @@ pub struct RunFlags {
     /// Deadline of every wait (machine started, k3s Ready), in seconds.
     #[arg(long, value_name = "SECS", default_value_t = DEFAULT_TIMEOUT, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
+    /// Where the node image's k3s comes from when the config has no IMAGE and the cluster's
+    /// image is built (the same flags as `image build`).
+    #[command(flatten)]
+    pub k3s: super::image::K3sFlags,
 }
 
 pub(crate) const AFTER_HELP: &str = "\
 Re-running is safe: what exists is reused, nothing is created twice, and a finished cluster
 makes no change. BOOTSTRAP_NODE_ID (0, 1 or 2; default 0) picks the server that starts the
 cluster. FKS_REGION_ZONES (as --zones) tells how many zones the region has; with
-FKS_MACHINES_ONLY=1 (as --machines-only) the run ends when the machines are started.";
+FKS_MACHINES_ONLY=1 (as --machines-only) the run ends when the machines are started.
+
+The node image comes first. IMAGE in the config is used as given, pinned to the digest its
+registry names. Without IMAGE, the cluster's own image (base + this fks-bootstrap + k3s, as
+`image build` makes it) goes to <registry>/<cluster>-cp: built, and pushed only when the
+registry lacks it; the machines get it by digest. Registry settings as for `image build`:
+FLY_REGISTRY_HOST, FKS_REGISTRY_PLAIN_HTTP, XDG_CACHE_HOME; the password is the Fly token.";
 
 /// Why a run could not start.
 #[derive(Debug, thiserror::Error)]
@@ -224,6 +245,7 @@ impl Default for RunFlags {
             machines_only: false,
             allow_missing_kernel_options: false,
             timeout: DEFAULT_TIMEOUT,
+            k3s: super::image::K3sFlags::default(),
         }
     }
 }
@@ -239,7 +261,7 @@ impl RunFlags {
 pub fn run(args: Args) -> Result<(), super::Error> {
     let config = super::load_config(&args.cluster_dir)?;
     let target = Target::control_plane(bootstrap_index()?).map_err(usage)?;
-    converge(&config, &args.cluster_dir, &target, &args.run)
+    converge(&config, &args.cluster_dir, &target, &args.run, args.json)
 }
 
 /// `nodegroup add` / `-a`.
@@ -247,7 +269,7 @@ pub fn run_group(args: NodegroupArgs) -> Result<(), super::Error> {
     let NodegroupCommand::Add(args) = args.command;
     let config = super::load_config(&args.cluster_dir)?;
     let target = Target::node_group(&args.group).map_err(usage)?;
-    converge(&config, &args.cluster_dir, &target, &args.run)
+    converge(&config, &args.cluster_dir, &target, &args.run, args.json)
 }
 
 fn usage(e: impl Into<anyhow::Error>) -> super::Error {
@@ -274,6 +296,7 @@ fn converge(
     dir: &std::path::Path,
     target: &Target,
     flags: &RunFlags,
+    json: bool,
 ) -> Result<(), super::Error> {
     let client = super::fly_client()?;
     let rt = super::runtime()?;
@@ -308,25 +331,45 @@ fn converge(
             "1".to_string(),
         );
     }
-    let options = plan::Options {
+    let mut options = plan::Options {
         zones,
         allow_shared_zones: flags.allow_shared_zones,
         k3s,
         node_files,
         extra_env,
+        image: String::new(),
     };
 
-    let state = rt
-        .block_on(run::observe(&client, config, target))
-        .map_err(failed)?;
-    let plan = plan::plan(config, target, &state, &options).map_err(|e| match e {
+    let plan_error = |e: plan::Error| match e {
         plan::Error::InvalidGroup { .. }
         | plan::Error::InvalidBootstrapIndex { .. }
         | plan::Error::ZoneShortage { .. } => usage(e),
         _ => failed(e),
-    })?;
+    };
+    let mut state = rt
+        .block_on(run::observe(&client, config, target))
+        .map_err(failed)?;
+    // The plan's refusals (zones, group) come before the image is built; it is planned again
+    // below with the image pinned.
+    plan::plan(config, target, &state, &options).map_err(plan_error)?;
+    let image = image_step(&rt, config, flags, &client)?;
+    if image.made_app {
+        state = rt
+            .block_on(run::observe(&client, config, target))
+            .map_err(failed)?;
+    }
+    options.image = image.pinned.clone();
+    let plan = plan::plan(config, target, &state, &options).map_err(plan_error)?;
     if flags.dry_run {
-        return output::stdout(&format!("dry run: nothing was changed\n{plan}"));
+        if json {
+            let v = serde_json::json!({
+                "dry_run": true,
+                "image": image.to_json(),
+                "plan": plan.to_string(),
+            });
+            return output::stdout(&output::json(&v)?);
+        }
+        return output::stdout(&format!("dry run: nothing was changed\n{image}\n{plan}"));
     }
     if plan.is_empty() {
         eprintln!("[INFO] app {app}: everything exists and is ready; nothing to do");
@@ -367,7 +410,58 @@ fn converge(
             format!("next: fks-bootstrap -l {group} {}", dir.display())
         }
     };
-    output::stdout(&format!("{summary}\n{next}\n"))
+    if json {
+        return output::stdout(&output::json(&summary_json(&summary, &image))?);
+    }
+    output::stdout(&format!("{summary}\n{image}\n{next}\n"))
+}
+
+/// `--json`: the app, the image pinned by digest, the nodes, the steps and the time.
+fn summary_json(summary: &run::Summary, image: &ensure::Image) -> serde_json::Value {
+    let nodes: Vec<_> = summary
+        .nodes
+        .iter()
+        .map(|n| {
+            serde_json::json!({
+                "name": n.name,
+                "machine": n.machine,
+                "zone": n.zone,
+                "private_ip": n.private_ip,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "app": summary.app,
+        "image": image.to_json(),
+        "nodes": nodes,
+        "steps": summary.steps,
+        "seconds": summary.elapsed.as_secs_f64(),
+    })
+}
+
+/// The image step (`image::ensure`): the config's IMAGE resolved to its digest, or the
+/// cluster's own image built and pushed when the registry lacks it. Fails before any machine
+/// is made.
+fn image_step(
+    rt: &tokio::runtime::Runtime,
+    config: &Config,
+    flags: &RunFlags,
+    client: &crate::fly::Client,
+) -> Result<ensure::Image, super::Error> {
+    if config.image.is_some() && flags.k3s != super::image::K3sFlags::default() {
+        eprintln!("[WARN] IMAGE is set in the config: it is used as given and nothing is built, so the --k3s-* flags do nothing");
+    }
+    let choice = flags.k3s.choice().map_err(|m| usage(anyhow!(m)))?;
+    let inputs = ensure::Inputs {
+        settings: super::image::registry_settings()?,
+        request: super::image::build_request(choice)?,
+        dry_run: flags.dry_run,
+    };
+    let image = rt
+        .block_on(ensure::ensure(config, &inputs, client))
+        .map_err(|e| if e.is_usage() { usage(e) } else { failed(e) })?;
+    eprintln!("[INFO] {image}");
+    Ok(image)
 }
 
 /// The words of a phase in the live view and the `[INFO]` lines.

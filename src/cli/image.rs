@@ -50,6 +50,16 @@ pub struct BuildArgs {
     /// The tag (default: fks-<first 12 hex digits of the manifest digest>).
     #[arg(long, value_name = "T")]
     pub tag: Option<String>,
+    #[command(flatten)]
+    pub k3s: K3sFlags,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Where the node image's k3s comes from: the flags `image build`, `-c` and `-a` share.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct K3sFlags {
     /// Where k3s comes from: `download` (K3S_VERSION's release, verified against its
     /// sha256sum-amd64.txt), `airgap DIR` (the release's k3s and sha256sum-amd64.txt) or
     /// `file PATH`.
@@ -61,13 +71,28 @@ pub struct BuildArgs {
     /// Release base URL for `download` (a mirror with GitHub's layout).
     #[arg(long, value_name = "URL", default_value = crate::artifacts::DEFAULT_BASE_URL)]
     pub k3s_mirror: String,
-    /// Print the result as JSON.
-    #[arg(long)]
-    pub json: bool,
+}
+
+impl Default for K3sFlags {
+    /// What clap gives when no flag is passed.
+    fn default() -> Self {
+        K3sFlags {
+            k3s_source: vec!["download".to_string()],
+            k3s_standin: false,
+            k3s_mirror: crate::artifacts::DEFAULT_BASE_URL.to_string(),
+        }
+    }
+}
+
+impl K3sFlags {
+    /// The k3s choice these flags make; a usage message when they do not fit together.
+    pub fn choice(&self) -> Result<k3s::Choice, String> {
+        k3s_choice(self)
+    }
 }
 
 /// Parses `--k3s-source` values.
-fn k3s_choice(args: &BuildArgs) -> Result<k3s::Choice, String> {
+fn k3s_choice(args: &K3sFlags) -> Result<k3s::Choice, String> {
     let source = match args.k3s_source.as_slice() {
         [kind] if kind == "download" => k3s::Source::Download {
             base_url: args.k3s_mirror.clone(),
@@ -96,7 +121,34 @@ pub fn run(args: Args) -> Result<(), super::Error> {
     }
 }
 
-fn image_error(e: image::Error) -> super::Error {
+/// The registry settings: `FLY_REGISTRY_HOST`, `FKS_REGISTRY_PLAIN_HTTP`, and as password the
+/// same Fly token the API client uses, from the same sources (FLY_API_TOKEN, FLY_ACCESS_TOKEN,
+/// flyctl's config file).
+pub(super) fn registry_settings() -> Result<image::Settings, super::Error> {
+    let token = super::credentials::token_from_env()
+        .map_err(|e| super::Error::Usage(e.into()))?
+        .map(|(token, _source)| token);
+    image::Settings::from_values(
+        std::env::var(image::registry::HOST_ENV).ok(),
+        std::env::var(image::registry::PLAIN_HTTP_ENV).ok(),
+        token,
+    )
+    .map_err(image_error)
+}
+
+/// What to build: this very binary, k3s as chosen, the default cache.
+pub(super) fn build_request(k3s: k3s::Choice) -> Result<image::Request, super::Error> {
+    let fks_bootstrap = std::env::current_exe()
+        .context("finding the running fks-bootstrap binary")
+        .map_err(super::Error::Failed)?;
+    Ok(image::Request {
+        fks_bootstrap,
+        k3s,
+        cache_dir: image::default_cache_dir().map_err(image_error)?,
+    })
+}
+
+pub(super) fn image_error(e: image::Error) -> super::Error {
     if e.is_usage() {
         super::Error::Usage(e.into())
     } else {
@@ -106,34 +158,17 @@ fn image_error(e: image::Error) -> super::Error {
 
 fn build(args: BuildArgs) -> Result<(), super::Error> {
     let usage = |m: String| super::Error::Usage(anyhow::anyhow!(m));
-    let choice = k3s_choice(&args).map_err(usage)?;
+    let choice = args.k3s.choice().map_err(usage)?;
     if let Some(tag) = &args.tag {
         image::check_tag(tag).map_err(image_error)?;
     }
     image::check_operator(std::env::consts::OS, std::env::consts::ARCH).map_err(image_error)?;
     let config = super::load_config(&args.cluster_dir)?;
-    // The registry password is the same Fly token the API client uses, from the same sources
-    // (FLY_API_TOKEN, FLY_ACCESS_TOKEN, flyctl's config file).
-    let token = super::credentials::token_from_env()
-        .map_err(|e| super::Error::Usage(e.into()))?
-        .map(|(token, _source)| token);
-    let settings = image::Settings::from_values(
-        std::env::var(image::registry::HOST_ENV).ok(),
-        std::env::var(image::registry::PLAIN_HTTP_ENV).ok(),
-        token,
-    )
-    .map_err(image_error)?;
+    let settings = registry_settings()?;
     if args.push {
         settings.auth().map_err(image_error)?;
     }
-    let fks_bootstrap = std::env::current_exe()
-        .context("finding the running fks-bootstrap binary")
-        .map_err(super::Error::Failed)?;
-    let request = image::Request {
-        fks_bootstrap,
-        k3s: choice,
-        cache_dir: image::default_cache_dir().map_err(image_error)?,
-    };
+    let request = build_request(choice)?;
     let rt = super::runtime()?;
     let client = image::registry::client(&settings);
     let started = std::time::Instant::now();
@@ -233,7 +268,13 @@ mod tests {
     fn parse(args: &[&str]) -> Result<k3s::Choice, String> {
         let t = T::try_parse_from(std::iter::once("x").chain(args.iter().copied()))
             .map_err(|e| e.to_string())?;
-        k3s_choice(&t.b)
+        t.b.k3s.choice()
+    }
+
+    #[test]
+    fn k3s_flags_default_is_what_clap_gives_without_flags() {
+        let t = T::try_parse_from(["x", "d"]).expect("parses");
+        assert_eq!(t.b.k3s, K3sFlags::default());
     }
 
     #[test]

@@ -99,8 +99,8 @@ pub struct ShortForms {
     /// Same as `list cp|GROUP CLUSTER_DIR`: the nodes of the control plane or of a group.
     #[arg(short = 'l', num_args = 2, value_names = ["cp|GROUP", "CLUSTER_DIR"])]
     pub list: Option<Vec<String>>,
-    /// With -l: print a JSON array instead of a table.
-    #[arg(long, requires = "list")]
+    /// With -l: print a JSON array instead of a table; with -c or -a: the summary as JSON.
+    #[arg(long)]
     pub json: bool,
     /// Same as `ssh cp|GROUP CLUSTER_DIR`: a shell on (or, after `--`, a command run on) a node.
     #[arg(short = 's', num_args = 2, value_names = ["cp|GROUP", "CLUSTER_DIR"])]
@@ -184,11 +184,21 @@ impl Cli {
         if create_dir.is_none() && add.is_none() && !run.is_default() {
             return Err(Cli::command().error(
                 ErrorKind::ArgumentConflict,
-                "--dry-run, --allow-shared-zones, --zones, --machines-only, --allow-missing-kernel-options and --timeout go with -c or -a (or after create / nodegroup add)",
+                "--dry-run, --allow-shared-zones, --zones, --machines-only, --allow-missing-kernel-options, --timeout, --k3s-source, --k3s-standin and --k3s-mirror go with -c or -a (or after create / nodegroup add)",
+            ));
+        }
+        if json && create_dir.is_none() && add.is_none() && list.is_none() {
+            return Err(Cli::command().error(
+                ErrorKind::ArgumentConflict,
+                "--json goes with -l, -c or -a (or after a subcommand that has it)",
             ));
         }
         let short = if let Some(cluster_dir) = create_dir {
-            Some(Command::Create(create::Args { cluster_dir, run }))
+            Some(Command::Create(create::Args {
+                cluster_dir,
+                json,
+                run,
+            }))
         } else if let Some(values) = add {
             let [group, dir]: [String; 2] = values.try_into().map_err(|_| {
                 Cli::command().error(
@@ -200,6 +210,7 @@ impl Cli {
                 command: create::NodegroupCommand::Add(create::GroupArgs {
                     group,
                     cluster_dir: dir.into(),
+                    json,
                     run,
                 }),
             }))
@@ -509,6 +520,28 @@ mod tests {
             &["-t", "d", "taint", "d"],
         ] {
             assert!(resolve(args).is_err(), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn json_and_the_k3s_flags_go_with_c_and_a_in_both_spellings() {
+        let args = ["--json", "--k3s-source", "file", "/k", "--k3s-standin"];
+        let short = resolved(&[&["-c", "d"][..], &args].concat());
+        assert_eq!(short, resolved(&[&["create", "d"][..], &args].concat()));
+        assert!(
+            short.contains("json: true") && short.contains("k3s_standin: true"),
+            "{short}"
+        );
+        assert_eq!(
+            resolved(&[&["-a", "0", "d"][..], &args].concat()),
+            resolved(&[&["nodegroup", "add", "0", "d"][..], &args].concat())
+        );
+        for bad in [
+            &["-t", "d", "--json"][..],
+            &["-t", "d", "--k3s-standin"],
+            &["--k3s-source", "download"],
+        ] {
+            assert!(resolve(bad).is_err(), "{bad:?}");
         }
     }
 

@@ -46,6 +46,9 @@ fn listing(cfg: &config::Config) -> String {
     for (key, value) in cfg.entries() {
         out.push_str(&format!("{key}={value}\n"));
     }
+    if cfg.image.is_none() {
+        out.push_str("# IMAGE unset: -c and -a build the cluster's node image and push it to <registry>/<cluster>-cp\n");
+    }
     for (what, vm) in [("control plane", &cfg.cp_vm), ("workers", &cfg.worker_vm)] {
         out.push_str(&format!(
             "# {what}: {} = {} {} vCPU, {} MB\n",

@@ -21,7 +21,7 @@ pub use diagnostic::{Diagnostic, Diagnostics};
 pub use parse::parse_shell;
 pub use toml::parse_toml;
 pub use validate::{
-    ALLOW_IPV6_ONLY_POD_TRAFFIC, DEFAULT_FLANNEL_BACKEND, DEFAULT_IMAGE, DEFAULT_NODE_IMAGE_BASE,
+    ALLOW_IPV6_ONLY_POD_TRAFFIC, DEFAULT_FLANNEL_BACKEND, DEFAULT_NODE_IMAGE_BASE,
     DEFAULT_SSH_PORT, MAX_APP_NAME_LEN, MAX_CLUSTER_NAME_LEN, MAX_NODE_GROUP_LEN,
 };
 
@@ -145,8 +145,10 @@ pub struct Config {
     pub org_name: String,
     /// `FLANNEL_BACKEND` (optional, default `wireguard-native` as k3s.sh used).
     pub flannel_backend: FlannelBackend,
-    /// `IMAGE` (optional): the machine image that carries `fks-bootstrap` and k3s.
-    pub image: String,
+    /// `IMAGE` (optional, no default): an image of the user's that carries `fks-bootstrap` and
+    /// k3s, used as given (never built). Unset: `-c`/`-a` build the cluster's own image and
+    /// push it to `<registry>/<cluster>-cp` (`image::ensure`).
+    pub image: Option<String>,
     /// `NODE_IMAGE_BASE` (optional): the base image `fks-bootstrap image build` adds its
     /// layer to, default Debian trixie slim.
     pub node_image_base: String,
@@ -228,7 +230,7 @@ impl Config {
     /// lists are comma-separated. Values are validated, so none needs quoting.
     pub fn entries(&self) -> Vec<(&'static str, String)> {
         let join = |items: Vec<String>| items.join(",");
-        vec![
+        let mut entries = vec![
             ("CLUSTER_NAME", self.cluster_name.clone()),
             (
                 "CLUSTER_CIDR",
@@ -253,14 +255,18 @@ impl Config {
             ("K3S_VERSION", self.k3s_version.clone()),
             ("ORG_NAME", self.org_name.clone()),
             ("FLANNEL_BACKEND", self.flannel_backend.as_str().to_string()),
-            ("IMAGE", self.image.clone()),
             ("NODE_IMAGE_BASE", self.node_image_base.clone()),
             (
                 ALLOW_IPV6_ONLY_POD_TRAFFIC,
                 self.allow_ipv6_only_pod_traffic.to_string(),
             ),
             ("SSH_PORT", self.ssh_port.to_string()),
-        ]
+        ];
+        // IMAGE has no default: left out when unset (the file then reads back the same).
+        if let Some(image) = &self.image {
+            entries.push(("IMAGE", image.clone()));
+        }
+        entries
     }
 }
 

@@ -18,8 +18,6 @@ pub const MAX_APP_NAME_LEN: usize = 63;
 pub const MAX_NODE_GROUP_LEN: usize = 8;
 /// The longest `CLUSTER_NAME`: `<name>-ng-<group>` must fit [`MAX_APP_NAME_LEN`].
 pub const MAX_CLUSTER_NAME_LEN: usize = MAX_APP_NAME_LEN - "-ng-".len() - MAX_NODE_GROUP_LEN;
-/// The default for `IMAGE`.
-pub const DEFAULT_IMAGE: &str = "registry.fly.io/fks-node:latest";
 /// The default for `NODE_IMAGE_BASE`: the base `fks-bootstrap image build` adds its layer to
 /// (ARCHITECTURE "The node image").
 pub const DEFAULT_NODE_IMAGE_BASE: &str = "docker.io/library/debian:trixie-slim";
@@ -177,9 +175,10 @@ pub(crate) fn validate(raw: Raw) -> Result<Config, Diagnostics> {
         Some(e) => c.flannel(e),
         None => Some(DEFAULT_FLANNEL_BACKEND),
     };
+    // No default: without IMAGE, -c/-a build the cluster's own image (`image::ensure`).
     let image = match c.optional("IMAGE") {
-        Some(e) => c.image(e),
-        None => Some(DEFAULT_IMAGE.to_string()),
+        Some(e) => c.image(e).map(Some),
+        None => Some(None),
     };
     let node_image_base = match c.optional("NODE_IMAGE_BASE") {
         Some(e) => c.base_image(e),
@@ -575,15 +574,23 @@ impl<'a> Checker<'a> {
         Some(port)
     }
 
+    /// `IMAGE`: an image reference as registries spell it, checked like `NODE_IMAGE_BASE`.
     fn image(&mut self, e: &Entry) -> Option<String> {
         let v = e.value.as_str();
-        if !v.is_empty() && !v.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Some(v.to_string());
-        }
+        let reason = if v.is_empty() {
+            "is empty".to_string()
+        } else if v.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            format!("{v:?} contains whitespace")
+        } else {
+            match v.parse::<oci_spec::distribution::Reference>() {
+                Ok(_) => return Some(v.to_string()),
+                Err(err) => format!("{v:?} is not an image reference: {err}"),
+            }
+        };
         self.problem(
             e,
-            if v.is_empty() { "is empty".to_string() } else { format!("{v:?} contains whitespace") },
-            format!("write an image reference, e.g. IMAGE={DEFAULT_IMAGE}, or leave IMAGE out for that default"),
+            reason,
+            "write an image reference, e.g. IMAGE=registry.fly.io/my-app@sha256:<digest>, or leave IMAGE out to have -c build and push the cluster's own".to_string(),
         );
         None
     }

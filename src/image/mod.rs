@@ -7,10 +7,12 @@
 //!
 //! Reproducible: the same inputs give the same manifest digest (see `layer` and `spec`).
 //! Modules: `layer` (the tar.gz), `spec` (pure OCI documents), `k3s` (which binary),
-//! `store` (the local OCI layout), `registry` (oci-client: pull and push). Must not: shell
+//! `store` (the local OCI layout), `registry` (oci-client: pull and push), `ensure` (the
+//! image step of `-c`/`-a`: find or build+push, pin by digest). Must not: shell
 //! out to Docker or any image tool, or tag an image in a registry before all its blobs are
 //! there.
 
+pub mod ensure;
 pub mod k3s;
 pub mod layer;
 pub mod registry;

@@ -248,6 +248,9 @@ pub struct Options {
     /// Extra environment for every machine made, e.g. `FKS_ALLOW_MISSING_KERNEL_OPTIONS=1`.
     /// Never a secret (env is visible in the machine config); the plan's own keys win.
     pub extra_env: BTreeMap<String, String>,
+    /// The image every machine made gets as `config.image`: `<repo>@sha256:<digest>`, pinned
+    /// by `image::ensure` (never a moving tag).
+    pub image: String,
 }
 
 /// A step's index in [`Plan::steps`].

@@ -451,6 +451,7 @@ impl Steps<'_> {
             bootstrap.as_ref(),
             files,
         );
+        request.config.image = self.options.image.clone();
         for (k, v) in &self.options.extra_env {
             request
                 .config

@@ -126,7 +126,8 @@ pub fn machine_request(
         name: Some(name.to_string()),
         region: Some(config.region.clone()),
         config: MachineConfig {
-            image: config.image.clone(),
+            // Filled in by `plan` from `Options::image` (the digest `image::ensure` pinned).
+            image: String::new(),
             guest: Some(guest(vm)),
             init: Some(MachineInit {
                 exec: Some(INIT_EXEC.iter().map(|s| s.to_string()).collect()),

@@ -37,8 +37,12 @@ fn options(names: &[String], zones: Option<usize>, k3s: bool) -> Options {
         k3s,
         node_files: node_files(names),
         extra_env: BTreeMap::new(),
+        image: PINNED.to_string(),
     }
 }
+
+/// The image the plan gives every machine (as `image::ensure` pins it).
+const PINNED: &str = "registry.fly.io/lab-cp@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
 fn cp() -> Target {
     Target::control_plane(0).expect("index 0")
@@ -644,10 +648,10 @@ nodes:
   [2]  ctrl-0: read the join token /data/k3s/server/token on machine m0 (never printed)  (after [1])
   [3]  store the token from [2] as secret K3S_TOKEN of app lab-cp  (after [2])
   [4]  ctrl-1: create volume k3s_data in app lab-cp (sjc, 10 GB, own zone)
-  [5]  ctrl-1: create machine ctrl-1 in app lab-cp (server, 2 performance cpu, 4096 MB, image registry.fly.io/fks-node:latest, volume <made by [4]> at /data, joins m0, token from secret K3S_TOKEN)  (after [0] [1] [3] [4])
+  [5]  ctrl-1: create machine ctrl-1 in app lab-cp (server, 2 performance cpu, 4096 MB, image registry.fly.io/lab-cp@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef, volume <made by [4]> at /data, joins m0, token from secret K3S_TOKEN)  (after [0] [1] [3] [4])
   [6]  ctrl-1: wait until machine <made by [5]> is started  (after [5])
   [7]  ctrl-2: create volume k3s_data in app lab-cp (sjc, 10 GB, own zone)  (after [4])
-  [8]  ctrl-2: create machine ctrl-2 in app lab-cp (server, 2 performance cpu, 4096 MB, image registry.fly.io/fks-node:latest, volume <made by [7]> at /data, joins m0, token from secret K3S_TOKEN)  (after [0] [1] [3] [7])
+  [8]  ctrl-2: create machine ctrl-2 in app lab-cp (server, 2 performance cpu, 4096 MB, image registry.fly.io/lab-cp@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef, volume <made by [7]> at /data, joins m0, token from secret K3S_TOKEN)  (after [0] [1] [3] [7])
   [9]  ctrl-2: wait until machine <made by [8]> is started  (after [8])
   [10] ctrl-0: taint k3s node m0 CriticalAddonsOnly=true:NoExecute (kubectl on m0)  (after [1])
   [11] ctrl-0: mark machine m0 ready (fks_ready=true)  (after [10])
@@ -695,4 +699,32 @@ fn a_lost_bootstrap_server_is_not_recreated_as_a_second_cluster() {
     assert_eq!(reqs[0].name.as_deref(), Some("ctrl-0"));
     assert_eq!(reqs[0].config.env[ENV_BOOTSTRAP_MACHINE_ID], "m1");
     assert_eq!(reqs[0].config.mounts[0].volume, "vol_0");
+}
+
+#[test]
+fn every_machine_made_gets_the_pinned_image_not_the_configs() {
+    let mut config = lab_config();
+    config.image = Some("registry.fly.io/some-app:latest".to_string());
+    for (target, names) in [
+        (cp(), cp_names()),
+        (
+            Target::node_group("0").expect("group"),
+            (0..3).map(|i| format!("worker-ng-0-{i}")).collect(),
+        ),
+    ] {
+        let state = State {
+            control_plane: vec![machine("m0", "ctrl-0", "server", MachineState::Started)],
+            ..State::default()
+        };
+        let plan = plan(&config, &target, &state, &options(&names, Some(3), false)).expect("plan");
+        let images: Vec<&str> = plan
+            .steps
+            .iter()
+            .filter_map(|s| match &s.action {
+                Action::CreateMachine { request, .. } => Some(request.config.image.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(images, vec![PINNED; 3], "{target:?}");
+    }
 }

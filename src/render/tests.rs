@@ -43,7 +43,7 @@ pub(crate) fn lab_config() -> Config {
         k3s_version: "v1.30.4+k3s1".into(),
         org_name: "personal".into(),
         flannel_backend: FlannelBackend::WireguardNative,
-        image: "registry.fly.io/fks-node:latest".into(),
+        image: None,
         node_image_base: crate::config::DEFAULT_NODE_IMAGE_BASE.into(),
         allow_ipv6_only_pod_traffic: false,
         ssh_port: 2222,
@@ -370,7 +370,7 @@ proptest! {
         let mut config = lab_config();
         config.cluster_name = cluster.clone();
         config.region = region.clone();
-        config.image = image;
+        config.image = Some(image);
         let role = match role {
             0 => Role::BootstrapServer,
             1 => Role::JoiningServer { bootstrap_machine_id: bootstrap_id.clone() },

@@ -77,6 +77,7 @@ fn k3s_plan() -> Plan {
         k3s: true,
         node_files: files,
         extra_env: BTreeMap::new(),
+        image: "registry.fly.io/lab-cp@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef".to_string(),
     };
     plan::plan(
         &lab_config(),

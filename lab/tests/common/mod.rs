@@ -166,3 +166,124 @@ pub fn netns_with_prefix(prefix: &str) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// Pushes a one-layer linux/`arch` image (just `etc/hostname`) to `dest`
+/// (`host/repo:tag` of a plain-http registry with user `x` and password `token`): written with
+/// the product's own layer and layout code into `layout`, copied in by skopeo (Debian's, a
+/// third-party client). Docker Hub cannot be reached from tests, so this stands in for a base
+/// image. Returns the layer's digest.
+pub fn push_tiny_image(layout: &Path, dest: &str, token: &str, arch: &str) -> String {
+    use fks_bootstrap::image::{layer, store::Store};
+    let store = Store::open(layout).expect("layout");
+    let partial = store.partial("layer");
+    let file = std::fs::File::create(partial.path()).expect("create");
+    let written = layer::write(
+        &[layer::Entry {
+            path: "etc/hostname".into(),
+            mode: 0o644,
+            contents: layer::Contents::Bytes(b"tiny\n".to_vec()),
+        }],
+        file,
+    )
+    .expect("layer");
+    store.commit(partial, &written.digest).expect("commit");
+    let config = serde_json::json!({
+        "architecture": arch, "os": "linux",
+        "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["sh"]},
+        "rootfs": {"type": "layers", "diff_ids": [written.diff_id]},
+    })
+    .to_string();
+    let config_digest = store.put(config.as_bytes()).expect("config");
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": written.digest, "size": written.size}],
+    })
+    .to_string();
+    let manifest_digest = store.put(manifest.as_bytes()).expect("manifest");
+    store
+        .tag("tiny", &manifest_digest, manifest.len() as u64)
+        .expect("tag");
+    let out = Command::new("skopeo")
+        .args([
+            "copy",
+            "--dest-creds",
+            &format!("x:{token}"),
+            "--dest-tls-verify=false",
+            &format!("oci:{}:tiny", layout.display()),
+            &format!("docker://{dest}"),
+        ])
+        .output()
+        .expect("running skopeo");
+    assert!(
+        out.status.success(),
+        "skopeo copy: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    written.digest
+}
+
+/// The lab's registry as `fks-lab serve` runs it (Debian's docker-registry, user `x`,
+/// password `token`, storage in a temp dir); stopped when dropped.
+pub struct LabRegistry {
+    pub registry: fks_lab::registry::Registry,
+    pub dir: tempfile::TempDir,
+}
+
+impl LabRegistry {
+    /// Starts it; fails the test when docker-registry or skopeo is missing.
+    pub async fn start(token: &str) -> LabRegistry {
+        for program in ["docker-registry", "skopeo"] {
+            let found = std::env::var_os("PATH")
+                .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()));
+            assert!(
+                found,
+                "{program} is not installed: run scripts/setup.sh test"
+            );
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let registry = fks_lab::registry::Registry::start(&dir.path().join("state"), token)
+            .await
+            .expect("registry starts");
+        LabRegistry { registry, dir }
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn host(&self) -> String {
+        self.registry.host()
+    }
+
+    /// The product's settings for it (what `fks-lab env` prints besides the API's).
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("FLY_REGISTRY_HOST", self.host()),
+            ("FKS_REGISTRY_PLAIN_HTTP", "1".to_string()),
+        ]
+    }
+
+    /// Pushes [`push_tiny_image`] as `base/tiny:1` with `token`; returns its reference.
+    pub fn push_tiny(&self, token: &str) -> String {
+        let reference = format!("{}/base/tiny:1", self.host());
+        push_tiny_image(&self.dir.path().join("tiny"), &reference, token, "amd64");
+        reference
+    }
+}
+
+/// Writes a copy of clusters/lab's config into directory `cluster` without its IMAGE line and
+/// with `extra` lines appended.
+pub fn lab_cluster(cluster: &Path, extra: &[String]) {
+    std::fs::create_dir_all(cluster).expect("mkdir");
+    let lab = std::fs::read_to_string(repo_root().join("clusters/lab/config"))
+        .expect("clusters/lab/config");
+    let mut text: String = lab
+        .lines()
+        .filter(|l| !l.starts_with("IMAGE="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    for line in extra {
+        text.push_str(line);
+        text.push('\n');
+    }
+    std::fs::write(cluster.join("config"), text).expect("config");
+}

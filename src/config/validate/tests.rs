@@ -109,7 +109,7 @@ fn valid_config_resolves_every_field_with_defaults() {
     );
     assert_eq!(c.worker_vm.cpu_kind, CpuKind::Shared);
     assert_eq!(c.flannel_backend, FlannelBackend::WireguardNative);
-    assert_eq!(c.image, DEFAULT_IMAGE);
+    assert_eq!(c.image, None, "IMAGE has no default");
 }
 
 #[test]
@@ -471,7 +471,13 @@ fn optional_keys_are_checked_when_present() {
     );
     assert!(bad("IMAGE", "\"a b\"").message.contains("whitespace"));
     assert!(bad("IMAGE", "''").message.contains("empty"));
-    assert_eq!(good("IMAGE", "lab/fks-node").image, "lab/fks-node");
+    assert!(bad("IMAGE", "Not/A:Ref:x")
+        .message
+        .contains("not an image reference"));
+    assert_eq!(
+        good("IMAGE", "lab/fks-node").image.as_deref(),
+        Some("lab/fks-node")
+    );
 }
 
 #[test]
