@@ -29,6 +29,9 @@ esac
 # skopeo (scripts/base-image.sh), which the image tests also use as the third-party client that
 # inspects and copies the pushed node image.
 apt_packages+=(docker-registry mmdebstrap skopeo)
+# Both: the lab's WireGuard gateway (lab/src/wireguard) is configured with wireguard-tools' `wg`;
+# without kernel WireGuard (CONFIG_WIREGUARD) it runs Debian's userspace wireguard-go on a TUN.
+apt_packages+=(wireguard-tools wireguard-go)
 
 missing=()
 for p in "${apt_packages[@]}"; do
