@@ -25,3 +25,4 @@ pub mod plan;
 pub mod render;
 pub mod run;
 pub mod ssh;
+pub mod tunnel;
