@@ -87,8 +87,20 @@ pub fn run(args: Args) -> Result<(), super::Error> {
     match args.command {
         Command::Up { cluster_dir } => {
             let config = super::load_config(&cluster_dir)?;
+            let dir = config_dir()?;
+            let org = config.org_name.clone();
             let t = super::runtime()?
-                .block_on(open(&config))
+                .block_on(async {
+                    match open(&config).await {
+                        // `up` is how a removed peer is replaced: forget it, make a new one.
+                        Err(tunnel::Error::PeerRemoved { peer, .. }) => {
+                            eprintln!("[INFO] WireGuard peer {peer} of org {org} was removed at Fly; creating a new one");
+                            tunnel::peer::forget(&dir, &org)?;
+                            open(&config).await
+                        }
+                        other => other,
+                    }
+                })
                 .map_err(|e| super::Error::Failed(e.into()))?;
             let p = t.peer();
             println!(

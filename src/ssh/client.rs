@@ -230,9 +230,8 @@ impl Client {
         };
         let connecting: std::pin::Pin<
             Box<
-                dyn std::future::Future<
-                        Output = Result<client::Handle<PinnedHost>, HandshakeError>,
-                    > + Send,
+                dyn std::future::Future<Output = Result<client::Handle<PinnedHost>, HandshakeError>>
+                    + Send,
             >,
         > = match stream {
             Some(s) => Box::pin(client::connect_stream(config, s, handler)),

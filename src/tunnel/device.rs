@@ -260,7 +260,9 @@ impl Engine {
 
     async fn initiate(&mut self, force: bool) {
         let mut out = std::mem::take(&mut self.out);
-        if let TunnResult::WriteToNetwork(p) = self.tunn.format_handshake_initiation(&mut out, force) {
+        if let TunnResult::WriteToNetwork(p) =
+            self.tunn.format_handshake_initiation(&mut out, force)
+        {
             self.send(p).await;
         }
         self.out = out;
@@ -300,7 +302,8 @@ impl Engine {
             break;
         }
         if self.tunn.time_since_last_handshake().is_some() {
-            self.handshake.send_if_modified(|done| !std::mem::replace(done, true));
+            self.handshake
+                .send_if_modified(|done| !std::mem::replace(done, true));
         }
         self.buf = buf;
         self.out = out;

@@ -54,10 +54,7 @@ impl Client {
             op: op.to_string(),
             message,
         };
-        let auth = self
-            .token
-            .header_value()
-            .map_err(|e| fail(e.to_string()))?;
+        let auth = self.token.header_value().map_err(|e| fail(e.to_string()))?;
         let res = self
             .http
             .post(&self.url)
@@ -67,10 +64,12 @@ impl Client {
             .await
             .map_err(|e| fail(format!("POST {}: {e}", self.url)))?;
         let status = res.status();
-        let body: Value = res
-            .json()
-            .await
-            .map_err(|e| fail(format!("POST {} answered {status} without JSON: {e}", self.url)))?;
+        let body: Value = res.json().await.map_err(|e| {
+            fail(format!(
+                "POST {} answered {status} without JSON: {e}",
+                self.url
+            ))
+        })?;
         if let Some(errors) = body.get("errors").and_then(Value::as_array) {
             if !errors.is_empty() {
                 let msg = errors

@@ -133,7 +133,11 @@ pub async fn ensure_peer(
 }
 
 /// Removes the saved peer of `org` at Fly and forgets it; false when none was saved.
-pub async fn remove_peer(gql: &graphql::Client, config_dir: &Path, org: &str) -> Result<bool, Error> {
+pub async fn remove_peer(
+    gql: &graphql::Client,
+    config_dir: &Path,
+    org: &str,
+) -> Result<bool, Error> {
     let Some(p) = peer::load(config_dir, org)? else {
         return Ok(false);
     };
@@ -166,7 +170,11 @@ impl Tunnel {
     /// Opens the tunnel of `org` with its saved peer (made first when there is none) and waits
     /// for the handshake. When it fails, asks the org whether the peer still exists, to say
     /// which of the two fixes applies.
-    pub async fn open(gql: &graphql::Client, config_dir: &Path, org: &str) -> Result<Tunnel, Error> {
+    pub async fn open(
+        gql: &graphql::Client,
+        config_dir: &Path,
+        org: &str,
+    ) -> Result<Tunnel, Error> {
         let (p, _created) = ensure_peer(gql, config_dir, org).await?;
         let endpoint = endpoint(&p).await?;
         let handle = Handle::start(device::Settings {
