@@ -113,7 +113,7 @@ pub enum Error {
          `fly wireguard create <org> <region> <peer-name> fks.conf`, then `sudo wg-quick up \
          ./fks.conf`; wg-quick also sets the config's DNS server (<org prefix>::3, the \
          tunnel's counterpart of fdaa::3) so .internal names resolve. Without a tunnel, one \
-         command still runs through the Machines API: fks-bootstrap -s {nodes} {dir} -- CMD{why}"
+         command still runs through the Machines API: fks-bootstrap -s {target} -- CMD{why}"
     )]
     NoTunnel {
         /// Why the built-in tunnel did not help (empty when it is off).
@@ -122,10 +122,8 @@ pub enum Error {
         node: String,
         /// `[6pn]:port`.
         addr: SocketAddr,
-        /// `cp` or the group, as given.
-        nodes: String,
-        /// The cluster directory, as given.
-        dir: String,
+        /// `cp` or the group and the cluster directory, as given.
+        target: String,
     },
     /// Running the command through the Machines API exec failed.
     #[error("node {node}: running the command through the Machines API exec")]
@@ -203,11 +201,14 @@ async fn session(
                 why,
                 node: row.name.clone(),
                 addr,
-                nodes: match &args.nodes {
-                    NodeSet::ControlPlane => "cp".to_string(),
-                    NodeSet::Group(g) => g.clone(),
-                },
-                dir: args.cluster_dir.display().to_string(),
+                target: format!(
+                    "{} {}",
+                    match &args.nodes {
+                        NodeSet::ControlPlane => "cp",
+                        NodeSet::Group(g) => g.as_str(),
+                    },
+                    args.cluster_dir.display()
+                ),
             });
         }
         eprintln!(
@@ -428,8 +429,8 @@ mod tests {
         let e = Error::NoTunnel {
             node: "ctrl-0".into(),
             addr: "[fdaa:0:1::2]:22".parse().expect("addr"),
-            nodes: "cp".into(),
-            dir: "clusters/lab".into(),
+            target: "cp clusters/lab".into(),
+            why: " (the built-in WireGuard tunnel: the WireGuard tunnel stopped)".into(),
         };
         let text = e.to_string();
         for want in [
@@ -437,7 +438,7 @@ mod tests {
             "wg-quick up",
             "fdaa::3",
             "[fdaa:0:1::2]:22",
-            "fks-bootstrap -s cp clusters/lab -- CMD",
+            "fks-bootstrap -s cp clusters/lab -- CMD (the built-in WireGuard tunnel",
         ] {
             assert!(text.contains(want), "{want}: {text}");
         }
