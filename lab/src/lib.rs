@@ -168,12 +168,12 @@ pub fn client_env(
     vec![
         ("FLY_API_HOSTNAME", base.to_string()),
         ("FLY_API_TOKEN", token.to_string()),
-        ("FLY_API_BASE_URL", base.to_string()),
         ("FKS_REGION_ZONES", zones),
         (
             "FKS_MACHINES_ONLY",
             if guests { "0" } else { "1" }.to_string(),
         ),
+        ("FLY_API_BASE_URL", base.to_string()),
     ]
 }
 
