@@ -32,6 +32,9 @@ apt_packages+=(docker-registry mmdebstrap skopeo)
 # Both: k3s-standin's servers run a real etcd (Debian's etcd-server, /usr/bin/etcd), as k3s
 # embeds one; lab guests that run the host's /usr (folder images) use the host's.
 apt_packages+=(etcd-server)
+# Both: the lab's WireGuard gateway (lab/src/wireguard) is configured with wireguard-tools' `wg`;
+# without kernel WireGuard (CONFIG_WIREGUARD) it runs Debian's userspace wireguard-go on a TUN.
+apt_packages+=(wireguard-tools wireguard-go)
 
 missing=()
 for p in "${apt_packages[@]}"; do

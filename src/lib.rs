@@ -24,3 +24,4 @@ pub mod render;
 pub mod run;
 pub mod ssh;
 pub mod sync;
+pub mod tunnel;

@@ -24,6 +24,7 @@ pub mod rootfs;
 pub mod runner;
 pub mod secrets;
 pub mod stats;
+pub mod wireguard;
 
 use model::{Record, State};
 use rand::SeedableRng;
@@ -48,6 +49,12 @@ pub enum Error {
         dir: PathBuf,
         #[source]
         source: secrets::Error,
+    },
+    #[error("opening the WireGuard peers in {dir}")]
+    WireGuard {
+        dir: PathBuf,
+        #[source]
+        source: wireguard::Error,
     },
     #[error("starting guests mode")]
     Guests(#[source] runner::Error),
@@ -143,7 +150,8 @@ pub fn parse_zones(spec: &str) -> Result<Vec<(String, usize)>, Error> {
 
 /// The settings a client of this lab needs, as `(name, value)` in print order: the API
 /// address and token, and what Fly does not tell a client but the lab knows of itself, given
-/// as fks-bootstrap's ordinary settings, which mean the same against Fly: the regions' zone
+/// as fks-bootstrap's ordinary settings, which mean the same against Fly: the GraphQL API's base
+/// (`FLY_API_BASE_URL`, flyctl's name; GraphQL is `<base>/graphql`), the regions' zone
 /// counts (`FKS_REGION_ZONES`) and whether machines run the node image at all
 /// (`FKS_MACHINES_ONLY=1` in API-only mode, where nothing runs).
 pub fn client_env(
@@ -165,6 +173,7 @@ pub fn client_env(
             "FKS_MACHINES_ONLY",
             if guests { "0" } else { "1" }.to_string(),
         ),
+        ("FLY_API_BASE_URL", base.to_string()),
     ]
 }
 
@@ -222,6 +231,8 @@ pub struct Lab {
     pub closing: tokio::sync::watch::Sender<bool>,
     /// The guests, in guests mode.
     pub runner: Option<Arc<runner::Runner>>,
+    /// WireGuard peers, and the gateway in guests mode.
+    pub wireguard: wireguard::WireGuard,
 }
 
 impl Lab {
@@ -245,6 +256,11 @@ impl Lab {
             dir: opts.state_dir.clone(),
             source,
         })?;
+        let wireguard =
+            wireguard::WireGuard::open(&opts.state_dir).map_err(|source| Error::WireGuard {
+                dir: opts.state_dir.clone(),
+                source,
+            })?;
         let mut taken = std::collections::HashSet::new();
         let zones = opts
             .zones
@@ -267,6 +283,7 @@ impl Lab {
             runner: opts
                 .guests
                 .then(|| Arc::new(runner::Runner::new(opts.bridge.clone(), &opts.state_dir))),
+            wireguard,
             opts,
         }))
     }
@@ -313,6 +330,7 @@ pub async fn run(
     let lab = Lab::open(opts)?;
     if let Some(r) = &lab.runner {
         runner::Runner::boot(&lab, r).await.map_err(Error::Guests)?;
+        wireguard::start_in_background(&lab).await;
     }
     lifecycle::resume(&lab);
     let app = api::router(lab.clone());
@@ -326,6 +344,7 @@ pub async fn run(
         .map_err(Error::Serve)?;
     if let Some(r) = &lab.runner {
         r.shutdown().await;
+        lab.wireguard.stop_gateway();
     }
     if let Err(e) = lab.compact() {
         tracing::warn!(error = %e, "could not compact the state at shutdown; the journal still holds it");

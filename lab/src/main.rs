@@ -90,6 +90,7 @@ enum Command {
         bridge: Option<String>,
     },
     /// Print the environment lines of a running lab again: FLY_API_HOSTNAME, FLY_API_TOKEN,
+    /// FLY_API_BASE_URL (GraphQL: WireGuard peers),
     /// FKS_REGION_ZONES and FKS_MACHINES_ONLY (1 when no guests run), for `eval`.
     Env {
         #[arg(long)]

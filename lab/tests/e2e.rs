@@ -287,6 +287,9 @@ impl Env {
             ))
             .env("XDG_CONFIG_HOME", &self.xdg)
             .env("HOME", &self.home)
+            // This host is on 6PN, and the no-6PN section tests the fallback without a tunnel;
+            // the built-in WireGuard tunnel has its own test (tunnel.rs).
+            .env("FKS_TUNNEL", "off")
             .env_remove("KUBECONFIG")
             .env_remove("BOOTSTRAP_NODE_ID")
             .env_remove("RUST_LOG")

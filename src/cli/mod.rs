@@ -27,6 +27,7 @@ mod output;
 mod render;
 mod ssh;
 mod taint;
+mod tunnel;
 mod validate;
 
 /// What a command can end with, besides success. The variant decides the exit code; the
@@ -289,6 +290,9 @@ pub enum Command {
     Node(node::Args),
     /// The node image: `image build CLUSTER_DIR [--push]`.
     Image(image::Args),
+    /// The built-in WireGuard tunnel's peer: `tunnel up|down CLUSTER_DIR`.
+    #[command(after_help = tunnel::AFTER_HELP)]
+    Tunnel(tunnel::Args),
 }
 
 /// Parse the process arguments, run the command and return its exit code.
@@ -338,6 +342,7 @@ fn run(command: Command) -> Result<(), Error> {
         #[cfg(target_os = "linux")]
         Command::Node(args) => node::run(args),
         Command::Image(args) => image::run(args),
+        Command::Tunnel(args) => tunnel::run(args),
     }
 }
 

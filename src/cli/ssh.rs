@@ -3,10 +3,12 @@
 //! node group, over SSH as root with the cluster user key.
 //!
 //! SSH needs the node's 6PN address, which only a WireGuard peer of the organization reaches
-//! (reference fly-runtime.md §1.6, §5). When a quick TCP probe finds it unreachable, a command
-//! (`-- CMD`) runs through the Machines API's exec instead (reference fly-machines-api.md §3
-//! "Exec"), saying so on stderr; an interactive shell cannot, so it exits 1 naming what to
-//! set up.
+//! (reference fly-runtime.md §1.6, §5). When a quick TCP probe finds it reachable (this host
+//! is on 6PN, or a kernel tunnel is up) SSH goes there directly. Otherwise it rides the
+//! built-in userspace WireGuard tunnel (`crate::tunnel`, unless `FKS_TUNNEL=off`); when that
+//! fails too, a command (`-- CMD`) runs through the Machines API's exec instead (reference
+//! fly-machines-api.md §3 "Exec"), saying so on stderr; an interactive shell cannot, so it
+//! exits 1 naming what went wrong and what to set up.
 //!
 //! Must not: trust a host key it did not generate (the node's pinned key from
 //! `~/.config/fks-bootstrap/clusters/<cluster>` is the only one accepted, and none is ever
@@ -111,17 +113,17 @@ pub enum Error {
          `fly wireguard create <org> <region> <peer-name> fks.conf`, then `sudo wg-quick up \
          ./fks.conf`; wg-quick also sets the config's DNS server (<org prefix>::3, the \
          tunnel's counterpart of fdaa::3) so .internal names resolve. Without a tunnel, one \
-         command still runs through the Machines API: fks-bootstrap -s {nodes} {dir} -- CMD"
+         command still runs through the Machines API: fks-bootstrap -s {target} -- CMD{why}"
     )]
     NoTunnel {
+        /// Why the built-in tunnel did not help (empty when it is off).
+        why: String,
         /// Node name.
         node: String,
         /// `[6pn]:port`.
         addr: SocketAddr,
-        /// `cp` or the group, as given.
-        nodes: String,
-        /// The cluster directory, as given.
-        dir: String,
+        /// `cp` or the group and the cluster directory, as given.
+        target: String,
     },
     /// Running the command through the Machines API exec failed.
     #[error("node {node}: running the command through the Machines API exec")]
@@ -178,27 +180,46 @@ async fn session(
     let app = args.nodes.app(config);
     let row = pick(&app, &rows, args.node.as_deref())?;
     let addr = address(row, config.ssh_port)?;
-    if !reachable(addr).await {
+    let mut stream = None;
+    let mut why = String::new();
+    let direct = reachable(addr).await;
+    if !direct && super::tunnel::enabled() {
+        match super::tunnel::open(config).await {
+            Ok(t) => match t.connect(&addr.ip().to_string(), addr.port()).await {
+                Ok(s) => {
+                    tracing::info!(node = %row.name, peer = %t.peer().name, "6PN not reachable directly: through the built-in WireGuard tunnel");
+                    stream = Some(s);
+                }
+                Err(e) => why = format!(" (the built-in WireGuard tunnel: {e})"),
+            },
+            Err(e) => why = format!(" (the built-in WireGuard tunnel: {e})"),
+        }
+    }
+    if stream.is_none() && !direct {
         if args.command.is_empty() {
             return Err(Error::NoTunnel {
+                why,
                 node: row.name.clone(),
                 addr,
-                nodes: match &args.nodes {
-                    NodeSet::ControlPlane => "cp".to_string(),
-                    NodeSet::Group(g) => g.clone(),
-                },
-                dir: args.cluster_dir.display().to_string(),
+                target: format!(
+                    "{} {}",
+                    match &args.nodes {
+                        NodeSet::ControlPlane => "cp",
+                        NodeSet::Group(g) => g.as_str(),
+                    },
+                    args.cluster_dir.display()
+                ),
             });
         }
         eprintln!(
-            "[INFO] node {}: 6PN address {addr} not reachable from here (no WireGuard tunnel?); \
+            "[INFO] node {}: 6PN address {addr} not reachable from here (no WireGuard tunnel?{why}); \
              running the command through the Machines API exec instead (no stdin; output \
              arrives when it ends; at most {EXEC_TIMEOUT_SECS}s)",
             row.name
         );
         return exec(client, row, &args.command).await;
     }
-    let conn = connect(base, config, row).await?;
+    let conn = connect_via(base, config, row, stream).await?;
     let exit = if args.command.is_empty() {
         conn.shell().await?
     } else {
@@ -259,11 +280,25 @@ async fn exec(client: &Client, row: &Row, argv: &[String]) -> Result<Exit, Error
 /// Connects as root to `row`'s node on its 6PN address and the cluster's `SSH_PORT` (port 22
 /// there is Fly's own SSH, reference/fly-runtime.md §1.6), accepting only the host key
 /// pinned for it under `base` (the way in shared by `ssh` and `kubeconfig`).
-pub(crate) async fn connect(base: &Path, config: &Config, row: &Row) -> Result<ssh::Client, Error> {
+/// Over `stream` (a connection through the built-in tunnel) when given.
+pub(crate) async fn connect_via(
+    base: &Path,
+    config: &Config,
+    row: &Row,
+    stream: Option<tokio::io::DuplexStream>,
+) -> Result<ssh::Client, Error> {
     let addr = address(row, config.ssh_port)?;
     let keys = keys_for(base, &config.cluster_name, &row.name)?;
     let host = keys.host_key(&row.name)?;
-    Ok(ssh::Client::connect(&row.name, addr, USER, keys.user_key(), host.public_key()).await?)
+    Ok(ssh::Client::connect_over(
+        &row.name,
+        addr,
+        stream,
+        USER,
+        keys.user_key(),
+        host.public_key(),
+    )
+    .await?)
 }
 
 /// The started node to connect to: the one named `node`, else the first by name.
@@ -394,8 +429,8 @@ mod tests {
         let e = Error::NoTunnel {
             node: "ctrl-0".into(),
             addr: "[fdaa:0:1::2]:22".parse().expect("addr"),
-            nodes: "cp".into(),
-            dir: "clusters/lab".into(),
+            target: "cp clusters/lab".into(),
+            why: " (the built-in WireGuard tunnel: the WireGuard tunnel stopped)".into(),
         };
         let text = e.to_string();
         for want in [
@@ -403,7 +438,7 @@ mod tests {
             "wg-quick up",
             "fdaa::3",
             "[fdaa:0:1::2]:22",
-            "fks-bootstrap -s cp clusters/lab -- CMD",
+            "fks-bootstrap -s cp clusters/lab -- CMD (the built-in WireGuard tunnel",
         ] {
             assert!(text.contains(want), "{want}: {text}");
         }

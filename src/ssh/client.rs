@@ -192,6 +192,31 @@ impl Client {
         identity: &UserKey,
         host_key: &PublicKey,
     ) -> Result<Self, Error> {
+        Self::connect_over(
+            node,
+            addr,
+            None::<tokio::io::DuplexStream>,
+            user,
+            identity,
+            host_key,
+        )
+        .await
+    }
+
+    /// [`Client::connect`] over `stream` when given (a connection through the userspace
+    /// WireGuard tunnel, `crate::tunnel`) instead of a TCP connection to `addr`, which then
+    /// only names the node in messages.
+    pub async fn connect_over<S>(
+        node: &str,
+        addr: SocketAddr,
+        stream: Option<S>,
+        user: &str,
+        identity: &UserKey,
+        host_key: &PublicKey,
+    ) -> Result<Self, Error>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let config = Arc::new(client::Config {
             // Interactive sessions may sit idle for hours; keepalives detect dead peers instead.
             inactivity_timeout: None,
@@ -203,7 +228,15 @@ impl Client {
         let handler = PinnedHost {
             expected: host_key.clone(),
         };
-        let connecting = client::connect(config, addr, handler);
+        let connecting: std::pin::Pin<
+            Box<
+                dyn std::future::Future<Output = Result<client::Handle<PinnedHost>, HandshakeError>>
+                    + Send,
+            >,
+        > = match stream {
+            Some(s) => Box::pin(client::connect_stream(config, s, handler)),
+            None => Box::pin(client::connect(config, addr, handler)),
+        };
         let mut handle = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
             Err(_) => {
                 return Err(Error::ConnectTimeout {

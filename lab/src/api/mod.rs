@@ -4,6 +4,7 @@
 //! auth). Shared request helpers live here; handlers live in one file per resource.
 
 mod apps;
+mod graphql;
 mod labinfo;
 mod machine_extras;
 mod machines;
@@ -112,6 +113,8 @@ pub fn router(lab: Arc<Lab>) -> Router {
         .route("/lab/v1/events", get(labinfo::events))
         .route("/lab/v1/zones", get(labinfo::zones))
         .route("/lab/v1/info", get(labinfo::info))
+        // Fly's GraphQL API (its own auth: errors in GraphQL's shape, reference §5).
+        .route("/graphql", post(graphql::serve))
         .merge(lab_actions)
         .merge(v1)
         .with_state(lab)

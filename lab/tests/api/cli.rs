@@ -65,6 +65,15 @@ async fn serve_env_stop_round_trip_and_generated_token_is_kept() {
         )),
         "{env_text}"
     );
+    // Fly's GraphQL base (WireGuard peers) is the same server.
+    let base = host
+        .trim()
+        .strip_prefix("export FLY_API_HOSTNAME=")
+        .expect("host");
+    assert!(
+        env_text.contains(&format!("export FLY_API_BASE_URL={base}\n")),
+        "{env_text}"
+    );
     // With Debian's docker-registry installed the lab's registry settings follow.
     if fks_lab::registry::available() {
         assert!(
