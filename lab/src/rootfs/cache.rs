@@ -45,6 +45,15 @@ impl Cache {
         })
     }
 
+    /// Another handle on the same cache directory (for a blocking thread); scratch names stay
+    /// unique as they also carry a fresh sequence start.
+    pub fn clone_handle(&self) -> Cache {
+        Cache {
+            dir: self.dir.clone(),
+            seq: AtomicU64::new(self.seq.fetch_add(1 << 32, Ordering::Relaxed) + (1 << 32)),
+        }
+    }
+
     /// The cache's directory (`<state>/rootfs`).
     pub fn dir(&self) -> &Path {
         &self.dir

@@ -166,6 +166,25 @@ impl Puller {
         &self.cache
     }
 
+    /// The `host:port` images must name.
+    pub fn registry_host(&self) -> &str {
+        &self.registry.host
+    }
+
+    /// Refuses an image on another registry: the lab reaches only its own (no internet), so
+    /// trying would only end in a timeout.
+    fn check_registry(&self, image: &str, reference: &Reference) -> Result<(), Error> {
+        let registry = reference.resolve_registry();
+        if registry == self.registry.host {
+            return Ok(());
+        }
+        Err(Error::ForeignRegistry {
+            image: image.to_string(),
+            registry: registry.to_string(),
+            lab: self.registry.host.clone(),
+        })
+    }
+
     fn auth(&self, reference: &Reference) -> RegistryAuth {
         if reference.resolve_registry() == self.registry.host {
             RegistryAuth::Basic(
@@ -188,6 +207,7 @@ impl Puller {
             stats.cache_hit = true;
             return Ok((hit, stats));
         }
+        self.check_registry(image, &reference)?;
         let auth = self.auth(&reference);
         let (manifest, digest) = self
             .client
@@ -240,6 +260,7 @@ impl Puller {
                 config: hit.config,
             });
         }
+        self.check_registry(image, &reference)?;
         let (manifest, digest) = self
             .client
             .pull_image_manifest(&reference, &self.auth(&reference))
@@ -392,8 +413,7 @@ impl Puller {
     ) -> Result<(PathBuf, u64, u64), Error> {
         let scratch = self.cache.scratch("image");
         let (image_s, scratch_b) = (image.to_string(), scratch.clone());
-        let unpacked =
-            tokio::task::spawn_blocking(move || unpack_all(&image_s, &scratch_b, &layers))
+        let unpacked = tokio::task::spawn_blocking(move || unpack_all(&image_s, &scratch_b, &layers))
                 .await
                 .map_err(|e| Error::Io {
                     image: image.to_string(),
@@ -408,15 +428,20 @@ impl Puller {
                 return Err(e);
             }
         };
-        let dir = self
-            .cache
-            .commit(&scratch, digest, config)
-            .map_err(|source| Error::Io {
-                image: image.to_string(),
-                op: "committing the unpacked image from",
-                path: scratch.clone(),
-                source,
-            })?;
+        // Writing the record and renaming are file system calls: off the async workers too.
+        let cache = self.cache.clone_handle();
+        let (scratch_b, digest_s, config_c) = (scratch.clone(), digest.to_string(), config.clone());
+        let committed =
+            tokio::task::spawn_blocking(move || cache.commit(&scratch_b, &digest_s, &config_c))
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))
+                .and_then(|r| r);
+        let dir = committed.map_err(|source| Error::Io {
+            image: image.to_string(),
+            op: "committing the unpacked image from",
+            path: scratch.clone(),
+            source,
+        })?;
         Ok((dir.join("rootfs"), entries, bytes))
     }
 }
