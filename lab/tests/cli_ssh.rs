@@ -94,7 +94,7 @@ impl GuestLab {
             .expect("registry");
         let host = registry.host();
         let image = tokio::task::spawn_blocking(move || {
-            common::images::push_node_image(&host, TOKEN)
+            common::push_node_image(&host, TOKEN)
         })
         .await
         .expect("node image thread");

@@ -34,8 +34,9 @@ use fks_lab::{Faults, Options, Timings};
 use serde_json::Value;
 
 mod common;
-use common::images::push_node_image;
-use common::{fks_bootstrap_binary, have_root, netns_with_prefix, repo_root, sweep_netns};
+use common::{
+    fks_bootstrap_binary, have_root, netns_with_prefix, push_node_image, repo_root, sweep_netns,
+};
 
 const TOKEN: &str = "e2e-test-token";
 /// The bridge; guests' network namespaces are `fkse2e-<machine id>`.

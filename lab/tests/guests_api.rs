@@ -674,7 +674,7 @@ async fn node_ssh_guest_answers_with_its_pinned_key_also_after_a_lab_restart() {
     let lab = GuestLab::start(4, "", &[]).await;
     let host = lab.registry.as_ref().expect("registry").host();
     let node_image =
-        tokio::task::spawn_blocking(move || common::images::push_node_image(&host, TOKEN))
+        tokio::task::spawn_blocking(move || common::push_node_image(&host, TOKEN))
             .await
             .expect("node image thread");
     let app = "gapi-four";
@@ -797,7 +797,7 @@ async fn pulled_node_image_carries_the_standin_as_k3s_and_hosts_lists_started_ma
     let state = lab.state_dir();
     let host = lab.registry.as_ref().expect("registry").host();
     let node_image =
-        tokio::task::spawn_blocking(move || common::images::push_node_image(&host, TOKEN))
+        tokio::task::spawn_blocking(move || common::push_node_image(&host, TOKEN))
             .await
             .expect("node image thread");
     let cli = |args: &[&str]| {

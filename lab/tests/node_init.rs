@@ -46,7 +46,7 @@ fn node_image() -> &'static (PathBuf, String) {
                 .expect("registry");
             let host = registry.host();
             let pinned = tokio::task::spawn_blocking(move || {
-                common::images::push_node_image(&host, TOKEN)
+                common::push_node_image(&host, TOKEN)
             })
             .await
             .expect("node image thread");

@@ -9,15 +9,25 @@
 //!   with the product's own layer and store code and pushed with its registry client.
 //!
 //! Each returns the image pinned by digest (`HOST/NAME@sha256:...`), as machines should use it.
+//! Self-contained (benches include it with `#[path]`); the tests' `common` wraps it with the
+//! workspace binaries.
+
+#![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
 use fks_bootstrap::image::{layer, registry, store::Store};
 
-use super::{fks_bootstrap_binary, k3s_standin_binary, repo_root};
+/// The workspace root.
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("lab/ has a parent")
+        .to_path_buf()
+}
 
 /// The base's repository and tag in a lab registry.
 pub const BASE_REPO: &str = "fks/debian";
@@ -69,10 +79,10 @@ fn layout_blob(layout: &Path, digest: &str) -> Vec<u8> {
 }
 
 /// The node image of `clusters/lab`, built and pushed to `host` by the real
-/// `fks-bootstrap image build --push` with k3s-standin as its k3s, on the lab's Debian base;
-/// returns the pinned reference it printed (`HOST/lab-cp@sha256:...`). Once per registry per
-/// test process.
-pub fn push_node_image(host: &str, token: &str) -> String {
+/// `fks-bootstrap image build --push` (the binary `fks_bootstrap`, which also goes into the
+/// image) with `k3s_standin` as its k3s, on the lab's Debian base; returns the pinned
+/// reference it printed (`HOST/lab-cp@sha256:...`). Once per registry per process.
+pub fn push_node_image(host: &str, token: &str, fks_bootstrap: &Path, k3s_standin: &Path) -> String {
     static PUSHED: Mutex<Option<HashMap<String, String>>> = Mutex::new(None);
     let base = push_debian_base(host, token);
     let mut pushed = PUSHED.lock().unwrap_or_else(|p| p.into_inner());
@@ -87,11 +97,11 @@ pub fn push_node_image(host: &str, token: &str) -> String {
         format!("{config}\nNODE_IMAGE_BASE={base}\n"),
     )
     .expect("writing the cluster config");
-    let out = Command::new(fks_bootstrap_binary())
+    let out = Command::new(fks_bootstrap)
         .args(["image", "build"])
         .arg(dir.path())
         .args(["--push", "--k3s-source", "file"])
-        .arg(k3s_standin_binary())
+        .arg(k3s_standin)
         .arg("--k3s-standin")
         .env("FLY_API_TOKEN", token)
         .env("FLY_REGISTRY_HOST", host)

@@ -78,6 +78,12 @@ fn workspace_binary(package: &str, bin: &str) -> PathBuf {
     path
 }
 
+/// The node image of `clusters/lab` built and pushed to the registry at `host` by the real
+/// `fks-bootstrap image build --push` with this workspace's binaries ([`images`]).
+pub fn push_node_image(host: &str, token: &str) -> String {
+    images::push_node_image(host, token, &fks_bootstrap_binary(), &k3s_standin_binary())
+}
+
 /// An API-only lab running in this process on 127.0.0.1:0; stopped when dropped.
 pub struct ApiLab {
     /// `http://127.0.0.1:PORT`, the value of `FLY_API_HOSTNAME`.
