@@ -52,7 +52,7 @@ pub enum Error {
     #[error("starting guests mode")]
     Guests(#[source] runner::Error),
     #[error("opening the image cache of guests mode")]
-    Images(#[source] rootfs::Error),
+    Images(#[source] Box<rootfs::Error>),
     #[error(
         "guests mode needs root (network and mount namespaces): run as root or without guests"
     )]
@@ -263,7 +263,7 @@ impl Lab {
                     &opts.state_dir,
                     rootfs::pull::Registry::lab(host, opts.token.clone()),
                 )
-                .map_err(Error::Images)?,
+                .map_err(|e| Error::Images(Box::new(e)))?,
             )),
             _ => None,
         };
@@ -279,9 +279,13 @@ impl Lab {
             stats: Mutex::new(stats::Stats::default()),
             changed: tokio::sync::watch::channel(0).0,
             closing: tokio::sync::watch::channel(false).0,
-            runner: opts
-                .guests
-                .then(|| Arc::new(runner::Runner::new(opts.bridge.clone(), &opts.state_dir, puller))),
+            runner: opts.guests.then(|| {
+                Arc::new(runner::Runner::new(
+                    opts.bridge.clone(),
+                    &opts.state_dir,
+                    puller,
+                ))
+            }),
             opts,
         }))
     }

@@ -52,7 +52,7 @@ pub enum Error {
     Pull {
         machine_id: String,
         #[source]
-        source: rootfs::Error,
+        source: Box<rootfs::Error>,
     },
     #[error("machine {machine_id}: {reason}")]
     Config { machine_id: String, reason: String },
@@ -265,7 +265,7 @@ impl Runner {
         }
         let (pulled, _) = puller.pull(image).await.map_err(|source| Error::Pull {
             machine_id: machine_id.to_string(),
-            source,
+            source: Box::new(source),
         })?;
         Ok(Some(pulled))
     }
@@ -742,7 +742,7 @@ impl Runner {
             Some(i) => {
                 let run_as = i.run_as().map_err(|source| Error::Pull {
                     machine_id: m.id.clone(),
-                    source,
+                    source: Box::new(source),
                 })?;
                 let mut env = i.config.env_under(&env);
                 env.entry("HOME".to_string()).or_insert(run_as.home);

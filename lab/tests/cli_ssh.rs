@@ -93,11 +93,9 @@ impl GuestLab {
             .await
             .expect("registry");
         let host = registry.host();
-        let image = tokio::task::spawn_blocking(move || {
-            common::push_node_image(&host, TOKEN)
-        })
-        .await
-        .expect("node image thread");
+        let image = tokio::task::spawn_blocking(move || common::push_node_image(&host, TOKEN))
+            .await
+            .expect("node image thread");
         let opts = Options {
             state_dir: state,
             zones: fks_lab::parse_zones("sjc=2").expect("zones"),

@@ -550,7 +550,10 @@ fn cluster_copy(lab: &GuestLab, org: &str) -> PathBuf {
         })
         .collect();
     assert!(config.contains(&format!("ORG_NAME={org}\n")), "{config}");
-    assert!(config.contains(&format!("IMAGE={}\n", lab.image)), "{config}");
+    assert!(
+        config.contains(&format!("IMAGE={}\n", lab.image)),
+        "{config}"
+    );
     std::fs::write(cluster_dir.join("config"), config).expect("write config");
     cluster_dir
 }

@@ -253,7 +253,11 @@ impl GuestLab {
             if st == 200 && v["exit_code"] == 0 {
                 return v["stdout"].as_str().expect("stdout").to_string();
             }
-            assert!(Instant::now() < deadline, "no {path}: {v}\nlog: {}", self.log(id));
+            assert!(
+                Instant::now() < deadline,
+                "no {path}: {v}\nlog: {}",
+                self.log(id)
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -673,10 +677,9 @@ async fn node_ssh_guest_answers_with_its_pinned_key_also_after_a_lab_restart() {
     // in the node image the product builds and pushes.
     let lab = GuestLab::start(4, "", &[]).await;
     let host = lab.registry.as_ref().expect("registry").host();
-    let node_image =
-        tokio::task::spawn_blocking(move || common::push_node_image(&host, TOKEN))
-            .await
-            .expect("node image thread");
+    let node_image = tokio::task::spawn_blocking(move || common::push_node_image(&host, TOKEN))
+        .await
+        .expect("node image thread");
     let app = "gapi-four";
     lab.create_app(app).await;
     let keys_dir = lab.dir.path().join("keys");
@@ -796,10 +799,9 @@ async fn pulled_node_image_carries_the_standin_as_k3s_and_hosts_lists_started_ma
     let lab = GuestLab::start(5, "", &[]).await;
     let state = lab.state_dir();
     let host = lab.registry.as_ref().expect("registry").host();
-    let node_image =
-        tokio::task::spawn_blocking(move || common::push_node_image(&host, TOKEN))
-            .await
-            .expect("node image thread");
+    let node_image = tokio::task::spawn_blocking(move || common::push_node_image(&host, TOKEN))
+        .await
+        .expect("node image thread");
     let cli = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_fks-lab"))
             .args(args)
@@ -827,7 +829,15 @@ async fn pulled_node_image_carries_the_standin_as_k3s_and_hosts_lists_started_ma
     // The host is not in the guest's view (nor the lab's state dir), and a guest's write into
     // the image's files stays in the guest: the unpacked image is shared and read-only.
     let seen = lab
-        .run(app, &id, &["sh", "-c", &format!("test -e '{st}' && echo seen || echo hidden")])
+        .run(
+            app,
+            &id,
+            &[
+                "sh",
+                "-c",
+                &format!("test -e '{st}' && echo seen || echo hidden"),
+            ],
+        )
         .await;
     assert_eq!(seen, "hidden\n", "the state dir is visible in the guest");
     lab.run(app, &id, &["touch", "/usr/local/bin/from-guest"])
@@ -838,7 +848,11 @@ async fn pulled_node_image_carries_the_standin_as_k3s_and_hosts_lists_started_ma
         .join("rootfs/images")
         .join(digest.trim_start_matches("sha256:"))
         .join("rootfs");
-    assert!(unpacked.join("usr/local/bin/k3s").is_file(), "{}", unpacked.display());
+    assert!(
+        unpacked.join("usr/local/bin/k3s").is_file(),
+        "{}",
+        unpacked.display()
+    );
     assert!(!unpacked.join("usr/local/bin/from-guest").exists());
 
     // The host's view of .internal names, asked from this lab's DNS.
@@ -1039,9 +1053,13 @@ async fn pulled_image_runs_entrypoint_cmd_and_env_on_a_rootfs_reset_at_every_sta
     lab.run(
         app,
         &id,
-        &["sh", "-c", "echo x > /rootfs-marker; echo v > /data/vol-marker; rm /data/boot.txt"],
+        &[
+            "sh",
+            "-c",
+            "echo x > /rootfs-marker; echo v > /data/vol-marker; rm /data/boot.txt",
+        ],
     )
-        .await;
+    .await;
     lab.ok(&format!("/v1/apps/{app}/machines/{id}/stop"), json!({}))
         .await;
     lab.wait_state(app, &id, "stopped").await;
@@ -1058,8 +1076,16 @@ async fn pulled_image_runs_entrypoint_cmd_and_env_on_a_rootfs_reset_at_every_sta
         "a write to the rootfs survived a restart: {second}"
     );
     assert_eq!(
-        lab.run(app, &id, &["sh", "-c", "cat /data/vol-marker; test -e /rootfs-marker || echo gone"])
-            .await,
+        lab.run(
+            app,
+            &id,
+            &[
+                "sh",
+                "-c",
+                "cat /data/vol-marker; test -e /rootfs-marker || echo gone"
+            ]
+        )
+        .await,
         "v\ngone\n"
     );
 

@@ -45,11 +45,9 @@ fn node_image() -> &'static (PathBuf, String) {
                 .await
                 .expect("registry");
             let host = registry.host();
-            let pinned = tokio::task::spawn_blocking(move || {
-                common::push_node_image(&host, TOKEN)
-            })
-            .await
-            .expect("node image thread");
+            let pinned = tokio::task::spawn_blocking(move || common::push_node_image(&host, TOKEN))
+                .await
+                .expect("node image thread");
             let cache = repo_root().join("target/lab-test-scratch/node-init-rootfs");
             std::fs::create_dir_all(&cache).expect("cache dir");
             let puller = fks_lab::rootfs::pull::Puller::new(

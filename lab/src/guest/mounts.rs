@@ -829,8 +829,11 @@ mod tests {
                 .position(|s| s == want)
                 .unwrap_or_else(|| panic!("no step {want:?} in {l:#?}"))
         };
-        let root = at("mounting the image /state/rootfs/images/ab/rootfs as the root /state/m1/rootfs");
-        assert!(at("mkdir /state/m1/upper/rootfs") < root && at("mkdir /state/m1/upper/work") < root);
+        let root =
+            at("mounting the image /state/rootfs/images/ab/rootfs as the root /state/m1/rootfs");
+        assert!(
+            at("mkdir /state/m1/upper/rootfs") < root && at("mkdir /state/m1/upper/work") < root
+        );
         let pivot = at("pivot_root");
         for bound in ["/proc", "/sys", "/dev"] {
             assert!(root < at(&format!("bind {bound} on /state/m1/rootfs{bound}")));
@@ -839,9 +842,17 @@ mod tests {
         assert!(pivot < at("bind /.oldroot/vols/v1 on /data"));
         assert!(pivot < at("writing /etc/hosts"));
         let chdir = at("chdir /srv/app");
-        assert!(at("detaching the host root") < chdir && chdir < at("switching to uid 1000 gid 1000"));
-        assert_eq!(at("switching to uid 1000 gid 1000"), l.len() - 1, "ids change last");
-        assert!(!l.iter().any(|s| s.contains("overlay of /usr") || s.contains("hiding") || s.contains("var-lib")));
+        assert!(
+            at("detaching the host root") < chdir && chdir < at("switching to uid 1000 gid 1000")
+        );
+        assert_eq!(
+            at("switching to uid 1000 gid 1000"),
+            l.len() - 1,
+            "ids change last"
+        );
+        assert!(!l.iter().any(|s| s.contains("overlay of /usr")
+            || s.contains("hiding")
+            || s.contains("var-lib")));
         let data = steps
             .iter()
             .find_map(|s| match &s.op {

@@ -413,7 +413,8 @@ impl Puller {
     ) -> Result<(PathBuf, u64, u64), Error> {
         let scratch = self.cache.scratch("image");
         let (image_s, scratch_b) = (image.to_string(), scratch.clone());
-        let unpacked = tokio::task::spawn_blocking(move || unpack_all(&image_s, &scratch_b, &layers))
+        let unpacked =
+            tokio::task::spawn_blocking(move || unpack_all(&image_s, &scratch_b, &layers))
                 .await
                 .map_err(|e| Error::Io {
                     image: image.to_string(),

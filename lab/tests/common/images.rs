@@ -49,7 +49,11 @@ fn push_debian_base_layout(host: &str, token: &str) -> (String, std::path::PathB
     }
     let out = Command::new("bash")
         .arg(repo_root().join("scripts/base-image.sh"))
-        .args(["--plain-http", "--print-layout", &format!("{host}/{BASE_REPO}:{BASE_TAG}")])
+        .args([
+            "--plain-http",
+            "--print-layout",
+            &format!("{host}/{BASE_REPO}:{BASE_TAG}"),
+        ])
         .env("REGISTRY_TOKEN", token)
         .output()
         .expect("running scripts/base-image.sh");
@@ -61,7 +65,10 @@ fn push_debian_base_layout(host: &str, token: &str) -> (String, std::path::PathB
         lines.next().unwrap_or_default().trim().to_string(),
         lines.next().unwrap_or_default().trim().to_string(),
     );
-    assert!(digest.starts_with("sha256:"), "base-image.sh printed {stdout:?}");
+    assert!(
+        digest.starts_with("sha256:"),
+        "base-image.sh printed {stdout:?}"
+    );
     let got = (
         format!("{host}/{BASE_REPO}@{digest}"),
         std::path::PathBuf::from(layout),
@@ -82,7 +89,12 @@ fn layout_blob(layout: &Path, digest: &str) -> Vec<u8> {
 /// `fks-bootstrap image build --push` (the binary `fks_bootstrap`, which also goes into the
 /// image) with `k3s_standin` as its k3s, on the lab's Debian base; returns the pinned
 /// reference it printed (`HOST/lab-cp@sha256:...`). Once per registry per process.
-pub fn push_node_image(host: &str, token: &str, fks_bootstrap: &Path, k3s_standin: &Path) -> String {
+pub fn push_node_image(
+    host: &str,
+    token: &str,
+    fks_bootstrap: &Path,
+    k3s_standin: &Path,
+) -> String {
     static PUSHED: Mutex<Option<HashMap<String, String>>> = Mutex::new(None);
     let base = push_debian_base(host, token);
     let mut pushed = PUSHED.lock().unwrap_or_else(|p| p.into_inner());
@@ -163,7 +175,9 @@ pub async fn push_test_image(
         serde_json::from_slice(&layout_blob(&layout, base_digest)).expect("base manifest");
     let base_config = layout_blob(
         &layout,
-        base_manifest["config"]["digest"].as_str().expect("config digest"),
+        base_manifest["config"]["digest"]
+            .as_str()
+            .expect("config digest"),
     );
     let base_layers: Vec<(String, String, u64)> = base_manifest["layers"]
         .as_array()
@@ -191,8 +205,7 @@ pub async fn push_test_image(
         .collect();
     let written = layer::write(&entries, file).expect("writing the layer");
     store.commit(partial, &written.digest).expect("commit");
-    let mut config: serde_json::Value =
-        serde_json::from_slice(&base_config).expect("base config");
+    let mut config: serde_json::Value = serde_json::from_slice(&base_config).expect("base config");
     let exec_obj = config["config"].as_object_mut().expect("base exec config");
     for (k, v) in exec.as_object().expect("exec is an object") {
         exec_obj.insert(k.clone(), v.clone());
