@@ -430,13 +430,14 @@ impl Puller {
             }
         };
         // Writing the record and renaming are file system calls: off the async workers too.
-        let cache = self.cache.clone_handle();
+        let cache_dir = self.cache.dir().to_path_buf();
         let (scratch_b, digest_s, config_c) = (scratch.clone(), digest.to_string(), config.clone());
-        let committed =
-            tokio::task::spawn_blocking(move || cache.commit(&scratch_b, &digest_s, &config_c))
-                .await
-                .map_err(|e| std::io::Error::other(e.to_string()))
-                .and_then(|r| r);
+        let committed = tokio::task::spawn_blocking(move || {
+            super::cache::commit_in(&cache_dir, &scratch_b, &digest_s, &config_c)
+        })
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))
+        .and_then(|r| r);
         let dir = committed.map_err(|source| Error::Io {
             image: image.to_string(),
             op: "committing the unpacked image from",
