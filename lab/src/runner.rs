@@ -130,6 +130,15 @@ pub fn volume_dir(state_dir: &Path, vol: &str) -> PathBuf {
     state_dir.join("volumes").join(vol)
 }
 
+/// `image` (`HOST/NAME[:TAG][@DIGEST]`) pinned to `digest`: `HOST/NAME@DIGEST`. A reference
+/// that does not parse is returned as it is (its pull reports that).
+pub fn pinned(image: &str, digest: &str) -> String {
+    match image.parse::<oci_client::Reference>() {
+        Ok(r) => format!("{}/{}@{digest}", r.registry(), r.repository()),
+        Err(_) => image.to_string(),
+    }
+}
+
 /// Does the step `from` → `to` do real work in guests mode (instead of waiting a timing)?
 pub fn is_real(from: &str, to: &str) -> bool {
     matches!(
@@ -263,10 +272,20 @@ impl Runner {
         if let Some(hit) = digest.and_then(|d| puller.cache().lookup(d, image)) {
             return Ok(Some(hit));
         }
-        let (pulled, _) = puller.pull(image).await.map_err(|source| Error::Pull {
-            machine_id: machine_id.to_string(),
-            source: Box::new(source),
-        })?;
+        // The digest the create or update resolved, so a tag that moved since runs nothing
+        // else.
+        let reference = match digest {
+            Some(d) => pinned(image, d),
+            None => image.to_string(),
+        };
+        let (mut pulled, _) = puller
+            .pull(&reference)
+            .await
+            .map_err(|source| Error::Pull {
+                machine_id: machine_id.to_string(),
+                source: Box::new(source),
+            })?;
+        pulled.reference = image.to_string();
         Ok(Some(pulled))
     }
 
@@ -999,6 +1018,20 @@ mod tests {
         assert_eq!(stop_of(&c), (Signal::SIGTERM, Duration::from_secs(2)));
         assert_eq!(parse_signal("9"), Some(Signal::SIGKILL));
         assert_eq!(parse_signal("SIGNOPE"), None);
+    }
+
+    #[test]
+    fn images_are_pinned_to_the_resolved_digest() {
+        let d = format!("sha256:{}", "a".repeat(64));
+        assert_eq!(
+            pinned("127.0.0.1:5000/lab-cp:v1", &d),
+            format!("127.0.0.1:5000/lab-cp@{d}")
+        );
+        assert_eq!(
+            pinned(&format!("127.0.0.1:5000/a/b@sha256:{}", "b".repeat(64)), &d),
+            format!("127.0.0.1:5000/a/b@{d}")
+        );
+        assert_eq!(pinned("Not A Ref", &d), "Not A Ref");
     }
 
     #[test]

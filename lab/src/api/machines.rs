@@ -48,12 +48,17 @@ fn validate_config(config: &MachineConfig) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// In guests mode `config.image` is pulled (and unpacked) here, at create and update, so a
-/// start never fails on an image later: the answer waits for the pull, and an image that
-/// cannot be pulled (bad reference, unknown repository or tag, another registry than the
-/// lab's, refused credentials, ...) refuses the request with the pull error's Fly-like body
-/// (`rootfs::Error::api_error`) before anything is recorded. Returns the manifest digest to
-/// pin; `None` in API-only mode and for the built-in `lab/base`.
+/// In guests mode `config.image` is checked here, at create and update: manifest, config,
+/// platform and layer types (`Puller::resolve`, no layer download), so an image that cannot
+/// be pulled (bad reference, unknown repository or tag, another registry than the lab's,
+/// refused credentials, ...) refuses the request with the pull error's Fly-like body
+/// (`rootfs::Error::api_error`) before anything is recorded. The pull of the layers then
+/// starts in the background, pinned to the digest just resolved, while the answer goes out
+/// at once: Fly keeps a machine `created` while it fetches the image
+/// (reference/fly-runtime.md §2), and a client waits no longer than for any create. The start
+/// runs that digest (from the cache, or pulling it if the background pull has not finished).
+/// Returns the manifest digest to pin; `None` in API-only mode and for the built-in
+/// `lab/base`.
 async fn pull_image(lab: &Lab, config: &MachineConfig) -> Result<Option<String>, ApiError> {
     let Some(runner) = &lab.runner else {
         return Ok(None);
@@ -68,10 +73,19 @@ async fn pull_image(lab: &Lab, config: &MachineConfig) -> Result<Option<String>,
             crate::images::BASE_IMAGE
         )));
     };
-    match puller.pull(&config.image).await {
-        Ok((image, _)) => Ok(Some(image.manifest_digest)),
-        Err(e) => Err(e.api_error()),
-    }
+    let resolved = puller
+        .resolve(&config.image)
+        .await
+        .map_err(|e| e.api_error())?;
+    let pinned = crate::runner::pinned(&config.image, &resolved.manifest_digest);
+    let background = puller.clone();
+    tokio::spawn(async move {
+        if let Err(e) = background.pull(&pinned).await {
+            // The start pulls again and reports what fails then.
+            tracing::warn!(image = %pinned, error = %crate::runner::chain(&e), "background pull failed");
+        }
+    });
+    Ok(Some(resolved.manifest_digest))
 }
 
 fn valid_machine_name(name: &str) -> bool {
