@@ -26,7 +26,8 @@ mod common;
 use common::{fks_bootstrap_binary, have_root, repo_root, sweep_netns};
 
 const TOKEN: &str = "cli-ssh-test-token";
-const WAIT: Duration = Duration::from_secs(30);
+/// Long enough for a first pull of the node image on a loaded machine.
+const WAIT: Duration = Duration::from_secs(180);
 /// `clusters/lab`'s CLUSTER_NAME and its control-plane app.
 const CLUSTER: &str = "lab";
 const APP: &str = "lab-cp";

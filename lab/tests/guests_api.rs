@@ -26,7 +26,9 @@ use common::{have_root, sweep_netns};
 use fks_lab::registry::Registry;
 
 const TOKEN: &str = "guests-test-token";
-const WAIT: Duration = Duration::from_secs(30);
+/// Long enough for a first pull of the node image (a few hundred MB of debug binaries) on a
+/// loaded machine.
+const WAIT: Duration = Duration::from_secs(180);
 
 fn b64(data: &[u8]) -> String {
     use base64::Engine;

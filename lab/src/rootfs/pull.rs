@@ -52,6 +52,11 @@ pub struct Puller {
     cache: Cache,
     registry: Registry,
     client: oci_client::Client,
+    /// One lock per reference being pulled: a second pull of the same reference (the start
+    /// of a machine whose create's background pull still runs) waits for the first and then
+    /// finds the image in the cache instead of downloading and unpacking it again.
+    inflight:
+        std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl std::fmt::Debug for Puller {
@@ -158,6 +163,7 @@ impl Puller {
             cache,
             registry,
             client,
+            inflight: Default::default(),
         })
     }
 
@@ -197,7 +203,27 @@ impl Puller {
     }
 
     /// Pull `image` (`HOST/NAME:TAG` or `HOST/NAME@sha256:...`) and unpack it into the cache.
+    /// Pulls of the same reference run one after the other (the later ones hit the cache).
     pub async fn pull(&self, image: &str) -> Result<(Image, PullStats), Error> {
+        let lock = self
+            .inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(image.to_string())
+            .or_default()
+            .clone();
+        let held = lock.lock().await;
+        let pulled = self.pull_once(image).await;
+        drop(held);
+        let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        // Forget the lock once nobody else holds or waits for it (the map and `lock`).
+        if std::sync::Arc::strong_count(&lock) <= 2 {
+            inflight.remove(image);
+        }
+        pulled
+    }
+
+    async fn pull_once(&self, image: &str) -> Result<(Image, PullStats), Error> {
         let reference: Reference = image.parse().map_err(|source| Error::Reference {
             reference: image.to_string(),
             source,
