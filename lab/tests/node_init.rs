@@ -364,9 +364,19 @@ fn node_init_renders_from_own_addresses_at_every_boot_and_backs_up_changes() {
     assert!(!lab.volume.join("k3s/flannel-net-conf.json").exists());
     // The 6PN address is FLY_PRIVATE_IP and really the guest's eth0 address.
     assert_eq!(exec(&g, &["printenv", "FLY_PRIVATE_IP"]).trim(), ip6);
-    let eth0 = exec(&g, &["ip", "-6", "addr", "show", "dev", "eth0"]);
+    // Asked with the host's iproute2 in the guest's network namespace (the node image, like
+    // Debian's slim base, has no `ip`).
+    let ip_in_guest = |family: &str| {
+        let out = Command::new("ip")
+            .args(["-n", g.netns_name(), family, "addr", "show", "dev", "eth0"])
+            .output()
+            .expect("ip -n");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let eth0 = ip_in_guest("-6");
     assert!(eth0.contains(&format!("inet6 {ip6}/")), "{eth0}");
-    let eth0_v4 = exec(&g, &["ip", "-4", "addr", "show", "dev", "eth0"]);
+    let eth0_v4 = ip_in_guest("-4");
     assert!(
         eth0_v4.contains(&format!("inet {}/", lab.ip4(1))),
         "{eth0_v4}"
