@@ -4,7 +4,7 @@
 //! token in everything the run leaves behind, and `destroy --yes` leaving nothing.
 //!
 //! The node image is built and pushed to the lab's registry by the real
-//! `fks-bootstrap image build --push` (`common::images::push_node_image`) with k3s-standin as
+//! `fks-bootstrap image build --push` (`common::push_node_image`) with k3s-standin as
 //! its k3s (these machines cannot download k3s), on the lab's Debian base, and the cluster
 //! config names it pinned by digest (`IMAGE=`); the lab pulls it and runs every machine on it.
 //! kubectl runs in a private mount namespace
