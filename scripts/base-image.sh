@@ -15,6 +15,12 @@
 # base lacks them, and `fks-bootstrap image build` adds them (issue 9). Documentation, man pages
 # and locales are left out as in the slim images.
 #
+# This is the LAB's node base, not a real user's: on top of minbase it includes what
+# k3s-standin (the lab's test double for k3s) needs inside the node image: `kubernetes-client`
+# (kubectl, for the stand-in's `k3s kubectl` passthrough) and `etcd-server` (the stand-in's
+# servers keep their state in a real etcd). A real user's base is debian:trixie-slim, and real
+# k3s carries its own kubectl and embedded etcd. The list is part of the cache key.
+#
 # Cache: ${XDG_CACHE_HOME:-~/.cache}/fks-bootstrap/base/<suite>-<arch>-<YYYYMMDD>-<options hash>/oci
 # One build per suite, architecture and UTC day: packages change on the mirror, so a day's
 # build is reused and the next day's is new. Deterministic within a key: SOURCE_DATE_EPOCH is
@@ -58,6 +64,7 @@ epoch=$(date -u -d "${day:0:4}-${day:4:2}-${day:6:2} 00:00:00" +%s)
 created=$(date -u -d "@$epoch" +%Y-%m-%dT%H:%M:%SZ)
 mmdebstrap_opts=(
     --variant=minbase --mode=unshare --format=tar --skip=output/dev
+    --include=kubernetes-client,etcd-server
     --dpkgopt='path-exclude=/usr/share/man/*'
     --dpkgopt='path-exclude=/usr/share/doc/*'
     --dpkgopt='path-include=/usr/share/doc/*/copyright'

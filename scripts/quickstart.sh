@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # The README's main command: a k3s cluster on fks-lab, on this machine, without a Fly account.
 #   scripts/quickstart.sh          install what is missing, build, start the lab with guests
-#                                  (state in .lab/), register the node image, create
-#                                  clusters/lab and its node group 0, export the kubeconfig,
-#                                  make the host resolve .internal names, show the nodes
+#                                  and its registry (state in .lab/), push the lab's Debian
+#                                  base image, build and push the node image with
+#                                  `fks-bootstrap image build --push`, create clusters/lab (a
+#                                  copy in .lab/clusters/lab naming that image) and its node
+#                                  group 0, export the kubeconfig, make the host resolve
+#                                  .internal names, show the nodes
 #   scripts/quickstart.sh --down   destroy the cluster, stop the lab, remove its hosts block,
 #                                  network namespaces and bridge (idempotent)
 # Re-running converges: a running lab is reused and the cluster steps change nothing that is
-# already there. Real k3s is used when FKS_K3S=/path/to/k3s is given (verified against
-# FKS_K3S_SHA256_FILE=sha256sum-<arch>.txt when set); otherwise the nodes run k3s-standin, a
-# test double, and this script says so loudly. Runs as root (guests are namespaces).
-# Environment: FKS_LAB_PORT (default 4280), FKS_K3S, FKS_K3S_SHA256_FILE.
+# already there. Real k3s is used when FKS_K3S=/path/to/k3s is given (verified against the
+# release's sha256sum-amd64.txt when that file sits beside it); otherwise the nodes run
+# k3s-standin, a test double, and this script says so loudly. Runs as root (guests are
+# namespaces). Works from a clone at any path: the nodes run the pulled image, not files of
+# the clone. Environment: FKS_LAB_PORT (default 4280), FKS_K3S.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +22,8 @@ lab_dir=.lab
 state=$lab_dir/state
 port=${FKS_LAB_PORT:-4280}
 cluster=clusters/lab
+# The copy of clusters/lab that names the node image this script built (IMAGE=...@sha256).
+cluster_copy=$lab_dir/clusters/lab
 bridge=fkslab0 # fks-lab's default bridge (lab/src/guest/network.rs)
 fks=target/debug/fks-bootstrap
 lab=target/debug/fks-lab
@@ -35,6 +41,8 @@ down() {
     section "quickstart --down"
     if lab_running; then
         eval "$("$lab" env --state-dir "$state")"
+        # The copy that names the node image, once the quickstart has made it.
+        [ ! -f "$cluster_copy/config" ] || cluster=$cluster_copy
         if [ -x "$fks" ]; then
             info "destroying $cluster (fks-bootstrap destroy $cluster --yes)"
             "$fks" destroy "$cluster" --yes || warn "destroy failed (exit $?); stopping the lab anyway"
@@ -113,17 +121,34 @@ done
 export FLY_API_HOSTNAME FLY_API_TOKEN FKS_REGION_ZONES FKS_MACHINES_ONLY
 info "lab answers at $FLY_API_HOSTNAME (zones $FKS_REGION_ZONES)"
 
-section "node image lab/fks-node"
+[ -n "${FLY_REGISTRY_HOST:-}" ] ||
+    die "the lab on $state runs without its registry (no FLY_REGISTRY_HOST from fks-lab env): install Debian's docker-registry (scripts/setup.sh quickstart) and restart it"
+export FLY_REGISTRY_HOST FKS_REGISTRY_PLAIN_HTTP
+
+section "base image (Debian trixie, mmdebstrap) -> $FLY_REGISTRY_HOST/fks/debian:trixie"
+# The lab cannot reach Docker Hub: its nodes' base is built from Debian's packages and pushed
+# to the lab's registry (scripts/base-image.sh: cached per day; the lab's base also carries
+# kubectl and etcd for k3s-standin).
+base_digest=$(REGISTRY_TOKEN=$FLY_API_TOKEN scripts/base-image.sh --plain-http "$FLY_REGISTRY_HOST/fks/debian:trixie")
+base="$FLY_REGISTRY_HOST/fks/debian@$base_digest"
+
+section "node image: fks-bootstrap image build --push"
 if [ -n "${FKS_K3S:-}" ]; then
-    k3s_args=(--k3s "$FKS_K3S")
-    [ -z "${FKS_K3S_SHA256_FILE:-}" ] || k3s_args+=(--k3s-sha256-file "$FKS_K3S_SHA256_FILE")
+    k3s_args=(--k3s-source file "$FKS_K3S")
     standin_used=false
 else
-    k3s_args=(--k3s-standin "$standin")
+    k3s_args=(--k3s-source file "$standin" --k3s-standin)
     standin_used=true
 fi
-"$lab" image node --state-dir "$state" lab/fks-node --fks-bootstrap "$fks" "${k3s_args[@]}"
-"$lab" image list --state-dir "$state" | grep '^lab/fks-node' | cut -f1,3,4 >&2
+mkdir -p "$cluster_copy"
+{ grep -v -e '^IMAGE=' -e '^NODE_IMAGE_BASE=' "$cluster/config"; echo "NODE_IMAGE_BASE=$base"; } \
+    >"$cluster_copy/config"
+image=$("$fks" image build "$cluster_copy" --push "${k3s_args[@]}") ||
+    die "fks-bootstrap image build --push failed (see above)"
+# For now the copy names the image (`-c` building and pushing it by itself comes next).
+echo "IMAGE=$image" >>"$cluster_copy/config"
+info "node image $image (cluster config $cluster_copy/config)"
+cluster=$cluster_copy
 
 standin_banner() {
     cat >&2 <<'BANNER'
@@ -132,8 +157,8 @@ standin_banner() {
   #  THE NODES RUN k3s-standin, A TEST DOUBLE, NOT k3s.                              #
   #  It implements only the slice of k3s fks-bootstrap relies on (k3s-standin/README) #
   #  and says so in its logs, in `kubectl version` and in each node's OS image.       #
-  #  For real k3s: scripts/quickstart.sh --down, then FKS_K3S=/path/to/k3s            #
-  #  [FKS_K3S_SHA256_FILE=sha256sum-amd64.txt] scripts/quickstart.sh                  #
+  #  For real k3s: scripts/quickstart.sh --down, then                                #
+  #  FKS_K3S=/path/to/k3s scripts/quickstart.sh (sha256sum-amd64.txt beside it)      #
   ####################################################################################
 
 BANNER

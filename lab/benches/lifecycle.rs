@@ -11,7 +11,8 @@
 //! `run::execute` through a `fly::Client` with its default options, so its token buckets hold
 //! Fly's documented limits. The lab runs in process with guests (root), its own bridge
 //! `fksbn1`, IPv4 172.31.211.0/24 and an org (`fksbenchlc`) whose 6PN /48 no other test uses;
-//! the node image holds `fks-bootstrap` and `k3s` -> `k3s-standin` (debug builds).
+//! the node image is built and pushed to the lab's registry by the real `fks-bootstrap image
+//! build --push`, holding `fks-bootstrap` and `k3s-standin` as `k3s` (debug builds).
 //!
 //! Stated latencies (printed): volume create [`VOLUME_CREATE`] and machine create
 //! [`MACHINE_CREATE`] are lab `latency` faults; boot is the lab's `launch` timing [`BOOT`]
@@ -56,6 +57,9 @@ use fks_bootstrap::ssh::ClusterKeys;
 use fks_lab::guest::BridgeConfig;
 use fks_lab::{Faults, Options, Timings};
 use serde_json::Value;
+
+#[path = "../tests/common/images.rs"]
+mod images;
 
 const TOKEN: &str = "lifecycle-bench";
 const BRIDGE: &str = "fksbn1";
@@ -150,13 +154,15 @@ fn sweep_netns(prefix: &str) {
 }
 
 /// A copy of `clusters/lab/config` with this bench's org and `NODE_GROUP_SIZE`.
-fn cluster_config(root: &Path, size: u32) -> Config {
+fn cluster_config(root: &Path, size: u32, image: &str) -> Config {
     let text = std::fs::read_to_string(repo_root().join("clusters/lab/config"))
         .expect("clusters/lab/config");
     let text: String = text
         .lines()
         .map(|l| {
-            if l.starts_with("NODE_GROUP_SIZE=") {
+            if l.starts_with("IMAGE=") {
+                format!("IMAGE={image}\n")
+            } else if l.starts_with("NODE_GROUP_SIZE=") {
                 format!("NODE_GROUP_SIZE={size}\n")
             } else if l.starts_with("ORG_NAME=") {
                 format!("ORG_NAME={ORG}\n")
@@ -453,21 +459,25 @@ async fn bench() {
     sweep_netns(&format!("{BRIDGE}-"));
     fks_lab::guest::remove_bridge(&bridge.name).expect("removing a stale bridge");
     let bin = build_guest_binaries();
-    // Not under /tmp: a guest has a private /tmp, so an image dir there would be empty.
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
-    let image = dir.path().join("image-bin");
-    std::fs::create_dir(&image).expect("mkdir image");
-    std::os::unix::fs::symlink(bin.join("fks-bootstrap"), image.join("fks-bootstrap"))
-        .expect("link fks-bootstrap");
-    std::os::unix::fs::symlink(bin.join("k3s-standin"), image.join("k3s")).expect("link k3s");
+    let dir = tempfile::tempdir().expect("tempdir");
     let state = dir.path().join("state");
     std::fs::create_dir(&state).expect("mkdir state");
-    let cp_config = cluster_config(dir.path(), 3);
-    let name = cp_config
-        .image
-        .as_deref()
-        .expect("clusters/lab names its IMAGE");
-    fks_lab::images::add(&state, name, &[image]).expect("image add");
+    // The node image as the product builds and pushes it, in the lab's registry.
+    let registry = fks_lab::registry::Registry::start(&state, TOKEN)
+        .await
+        .expect("registry");
+    let host = registry.host();
+    let image = tokio::task::spawn_blocking(move || {
+        images::push_node_image(
+            &host,
+            TOKEN,
+            &bin.join("fks-bootstrap"),
+            &bin.join("k3s-standin"),
+        )
+    })
+    .await
+    .expect("node image thread");
+    let cp_config = cluster_config(dir.path(), 3, &image);
     let keys = ClusterKeys::open(&dir.path().join("keys"), &cp_config.cluster_name).expect("keys");
 
     let faults = format!(
@@ -538,7 +548,7 @@ async fn bench() {
     });
 
     for size in GROUPS {
-        let config = cluster_config(dir.path(), size);
+        let config = cluster_config(dir.path(), size, &image);
         let par_target = Target::node_group(&format!("p{size}")).expect("group");
         let parallel = converge(&lab, &config, &par_target, &keys, zones, None).await;
         println!("  -a {size} parallel:   {:.1?}", parallel.wall);

@@ -3,14 +3,15 @@
 //! Fly's own SSH), for 1 machine and for 12 machines created concurrently (time until all
 //! answer), on an in-process guests-mode lab with its own bridge (`fkssb1`, 172.31.201.0/24)
 //! and the lab's default timings. Every machine runs `fks-bootstrap node ssh` (the server
-//! `node init` runs) with the files `ClusterKeys::node_files` delivers.
+//! `node init` runs) with the files `ClusterKeys::node_files` delivers, in the node image the
+//! product builds and pushes to the lab's registry (pulled once at the first create: the
+//! warm-up machine).
 //!
 //! Run (root): `cargo bench -p fks-lab --bench node_ssh_ready`. Prints the figures, their ratio
 //! and the target (12 within 1.5x of 1); asserts nothing about speed. Without root it prints
 //! why and exits 0. Destroys its machines, app, guests and bridge at the end.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use fks_bootstrap::ssh::ClusterKeys;
@@ -19,6 +20,9 @@ use fks_lab::{Faults, Options, Timings};
 use reqwest::Method;
 use serde_json::{json, Value};
 use tokio::io::AsyncReadExt;
+
+#[path = "../tests/common/images.rs"]
+mod images;
 
 const TOKEN: &str = "node-ssh-ready-bench";
 const APP: &str = "bench-cp";
@@ -114,7 +118,7 @@ async fn create_until_ssh(api: Api, config: Value) -> (String, Duration) {
     }
 }
 
-fn machine_config(keys: &ClusterKeys, node: &str) -> Value {
+fn machine_config(image: &str, keys: &ClusterKeys, node: &str) -> Value {
     let files: Vec<Value> = keys
         .node_files(node)
         .expect("node files")
@@ -122,8 +126,8 @@ fn machine_config(keys: &ClusterKeys, node: &str) -> Value {
         .map(|f| serde_json::to_value(f.to_machine_file()).expect("file json"))
         .collect();
     json!({
-        "image": "bench/node-ssh",
-        "init": {"exec": ["node-ssh"]},
+        "image": image,
+        "init": {"exec": ["fks-bootstrap", "node", "ssh"]},
         "files": files,
         "metadata": {"fks_cluster": "bench", "fks_node": node},
         "stop_config": {"signal": "SIGTERM"}
@@ -157,7 +161,7 @@ async fn destroy(api: &Api, ids: &[String]) {
 
 /// The workspace's `fks-bootstrap`, built in this bench's profile next to its executable
 /// (target/<profile>/deps/<bench> -> target/<profile>/fks-bootstrap).
-fn fks_bootstrap_binary() -> std::path::PathBuf {
+fn workspace_binary(package: &str, bin: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("bench binary path");
     let profile_dir = exe
         .parent()
@@ -166,14 +170,14 @@ fn fks_bootstrap_binary() -> std::path::PathBuf {
         .to_path_buf();
     let mut cmd =
         std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.args(["build", "-p", "fks-bootstrap", "--bin", "fks-bootstrap"]);
+    cmd.args(["build", "-p", package, "--bin", bin]);
     if profile_dir.file_name().is_some_and(|n| n == "release") {
         cmd.arg("--release");
     }
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let status = cmd.current_dir(root).status().expect("running cargo build");
-    assert!(status.success(), "building fks-bootstrap failed");
-    let path = profile_dir.join("fks-bootstrap");
+    assert!(status.success(), "building {bin} failed");
+    let path = profile_dir.join(bin);
     assert!(path.is_file(), "{} not built", path.display());
     path
 }
@@ -202,25 +206,24 @@ async fn bench() {
         prefix4: 24,
     };
     fks_lab::guest::remove_bridge(&bridge.name).expect("removing a stale bridge");
-    // Not under /tmp: a guest has a private /tmp, so an image dir there would be empty.
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
-    let bin = dir.path().join("image-bin");
-    std::fs::create_dir(&bin).expect("mkdir bin");
-    let node_ssh = bin.join("node-ssh");
-    std::fs::write(
-        &node_ssh,
-        format!(
-            "#!/bin/sh\nexec {} node ssh\n",
-            fks_bootstrap::ssh::quote_arg(
-                fks_bootstrap_binary().to_str().expect("utf-8 binary path")
-            )
-        ),
-    )
-    .expect("write node-ssh");
-    std::fs::set_permissions(&node_ssh, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let dir = tempfile::tempdir().expect("tempdir");
     let state = dir.path().join("state");
     std::fs::create_dir(&state).expect("mkdir state");
-    fks_lab::images::add(&state, "bench/node-ssh", &[bin]).expect("image add");
+    // The node image as the product builds and pushes it, in the lab's registry.
+    let registry = fks_lab::registry::Registry::start(&state, TOKEN)
+        .await
+        .expect("registry");
+    let host = registry.host();
+    let image = tokio::task::spawn_blocking(move || {
+        images::push_node_image(
+            &host,
+            TOKEN,
+            &workspace_binary("fks-bootstrap", "fks-bootstrap"),
+            &workspace_binary("k3s-standin", "k3s-standin"),
+        )
+    })
+    .await
+    .expect("node image thread");
     let keys = ClusterKeys::open(&dir.path().join("keys"), "bench").expect("keys");
 
     let timings = Timings::default();
@@ -264,10 +267,10 @@ async fn bench() {
     .await;
 
     // Keys are made before any clock starts: generating them is not part of a create.
-    let warm = machine_config(&keys, "warm-0");
-    let one = machine_config(&keys, "one-0");
+    let warm = machine_config(&image, &keys, "warm-0");
+    let one = machine_config(&image, &keys, "one-0");
     let many: Vec<Value> = (0..CONCURRENT)
-        .map(|i| machine_config(&keys, &format!("many-{i}")))
+        .map(|i| machine_config(&image, &keys, &format!("many-{i}")))
         .collect();
 
     // One unreported machine first, so page cache and first-use costs of the server are not in

@@ -58,6 +58,8 @@ pub enum Error {
     },
     #[error("starting guests mode")]
     Guests(#[source] runner::Error),
+    #[error("opening the image cache of guests mode")]
+    Images(#[source] Box<rootfs::Error>),
     #[error(
         "guests mode needs root (network and mount namespaces): run as root or without guests"
     )]
@@ -268,6 +270,19 @@ impl Lab {
             .map(|(r, n)| (r.clone(), ids::zone_ids(r, *n, &mut taken)))
             .collect();
         let rng = ChaCha8Rng::seed_from_u64(opts.seed ^ boots.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        // Guests pull `config.image` from the lab's registry: the one a lab of this state dir
+        // started (`registry::Registry::start` records its port there), with the lab token as
+        // the password of user `x` (reference/fly-runtime.md §3).
+        let puller = match (opts.guests, registry::host(&opts.state_dir)) {
+            (true, Some(host)) => Some(Arc::new(
+                rootfs::pull::Puller::new(
+                    &opts.state_dir,
+                    rootfs::pull::Registry::lab(host, opts.token.clone()),
+                )
+                .map_err(|e| Error::Images(Box::new(e)))?,
+            )),
+            _ => None,
+        };
         Ok(Arc::new(Lab {
             zones,
             core: Mutex::new(Core {
@@ -280,9 +295,13 @@ impl Lab {
             stats: Mutex::new(stats::Stats::default()),
             changed: tokio::sync::watch::channel(0).0,
             closing: tokio::sync::watch::channel(false).0,
-            runner: opts
-                .guests
-                .then(|| Arc::new(runner::Runner::new(opts.bridge.clone(), &opts.state_dir))),
+            runner: opts.guests.then(|| {
+                Arc::new(runner::Runner::new(
+                    opts.bridge.clone(),
+                    &opts.state_dir,
+                    puller,
+                ))
+            }),
             wireguard,
             opts,
         }))

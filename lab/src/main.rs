@@ -1,7 +1,7 @@
 //! The `fks-lab` binary: parses flags, then `serve` runs `fks_lab::run` until SIGTERM/SIGINT;
 //! `env` and `stop` talk to a running lab through files in its state dir (`listen`, `token`,
-//! `lab.pid`); `image` edits the image table and `logs` prints a machine's log, both straight
-//! from the state dir (the lab need not run); `hosts` keeps a marked block of the lab's
+//! `lab.pid`); `logs` prints a machine's log straight from the state dir (the lab need not
+//! run); `hosts` keeps a marked block of the lab's
 //! `.internal` names in /etc/hosts. No API logic here.
 
 use anyhow::{bail, Context, Result};
@@ -55,11 +55,6 @@ enum Command {
         #[arg(long)]
         guests: bool,
     },
-    /// The image table: which programs a guest of `config.image` has on PATH.
-    Image {
-        #[command(subcommand)]
-        command: ImageCommand,
-    },
     /// Print a machine's log (its init's stdout and stderr).
     Logs {
         #[arg(long)]
@@ -101,109 +96,6 @@ enum Command {
         #[arg(long)]
         state_dir: PathBuf,
     },
-}
-
-#[derive(Subcommand)]
-enum ImageCommand {
-    /// Add (or replace) an image: its --bin directories go first on the guest's PATH.
-    Add {
-        #[arg(long)]
-        state_dir: PathBuf,
-        /// The name machines give as `config.image`, e.g. lab/k3s.
-        name: String,
-        /// A directory of programs (repeatable; first comes first on PATH).
-        #[arg(long = "bin", required = true)]
-        bins: Vec<PathBuf>,
-    },
-    /// Register a cluster node image: copies fks-bootstrap and k3s (real, or the k3s-standin
-    /// test double installed as `k3s`) into <state>/images/<name>/bin and records which k3s it
-    /// carries.
-    #[command(group(clap::ArgGroup::new("k3s_binary").required(true).args(["k3s", "k3s_standin"])))]
-    Node {
-        #[arg(long)]
-        state_dir: PathBuf,
-        /// The name machines give as `config.image`, e.g. lab/fks-node.
-        name: String,
-        /// The fks-bootstrap binary (the machines' init).
-        #[arg(long)]
-        fks_bootstrap: PathBuf,
-        /// A real k3s binary.
-        #[arg(long)]
-        k3s: Option<PathBuf>,
-        /// The release's sha256sum-<arch>.txt to verify --k3s against.
-        #[arg(long, requires = "k3s")]
-        k3s_sha256_file: Option<PathBuf>,
-        /// The k3s-standin binary (a test double, not k3s), installed as `k3s`.
-        #[arg(long)]
-        k3s_standin: Option<PathBuf>,
-    },
-    /// List the images (the built-in lab/base first).
-    List {
-        #[arg(long)]
-        state_dir: PathBuf,
-    },
-}
-
-fn image(command: ImageCommand) -> Result<()> {
-    match command {
-        ImageCommand::Add {
-            state_dir,
-            name,
-            bins,
-        } => {
-            std::fs::create_dir_all(&state_dir)
-                .with_context(|| format!("creating {}", state_dir.display()))?;
-            fks_lab::images::add(&state_dir, &name, &bins)?;
-            eprintln!("fks-lab: image {name} added");
-            Ok(())
-        }
-        ImageCommand::Node {
-            state_dir,
-            name,
-            fks_bootstrap,
-            k3s,
-            k3s_sha256_file,
-            k3s_standin,
-        } => {
-            use fks_lab::images::K3sSource;
-            let source = match (k3s, k3s_standin) {
-                (Some(path), None) => K3sSource::Real {
-                    path,
-                    sha256_file: k3s_sha256_file,
-                },
-                (None, Some(path)) => K3sSource::Standin { path },
-                // clap's group makes exactly one of them present.
-                _ => bail!("give exactly one of --k3s and --k3s-standin"),
-            };
-            std::fs::create_dir_all(&state_dir)
-                .with_context(|| format!("creating {}", state_dir.display()))?;
-            let node = fks_lab::images::add_node(&state_dir, &name, &fks_bootstrap, &source)?;
-            eprintln!(
-                "fks-lab: image {name} registered: {}, {}",
-                node.fks_bootstrap_version,
-                node.k3s.describe()
-            );
-            Ok(())
-        }
-        ImageCommand::List { state_dir } => {
-            let mut out = std::io::stdout().lock();
-            writeln!(out, "{}\t(the host's PATH)", fks_lab::images::BASE_IMAGE)?;
-            for (name, img) in fks_lab::images::load(&state_dir)? {
-                let bins: Vec<String> = img.bins.iter().map(|b| b.display().to_string()).collect();
-                match &img.node {
-                    Some(node) => writeln!(
-                        out,
-                        "{name}\t{}\t{}\t{}",
-                        bins.join(":"),
-                        node.fks_bootstrap_version,
-                        node.k3s.describe()
-                    )?,
-                    None => writeln!(out, "{name}\t{}", bins.join(":"))?,
-                }
-            }
-            Ok(())
-        }
-    }
 }
 
 fn hosts(
@@ -496,7 +388,6 @@ fn main() -> std::process::ExitCode {
             dns,
             bridge,
         } => hosts(apply, &hosts_file, dns, bridge),
-        Command::Image { command } => image(command),
         Command::Logs {
             state_dir,
             machine_id,

@@ -96,6 +96,12 @@ pub struct Machine {
     /// A migration under way: the machine is stopping for it, and is moved once stopped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migration: Option<Migration>,
+    /// In guests mode, the manifest digest `config.image` resolved to when the create or update
+    /// pulled it: starts run that image from the rootfs cache, so a tag that moves or a
+    /// registry that is down later cannot fail a start (reference/fly-runtime.md §2: Fly pins
+    /// the digest it pulled; `image_ref.digest` in the API, fly-machines-api.md §2.4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_digest: Option<String>,
 }
 
 /// A pending migration of a machine to another host (reference fly-runtime.md §4

@@ -44,6 +44,8 @@ pub enum Error {
     },
     #[error("registry: hashing the password")]
     Hash(#[source] bcrypt::BcryptError),
+    #[error("registry: a blocking task of the start failed")]
+    Join(#[source] tokio::task::JoinError),
     #[error("registry: starting {PROGRAM}")]
     Spawn(#[source] std::io::Error),
     #[error("registry: {PROGRAM} on {addr} did not become ready within {secs}s; its log {} ends with:\n{tail}", log.display())]
@@ -121,7 +123,9 @@ impl Registry {
         let dir = std::path::absolute(dir(state_dir)).map_err(io("resolving", state_dir))?;
         let data = dir.join("data");
         std::fs::create_dir_all(&data).map_err(io("creating", &data))?;
-        stop_leftover(&dir);
+        // It waits (up to 5 s) for a leftover registry to go: not on an async worker.
+        let leftover = dir.clone();
+        let _ = tokio::task::spawn_blocking(move || stop_leftover(&leftover)).await;
 
         let port_file = dir.join("port");
         let port = match std::fs::read_to_string(&port_file)
@@ -144,7 +148,12 @@ impl Registry {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
 
         let htpasswd = dir.join("htpasswd");
-        let hash = bcrypt::hash(token, BCRYPT_COST).map_err(Error::Hash)?;
+        // bcrypt is CPU work by design: on a blocking thread, not an async worker.
+        let secret_token = token.to_string();
+        let hash = tokio::task::spawn_blocking(move || bcrypt::hash(secret_token, BCRYPT_COST))
+            .await
+            .map_err(Error::Join)?
+            .map_err(Error::Hash)?;
         write_private(&htpasswd, format!("{USER}:{hash}\n").as_bytes())?;
         let secret: String = {
             use rand::Rng;

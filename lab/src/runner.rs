@@ -9,6 +9,7 @@
 use crate::guest::{self, BridgeConfig, ExecOutput, Guest, GuestFile, GuestSpec, Signal};
 use crate::lifecycle::{drive, enter};
 use crate::model::{Event, Machine, Record};
+use crate::rootfs::{self, pull::Puller};
 use crate::{clock, dns, ids, images, lock, Lab};
 use base64::Engine;
 use fks_bootstrap::fly::{MachineConfig, RestartPolicy};
@@ -45,13 +46,13 @@ pub enum Error {
         #[source]
         source: dns::Error,
     },
-    #[error("machine {machine_id}: image {image:?} is not in the lab's image table (add it with `fks-lab image add {image} --bin DIR`)")]
-    UnknownImage { machine_id: String, image: String },
-    #[error("machine {machine_id}: reading the image table")]
-    Images {
+    #[error("machine {machine_id}: image {image:?} cannot run: the lab has no registry to pull it from (start the lab with Debian's docker-registry installed)")]
+    NoRegistry { machine_id: String, image: String },
+    #[error("machine {machine_id}: pulling its image")]
+    Pull {
         machine_id: String,
         #[source]
-        source: images::Error,
+        source: Box<rootfs::Error>,
     },
     #[error("machine {machine_id}: {reason}")]
     Config { machine_id: String, reason: String },
@@ -101,6 +102,8 @@ pub struct Runner {
     /// What the `.internal` DNS answers from; rebuilt after every change.
     pub directory: Arc<RwLock<dns::Directory>>,
     dns: tokio::sync::Mutex<Option<dns::Handle>>,
+    /// Pulls `config.image` from the lab's registry; `None` when the lab runs without one.
+    pub puller: Option<Arc<Puller>>,
 }
 
 impl std::fmt::Debug for Runner {
@@ -125,6 +128,15 @@ pub fn log_path(state_dir: &Path, id: &str) -> PathBuf {
 /// Where a volume's data lives on the host.
 pub fn volume_dir(state_dir: &Path, vol: &str) -> PathBuf {
     state_dir.join("volumes").join(vol)
+}
+
+/// `image` (`HOST/NAME[:TAG][@DIGEST]`) pinned to `digest`: `HOST/NAME@DIGEST`. A reference
+/// that does not parse is returned as it is (its pull reports that).
+pub fn pinned(image: &str, digest: &str) -> String {
+    match image.parse::<oci_client::Reference>() {
+        Ok(r) => format!("{}/{}@{digest}", r.registry(), r.repository()),
+        Err(_) => image.to_string(),
+    }
 }
 
 /// Does the step `from` → `to` do real work in guests mode (instead of waiting a timing)?
@@ -222,7 +234,7 @@ fn host_key_masks(delivered: &[GuestFile]) -> Vec<GuestFile> {
 
 impl Runner {
     /// A runner on `bridge` for the lab in `state_dir`.
-    pub fn new(bridge: BridgeConfig, state_dir: &Path) -> Runner {
+    pub fn new(bridge: BridgeConfig, state_dir: &Path, puller: Option<Arc<Puller>>) -> Runner {
         let state_dir = std::path::absolute(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
         Runner {
             bridge,
@@ -234,7 +246,47 @@ impl Runner {
             generation: AtomicU64::new(0),
             directory: Arc::new(RwLock::new(dns::Directory::new())),
             dns: tokio::sync::Mutex::new(None),
+            puller,
         }
+    }
+
+    /// Pulls `image` for machine `machine_id` (by its pinned `digest` when the cache has it, so
+    /// a start needs no registry once the create has pulled), unless it is the built-in
+    /// `lab/base` (`None`). Pull and unpack do not block the async workers
+    /// (`rootfs::pull` unpacks on a blocking thread).
+    pub async fn image(
+        &self,
+        machine_id: &str,
+        image: &str,
+        digest: Option<&str>,
+    ) -> Result<Option<rootfs::Image>, Error> {
+        if image == images::BASE_IMAGE {
+            return Ok(None);
+        }
+        let Some(puller) = &self.puller else {
+            return Err(Error::NoRegistry {
+                machine_id: machine_id.to_string(),
+                image: image.to_string(),
+            });
+        };
+        if let Some(hit) = digest.and_then(|d| puller.cache().lookup(d, image)) {
+            return Ok(Some(hit));
+        }
+        // The digest the create or update resolved, so a tag that moved since runs nothing
+        // else.
+        let reference = match digest {
+            Some(d) => pinned(image, d),
+            None => image.to_string(),
+        };
+        let (mut pulled, _) = puller
+            .pull(&reference)
+            .await
+            .map_err(|source| Error::Pull {
+                machine_id: machine_id.to_string(),
+                source: Box::new(source),
+            })?;
+        pulled.reference = image.to_string();
+        Ok(Some(pulled))
     }
 
     /// Prepare the bridge, remove guests a crashed lab left, start the DNS and its sync task,
@@ -492,8 +544,11 @@ impl Runner {
         };
         let Some(m) = m else { return Ok(()) };
         let fault = fault && lock(&self.restarts).get(id).copied().unwrap_or(0) == 0;
+        let image = self
+            .image(id, &m.config.image, m.image_digest.as_deref())
+            .await?;
         let ipv4 = self.free_ipv4(id)?;
-        let spec = self.spec(lab, &m, ipv4, fault)?;
+        let spec = self.spec(lab, &m, ipv4, fault, image.as_ref())?;
         let stop = stop_of(&m.config);
         let machine_id = id.to_string();
         let guest = tokio::task::spawn_blocking(move || Guest::start(spec))
@@ -563,28 +618,20 @@ impl Runner {
             })
     }
 
-    /// The guest spec of a machine: image PATH, files (secrets resolved here, in memory only),
-    /// env, volume, init.
+    /// The guest spec of a machine: its root (the pulled `image`, or the host view of
+    /// `lab/base`), files (secrets resolved here, in memory only), env, volume, main process.
     fn spec(
         &self,
         lab: &Lab,
         m: &Machine,
         ipv4: Ipv4Addr,
         fault: bool,
+        image: Option<&rootfs::Image>,
     ) -> Result<GuestSpec, Error> {
         let bad = |reason: String| Error::Config {
             machine_id: m.id.clone(),
             reason,
         };
-        let view = images::resolve(&self.state_dir, &m.config.image)
-            .map_err(|source| Error::Images {
-                machine_id: m.id.clone(),
-                source,
-            })?
-            .ok_or_else(|| Error::UnknownImage {
-                machine_id: m.id.clone(),
-                image: m.config.image.clone(),
-            })?;
         let private_ip: Ipv6Addr = m.private_ip.parse().map_err(|_| {
             bad(format!(
                 "private_ip {:?} is not an IPv6 address",
@@ -638,7 +685,12 @@ impl Runner {
                 mode: f.mode.unwrap_or(0o644),
             });
         }
-        let mut all_files = host_key_masks(&files);
+        // The host view shows the host's /etc/ssh: its host keys are masked. An image has its
+        // own /etc.
+        let mut all_files = match image {
+            None => host_key_masks(&files),
+            Some(_) => Vec::new(),
+        };
         all_files.extend(files);
         // As on Fly: app secrets come first in env unless the machine set `skip_secrets`;
         // the machine's own env wins over them.
@@ -661,6 +713,10 @@ impl Runner {
             machine_id: &m.id,
             region: &m.region,
             private_ip,
+            // The reference as the machine names it, which is what was pulled (by tag or by
+            // digest). Whether Fly's FLY_IMAGE_REF shows that text or the digest-pinned form
+            // of a tag is not documented (reference/fly-runtime.md §1.1: "flyd sets
+            // FLY_IMAGE_REF"; fly-machines-api.md §7: "image reference").
             image_ref: &m.config.image,
             machine_version: &m.instance_id,
             memory_mb: m
@@ -681,14 +737,57 @@ impl Runner {
             // The boot-failure fault: this start's main process exits 1 at once.
             vec!["false".to_string()]
         } else {
-            init_argv(&m.config)
+            match image {
+                // reference/fly-runtime.md §1.1, fly-machines-api.md §2.4 `init`.
+                Some(i) => i.config.argv(&m.config.init.clone().unwrap_or_default()),
+                None => init_argv(&m.config),
+            }
         };
         if init.is_empty() {
-            return Err(bad(
-                "config.init has no exec, entrypoint or cmd: lab images have no default command"
-                    .into(),
-            ));
+            return Err(bad(match image {
+                Some(i) => format!(
+                    "image {} has no Entrypoint or Cmd and config.init gives no exec, entrypoint or cmd",
+                    i.reference
+                ),
+                None => format!(
+                    "config.init has no exec, entrypoint or cmd: the built-in {} has no default command",
+                    images::BASE_IMAGE
+                ),
+            }));
         }
+        // Image Env under the machine's (reference/fly-runtime.md §1.1); the image's PATH
+        // finds argv[0] (else the Debian default, `guest::DEFAULT_PATH`).
+        let (env, guest_image, path_dirs, hidden_dirs) = match image {
+            Some(i) => {
+                let run_as = i.run_as().map_err(|source| Error::Pull {
+                    machine_id: m.id.clone(),
+                    source: Box::new(source),
+                })?;
+                let mut env = i.config.env_under(&env);
+                env.entry("HOME".to_string()).or_insert(run_as.home);
+                let working_dir = match i.config.working_dir.as_deref() {
+                    Some(w) if !w.starts_with('/') => {
+                        return Err(bad(format!(
+                            "image {} has a relative WorkingDir {w:?}",
+                            i.reference
+                        )))
+                    }
+                    w => w.map(PathBuf::from),
+                };
+                let image = guest::GuestImage {
+                    rootfs: i.rootfs.clone(),
+                    working_dir,
+                    ids: Some((run_as.uid, run_as.gid)),
+                };
+                (env, Some(image), Vec::new(), Vec::new())
+            }
+            None => (
+                env,
+                None,
+                images::base_path_dirs(),
+                vec![self.state_dir.clone()],
+            ),
+        };
         let volume = match m.config.mounts.first() {
             Some(mount) => {
                 let host_dir = volume_dir(&self.state_dir, &mount.volume);
@@ -712,12 +811,12 @@ impl Runner {
             ipv4,
             bridge: self.bridge.clone(),
             volume,
-            hidden_dirs: vec![self.state_dir.clone()],
-            image_mounts: view.mounts,
+            hidden_dirs,
             files: all_files,
             env,
             init,
-            path_dirs: view.path_dirs,
+            path_dirs,
+            image: guest_image,
             root_dir: machine_dir(&self.state_dir, &m.id),
             log_path: log_path(&self.state_dir, &m.id),
         })
@@ -910,6 +1009,20 @@ mod tests {
         assert_eq!(stop_of(&c), (Signal::SIGTERM, Duration::from_secs(2)));
         assert_eq!(parse_signal("9"), Some(Signal::SIGKILL));
         assert_eq!(parse_signal("SIGNOPE"), None);
+    }
+
+    #[test]
+    fn images_are_pinned_to_the_resolved_digest() {
+        let d = format!("sha256:{}", "a".repeat(64));
+        assert_eq!(
+            pinned("127.0.0.1:5000/lab-cp:v1", &d),
+            format!("127.0.0.1:5000/lab-cp@{d}")
+        );
+        assert_eq!(
+            pinned(&format!("127.0.0.1:5000/a/b@sha256:{}", "b".repeat(64)), &d),
+            format!("127.0.0.1:5000/a/b@{d}")
+        );
+        assert_eq!(pinned("Not A Ref", &d), "Not A Ref");
     }
 
     #[test]

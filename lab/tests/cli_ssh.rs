@@ -11,7 +11,6 @@
 //! `CI=true` where it fails.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -27,7 +26,8 @@ mod common;
 use common::{fks_bootstrap_binary, have_root, repo_root, sweep_netns};
 
 const TOKEN: &str = "cli-ssh-test-token";
-const WAIT: Duration = Duration::from_secs(30);
+/// Long enough for a first pull of the node image on a loaded machine.
+const WAIT: Duration = Duration::from_secs(180);
 /// `clusters/lab`'s CLUSTER_NAME and its control-plane app.
 const CLUSTER: &str = "lab";
 const APP: &str = "lab-cp";
@@ -61,6 +61,9 @@ struct GuestLab {
     http: reqwest::Client,
     dir: tempfile::TempDir,
     bridge: BridgeConfig,
+    /// The node image, pinned by digest.
+    image: String,
+    _registry: fks_lab::registry::Registry,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<Result<(), fks_lab::Error>>>,
 }
@@ -82,27 +85,18 @@ impl GuestLab {
         };
         sweep_netns(&format!("{}-", bridge.name));
         fks_lab::guest::remove_bridge(&bridge.name).expect("removing a stale bridge");
-        // Not under /tmp: a guest has a private /tmp, so an image dir there would be empty.
-        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
-        let bin = dir.path().join("image-bin");
-        std::fs::create_dir(&bin).expect("mkdir bin");
-        // The node image's SSH: `fks-bootstrap node ssh` serves what `node init` serves,
-        // without k3s.
-        let node_ssh = bin.join("node-ssh");
-        std::fs::write(
-            &node_ssh,
-            format!(
-                "#!/bin/sh\nexec {} node ssh\n",
-                fks_bootstrap::ssh::quote_arg(
-                    fks_bootstrap_binary().to_str().expect("utf-8 binary path")
-                )
-            ),
-        )
-        .expect("write node-ssh");
-        std::fs::set_permissions(&node_ssh, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let dir = tempfile::tempdir().expect("tempdir");
         let state = dir.path().join("state");
         std::fs::create_dir(&state).expect("mkdir state");
-        fks_lab::images::add(&state, "test/node-ssh", &[bin]).expect("image add");
+        // The node image the product builds and pushes; its `fks-bootstrap node ssh` serves
+        // what `node init` serves, without k3s.
+        let registry = fks_lab::registry::Registry::start(&state, TOKEN)
+            .await
+            .expect("registry");
+        let host = registry.host();
+        let image = tokio::task::spawn_blocking(move || common::push_node_image(&host, TOKEN))
+            .await
+            .expect("node image thread");
         let opts = Options {
             state_dir: state,
             zones: fks_lab::parse_zones("sjc=2").expect("zones"),
@@ -131,6 +125,8 @@ impl GuestLab {
             http: reqwest::Client::new(),
             dir,
             bridge,
+            image,
+            _registry: registry,
             shutdown: Some(tx),
             handle: Some(handle),
         };
@@ -235,10 +231,10 @@ impl GuestLab {
 }
 
 /// A machine config for node `node` of cluster `lab` serving the node's SSH with `files`.
-fn node_ssh_config(node: &str, files: &[Value]) -> Value {
+fn node_ssh_config(image: &str, node: &str, files: &[Value]) -> Value {
     json!({
-        "image": "test/node-ssh",
-        "init": {"exec": ["node-ssh"]},
+        "image": image,
+        "init": {"exec": ["fks-bootstrap", "node", "ssh"]},
         "files": files,
         "metadata": {META_CLUSTER: CLUSTER, META_NODE: node},
         "stop_config": {"signal": "SIGTERM"}
@@ -271,7 +267,7 @@ async fn ssh_runs_commands_on_the_pinned_node_and_refuses_a_swapped_host_key() {
     let m = lab
         .ok(
             &format!("/v1/apps/{APP}/machines"),
-            json!({"region": "sjc", "config": node_ssh_config("ctrl-0", &files_json(&keys, "ctrl-0"))}),
+            json!({"region": "sjc", "config": node_ssh_config(&lab.image, "ctrl-0", &files_json(&keys, "ctrl-0"))}),
         )
         .await;
     let id = m["id"].as_str().expect("id").to_string();
@@ -416,7 +412,7 @@ async fn ssh_runs_commands_on_the_pinned_node_and_refuses_a_swapped_host_key() {
         .ok(
             &format!("/v1/apps/{APP}/machines"),
             json!({"region": "sjc", "config": {
-                "image": "test/node-ssh",
+                "image": lab.image,
                 "init": {"exec": ["sleep", "3600"]},
                 "metadata": {META_CLUSTER: CLUSTER, META_NODE: "ctrl-5"}
             }}),
@@ -450,7 +446,7 @@ async fn ssh_runs_commands_on_the_pinned_node_and_refuses_a_swapped_host_key() {
     let before = m["instance_id"].clone();
     lab.ok(
         &format!("/v1/apps/{APP}/machines/{id}"),
-        json!({"config": node_ssh_config("ctrl-0", &files_json(&keys, "ctrl-1"))}),
+        json!({"config": node_ssh_config(&lab.image, "ctrl-0", &files_json(&keys, "ctrl-1"))}),
     )
     .await;
     let m = lab.wait_started(&id, &before).await;

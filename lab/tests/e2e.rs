@@ -3,8 +3,11 @@
 //! `-a 0`, `-k`, `-t`, `-l cp --json`, re-runs that make no mutation, a search for the join
 //! token in everything the run leaves behind, and `destroy --yes` leaving nothing.
 //!
-//! The node image `lab/fks-node` is a directory holding `fks-bootstrap` and `k3s` (the
-//! k3s-standin: these machines cannot download k3s). kubectl runs in a private mount namespace
+//! The node image is built and pushed to the lab's registry by the real
+//! `fks-bootstrap image build --push` (`common::push_node_image`) with k3s-standin as
+//! its k3s (these machines cannot download k3s), on the lab's Debian base, and the cluster
+//! config names it pinned by digest (`IMAGE=`); the lab pulls it and runs every machine on it.
+//! kubectl runs in a private mount namespace
 //! whose /etc/hosts maps `lab-cp.internal` to the servers' 6PN addresses from the lab API: how
 //! an operator's host resolves `.internal` names on the lab without touching the host's files.
 //!
@@ -32,7 +35,7 @@ use serde_json::Value;
 
 mod common;
 use common::{
-    fks_bootstrap_binary, have_root, k3s_standin_binary, netns_with_prefix, repo_root, sweep_netns,
+    fks_bootstrap_binary, have_root, netns_with_prefix, push_node_image, repo_root, sweep_netns,
 };
 
 const TOKEN: &str = "e2e-test-token";
@@ -59,6 +62,9 @@ struct GuestLab {
     http: reqwest::Client,
     dir: tempfile::TempDir,
     state: PathBuf,
+    /// The node image, pinned by digest (the cluster config's IMAGE).
+    image: String,
+    _registry: fks_lab::registry::Registry,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<Result<(), fks_lab::Error>>>,
 }
@@ -104,21 +110,16 @@ impl GuestLab {
         };
         sweep_netns(&format!("{}-", net.bridge));
         fks_lab::guest::remove_bridge(net.bridge).expect("removing a stale bridge");
-        // Not under /tmp: a guest has a private /tmp, so an image dir there would be empty.
-        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
-        let bin = dir.path().join("fks-node-bin");
-        std::fs::create_dir(&bin).expect("mkdir image bin");
-        let fks = tokio::task::spawn_blocking(fks_bootstrap_binary)
-            .await
-            .expect("build thread");
-        let k3s = tokio::task::spawn_blocking(k3s_standin_binary)
-            .await
-            .expect("build thread");
-        std::os::unix::fs::symlink(&fks, bin.join("fks-bootstrap")).expect("link fks-bootstrap");
-        std::os::unix::fs::symlink(&k3s, bin.join("k3s")).expect("link k3s");
+        let dir = tempfile::tempdir().expect("tempdir");
         let state = dir.path().join("state");
         std::fs::create_dir(&state).expect("mkdir state");
-        fks_lab::images::add(&state, "lab/fks-node", &[bin]).expect("image add");
+        let registry = fks_lab::registry::Registry::start(&state, TOKEN)
+            .await
+            .expect("registry");
+        let host = registry.host();
+        let image = tokio::task::spawn_blocking(move || push_node_image(&host, TOKEN))
+            .await
+            .expect("node image thread");
         let fast = Duration::from_millis(5);
         let opts = Options {
             state_dir: state.clone(),
@@ -149,6 +150,8 @@ impl GuestLab {
             http: reqwest::Client::new(),
             dir,
             state,
+            image,
+            _registry: registry,
             shutdown: Some(tx),
             handle: Some(handle),
         };
@@ -504,14 +507,26 @@ fn holders(needle: &str, files: &[PathBuf], t: &Transcript) -> Vec<String> {
 }
 
 /// The lab's logs, state, journal and everything else it keeps, except the secret store (the
-/// platform's side of `fly secrets`, where the token belongs) and volume contents (the
-/// bootstrap server's data dir holds the token file by design); plus the test's HOME and
-/// XDG_CONFIG_HOME.
+/// platform's side of `fly secrets`, where the token belongs), volume contents (the
+/// bootstrap server's data dir holds the token file by design) and the guests' root
+/// filesystems (`machines/<id>/upper`: the writable layer of a machine's rootfs, where the
+/// platform writes the machine's `files`, the token file among them, as Fly writes them into
+/// the machine); plus the test's HOME and XDG_CONFIG_HOME.
 fn searched_files(state: &Path, env: &Env) -> Vec<PathBuf> {
     let mut files = Vec::new();
     let volumes = state.join("volumes");
     let secrets = state.join("secrets.json");
-    files_under(state, &|p: &Path| p == volumes || p == secrets, &mut files);
+    let machines = state.join("machines");
+    files_under(
+        state,
+        &|p: &Path| {
+            p == volumes
+                || p == secrets
+                || (p.file_name().is_some_and(|n| n == "upper")
+                    && p.parent().and_then(Path::parent) == Some(machines.as_path()))
+        },
+        &mut files,
+    );
     files_under(&env.xdg, &|_: &Path| false, &mut files);
     files_under(&env.home, &|_: &Path| false, &mut files);
     files
@@ -526,7 +541,9 @@ fn cluster_copy(lab: &GuestLab, org: &str) -> PathBuf {
     let config: String = config
         .lines()
         .map(|l| {
-            if l.starts_with("NODE_GROUP_SIZE=") {
+            if l.starts_with("IMAGE=") {
+                format!("IMAGE={}\n", lab.image)
+            } else if l.starts_with("NODE_GROUP_SIZE=") {
                 format!("NODE_GROUP_SIZE={WORKERS}\n")
             } else if l.starts_with("ORG_NAME=") {
                 format!("ORG_NAME={org}\n")
@@ -536,6 +553,10 @@ fn cluster_copy(lab: &GuestLab, org: &str) -> PathBuf {
         })
         .collect();
     assert!(config.contains(&format!("ORG_NAME={org}\n")), "{config}");
+    assert!(
+        config.contains(&format!("IMAGE={}\n", lab.image)),
+        "{config}"
+    );
     std::fs::write(cluster_dir.join("config"), config).expect("write config");
     cluster_dir
 }

@@ -83,11 +83,11 @@ impl Lab {
             bridge: self.bridge.clone(),
             volume: None,
             hidden_dirs: Vec::new(),
-            image_mounts: Vec::new(),
             files: Vec::new(),
             env,
             init: init.iter().map(|s| s.to_string()).collect(),
             path_dirs: vec![PathBuf::from("/opt/fks-image/bin")],
+            image: None,
             root_dir: self.dir.path().join("guests").join(&id),
             log_path: self.dir.path().join("logs").join(format!("{id}.log")),
         }

@@ -2,6 +2,10 @@
 //! machines created over the Machines API into real guests, and these tests look at them from
 //! inside (exec) and outside (`ip netns`, /proc, ssh, the state dir).
 //!
+//! Each lab starts its own registry (Debian's docker-registry, `fks_lab::registry`); images
+//! other than the built-in `lab/base` are pushed there and pulled by the lab, as on Fly
+//! (`common::images`: the lab's Debian base, small test images, the product-built node image).
+//!
 //! Each test has its own bridge (`fksga<N>`), app network (whose 6PN /48 the bridge routes and
 //! whose `::3` is that test's DNS), IPv4 network (`172.29.<N>.0/24`) and state dir, so tests
 //! run in parallel. Without root a test prints why and returns, except under `CI=true` where it
@@ -12,16 +16,19 @@ use fks_lab::{Faults, Options, Timings};
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::net::Ipv4Addr;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod common;
+use common::images::push_test_image;
 use common::{have_root, sweep_netns};
+use fks_lab::registry::Registry;
 
 const TOKEN: &str = "guests-test-token";
-const WAIT: Duration = Duration::from_secs(30);
+/// Long enough for a first pull of the node image (a few hundred MB of debug binaries) on a
+/// loaded machine.
+const WAIT: Duration = Duration::from_secs(180);
 
 fn b64(data: &[u8]) -> String {
     use base64::Engine;
@@ -48,14 +55,18 @@ fn pids_running(argv: &[&str]) -> Vec<i32> {
         .collect()
 }
 
-/// A lab in guests mode with its own network, and an image `test/img` whose PATH dir holds
-/// the test's programs.
+/// A lab in guests mode with its own network and registry, and (when the test gives
+/// programs) an image `test/img` in that registry: the lab's Debian base plus the programs in
+/// /usr/local/bin.
 struct GuestLab {
     base: String,
     client: reqwest::Client,
     dir: tempfile::TempDir,
     bridge: BridgeConfig,
     network: String,
+    registry: Option<Registry>,
+    /// `test/img` pinned by digest, when the test gave programs.
+    image: String,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<Result<(), fks_lab::Error>>>,
 }
@@ -95,23 +106,35 @@ impl GuestLab {
         };
         sweep_netns(&format!("{}-", bridge.name));
         fks_lab::guest::remove_bridge(&bridge.name).expect("removing a stale bridge");
-        // Not under /tmp: a guest has a private /tmp, so an image dir there would be empty.
-        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
-        let bin = dir.path().join("image-bin");
-        std::fs::create_dir(&bin).expect("mkdir bin");
-        for (name, text) in programs {
-            let p = bin.join(name);
-            std::fs::write(&p, text).expect("write program");
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        }
+        let dir = tempfile::tempdir().expect("tempdir");
         let state = dir.path().join("state");
         std::fs::create_dir(&state).expect("mkdir state");
-        fks_lab::images::add(&state, "test/img", &[bin]).expect("image add");
+        let registry = Registry::start(&state, TOKEN).await.expect("registry");
+        let image = if programs.is_empty() {
+            String::new()
+        } else {
+            let paths: Vec<String> = programs
+                .iter()
+                .map(|(name, _)| format!("usr/local/bin/{name}"))
+                .collect();
+            let files: Vec<common::images::File<'_>> = programs
+                .iter()
+                .zip(&paths)
+                .map(|((_, text), path)| (path.as_str(), 0o755, text.as_bytes()))
+                .collect();
+            push_test_image(&registry.host(), TOKEN, "test/img", &files, json!({})).await
+        };
         let opts = options(state, bridge.clone(), faults);
-        GuestLab::spawn(opts, dir, network).await
+        GuestLab::spawn(opts, dir, network, Some(registry), image).await
     }
 
-    async fn spawn(opts: Options, dir: tempfile::TempDir, network: String) -> GuestLab {
+    async fn spawn(
+        opts: Options,
+        dir: tempfile::TempDir,
+        network: String,
+        registry: Option<Registry>,
+        image: String,
+    ) -> GuestLab {
         let bridge = opts.bridge.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -127,6 +150,8 @@ impl GuestLab {
             dir,
             bridge,
             network,
+            registry,
+            image,
             shutdown: Some(tx),
             handle: Some(handle),
         };
@@ -222,6 +247,23 @@ impl GuestLab {
         .await
     }
 
+    /// The contents of `path` in the guest, once a `cat` of it succeeds.
+    async fn read_when_there(&self, app: &str, id: &str, path: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let (st, v) = self.exec(app, id, &["cat", path]).await;
+            if st == 200 && v["exit_code"] == 0 {
+                return v["stdout"].as_str().expect("stdout").to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {path}: {v}\nlog: {}",
+                self.log(id)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Exec that must succeed; returns stdout.
     async fn run(&self, app: &str, id: &str, argv: &[&str]) -> String {
         let (status, v) = self.exec(app, id, argv).await;
@@ -230,8 +272,9 @@ impl GuestLab {
         v["stdout"].as_str().expect("stdout").to_string()
     }
 
-    /// Shut the lab down (its guests stop) and hand back its directory.
-    async fn shut(mut self) -> (tempfile::TempDir, BridgeConfig, String) {
+    /// Shut the lab down (its guests stop) and hand back its directory (and its registry,
+    /// which outlives a lab restart as `fks-lab serve`'s does).
+    async fn shut(mut self) -> (tempfile::TempDir, BridgeConfig, String, Option<Registry>) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -243,11 +286,12 @@ impl GuestLab {
             "guests left after shutdown: {}",
             netns_names()
         );
-        (self.dir, self.bridge, self.network)
+        let registry = self.registry.take();
+        (self.dir, self.bridge, self.network, registry)
     }
 
     async fn stop(self) {
-        let (_dir, bridge, _) = self.shut().await;
+        let (_dir, bridge, _, _) = self.shut().await;
         fks_lab::guest::remove_bridge(&bridge.name).expect("removing the bridge");
     }
 }
@@ -276,12 +320,9 @@ async fn started_machine_is_a_guest_with_files_env_volume_dns_and_exec() {
     if !have_root("guests_api") {
         return;
     }
-    let lab = GuestLab::start(
-        1,
-        "",
-        &[("greet", "#!/bin/sh\necho \"hello from $FLY_MACHINE_ID\"\n")],
-    )
-    .await;
+    // The built-in lab/base (the host's programs: this test looks at iproute2 inside), with a
+    // program of the machine's own delivered as a file on its PATH.
+    let lab = GuestLab::start(1, "", &[]).await;
     let app = "gapi-one";
     lab.create_app(app).await;
     let secret_content = b"secret-file-content-7f3a9c";
@@ -300,10 +341,12 @@ async fn started_machine_is_a_guest_with_files_env_volume_dns_and_exec() {
     let vol_id = vol["id"].as_str().expect("volume id").to_string();
     let config = |greeting: &str| {
         json!({
-            "image": "test/img",
+            "image": "lab/base",
             "env": {"GREETING": greeting},
             "init": {"exec": ["sleep", "9173"]},
             "files": [
+                {"guest_path": "/usr/local/bin/greet", "mode": 0o755,
+                 "raw_value": b64(b"#!/bin/sh\necho \"hello from $FLY_MACHINE_ID\"\n")},
                 {"guest_path": "/etc/app/plain.txt", "raw_value": b64(b"plain content\n")},
                 {"guest_path": "/etc/app/secret.txt", "secret_name": "TLS_KEY", "mode": 0o600}
             ],
@@ -358,7 +401,7 @@ async fn started_machine_is_a_guest_with_files_env_volume_dns_and_exec() {
     assert_eq!(
         lab.run(app, &id, &["greet"]).await.trim(),
         format!("hello from {id}"),
-        "the image's program is first on PATH"
+        "the machine's program is found on PATH"
     );
     assert_eq!(
         lab.run(app, &id, &["cat", "/etc/app/plain.txt"]).await,
@@ -515,7 +558,7 @@ async fn restart_policy_restarts_a_crashing_init_and_unknown_images_are_refused(
     assert_eq!(status, 422, "{v}");
     let err = v["error"].as_str().unwrap_or_default();
     assert!(
-        err.contains("nope/missing") && err.contains("fks-lab image add"),
+        err.contains("nope/missing") && err.contains("lab pulls only from its own registry"),
         "{v}"
     );
 
@@ -523,7 +566,7 @@ async fn restart_policy_restarts_a_crashing_init_and_unknown_images_are_refused(
         .ok(
             &format!("/v1/apps/{app}/machines"),
             json!({"config": {
-                "image": "test/img",
+                "image": lab.image,
                 "init": {"exec": ["crash"]},
                 "restart": {"policy": "on-failure", "max_retries": 2}
             }}),
@@ -551,7 +594,7 @@ async fn restart_policy_restarts_a_crashing_init_and_unknown_images_are_refused(
     assert_eq!(exit["request"]["exit_event"]["exit_code"], 3, "{exit}");
     let log = lab.log(&id);
     assert_eq!(log.matches("crashing").count(), 3, "{log}");
-    // The CLI prints the same log, and lists the image table.
+    // The CLI prints the same log.
     let cli = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_fks-lab"))
             .args(args)
@@ -563,22 +606,6 @@ async fn restart_policy_restarts_a_crashing_init_and_unknown_images_are_refused(
     let out = cli(&["logs", "--state-dir", &state, &id]);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), log);
-    let out = cli(&["image", "list", "--state-dir", &state]);
-    let listed = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        listed.contains("lab/base") && listed.contains("test/img"),
-        "{listed}"
-    );
-    let out = cli(&[
-        "image",
-        "add",
-        "--state-dir",
-        &state,
-        "x/y",
-        "--bin",
-        "/tmp",
-    ]);
-    assert!(!out.status.success(), "an image dir under /tmp is refused");
     lab.stop().await;
 }
 
@@ -648,15 +675,13 @@ async fn node_ssh_guest_answers_with_its_pinned_key_also_after_a_lab_restart() {
     if !have_root("guests_api") {
         return;
     }
-    // The node's own SSH server (what `node init` serves), alone: `fks-bootstrap node ssh`.
-    let bin = tokio::task::spawn_blocking(common::fks_bootstrap_binary)
+    // The node's own SSH server (what `node init` serves), alone: `fks-bootstrap node ssh`,
+    // in the node image the product builds and pushes.
+    let lab = GuestLab::start(4, "", &[]).await;
+    let host = lab.registry.as_ref().expect("registry").host();
+    let node_image = tokio::task::spawn_blocking(move || common::push_node_image(&host, TOKEN))
         .await
-        .expect("build thread");
-    let script = format!(
-        "#!/bin/sh\nexec {} node ssh\n",
-        fks_bootstrap::ssh::quote_arg(bin.to_str().expect("utf-8 path"))
-    );
-    let lab = GuestLab::start(4, "", &[("node-ssh", script.as_str())]).await;
+        .expect("node image thread");
     let app = "gapi-four";
     lab.create_app(app).await;
     let keys_dir = lab.dir.path().join("keys");
@@ -671,8 +696,8 @@ async fn node_ssh_guest_answers_with_its_pinned_key_also_after_a_lab_restart() {
         .ok(
             &format!("/v1/apps/{app}/machines"),
             json!({"config": {
-                "image": "test/img",
-                "init": {"exec": ["node-ssh"]},
+                "image": node_image,
+                "init": {"exec": ["fks-bootstrap", "node", "ssh"]},
                 "files": files,
                 "stop_config": {"signal": "SIGTERM"}
             }}),
@@ -754,10 +779,10 @@ async fn node_ssh_guest_answers_with_its_pinned_key_also_after_a_lab_restart() {
     );
 
     // A restart of the lab brings its started guests back.
-    let (dir, bridge, network) = lab.shut().await;
+    let (dir, bridge, network, registry) = lab.shut().await;
     assert!(!netns_names().contains(&id), "guest survived shutdown");
     let opts = options(dir.path().join("state"), bridge, "");
-    let lab = GuestLab::spawn(opts, dir, network).await;
+    let lab = GuestLab::spawn(opts, dir, network, registry, String::new()).await;
     let out = ssh_until_ok(known).await;
     assert!(
         out.status.success(),
@@ -769,26 +794,16 @@ async fn node_ssh_guest_answers_with_its_pinned_key_also_after_a_lab_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn node_image_reaches_guests_through_its_overlay_and_hosts_lists_started_machines() {
+async fn pulled_node_image_carries_the_standin_as_k3s_and_hosts_lists_started_machines() {
     if !have_root("guests_api") {
         return;
     }
     let lab = GuestLab::start(5, "", &[]).await;
     let state = lab.state_dir();
-    // Stand-ins for the two binaries, answering `--version` as the real ones do.
-    let src = lab.dir.path().join("src");
-    std::fs::create_dir(&src).expect("mkdir src");
-    let fake = |name: &str, line: &str| {
-        let p = src.join(name);
-        std::fs::write(&p, format!("#!/bin/sh\necho '{line}'\n")).expect("write");
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        p.to_string_lossy().into_owned()
-    };
-    let fks = fake("fks-bootstrap", "fks-bootstrap 0.1.0");
-    let standin = fake(
-        "k3s-standin",
-        "k3s-standin version v1.33.7+k3s-standin (stand-in for k3s, not k3s)",
-    );
+    let host = lab.registry.as_ref().expect("registry").host();
+    let node_image = tokio::task::spawn_blocking(move || common::push_node_image(&host, TOKEN))
+        .await
+        .expect("node image thread");
     let cli = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_fks-lab"))
             .args(args)
@@ -796,47 +811,12 @@ async fn node_image_reaches_guests_through_its_overlay_and_hosts_lists_started_m
             .expect("run fks-lab")
     };
     let st = state.to_string_lossy().into_owned();
-    let out = cli(&[
-        "image",
-        "node",
-        "--state-dir",
-        &st,
-        "lab/fks-node",
-        "--fks-bootstrap",
-        &fks,
-        "--k3s",
-        &standin,
-    ]);
-    assert!(
-        !out.status.success(),
-        "the stand-in given as --k3s is refused: {out:?}"
-    );
-    let out = cli(&[
-        "image",
-        "node",
-        "--state-dir",
-        &st,
-        "lab/fks-node",
-        "--fks-bootstrap",
-        &fks,
-        "--k3s-standin",
-        &standin,
-    ]);
-    assert!(out.status.success(), "{out:?}");
-    let out = cli(&["image", "list", "--state-dir", &st]);
-    let listed = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        listed.lines().any(|l| l.starts_with("lab/fks-node\t")
-            && l.ends_with("k3s: stand-in (k3s-standin v1.33.7+k3s-standin), not k3s")),
-        "{listed}"
-    );
-
     let app = "gapi-five";
     lab.create_app(app).await;
     let m = lab
         .ok(
             &format!("/v1/apps/{app}/machines"),
-            json!({"region": "sjc", "config": {"image": "lab/fks-node", "init": {"exec": ["sleep", "9175"]}}}),
+            json!({"region": "sjc", "config": {"image": node_image, "init": {"exec": ["sleep", "9175"]}}}),
         )
         .await;
     let id = m["id"].as_str().expect("id").to_string();
@@ -846,15 +826,36 @@ async fn node_image_reaches_guests_through_its_overlay_and_hosts_lists_started_m
         .await;
     assert_eq!(
         found,
-        "/fks-lab-image/bin/k3s\nk3s-standin version v1.33.7+k3s-standin (stand-in for k3s, not k3s)\n"
+        "/usr/local/bin/k3s\nk3s-standin version v1.33.7+k3s-standin (stand-in for k3s, not k3s)\n"
     );
-    // The state dir stays hidden, and a guest's write into the image stays in the guest.
-    let listing = lab.run(app, &id, &["ls", "-A", &st]).await;
-    assert_eq!(listing, "", "the state dir is visible in the guest");
-    lab.run(app, &id, &["touch", "/fks-lab-image/bin/from-guest"])
+    // The host is not in the guest's view (nor the lab's state dir), and a guest's write into
+    // the image's files stays in the guest: the unpacked image is shared and read-only.
+    let seen = lab
+        .run(
+            app,
+            &id,
+            &[
+                "sh",
+                "-c",
+                &format!("test -e '{st}' && echo seen || echo hidden"),
+            ],
+        )
         .await;
-    let host_bin = fks_lab::images::node_image_dir(&state, "lab/fks-node").join("bin");
-    assert!(!host_bin.join("from-guest").exists());
+    assert_eq!(seen, "hidden\n", "the state dir is visible in the guest");
+    lab.run(app, &id, &["touch", "/usr/local/bin/from-guest"])
+        .await;
+    let digest = m["image_ref"]["digest"].as_str().expect("image_ref.digest");
+    assert_eq!(Some(digest), node_image.rsplit_once('@').map(|(_, d)| d));
+    let unpacked = state
+        .join("rootfs/images")
+        .join(digest.trim_start_matches("sha256:"))
+        .join("rootfs");
+    assert!(
+        unpacked.join("usr/local/bin/k3s").is_file(),
+        "{}",
+        unpacked.display()
+    );
+    assert!(!unpacked.join("usr/local/bin/from-guest").exists());
 
     // The host's view of .internal names, asked from this lab's DNS.
     let hosts = lab.dir.path().join("hosts");
@@ -948,5 +949,156 @@ async fn secrets_reach_a_boot_late_unless_the_create_names_min_secrets_version()
     let fresh = fresh["id"].as_str().expect("id").to_string();
     lab.wait_state(app, &fresh, "started").await;
     assert_eq!(lab.run(app, &fresh, &printenv).await.trim(), "hello");
+    lab.stop().await;
+}
+
+/// A pulled image as Fly runs one (reference/fly-runtime.md §1.1, §2): its Entrypoint+Cmd is
+/// the main process, its Env sits under the machine's env, its WorkingDir is where it starts,
+/// FLY_IMAGE_REF is the reference pulled; the root filesystem is the image with a writable
+/// layer that a restart throws away, while the volume keeps what was written to it. An image
+/// that cannot be pulled is refused at create and update, and nothing is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pulled_image_runs_entrypoint_cmd_and_env_on_a_rootfs_reset_at_every_start() {
+    if !have_root("guests_api") {
+        return;
+    }
+    let lab = GuestLab::start(7, "", &[]).await;
+    let host = lab.registry.as_ref().expect("registry").host();
+    let show = "#!/bin/sh\n\
+        { echo \"args=$*\"; echo \"pwd=$(pwd)\"; echo \"IMG_ONLY=$IMG_ONLY\"; echo \"BOTH=$BOTH\";\n\
+          echo \"FLY_IMAGE_REF=$FLY_IMAGE_REF\"; echo \"PATH=$PATH\"; echo \"HOME=$HOME\";\n\
+          if test -e /rootfs-marker; then echo marker=present; else echo marker=absent; fi;\n\
+        } > /data/boot.txt\n\
+        exec sleep 9177\n";
+    let image = push_test_image(
+        &host,
+        TOKEN,
+        "test/show",
+        &[("usr/local/bin/show", 0o755, show.as_bytes())],
+        json!({
+            "Entrypoint": ["/usr/local/bin/show"],
+            "Cmd": ["from-cmd", "two"],
+            "Env": ["PATH=/usr/local/bin:/usr/bin:/bin", "IMG_ONLY=image", "BOTH=image"],
+            "WorkingDir": "/srv/work",
+        }),
+    )
+    .await;
+    let app = "gapi-seven";
+    lab.create_app(app).await;
+
+    // Unpullable images are refused with a body that says why, and nothing is created.
+    for (bad, status, says) in [
+        (format!("{host}/test/missing:1"), 422, "no such manifest"),
+        (format!("{host}/Not A Ref"), 400, "does not parse"),
+        (
+            "docker.io/library/debian:trixie".to_string(),
+            422,
+            "lab pulls only from its own registry",
+        ),
+    ] {
+        let (st, v) = lab
+            .post(
+                &format!("/v1/apps/{app}/machines"),
+                json!({"config": {"image": bad}}),
+            )
+            .await;
+        let err = v["error"].as_str().unwrap_or_default();
+        assert_eq!(st, status, "{bad}: {v}");
+        assert!(
+            err.starts_with("image cannot be pulled") && err.contains(says),
+            "{bad}: {v}"
+        );
+    }
+    let (st, listed) = lab
+        .call(Method::GET, &format!("/v1/apps/{app}/machines"), None)
+        .await;
+    assert_eq!((st, listed.clone()), (200, json!([])), "{listed}");
+
+    let vol = lab
+        .ok(
+            &format!("/v1/apps/{app}/volumes"),
+            json!({"name": "data", "region": "sjc", "size_gb": 1}),
+        )
+        .await;
+    let vol_id = vol["id"].as_str().expect("volume id").to_string();
+    let config = json!({
+        "image": image,
+        "env": {"BOTH": "machine"},
+        "mounts": [{"volume": vol_id, "path": "/data"}],
+        "stop_config": {"signal": "SIGTERM", "timeout": "2s"}
+    });
+    let m = lab
+        .ok(
+            &format!("/v1/apps/{app}/machines"),
+            json!({"region": "sjc", "config": config}),
+        )
+        .await;
+    let id = m["id"].as_str().expect("id").to_string();
+    let m = lab.wait_state(app, &id, "started").await;
+    assert_eq!(
+        Some(m["image_ref"]["digest"].as_str().expect("digest")),
+        image.rsplit_once('@').map(|(_, d)| d),
+        "the machine pins what was pulled"
+    );
+    let first = lab.read_when_there(app, &id, "/data/boot.txt").await;
+    assert_eq!(
+        first,
+        format!(
+            "args=from-cmd two\npwd=/srv/work\nIMG_ONLY=image\nBOTH=machine\n\
+             FLY_IMAGE_REF={image}\nPATH=/usr/local/bin:/usr/bin:/bin\nHOME=/root\nmarker=absent\n"
+        )
+    );
+    // The main process is the image's, found by its argv on the host (no PID namespace).
+    assert_eq!(pids_running(&["sleep", "9177"]).len(), 1);
+
+    // Writes: one to the root filesystem, one to the volume.
+    lab.run(
+        app,
+        &id,
+        &[
+            "sh",
+            "-c",
+            "echo x > /rootfs-marker; echo v > /data/vol-marker; rm /data/boot.txt",
+        ],
+    )
+    .await;
+    lab.ok(&format!("/v1/apps/{app}/machines/{id}/stop"), json!({}))
+        .await;
+    lab.wait_state(app, &id, "stopped").await;
+    assert!(
+        pids_running(&["sleep", "9177"]).is_empty(),
+        "the main process is gone when stopped"
+    );
+    lab.ok(&format!("/v1/apps/{app}/machines/{id}/start"), json!({}))
+        .await;
+    lab.wait_state(app, &id, "started").await;
+    let second = lab.read_when_there(app, &id, "/data/boot.txt").await;
+    assert!(
+        second.ends_with("marker=absent\n"),
+        "a write to the rootfs survived a restart: {second}"
+    );
+    assert_eq!(
+        lab.run(
+            app,
+            &id,
+            &[
+                "sh",
+                "-c",
+                "cat /data/vol-marker; test -e /rootfs-marker || echo gone"
+            ]
+        )
+        .await,
+        "v\ngone\n"
+    );
+
+    // An update to an image that cannot be pulled is refused and changes nothing.
+    let (st, v) = lab
+        .post(
+            &format!("/v1/apps/{app}/machines/{id}"),
+            json!({"config": {"image": format!("{host}/test/show:nope")}}),
+        )
+        .await;
+    assert_eq!(st, 422, "{v}");
+    assert_eq!(lab.machine(app, &id).await["config"]["image"], image);
     lab.stop().await;
 }

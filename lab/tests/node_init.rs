@@ -5,8 +5,12 @@
 //! supervisor reaped; k3s is restarted with a
 //! backoff when it fails and its status becomes node init's on stop.
 //!
-//! `k3s` on the guest's PATH is `tests/fixtures/k3s-test-fixture.sh`, a test fixture (not k3s,
-//! not the k3s-standin) that records its argv and config on the volume and keeps running.
+//! The guest runs on the node image the product builds and pushes (`fks-bootstrap image build
+//! --push`, k3s-standin as its k3s in /usr/local/bin), pulled and unpacked by the lab's
+//! `rootfs` puller. `k3s` on the guest's PATH is `tests/fixtures/k3s-test-fixture.sh`, a test
+//! fixture (not k3s, not the k3s-standin) delivered as a machine file in /usr/local/sbin, which
+//! comes first on the image's PATH; it records its argv and config on the volume and keeps
+//! running.
 //! Each test has its own bridge (`fkst4<N>`), 6PN prefix, IPv4 network and temp dir. Without
 //! root a test prints why and returns, except under `CI=true` where it fails.
 
@@ -17,11 +21,46 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use fks_lab::guest::{
-    fly_runtime_env, BridgeConfig, Guest, GuestFile, GuestSpec, RuntimeFacts, Signal, VolumeMount,
+    fly_runtime_env, BridgeConfig, Guest, GuestFile, GuestImage, GuestSpec, RuntimeFacts, Signal,
+    VolumeMount,
 };
 
 mod common;
-use common::{fks_bootstrap_binary, have_root, k3s_standin_binary, repo_root};
+use common::{have_root, repo_root};
+
+const TOKEN: &str = "node-init-test-token";
+
+/// The node image's unpacked root and its pinned reference: built and pushed once per test
+/// process to a registry of its own, pulled into a cache under target/ that later runs reuse.
+fn node_image() -> &'static (PathBuf, String) {
+    static IMAGE: std::sync::OnceLock<(PathBuf, String)> = std::sync::OnceLock::new();
+    IMAGE.get_or_init(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let state = tempfile::tempdir().expect("registry state");
+            let registry = fks_lab::registry::Registry::start(state.path(), TOKEN)
+                .await
+                .expect("registry");
+            let host = registry.host();
+            let pinned = tokio::task::spawn_blocking(move || common::push_node_image(&host, TOKEN))
+                .await
+                .expect("node image thread");
+            let cache = repo_root().join("target/lab-test-scratch/node-init-rootfs");
+            std::fs::create_dir_all(&cache).expect("cache dir");
+            let puller = fks_lab::rootfs::pull::Puller::new(
+                &cache,
+                fks_lab::rootfs::pull::Registry::lab(registry.host(), TOKEN),
+            )
+            .expect("puller");
+            let (image, _) = puller.pull(&pinned).await.expect("pull the node image");
+            registry.stop().await;
+            (image.rootfs, pinned)
+        })
+    })
+}
 
 const WAIT: Duration = Duration::from_secs(30);
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
@@ -30,10 +69,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 struct Lab {
     n: u8,
     bridge: BridgeConfig,
-    /// Under target/ rather than /tmp: a guest's /tmp is private, and the image directory must
-    /// be visible inside the guest.
     dir: tempfile::TempDir,
-    image_bin: PathBuf,
     volume: PathBuf,
 }
 
@@ -48,25 +84,13 @@ impl Lab {
             prefix4: 24,
         };
         fks_lab::guest::remove_bridge(&bridge.name).expect("removing stale bridge");
-        let scratch = repo_root().join("target/lab-test-scratch");
-        std::fs::create_dir_all(&scratch).expect("scratch dir");
-        let dir = tempfile::tempdir_in(&scratch).expect("temp dir");
-        let image_bin = dir.path().join("image/bin");
-        std::fs::create_dir_all(&image_bin).expect("image dir");
-        std::os::unix::fs::symlink(fks_bootstrap_binary(), image_bin.join("fks-bootstrap"))
-            .expect("linking fks-bootstrap");
-        std::os::unix::fs::symlink(
-            repo_root().join("lab/tests/fixtures/k3s-test-fixture.sh"),
-            image_bin.join("k3s"),
-        )
-        .expect("linking the k3s test fixture");
+        let dir = tempfile::tempdir().expect("temp dir");
         let volume = dir.path().join("volume");
         std::fs::create_dir_all(&volume).expect("volume dir");
         Lab {
             n,
             bridge,
             dir,
-            image_bin,
             volume,
         }
     }
@@ -102,7 +126,7 @@ impl Lab {
             machine_id: &machine_id,
             region: "sjc",
             private_ip: ip6,
-            image_ref: "lab/fks-node:test",
+            image_ref: &node_image().1,
             machine_version: "01HEPA330HZ37A78TK080NAK1M",
             memory_mb: 2048,
             public_ip: None,
@@ -115,11 +139,20 @@ impl Lab {
             env.insert((*k).into(), (*v).into());
         }
         let config = std::fs::read(repo_root().join("clusters/lab/config")).expect("lab config");
-        let mut all_files = vec![GuestFile {
-            guest_path: "/etc/fks/cluster/config".into(),
-            contents: config,
-            mode: 0o644,
-        }];
+        let fixture = std::fs::read(repo_root().join("lab/tests/fixtures/k3s-test-fixture.sh"))
+            .expect("k3s test fixture");
+        let mut all_files = vec![
+            GuestFile {
+                guest_path: "/etc/fks/cluster/config".into(),
+                contents: config,
+                mode: 0o644,
+            },
+            GuestFile {
+                guest_path: "/usr/local/sbin/k3s".into(),
+                contents: fixture,
+                mode: 0o755,
+            },
+        ];
         all_files.extend(files);
         GuestSpec {
             machine_id,
@@ -132,7 +165,6 @@ impl Lab {
                 mount_path: "/data".into(),
             }),
             hidden_dirs: Vec::new(),
-            image_mounts: Vec::new(),
             files: all_files,
             env,
             init: vec![
@@ -142,7 +174,12 @@ impl Lab {
                 // This build machine's kernel lacks some options k3s wants (no WIREGUARD, ...).
                 "--allow-missing-kernel-options".into(),
             ],
-            path_dirs: vec![self.image_bin.clone()],
+            path_dirs: Vec::new(),
+            image: Some(GuestImage {
+                rootfs: node_image().0.clone(),
+                working_dir: None,
+                ids: None,
+            }),
             root_dir: self.dir.path().join(format!("guests/boot-{boot}")),
             log_path: self.log_path(boot),
         }
@@ -327,9 +364,19 @@ fn node_init_renders_from_own_addresses_at_every_boot_and_backs_up_changes() {
     assert!(!lab.volume.join("k3s/flannel-net-conf.json").exists());
     // The 6PN address is FLY_PRIVATE_IP and really the guest's eth0 address.
     assert_eq!(exec(&g, &["printenv", "FLY_PRIVATE_IP"]).trim(), ip6);
-    let eth0 = exec(&g, &["ip", "-6", "addr", "show", "dev", "eth0"]);
+    // Asked with the host's iproute2 in the guest's network namespace (the node image, like
+    // Debian's slim base, has no `ip`).
+    let ip_in_guest = |family: &str| {
+        let out = Command::new("ip")
+            .args(["-n", g.netns_name(), family, "addr", "show", "dev", "eth0"])
+            .output()
+            .expect("ip -n");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let eth0 = ip_in_guest("-6");
     assert!(eth0.contains(&format!("inet6 {ip6}/")), "{eth0}");
-    let eth0_v4 = exec(&g, &["ip", "-4", "addr", "show", "dev", "eth0"]);
+    let eth0_v4 = ip_in_guest("-4");
     assert!(
         eth0_v4.contains(&format!("inet {}/", lab.ip4(1))),
         "{eth0_v4}"
@@ -561,8 +608,8 @@ fn standin_in_a_guest_refuses_flannel_that_carries_ipv4_pods_over_the_host_only_
         !masks.is_empty() && masks.iter().all(|m| *m == "FFFFFFFF"),
         "IPv4 host routes only:\n{routes}"
     );
-    let standin = k3s_standin_binary();
-    let standin = standin.to_str().expect("utf-8 path");
+    // The node image's k3s (the fixture shadows it on PATH).
+    let standin = "/usr/local/bin/k3s";
     for (backend, how) in [
         (
             "vxlan",

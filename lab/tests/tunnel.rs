@@ -30,7 +30,8 @@ mod common;
 use common::{fks_bootstrap_binary, have_root, repo_root, sweep_netns};
 
 const TOKEN: &str = "tunnel-test-token";
-const WAIT: Duration = Duration::from_secs(30);
+/// Long enough for a first pull of the node image on a loaded machine.
+const WAIT: Duration = Duration::from_secs(180);
 const APP: &str = "lab-cp";
 const NETWORK: &str = "tunnel1";
 /// The client's namespace and the host end of its veth.
@@ -140,6 +141,9 @@ struct Lab {
     port: u16,
     http: reqwest::Client,
     dir: tempfile::TempDir,
+    /// The node image, pinned by digest.
+    image: String,
+    _registry: fks_lab::registry::Registry,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<Result<(), fks_lab::Error>>>,
 }
@@ -152,23 +156,17 @@ impl Lab {
         let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
             .expect("chmod");
-        let bin = dir.path().join("image-bin");
-        std::fs::create_dir(&bin).expect("mkdir bin");
-        let node_ssh = bin.join("node-ssh");
-        std::fs::write(
-            &node_ssh,
-            format!(
-                "#!/bin/sh\nexec {} node ssh\n",
-                fks_bootstrap::ssh::quote_arg(
-                    fks_bootstrap_binary().to_str().expect("utf-8 binary path")
-                )
-            ),
-        )
-        .expect("write node-ssh");
-        std::fs::set_permissions(&node_ssh, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         let state = dir.path().join("state");
         std::fs::create_dir(&state).expect("mkdir state");
-        fks_lab::images::add(&state, "test/node-ssh", &[bin]).expect("image add");
+        // The node image the product builds and pushes; its `fks-bootstrap node ssh` serves
+        // what `node init` serves, without k3s.
+        let registry = fks_lab::registry::Registry::start(&state, TOKEN)
+            .await
+            .expect("registry");
+        let host = registry.host();
+        let image = tokio::task::spawn_blocking(move || common::push_node_image(&host, TOKEN))
+            .await
+            .expect("node image thread");
         let fast = Duration::from_millis(5);
         let opts = Options {
             state_dir: state,
@@ -199,6 +197,8 @@ impl Lab {
             port,
             http: reqwest::Client::new(),
             dir,
+            image,
+            _registry: registry,
             shutdown: Some(tx),
             handle: Some(handle),
         };
@@ -335,8 +335,8 @@ async fn ssh_rides_the_userspace_tunnel_from_a_namespace_without_6pn() {
         .post(
             &format!("/v1/apps/{APP}/machines"),
             json!({"region": "sjc", "config": {
-                "image": "test/node-ssh",
-                "init": {"exec": ["node-ssh"]},
+                "image": lab.image,
+                "init": {"exec": ["fks-bootstrap", "node", "ssh"]},
                 "files": files,
                 "metadata": {META_CLUSTER: "lab", META_NODE: "ctrl-0"},
                 "stop_config": {"signal": "SIGTERM"}

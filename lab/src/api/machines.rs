@@ -48,25 +48,44 @@ fn validate_config(config: &MachineConfig) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// In guests mode `config.image` must name an entry of the lab's image table (422 otherwise,
-/// as Fly answers an image it cannot resolve).
-fn check_image(lab: &Lab, config: &MachineConfig) -> Result<(), ApiError> {
-    if lab.runner.is_none() {
-        return Ok(());
+/// In guests mode `config.image` is checked here, at create and update: manifest, config,
+/// platform and layer types (`Puller::resolve`, no layer download), so an image that cannot
+/// be pulled (bad reference, unknown repository or tag, another registry than the lab's,
+/// refused credentials, ...) refuses the request with the pull error's Fly-like body
+/// (`rootfs::Error::api_error`) before anything is recorded. The pull of the layers then
+/// starts in the background, pinned to the digest just resolved, while the answer goes out
+/// at once: Fly keeps a machine `created` while it fetches the image
+/// (reference/fly-runtime.md §2), and a client waits no longer than for any create. The start
+/// runs that digest (from the cache, or pulling it if the background pull has not finished).
+/// Returns the manifest digest to pin; `None` in API-only mode and for the built-in
+/// `lab/base`.
+async fn pull_image(lab: &Lab, config: &MachineConfig) -> Result<Option<String>, ApiError> {
+    let Some(runner) = &lab.runner else {
+        return Ok(None);
+    };
+    if config.image == crate::images::BASE_IMAGE {
+        return Ok(None);
     }
-    match crate::images::resolve(&lab.opts.state_dir, &config.image) {
-        Ok(Some(_)) => Ok(()),
-        Ok(None) => Err(ApiError::unprocessable(format!(
-            "invalid config.image: image {:?} is not in the lab's image table: add it with `fks-lab image add {} --bin DIR` or `fks-lab image node` (the built-in {} is the host's PATH)",
-            config.image,
+    let Some(puller) = &runner.puller else {
+        return Err(ApiError::unprocessable(format!(
+            "invalid config.image: image {:?} cannot be pulled: this lab runs without a registry (install Debian's docker-registry); only the built-in {} runs without one",
             config.image,
             crate::images::BASE_IMAGE
-        ))),
-        Err(e) => Err(ApiError::internal(format!(
-            "reading the lab's image table: {}",
-            crate::runner::chain(&e)
-        ))),
-    }
+        )));
+    };
+    let resolved = puller
+        .resolve(&config.image)
+        .await
+        .map_err(|e| e.api_error())?;
+    let pinned = crate::runner::pinned(&config.image, &resolved.manifest_digest);
+    let background = puller.clone();
+    tokio::spawn(async move {
+        if let Err(e) = background.pull(&pinned).await {
+            // The start pulls again and reports what fails then.
+            tracing::warn!(image = %pinned, error = %crate::runner::chain(&e), "background pull failed");
+        }
+    });
+    Ok(Some(resolved.manifest_digest))
 }
 
 fn valid_machine_name(name: &str) -> bool {
@@ -143,7 +162,15 @@ pub async fn create(
 ) -> Result<Json<Value>, ApiError> {
     let req: CreateMachineRequest = body(&bytes)?;
     validate_config(&req.config)?;
-    check_image(&lab, &req.config)?;
+    if let Some(n) = &req.name {
+        if !n.is_empty() && !valid_machine_name(n) {
+            return Err(ApiError::bad_request(format!("invalid machine name {n:?}")));
+        }
+    }
+    if lab.core().state.app(&app).is_none() {
+        return Err(ApiError::app_not_found());
+    }
+    let image_digest = pull_image(&lab, &req.config).await?;
     super::secrets::catch_up(&lab, &app, req.min_secrets_version);
     let config = req.config;
     if let Some(n) = &req.name {
@@ -234,6 +261,7 @@ pub async fn create(
         skip_secrets: req.skip_secrets.unwrap_or(false),
         host: 0,
         migration: None,
+        image_digest,
     };
     enter(&mut m, "created", "user", &mut core.rng);
     if let Some(ttl) = req.lease_ttl.filter(|t| *t > 0) {
@@ -366,7 +394,7 @@ pub async fn update(
 ) -> Result<Json<Value>, ApiError> {
     let req: UpdateMachineRequest = body(&bytes)?;
     validate_config(&req.config)?;
-    check_image(&lab, &req.config)?;
+    let image_digest = pull_image(&lab, &req.config).await?;
     super::secrets::catch_up(&lab, &app, req.min_secrets_version);
     if let Some(r) = &lab.runner {
         r.reset_restarts(&id);
@@ -408,6 +436,7 @@ pub async fn update(
         }
         let now = clock::now_ms();
         m.config = config;
+        m.image_digest = image_digest;
         m.skip_secrets = req.skip_secrets.unwrap_or(false);
         m.instance_id = ids::ulid(rng, now);
         let was_running = matches!(m.state.as_str(), "started" | "starting" | "restarting");

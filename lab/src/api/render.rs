@@ -74,8 +74,9 @@ pub fn volume(v: &Volume, summary: bool) -> Value {
     out
 }
 
-/// `image_ref` derived from `config.image` (`registry/repository:tag`).
-fn image_ref(image: &str) -> fly::ImageRef {
+/// `image_ref` derived from `config.image` (`registry/repository:tag`), with the digest the
+/// lab pulled when it pulled one (guests mode), else a stand-in hash of the reference.
+fn image_ref(image: &str, pulled: Option<&str>) -> fly::ImageRef {
     let (path, tag) = match image.rsplit_once(':') {
         Some((p, t)) if !t.contains('/') => (p, t),
         _ => (image, "latest"),
@@ -95,7 +96,9 @@ fn image_ref(image: &str) -> fly::ImageRef {
         registry: registry.into(),
         repository,
         tag: tag.into(),
-        digest: format!("sha256:{digest}"),
+        digest: pulled
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("sha256:{digest}")),
         labels: Default::default(),
     }
 }
@@ -112,7 +115,7 @@ pub fn machine(m: &Machine, summary: bool) -> fly::Machine {
         private_ip: m.private_ip.clone(),
         config: (!summary).then(|| m.config.clone()),
         incomplete_config: None,
-        image_ref: Some(image_ref(&m.config.image)),
+        image_ref: Some(image_ref(&m.config.image, m.image_digest.as_deref())),
         created_at: Some(clock::rfc3339_s(m.created_at_ms)),
         updated_at: Some(clock::rfc3339_s(m.updated_at_ms)),
         events: if summary {
@@ -164,11 +167,11 @@ mod tests {
 
     #[test]
     fn image_ref_splits_registry_repository_tag() {
-        let r = image_ref("registry-1.docker.io/library/ubuntu:22.04");
+        let r = image_ref("registry-1.docker.io/library/ubuntu:22.04", None);
         assert_eq!(r.registry, "registry-1.docker.io");
         assert_eq!(r.repository, "library/ubuntu");
         assert_eq!(r.tag, "22.04");
-        let r = image_ref("ubuntu");
+        let r = image_ref("ubuntu", None);
         assert_eq!(r.repository, "library/ubuntu");
         assert_eq!(r.tag, "latest");
     }

@@ -1,19 +1,22 @@
 //! The lab's guest runtime: runs a started machine as an isolated guest on this host (root only).
 //!
-//! A guest is the machine's `init` process placed, before it executes, in
+//! A guest is the machine's main process placed, before it executes, in
 //! - its own **network namespace** (named `<bridge>-<machine id>`, visible in `ip netns list`)
 //!   joined to the lab bridge by a veth pair whose guest end is `eth0`, carrying the machine's
 //!   6PN address (a /112, reference/fly-machines-api.md §4) and a private IPv4 that reaches only
 //!   the host (a /32 plus a host route to the bridge's IPv4 gateway, no default route, no IPv4
 //!   forwarding: machines talk to each other over 6PN alone, as on Fly, §7);
-//! - its own **mount namespace** whose root is a fresh tmpfs: every top-level host directory is
+//! - its own **mount namespace** whose root is, for a pulled image ([`GuestImage`]), an overlay
+//!   of the image's unpacked root (read-only lower layer) and an upper layer made empty at every
+//!   start under the machine's root dir, with /proc, /sys and /dev bound from the host, private
+//!   tmpfs /run and /tmp, Fly's cgroup mounts, the volume and the files; or, for the built-in
+//!   `lab/base` (the host's own programs, for lab tests), a fresh tmpfs: every top-level host directory is
 //!   seen through an overlay with a private tmpfs upper layer (so writes, the machine's `files`,
 //!   /etc/hosts, /etc/resolv.conf and /etc/hostname stay inside the guest), directories holding
 //!   other mounts (/proc, /sys, /dev, ...) are bind-mounted recursively, /run and /tmp are private
 //!   tmpfs, /var/lib and /etc/rancher are per-guest directories emptied at every start (the root
 //!   filesystem is ephemeral, as on Fly), `hidden_dirs` (the lab's state) are masked by an empty
-//!   read-only tmpfs (image directories inside them are overlaid at their guest paths first)
-//!   and the volume's host directory is bind-mounted at its mount path;
+//!   read-only tmpfs, and the volume's host directory is bind-mounted at its mount path;
 //! - its own **UTS namespace** with hostname = machine id. There is no PID namespace: the guest's
 //!   processes are found (and killed) by their network namespace.
 //!
@@ -143,6 +146,20 @@ pub struct VolumeMount {
     pub mount_path: PathBuf,
 }
 
+/// A pulled image a guest runs on (ARCHITECTURE "Registry and images"): its unpacked root
+/// filesystem becomes the read-only lower layer of the guest's root overlay, whose upper layer
+/// is new at every start (reference/fly-runtime.md §2: the rootfs is an overlay whose writable
+/// layer is reset on stop).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestImage {
+    /// The unpacked image on the host (the rootfs cache); never written.
+    pub rootfs: PathBuf,
+    /// The image's `WorkingDir` (absolute; created when missing, as Docker does), else `/`.
+    pub working_dir: Option<PathBuf>,
+    /// uid and gid of the main process (from the image's `User`); root when `None`.
+    pub ids: Option<(u32, u32)>,
+}
+
 /// Everything needed to start one guest.
 #[derive(Debug, Clone)]
 pub struct GuestSpec {
@@ -162,10 +179,6 @@ pub struct GuestSpec {
     /// machines' volumes): covered by an empty read-only tmpfs in the guest's view. Missing
     /// directories are skipped. Everything else of the host is visible, writes staying private.
     pub hidden_dirs: Vec<PathBuf>,
-    /// Image directories the guest sees through a private overlay (writes stay in the guest):
-    /// `(host dir, guest dir)`. Mounted before the state is hidden, so a host dir may lie
-    /// inside one of `hidden_dirs`.
-    pub image_mounts: Vec<(PathBuf, PathBuf)>,
     /// Machine `files`, written inside the guest after its mounts (so a file under the volume's
     /// mount path lands on the volume).
     pub files: Vec<GuestFile>,
@@ -176,6 +189,9 @@ pub struct GuestSpec {
     pub init: Vec<String>,
     /// Directories the image puts first on PATH.
     pub path_dirs: Vec<PathBuf>,
+    /// The pulled image the guest's root is made of; `None` gives the host view (`lab/base`:
+    /// a tmpfs root showing the host's top-level directories through private overlays).
+    pub image: Option<GuestImage>,
     /// Per-guest state directory (created if missing); the runtime owns `rootfs/`, `upper/`,
     /// `var-lib/`, `etc-rancher/` and `guest.state` in it.
     pub root_dir: PathBuf,

@@ -3,13 +3,22 @@
 //!
 //! [`plan`] is pure: it takes the host's top-level layout and the spec and returns steps whose
 //! paths are already C strings, so [`run`] allocates nothing and calls only async-signal-safe
-//! system calls (mount, mkdir, symlink, pivot_root, open, write, ...). The layout (see the
-//! module doc of `guest`): a tmpfs root; host top-level directories as overlays with a private
-//! tmpfs upper layer, or recursive binds when they hold other mounts (/proc, /sys, /dev, ...);
-//! private tmpfs /run and /tmp; image directories as read-only-to-the-host overlays (a private
-//! upper layer); per-guest /var/lib and /etc/rancher; the volume; then the files.
-//! Nothing here may write to a host path: every write happens after `pivot_root`, in the guest's
-//! view, and paths that would land in a bind-mounted host tree are refused by [`plan`].
+//! system calls (mount, mkdir, symlink, pivot_root, open, write, setuid, ...). Two roots (see
+//! the module doc of `guest`):
+//! - a pulled image: an overlay whose lower layer is the image's unpacked root (read-only)
+//!   and whose upper and work dirs are `<root_dir>/upper/{rootfs,work}`, emptied by the runtime
+//!   before every start (Fly: writes outside volumes are gone after a restart,
+//!   reference/fly-runtime.md §2); /proc, /sys and /dev bound from the host; private tmpfs /run
+//!   and /tmp; then, after `pivot_root`, Fly's cgroup mounts, the volume, the files, the image's
+//!   WorkingDir and User;
+//! - the host view (`lab/base`): a tmpfs root; host top-level directories as overlays with a
+//!   private tmpfs upper layer, or recursive binds when they hold other mounts (/proc, /sys,
+//!   /dev, ...); private tmpfs /run and /tmp; per-guest /var/lib and /etc/rancher; the hidden
+//!   state dir; the volume; then the files.
+//!
+//! Nothing here may write to a host path other than the machine's own upper layer: every other
+//! write happens after `pivot_root`, in the guest's view, and paths that would land in a
+//! bind-mounted host tree are refused by [`plan`].
 
 use std::ffi::{CString, OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -39,15 +48,18 @@ pub(crate) struct ViewSpec<'a> {
     pub volume: Option<(&'a Path, &'a Path)>,
     /// Host directories (existing, absolute) covered by an empty read-only tmpfs in the guest.
     pub hidden: Vec<PathBuf>,
-    /// (host dir, guest dir): shown through an overlay with a private upper layer, mounted
-    /// before `pivot_root` so a host dir inside a hidden one (a node image under the lab's
-    /// state dir) is still seen at its guest dir.
-    pub images: Vec<(&'a Path, &'a Path)>,
     /// (guest path, contents, mode), platform files first, then the machine's files.
     pub files: Vec<(PathBuf, Vec<u8>, u32)>,
     /// Fly's cgroup mounts the host can give (`cgroups::layout`); `None` leaves the host's
     /// /sys/fs/cgroup as the /sys bind shows it.
     pub cgroups: Option<super::cgroups::Layout>,
+    /// A pulled image's unpacked root (absolute host path): the guest's root is an overlay of
+    /// it; `None` gives the host view built from `layout`.
+    pub image_root: Option<&'a Path>,
+    /// Where the main process starts (guest path); `/` when `None`.
+    pub working_dir: Option<&'a Path>,
+    /// uid and gid the main process runs as; root when `None`.
+    pub ids: Option<(u32, u32)>,
 }
 
 /// One prepared system call.
@@ -95,6 +107,11 @@ pub(crate) enum Op {
     },
     SetHostname {
         name: OsString,
+    },
+    /// setgroups([gid]), setgid, setuid: last, after every mount.
+    SetIds {
+        uid: u32,
+        gid: u32,
     },
 }
 
@@ -291,6 +308,224 @@ pub(crate) fn plan(spec: &ViewSpec<'_>, layout: &[TopEntry]) -> Result<Vec<Step>
         steps: Vec::new(),
     };
     p.push(Op::MakePrivate, "making / private".to_string());
+    if let Some(image_root) = spec.image_root {
+        image_view(&mut p, image_root, &root, &upper, &mut bound_from_host)?;
+    } else {
+        host_view(layout, &mut p, &root, &upper, &mut bound_from_host)?;
+    }
+    let old = root.join(".oldroot");
+    p.mkdir(&old, 0o700)?;
+    let op = Op::PivotRoot {
+        new_root: cstr(id, &root)?,
+        put_old: cstr(id, &old)?,
+    };
+    p.push(op, "pivot_root".to_string());
+    p.push(
+        Op::Chdir {
+            path: cstr(id, "/")?,
+        },
+        "chdir /".to_string(),
+    );
+
+    // From here on paths are the guest's; host paths are reached through /.oldroot.
+    let host = |h: &Path| Path::new("/.oldroot").join(h.strip_prefix("/").unwrap_or(h));
+    let refuse_host_tree = |parts: &[&OsStr], what: &str, path: &Path| -> Result<()> {
+        if parts
+            .first()
+            .is_some_and(|first| bound_from_host.contains(first))
+        {
+            return Err(Error::InvalidSpec {
+                machine_id: id.to_string(),
+                reason: format!(
+                    "{what} {} is in a directory shared with the host",
+                    path.display()
+                ),
+            });
+        }
+        Ok(())
+    };
+    if let Some(cgroups) = &spec.cgroups {
+        // Fly's hybrid layout (reference/fly-runtime.md §1.3): a tmpfs, then binds of the
+        // host's hierarchies (see `cgroups` for why only binds). /sys is bound from the host,
+        // but this tmpfs is in the guest's private mount namespace only.
+        let root = Path::new(super::cgroups::ROOT);
+        if cgroups.replaces_host_mount {
+            p.push(
+                Op::Detach {
+                    path: cstr(id, root)?,
+                },
+                format!("detaching the host's mounts on {}", root.display()),
+            );
+        }
+        let op = Op::Tmpfs {
+            target: cstr(id, root)?,
+            data: cstr(id, "mode=0755")?,
+            readonly: false,
+        };
+        p.push(op, format!("mounting tmpfs on {}", root.display()));
+        for (host_dir, guest_dir) in &cgroups.binds {
+            p.mkdir(guest_dir, 0o555)?;
+            p.bind(&host(host_dir), guest_dir)?;
+        }
+    }
+    // The host view shares the host's /var/lib and /etc: private, per-start directories there
+    // (an image's overlay root is per start already).
+    let host_only: &[(&str, &str)] = if spec.image_root.is_none() {
+        &[("/etc/rancher", "etc-rancher"), ("/var/lib", "var-lib")]
+    } else {
+        &[]
+    };
+    for (guest, private) in host_only.iter().copied() {
+        let g = Path::new(guest);
+        let parts = guest_components(id, g)?;
+        if parts
+            .first()
+            .is_some_and(|first| bound_from_host.contains(first))
+        {
+            // The host holds mounts under /var: bind over the existing directory only.
+            p.bind(&host(&spec.root_dir.join(private)), g)?;
+            continue;
+        }
+        p.mkdir_all(&parts)?;
+        p.bind(&host(&spec.root_dir.join(private)), g)?;
+    }
+    for dir in spec.hidden.iter().filter(|_| spec.image_root.is_none()) {
+        // The directory exists on the host; inside a private tmpfs (/tmp) it must be made.
+        p.mkdir_all(&guest_components(id, dir)?)?;
+        let op = Op::Tmpfs {
+            target: cstr(id, dir)?,
+            data: cstr(id, "mode=0755,size=4k")?,
+            readonly: true,
+        };
+        p.push(op, format!("hiding {}", dir.display()));
+    }
+    if let Some((host_dir, mount_path)) = spec.volume {
+        let parts = guest_components(id, mount_path)?;
+        refuse_host_tree(&parts, "volume mount path", mount_path)?;
+        if !host_dir.is_absolute() {
+            return Err(Error::InvalidSpec {
+                machine_id: id.to_string(),
+                reason: format!("volume dir {} is not absolute", host_dir.display()),
+            });
+        }
+        p.mkdir_all(&parts)?;
+        p.bind(&host(host_dir), mount_path)?;
+    }
+    for (path, contents, mode) in &spec.files {
+        let parts = guest_components(id, path)?;
+        refuse_host_tree(&parts, "file", path)?;
+        p.mkdir_all(&parts[..parts.len() - 1])?;
+        p.write(path, contents.clone(), *mode)?;
+    }
+    let old = Path::new("/.oldroot");
+    p.push(
+        Op::Detach {
+            path: cstr(id, old)?,
+        },
+        "detaching the host root".to_string(),
+    );
+    p.push(
+        Op::Rmdir {
+            path: cstr(id, old)?,
+        },
+        "removing /.oldroot".to_string(),
+    );
+    p.push(
+        Op::SetHostname {
+            name: OsString::from(id),
+        },
+        "sethostname".to_string(),
+    );
+    if let Some(dir) = spec.working_dir {
+        let parts = guest_components(id, dir)?;
+        p.mkdir_all(&parts)?;
+        p.push(
+            Op::Chdir {
+                path: cstr(id, dir)?,
+            },
+            format!("chdir {}", dir.display()),
+        );
+    }
+    if let Some((uid, gid)) = spec.ids.filter(|ids| *ids != (0, 0)) {
+        p.push(
+            Op::SetIds { uid, gid },
+            format!("switching to uid {uid} gid {gid}"),
+        );
+    }
+    Ok(p.steps)
+}
+
+/// The root of a pulled image: an overlay of its unpacked root (never written) with this
+/// start's upper layer in `<root_dir>/upper` (emptied before every start by the runtime), then
+/// the kernel file systems bound from the host and private tmpfs /run and /tmp.
+fn image_view(
+    p: &mut Planner<'_>,
+    image_root: &Path,
+    root: &Path,
+    upper: &Path,
+    bound_from_host: &mut Vec<&OsStr>,
+) -> Result<()> {
+    let id = p.machine_id;
+    let s = image_root.as_os_str().as_bytes();
+    if !image_root.is_absolute() || s.contains(&b',') || s.contains(&b':') {
+        return Err(Error::InvalidSpec {
+            machine_id: id.to_string(),
+            reason: format!(
+                "image root {} is not absolute or contains ',' or ':'",
+                image_root.display()
+            ),
+        });
+    }
+    let (up, work) = (upper.join("rootfs"), upper.join("work"));
+    p.mkdir(&up, 0o755)?;
+    p.mkdir(&work, 0o700)?;
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        image_root.display(),
+        up.display(),
+        work.display()
+    );
+    let op = Op::Overlay {
+        target: cstr(id, root)?,
+        data: cstr(id, data)?,
+    };
+    p.push(
+        op,
+        format!(
+            "mounting the image {} as the root {}",
+            image_root.display(),
+            root.display()
+        ),
+    );
+    for name in ALWAYS_BIND {
+        let at = root.join(name);
+        p.mkdir(&at, 0o755)?;
+        p.bind(&Path::new("/").join(name), &at)?;
+        bound_from_host.push(OsStr::new(*name));
+    }
+    for (name, data, mode) in PRIVATE_TMPFS {
+        let at = root.join(name);
+        p.mkdir(&at, *mode)?;
+        let op = Op::Tmpfs {
+            target: cstr(id, &at)?,
+            data: cstr(id, data)?,
+            readonly: false,
+        };
+        p.push(op, format!("mounting tmpfs on /{name}"));
+    }
+    Ok(())
+}
+
+/// The host view (`lab/base`): a tmpfs root with the host's top-level directories as
+/// overlays (or recursive binds for trees holding mounts).
+fn host_view<'s>(
+    layout: &'s [TopEntry],
+    p: &mut Planner<'_>,
+    root: &Path,
+    upper: &Path,
+    bound_from_host: &mut Vec<&'s OsStr>,
+) -> Result<()> {
+    let id = p.machine_id;
     for (target, data) in [(&root, "mode=0755"), (&upper, "mode=0700")] {
         let op = Op::Tmpfs {
             target: cstr(id, target)?,
@@ -353,175 +588,7 @@ pub(crate) fn plan(spec: &ViewSpec<'_>, layout: &[TopEntry]) -> Result<Vec<Step>
             }
         }
     }
-    for (i, (host_dir, guest_dir)) in spec.images.iter().enumerate() {
-        let parts = guest_components(id, guest_dir)?;
-        if parts
-            .first()
-            .is_some_and(|first| bound_from_host.contains(first))
-        {
-            return Err(Error::InvalidSpec {
-                machine_id: id.to_string(),
-                reason: format!(
-                    "image dir {} is in a directory shared with the host",
-                    guest_dir.display()
-                ),
-            });
-        }
-        let hs = host_dir.as_os_str().as_bytes();
-        if !host_dir.is_absolute() || hs.contains(&b',') || hs.contains(&b':') {
-            return Err(Error::InvalidSpec {
-                machine_id: id.to_string(),
-                reason: format!(
-                    "image dir {} is not absolute or contains ',' or ':'",
-                    host_dir.display()
-                ),
-            });
-        }
-        let mut at = root.clone();
-        for part in &parts {
-            at.push(part);
-            p.mkdir(&at, 0o755)?;
-        }
-        let up = upper.join(format!("image-{i}"));
-        p.mkdir(&up, 0o755)?;
-        p.mkdir(&up.join("upper"), 0o755)?;
-        p.mkdir(&up.join("work"), 0o755)?;
-        let data = format!(
-            "lowerdir={},upperdir={},workdir={}",
-            host_dir.display(),
-            up.join("upper").display(),
-            up.join("work").display()
-        );
-        let op = Op::Overlay {
-            target: cstr(id, &at)?,
-            data: cstr(id, data)?,
-        };
-        p.push(
-            op,
-            format!(
-                "mounting overlay of image dir {} on {}",
-                host_dir.display(),
-                at.display()
-            ),
-        );
-    }
-    let old = root.join(".oldroot");
-    p.mkdir(&old, 0o700)?;
-    let op = Op::PivotRoot {
-        new_root: cstr(id, &root)?,
-        put_old: cstr(id, &old)?,
-    };
-    p.push(op, "pivot_root".to_string());
-    p.push(
-        Op::Chdir {
-            path: cstr(id, "/")?,
-        },
-        "chdir /".to_string(),
-    );
-
-    // From here on paths are the guest's; host paths are reached through /.oldroot.
-    let host = |h: &Path| Path::new("/.oldroot").join(h.strip_prefix("/").unwrap_or(h));
-    let refuse_host_tree = |parts: &[&OsStr], what: &str, path: &Path| -> Result<()> {
-        if parts
-            .first()
-            .is_some_and(|first| bound_from_host.contains(first))
-        {
-            return Err(Error::InvalidSpec {
-                machine_id: id.to_string(),
-                reason: format!(
-                    "{what} {} is in a directory shared with the host",
-                    path.display()
-                ),
-            });
-        }
-        Ok(())
-    };
-    if let Some(cgroups) = &spec.cgroups {
-        // Fly's hybrid layout (reference/fly-runtime.md §1.3): a tmpfs, then binds of the
-        // host's hierarchies (see `cgroups` for why only binds). /sys is bound from the host,
-        // but this tmpfs is in the guest's private mount namespace only.
-        let root = Path::new(super::cgroups::ROOT);
-        if cgroups.replaces_host_mount {
-            p.push(
-                Op::Detach {
-                    path: cstr(id, root)?,
-                },
-                format!("detaching the host's mounts on {}", root.display()),
-            );
-        }
-        let op = Op::Tmpfs {
-            target: cstr(id, root)?,
-            data: cstr(id, "mode=0755")?,
-            readonly: false,
-        };
-        p.push(op, format!("mounting tmpfs on {}", root.display()));
-        for (host_dir, guest_dir) in &cgroups.binds {
-            p.mkdir(guest_dir, 0o555)?;
-            p.bind(&host(host_dir), guest_dir)?;
-        }
-    }
-    for (guest, private) in [("/etc/rancher", "etc-rancher"), ("/var/lib", "var-lib")] {
-        let g = Path::new(guest);
-        let parts = guest_components(id, g)?;
-        if parts
-            .first()
-            .is_some_and(|first| bound_from_host.contains(first))
-        {
-            // The host holds mounts under /var: bind over the existing directory only.
-            p.bind(&host(&spec.root_dir.join(private)), g)?;
-            continue;
-        }
-        p.mkdir_all(&parts)?;
-        p.bind(&host(&spec.root_dir.join(private)), g)?;
-    }
-    for dir in &spec.hidden {
-        // The directory exists on the host; inside a private tmpfs (/tmp) it must be made.
-        p.mkdir_all(&guest_components(id, dir)?)?;
-        let op = Op::Tmpfs {
-            target: cstr(id, dir)?,
-            data: cstr(id, "mode=0755,size=4k")?,
-            readonly: true,
-        };
-        p.push(op, format!("hiding {}", dir.display()));
-    }
-    if let Some((host_dir, mount_path)) = spec.volume {
-        let parts = guest_components(id, mount_path)?;
-        refuse_host_tree(&parts, "volume mount path", mount_path)?;
-        if !host_dir.is_absolute() {
-            return Err(Error::InvalidSpec {
-                machine_id: id.to_string(),
-                reason: format!("volume dir {} is not absolute", host_dir.display()),
-            });
-        }
-        p.mkdir_all(&parts)?;
-        p.bind(&host(host_dir), mount_path)?;
-    }
-    for (path, contents, mode) in &spec.files {
-        let parts = guest_components(id, path)?;
-        refuse_host_tree(&parts, "file", path)?;
-        p.mkdir_all(&parts[..parts.len() - 1])?;
-        p.write(path, contents.clone(), *mode)?;
-    }
-    let old = Path::new("/.oldroot");
-    p.push(
-        Op::Detach {
-            path: cstr(id, old)?,
-        },
-        "detaching the host root".to_string(),
-    );
-    p.push(
-        Op::Rmdir {
-            path: cstr(id, old)?,
-        },
-        "removing /.oldroot".to_string(),
-    );
-    p.push(
-        Op::SetHostname {
-            name: OsString::from(id),
-        },
-        "sethostname".to_string(),
-    );
-    Ok(p.steps)
+    Ok(())
 }
 
 /// Runs the steps. Called in the forked child: no allocation, async-signal-safe calls only. On
@@ -611,6 +678,12 @@ fn run_op(op: &Op) -> std::result::Result<(), Errno> {
             mode,
         } => write_file(path, contents, *mode),
         Op::SetHostname { name } => nix::unistd::sethostname(name),
+        Op::SetIds { uid, gid } => {
+            let gid = nix::unistd::Gid::from_raw(*gid);
+            nix::unistd::setgroups(&[gid])?;
+            nix::unistd::setgid(gid)?;
+            nix::unistd::setuid(nix::unistd::Uid::from_raw(*uid))
+        }
     }
 }
 
@@ -690,12 +763,11 @@ mod tests {
             root_dir: Path::new("/state/m1"),
             volume,
             hidden: vec![PathBuf::from("/state")],
-            images: vec![(
-                Path::new("/state/images/lab+n/bin"),
-                Path::new("/fks-lab-image/bin"),
-            )],
             files,
             cgroups: None,
+            image_root: None,
+            working_dir: None,
+            ids: None,
         }
     }
 
@@ -741,25 +813,66 @@ mod tests {
     }
 
     #[test]
-    fn image_dirs_under_the_hidden_state_dir_are_overlaid_before_pivot_root() {
-        let steps = plan(&spec(vec![], None), &layout()).expect("plan");
+    fn an_image_root_is_an_overlay_with_a_per_start_upper_and_no_host_tree() {
+        let mut image = spec(
+            vec![(PathBuf::from("/etc/hosts"), b"h".to_vec(), 0o644)],
+            Some((Path::new("/vols/v1"), Path::new("/data"))),
+        );
+        image.image_root = Some(Path::new("/state/rootfs/images/ab/rootfs"));
+        image.working_dir = Some(Path::new("/srv/app"));
+        image.ids = Some((1000, 1000));
+        // The host's layout plays no part: its /usr and /etc are not seen.
+        let steps = plan(&image, &layout()).expect("plan");
         let l = labels(&steps);
-        let img = l
+        let at = |want: &str| {
+            l.iter()
+                .position(|s| s == want)
+                .unwrap_or_else(|| panic!("no step {want:?} in {l:#?}"))
+        };
+        let root =
+            at("mounting the image /state/rootfs/images/ab/rootfs as the root /state/m1/rootfs");
+        assert!(
+            at("mkdir /state/m1/upper/rootfs") < root && at("mkdir /state/m1/upper/work") < root
+        );
+        let pivot = at("pivot_root");
+        for bound in ["/proc", "/sys", "/dev"] {
+            assert!(root < at(&format!("bind {bound} on /state/m1/rootfs{bound}")));
+        }
+        assert!(at("mounting tmpfs on /tmp") < pivot && at("mounting tmpfs on /run") < pivot);
+        assert!(pivot < at("bind /.oldroot/vols/v1 on /data"));
+        assert!(pivot < at("writing /etc/hosts"));
+        let chdir = at("chdir /srv/app");
+        assert!(
+            at("detaching the host root") < chdir && chdir < at("switching to uid 1000 gid 1000")
+        );
+        assert_eq!(
+            at("switching to uid 1000 gid 1000"),
+            l.len() - 1,
+            "ids change last"
+        );
+        assert!(!l.iter().any(|s| s.contains("overlay of /usr")
+            || s.contains("hiding")
+            || s.contains("var-lib")));
+        let data = steps
             .iter()
-            .position(|s| {
-                s == "mounting overlay of image dir /state/images/lab+n/bin on /state/m1/rootfs/fks-lab-image/bin"
+            .find_map(|s| match &s.op {
+                Op::Overlay { data, .. } => Some(data.to_string_lossy().into_owned()),
+                _ => None,
             })
-            .expect("image overlay");
-        let pivot = l.iter().position(|s| s == "pivot_root").expect("pivot");
-        let hide = l.iter().position(|s| s == "hiding /state").expect("hide");
-        assert!(img < pivot && pivot < hide);
-        assert!(l.contains(&"mkdir /state/m1/rootfs/fks-lab-image".to_string()));
-        let mut shared = spec(vec![], None);
-        shared.images = vec![(Path::new("/state/images/x/bin"), Path::new("/proc/x"))];
-        assert!(plan(&shared, &layout()).is_err());
+            .expect("overlay");
+        assert_eq!(
+            data,
+            "lowerdir=/state/rootfs/images/ab/rootfs,upperdir=/state/m1/upper/rootfs,workdir=/state/m1/upper/work"
+        );
+        // Root stays root; files under a host tree are still refused.
+        image.ids = Some((0, 0));
+        let l = labels(&plan(&image, &[]).expect("plan"));
+        assert!(!l.iter().any(|s| s.starts_with("switching")));
+        image.files = vec![(PathBuf::from("/proc/x"), vec![], 0o644)];
+        assert!(plan(&image, &[]).is_err());
         let mut bad = spec(vec![], None);
-        bad.images = vec![(Path::new("/state/a:b"), Path::new("/img"))];
-        assert!(plan(&bad, &layout()).is_err());
+        bad.image_root = Some(Path::new("/state/a:b"));
+        assert!(plan(&bad, &[]).is_err());
     }
 
     #[test]

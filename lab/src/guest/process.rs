@@ -111,6 +111,14 @@ fn validate(spec: &GuestSpec) -> Result<()> {
     if !spec.root_dir.is_absolute() {
         return Err(invalid("root dir is not absolute"));
     }
+    if let Some(image) = &spec.image {
+        if !image.rootfs.is_dir() {
+            return Err(invalid(&format!(
+                "image root {} is not a directory",
+                image.rootfs.display()
+            )));
+        }
+    }
     if let Some(v) = &spec.volume {
         if !v.host_dir.is_dir() {
             return Err(invalid(&format!(
@@ -253,15 +261,18 @@ impl Guest {
                 .filter(|d| d.is_dir())
                 .cloned()
                 .collect(),
-            images: spec
-                .image_mounts
-                .iter()
-                .map(|(h, g)| (h.as_path(), g.as_path()))
-                .collect(),
             files,
             cgroups: Some(guest_cgroups()),
+            image_root: spec.image.as_ref().map(|i| i.rootfs.as_path()),
+            working_dir: spec.image.as_ref().and_then(|i| i.working_dir.as_deref()),
+            ids: spec.image.as_ref().and_then(|i| i.ids),
         };
-        let steps = mounts::plan(&view, &mounts::host_layout()?)?;
+        // The host's layout matters only to the host view.
+        let layout = match &spec.image {
+            Some(_) => Vec::new(),
+            None => mounts::host_layout()?,
+        };
+        let steps = mounts::plan(&view, &layout)?;
         // Leftovers of a crashed run are replaced, but a live guest of the machine is not.
         if let Ok(netns_id) = ns_id(&names.netns_path()) {
             if !processes_in_netns(netns_id).is_empty() {

@@ -86,23 +86,32 @@ impl Cache {
         manifest_digest: &str,
         config: &ImageConfig,
     ) -> io::Result<PathBuf> {
-        let hex = digest_hex(manifest_digest).ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidInput, "malformed manifest digest")
-        })?;
-        let record = serde_json::to_vec_pretty(config).map_err(io::Error::other)?;
-        std::fs::write(scratch.join(RECORD), record)?;
-        let target = self.dir.join("images").join(hex);
-        match std::fs::rename(scratch, &target) {
-            Ok(()) => Ok(target),
-            Err(e)
-                if e.raw_os_error() == Some(rustix::io::Errno::NOTEMPTY.raw_os_error())
-                    || e.kind() == io::ErrorKind::AlreadyExists =>
-            {
-                std::fs::remove_dir_all(scratch)?;
-                Ok(target)
-            }
-            Err(e) => Err(e),
+        commit_in(&self.dir, scratch, manifest_digest, config)
+    }
+}
+
+/// [`Cache::commit`] into the cache at `dir` (for a blocking thread, which gets the path).
+pub fn commit_in(
+    dir: &Path,
+    scratch: &Path,
+    manifest_digest: &str,
+    config: &ImageConfig,
+) -> io::Result<PathBuf> {
+    let hex = digest_hex(manifest_digest)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "malformed manifest digest"))?;
+    let record = serde_json::to_vec_pretty(config).map_err(io::Error::other)?;
+    std::fs::write(scratch.join(RECORD), record)?;
+    let target = dir.join("images").join(hex);
+    match std::fs::rename(scratch, &target) {
+        Ok(()) => Ok(target),
+        Err(e)
+            if e.raw_os_error() == Some(rustix::io::Errno::NOTEMPTY.raw_os_error())
+                || e.kind() == io::ErrorKind::AlreadyExists =>
+        {
+            std::fs::remove_dir_all(scratch)?;
+            Ok(target)
         }
+        Err(e) => Err(e),
     }
 }
 

@@ -97,6 +97,82 @@ impl ImageConfig {
     }
 }
 
+/// Who the main process runs as, from the image's `User` (reference/fly-runtime.md §1.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    pub uid: u32,
+    pub gid: u32,
+    /// The passwd entry's home, `/` for a numeric uid without one (INIT's rule, §1.1).
+    pub home: String,
+}
+
+impl RunAs {
+    /// Resolves an image `User` as Fly's init does (reference/fly-runtime.md §1.1): none means
+    /// root; `user[:group]` where each part is a number or a name; a numeric uid without a
+    /// passwd entry runs with gid = uid and HOME `/`; an unknown *name* is refused. `passwd`
+    /// and `group` are the image's /etc/passwd and /etc/group (empty when absent). Pure.
+    pub fn resolve(user: Option<&str>, passwd: &str, group: &str) -> Result<RunAs, String> {
+        let field = |line: &str, i: usize| line.split(':').nth(i).map(str::to_string);
+        let entries: Vec<&str> = passwd
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            .collect();
+        let Some(user) = user.map(str::trim).filter(|u| !u.is_empty()) else {
+            return Ok(RunAs {
+                uid: 0,
+                gid: 0,
+                home: "/root".to_string(),
+            });
+        };
+        let (name, grp) = match user.split_once(':') {
+            Some((u, g)) => (u, Some(g)),
+            None => (user, None),
+        };
+        let by = |i: usize, want: &str| {
+            entries
+                .iter()
+                .find(|l| field(l, i).as_deref() == Some(want))
+                .copied()
+        };
+        let (uid, mut gid, home) = if let Ok(uid) = name.parse::<u32>() {
+            match by(2, name) {
+                Some(l) => (
+                    uid,
+                    field(l, 3).and_then(|g| g.parse().ok()).unwrap_or(uid),
+                    field(l, 5).unwrap_or_else(|| "/".to_string()),
+                ),
+                None => (uid, uid, "/".to_string()),
+            }
+        } else {
+            let l = by(0, name).ok_or_else(|| {
+                format!("no user named {name} in the image's /etc/passwd (Fly's init refuses an unknown user name too)")
+            })?;
+            let num = |i: usize| {
+                field(l, i)
+                    .and_then(|v| v.parse::<u32>().ok())
+                    .ok_or_else(|| format!("the /etc/passwd entry of {name} is malformed"))
+            };
+            (
+                num(2)?,
+                num(3)?,
+                field(l, 5).unwrap_or_else(|| "/".to_string()),
+            )
+        };
+        if let Some(g) = grp.filter(|g| !g.is_empty()) {
+            gid = match g.parse::<u32>() {
+                Ok(n) => n,
+                Err(_) => group
+                    .lines()
+                    .find(|l| field(l, 0).as_deref() == Some(g))
+                    .and_then(|l| field(l, 2))
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| format!("no group named {g} in the image's /etc/group"))?,
+            };
+        }
+        Ok(RunAs { uid, gid, home })
+    }
+}
+
 /// An image ready to run: its unpacked root filesystem and its config.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Image {
@@ -107,6 +183,66 @@ pub struct Image {
     /// The unpacked root filesystem (read-only by convention: guests get an overlay on it).
     pub rootfs: PathBuf,
     pub config: ImageConfig,
+}
+
+impl Image {
+    /// Who the main process runs as ([`RunAs::resolve`]), reading the image's /etc/passwd and
+    /// /etc/group only when the image names a user. Those files must be plain files below a
+    /// real `etc` directory: a symlink there could point at the host's files.
+    pub fn run_as(&self) -> Result<RunAs, Error> {
+        let user = self.config.user.as_deref();
+        let named = user.is_some_and(|u| {
+            let u = u.trim();
+            !u.is_empty() && u != "0" && u != "0:0" && u != "root"
+        });
+        let user_err = |reason: String| Error::User {
+            image: self.reference.clone(),
+            user: user.unwrap_or_default().to_string(),
+            reason,
+        };
+        let read = |name: &str| -> Result<String, Error> {
+            if !named {
+                return Ok(String::new());
+            }
+            let etc = self.rootfs.join("etc");
+            let path = etc.join(name);
+            let plain = |p: &std::path::Path, dir: bool| {
+                std::fs::symlink_metadata(p).map(|m| {
+                    if dir {
+                        m.file_type().is_dir()
+                    } else {
+                        m.file_type().is_file()
+                    }
+                })
+            };
+            match (plain(&etc, true), plain(&path, false)) {
+                (Ok(true), Ok(true)) => {
+                    std::fs::read_to_string(&path).map_err(|source| Error::Io {
+                        image: self.reference.clone(),
+                        op: "reading",
+                        path,
+                        source,
+                    })
+                }
+                (Ok(true), Err(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+                (Err(e), _) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+                _ => Err(user_err(format!(
+                    "/etc/{name} of the image is not a plain file in a plain directory"
+                ))),
+            }
+        };
+        let passwd = read("passwd")?;
+        let group = read("group")?;
+        let root_name = user.map(str::trim) == Some("root");
+        if root_name && passwd.is_empty() {
+            return Ok(RunAs {
+                uid: 0,
+                gid: 0,
+                home: "/root".to_string(),
+            });
+        }
+        RunAs::resolve(user, &passwd, &group).map_err(user_err)
+    }
 }
 
 /// How a pull went, for benchmarks and tests.
@@ -131,6 +267,12 @@ pub enum Error {
         reference: String,
         #[source]
         source: oci_client::ParseError,
+    },
+    #[error("image {image}: it is on registry {registry}, but the lab pulls only from its own registry {lab} (it cannot reach others; push the image there)")]
+    ForeignRegistry {
+        image: String,
+        registry: String,
+        lab: String,
     },
     #[error("image {image}: the registry refused the credentials")]
     Unauthorized {
@@ -224,6 +366,12 @@ pub enum Error {
         dir: PathBuf,
         #[source]
         source: std::io::Error,
+    },
+    #[error("image {image}: user `{user}`: {reason}")]
+    User {
+        image: String,
+        user: String,
+        reason: String,
     },
     #[error("image {image}: {op} {path}")]
     Io {

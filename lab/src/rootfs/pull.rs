@@ -52,6 +52,11 @@ pub struct Puller {
     cache: Cache,
     registry: Registry,
     client: oci_client::Client,
+    /// One lock per reference being pulled: a second pull of the same reference (the start
+    /// of a machine whose create's background pull still runs) waits for the first and then
+    /// finds the image in the cache instead of downloading and unpacking it again.
+    inflight:
+        std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl std::fmt::Debug for Puller {
@@ -158,12 +163,32 @@ impl Puller {
             cache,
             registry,
             client,
+            inflight: Default::default(),
         })
     }
 
     /// The cache this puller fills.
     pub fn cache(&self) -> &Cache {
         &self.cache
+    }
+
+    /// The `host:port` images must name.
+    pub fn registry_host(&self) -> &str {
+        &self.registry.host
+    }
+
+    /// Refuses an image on another registry: the lab reaches only its own (no internet), so
+    /// trying would only end in a timeout.
+    fn check_registry(&self, image: &str, reference: &Reference) -> Result<(), Error> {
+        let registry = reference.resolve_registry();
+        if registry == self.registry.host {
+            return Ok(());
+        }
+        Err(Error::ForeignRegistry {
+            image: image.to_string(),
+            registry: registry.to_string(),
+            lab: self.registry.host.clone(),
+        })
     }
 
     fn auth(&self, reference: &Reference) -> RegistryAuth {
@@ -178,7 +203,27 @@ impl Puller {
     }
 
     /// Pull `image` (`HOST/NAME:TAG` or `HOST/NAME@sha256:...`) and unpack it into the cache.
+    /// Pulls of the same reference run one after the other (the later ones hit the cache).
     pub async fn pull(&self, image: &str) -> Result<(Image, PullStats), Error> {
+        let lock = self
+            .inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(image.to_string())
+            .or_default()
+            .clone();
+        let held = lock.lock().await;
+        let pulled = self.pull_once(image).await;
+        drop(held);
+        let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        // Forget the lock once nobody else holds or waits for it (the map and `lock`).
+        if std::sync::Arc::strong_count(&lock) <= 2 {
+            inflight.remove(image);
+        }
+        pulled
+    }
+
+    async fn pull_once(&self, image: &str) -> Result<(Image, PullStats), Error> {
         let reference: Reference = image.parse().map_err(|source| Error::Reference {
             reference: image.to_string(),
             source,
@@ -188,6 +233,7 @@ impl Puller {
             stats.cache_hit = true;
             return Ok((hit, stats));
         }
+        self.check_registry(image, &reference)?;
         let auth = self.auth(&reference);
         let (manifest, digest) = self
             .client
@@ -240,6 +286,7 @@ impl Puller {
                 config: hit.config,
             });
         }
+        self.check_registry(image, &reference)?;
         let (manifest, digest) = self
             .client
             .pull_image_manifest(&reference, &self.auth(&reference))
@@ -408,15 +455,21 @@ impl Puller {
                 return Err(e);
             }
         };
-        let dir = self
-            .cache
-            .commit(&scratch, digest, config)
-            .map_err(|source| Error::Io {
-                image: image.to_string(),
-                op: "committing the unpacked image from",
-                path: scratch.clone(),
-                source,
-            })?;
+        // Writing the record and renaming are file system calls: off the async workers too.
+        let cache_dir = self.cache.dir().to_path_buf();
+        let (scratch_b, digest_s, config_c) = (scratch.clone(), digest.to_string(), config.clone());
+        let committed = tokio::task::spawn_blocking(move || {
+            super::cache::commit_in(&cache_dir, &scratch_b, &digest_s, &config_c)
+        })
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))
+        .and_then(|r| r);
+        let dir = committed.map_err(|source| Error::Io {
+            image: image.to_string(),
+            op: "committing the unpacked image from",
+            path: scratch.clone(),
+            source,
+        })?;
         Ok((dir.join("rootfs"), entries, bytes))
     }
 }

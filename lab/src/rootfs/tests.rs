@@ -579,3 +579,34 @@ fn cache_keys_are_checked_digests() {
         Some("a".repeat(64).as_str())
     );
 }
+
+#[test]
+fn image_user_resolves_as_fly_init_does() {
+    use super::RunAs;
+    let passwd = "root:x:0:0:root:/root:/bin/bash\nwww:x:33:34:www:/var/www:/bin/sh\n";
+    let group = "root:x:0:\nweb:x:50:\n";
+    let root = RunAs {
+        uid: 0,
+        gid: 0,
+        home: "/root".into(),
+    };
+    assert_eq!(RunAs::resolve(None, "", ""), Ok(root.clone()));
+    assert_eq!(RunAs::resolve(Some(""), "", ""), Ok(root));
+    let www = RunAs::resolve(Some("www"), passwd, group).expect("named");
+    assert_eq!((www.uid, www.gid, www.home.as_str()), (33, 34, "/var/www"));
+    let numeric = RunAs::resolve(Some("33"), passwd, group).expect("numeric with entry");
+    assert_eq!((numeric.uid, numeric.gid), (33, 34));
+    // A numeric uid without an entry: gid = uid, HOME / (reference/fly-runtime.md §1.1).
+    let bare = RunAs::resolve(Some("1234"), passwd, group).expect("numeric");
+    assert_eq!((bare.uid, bare.gid, bare.home.as_str()), (1234, 1234, "/"));
+    let with_group = RunAs::resolve(Some("www:web"), passwd, group).expect("user:group");
+    assert_eq!((with_group.uid, with_group.gid), (33, 50));
+    assert_eq!(
+        RunAs::resolve(Some("1234:7"), passwd, group).map(|r| (r.uid, r.gid)),
+        Ok((1234, 7))
+    );
+    let e = RunAs::resolve(Some("nobody-here"), passwd, group).expect_err("unknown name");
+    assert!(e.contains("no user named nobody-here"), "{e}");
+    let e = RunAs::resolve(Some("www:nogroup"), passwd, group).expect_err("unknown group");
+    assert!(e.contains("no group named nogroup"), "{e}");
+}

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+pub mod images;
+
 /// The workspace root (for `clusters/`, fixtures and the inner `cargo build`).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -74,6 +76,12 @@ fn workspace_binary(package: &str, bin: &str) -> PathBuf {
         .join(bin);
     assert!(path.is_file(), "{} not built", path.display());
     path
+}
+
+/// The node image of `clusters/lab` built and pushed to the registry at `host` by the real
+/// `fks-bootstrap image build --push` with this workspace's binaries ([`images`]).
+pub fn push_node_image(host: &str, token: &str) -> String {
+    images::push_node_image(host, token, &fks_bootstrap_binary(), &k3s_standin_binary())
 }
 
 /// An API-only lab running in this process on 127.0.0.1:0; stopped when dropped.
