@@ -352,7 +352,23 @@ fn converge(
     // The plan's refusals (zones, group) come before the image is built; it is planned again
     // below with the image pinned.
     plan::plan(config, target, &state, &options).map_err(plan_error)?;
-    let image = image_step(&rt, config, flags, &client)?;
+    let image = match (target, &config.image) {
+        (Target::NodeGroup { .. }, None) => {
+            match ensure::from_control_plane(&config.cluster_name, &state.control_plane)
+                .map_err(failed)?
+            {
+                Some(image) => {
+                    if flags.k3s != super::image::K3sFlags::default() {
+                        eprintln!("[WARN] a node group runs its control plane's image, so the --k3s-* flags do nothing here (they choose the image with -c)");
+                    }
+                    eprintln!("[INFO] {image}");
+                    image
+                }
+                None => image_step(&rt, config, flags, &client)?,
+            }
+        }
+        _ => image_step(&rt, config, flags, &client)?,
+    };
     if image.made_app {
         state = rt
             .block_on(run::observe(&client, config, target))

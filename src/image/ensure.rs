@@ -8,6 +8,11 @@
 //!   from the config (the tag is content-addressed, `Built::default_tag`) and pushed only when
 //!   the registry lacks that tag at that digest; a warm run uploads nothing.
 //!
+//! - A node group (`-a`) without `IMAGE` runs the image its control plane runs
+//!   ([`from_control_plane`]), never one built from the config at hand: k3s agents must not be
+//!   newer than their servers (Kubernetes' version skew policy), so a changed `K3S_VERSION`
+//!   reaches the servers first (`-c`) and the groups after them.
+//!
 //! Node groups use the same `<cluster>-cp` path: Fly's registry paths are per app but readable
 //! by every app of the same organization (reference/fly-runtime.md §3, "An image under `app-1`
 //! can be deployed by `app-2` in the same org"). Whether an app-scoped deploy token may pull
@@ -43,6 +48,8 @@ pub enum Outcome {
     Pushed(registry::PushReport),
     /// Dry run: the image is not in the registry and a real run would push it.
     WouldPush,
+    /// A node group's: the image every server of the control plane runs.
+    ControlPlane,
 }
 
 /// The image the cluster's machines are created with.
@@ -75,6 +82,7 @@ impl std::fmt::Display for Image {
                 "not in the registry yet: would be built and pushed as {}",
                 self.reference
             ),
+            Outcome::ControlPlane => "the image the control plane's servers run".to_string(),
         };
         write!(f, "image {} ({how})", self.pinned)
     }
@@ -88,6 +96,7 @@ impl Image {
             Outcome::Present => "present",
             Outcome::Pushed(_) => "pushed",
             Outcome::WouldPush => "would_push",
+            Outcome::ControlPlane => "control_plane",
         };
         let mut v = serde_json::json!({
             "reference": self.reference,
@@ -102,9 +111,63 @@ impl Image {
     }
 }
 
+/// The image a node group runs when the config has no `IMAGE`: the pinned image of the
+/// control plane's servers (`servers`: the observed machines of `<cluster>-cp` that belong to
+/// `cluster`). `Ok(None)` when there is no server to copy from (the plan then refuses the
+/// group); an error while the servers disagree (a control-plane roll-out is not finished).
+pub fn from_control_plane(cluster: &str, servers: &[fly::Machine]) -> Result<Option<Image>, Error> {
+    use crate::contract::meta as metadata;
+    let mut images: Vec<(&str, &str)> = servers
+        .iter()
+        .filter(|m| m.metadata(metadata::CLUSTER) == Some(cluster))
+        .filter(|m| {
+            !matches!(
+                m.state,
+                fly::MachineState::Destroying | fly::MachineState::Destroyed
+            )
+        })
+        .filter_map(|m| {
+            let image = m.config.as_ref()?.image.as_str();
+            Some((m.metadata(metadata::NODE).unwrap_or(m.id.as_str()), image))
+        })
+        .collect();
+    images.sort();
+    let Some((_, first)) = images.first().copied() else {
+        return Ok(None);
+    };
+    if let Some((node, other)) = images.iter().find(|(_, i)| *i != first) {
+        return Err(Error::ControlPlaneImages {
+            first: first.to_string(),
+            node: node.to_string(),
+            other: other.to_string(),
+        });
+    }
+    let Some((repository, digest)) = first.split_once('@') else {
+        return Err(Error::ControlPlaneImages {
+            first: first.to_string(),
+            node: images[0].0.to_string(),
+            other: "(not pinned by digest)".to_string(),
+        });
+    };
+    Ok(Some(Image {
+        reference: repository.to_string(),
+        digest: digest.to_string(),
+        pinned: first.to_string(),
+        outcome: Outcome::ControlPlane,
+        made_app: false,
+    }))
+}
+
 /// Why the image step failed; nothing was created on Fly but (for a push) the app.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The control plane's servers run different images (or one not pinned by digest).
+    #[error("the control plane's servers run different images ({first}; {node}: {other}): finish the control plane first (fks-bootstrap -c), then add node groups, or set IMAGE in the config")]
+    ControlPlaneImages {
+        first: String,
+        node: String,
+        other: String,
+    },
     /// `IMAGE` could not be resolved to a digest.
     #[error("resolving IMAGE {reference} through registry {registry}")]
     Resolve {
@@ -153,7 +216,7 @@ impl Error {
             | Error::Build { source, .. }
             | Error::Lookup { source, .. }
             | Error::Push { source, .. } => source.is_usage(),
-            Error::App { .. } => false,
+            Error::App { .. } | Error::ControlPlaneImages { .. } => false,
         }
     }
 }
@@ -308,6 +371,71 @@ async fn ensure_app(fly: &fly::Client, config: &Config) -> Result<bool, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::contract::meta;
+
+    fn server(id: &str, node: &str, cluster: &str, image: &str) -> fly::Machine {
+        let metadata = [(meta::CLUSTER, cluster), (meta::NODE, node)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        fly::Machine {
+            id: id.into(),
+            state: fly::MachineState::Started,
+            config: Some(fly::MachineConfig {
+                image: image.into(),
+                metadata,
+                ..fly::MachineConfig::default()
+            }),
+            ..fly::Machine::default()
+        }
+    }
+
+    #[test]
+    fn a_node_group_runs_the_image_of_its_control_plane() {
+        let pinned = "registry.fly.io/demo-cp@sha256:0123";
+        let servers = [
+            server("m0", "ctrl-0", "demo", pinned),
+            server("m1", "ctrl-1", "demo", pinned),
+            // Another cluster's machine in the app is not asked.
+            server("m9", "ctrl-9", "other", "registry.fly.io/other@sha256:ff"),
+        ];
+        let image = from_control_plane("demo", &servers)
+            .expect("agree")
+            .expect("found");
+        assert_eq!(image.pinned, pinned);
+        assert_eq!(image.reference, "registry.fly.io/demo-cp");
+        assert_eq!(image.digest, "sha256:0123");
+        assert_eq!(image.outcome, Outcome::ControlPlane);
+        assert!(image
+            .to_string()
+            .contains("the control plane's servers run"));
+        assert_eq!(from_control_plane("demo", &[]).expect("no servers"), None);
+    }
+
+    #[test]
+    fn servers_on_different_images_stop_a_node_group() {
+        let servers = [
+            server("m0", "ctrl-0", "demo", "registry.fly.io/demo-cp@sha256:01"),
+            server("m1", "ctrl-1", "demo", "registry.fly.io/demo-cp@sha256:02"),
+        ];
+        let e = from_control_plane("demo", &servers).expect_err("they differ");
+        let text = e.to_string();
+        assert!(
+            text.contains("ctrl-1: registry.fly.io/demo-cp@sha256:02"),
+            "{text}"
+        );
+        assert!(text.contains("fks-bootstrap -c"), "{text}");
+        let tagged = [server(
+            "m0",
+            "ctrl-0",
+            "demo",
+            "registry.fly.io/demo-cp:latest",
+        )];
+        assert!(from_control_plane("demo", &tagged)
+            .expect_err("not pinned")
+            .to_string()
+            .contains("not pinned by digest"));
+    }
 
     #[test]
     fn pinned_references_carry_the_digest_and_drop_the_tag() {
