@@ -2,11 +2,11 @@
 # The README's main command: a k3s cluster on fks-lab, on this machine, without a Fly account.
 #   scripts/quickstart.sh          install what is missing, build, start the lab with guests
 #                                  and its registry (state in .lab/), push the lab's Debian
-#                                  base image, build and push the node image with
-#                                  `fks-bootstrap image build --push`, create clusters/lab (a
-#                                  copy in .lab/clusters/lab naming that image) and its node
-#                                  group 0, export the kubeconfig, make the host resolve
-#                                  .internal names, show the nodes
+#                                  base image, create clusters/lab (a copy in
+#                                  .lab/clusters/lab naming that base) with `-c`, which
+#                                  builds and pushes the node image, and its node group 0;
+#                                  export the kubeconfig, make the host resolve .internal
+#                                  names, show the nodes
 #   scripts/quickstart.sh --down   destroy the cluster, stop the lab, remove its hosts block,
 #                                  network namespaces and bridge (idempotent)
 # Re-running converges: a running lab is reused and the cluster steps change nothing that is
@@ -22,7 +22,7 @@ lab_dir=.lab
 state=$lab_dir/state
 port=${FKS_LAB_PORT:-4280}
 cluster=clusters/lab
-# The copy of clusters/lab that names the node image this script built (IMAGE=...@sha256).
+# The copy of clusters/lab whose NODE_IMAGE_BASE is the lab's Debian base.
 cluster_copy=$lab_dir/clusters/lab
 bridge=fkslab0 # fks-lab's default bridge (lab/src/guest/network.rs)
 fks=target/debug/fks-bootstrap
@@ -132,7 +132,7 @@ section "base image (Debian trixie, mmdebstrap) -> $FLY_REGISTRY_HOST/fks/debian
 base_digest=$(REGISTRY_TOKEN=$FLY_API_TOKEN scripts/base-image.sh --plain-http "$FLY_REGISTRY_HOST/fks/debian:trixie")
 base="$FLY_REGISTRY_HOST/fks/debian@$base_digest"
 
-section "node image: fks-bootstrap image build --push"
+section "cluster config: $cluster_copy (clusters/lab on the lab's base)"
 if [ -n "${FKS_K3S:-}" ]; then
     k3s_args=(--k3s-source file "$FKS_K3S")
     standin_used=false
@@ -140,14 +140,12 @@ else
     k3s_args=(--k3s-source file "$standin" --k3s-standin)
     standin_used=true
 fi
+# The copy differs from clusters/lab only in NODE_IMAGE_BASE: the Debian base just pushed to
+# the lab's registry, instead of Docker Hub's debian:trixie-slim. It has no IMAGE, so `-c`
+# builds the node image (this fks-bootstrap and the k3s chosen above) and pushes it.
 mkdir -p "$cluster_copy"
 { grep -v -e '^IMAGE=' -e '^NODE_IMAGE_BASE=' "$cluster/config"; echo "NODE_IMAGE_BASE=$base"; } \
     >"$cluster_copy/config"
-image=$("$fks" image build "$cluster_copy" --push "${k3s_args[@]}") ||
-    die "fks-bootstrap image build --push failed (see above)"
-# For now the copy names the image (`-c` building and pushing it by itself comes next).
-echo "IMAGE=$image" >>"$cluster_copy/config"
-info "node image $image (cluster config $cluster_copy/config)"
 cluster=$cluster_copy
 
 standin_banner() {
@@ -176,9 +174,9 @@ else
     die "this host's kernel lacks options the $cluster nodes need (guests share it); use a kernel with them built in, or change the setting named above"
 fi
 
-section "fks-bootstrap -c $cluster"
-"$fks" -c "$cluster"
-section "fks-bootstrap -a 0 $cluster"
+section "fks-bootstrap -c $cluster ${k3s_args[*]} (builds and pushes the node image)"
+"$fks" -c "$cluster" "${k3s_args[@]}"
+section "fks-bootstrap -a 0 $cluster (the servers' image)"
 "$fks" -a 0 "$cluster"
 
 section "host resolves .internal names through the lab"
