@@ -23,4 +23,5 @@ pub mod plan;
 pub mod render;
 pub mod run;
 pub mod ssh;
+pub mod status;
 pub mod sync;
