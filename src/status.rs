@@ -36,10 +36,11 @@ pub enum Error {
 /// The arguments after the binary of the node-side member query.
 pub const MEMBERS_ARGS: [&str; 4] = ["node", "etcd", "members", "--json"];
 
-/// The node-side member query, run through exec: the image's own binary (its entrypoint's
-/// path) with [`MEMBERS_ARGS`].
+/// The node-side member query, run through exec: the image's own binary, found on the
+/// machine's PATH as `k3s` is for the kubectl commands (the node image installs it in
+/// /usr/local/bin, see `image::spec`), with [`MEMBERS_ARGS`].
 pub fn members_command() -> Vec<String> {
-    std::iter::once(crate::image::spec::ENTRYPOINT[0])
+    std::iter::once("fks-bootstrap")
         .chain(MEMBERS_ARGS)
         .map(str::to_string)
         .collect()

@@ -247,13 +247,7 @@ fn the_member_report_round_trips_and_failures_give_one_line() {
     .is_err_and(|e| e.starts_with("node etcd members printed no member report")));
     assert_eq!(
         members_command(),
-        [
-            "/usr/local/bin/fks-bootstrap",
-            "node",
-            "etcd",
-            "members",
-            "--json"
-        ]
+        ["fks-bootstrap", "node", "etcd", "members", "--json"]
     );
 }
 
