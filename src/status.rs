@@ -244,10 +244,7 @@ pub fn merge(
                 (ready, n.version.clone())
             }
         };
-        let member = match by_node.remove(k3s_node.as_str()) {
-            Some(mh) => Some(Member::from(mh)),
-            None => None,
-        };
+        let member = by_node.remove(k3s_node.as_str()).map(Member::from);
         if role == "server" && members.is_ok() {
             match &member {
                 None => node_problems.push("not an etcd member".to_string()),
