@@ -65,6 +65,10 @@ pub struct MembersArgs {
     /// The k3s data dir [default: ROOT/data/k3s].
     #[arg(long, env = "FKS_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// The local member's client URL [default: https://127.0.0.1:2379, where k3s's own etcd
+    /// client talks].
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
 }
 
 /// Serve the node's SSH server in the foreground.
@@ -112,7 +116,10 @@ fn etcd_members(a: MembersArgs) -> Result<(), Error> {
         .data_dir
         .unwrap_or_else(|| node::under(&a.root, crate::render::DATA_DIR));
     let report = super::runtime()?
-        .block_on(node::etcd_status::members(&data_dir))
+        .block_on(node::etcd_status::members(
+            &data_dir,
+            &a.endpoint.unwrap_or_else(node::etcd_status::local_endpoint),
+        ))
         .map_err(|e| Error::Failed(anyhow!("node etcd members: {}", node::chain(&e))))?;
     let text = if a.json {
         super::output::json(&report)?

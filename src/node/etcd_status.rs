@@ -22,12 +22,13 @@ pub fn local_endpoint() -> String {
     etcd::url(std::net::IpAddr::from([127, 0, 0, 1]), etcd::CLIENT_PORT)
 }
 
-/// The member list through the local member, then each member's health through its own
-/// client URL. Fails only when the list itself cannot be read (no TLS material, etcd down or
-/// without quorum); a member that does not answer is reported unhealthy with the reason.
-pub async fn members(k3s_data_dir: &Path) -> Result<MembersReport, etcd::Error> {
+/// The member list through `endpoint` (the local member: [`local_endpoint`]), then each
+/// member's health through its own client URL. Fails only when the list itself cannot be read
+/// (no TLS material, etcd down or without quorum); a member that does not answer is reported
+/// unhealthy with the reason.
+pub async fn members(k3s_data_dir: &Path, endpoint: &str) -> Result<MembersReport, etcd::Error> {
     let tls = Tls::from_k3s_data_dir(k3s_data_dir)?;
-    let endpoint = local_endpoint();
+    let endpoint = endpoint.to_string();
     let local = Client::new(&endpoint, &tls, TIMEOUT)?;
     let list = local.member_list().await?;
     let checks = list.iter().map(|m| check(&tls, m));
