@@ -1668,8 +1668,27 @@ async fn status_shows_ready_servers_with_healthy_members_then_a_stopped_one_on_g
     assert_eq!(leaders, 1, "{report:#}");
     assert_eq!(report["orphan_members"], serde_json::json!([]));
 
+    // Stop ctrl-2 through the Machines API (inline: this test does not lean on other tests'
+    // helpers, which change with the guest image plumbing).
     let ctrl2 = node_machine(&lab, CP_APP, "ctrl-2").await;
-    machine_action(&lab, &ctrl2, "stop", "stopped").await;
+    let id = ctrl2["id"].as_str().expect("id");
+    let res = lab
+        .http
+        .post(format!("{}/v1/apps/{CP_APP}/machines/{id}/stop", lab.base))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .send()
+        .await
+        .expect("stop request");
+    assert_eq!(res.status().as_u16(), 200, "stop {id}");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, now) = lab.get(&format!("/v1/apps/{CP_APP}/machines/{id}")).await;
+        if now["state"] == "stopped" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{id} not stopped: {now}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let out = env.fks(&mut t, &["status", dir, "--json"]).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let report: Value = serde_json::from_slice(&out.stdout).expect("status --json");
