@@ -162,6 +162,9 @@ pub struct Report {
     pub nodes: Vec<Node>,
     /// Members whose name matches no server of the control plane.
     pub orphan_members: Vec<Member>,
+    /// Kubernetes nodes that match no machine of the cluster (left behind by a machine that is
+    /// gone), by name.
+    pub orphan_nodes: Vec<String>,
     /// Cluster-wide problems (no started server, kubectl or the member query failed).
     pub problems: Vec<String>,
 }
@@ -199,7 +202,7 @@ pub fn merge(
     if let Err(why) = members {
         problems.push(format!("the etcd members could not be read: {why}"));
     }
-    let k8s: BTreeMap<&str, &K3sNode> = match nodes {
+    let mut k8s: BTreeMap<&str, &K3sNode> = match nodes {
         Ok(ns) => ns.iter().map(|n| (n.name.as_str(), n)).collect(),
         Err(_) => BTreeMap::new(),
     };
@@ -223,7 +226,7 @@ pub fn merge(
         if m.state != MachineState::Started {
             node_problems.push(format!("machine is {}", m.state));
         }
-        let (ready, version) = match (nodes, k8s.get(k3s_node.as_str())) {
+        let (ready, version) = match (nodes, k8s.remove(k3s_node.as_str())) {
             (Err(_), _) => ("Unknown".to_string(), String::new()),
             (Ok(_), None) => {
                 node_problems.push("not registered in Kubernetes".to_string());
@@ -278,14 +281,17 @@ pub fn merge(
     out.sort_by(|a, b| (&a.app, &a.name, &a.machine_id).cmp(&(&b.app, &b.name, &b.machine_id)));
     let mut orphan_members: Vec<Member> = by_node.values().map(|m| Member::from(*m)).collect();
     orphan_members.extend(unnamed.into_iter().map(Member::from));
+    let orphan_nodes: Vec<String> = k8s.keys().map(|n| n.to_string()).collect();
     let healthy = problems.is_empty()
         && orphan_members.is_empty()
+        && orphan_nodes.is_empty()
         && out.iter().all(|n| n.problems.is_empty());
     Report {
         cluster: cluster.to_string(),
         healthy,
         nodes: out,
         orphan_members,
+        orphan_nodes,
         problems,
     }
 }

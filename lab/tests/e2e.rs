@@ -1667,6 +1667,7 @@ async fn status_shows_ready_servers_with_healthy_members_then_a_stopped_one_on_g
         .count();
     assert_eq!(leaders, 1, "{report:#}");
     assert_eq!(report["orphan_members"], serde_json::json!([]));
+    assert_eq!(report["orphan_nodes"], serde_json::json!([]));
 
     // Stop ctrl-2 through the Machines API (inline: this test does not lean on other tests'
     // helpers, which change with the guest image plumbing).

@@ -118,6 +118,11 @@ pub fn text(report: &Report) -> String {
             member_cell(Some(m))
         ));
     }
+    for n in &report.orphan_nodes {
+        out.push_str(&format!(
+            "Kubernetes node {n} belongs to no machine of the cluster\n"
+        ));
+    }
     for p in &report.problems {
         out.push_str(&format!("problem: {p}\n"));
     }
@@ -176,6 +181,7 @@ mod tests {
                 node("ctrl-2", None, &["not an etcd member"]),
             ],
             orphan_members: vec![member("a9", true, false)],
+            orphan_nodes: vec!["old.vm.lab-cp.internal".into()],
             problems: vec!["the etcd members could not be read: x".into()],
         };
         let t = text(&report);
@@ -199,12 +205,17 @@ mod tests {
             lines[4],
             "etcd member a9 (n-a9) belongs to no node of the cluster: a9 healthy"
         );
-        assert_eq!(lines[5], "problem: the etcd members could not be read: x");
-        assert_eq!(lines[6], "cluster is NOT healthy");
+        assert_eq!(
+            lines[5],
+            "Kubernetes node old.vm.lab-cp.internal belongs to no machine of the cluster"
+        );
+        assert_eq!(lines[6], "problem: the etcd members could not be read: x");
+        assert_eq!(lines[7], "cluster is NOT healthy");
         let ok = Report {
             healthy: true,
             nodes: vec![node("ctrl-0", Some(member("a1", true, true)), &[])],
             orphan_members: vec![],
+            orphan_nodes: vec![],
             problems: vec![],
             ..report
         };

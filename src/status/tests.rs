@@ -122,7 +122,7 @@ fn a_healthy_cluster_has_no_problems() {
     let worker = r.nodes.iter().find(|n| n.role == "agent").expect("worker");
     assert_eq!(worker.member, None);
     assert!(worker.problems.is_empty());
-    assert!(r.orphan_members.is_empty() && r.problems.is_empty());
+    assert!(r.orphan_members.is_empty() && r.orphan_nodes.is_empty() && r.problems.is_empty());
 }
 
 #[test]
@@ -145,6 +145,7 @@ fn each_kind_of_trouble_shows_on_its_node() {
         k3s_node("e2", "lab-cp", Readiness::NotReady("Unknown".into())),
         k3s_node("e3", "lab-cp", Readiness::NotReady("False".into())),
         k3s_node("e4", "lab-cp", Readiness::Ready),
+        k3s_node("gone", "lab-cp", Readiness::NotReady("Unknown".into())),
     ]);
     let members: MembersAnswer = Ok(MembersReport {
         endpoint: "https://127.0.0.1:2379".into(),
@@ -178,6 +179,7 @@ fn each_kind_of_trouble_shows_on_its_node() {
     assert!(r.nodes.iter().all(|n| n.name != "ctrl-9"));
     let orphans: Vec<&str> = r.orphan_members.iter().map(|m| m.id.as_str()).collect();
     assert_eq!(orphans, ["a5", "a6"]);
+    assert_eq!(r.orphan_nodes, ["gone.vm.lab-cp.internal"]);
 }
 
 #[test]
@@ -261,7 +263,14 @@ fn the_json_shape_is_stable() {
     };
     assert_eq!(
         keys(&v),
-        ["cluster", "healthy", "nodes", "orphan_members", "problems"]
+        [
+            "cluster",
+            "healthy",
+            "nodes",
+            "orphan_members",
+            "orphan_nodes",
+            "problems"
+        ]
     );
     assert_eq!(
         keys(&v["nodes"][0]),
