@@ -23,5 +23,6 @@ pub mod plan;
 pub mod render;
 pub mod run;
 pub mod ssh;
+pub mod status;
 pub mod sync;
 pub mod tunnel;

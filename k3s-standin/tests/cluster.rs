@@ -1007,3 +1007,57 @@ async fn a_member_removed_through_a_peer_leaves_the_cluster_and_its_server_stops
     // Two members remain, both voters: the API still answers.
     assert_eq!(nodes_status(&kc0).await, 200);
 }
+
+/// fks-bootstrap's node-side member query (`node etcd members`, what `status` runs through
+/// exec) against real etcd: three healthy members named after their nodes, one leader; with
+/// ctrl2's server stopped its member is reported unhealthy with a reason, the others healthy.
+#[tokio::test]
+async fn node_etcd_members_reports_each_members_health_and_a_stopped_one() {
+    use fks_bootstrap::node::etcd_status::members;
+    use fks_bootstrap::status::member_node;
+    let t = tempfile::tempdir().unwrap();
+    let (dirs, mut procs, _) = three_servers(t.path()).await;
+    let kc0 = dirs[0].join("k3s.yaml");
+    for n in ["ctrl0", "ctrl1", "ctrl2"] {
+        wait_ready(&kc0, n, "True").await;
+    }
+    let local = |d: &Path| {
+        let port = etcd_ports(d).split(',').next().unwrap().to_owned();
+        format!("https://127.0.0.1:{port}")
+    };
+    let report = members(&dirs[0].join("data"), &local(&dirs[0]))
+        .await
+        .unwrap();
+    let mut nodes: Vec<&str> = report
+        .members
+        .iter()
+        .map(|m| member_node(&m.name).unwrap())
+        .collect();
+    nodes.sort();
+    assert_eq!(nodes, ["ctrl0", "ctrl1", "ctrl2"], "{report:#?}");
+    assert!(report
+        .members
+        .iter()
+        .all(|m| m.healthy && m.error.is_none()));
+    assert_eq!(report.members.iter().filter(|m| m.leader).count(), 1);
+    // What the operator reads back is what the node printed.
+    let printed = serde_json::to_string(&report).unwrap();
+    let read = fks_bootstrap::status::parse_members(&fks_bootstrap::fly::types::ExecResponse {
+        stdout: printed,
+        exit_code: 0,
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(read, report);
+
+    procs.truncate(2);
+    let report = members(&dirs[1].join("data"), &local(&dirs[1]))
+        .await
+        .unwrap();
+    assert_eq!(report.members.len(), 3, "{report:#?}");
+    for m in &report.members {
+        let down = member_node(&m.name) == Some("ctrl2");
+        assert_eq!(m.healthy, !down, "{m:#?}");
+        assert_eq!(m.error.is_some(), down, "{m:#?}");
+    }
+}

@@ -1611,3 +1611,141 @@ async fn migrated_server_and_worker_come_back_ready_with_new_addresses_on_guests
     assert_ok("destroy --yes", &out, &lab);
     lab.stop().await;
 }
+
+/// `status` (issue 11 item 6) on a live control plane: `status --json` shows the three
+/// servers started, Ready, with a k3s version and one healthy etcd member each (one of them the
+/// leader) and exits 0; with ctrl-2's machine stopped it exits 1 and names the stopped machine,
+/// in JSON and in the table, while the other two stay healthy members.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn status_shows_ready_servers_with_healthy_members_then_a_stopped_one_on_guests() {
+    if !have_root("status on guests") {
+        return;
+    }
+    const NET: Net = Net {
+        bridge: "fkse2s",
+        org: "e2esorg",
+        v4: 153,
+    };
+    let lab = GuestLab::start_with(&NET, "").await;
+    let cluster_dir = cluster_copy(&lab, NET.org);
+    let dir = cluster_dir.to_str().expect("utf-8 path");
+    let env = Env::new(&lab).await;
+    let mut t = Transcript::default();
+    let create = [
+        "-c",
+        dir,
+        "--allow-missing-kernel-options",
+        "--timeout",
+        "180",
+    ];
+    let out = env.fks(&mut t, &create).await;
+    assert_ok("-c", &out, &lab);
+
+    // -c waits for Ready; the last member may still be catching up, so poll briefly.
+    let deadline = Instant::now() + WAIT;
+    let started = Instant::now();
+    let report = loop {
+        let out = env.fks(&mut t, &["status", dir, "--json"]).await;
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "status --json printed no JSON ({e})\nstdout:\n{}\nstderr:\n{}",
+                text(&out.stdout),
+                text(&out.stderr)
+            )
+        });
+        if out.status.code() == Some(0) {
+            break report;
+        }
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+        assert!(
+            Instant::now() < deadline,
+            "status never healthy: {report:#}\n{}",
+            lab.logs()
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
+    eprintln!("figure: status healthy {:?} after -c", started.elapsed());
+    assert_eq!(report["healthy"], true, "{report:#}");
+    let servers: Vec<&Value> = report["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter(|n| n["role"] == "server")
+        .collect();
+    assert_eq!(servers.len(), 3, "{report:#}");
+    for s in &servers {
+        assert_eq!(s["state"], "started", "{s:#}");
+        assert_eq!(s["ready"], "True", "{s:#}");
+        assert!(!s["k3s_version"].as_str().unwrap_or("").is_empty(), "{s:#}");
+        assert!(!s["image"].as_str().unwrap_or("").is_empty(), "{s:#}");
+        assert_eq!(s["member"]["healthy"], true, "{s:#}");
+        let name = s["member"]["name"].as_str().expect("member name");
+        assert!(
+            name.starts_with(s["k3s_node"].as_str().expect("k3s node")),
+            "{s:#}"
+        );
+    }
+    let leaders = servers
+        .iter()
+        .filter(|s| s["member"]["leader"] == true)
+        .count();
+    assert_eq!(leaders, 1, "{report:#}");
+    assert_eq!(report["orphan_members"], serde_json::json!([]));
+    assert_eq!(report["orphan_nodes"], serde_json::json!([]));
+
+    // Stop ctrl-2 through the Machines API (inline: this test does not lean on other tests'
+    // helpers, which change with the guest image plumbing).
+    let ctrl2 = node_machine(&lab, CP_APP, "ctrl-2").await;
+    let id = ctrl2["id"].as_str().expect("id");
+    let res = lab
+        .http
+        .post(format!("{}/v1/apps/{CP_APP}/machines/{id}/stop", lab.base))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .send()
+        .await
+        .expect("stop request");
+    assert_eq!(res.status().as_u16(), 200, "stop {id}");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, now) = lab.get(&format!("/v1/apps/{CP_APP}/machines/{id}")).await;
+        if now["state"] == "stopped" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{id} not stopped: {now}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let out = env.fks(&mut t, &["status", dir, "--json"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("status --json");
+    assert_eq!(report["healthy"], false);
+    let node = |name: &str| {
+        report["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .find(|n| n["name"] == name)
+            .unwrap_or_else(|| panic!("{name} missing: {report:#}"))
+            .clone()
+    };
+    let stopped = node("ctrl-2");
+    assert_eq!(stopped["state"], "stopped", "{stopped:#}");
+    assert!(
+        stopped["problems"]
+            .as_array()
+            .expect("problems")
+            .iter()
+            .any(|p| p == "machine is stopped"),
+        "{stopped:#}"
+    );
+    assert_eq!(stopped["member"]["healthy"], false, "{stopped:#}");
+    for name in ["ctrl-0", "ctrl-1"] {
+        let n = node(name);
+        assert_eq!(n["member"]["healthy"], true, "{n:#}");
+        assert_eq!(n["state"], "started", "{n:#}");
+    }
+    let out = env.fks(&mut t, &["status", dir]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let table = text(&out.stdout);
+    assert!(table.contains("machine is stopped"), "{table}");
+    assert!(table.ends_with("cluster is NOT healthy\n"), "{table}");
+}

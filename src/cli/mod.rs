@@ -26,6 +26,7 @@ mod node;
 mod output;
 mod render;
 mod ssh;
+mod status;
 mod taint;
 mod tunnel;
 mod validate;
@@ -272,6 +273,9 @@ pub enum Command {
     Ssh(ssh::Args),
     /// Taint every control-plane server CriticalAddonsOnly=true:NoExecute (-t).
     Taint(taint::Args),
+    /// Per node: machine state and image, k3s version, Ready, etcd member health (exit 1 when
+    /// anything is unhealthy).
+    Status(status::Args),
     /// Export the cluster's kubeconfig to ~/.kube/<cluster>, optionally merged (-k).
     Kubeconfig(kubeconfig::Args),
     /// Remove this cluster's machines, volumes, secrets and apps, and nothing else.
@@ -333,6 +337,7 @@ fn run(command: Command) -> Result<(), Error> {
         Command::List(args) => list::run(args),
         Command::Ssh(args) => ssh::run(args),
         Command::Taint(args) => taint::run(args),
+        Command::Status(args) => status::run(args),
         Command::Kubeconfig(args) => kubeconfig::run(args),
         Command::Destroy(args) => destroy::run(args),
         Command::CheckKernel(args) => check_kernel::run(args),

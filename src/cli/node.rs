@@ -40,6 +40,35 @@ pub enum NodeCommand {
     /// Serve only the node's SSH server (no k3s): for a machine started with this command to
     /// repair it, and for tests of the server.
     Ssh(SshArgs),
+    /// This server's embedded etcd (read only): `node etcd members [--json]`.
+    #[command(subcommand)]
+    Etcd(EtcdCommand),
+}
+
+/// Questions to this server's embedded etcd.
+#[derive(Debug, clap::Subcommand)]
+pub enum EtcdCommand {
+    /// The members as the local member knows them, each with its health asked of itself
+    /// (exit 1 when the list cannot be read; an unhealthy member is in the answer).
+    Members(MembersArgs),
+}
+
+/// List the etcd members with their health.
+#[derive(Debug, clap::Args)]
+pub struct MembersArgs {
+    /// Print the report as JSON (what `fks-bootstrap status` reads).
+    #[arg(long)]
+    pub json: bool,
+    /// Prefix of every system path.
+    #[arg(long, env = "FKS_ROOT", value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+    /// The k3s data dir [default: ROOT/data/k3s].
+    #[arg(long, env = "FKS_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The local member's client URL [default: https://127.0.0.1:2379, where k3s's own etcd
+    /// client talks].
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
 }
 
 /// Serve the node's SSH server in the foreground.
@@ -78,7 +107,56 @@ pub fn run(args: Args) -> Result<(), Error> {
     match args.command {
         NodeCommand::Init(a) => init(a),
         NodeCommand::Ssh(a) => ssh(a),
+        NodeCommand::Etcd(EtcdCommand::Members(a)) => etcd_members(a),
     }
+}
+
+fn etcd_members(a: MembersArgs) -> Result<(), Error> {
+    let data_dir = a
+        .data_dir
+        .unwrap_or_else(|| node::under(&a.root, crate::render::DATA_DIR));
+    let report = super::runtime()?
+        .block_on(node::etcd_status::members(
+            &data_dir,
+            &a.endpoint.unwrap_or_else(node::etcd_status::local_endpoint),
+        ))
+        .map_err(|e| Error::Failed(anyhow!("node etcd members: {}", node::chain(&e))))?;
+    let text = if a.json {
+        super::output::json(&report)?
+    } else {
+        let rows: Vec<Vec<String>> = report
+            .members
+            .iter()
+            .map(|m| {
+                vec![
+                    m.id.clone(),
+                    if m.name.is_empty() {
+                        "-".into()
+                    } else {
+                        m.name.clone()
+                    },
+                    m.peer_urls.join(","),
+                    if m.healthy { "healthy" } else { "unhealthy" }.to_string(),
+                    if m.leader { "yes" } else { "no" }.to_string(),
+                    if m.learner { "yes" } else { "no" }.to_string(),
+                    m.error.clone().unwrap_or_else(|| "-".into()),
+                ]
+            })
+            .collect();
+        super::output::table(
+            &[
+                "ID",
+                "NAME",
+                "PEER URLS",
+                "HEALTH",
+                "LEADER",
+                "LEARNER",
+                "ERROR",
+            ],
+            &rows,
+        )
+    };
+    super::output::stdout(&text)
 }
 
 fn ssh(a: SshArgs) -> Result<(), Error> {

@@ -100,6 +100,69 @@ pub fn parse_ready_all(out: &ExecResponse) -> NodesReadiness {
     NodesReadiness(Ok(nodes))
 }
 
+/// `k3s kubectl get nodes -o json`: every registered node with its conditions and node info
+/// (the kubelet's version is the node's k3s version), for `status`.
+pub fn nodes_command() -> Vec<String> {
+    ["k3s", "kubectl", "get", "nodes", "-o", "json"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// One node of [`nodes_command`]'s answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct K3sNode {
+    /// `metadata.name`.
+    pub name: String,
+    /// Its Ready condition.
+    pub ready: Readiness,
+    /// `status.nodeInfo.kubeletVersion` (e.g. `v1.31.4+k3s1`); empty when not reported.
+    pub version: String,
+}
+
+/// Reads the answer of [`nodes_command`]: the nodes by name, or why kubectl could not answer
+/// (one line).
+pub fn parse_nodes(out: &ExecResponse) -> Result<Vec<K3sNode>, String> {
+    if out.exit_code != 0 {
+        let why = first_line(&out.stderr);
+        return Err(if why.is_empty() {
+            format!("kubectl exited with {}", out.exit_code)
+        } else {
+            why
+        });
+    }
+    let list: serde_json::Value = serde_json::from_str(&out.stdout)
+        .map_err(|e| format!("kubectl get nodes -o json: not JSON: {e}"))?;
+    let items = list["items"]
+        .as_array()
+        .ok_or_else(|| "kubectl get nodes -o json: no items list".to_string())?;
+    let mut nodes = Vec::with_capacity(items.len());
+    for item in items {
+        let Some(name) = item["metadata"]["name"].as_str() else {
+            continue;
+        };
+        let ready = item["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+            .map(|c| c["status"].as_str().unwrap_or(""));
+        let ready = match ready {
+            Some("True") => Readiness::Ready,
+            None | Some("") => Readiness::Unknown("no Ready condition yet".to_string()),
+            Some(other) => Readiness::NotReady(other.to_string()),
+        };
+        nodes.push(K3sNode {
+            name: name.to_string(),
+            ready,
+            version: item["status"]["nodeInfo"]["kubeletVersion"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+        });
+    }
+    nodes.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(nodes)
+}
+
 /// `cat` of the server token file.
 pub fn token_command() -> Vec<String> {
     vec!["cat".to_string(), SERVER_TOKEN_PATH.to_string()]
@@ -312,6 +375,34 @@ mod tests {
             Readiness::Unknown("exec refused".into())
         );
         assert_eq!(ready_all_command()[..4], ["k3s", "kubectl", "get", "nodes"]);
+    }
+
+    #[test]
+    fn node_json_gives_readiness_and_version() {
+        let json = r#"{"items":[
+            {"metadata":{"name":"b.vm.x.internal"},"status":{"conditions":[{"type":"MemoryPressure","status":"False"},{"type":"Ready","status":"False"}],"nodeInfo":{"kubeletVersion":"v1.31.4+k3s1"}}},
+            {"metadata":{"name":"a.vm.x.internal"},"status":{"conditions":[{"type":"Ready","status":"True"}],"nodeInfo":{"kubeletVersion":"v1.31.4+k3s1"}}},
+            {"metadata":{"name":"c.vm.x.internal"},"status":{}}
+        ]}"#;
+        let nodes = parse_nodes(&out(0, json, "")).expect("nodes");
+        assert_eq!(
+            nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(),
+            ["a.vm.x.internal", "b.vm.x.internal", "c.vm.x.internal"]
+        );
+        assert_eq!(nodes[0].ready, Readiness::Ready);
+        assert_eq!(nodes[0].version, "v1.31.4+k3s1");
+        assert_eq!(nodes[1].ready, Readiness::NotReady("False".into()));
+        assert!(matches!(nodes[2].ready, Readiness::Unknown(_)));
+        assert_eq!(nodes[2].version, "");
+        assert_eq!(
+            parse_nodes(&out(1, "", "connection refused\nmore")),
+            Err("connection refused".to_string())
+        );
+        assert!(parse_nodes(&out(0, "nope", "")).is_err());
+        assert_eq!(
+            nodes_command(),
+            ["k3s", "kubectl", "get", "nodes", "-o", "json"]
+        );
     }
 
     #[test]
