@@ -47,7 +47,7 @@ fn listing(cfg: &config::Config) -> String {
         out.push_str(&format!("{key}={value}\n"));
     }
     if cfg.image.is_none() {
-        out.push_str("# IMAGE unset: -c and -a build the cluster's node image and push it to <registry>/<cluster>-cp\n");
+        out.push_str("# IMAGE unset: -c builds the cluster's node image and pushes it to <registry>/<cluster>-cp; node groups run the image of their servers\n");
     }
     for (what, vm) in [("control plane", &cfg.cp_vm), ("workers", &cfg.worker_vm)] {
         out.push_str(&format!(
