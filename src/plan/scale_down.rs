@@ -215,8 +215,8 @@ impl GroupRemoval {
     }
 }
 
-/// A removal step in words: `drain k3s node of machine c3 (worker-ng-web-0)`, or a destroy
-/// step's [`removal_line`].
+/// A removal step in words: `drain the k3s node of machine c3 (worker-ng-web-0) ...`,
+/// `destroy machine c3 (worker-ng-web-0) in app lab-ng-web`, `delete app lab-ng-web`.
 pub fn step_line(action: &Action, node: Option<&str>) -> Option<String> {
     let of = |m: &MachineRef| match node {
         Some(node) => format!("machine {} ({node})", m.id),
@@ -231,7 +231,8 @@ pub fn step_line(action: &Action, node: Option<&str>) -> Option<String> {
         Action::DeleteNode { machine, .. } => {
             format!("delete the k3s node of {}", of(machine))
         }
-        other => removal_line(other, node)?,
+        Action::DestroyMachine { .. } => format!("destroy {}", removal_line(action, node)?),
+        other => format!("delete {}", removal_line(other, node)?),
     })
 }
 
@@ -556,9 +557,11 @@ mod tests {
             &"drain the k3s node of machine m0 (worker-ng-web-0) (evictions honour PodDisruptionBudgets)"
                 .to_string()
         ));
-        assert!(lines.contains(&"machine m1 (worker-ng-web-1) in app lab-ng-web".to_string()));
-        assert!(lines.contains(&"volume vol_9 (lab_data, zone z1) in app lab-ng-web".to_string()));
-        assert_eq!(lines.last().map(String::as_str), Some("app lab-ng-web"));
+        assert!(lines.contains(&"destroy machine m1 (worker-ng-web-1) in app lab-ng-web".to_string()));
+        assert!(lines.contains(
+            &"delete volume vol_9 (lab_data, zone z1) in app lab-ng-web".to_string()
+        ));
+        assert_eq!(lines.last().map(String::as_str), Some("delete app lab-ng-web"));
     }
 
     #[test]
