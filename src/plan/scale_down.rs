@@ -5,9 +5,10 @@
 //! Each removed node goes: cordon (all removed nodes first, so pods evicted from one do not
 //! land on another), drain one node at a time (`kubectl drain` evicts through the Eviction
 //! API, which honours PodDisruptionBudgets), destroy the machine, delete the Kubernetes node,
-//! delete the volume. The Node object is deleted after its machine is gone, not before: a
-//! running agent re-registers a deleted Node at its next status update (k3s-standin does so on
-//! its next heartbeat), which would leave a NotReady node behind. Volumes go after machines
+//! delete the volume. The Node object is deleted after its machine is gone, not before: an
+//! agent still running can register its Node again (k3s-standin does at its next heartbeat; a
+//! kubelet does when it restarts, and whether it does without a restart is not verified
+//! here), which would leave a NotReady node behind. Volumes go after machines
 //! (a volume stays attached until its machine is gone), the app after everything.
 //!
 //! Pure: no tokio, no network, no clock. Must not: plan anything for the control-plane app
