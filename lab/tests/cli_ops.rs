@@ -730,7 +730,13 @@ async fn scale_down_removes_the_highest_node_and_nodegroup_remove_leaves_nothing
     // The dry run shows the removal and changes nothing; without --yes and a terminal the
     // run is refused before any change.
     let before = lab.mutations().await;
-    let dry = fks_keys(&lab, &registry, xdg.path(), &["-a", "web", dir, "--dry-run"]).await;
+    let dry = fks_keys(
+        &lab,
+        &registry,
+        xdg.path(),
+        &["-a", "web", dir, "--dry-run"],
+    )
+    .await;
     assert_eq!(dry.status.code(), Some(0), "{}", text(&dry.stderr));
     let plan = text(&dry.stdout);
     assert!(
@@ -740,7 +746,11 @@ async fn scale_down_removes_the_highest_node_and_nodegroup_remove_leaves_nothing
     );
     let refused = fks_keys(&lab, &registry, xdg.path(), &["-a", "web", dir]).await;
     assert_eq!(refused.status.code(), Some(2), "{}", text(&refused.stderr));
-    assert!(text(&refused.stderr).contains("--yes"), "{}", text(&refused.stderr));
+    assert!(
+        text(&refused.stderr).contains("--yes"),
+        "{}",
+        text(&refused.stderr)
+    );
     assert_eq!(lab.mutations().await, before, "refused, yet mutated");
 
     let seq = lab.last_seq().await;
@@ -753,9 +763,17 @@ async fn scale_down_removes_the_highest_node_and_nodegroup_remove_leaves_nothing
         .collect();
     assert_eq!(
         left,
-        ["worker-ng-web-0", "worker-ng-web-1"].map(String::from).into()
+        ["worker-ng-web-0", "worker-ng-web-1"]
+            .map(String::from)
+            .into()
     );
-    assert!(gone(&lab, &format!("/apps/lab-ng-web/volumes/{}", doomed_volume.id)).await);
+    assert!(
+        gone(
+            &lab,
+            &format!("/apps/lab-ng-web/volumes/{}", doomed_volume.id)
+        )
+        .await
+    );
     // The machine went before its volume, and nothing else was written.
     let writes = lab.writes_since(seq).await;
     let destroy = writes
@@ -786,7 +804,13 @@ async fn scale_down_removes_the_highest_node_and_nodegroup_remove_leaves_nothing
 
     // nodegroup remove: refused without --yes, then everything of the group goes, the
     // control plane stays.
-    let refused = fks_keys(&lab, &registry, xdg.path(), &["nodegroup", "remove", "web", dir]).await;
+    let refused = fks_keys(
+        &lab,
+        &registry,
+        xdg.path(),
+        &["nodegroup", "remove", "web", dir],
+    )
+    .await;
     assert_eq!(refused.status.code(), Some(2), "{}", text(&refused.stderr));
     let dry = fks_keys(
         &lab,
@@ -796,7 +820,11 @@ async fn scale_down_removes_the_highest_node_and_nodegroup_remove_leaves_nothing
     )
     .await;
     assert_eq!(dry.status.code(), Some(0), "{}", text(&dry.stderr));
-    assert!(text(&dry.stdout).contains("remove app lab-ng-web"), "{}", text(&dry.stdout));
+    assert!(
+        text(&dry.stdout).contains("remove app lab-ng-web"),
+        "{}",
+        text(&dry.stdout)
+    );
     let machines = live_machines(&client, "lab-ng-web").await;
     let volumes = live_volumes(&client, "lab-ng-web").await;
     let out = fks_keys(
@@ -812,7 +840,10 @@ async fn scale_down_removes_the_highest_node_and_nodegroup_remove_leaves_nothing
         "{}",
         text(&out.stdout)
     );
-    assert!(gone(&lab, "/apps/lab-ng-web").await, "the app is still there");
+    assert!(
+        gone(&lab, "/apps/lab-ng-web").await,
+        "the app is still there"
+    );
     for m in &machines {
         assert!(gone(&lab, &format!("/apps/lab-ng-web/machines/{}", m.id)).await);
     }
@@ -834,5 +865,9 @@ async fn scale_down_removes_the_highest_node_and_nodegroup_remove_leaves_nothing
     )
     .await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("nothing to remove"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("nothing to remove"),
+        "{}",
+        text(&out.stdout)
+    );
 }

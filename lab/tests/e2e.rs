@@ -1651,7 +1651,9 @@ async fn scale_down_and_nodegroup_remove_on_guests() {
     let env = Env::new(&lab).await;
     let mut t = Transcript::default();
     let allow = "--allow-missing-kernel-options";
-    let out = env.fks(&mut t, &["-c", dir, allow, "--timeout", "180"]).await;
+    let out = env
+        .fks(&mut t, &["-c", dir, allow, "--timeout", "180"])
+        .await;
     assert_ok("-c", &out, &lab);
     let add = ["-a", GROUP, dir, allow, "--timeout", "180", "--yes"];
     let out = env.fks(&mut t, &add).await;
@@ -1660,9 +1662,14 @@ async fn scale_down_and_nodegroup_remove_on_guests() {
     let ctrl0 = node_machine(&lab, CP_APP, "ctrl-0").await;
     let kubeconfig = exec_kubeconfig(&lab, &ctrl0).await;
     let hosts = hosts_file(&lab, &lab.machines(CP_APP).await);
-    nodes_until(&mut t, &lab, &kubeconfig, &hosts, "3 servers and 3 workers Ready", |n| {
-        n.len() == 6 && n.iter().all(|n| n.ready)
-    })
+    nodes_until(
+        &mut t,
+        &lab,
+        &kubeconfig,
+        &hosts,
+        "3 servers and 3 workers Ready",
+        |n| n.len() == 6 && n.iter().all(|n| n.ready),
+    )
     .await;
     let doomed = node_machine(&lab, GROUP_APP, &format!("worker-ng-{GROUP}-2")).await;
     let id = doomed["id"].as_str().expect("id").to_string();
@@ -1679,14 +1686,23 @@ async fn scale_down_and_nodegroup_remove_on_guests() {
     let out = env.fks(&mut t, &add).await;
     assert_ok("-a 0 at NODE_GROUP_SIZE=2", &out, &lab);
     eprintln!("figure: scaling 3 -> 2 took {:?}", started.elapsed());
-    let nodes = nodes_until(&mut t, &lab, &kubeconfig, &hosts, "worker 2's Node gone", |n| {
-        !n.iter().any(|n| n.name == k8s_name)
-    })
+    let nodes = nodes_until(
+        &mut t,
+        &lab,
+        &kubeconfig,
+        &hosts,
+        "worker 2's Node gone",
+        |n| !n.iter().any(|n| n.name == k8s_name),
+    )
     .await;
     assert_eq!(nodes.len(), 5, "{nodes:#?}");
-    let (status, m) = lab.get(&format!("/v1/apps/{GROUP_APP}/machines/{id}")).await;
+    let (status, m) = lab
+        .get(&format!("/v1/apps/{GROUP_APP}/machines/{id}"))
+        .await;
     assert!(status == 404 || m["state"] == "destroyed", "{status} {m}");
-    let (status, v) = lab.get(&format!("/v1/apps/{GROUP_APP}/volumes/{volume}")).await;
+    let (status, v) = lab
+        .get(&format!("/v1/apps/{GROUP_APP}/volumes/{volume}"))
+        .await;
     assert!(
         status == 404 || v["state"] == "destroyed" || v["state"] == "pending_destroy",
         "{status} {v}"
@@ -1707,9 +1723,14 @@ async fn scale_down_and_nodegroup_remove_on_guests() {
     assert_ok("-a 0 back at 3", &out, &lab);
     let again = node_machine(&lab, GROUP_APP, &format!("worker-ng-{GROUP}-2")).await;
     assert_ne!(again["id"], doomed["id"]);
-    nodes_until(&mut t, &lab, &kubeconfig, &hosts, "the new worker 2 Ready", |n| {
-        n.len() == 6 && n.iter().all(|n| n.ready)
-    })
+    nodes_until(
+        &mut t,
+        &lab,
+        &kubeconfig,
+        &hosts,
+        "the new worker 2 Ready",
+        |n| n.len() == 6 && n.iter().all(|n| n.ready),
+    )
     .await;
 
     // nodegroup remove: nothing of the group is left, the servers stay Ready.
@@ -1723,7 +1744,9 @@ async fn scale_down_and_nodegroup_remove_on_guests() {
     assert_eq!(status, 404, "the group's app is still there");
     for m in &machines {
         let id = m["id"].as_str().expect("id");
-        let (status, _) = lab.get(&format!("/v1/apps/{GROUP_APP}/machines/{id}")).await;
+        let (status, _) = lab
+            .get(&format!("/v1/apps/{GROUP_APP}/machines/{id}"))
+            .await;
         assert_eq!(status, 404, "machine {id}");
         assert!(netns_with_prefix(&format!("{}-{id}", NET.bridge)).is_empty());
     }
@@ -1732,9 +1755,14 @@ async fn scale_down_and_nodegroup_remove_on_guests() {
         let (status, _) = lab.get(&format!("/v1/apps/{GROUP_APP}/volumes/{id}")).await;
         assert_eq!(status, 404, "volume {id}");
     }
-    let nodes = nodes_until(&mut t, &lab, &kubeconfig, &hosts, "only servers left", |n| {
-        n.len() == 3
-    })
+    let nodes = nodes_until(
+        &mut t,
+        &lab,
+        &kubeconfig,
+        &hosts,
+        "only servers left",
+        |n| n.len() == 3,
+    )
     .await;
     assert!(nodes.iter().all(|n| n.ready), "{nodes:#?}");
 

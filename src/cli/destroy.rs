@@ -192,9 +192,7 @@ fn confirm_with(
     for l in plan {
         prompt.push_str(&format!("  {l}\n"));
     }
-    prompt.push_str(&format!(
-        "type the cluster name ({cluster}) to {action}: "
-    ));
+    prompt.push_str(&format!("type the cluster name ({cluster}) to {action}: "));
     let io = |e: std::io::Error| {
         super::Error::Failed(anyhow::Error::new(e).context("asking for confirmation"))
     };

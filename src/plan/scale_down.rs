@@ -17,8 +17,8 @@
 
 use super::destroy::{check_ownership, removal_line};
 use super::{
-    Action, AppState, Builder, Error, MachineRef, Plan, Ref, Role, StepId, META_CLUSTER,
-    META_NODE, META_ROLE,
+    Action, AppState, Builder, Error, MachineRef, Plan, Ref, Role, StepId, META_CLUSTER, META_NODE,
+    META_ROLE,
 };
 use crate::fly::types::{Machine, MachineState, Volume};
 
@@ -478,7 +478,11 @@ mod tests {
             Action::DeleteVolume { volume, .. } => assert_eq!(volume, "vol_2"),
             other => panic!("{other:?}"),
         }
-        assert_eq!(plan.mutations(), 4, "destroys and volume deletes are on Fly");
+        assert_eq!(
+            plan.mutations(),
+            4,
+            "destroys and volume deletes are on Fly"
+        );
     }
 
     #[test]
@@ -506,7 +510,8 @@ mod tests {
     #[test]
     fn a_server_in_a_group_app_is_refused() {
         let mut app = group();
-        app.machines.push(machine("s9", "worker-ng-web-5", "server"));
+        app.machines
+            .push(machine("s9", "worker-ng-web-5", "server"));
         let mut b = Builder { steps: Vec::new() };
         let e = scale_down(
             &mut b,
@@ -529,7 +534,14 @@ mod tests {
         app.volumes.push(volume("vol_9", "z1", None));
         let r = remove_group("lab", Some(&app), &via()).expect("plan");
         let k = kinds(&r.plan);
-        assert_eq!(k[..3], ["cordon worker-ng-web-2", "cordon worker-ng-web-1", "cordon worker-ng-web-0"]);
+        assert_eq!(
+            k[..3],
+            [
+                "cordon worker-ng-web-2",
+                "cordon worker-ng-web-1",
+                "cordon worker-ng-web-0"
+            ]
+        );
         assert_eq!(
             k[k.len() - 3..],
             ["volume -", "secret -", "app -"],
@@ -553,21 +565,31 @@ mod tests {
             }
         }
         let lines = r.describe();
-        assert_eq!(lines[0], "cordon the k3s node of machine m2 (worker-ng-web-2)");
+        assert_eq!(
+            lines[0],
+            "cordon the k3s node of machine m2 (worker-ng-web-2)"
+        );
         assert!(lines.contains(
             &"drain the k3s node of machine m0 (worker-ng-web-0) (evictions honour PodDisruptionBudgets)"
                 .to_string()
         ));
-        assert!(lines.contains(&"destroy machine m1 (worker-ng-web-1) in app lab-ng-web".to_string()));
-        assert!(lines.contains(
-            &"delete volume vol_9 (lab_data, zone z1) in app lab-ng-web".to_string()
-        ));
-        assert_eq!(lines.last().map(String::as_str), Some("delete app lab-ng-web"));
+        assert!(
+            lines.contains(&"destroy machine m1 (worker-ng-web-1) in app lab-ng-web".to_string())
+        );
+        assert!(lines
+            .contains(&"delete volume vol_9 (lab_data, zone z1) in app lab-ng-web".to_string()));
+        assert_eq!(
+            lines.last().map(String::as_str),
+            Some("delete app lab-ng-web")
+        );
     }
 
     #[test]
     fn removing_a_missing_group_plans_nothing_and_a_foreign_machine_stops_it() {
-        assert!(remove_group("lab", None, &via()).expect("plan").plan.is_empty());
+        assert!(remove_group("lab", None, &via())
+            .expect("plan")
+            .plan
+            .is_empty());
         let mut app = group();
         app.machines[0].config = Some(MachineConfig::default());
         let e = remove_group("lab", Some(&app), &via()).expect_err("foreign");
@@ -586,6 +608,9 @@ mod tests {
             text.contains("drain k3s node of machine m2 --ignore-daemonsets --delete-emptydir-data (kubectl on s0)"),
             "{text}"
         );
-        assert!(text.contains("delete k3s node of machine m2 (kubectl on s0)"), "{text}");
+        assert!(
+            text.contains("delete k3s node of machine m2 (kubectl on s0)"),
+            "{text}"
+        );
     }
 }

@@ -735,7 +735,12 @@ fn converged_group() -> State {
     let mut volumes = Vec::new();
     for i in 0..3 {
         let id = format!("w{i}");
-        let m = machine(&id, &format!("worker-ng-a-{i}"), "agent", MachineState::Started);
+        let m = machine(
+            &id,
+            &format!("worker-ng-a-{i}"),
+            "agent",
+            MachineState::Started,
+        );
         machines.push(ready(m));
         volumes.push(volume(&format!("wvol_{i}"), &format!("z{i}"), Some(&id)));
     }
@@ -757,7 +762,13 @@ fn a_lowered_group_size_removes_the_highest_index_nodes_only() {
     config.node_group_size = 2;
     let t = Target::node_group("a").expect("name");
     let names: Vec<String> = (0..2).map(|i| format!("worker-ng-a-{i}")).collect();
-    let p = plan(&config, &t, &converged_group(), &options(&names, Some(3), true)).expect("plan");
+    let p = plan(
+        &config,
+        &t,
+        &converged_group(),
+        &options(&names, Some(3), true),
+    )
+    .expect("plan");
     assert_eq!(
         kinds(&p),
         [
@@ -782,7 +793,10 @@ fn a_lowered_group_size_removes_the_highest_index_nodes_only() {
         };
         assert_eq!(machine.id, Ref::Known("w2".into()));
         if let Some(via) = via {
-            assert_eq!((via.app.as_str(), &via.id), ("lab-cp", &Ref::Known("m0".into())));
+            assert_eq!(
+                (via.app.as_str(), &via.id),
+                ("lab-cp", &Ref::Known("m0".into()))
+            );
         }
     }
     assert_eq!(p.nodes.len(), 2, "the removed node is not a desired node");
@@ -796,7 +810,10 @@ fn a_lowered_group_size_removes_the_highest_index_nodes_only() {
     let names: Vec<String> = (0..3).map(|i| format!("worker-ng-a-{i}")).collect();
     let p = plan(&config, &t, &state, &options(&names, Some(3), true)).expect("plan");
     let k = kinds(&p);
-    assert!(k.contains(&"worker-ng-a-2:CreateMachine".to_string()), "{k:?}");
+    assert!(
+        k.contains(&"worker-ng-a-2:CreateMachine".to_string()),
+        "{k:?}"
+    );
     assert!(!k.iter().any(|s| s.ends_with(":Drain")), "{k:?}");
     config.node_group_size = 2;
     let names: Vec<String> = (0..2).map(|i| format!("worker-ng-a-{i}")).collect();
@@ -807,9 +824,12 @@ fn a_lowered_group_size_removes_the_highest_index_nodes_only() {
 #[test]
 fn the_control_plane_plan_never_scales_down() {
     let mut state = converged_cp(true);
-    state
-        .machines
-        .push(ready(machine("m7", "worker-ng-a-7", "agent", MachineState::Started)));
+    state.machines.push(ready(machine(
+        "m7",
+        "worker-ng-a-7",
+        "agent",
+        MachineState::Started,
+    )));
     let p = plan(
         &lab_config(),
         &cp(),

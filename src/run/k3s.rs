@@ -155,10 +155,17 @@ pub fn drain_command(node: &str) -> Vec<String> {
 
 /// `k3s kubectl delete node NAME --ignore-not-found` (idempotent).
 pub fn delete_node_command(node: &str) -> Vec<String> {
-    ["k3s", "kubectl", "delete", "node", node, "--ignore-not-found"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+    [
+        "k3s",
+        "kubectl",
+        "delete",
+        "node",
+        node,
+        "--ignore-not-found",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 
 /// Whether a failed kubectl call failed only because the node is not registered (a node that

@@ -777,7 +777,11 @@ async fn run_step(ctx: &Ctx, node: &str, action: Action, inputs: Inputs) -> Resu
             let via = inputs.machine(&via)?;
             let k3s_node = k3s::k3s_node_name(&machine, &app);
             let out = c
-                .exec(&via.0, &via.1, &exec_request(k3s::cordon_command(&k3s_node)))
+                .exec(
+                    &via.0,
+                    &via.1,
+                    &exec_request(k3s::cordon_command(&k3s_node)),
+                )
                 .await
                 .map_err(fly_err(format!("node {node}: cordoning {k3s_node}")))?;
             if out.exit_code != 0 && !k3s::node_not_found(&out) {
@@ -820,7 +824,9 @@ async fn run_step(ctx: &Ctx, node: &str, action: Action, inputs: Inputs) -> Resu
                     &exec_request(k3s::delete_node_command(&k3s_node)),
                 )
                 .await
-                .map_err(fly_err(format!("node {node}: deleting k3s node {k3s_node}")))?;
+                .map_err(fly_err(format!(
+                    "node {node}: deleting k3s node {k3s_node}"
+                )))?;
             if out.exit_code != 0 {
                 return Err(exec_failed(node, via.1, "k3s kubectl delete node", &out));
             }
