@@ -447,7 +447,23 @@ fn confirm_removals(config: &Config, plan: &plan::Plan, yes: bool) -> Result<(),
         })
         .filter_map(|s| plan::scale_down::step_line(&s.action, s.node.as_deref()))
         .collect();
-    if lines.is_empty() || yes {
+    if lines.is_empty() {
+        return Ok(());
+    }
+    let mut removed: Vec<&str> = plan
+        .steps
+        .iter()
+        .filter(|s| matches!(s.action, plan::Action::DestroyMachine { .. }))
+        .filter_map(|s| s.node.as_deref())
+        .collect();
+    removed.dedup();
+    eprintln!(
+        "[INFO] app {}: NODE_GROUP_SIZE={} removes {}",
+        plan.app,
+        config.node_group_size,
+        removed.join(", ")
+    );
+    if yes {
         return Ok(());
     }
     let cluster = &config.cluster_name;
