@@ -1636,7 +1636,9 @@ async fn nodes_until(
 /// raised to 3 gets it back Ready; `nodegroup remove` then leaves nothing of the group.
 /// Needs the node image plumbing of this file (`GuestLab`, `cluster_copy`): on this branch
 /// (main of 10:30) `-c` stops resolving `IMAGE=lab/fks-node`, as every guest test here does,
-/// until the rootfs-guests branch (lab guests run the pulled node image) is merged.
+/// until the rootfs-guests branch (lab guests run the pulled node image) is merged. It passed
+/// (86 s) on a trial merge of that branch whose `Env::command` also passed the lab
+/// registry's `FLY_REGISTRY_HOST` and `FKS_REGISTRY_PLAIN_HTTP=1` to the binary.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn scale_down_and_nodegroup_remove_on_guests() {
     if !have_root("scale down on guests") {
