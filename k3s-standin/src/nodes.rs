@@ -913,6 +913,29 @@ mod tests {
     }
 
     #[test]
+    fn cordon_is_kept_across_heartbeats_and_a_deleted_node_leaves_the_store() {
+        let mut c = cluster();
+        c.register(&reg("a", &["fdaa::1", "10.0.0.1"]), 0).unwrap();
+        c.register(&reg("b", &["fdaa::2", "10.0.0.2"]), 0).unwrap();
+        // What `kubectl cordon` (and `kubectl drain`, first) sends.
+        let p = br#"{"spec":{"unschedulable":true}}"#;
+        c.patch("a", "application/strategic-merge-patch+json", p, 1)
+            .unwrap();
+        let n = c.register(&reg("a", &["fdaa::1", "10.0.0.1"]), 2).unwrap();
+        assert_eq!(n["spec"]["unschedulable"], true);
+        let key = format!("{NODES_PREFIX}a");
+        let mut d = cluster();
+        d.import(&c.export()).unwrap();
+        assert_eq!(d.get("a", 2).unwrap()["spec"]["unschedulable"], true);
+        // The delete is a missing key in the export: the etcd store deletes it.
+        c.delete("a").unwrap();
+        assert!(!c.export().contains_key(&key));
+        assert!(matches!(c.get("a", 3), Err(Error::NotFound(_))));
+        assert!(matches!(c.delete("a"), Err(Error::NotFound(_))));
+        assert_eq!(c.list(3)["items"].as_array().map(Vec::len), Some(1));
+    }
+
+    #[test]
     fn snapshot_restores_patched_nodes_and_allocation() {
         let mut c = cluster();
         c.register(&reg("a", &["fdaa::1", "10.0.0.1"]), 0).unwrap();

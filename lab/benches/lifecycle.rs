@@ -377,8 +377,11 @@ fn lower_bound(plan: &Plan) -> f64 {
                 Some((Bucket::Secrets, app.clone()))
             }
             Action::MarkReady { machine } => Some((Bucket::Metadata, machine_key(machine))),
-            // Destroy steps: the benchmark times create plans only, which never hold them.
-            Action::DestroyMachine { .. }
+            // Removal steps: the benchmark times create plans only, which never hold them.
+            Action::Cordon { .. }
+            | Action::Drain { .. }
+            | Action::DeleteNode { .. }
+            | Action::DestroyMachine { .. }
             | Action::DeleteVolume { .. }
             | Action::DeleteSecret { .. }
             | Action::DeleteApp { .. } => None,

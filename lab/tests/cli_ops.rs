@@ -667,3 +667,207 @@ async fn too_few_zones_is_refused_before_anything_is_made_naming_the_flag() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(live_machines(&lab.client(), "lab-cp").await.len(), 3);
 }
+
+/// Rewrites the cluster directory's `NODE_GROUP_SIZE`.
+fn set_group_size(dir: &str, size: u32) {
+    let path = std::path::Path::new(dir).join("config");
+    let text = std::fs::read_to_string(&path).expect("config");
+    let text: String = text
+        .lines()
+        .map(|l| match l.starts_with("NODE_GROUP_SIZE=") {
+            true => format!("NODE_GROUP_SIZE={size}\n"),
+            false => format!("{l}\n"),
+        })
+        .collect();
+    std::fs::write(&path, text).expect("config");
+}
+
+/// The lab answers 404 for this path.
+async fn gone(lab: &Lab, path: &str) -> bool {
+    let url = format!("{}/v1{path}", lab.base);
+    let status = reqwest::Client::new()
+        .get(url)
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("lab")
+        .status();
+    status == reqwest::StatusCode::NOT_FOUND
+}
+
+/// Scale 3 -> 2 -> 3 and `nodegroup remove` on the API-only lab (machines only: the lab's env
+/// says FKS_MACHINES_ONLY=1, so the kubectl steps are not planned; the guest test covers them).
+#[tokio::test]
+async fn scale_down_removes_the_highest_node_and_nodegroup_remove_leaves_nothing() {
+    let lab = start_lab().await;
+    let xdg = tempfile::tempdir().expect("tempdir");
+    let (registry, dir) = registry_and_cluster(xdg.path()).await;
+    let dir = dir.as_str();
+    let client = lab.client();
+    for args in [&["-c", dir][..], &["-a", "web", dir]] {
+        let out = fks_keys(&lab, &registry, xdg.path(), args).await;
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    }
+    let cp_before: BTreeSet<String> = live_machines(&client, "lab-cp")
+        .await
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    let workers = live_machines(&client, "lab-ng-web").await;
+    assert_eq!(workers.len(), 3);
+    let doomed = workers
+        .iter()
+        .find(|m| m.metadata(META_NODE) == Some("worker-ng-web-2"))
+        .expect("worker 2")
+        .clone();
+    let doomed_volume = live_volumes(&client, "lab-ng-web")
+        .await
+        .into_iter()
+        .find(|v| v.attached_machine_id.as_deref() == Some(doomed.id.as_str()))
+        .expect("worker 2's volume");
+
+    set_group_size(dir, 2);
+    // The dry run shows the removal and changes nothing; without --yes and a terminal the
+    // run is refused before any change.
+    let before = lab.mutations().await;
+    let dry = fks_keys(
+        &lab,
+        &registry,
+        xdg.path(),
+        &["-a", "web", dir, "--dry-run"],
+    )
+    .await;
+    assert_eq!(dry.status.code(), Some(0), "{}", text(&dry.stderr));
+    let plan = text(&dry.stdout);
+    assert!(
+        plan.contains(&format!("worker-ng-web-2: remove machine {}", doomed.id))
+            && plan.contains(&format!("remove volume {}", doomed_volume.id)),
+        "{plan}"
+    );
+    let refused = fks_keys(&lab, &registry, xdg.path(), &["-a", "web", dir]).await;
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused.stderr));
+    assert!(
+        text(&refused.stderr).contains("--yes"),
+        "{}",
+        text(&refused.stderr)
+    );
+    assert_eq!(lab.mutations().await, before, "refused, yet mutated");
+
+    let seq = lab.last_seq().await;
+    let out = fks_keys(&lab, &registry, xdg.path(), &["-a", "web", dir, "--yes"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let left: BTreeSet<String> = live_machines(&client, "lab-ng-web")
+        .await
+        .into_iter()
+        .filter_map(|m| m.metadata(META_NODE).map(str::to_string))
+        .collect();
+    assert_eq!(
+        left,
+        ["worker-ng-web-0", "worker-ng-web-1"]
+            .map(String::from)
+            .into()
+    );
+    assert!(
+        gone(
+            &lab,
+            &format!("/apps/lab-ng-web/volumes/{}", doomed_volume.id)
+        )
+        .await
+    );
+    // The machine went before its volume, and nothing else was written.
+    let writes = lab.writes_since(seq).await;
+    let destroy = writes
+        .iter()
+        .position(|(m, p)| m == "DELETE" && p.ends_with(&format!("/machines/{}", doomed.id)))
+        .expect("machine destroyed");
+    let volume = writes
+        .iter()
+        .position(|(m, p)| m == "DELETE" && p.ends_with(&format!("/volumes/{}", doomed_volume.id)))
+        .expect("volume deleted");
+    assert!(destroy < volume, "{writes:?}");
+    assert_eq!(
+        writes.iter().filter(|(m, _)| m != "GET").count(),
+        2,
+        "{writes:?}"
+    );
+    // Converged at 2: a re-run changes nothing.
+    let before = lab.mutations().await;
+    let out = fks_keys(&lab, &registry, xdg.path(), &["-a", "web", dir]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(lab.mutations().await, before, "a converged re-run mutated");
+
+    // Back to 3: the node is made again.
+    set_group_size(dir, 3);
+    let out = fks_keys(&lab, &registry, xdg.path(), &["-a", "web", dir]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(live_machines(&client, "lab-ng-web").await.len(), 3);
+
+    // nodegroup remove: refused without --yes, then everything of the group goes, the
+    // control plane stays.
+    let refused = fks_keys(
+        &lab,
+        &registry,
+        xdg.path(),
+        &["nodegroup", "remove", "web", dir],
+    )
+    .await;
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused.stderr));
+    let dry = fks_keys(
+        &lab,
+        &registry,
+        xdg.path(),
+        &["nodegroup", "remove", "web", dir, "--dry-run"],
+    )
+    .await;
+    assert_eq!(dry.status.code(), Some(0), "{}", text(&dry.stderr));
+    assert!(
+        text(&dry.stdout).contains("remove app lab-ng-web"),
+        "{}",
+        text(&dry.stdout)
+    );
+    let machines = live_machines(&client, "lab-ng-web").await;
+    let volumes = live_volumes(&client, "lab-ng-web").await;
+    let out = fks_keys(
+        &lab,
+        &registry,
+        xdg.path(),
+        &["nodegroup", "remove", "web", dir, "--yes"],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("done: delete app lab-ng-web"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        gone(&lab, "/apps/lab-ng-web").await,
+        "the app is still there"
+    );
+    for m in &machines {
+        assert!(gone(&lab, &format!("/apps/lab-ng-web/machines/{}", m.id)).await);
+    }
+    for v in &volumes {
+        assert!(gone(&lab, &format!("/apps/lab-ng-web/volumes/{}", v.id)).await);
+    }
+    let cp_after: BTreeSet<String> = live_machines(&client, "lab-cp")
+        .await
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(cp_after, cp_before, "the control plane was touched");
+    // Again: nothing to remove, exit 0.
+    let out = fks_keys(
+        &lab,
+        &registry,
+        xdg.path(),
+        &["nodegroup", "remove", "web", dir, "--yes"],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("nothing to remove"),
+        "{}",
+        text(&out.stdout)
+    );
+}

@@ -64,7 +64,7 @@ struct GuestLab {
     state: PathBuf,
     /// The node image, pinned by digest (the cluster config's IMAGE).
     image: String,
-    _registry: fks_lab::registry::Registry,
+    registry: fks_lab::registry::Registry,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<Result<(), fks_lab::Error>>>,
 }
@@ -151,7 +151,7 @@ impl GuestLab {
             dir,
             state,
             image,
-            _registry: registry,
+            registry,
             shutdown: Some(tx),
             handle: Some(handle),
         };
@@ -257,6 +257,8 @@ fn text(bytes: &[u8]) -> String {
 struct Env {
     bin: PathBuf,
     base: String,
+    /// The lab registry's `host:port` (what `fks-lab env` prints as `FLY_REGISTRY_HOST`).
+    registry: String,
     xdg: PathBuf,
     home: PathBuf,
 }
@@ -269,6 +271,7 @@ impl Env {
                 .await
                 .expect("build thread"),
             base: lab.base.clone(),
+            registry: lab.registry.host(),
             xdg: lab.dir.path().join("xdg"),
             home: lab.dir.path().join("home"),
         };
@@ -288,6 +291,9 @@ impl Env {
                 &[("sjc".to_string(), 3)],
                 true,
             ))
+            // `-c` resolves the config's IMAGE to its digest in the lab's registry.
+            .env("FLY_REGISTRY_HOST", &self.registry)
+            .env("FKS_REGISTRY_PLAIN_HTTP", "1")
             .env("XDG_CONFIG_HOME", &self.xdg)
             .env("HOME", &self.home)
             // This host is on 6PN, and the no-6PN section tests the fallback without a tunnel;
@@ -538,12 +544,12 @@ fn cluster_copy(lab: &GuestLab, org: &str) -> PathBuf {
     std::fs::create_dir_all(&cluster_dir).expect("mkdir cluster dir");
     let config = std::fs::read_to_string(repo_root().join("clusters/lab/config"))
         .expect("clusters/lab/config");
+    // clusters/lab has no IMAGE (its `-c` builds one); the tests run the node image pushed once.
+    let config = common::with_image(&config, &lab.image);
     let config: String = config
         .lines()
         .map(|l| {
-            if l.starts_with("IMAGE=") {
-                format!("IMAGE={}\n", lab.image)
-            } else if l.starts_with("NODE_GROUP_SIZE=") {
+            if l.starts_with("NODE_GROUP_SIZE=") {
                 format!("NODE_GROUP_SIZE={WORKERS}\n")
             } else if l.starts_with("ORG_NAME=") {
                 format!("ORG_NAME={org}\n")
@@ -1748,4 +1754,188 @@ async fn status_shows_ready_servers_with_healthy_members_then_a_stopped_one_on_g
     let table = text(&out.stdout);
     assert!(table.contains("machine is stopped"), "{table}");
     assert!(table.ends_with("cluster is NOT healthy\n"), "{table}");
+}
+
+/// Sets `NODE_GROUP_SIZE` in the test's cluster copy.
+fn set_group_size(cluster_dir: &Path, size: usize) {
+    let path = cluster_dir.join("config");
+    let config: String = std::fs::read_to_string(&path)
+        .expect("config")
+        .lines()
+        .map(|l| match l.starts_with("NODE_GROUP_SIZE=") {
+            true => format!("NODE_GROUP_SIZE={size}\n"),
+            false => format!("{l}\n"),
+        })
+        .collect();
+    std::fs::write(&path, config).expect("write config");
+}
+
+/// `kubectl get nodes` until `done` holds for the node list (or the deadline, then panic).
+async fn nodes_until(
+    t: &mut Transcript,
+    lab: &GuestLab,
+    kubeconfig: &Path,
+    hosts: &Path,
+    what: &str,
+    done: impl Fn(&[K8sNode]) -> bool,
+) -> Vec<K8sNode> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let out = kubectl(t, kubeconfig, hosts, &["get", "nodes", "-o", "json"]).await;
+        if out.status.code() == Some(0) {
+            let nodes = parse_nodes(&text(&out.stdout));
+            if done(&nodes) {
+                return nodes;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {}{}\n{}",
+            text(&out.stdout),
+            text(&out.stderr),
+            lab.logs()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Issue 11 item 3 on guests: a node group of 3 lowered to 2 loses worker 2 (cordoned,
+/// drained, its machine destroyed, its Node deleted, its volume deleted, its guest gone),
+/// raised to 3 gets it back Ready; `nodegroup remove` then leaves nothing of the group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scale_down_and_nodegroup_remove_on_guests() {
+    if !have_root("scale down on guests") {
+        return;
+    }
+    // Not 153 / fkse2s: the status helper's guest test holds those.
+    const NET: Net = Net {
+        bridge: "fkse2d",
+        org: "e2edorg",
+        v4: 154,
+    };
+    let lab = GuestLab::start_with(&NET, "").await;
+    let cluster_dir = cluster_copy(&lab, NET.org);
+    set_group_size(&cluster_dir, 3);
+    let dir = cluster_dir.to_str().expect("utf-8 path");
+    let env = Env::new(&lab).await;
+    let mut t = Transcript::default();
+    let allow = "--allow-missing-kernel-options";
+    let out = env
+        .fks(&mut t, &["-c", dir, allow, "--timeout", "180"])
+        .await;
+    assert_ok("-c", &out, &lab);
+    let add = ["-a", GROUP, dir, allow, "--timeout", "180", "--yes"];
+    let out = env.fks(&mut t, &add).await;
+    assert_ok("-a 0 (3 workers)", &out, &lab);
+
+    let ctrl0 = node_machine(&lab, CP_APP, "ctrl-0").await;
+    let kubeconfig = exec_kubeconfig(&lab, &ctrl0).await;
+    let hosts = hosts_file(&lab, &lab.machines(CP_APP).await);
+    nodes_until(
+        &mut t,
+        &lab,
+        &kubeconfig,
+        &hosts,
+        "3 servers and 3 workers Ready",
+        |n| n.len() == 6 && n.iter().all(|n| n.ready),
+    )
+    .await;
+    let doomed = node_machine(&lab, GROUP_APP, &format!("worker-ng-{GROUP}-2")).await;
+    let id = doomed["id"].as_str().expect("id").to_string();
+    let volume = doomed["config"]["mounts"][0]["volume"]
+        .as_str()
+        .expect("volume")
+        .to_string();
+    let k8s_name = format!("{id}.vm.{GROUP_APP}.internal");
+    assert_eq!(netns_with_prefix(&format!("{}-{id}", NET.bridge)).len(), 1);
+
+    // 3 -> 2.
+    set_group_size(&cluster_dir, 2);
+    let started = Instant::now();
+    let out = env.fks(&mut t, &add).await;
+    assert_ok("-a 0 at NODE_GROUP_SIZE=2", &out, &lab);
+    eprintln!("figure: scaling 3 -> 2 took {:?}", started.elapsed());
+    let nodes = nodes_until(
+        &mut t,
+        &lab,
+        &kubeconfig,
+        &hosts,
+        "worker 2's Node gone",
+        |n| !n.iter().any(|n| n.name == k8s_name),
+    )
+    .await;
+    assert_eq!(nodes.len(), 5, "{nodes:#?}");
+    let (status, m) = lab
+        .get(&format!("/v1/apps/{GROUP_APP}/machines/{id}"))
+        .await;
+    assert!(status == 404 || m["state"] == "destroyed", "{status} {m}");
+    let (status, v) = lab
+        .get(&format!("/v1/apps/{GROUP_APP}/volumes/{volume}"))
+        .await;
+    assert!(
+        status == 404 || v["state"] == "destroyed" || v["state"] == "pending_destroy",
+        "{status} {v}"
+    );
+    assert!(
+        netns_with_prefix(&format!("{}-{id}", NET.bridge)).is_empty(),
+        "the removed worker's guest is still there"
+    );
+    // Converged at 2: nothing to do.
+    let before = lab.mutations().await;
+    let out = env.fks(&mut t, &add).await;
+    assert_ok("re-run at 2", &out, &lab);
+    assert_eq!(lab.mutations().await, before, "a converged re-run mutated");
+
+    // 2 -> 3: the new worker 2 joins Ready.
+    set_group_size(&cluster_dir, 3);
+    let out = env.fks(&mut t, &add).await;
+    assert_ok("-a 0 back at 3", &out, &lab);
+    let again = node_machine(&lab, GROUP_APP, &format!("worker-ng-{GROUP}-2")).await;
+    assert_ne!(again["id"], doomed["id"]);
+    nodes_until(
+        &mut t,
+        &lab,
+        &kubeconfig,
+        &hosts,
+        "the new worker 2 Ready",
+        |n| n.len() == 6 && n.iter().all(|n| n.ready),
+    )
+    .await;
+
+    // nodegroup remove: nothing of the group is left, the servers stay Ready.
+    let machines = lab.machines(GROUP_APP).await;
+    let (_, volumes) = lab.get(&format!("/v1/apps/{GROUP_APP}/volumes")).await;
+    let out = env
+        .fks(&mut t, &["nodegroup", "remove", GROUP, dir, "--yes"])
+        .await;
+    assert_ok("nodegroup remove", &out, &lab);
+    let (status, _) = lab.get(&format!("/v1/apps/{GROUP_APP}")).await;
+    assert_eq!(status, 404, "the group's app is still there");
+    for m in &machines {
+        let id = m["id"].as_str().expect("id");
+        let (status, _) = lab
+            .get(&format!("/v1/apps/{GROUP_APP}/machines/{id}"))
+            .await;
+        assert_eq!(status, 404, "machine {id}");
+        assert!(netns_with_prefix(&format!("{}-{id}", NET.bridge)).is_empty());
+    }
+    for v in volumes.as_array().expect("volumes") {
+        let id = v["id"].as_str().expect("id");
+        let (status, _) = lab.get(&format!("/v1/apps/{GROUP_APP}/volumes/{id}")).await;
+        assert_eq!(status, 404, "volume {id}");
+    }
+    let nodes = nodes_until(
+        &mut t,
+        &lab,
+        &kubeconfig,
+        &hosts,
+        "only servers left",
+        |n| n.len() == 3,
+    )
+    .await;
+    assert!(nodes.iter().all(|n| n.ready), "{nodes:#?}");
+
+    let out = env.fks(&mut t, &["destroy", dir, "--yes"]).await;
+    assert_ok("destroy --yes", &out, &lab);
+    lab.stop().await;
 }

@@ -57,6 +57,10 @@ pub struct NodegroupArgs {
 pub enum NodegroupCommand {
     /// Add (or converge) a worker node group: NODE_GROUP_SIZE agents in distinct zones (-a).
     Add(GroupArgs),
+    /// Remove a worker node group: cordon and drain its nodes, destroy its machines and
+    /// volumes, delete its app (never the control plane).
+    #[command(after_help = super::nodegroup_remove::AFTER_HELP)]
+    Remove(super::nodegroup_remove::Args),
 }
 
 /// Add (or converge) worker node group GROUP.
@@ -83,6 +87,10 @@ pub struct RunFlags {
     /// Print the plan and change nothing on Fly.
     #[arg(long)]
     pub dry_run: bool,
+    /// With -a: remove the nodes a lowered NODE_GROUP_SIZE leaves out without asking for the
+    /// cluster name (required without a terminal when the plan removes nodes).
+    #[arg(long)]
+    pub yes: bool,
     /// Let volumes share a zone once the region's zones are used up (a zone outage then
     /// takes down more than one node).
     #[arg(long)]
@@ -168,7 +176,7 @@ fn env_zones() -> Result<Option<Zones>, super::Error> {
 }
 
 /// `FKS_MACHINES_ONLY`: 1/true/yes/on or 0/false/no/off (empty or unset: off).
-fn env_machines_only() -> Result<bool, super::Error> {
+pub(super) fn env_machines_only() -> Result<bool, super::Error> {
     match std::env::var(MACHINES_ONLY_ENV) {
         Ok(v) => match v.trim().to_ascii_lowercase().as_str() {
             "" | "0" | "false" | "no" | "off" => Ok(false),
@@ -240,6 +248,7 @@ impl Default for RunFlags {
     fn default() -> Self {
         RunFlags {
             dry_run: false,
+            yes: false,
             allow_shared_zones: false,
             zones: None,
             machines_only: false,
@@ -266,7 +275,10 @@ pub fn run(args: Args) -> Result<(), super::Error> {
 
 /// `nodegroup add` / `-a`.
 pub fn run_group(args: NodegroupArgs) -> Result<(), super::Error> {
-    let NodegroupCommand::Add(args) = args.command;
+    let args = match args.command {
+        NodegroupCommand::Add(args) => args,
+        NodegroupCommand::Remove(args) => return super::nodegroup_remove::run(args),
+    };
     let config = super::load_config(&args.cluster_dir)?;
     let target = Target::node_group(&args.group).map_err(usage)?;
     converge(&config, &args.cluster_dir, &target, &args.run, args.json)
@@ -387,6 +399,7 @@ fn converge(
         }
         return output::stdout(&format!("dry run: nothing was changed\n{image}\n{plan}"));
     }
+    confirm_removals(config, &plan, flags.yes)?;
     if plan.is_empty() {
         eprintln!("[INFO] app {app}: everything exists and is ready; nothing to do");
     } else {
@@ -430,6 +443,63 @@ fn converge(
         return output::stdout(&output::json(&summary_json(&summary, &image))?);
     }
     output::stdout(&format!("{summary}\n{image}\n{next}\n"))
+}
+
+/// A scale-down (machines the plan destroys) asks destroy's confirmation unless `--yes`;
+/// without a terminal it is refused before any change.
+fn confirm_removals(config: &Config, plan: &plan::Plan, yes: bool) -> Result<(), super::Error> {
+    let lines: Vec<String> = plan
+        .steps
+        .iter()
+        .filter(|s| {
+            matches!(
+                s.action,
+                plan::Action::Cordon { .. }
+                    | plan::Action::Drain { .. }
+                    | plan::Action::DestroyMachine { .. }
+                    | plan::Action::DeleteNode { .. }
+                    | plan::Action::DeleteVolume { .. }
+            )
+        })
+        .filter_map(|s| plan::scale_down::step_line(&s.action, s.node.as_deref()))
+        .collect();
+    if lines.is_empty() {
+        return Ok(());
+    }
+    let mut removed: Vec<&str> = plan
+        .steps
+        .iter()
+        .filter(|s| matches!(s.action, plan::Action::DestroyMachine { .. }))
+        .filter_map(|s| s.node.as_deref())
+        .collect();
+    removed.dedup();
+    eprintln!(
+        "[INFO] app {}: NODE_GROUP_SIZE={} removes {}",
+        plan.app,
+        config.node_group_size,
+        removed.join(", ")
+    );
+    if yes {
+        return Ok(());
+    }
+    let cluster = &config.cluster_name;
+    if !std::io::stdin().is_terminal() {
+        return Err(usage(anyhow!(
+            "NODE_GROUP_SIZE={} removes nodes of app {} for good ({}) and asks you to type the cluster name, but stdin is not a terminal: pass --yes to remove them without asking (nothing was changed)",
+            config.node_group_size,
+            plan.app,
+            lines.join("; ")
+        )));
+    }
+    super::destroy::confirm(
+        cluster,
+        &format!(
+            "NODE_GROUP_SIZE={} shrinks app {}; this run will",
+            config.node_group_size, plan.app
+        ),
+        "go on",
+        &lines,
+    )
 }
 
 /// `--json`: the app, the image pinned by digest, the nodes, the steps and the time.

@@ -83,7 +83,7 @@ pub fn run(args: Args) -> Result<(), super::Error> {
         return output::stdout(&text);
     }
     if !args.yes {
-        confirm(&cluster, &lines)?;
+        confirm(&cluster, "destroy will remove", "destroy it", &lines)?;
     }
     let counts = rt.block_on(execute(&client, &destroy));
     let counts = counts.map_err(|e| failed(e.into()))?;
@@ -160,10 +160,18 @@ fn done_line(action: &Action, node: Option<&str>) -> String {
     }
 }
 
-/// Shows the plan on stderr and asks for the cluster name on the terminal.
-fn confirm(cluster: &str, plan: &[String]) -> Result<(), super::Error> {
+/// Shows the plan on stderr under `heading` and asks for the cluster name on the terminal to
+/// `action` (destroy's confirmation, also used by `nodegroup remove` and a scale-down).
+pub(super) fn confirm(
+    cluster: &str,
+    heading: &str,
+    action: &str,
+    plan: &[String],
+) -> Result<(), super::Error> {
     confirm_with(
         cluster,
+        heading,
+        action,
         plan,
         &mut std::io::stdin().lock(),
         &mut std::io::stderr().lock(),
@@ -174,17 +182,17 @@ fn confirm(cluster: &str, plan: &[String]) -> Result<(), super::Error> {
 /// (surrounding blanks ignored); anything else, end of input included, is a usage error.
 fn confirm_with(
     cluster: &str,
+    heading: &str,
+    action: &str,
     plan: &[String],
     input: &mut impl BufRead,
     prompt_to: &mut impl Write,
 ) -> Result<(), super::Error> {
-    let mut prompt = String::from("destroy will remove:\n");
+    let mut prompt = format!("{heading}:\n");
     for l in plan {
         prompt.push_str(&format!("  {l}\n"));
     }
-    prompt.push_str(&format!(
-        "type the cluster name ({cluster}) to destroy it: "
-    ));
+    prompt.push_str(&format!("type the cluster name ({cluster}) to {action}: "));
     let io = |e: std::io::Error| {
         super::Error::Failed(anyhow::Error::new(e).context("asking for confirmation"))
     };
@@ -198,7 +206,7 @@ fn confirm_with(
         Ok(())
     } else {
         Err(super::Error::Usage(anyhow!(
-            "the answer {:?} is not the cluster name {cluster}: nothing was destroyed",
+            "the answer {:?} is not the cluster name {cluster}: nothing was changed",
             answer.trim()
         )))
     }
@@ -211,22 +219,26 @@ mod tests {
 
     #[test]
     fn confirmation_needs_the_exact_cluster_name() {
+        const H: &str = "destroy will remove";
+        const A: &str = "destroy it";
         let plan = ["app lab-cp".to_string()];
         let mut prompt = Vec::new();
-        assert!(confirm_with("lab", &plan, &mut &b"lab\n"[..], &mut prompt).is_ok());
+        assert!(confirm_with("lab", H, A, &plan, &mut &b"lab\n"[..], &mut prompt).is_ok());
         let shown = String::from_utf8(prompt).expect("utf-8");
         assert!(
-            shown.contains("  app lab-cp\n") && shown.contains("(lab)"),
+            shown.starts_with("destroy will remove:\n")
+                && shown.contains("  app lab-cp\n")
+                && shown.contains("(lab) to destroy it: "),
             "{shown}"
         );
         for answer in [&b"yes\n"[..], b"la\n", b"", b"LAB\n"] {
-            let r = confirm_with("lab", &plan, &mut &answer[..], &mut Vec::new());
+            let r = confirm_with("lab", H, A, &plan, &mut &answer[..], &mut Vec::new());
             assert!(
                 matches!(r, Err(super::super::Error::Usage(_))),
                 "{answer:?}"
             );
         }
-        assert!(confirm_with("lab", &plan, &mut &b"  lab  \n"[..], &mut Vec::new()).is_ok());
+        assert!(confirm_with("lab", H, A, &plan, &mut &b"  lab  \n"[..], &mut Vec::new()).is_ok());
     }
 
     #[test]

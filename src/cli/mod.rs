@@ -23,6 +23,7 @@ mod kubeconfig;
 mod list;
 #[cfg(target_os = "linux")]
 mod node;
+mod nodegroup_remove;
 mod output;
 mod render;
 mod ssh;
@@ -186,7 +187,7 @@ impl Cli {
         if create_dir.is_none() && add.is_none() && !run.is_default() {
             return Err(Cli::command().error(
                 ErrorKind::ArgumentConflict,
-                "--dry-run, --allow-shared-zones, --zones, --machines-only, --allow-missing-kernel-options, --timeout, --k3s-source, --k3s-standin and --k3s-mirror go with -c or -a (or after create / nodegroup add)",
+                "--dry-run, --yes, --allow-shared-zones, --zones, --machines-only, --allow-missing-kernel-options, --timeout, --k3s-source, --k3s-standin and --k3s-mirror go with -c or -a (or after create / nodegroup add)",
             ));
         }
         if json && create_dir.is_none() && add.is_none() && list.is_none() {

@@ -32,7 +32,11 @@ impl Action {
             | Action::MarkReady { machine }
             | Action::DestroyMachine { machine }
             | Action::ReadToken { from: machine } => step(&machine.id).into_iter().collect(),
-            Action::WaitK3sReady { machine, via } | Action::Taint { machine, via } => {
+            Action::WaitK3sReady { machine, via }
+            | Action::Taint { machine, via }
+            | Action::Cordon { machine, via }
+            | Action::Drain { machine, via }
+            | Action::DeleteNode { machine, via } => {
                 step(&machine.id).into_iter().chain(step(&via.id)).collect()
             }
             Action::SetTokenSecret { token, .. } => vec![*token],

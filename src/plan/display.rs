@@ -154,6 +154,21 @@ impl fmt::Display for Action {
                 "taint k3s node {} {SERVER_TAINT} (kubectl on {})",
                 machine.id, via.id
             ),
+            Action::Cordon { machine, via } => write!(
+                f,
+                "cordon k3s node of machine {} (kubectl on {})",
+                machine.id, via.id
+            ),
+            Action::Drain { machine, via } => write!(
+                f,
+                "drain k3s node of machine {} --ignore-daemonsets --delete-emptydir-data (kubectl on {})",
+                machine.id, via.id
+            ),
+            Action::DeleteNode { machine, via } => write!(
+                f,
+                "delete k3s node of machine {} (kubectl on {})",
+                machine.id, via.id
+            ),
             Action::MarkReady { machine } => {
                 write!(
                     f,

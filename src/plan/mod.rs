@@ -24,6 +24,7 @@ pub mod destroy;
 mod display;
 pub mod phases;
 mod request;
+pub mod scale_down;
 
 pub use complete::machine_request as complete_machine_request;
 pub use phases::plan;
@@ -133,6 +134,17 @@ pub enum Error {
         machine: String,
         /// What its metadata says instead.
         found: String,
+    },
+    /// A node group's app holds a server machine: scale-down and group removal never touch
+    /// the control plane.
+    #[error("refusing to remove nodes of app {app}: machine {machine} ({node}) is a server (fks_role=server); servers are never removed by a scale-down or a node group removal (nothing was changed)")]
+    ServerInGroup {
+        /// The node group's app.
+        app: String,
+        /// The machine id.
+        machine: String,
+        /// Its node name.
+        node: String,
     },
     /// The ssh files of a node were not supplied.
     #[error(
@@ -368,6 +380,28 @@ pub enum Action {
     MarkReady {
         /// The machine.
         machine: MachineRef,
+    },
+    /// Mark a node unschedulable (`kubectl cordon`), before its node group shrinks.
+    Cordon {
+        /// The node's machine (its k3s name is `<id>.vm.<app>.internal`).
+        machine: MachineRef,
+        /// Where to run kubectl: a started server.
+        via: MachineRef,
+    },
+    /// Evict the node's pods (`kubectl drain --ignore-daemonsets --delete-emptydir-data`:
+    /// evictions go through the Eviction API, which honours PodDisruptionBudgets).
+    Drain {
+        /// The node's machine.
+        machine: MachineRef,
+        /// Where to run kubectl.
+        via: MachineRef,
+    },
+    /// Delete the node's Kubernetes Node object (`kubectl delete node`), after its machine.
+    DeleteNode {
+        /// The node's machine.
+        machine: MachineRef,
+        /// Where to run kubectl.
+        via: MachineRef,
     },
     /// Destroy a machine (forced) and wait until it is `destroyed`.
     DestroyMachine {

@@ -12,7 +12,9 @@
 //!    kubectl;
 //! 5. then, building steps: the app, the node group's token, the nodes' private files as app
 //!    secrets, each node's volume/machine/start steps, the bootstrap server's readiness and
-//!    token, and the k3s readiness, taint and ready mark of every node not yet marked.
+//!    token, and the k3s readiness, taint and ready mark of every node not yet marked;
+//! 6. for a node group, the scale-down ([`super::scale_down`]): the live nodes of index
+//!    `NODE_GROUP_SIZE` or more are cordoned, drained, destroyed with their volumes.
 //!
 //! Pure: no tokio, no network, no clock, no randomness.
 
@@ -636,6 +638,20 @@ pub fn plan(
             Target::NodeGroup { .. } => via_cp.clone(),
         };
         s.k3s(&desired, via);
+    }
+    // Phase 10: a lowered NODE_GROUP_SIZE removes the group's highest-index nodes.
+    if let Target::NodeGroup { group } = target {
+        let via = if options.k3s { via_cp.clone() } else { None };
+        super::scale_down::scale_down(
+            &mut s.b,
+            cluster,
+            group,
+            config.node_group_size,
+            &app,
+            &state.machines,
+            &state.volumes,
+            &via,
+        )?;
     }
 
     Ok(Plan {

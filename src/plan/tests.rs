@@ -728,3 +728,114 @@ fn every_machine_made_gets_the_pinned_image_not_the_configs() {
         assert_eq!(images, vec![PINNED; 3], "{target:?}");
     }
 }
+
+/// A node group `a` of three ready agents, with the control plane started.
+fn converged_group() -> State {
+    let mut machines = Vec::new();
+    let mut volumes = Vec::new();
+    for i in 0..3 {
+        let id = format!("w{i}");
+        let m = machine(
+            &id,
+            &format!("worker-ng-a-{i}"),
+            "agent",
+            MachineState::Started,
+        );
+        machines.push(ready(m));
+        volumes.push(volume(&format!("wvol_{i}"), &format!("z{i}"), Some(&id)));
+    }
+    let mut secrets = BTreeSet::new();
+    secrets.insert(TOKEN_SECRET.to_string());
+    secrets.extend((0..3).map(|i| format!("FKS_WORKER_NG_A_{i}_SSH_HOST_ED25519_KEY")));
+    State {
+        app_exists: true,
+        volumes,
+        machines,
+        secrets,
+        control_plane: converged_cp(true).machines,
+    }
+}
+
+#[test]
+fn a_lowered_group_size_removes_the_highest_index_nodes_only() {
+    let mut config = lab_config();
+    config.node_group_size = 2;
+    let t = Target::node_group("a").expect("name");
+    let names: Vec<String> = (0..2).map(|i| format!("worker-ng-a-{i}")).collect();
+    let p = plan(
+        &config,
+        &t,
+        &converged_group(),
+        &options(&names, Some(3), true),
+    )
+    .expect("plan");
+    assert_eq!(
+        kinds(&p),
+        [
+            "worker-ng-a-2:Cordon",
+            "worker-ng-a-2:Drain",
+            "worker-ng-a-2:DestroyMachine",
+            "worker-ng-a-2:DeleteNode",
+            "worker-ng-a-2:DeleteVolume",
+        ]
+    );
+    for s in &p.steps {
+        let (machine, via) = match &s.action {
+            Action::Cordon { machine, via }
+            | Action::Drain { machine, via }
+            | Action::DeleteNode { machine, via } => (machine, Some(via)),
+            Action::DestroyMachine { machine } => (machine, None),
+            Action::DeleteVolume { volume, app, .. } => {
+                assert_eq!((volume.as_str(), app.as_str()), ("wvol_2", "lab-ng-a"));
+                continue;
+            }
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(machine.id, Ref::Known("w2".into()));
+        if let Some(via) = via {
+            assert_eq!(
+                (via.app.as_str(), &via.id),
+                ("lab-cp", &Ref::Known("m0".into()))
+            );
+        }
+    }
+    assert_eq!(p.nodes.len(), 2, "the removed node is not a desired node");
+    assert_eq!(p.mutations(), 2);
+    // Back to 3: the missing node is made again (a new volume, the old one is gone), and a
+    // re-run at 2 after the removal has nothing to do.
+    config.node_group_size = 3;
+    let mut state = converged_group();
+    state.machines.retain(|m| m.id != "w2");
+    state.volumes.retain(|v| v.id != "wvol_2");
+    let names: Vec<String> = (0..3).map(|i| format!("worker-ng-a-{i}")).collect();
+    let p = plan(&config, &t, &state, &options(&names, Some(3), true)).expect("plan");
+    let k = kinds(&p);
+    assert!(
+        k.contains(&"worker-ng-a-2:CreateMachine".to_string()),
+        "{k:?}"
+    );
+    assert!(!k.iter().any(|s| s.ends_with(":Drain")), "{k:?}");
+    config.node_group_size = 2;
+    let names: Vec<String> = (0..2).map(|i| format!("worker-ng-a-{i}")).collect();
+    let p = plan(&config, &t, &state, &options(&names, Some(3), true)).expect("plan");
+    assert!(p.is_empty(), "{p}");
+}
+
+#[test]
+fn the_control_plane_plan_never_scales_down() {
+    let mut state = converged_cp(true);
+    state.machines.push(ready(machine(
+        "m7",
+        "worker-ng-a-7",
+        "agent",
+        MachineState::Started,
+    )));
+    let p = plan(
+        &lab_config(),
+        &cp(),
+        &state,
+        &options(&cp_names(), Some(3), true),
+    )
+    .expect("plan");
+    assert!(p.is_empty(), "{p}");
+}

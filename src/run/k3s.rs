@@ -184,6 +184,59 @@ pub fn taint_command(node: &str) -> Vec<String> {
     .collect()
 }
 
+/// `k3s kubectl cordon NAME`: marks the node unschedulable (`spec.unschedulable`).
+pub fn cordon_command(node: &str) -> Vec<String> {
+    ["k3s", "kubectl", "cordon", node]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// How long one drain call may evict before kubectl gives up; the run calls it again until
+/// its own deadline. Under the 60 s a Machines API call may block (reference
+/// fly-machines-api.md §2.3.1, the proxy limit; the exec endpoint's own limit is not stated).
+pub const DRAIN_CALL_SECS: u64 = 45;
+
+/// `k3s kubectl drain NAME --ignore-daemonsets --delete-emptydir-data --timeout=45s`: cordons,
+/// then evicts every pod through the Eviction API, which refuses an eviction that would break
+/// a PodDisruptionBudget (kubectl retries those until its timeout).
+pub fn drain_command(node: &str) -> Vec<String> {
+    let timeout = format!("--timeout={DRAIN_CALL_SECS}s");
+    [
+        "k3s",
+        "kubectl",
+        "drain",
+        node,
+        "--ignore-daemonsets",
+        "--delete-emptydir-data",
+        timeout.as_str(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// `k3s kubectl delete node NAME --ignore-not-found` (idempotent).
+pub fn delete_node_command(node: &str) -> Vec<String> {
+    [
+        "k3s",
+        "kubectl",
+        "delete",
+        "node",
+        node,
+        "--ignore-not-found",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// Whether a failed kubectl call failed only because the node is not registered (a node that
+/// never joined, or one a killed run deleted already): for cordon and drain, nothing to do.
+pub fn node_not_found(out: &ExecResponse) -> bool {
+    out.exit_code != 0 && out.stderr.contains("(NotFound)")
+}
+
 /// The Machines API exec request for one of these commands (30 s: kubectl and `cat` answer
 /// well within it; the client adds its own margin).
 pub fn exec_request(command: Vec<String>) -> ExecRequest {
@@ -308,6 +361,40 @@ pub fn parse_token(out: &ExecResponse) -> Result<K3sToken, TokenError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn removal_commands_name_the_node_and_treat_not_found_as_gone() {
+        let n = "m2.vm.lab-ng-web.internal";
+        assert_eq!(cordon_command(n), ["k3s", "kubectl", "cordon", n]);
+        assert_eq!(
+            drain_command(n),
+            [
+                "k3s",
+                "kubectl",
+                "drain",
+                n,
+                "--ignore-daemonsets",
+                "--delete-emptydir-data",
+                "--timeout=45s"
+            ]
+        );
+        assert_eq!(
+            delete_node_command(n),
+            ["k3s", "kubectl", "delete", "node", n, "--ignore-not-found"]
+        );
+        let missing = ExecResponse {
+            stdout: String::new(),
+            stderr: format!("Error from server (NotFound): nodes \"{n}\" not found"),
+            exit_code: 1,
+            exit_signal: None,
+        };
+        assert!(node_not_found(&missing));
+        let refused = ExecResponse {
+            stderr: "error when evicting pods/\"web-1\": Cannot evict pod as it would violate the pod's disruption budget.".into(),
+            ..missing.clone()
+        };
+        assert!(!node_not_found(&refused));
+    }
 
     fn out(code: i64, stdout: &str, stderr: &str) -> ExecResponse {
         ExecResponse {

@@ -17,7 +17,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::fly::types::{Machine, MachineListFilter, MachineState, Volume};
+use crate::fly::types::{ExecResponse, Machine, MachineListFilter, MachineState, Volume};
 use crate::fly::{Client, Error as FlyError};
 use crate::plan::{
     Action, MachineRef, Plan, Ref, Step, StepId, ALLOW_SHARED_ZONES_FLAG, ENV_ZONE, META_CLUSTER,
@@ -772,6 +772,66 @@ async fn run_step(ctx: &Ctx, node: &str, action: Action, inputs: Inputs) -> Resu
             }
             Ok(Output::Done)
         }
+        Action::Cordon { machine, via } => {
+            let (app, machine) = inputs.machine(&machine)?;
+            let via = inputs.machine(&via)?;
+            let k3s_node = k3s::k3s_node_name(&machine, &app);
+            let out = c
+                .exec(
+                    &via.0,
+                    &via.1,
+                    &exec_request(k3s::cordon_command(&k3s_node)),
+                )
+                .await
+                .map_err(fly_err(format!("node {node}: cordoning {k3s_node}")))?;
+            if out.exit_code != 0 && !k3s::node_not_found(&out) {
+                return Err(exec_failed(node, via.1, "k3s kubectl cordon", &out));
+            }
+            Ok(Output::Done)
+        }
+        Action::Drain { machine, via } => {
+            let (app, machine) = inputs.machine(&machine)?;
+            let via = inputs.machine(&via)?;
+            let k3s_node = k3s::k3s_node_name(&machine, &app);
+            let mut req = exec_request(k3s::drain_command(&k3s_node));
+            req.timeout = Some(k3s::DRAIN_CALL_SECS + 10);
+            let deadline = Instant::now() + ctx.options.k3s_timeout;
+            loop {
+                let out = c
+                    .exec(&via.0, &via.1, &req)
+                    .await
+                    .map_err(fly_err(format!("node {node}: draining {k3s_node}")))?;
+                if out.exit_code == 0 || k3s::node_not_found(&out) {
+                    return Ok(Output::Done);
+                }
+                // An eviction a PodDisruptionBudget refuses keeps failing until the budget
+                // allows it: call again until the run's deadline, then say why.
+                if Instant::now() + ctx.options.poll > deadline {
+                    return Err(exec_failed(node, via.1, "k3s kubectl drain", &out));
+                }
+                tracing::info!(%node, why = %k3s::first_line(&out.stderr), "drain not finished; trying again");
+                tokio::time::sleep(ctx.options.poll).await;
+            }
+        }
+        Action::DeleteNode { machine, via } => {
+            let (app, machine) = inputs.machine(&machine)?;
+            let via = inputs.machine(&via)?;
+            let k3s_node = k3s::k3s_node_name(&machine, &app);
+            let out = c
+                .exec(
+                    &via.0,
+                    &via.1,
+                    &exec_request(k3s::delete_node_command(&k3s_node)),
+                )
+                .await
+                .map_err(fly_err(format!(
+                    "node {node}: deleting k3s node {k3s_node}"
+                )))?;
+            if out.exit_code != 0 {
+                return Err(exec_failed(node, via.1, "k3s kubectl delete node", &out));
+            }
+            Ok(Output::Done)
+        }
         Action::MarkReady { machine } => {
             let (app, id) = inputs.machine(&machine)?;
             c.set_metadata(&app, &id, META_READY, "true")
@@ -814,6 +874,17 @@ async fn run_step(ctx: &Ctx, node: &str, action: Action, inputs: Inputs) -> Resu
                 .map_err(fly_err(format!("deleting app {app} in app {app}")))?;
             Ok(Output::Done)
         }
+    }
+}
+
+/// A kubectl call on `machine` that exited non-zero, with the first line of its stderr.
+fn exec_failed(node: &str, machine: String, program: &str, out: &ExecResponse) -> Error {
+    Error::Exec {
+        node: node.to_string(),
+        machine,
+        program: program.to_string(),
+        code: out.exit_code,
+        stderr: k3s::first_line(&out.stderr),
     }
 }
 

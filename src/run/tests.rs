@@ -348,3 +348,132 @@ fn summary_text_lists_every_node() {
         "app lab-cp:\n  ctrl-0               machine m0               zone z0     6pn fdaa::2                  started   1.5s joined      -\n  ctrl-1               machine -                zone -      6pn -                        started      - joined      -\n4 steps in 3.0s"
     );
 }
+
+/// Runs one removal step on a worker through `m0`, against `server`.
+async fn removal_step(
+    server: &Server,
+    action: Action,
+    k3s_timeout: Duration,
+) -> Result<Output, Error> {
+    let ctx = Ctx {
+        client: client(&server.base),
+        options: Options {
+            poll: Duration::from_millis(5),
+            k3s_timeout,
+            ..Options::default()
+        },
+        started: Instant::now(),
+        volumes: Mutex::new(BTreeSet::new()),
+        ready_checks: Mutex::new(HashMap::new()),
+    };
+    let inputs = Inputs {
+        step: StepId(0),
+        outputs: HashMap::new(),
+        secrets_version: None,
+    };
+    run_step(&ctx, "worker-ng-a-2", action, inputs).await
+}
+
+fn worker_and_via() -> (MachineRef, MachineRef) {
+    (
+        MachineRef {
+            app: "lab-ng-a".into(),
+            id: Ref::Known("w2".into()),
+        },
+        MachineRef {
+            app: "lab-cp".into(),
+            id: Ref::Known("m0".into()),
+        },
+    )
+}
+
+#[tokio::test]
+async fn a_drain_held_up_by_a_disruption_budget_is_called_again_until_it_passes() {
+    const PDB: &str = "error when evicting pods/\"web-1\" -n \"default\" (will retry after 5s): Cannot evict pod as it would violate the pod's disruption budget.";
+    let server = Server::start(|req: &Seen, seen: &[Seen]| {
+        let drains = seen.iter().filter(|s| s.path().ends_with("/exec")).count();
+        if !req.path().ends_with("/exec") {
+            return answer(404, json!({"error": "unscripted"}));
+        }
+        if drains < 2 {
+            answer(200, json!({"stdout": "", "stderr": PDB, "exit_code": 1}))
+        } else {
+            answer(
+                200,
+                json!({"stdout": "node/x drained", "stderr": "", "exit_code": 0}),
+            )
+        }
+    })
+    .await;
+    let (machine, via) = worker_and_via();
+    let drain = Action::Drain {
+        machine: machine.clone(),
+        via: via.clone(),
+    };
+    let out = removal_step(&server, drain.clone(), Duration::from_secs(10)).await;
+    assert!(matches!(out, Ok(Output::Done)), "{out:?}");
+    let execs: Vec<Seen> = server
+        .seen()
+        .into_iter()
+        .filter(|s| s.path().ends_with("/exec"))
+        .collect();
+    assert_eq!(execs.len(), 3, "two refusals, then the drain that passed");
+    assert_eq!(execs[0].path(), "/v1/apps/lab-cp/machines/m0/exec");
+    let body = execs[0].body.clone();
+    assert!(
+        body.contains("w2.vm.lab-ng-a.internal") && body.contains("--ignore-daemonsets"),
+        "{body}"
+    );
+
+    // A budget that never allows it: the deadline names the node and quotes kubectl.
+    let stuck = Server::start(|_: &Seen, _: &[Seen]| {
+        answer(200, json!({"stdout": "", "stderr": PDB, "exit_code": 1}))
+    })
+    .await;
+    let e = removal_step(&stuck, drain, Duration::from_millis(50))
+        .await
+        .expect_err("held up");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("worker-ng-a-2") && msg.contains("drain"),
+        "{msg}"
+    );
+    assert!(
+        crate::errors::chain(&e).contains("disruption budget"),
+        "{}",
+        crate::errors::chain(&e)
+    );
+}
+
+#[tokio::test]
+async fn cordon_and_drain_of_an_unregistered_node_are_done_and_delete_failures_are_not() {
+    let server = Server::start(|_: &Seen, _: &[Seen]| {
+        answer(
+            200,
+            json!({"stdout": "", "stderr": "Error from server (NotFound): nodes \"w2.vm.lab-ng-a.internal\" not found", "exit_code": 1}),
+        )
+    })
+    .await;
+    let (machine, via) = worker_and_via();
+    for action in [
+        Action::Cordon {
+            machine: machine.clone(),
+            via: via.clone(),
+        },
+        Action::Drain {
+            machine: machine.clone(),
+            via: via.clone(),
+        },
+    ] {
+        let out = removal_step(&server, action, Duration::from_secs(5)).await;
+        assert!(matches!(out, Ok(Output::Done)), "{out:?}");
+    }
+    let e = removal_step(
+        &server,
+        Action::DeleteNode { machine, via },
+        Duration::from_secs(5),
+    )
+    .await
+    .expect_err("delete with --ignore-not-found failing is a real failure");
+    assert!(matches!(e, Error::Exec { .. }), "{e:?}");
+}
