@@ -562,6 +562,30 @@ mod tests {
     }
 
     #[test]
+    fn server_replace_parses_its_flags_and_needs_node_and_dir() {
+        let text = resolved(&[
+            "server",
+            "replace",
+            "ctrl-1",
+            "clusters/lab",
+            "--yes",
+            "--dry-run",
+            "--timeout",
+            "240",
+        ]);
+        for want in [
+            "node: \"ctrl-1\"",
+            "yes: true",
+            "dry_run: true",
+            "timeout: 240",
+        ] {
+            assert!(text.contains(want), "{want} in {text}");
+        }
+        assert!(resolve(&["server", "replace", "ctrl-1"]).is_err());
+        assert!(resolve(&["server", "replace", "ctrl-1", "d", "--timeout", "0"]).is_err());
+    }
+
+    #[test]
     fn destroy_parses_its_flags() {
         let text = resolved(&["destroy", "clusters/lab", "--yes", "--dry-run"]);
         assert!(
