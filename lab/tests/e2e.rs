@@ -2072,7 +2072,7 @@ async fn server_replace_after_losing_machine_and_volume_and_quorum_refusal_on_gu
     let ctrl2 = node_machine(&lab, CP_APP, "ctrl-2").await;
     let ctrl2_k8s = format!("{}.vm.{CP_APP}.internal", ctrl2["id"].as_str().expect("id"));
     // Data in etcd before: a label on ctrl-2's Node, written through ctrl-0's API.
-    let label = format!("written-before={}", old_id);
+    let label = format!("writtenbefore={old_id}");
     let v = exec(
         &lab,
         &ctrl0_id,
@@ -2222,7 +2222,7 @@ async fn server_replace_after_losing_machine_and_volume_and_quorum_refusal_on_gu
             "node",
             &ctrl2_k8s,
             "-o",
-            "jsonpath={.metadata.labels.written-before}",
+            "jsonpath={.metadata.labels.writtenbefore}",
         ],
     )
     .await;
