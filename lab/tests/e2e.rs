@@ -2002,6 +2002,30 @@ async fn status_until(
     }
 }
 
+/// The zones of the volumes the control plane's live machines hold.
+async fn server_zones(lab: &GuestLab) -> Vec<String> {
+    let (_, volumes) = lab.get(&format!("/v1/apps/{CP_APP}/volumes")).await;
+    let live: Vec<String> = lab
+        .machines(CP_APP)
+        .await
+        .iter()
+        .map(|m| m["id"].as_str().expect("id").to_string())
+        .collect();
+    let zones: BTreeSet<String> = volumes
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .filter(|v| {
+            v["attached_machine_id"]
+                .as_str()
+                .is_some_and(|a| live.iter().any(|l| l == a))
+        })
+        .map(|v| v["zone"].as_str().expect("zone").to_string())
+        .collect();
+    assert_eq!(live.len(), 3, "{volumes:#}");
+    zones.into_iter().collect()
+}
+
 /// The status report's node `name`.
 fn status_node<'a>(report: &'a Value, name: &str) -> Option<&'a Value> {
     report["nodes"]
@@ -2069,14 +2093,14 @@ async fn server_replace_after_losing_machine_and_volume_and_quorum_refusal_on_gu
         .as_str()
         .expect("volume")
         .to_string();
-    let ctrl2 = node_machine(&lab, CP_APP, "ctrl-2").await;
-    let ctrl2_k8s = format!("{}.vm.{CP_APP}.internal", ctrl2["id"].as_str().expect("id"));
-    // Data in etcd before: a label on ctrl-2's Node, written through ctrl-0's API.
+    // Data in etcd before: a label on ctrl-0's Node (ctrl-0 is never replaced here), written
+    // through ctrl-0's API.
+    let ctrl0_k8s = format!("{ctrl0_id}.vm.{CP_APP}.internal");
     let label = format!("writtenbefore={old_id}");
     let v = exec(
         &lab,
         &ctrl0_id,
-        &["k3s", "kubectl", "label", "node", &ctrl2_k8s, &label],
+        &["k3s", "kubectl", "label", "node", &ctrl0_k8s, &label],
     )
     .await;
     assert_eq!(v["exit_code"], 0, "{v}");
@@ -2192,25 +2216,8 @@ async fn server_replace_after_losing_machine_and_volume_and_quorum_refusal_on_gu
         "{members:#}"
     );
     // Three distinct zones.
-    let (_, volumes) = lab.get(&format!("/v1/apps/{CP_APP}/volumes")).await;
-    let live: Vec<String> = lab
-        .machines(CP_APP)
-        .await
-        .iter()
-        .map(|m| m["id"].as_str().expect("id").to_string())
-        .collect();
-    let zones: BTreeSet<String> = volumes
-        .as_array()
-        .expect("volumes")
-        .iter()
-        .filter(|v| {
-            v["attached_machine_id"]
-                .as_str()
-                .is_some_and(|a| live.iter().any(|l| l == a))
-        })
-        .map(|v| v["zone"].as_str().expect("zone").to_string())
-        .collect();
-    assert_eq!(zones.len(), 3, "{volumes:#}");
+    let zones = server_zones(&lab).await;
+    assert_eq!(zones.len(), 3, "{zones:?}");
     // The data written before, read through the new server.
     let v = exec(
         &lab,
@@ -2220,13 +2227,96 @@ async fn server_replace_after_losing_machine_and_volume_and_quorum_refusal_on_gu
             "kubectl",
             "get",
             "node",
-            &ctrl2_k8s,
+            &ctrl0_k8s,
             "-o",
             "jsonpath={.metadata.labels.writtenbefore}",
         ],
     )
     .await;
     assert_eq!(v["exit_code"], 0, "{v}");
+    assert_eq!(
+        v["stdout"].as_str().map(str::trim),
+        Some(old_id.as_str()),
+        "{v}"
+    );
+
+    eprintln!("server replace ctrl-1 printed:\n{said}");
+
+    // A running server, machine and volume still there, is replaced the same way: its machine
+    // destroyed first, its member removed, its volume deleted.
+    let old2 = node_machine(&lab, CP_APP, "ctrl-2").await;
+    let old2_id = old2["id"].as_str().expect("id").to_string();
+    let old2_volume = old2["config"]["mounts"][0]["volume"]
+        .as_str()
+        .expect("volume")
+        .to_string();
+    let started = Instant::now();
+    let out = env
+        .fks(
+            &mut t,
+            &[
+                "server",
+                "replace",
+                "ctrl-2",
+                dir,
+                "--yes",
+                "--timeout",
+                "240",
+            ],
+        )
+        .await;
+    assert_ok("server replace ctrl-2 (running)", &out, &lab);
+    eprintln!(
+        "figure: server replace ctrl-2 (running machine and volume) took {:?}",
+        started.elapsed()
+    );
+    let said = text(&out.stdout);
+    assert!(
+        said.contains(&format!(
+            "done: destroy machine {old2_id} (ctrl-2) in app {CP_APP}"
+        )),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!("done: delete volume {old2_volume} ")),
+        "{said}"
+    );
+    let (status, m) = lab
+        .get(&format!("/v1/apps/{CP_APP}/machines/{old2_id}"))
+        .await;
+    assert!(status == 404 || m["state"] == "destroyed", "{status} {m}");
+    let (status, v) = lab
+        .get(&format!("/v1/apps/{CP_APP}/volumes/{old2_volume}"))
+        .await;
+    assert!(
+        status == 404 || v["state"] == "destroyed" || v["state"] == "pending_destroy",
+        "{status} {v}"
+    );
+    let ctrl2 = node_machine(&lab, CP_APP, "ctrl-2").await;
+    assert_ne!(ctrl2["id"], old2["id"]);
+    let report = status_until(&env, &mut t, &lab, dir, "3 healthy servers again", |r| {
+        r["healthy"] == true
+    })
+    .await;
+    assert_eq!(
+        report["nodes"].as_array().map(Vec::len),
+        Some(3),
+        "{report:#}"
+    );
+    let v = exec(
+        &lab,
+        ctrl2["id"].as_str().expect("id"),
+        &[
+            "k3s",
+            "kubectl",
+            "get",
+            "node",
+            &ctrl0_k8s,
+            "-o",
+            "jsonpath={.metadata.labels.writtenbefore}",
+        ],
+    )
+    .await;
     assert_eq!(
         v["stdout"].as_str().map(str::trim),
         Some(old_id.as_str()),
