@@ -2035,14 +2035,15 @@ fn status_node<'a>(report: &'a Value, name: &str) -> Option<&'a Value> {
 }
 
 /// Issue 11 item 4 on guests. The control plane is made with BOOTSTRAP_NODE_ID=1, so ctrl-1 is
-/// the cluster-init server; a label is written to a Node object (the stand-in keeps Nodes in
-/// its real etcd); then ctrl-1's machine AND volume are destroyed by hand through the lab API.
+/// the cluster-init server; a label is written to ctrl-0's Node object (the stand-in keeps Nodes
+/// in its real etcd); then ctrl-1's machine AND volume are destroyed by hand through the lab API.
 /// `server replace ctrl-1` (after a dry run that changes nothing) removes its member through a
 /// survivor, deletes its old Node and makes a new machine and volume that joins the survivor
 /// (not a second cluster: the bootstrap role follows the survivors). Then 3 members are healthy
 /// voters, 3 servers Ready in 3 distinct zones, and the label written before is read through the
-/// new server. Last, with ctrl-0 and ctrl-2 stopped, `server replace ctrl-2` is refused for
-/// quorum and changes nothing.
+/// new server. A running ctrl-2 is replaced next (its machine and volume destroyed by the
+/// command), with the same checks. Last, with ctrl-0 and ctrl-2 stopped, `server replace ctrl-2`
+/// is refused for quorum and changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn server_replace_after_losing_machine_and_volume_and_quorum_refusal_on_guests() {
     if !have_root("server replace on guests") {
