@@ -15,9 +15,10 @@
 //! the tool SIGKILLed part-way through `-c` and `-a`; a third migrates a server and a worker
 //! of a live cluster to other hosts (new 6PN addresses, forked volumes).
 //!
-//! Own bridges (`fkse2e`, `fkse2f`, `fkse2m`), org networks (`e2eorg`, `e2eforg`, `e2emorg`:
-//! each its own 6PN /48) and IPv4 ranges (172.31.150-152.0/24), so these run in parallel with
-//! the other guest tests. Without root the
+//! Own bridges (`fkse2e`, `fkse2f`, `fkse2m`, `fkse2s`, `fkse2d`, `fkse2r`), org networks
+//! (`e2eorg`, `e2eforg`, `e2emorg`, `e2esorg`, `e2edorg`, `e2erorg`: each its own 6PN /48) and
+//! IPv4 ranges (172.31.150-154.0/24 and 172.31.158.0/24 for `server replace`), so these run in
+//! parallel with the other guest tests. Without root the
 //! guest test prints why and returns, except under `CI=true` where it fails.
 
 use std::collections::{BTreeMap, BTreeSet};
