@@ -327,6 +327,13 @@ pub fn replace(
     }
     let mut cleanup = removals.clone();
     if options.k3s {
+        // After the removals: losing a leader means an election, and the API answers 503
+        // until etcd has one again; a removal that went through proves it has.
+        let after: Vec<StepId> = if removals.is_empty() {
+            after_destroy.clone()
+        } else {
+            removals.clone()
+        };
         for id in &old_ids {
             cleanup.push(b.push(
                 n,
@@ -337,7 +344,7 @@ pub fn replace(
                     },
                     via: via_ref.clone(),
                 },
-                after_destroy.clone(),
+                after.clone(),
             ));
         }
     }

@@ -173,6 +173,8 @@ fn a_running_server_is_destroyed_before_its_member_goes_and_the_new_one_joins_af
     let deps = |s: &str| r.plan.steps[step_of(&r.plan, s).0].depends_on.clone();
     let destroy = step_of(&r.plan, "destroy");
     assert_eq!(deps("remove-member"), [destroy]);
+    // The old Node is deleted once the removal proved etcd has a leader again.
+    assert_eq!(deps("delete-node"), [step_of(&r.plan, "remove-member")]);
     assert_eq!(deps("delete-volume"), [destroy]);
     assert_eq!(deps("volume"), [step_of(&r.plan, "delete-volume")]);
     let machine = deps("machine");

@@ -841,20 +841,23 @@ async fn run_step(ctx: &Ctx, node: &str, action: Action, inputs: Inputs) -> Resu
             let (app, machine) = inputs.machine(&machine)?;
             let via = inputs.machine(&via)?;
             let k3s_node = k3s::k3s_node_name(&machine, &app);
-            let out = c
-                .exec(
-                    &via.0,
-                    &via.1,
-                    &exec_request(k3s::delete_node_command(&k3s_node)),
-                )
-                .await
-                .map_err(fly_err(format!(
+            let req = exec_request(k3s::delete_node_command(&k3s_node));
+            let deadline = Instant::now() + ctx.options.k3s_timeout;
+            loop {
+                let out = c.exec(&via.0, &via.1, &req).await.map_err(fly_err(format!(
                     "node {node}: deleting k3s node {k3s_node}"
                 )))?;
-            if out.exit_code != 0 {
-                return Err(exec_failed(node, via.1, "k3s kubectl delete node", &out));
+                if out.exit_code == 0 {
+                    return Ok(Output::Done);
+                }
+                // The API answers 503 while its datastore elects a leader (a server was just
+                // lost): ask again until the deadline; any other failure is final.
+                if !k3s::is_unavailable(&out) || Instant::now() + ctx.options.poll > deadline {
+                    return Err(exec_failed(node, via.1, "k3s kubectl delete node", &out));
+                }
+                tracing::info!(%node, why = %k3s::first_line(&out.stderr), "the API is unavailable; deleting the node again");
+                tokio::time::sleep(ctx.options.poll).await;
             }
-            Ok(Output::Done)
         }
         Action::RemoveMember { id, name, via } => {
             let via = inputs.machine(&via)?;
