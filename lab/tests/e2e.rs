@@ -545,7 +545,7 @@ fn cluster_copy(lab: &GuestLab, org: &str) -> PathBuf {
     let config = std::fs::read_to_string(repo_root().join("clusters/lab/config"))
         .expect("clusters/lab/config");
     // clusters/lab has no IMAGE (its `-c` builds one); the tests run the node image pushed once.
-    let config = common::with_image(&config, &lab.image);
+    let config = common::images::with_image(&config, &lab.image);
     let config: String = config
         .lines()
         .map(|l| {
