@@ -228,6 +228,10 @@ async fn serve(
 ) -> Result<()> {
     std::fs::create_dir_all(&state_dir)
         .with_context(|| format!("creating {}", state_dir.display()))?;
+    // Guests' roots are overlay mounts of paths under the state dir, and the kernel's overlay
+    // options take absolute paths only (`--state-dir .lab/state` is relative).
+    let state_dir = std::fs::canonicalize(&state_dir)
+        .with_context(|| format!("resolving {}", state_dir.display()))?;
     if let Some(pid) = running_pid(&state_dir) {
         bail!("a lab is already running on {} (pid {pid}); stop it with `fks-lab stop --state-dir {}`", state_dir.display(), state_dir.display());
     }

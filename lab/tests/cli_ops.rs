@@ -538,18 +538,6 @@ async fn destroy_gets_through_rate_limits_and_503s() {
     );
 }
 
-/// The lab's registry holding a tiny image, and a copy of clusters/lab (in `dir`) whose IMAGE
-/// names it: `-c`/`-a` resolve IMAGE through its registry and pin it by digest (the API-only
-/// lab runs nothing, so any image will do). Returns the registry and the cluster directory.
-async fn registry_and_cluster(dir: &std::path::Path) -> (common::LabRegistry, String) {
-    let registry = common::LabRegistry::start(TOKEN).await;
-    let image = registry.push_tiny(TOKEN);
-    let cluster = dir.join("cluster");
-    common::lab_cluster(&cluster, &[format!("IMAGE={image}")]);
-    let cluster = cluster.to_str().expect("utf8").to_string();
-    (registry, cluster)
-}
-
 /// Runs the binary like [`Lab::fks`] with `registry`'s settings, the cluster keys in `xdg`.
 async fn fks_keys(
     lab: &Lab,
@@ -575,7 +563,7 @@ async fn fks_keys(
 async fn create_and_nodegroup_add_converge_and_a_rerun_changes_nothing() {
     let lab = start_lab().await;
     let xdg = tempfile::tempdir().expect("tempdir");
-    let (registry, dir) = registry_and_cluster(xdg.path()).await;
+    let (registry, dir) = common::registry_and_cluster(xdg.path(), TOKEN).await;
     let dir = dir.as_str();
     let client = lab.client();
 
@@ -645,7 +633,7 @@ async fn create_and_nodegroup_add_converge_and_a_rerun_changes_nothing() {
 async fn too_few_zones_is_refused_before_anything_is_made_naming_the_flag() {
     let lab = common::start_api_lab("sjc=2", "", 12, Duration::from_millis(30), TOKEN).await;
     let xdg = tempfile::tempdir().expect("tempdir");
-    let (registry, dir) = registry_and_cluster(xdg.path()).await;
+    let (registry, dir) = common::registry_and_cluster(xdg.path(), TOKEN).await;
     let dir = dir.as_str();
     let before = lab.mutations().await;
     let out = fks_keys(&lab, &registry, xdg.path(), &["-c", dir]).await;
@@ -701,7 +689,7 @@ async fn gone(lab: &Lab, path: &str) -> bool {
 async fn scale_down_removes_the_highest_node_and_nodegroup_remove_leaves_nothing() {
     let lab = start_lab().await;
     let xdg = tempfile::tempdir().expect("tempdir");
-    let (registry, dir) = registry_and_cluster(xdg.path()).await;
+    let (registry, dir) = common::registry_and_cluster(xdg.path(), TOKEN).await;
     let dir = dir.as_str();
     let client = lab.client();
     for args in [&["-c", dir][..], &["-a", "web", dir]] {

@@ -1011,11 +1011,23 @@ async fn taint_and_kubeconfig_report_unreachable_servers_and_exit_1() {
         .expect("build thread");
     let lab = common::start_api_lab("sjc=3", "", 4, Duration::from_millis(10), TOKEN).await;
     let home = tempfile::tempdir().expect("tempdir");
+    let (registry, cluster) = common::registry_and_cluster(home.path(), TOKEN).await;
     let run = |args: &[&str]| {
+        let args: Vec<&str> = args
+            .iter()
+            .map(|a| {
+                if *a == "clusters/lab" {
+                    cluster.as_str()
+                } else {
+                    a
+                }
+            })
+            .collect();
         let mut cmd = Command::new(&bin);
         cmd.args(args)
             .current_dir(repo_root())
             .envs(lab.env.iter().map(|(k, v)| (*k, v.as_str())))
+            .envs(registry.env())
             .env("HOME", home.path())
             .env("XDG_CONFIG_HOME", home.path().join("xdg"))
             .env_remove("KUBECONFIG")

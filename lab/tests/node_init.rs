@@ -50,6 +50,12 @@ fn node_image() -> &'static (PathBuf, String) {
                 .expect("node image thread");
             let cache = repo_root().join("target/lab-test-scratch/node-init-rootfs");
             std::fs::create_dir_all(&cache).expect("cache dir");
+            // nextest runs each test in a process of its own, and opening the cache empties its
+            // scratch space: one process at a time pulls into it.
+            let lock = std::fs::File::create(cache.with_extension("lock")).expect("lock file");
+            let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+                .map_err(|(_, e)| e)
+                .expect("lock the rootfs cache");
             let puller = fks_lab::rootfs::pull::Puller::new(
                 &cache,
                 fks_lab::rootfs::pull::Registry::lab(registry.host(), TOKEN),

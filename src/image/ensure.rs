@@ -176,14 +176,14 @@ pub enum Error {
         registry: String,
         reference: String,
         #[source]
-        source: super::Error,
+        source: Box<super::Error>,
     },
     /// Building the cluster's image failed.
     #[error("building the node image of cluster {cluster}")]
     Build {
         cluster: String,
         #[source]
-        source: super::Error,
+        source: Box<super::Error>,
     },
     /// The registry could not say whether it has the image.
     #[error("looking up {reference} in registry {registry}")]
@@ -191,14 +191,14 @@ pub enum Error {
         registry: String,
         reference: String,
         #[source]
-        source: super::Error,
+        source: Box<super::Error>,
     },
     /// The app whose registry path the image goes to could not be made.
     #[error("creating app {app}, whose registry path the node image is pushed to")]
     App {
         app: String,
         #[source]
-        source: fly::Error,
+        source: Box<fly::Error>,
     },
     /// The push failed: the tag is pushed last, so no half-pushed image carries it.
     #[error("pushing the node image to registry {registry} as {reference}")]
@@ -206,7 +206,7 @@ pub enum Error {
         registry: String,
         reference: String,
         #[source]
-        source: super::Error,
+        source: Box<super::Error>,
     },
 }
 
@@ -244,7 +244,7 @@ pub async fn ensure(config: &Config, inputs: &Inputs, fly: &fly::Client) -> Resu
     }
     let build_error = |source| Error::Build {
         cluster: config.cluster_name.clone(),
-        source,
+        source: Box::new(source),
     };
     let cp_app = config.cp_app();
     if !inputs.dry_run {
@@ -275,7 +275,7 @@ pub async fn ensure(config: &Config, inputs: &Inputs, fly: &fly::Client) -> Resu
         .map_err(|source| Error::Lookup {
             registry: registry_name.clone(),
             reference: reference.clone(),
-            source,
+            source: Box::new(source),
         })?;
     let image = |outcome, made_app| Image {
         reference: reference.clone(),
@@ -309,7 +309,7 @@ pub async fn ensure(config: &Config, inputs: &Inputs, fly: &fly::Client) -> Resu
     .map_err(|source| Error::Push {
         registry: registry_name.clone(),
         reference: reference.clone(),
-        source,
+        source: Box::new(source),
     })?;
     Ok(image(Outcome::Pushed(report), made_app))
 }
@@ -321,10 +321,10 @@ async fn resolve(
     settings: &Settings,
     client: &oci_client::Client,
 ) -> Result<Image, Error> {
-    let resolve_error = |registry: String, source| Error::Resolve {
+    let resolve_error = |registry: String, source: super::Error| Error::Resolve {
         registry,
         reference: configured.to_string(),
-        source,
+        source: Box::new(source),
     };
     let reference = registry::parse_reference(configured)
         .map_err(|e| resolve_error(configured.to_string(), e))?;
@@ -357,7 +357,7 @@ async fn ensure_app(fly: &fly::Client, config: &Config) -> Result<bool, Error> {
     let app = config.cp_app();
     let app_error = |source| Error::App {
         app: app.clone(),
-        source,
+        source: Box::new(source),
     };
     match fly.get_app(&app).await {
         Ok(_) => return Ok(false),

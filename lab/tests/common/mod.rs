@@ -295,3 +295,15 @@ pub fn lab_cluster(cluster: &Path, extra: &[String]) {
     }
     std::fs::write(cluster.join("config"), text).expect("config");
 }
+
+/// The lab's registry holding a tiny image, and a copy of clusters/lab (in `dir`) whose IMAGE
+/// names it: `-c`/`-a` resolve IMAGE through its registry and pin it by digest (the API-only
+/// lab runs nothing, so any image will do). Returns the registry and the cluster directory.
+pub async fn registry_and_cluster(dir: &Path, token: &str) -> (LabRegistry, String) {
+    let registry = LabRegistry::start(token).await;
+    let image = registry.push_tiny(token);
+    let cluster = dir.join("cluster");
+    lab_cluster(&cluster, &[format!("IMAGE={image}")]);
+    let cluster = cluster.to_str().expect("utf8").to_string();
+    (registry, cluster)
+}
