@@ -115,8 +115,6 @@ impl Image {
 /// control plane's servers (`servers`: the observed machines of `<cluster>-cp` that belong to
 /// `cluster`). `Ok(None)` when there is no server to copy from (the plan then refuses the
 /// group); an error while the servers disagree (a control-plane roll-out is not finished).
-// The module's one error type, as its async functions return it (clippy does not weigh those).
-#[allow(clippy::result_large_err)]
 pub fn from_control_plane(cluster: &str, servers: &[fly::Machine]) -> Result<Option<Image>, Error> {
     use crate::contract::meta as metadata;
     let mut images: Vec<(&str, &str)> = servers
