@@ -14,6 +14,7 @@ pub mod fly;
 pub mod image;
 pub mod kernel;
 pub mod kubeconfig;
+pub mod membership;
 /// The machine entrypoint (`node init`): Linux only (mounts, prctl, namespaces), as Fly's
 /// machines are Linux VMs. The operator CLI also builds on macOS (`scripts/check-portable.sh`).
 #[cfg(target_os = "linux")]

@@ -317,7 +317,7 @@ fn vias<'a>(cluster: &'a str, apps: &'a [AppState], cp_app: &str) -> Vec<&'a Mac
 
 /// Runs `command` on the first of `vias` whose exec call answers and reads its answer with
 /// `parse`; an exec call that fails moves on to the next server, an answer is final.
-async fn ask<T>(
+pub async fn ask<T>(
     client: &Client,
     app: &str,
     vias: &[&Machine],

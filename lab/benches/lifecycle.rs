@@ -377,8 +377,11 @@ fn lower_bound(plan: &Plan) -> f64 {
                 Some((Bucket::Secrets, app.clone()))
             }
             Action::MarkReady { machine } => Some((Bucket::Metadata, machine_key(machine))),
-            // Removal steps: the benchmark times create plans only, which never hold them.
+            // Removal and replacement steps: the benchmark times create plans only, which
+            // never hold them.
             Action::Cordon { .. }
+            | Action::RemoveMember { .. }
+            | Action::WaitMemberHealthy { .. }
             | Action::Drain { .. }
             | Action::DeleteNode { .. }
             | Action::DestroyMachine { .. }

@@ -859,3 +859,64 @@ async fn scale_down_removes_the_highest_node_and_nodegroup_remove_leaves_nothing
         text(&out.stdout)
     );
 }
+
+/// `server replace` (issue 11 item 4) refuses before changing anything: a name that is no
+/// server (exit 2), no terminal and no `--yes` (exit 2), and, when the etcd members cannot be
+/// read through a started survivor (the API-only lab runs no guests, so exec answers no
+/// member list), quorum cannot be checked (exit 1). The lab records no mutation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_replace_refuses_what_it_cannot_check_and_changes_nothing() {
+    let lab = start_lab().await;
+    let client = lab.client();
+    let config = lab_config();
+    make_control_plane(&client, &config).await;
+    client
+        .set_secret(
+            &config.cp_app(),
+            "K3S_TOKEN",
+            &SecretString::new("dGVzdAo=".to_string()),
+        )
+        .await
+        .expect("token secret");
+    let xdg = tempfile::tempdir().expect("tempdir");
+    let run = |args: &[&str]| {
+        let mut cmd = tokio::process::Command::new(fks_bootstrap_binary());
+        cmd.args(args)
+            .current_dir(repo_root())
+            .envs(lab.env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("XDG_CONFIG_HOME", xdg.path())
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null());
+        async move { cmd.output().await.expect("running fks-bootstrap") }
+    };
+    let before = lab.mutations().await;
+    let out = run(&["server", "replace", "ctrl-3", "clusters/lab", "--yes"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("ctrl-3 is not a server of the control plane"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(&["server", "replace", "ctrl-1", "clusters/lab"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("pass --yes"),
+        "{}",
+        text(&out.stderr)
+    );
+    for args in [
+        &["server", "replace", "ctrl-1", "clusters/lab", "--yes"][..],
+        &["server", "replace", "ctrl-1", "clusters/lab", "--dry-run"],
+    ] {
+        let out = run(args).await;
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains("refusing to replace ctrl-1 in app lab-cp: its etcd members could not be read through a started survivor"),
+            "{err}"
+        );
+        assert!(err.contains("(nothing was changed)"), "{err}");
+    }
+    assert_eq!(lab.mutations().await, before, "a refused replace mutated");
+    assert_eq!(live_machines(&client, "lab-cp").await.len(), 3);
+}

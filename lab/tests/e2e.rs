@@ -15,9 +15,10 @@
 //! the tool SIGKILLed part-way through `-c` and `-a`; a third migrates a server and a worker
 //! of a live cluster to other hosts (new 6PN addresses, forked volumes).
 //!
-//! Own bridges (`fkse2e`, `fkse2f`, `fkse2m`), org networks (`e2eorg`, `e2eforg`, `e2emorg`:
-//! each its own 6PN /48) and IPv4 ranges (172.31.150-152.0/24), so these run in parallel with
-//! the other guest tests. Without root the
+//! Own bridges (`fkse2e`, `fkse2f`, `fkse2m`, `fkse2s`, `fkse2d`, `fkse2r`), org networks
+//! (`e2eorg`, `e2eforg`, `e2emorg`, `e2esorg`, `e2edorg`, `e2erorg`: each its own 6PN /48) and
+//! IPv4 ranges (172.31.150-154.0/24 and 172.31.158.0/24 for `server replace`), so these run in
+//! parallel with the other guest tests. Without root the
 //! guest test prints why and returns, except under `CI=true` where it fails.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -1946,6 +1947,413 @@ async fn scale_down_and_nodegroup_remove_on_guests() {
     )
     .await;
     assert!(nodes.iter().all(|n| n.ready), "{nodes:#?}");
+
+    let out = env.fks(&mut t, &["destroy", dir, "--yes"]).await;
+    assert_ok("destroy --yes", &out, &lab);
+    lab.stop().await;
+}
+
+/// `POST /v1/apps/<cp>/machines/<id>/exec` of `command` (an argument vector, no shell); the
+/// answer as JSON.
+async fn exec(lab: &GuestLab, machine: &str, command: &[&str]) -> Value {
+    let res = lab
+        .http
+        .post(format!(
+            "{}/v1/apps/{CP_APP}/machines/{machine}/exec",
+            lab.base
+        ))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .json(&serde_json::json!({ "command": command, "timeout": 30 }))
+        .send()
+        .await
+        .expect("exec request");
+    assert_eq!(res.status().as_u16(), 200, "exec on {machine}");
+    res.json().await.expect("exec answer")
+}
+
+/// `DELETE` a lab API path, expecting 200.
+async fn delete(lab: &GuestLab, path: &str) {
+    let res = lab
+        .http
+        .delete(format!("{}{path}", lab.base))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .send()
+        .await
+        .expect("delete request");
+    let status = res.status().as_u16();
+    assert_eq!(
+        status,
+        200,
+        "{path}: {}",
+        res.text().await.unwrap_or_default()
+    );
+}
+
+/// `status --json` until `done` holds for its report (or the deadline, then panic).
+async fn status_until(
+    env: &Env,
+    t: &mut Transcript,
+    lab: &GuestLab,
+    dir: &str,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let out = env.fks(t, &["status", dir, "--json"]).await;
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        if done(&report) {
+            return report;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {report:#}\n{}\n{}",
+            text(&out.stderr),
+            lab.logs()
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// The zones of the volumes the control plane's live machines hold.
+async fn server_zones(lab: &GuestLab) -> Vec<String> {
+    let (_, volumes) = lab.get(&format!("/v1/apps/{CP_APP}/volumes")).await;
+    let live: Vec<String> = lab
+        .machines(CP_APP)
+        .await
+        .iter()
+        .map(|m| m["id"].as_str().expect("id").to_string())
+        .collect();
+    let zones: BTreeSet<String> = volumes
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .filter(|v| {
+            v["attached_machine_id"]
+                .as_str()
+                .is_some_and(|a| live.iter().any(|l| l == a))
+        })
+        .map(|v| v["zone"].as_str().expect("zone").to_string())
+        .collect();
+    assert_eq!(live.len(), 3, "{volumes:#}");
+    zones.into_iter().collect()
+}
+
+/// The status report's node `name`.
+fn status_node<'a>(report: &'a Value, name: &str) -> Option<&'a Value> {
+    report["nodes"]
+        .as_array()?
+        .iter()
+        .find(|n| n["name"] == name)
+}
+
+/// Issue 11 item 4 on guests. The control plane is made with BOOTSTRAP_NODE_ID=1, so ctrl-1 is
+/// the cluster-init server; a label is written to ctrl-0's Node object (the stand-in keeps Nodes
+/// in its real etcd); then ctrl-1's machine AND volume are destroyed by hand through the lab API.
+/// `server replace ctrl-1` (after a dry run that changes nothing) removes its member through a
+/// survivor, deletes its old Node and makes a new machine and volume that joins the survivor
+/// (not a second cluster: the bootstrap role follows the survivors). Then 3 members are healthy
+/// voters, 3 servers Ready in 3 distinct zones, and the label written before is read through the
+/// new server. A running ctrl-2 is replaced next (its machine and volume destroyed by the
+/// command), with the same checks. Last, with ctrl-0 and ctrl-2 stopped, `server replace ctrl-2`
+/// is refused for quorum and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn server_replace_after_losing_machine_and_volume_and_quorum_refusal_on_guests() {
+    if !have_root("server replace on guests") {
+        return;
+    }
+    // Not 150-154 (the other e2e tests) nor 160-161 (the tunnel tests).
+    const NET: Net = Net {
+        bridge: "fkse2r",
+        org: "e2erorg",
+        v4: 158,
+    };
+    let lab = GuestLab::start_with(&NET, "").await;
+    let cluster_dir = cluster_copy(&lab, NET.org);
+    let dir = cluster_dir.to_str().expect("utf-8 path");
+    let env = Env::new(&lab).await;
+    let mut t = Transcript::default();
+    let create = [
+        "-c",
+        dir,
+        "--allow-missing-kernel-options",
+        "--timeout",
+        "180",
+    ];
+    let mut cmd = env.command(&create);
+    cmd.env("BOOTSTRAP_NODE_ID", "1");
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("running -c"))
+        .await
+        .expect("join");
+    t.keep("BOOTSTRAP_NODE_ID=1 fks-bootstrap -c", &out);
+    assert_ok("-c with BOOTSTRAP_NODE_ID=1", &out, &lab);
+    let healthy = status_until(&env, &mut t, &lab, dir, "status healthy after -c", |r| {
+        r["healthy"] == true
+    })
+    .await;
+    assert_eq!(healthy["nodes"].as_array().map(Vec::len), Some(3));
+
+    let ctrl0 = node_machine(&lab, CP_APP, "ctrl-0").await;
+    let ctrl0_id = ctrl0["id"].as_str().expect("id").to_string();
+    let old = node_machine(&lab, CP_APP, "ctrl-1").await;
+    assert!(
+        old["config"]["env"]
+            .get("FKS_BOOTSTRAP_MACHINE_ID")
+            .is_none(),
+        "ctrl-1 is the cluster-init server: {old:#}"
+    );
+    let old_id = old["id"].as_str().expect("id").to_string();
+    let old_volume = old["config"]["mounts"][0]["volume"]
+        .as_str()
+        .expect("volume")
+        .to_string();
+    // Data in etcd before: a label on ctrl-0's Node (ctrl-0 is never replaced here), written
+    // through ctrl-0's API.
+    let ctrl0_k8s = format!("{ctrl0_id}.vm.{CP_APP}.internal");
+    let label = format!("writtenbefore={old_id}");
+    let v = exec(
+        &lab,
+        &ctrl0_id,
+        &["k3s", "kubectl", "label", "node", &ctrl0_k8s, &label],
+    )
+    .await;
+    assert_eq!(v["exit_code"], 0, "{v}");
+
+    // ctrl-1's machine and volume are destroyed by hand.
+    delete(
+        &lab,
+        &format!("/v1/apps/{CP_APP}/machines/{old_id}?force=true"),
+    )
+    .await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (status, m) = lab
+            .get(&format!("/v1/apps/{CP_APP}/machines/{old_id}"))
+            .await;
+        if status == 404 || m["state"] == "destroyed" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{old_id} not destroyed: {m}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    delete(&lab, &format!("/v1/apps/{CP_APP}/volumes/{old_volume}")).await;
+    // The survivors elect a leader again if ctrl-1 led; until then their members do not
+    // answer quorum reads and replace would (rightly) refuse.
+    status_until(&env, &mut t, &lab, dir, "survivors healthy", |r| {
+        ["ctrl-0", "ctrl-2"]
+            .iter()
+            .all(|n| status_node(r, n).is_some_and(|n| n["member"]["healthy"] == true))
+    })
+    .await;
+
+    // The dry run shows the checks and the steps and changes nothing.
+    let before = lab.mutations().await;
+    let out = env
+        .fks(&mut t, &["server", "replace", "ctrl-1", dir, "--dry-run"])
+        .await;
+    assert_ok("server replace --dry-run", &out, &lab);
+    let plan = text(&out.stdout);
+    for want in [
+        "dry run: nothing was changed",
+        "ctrl-1: machine gone",
+        &format!("({old_id}.vm.{CP_APP}.internal-"),
+        "quorum after the removal: 2 of 2 voting members healthy, 2 needed: ok",
+        &format!("the new server joins ctrl-0 (machine {ctrl0_id})"),
+        "remove etcd member",
+        &format!("joins {ctrl0_id}"),
+        "is a healthy voter",
+    ] {
+        assert!(plan.contains(want), "missing {want:?}:\n{plan}");
+    }
+    assert_eq!(lab.mutations().await, before, "the dry run mutated");
+
+    let started = Instant::now();
+    let out = env
+        .fks(
+            &mut t,
+            &[
+                "server",
+                "replace",
+                "ctrl-1",
+                dir,
+                "--yes",
+                "--timeout",
+                "240",
+            ],
+        )
+        .await;
+    assert_ok("server replace ctrl-1", &out, &lab);
+    eprintln!(
+        "figure: server replace ctrl-1 (machine and volume gone) took {:?}",
+        started.elapsed()
+    );
+    let said = text(&out.stdout);
+    assert!(said.contains("done: ctrl-1: remove etcd member"), "{said}");
+    assert!(said.contains("ctrl-1 replaced: machine "), "{said}");
+
+    let new = node_machine(&lab, CP_APP, "ctrl-1").await;
+    let new_id = new["id"].as_str().expect("id").to_string();
+    assert_ne!(new_id, old_id);
+    // It joined the survivor ctrl-0: never cluster-init.
+    assert_eq!(
+        new["config"]["env"]["FKS_BOOTSTRAP_MACHINE_ID"],
+        ctrl0_id.as_str()
+    );
+    assert_eq!(new["config"]["env"]["FKS_BOOTSTRAP_NODE_ID"], "0");
+
+    let report = status_until(&env, &mut t, &lab, dir, "3 healthy servers", |r| {
+        r["healthy"] == true
+    })
+    .await;
+    let servers = report["nodes"].as_array().expect("nodes");
+    assert_eq!(servers.len(), 3, "{report:#}");
+    for s in servers {
+        assert_eq!(s["ready"], "True", "{s:#}");
+        assert_eq!(s["member"]["healthy"], true, "{s:#}");
+        assert_eq!(s["member"]["learner"], false, "{s:#}");
+    }
+    assert_eq!(report["orphan_members"], serde_json::json!([]));
+    assert_eq!(report["orphan_nodes"], serde_json::json!([]));
+    // One cluster: the new server's own etcd lists all three members.
+    let v = exec(
+        &lab,
+        &new_id,
+        &["fks-bootstrap", "node", "etcd", "members", "--json"],
+    )
+    .await;
+    assert_eq!(v["exit_code"], 0, "{v}");
+    let members: Value =
+        serde_json::from_str(v["stdout"].as_str().unwrap_or("")).expect("members JSON");
+    assert_eq!(
+        members["members"].as_array().map(Vec::len),
+        Some(3),
+        "{members:#}"
+    );
+    // Three distinct zones.
+    let zones = server_zones(&lab).await;
+    assert_eq!(zones.len(), 3, "{zones:?}");
+    // The data written before, read through the new server.
+    let v = exec(
+        &lab,
+        &new_id,
+        &[
+            "k3s",
+            "kubectl",
+            "get",
+            "node",
+            &ctrl0_k8s,
+            "-o",
+            "jsonpath={.metadata.labels.writtenbefore}",
+        ],
+    )
+    .await;
+    assert_eq!(v["exit_code"], 0, "{v}");
+    assert_eq!(
+        v["stdout"].as_str().map(str::trim),
+        Some(old_id.as_str()),
+        "{v}"
+    );
+
+    eprintln!("server replace ctrl-1 printed:\n{said}");
+
+    // A running server, machine and volume still there, is replaced the same way: its machine
+    // destroyed first, its member removed, its volume deleted.
+    let old2 = node_machine(&lab, CP_APP, "ctrl-2").await;
+    let old2_id = old2["id"].as_str().expect("id").to_string();
+    let old2_volume = old2["config"]["mounts"][0]["volume"]
+        .as_str()
+        .expect("volume")
+        .to_string();
+    let started = Instant::now();
+    let out = env
+        .fks(
+            &mut t,
+            &[
+                "server",
+                "replace",
+                "ctrl-2",
+                dir,
+                "--yes",
+                "--timeout",
+                "240",
+            ],
+        )
+        .await;
+    assert_ok("server replace ctrl-2 (running)", &out, &lab);
+    eprintln!(
+        "figure: server replace ctrl-2 (running machine and volume) took {:?}",
+        started.elapsed()
+    );
+    let said = text(&out.stdout);
+    assert!(
+        said.contains(&format!(
+            "done: destroy machine {old2_id} (ctrl-2) in app {CP_APP}"
+        )),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!("done: delete volume {old2_volume} ")),
+        "{said}"
+    );
+    let (status, m) = lab
+        .get(&format!("/v1/apps/{CP_APP}/machines/{old2_id}"))
+        .await;
+    assert!(status == 404 || m["state"] == "destroyed", "{status} {m}");
+    let (status, v) = lab
+        .get(&format!("/v1/apps/{CP_APP}/volumes/{old2_volume}"))
+        .await;
+    assert!(
+        status == 404 || v["state"] == "destroyed" || v["state"] == "pending_destroy",
+        "{status} {v}"
+    );
+    let ctrl2 = node_machine(&lab, CP_APP, "ctrl-2").await;
+    assert_ne!(ctrl2["id"], old2["id"]);
+    let report = status_until(&env, &mut t, &lab, dir, "3 healthy servers again", |r| {
+        r["healthy"] == true
+    })
+    .await;
+    assert_eq!(
+        report["nodes"].as_array().map(Vec::len),
+        Some(3),
+        "{report:#}"
+    );
+    let v = exec(
+        &lab,
+        ctrl2["id"].as_str().expect("id"),
+        &[
+            "k3s",
+            "kubectl",
+            "get",
+            "node",
+            &ctrl0_k8s,
+            "-o",
+            "jsonpath={.metadata.labels.writtenbefore}",
+        ],
+    )
+    .await;
+    assert_eq!(
+        v["stdout"].as_str().map(str::trim),
+        Some(old_id.as_str()),
+        "{v}"
+    );
+
+    // Quorum refusal: ctrl-0 and ctrl-2 stopped; replacing ctrl-2 would leave ctrl-0 and
+    // ctrl-1 as voters with (at most) one of them healthy.
+    machine_action(&lab, &ctrl0, "stop", "stopped").await;
+    machine_action(&lab, &ctrl2, "stop", "stopped").await;
+    let before = lab.mutations().await;
+    let out = env
+        .fks(&mut t, &["server", "replace", "ctrl-2", dir, "--yes"])
+        .await;
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("refusing to replace ctrl-2 in app lab-cp"),
+        "{err}"
+    );
+    assert!(err.contains("(nothing was changed)"), "{err}");
+    assert_eq!(lab.mutations().await, before, "a refused replace mutated");
+    eprintln!("refusal: {err}");
 
     let out = env.fks(&mut t, &["destroy", dir, "--yes"]).await;
     assert_ok("destroy --yes", &out, &lab);

@@ -166,7 +166,7 @@ impl Zones {
 }
 
 /// `FKS_REGION_ZONES` when set and not empty.
-fn env_zones() -> Result<Option<Zones>, super::Error> {
+pub(super) fn env_zones() -> Result<Option<Zones>, super::Error> {
     match std::env::var(ZONES_ENV) {
         Ok(v) if !v.trim().is_empty() => parse_zones(&v)
             .map(Some)

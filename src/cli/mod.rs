@@ -26,6 +26,7 @@ mod node;
 mod nodegroup_remove;
 mod output;
 mod render;
+mod server_replace;
 mod ssh;
 mod status;
 mod taint;
@@ -69,6 +70,7 @@ Examples:
   fks-bootstrap ssh cp clusters/lab -- uptime    (one command, its exit code)
   fks-bootstrap -t clusters/lab                  (same as: taint clusters/lab)
   fks-bootstrap -k clusters/lab --merge          (kubeconfig to ~/.kube/lab, merged into ~/.kube/config)
+  fks-bootstrap server replace ctrl-1 clusters/lab --dry-run   (the checks and the plan)
   fks-bootstrap destroy clusters/lab --dry-run   (what destroy would remove)
   fks-bootstrap destroy clusters/lab --yes       (no typed confirmation)
   fks-bootstrap validate clusters/lab
@@ -279,6 +281,8 @@ pub enum Command {
     Status(status::Args),
     /// Export the cluster's kubeconfig to ~/.kube/<cluster>, optionally merged (-k).
     Kubeconfig(kubeconfig::Args),
+    /// Control-plane servers: `server replace ctrl-N CLUSTER_DIR`.
+    Server(server_replace::ServerArgs),
     /// Remove this cluster's machines, volumes, secrets and apps, and nothing else.
     #[command(after_help = destroy::AFTER_HELP)]
     Destroy(destroy::Args),
@@ -340,6 +344,7 @@ fn run(command: Command) -> Result<(), Error> {
         Command::Taint(args) => taint::run(args),
         Command::Status(args) => status::run(args),
         Command::Kubeconfig(args) => kubeconfig::run(args),
+        Command::Server(args) => server_replace::run(args),
         Command::Destroy(args) => destroy::run(args),
         Command::CheckKernel(args) => check_kernel::run(args),
         Command::Completions(args) => completions::run(args, &mut Cli::command()),
@@ -554,6 +559,30 @@ mod tests {
         ] {
             assert!(resolve(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn server_replace_parses_its_flags_and_needs_node_and_dir() {
+        let text = resolved(&[
+            "server",
+            "replace",
+            "ctrl-1",
+            "clusters/lab",
+            "--yes",
+            "--dry-run",
+            "--timeout",
+            "240",
+        ]);
+        for want in [
+            "node: \"ctrl-1\"",
+            "yes: true",
+            "dry_run: true",
+            "timeout: 240",
+        ] {
+            assert!(text.contains(want), "{want} in {text}");
+        }
+        assert!(resolve(&["server", "replace", "ctrl-1"]).is_err());
+        assert!(resolve(&["server", "replace", "ctrl-1", "d", "--timeout", "0"]).is_err());
     }
 
     #[test]

@@ -40,7 +40,7 @@ pub enum NodeCommand {
     /// Serve only the node's SSH server (no k3s): for a machine started with this command to
     /// repair it, and for tests of the server.
     Ssh(SshArgs),
-    /// This server's embedded etcd (read only): `node etcd members [--json]`.
+    /// This server's embedded etcd: `node etcd members [--json]`, `node etcd remove MEMBER`.
     #[command(subcommand)]
     Etcd(EtcdCommand),
 }
@@ -51,6 +51,30 @@ pub enum EtcdCommand {
     /// The members as the local member knows them, each with its health asked of itself
     /// (exit 1 when the list cannot be read; an unhealthy member is in the answer).
     Members(MembersArgs),
+    /// Remove one member through etcd's own API, asked of the local member (what
+    /// `server replace` runs through exec on a healthy server). MEMBER is a hex member id, a
+    /// member name or a k3s node name; this server's own member is refused; a member that is
+    /// not there is reported as `removed: null` (exit 0).
+    Remove(RemoveArgs),
+}
+
+/// Remove one etcd member.
+#[derive(Debug, clap::Args)]
+pub struct RemoveArgs {
+    /// The member: hex id (as `node etcd members` prints it), member name or k3s node name.
+    pub member: String,
+    /// Print the report as JSON (what `server replace` reads).
+    #[arg(long)]
+    pub json: bool,
+    /// Prefix of every system path.
+    #[arg(long, env = "FKS_ROOT", value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+    /// The k3s data dir [default: ROOT/data/k3s].
+    #[arg(long, env = "FKS_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The local member's client URL [default: https://127.0.0.1:2379].
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
 }
 
 /// List the etcd members with their health.
@@ -108,7 +132,42 @@ pub fn run(args: Args) -> Result<(), Error> {
         NodeCommand::Init(a) => init(a),
         NodeCommand::Ssh(a) => ssh(a),
         NodeCommand::Etcd(EtcdCommand::Members(a)) => etcd_members(a),
+        NodeCommand::Etcd(EtcdCommand::Remove(a)) => etcd_remove(a),
     }
+}
+
+fn etcd_remove(a: RemoveArgs) -> Result<(), Error> {
+    let data_dir = a
+        .data_dir
+        .unwrap_or_else(|| node::under(&a.root, crate::render::DATA_DIR));
+    let report = super::runtime()?
+        .block_on(node::etcd_remove::remove(
+            &data_dir,
+            &a.endpoint.unwrap_or_else(node::etcd_status::local_endpoint),
+            &a.member,
+        ))
+        .map_err(|e| Error::Failed(anyhow!("node etcd remove: {}", node::chain(&e))))?;
+    if a.json {
+        return super::output::stdout(&super::output::json(&report)?);
+    }
+    let text = match &report.removed {
+        Some(m) => format!(
+            "removed member {} ({}); {} member(s) left\n",
+            m.id,
+            if m.name.is_empty() {
+                "unnamed"
+            } else {
+                &m.name
+            },
+            report.members.len()
+        ),
+        None => format!(
+            "no member {} (removed already?); {} member(s)\n",
+            report.target,
+            report.members.len()
+        ),
+    };
+    super::output::stdout(&text)
 }
 
 fn etcd_members(a: MembersArgs) -> Result<(), Error> {

@@ -47,6 +47,7 @@ macro_rules! debug {
 pub mod addresses;
 pub mod env;
 pub mod etcd_member;
+pub mod etcd_remove;
 pub mod etcd_status;
 pub mod ssh;
 pub mod supervise;

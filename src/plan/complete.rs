@@ -36,10 +36,12 @@ impl Action {
             | Action::Taint { machine, via }
             | Action::Cordon { machine, via }
             | Action::Drain { machine, via }
-            | Action::DeleteNode { machine, via } => {
+            | Action::DeleteNode { machine, via }
+            | Action::WaitMemberHealthy { machine, via } => {
                 step(&machine.id).into_iter().chain(step(&via.id)).collect()
             }
             Action::SetTokenSecret { token, .. } => vec![*token],
+            Action::RemoveMember { via, .. } => step(&via.id).into_iter().collect(),
             Action::CreateApp { .. }
             | Action::CreateVolume { .. }
             | Action::SetFileSecrets { .. }

@@ -169,6 +169,17 @@ impl fmt::Display for Action {
                 "delete k3s node of machine {} (kubectl on {})",
                 machine.id, via.id
             ),
+            Action::RemoveMember { id, name, via } => write!(
+                f,
+                "remove etcd member {id} ({}) through the etcd of machine {} (node etcd remove)",
+                if name.is_empty() { "unnamed" } else { name },
+                via.id
+            ),
+            Action::WaitMemberHealthy { machine, via } => write!(
+                f,
+                "wait until the etcd member of machine {} is a healthy voter (asked on {})",
+                machine.id, via.id
+            ),
             Action::MarkReady { machine } => {
                 write!(
                     f,

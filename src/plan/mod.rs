@@ -23,6 +23,7 @@ mod complete;
 pub mod destroy;
 mod display;
 pub mod phases;
+pub mod replace;
 mod request;
 pub mod scale_down;
 
@@ -145,6 +146,22 @@ pub enum Error {
         machine: String,
         /// Its node name.
         node: String,
+    },
+    /// `server replace` names no server.
+    #[error("{node} is not a server of the control plane: use ctrl-0, ctrl-1 or ctrl-2")]
+    NotAServer {
+        /// The name as given.
+        node: String,
+    },
+    /// `server replace` found the replacement unsafe or impossible; nothing was changed.
+    #[error("refusing to replace {node} in app {app}: {why} (nothing was changed)")]
+    ReplaceRefused {
+        /// The control-plane app.
+        app: String,
+        /// The server.
+        node: String,
+        /// Why, with what to do.
+        why: String,
     },
     /// The ssh files of a node were not supplied.
     #[error(
@@ -418,6 +435,25 @@ pub enum Action {
         name: String,
         /// Its zone (for the output).
         zone: String,
+    },
+    /// Remove a member from the cluster's embedded etcd through a server's own etcd API
+    /// (`fks-bootstrap node etcd remove ID` run through exec on `via`); etcd's temporary
+    /// refusal ("unhealthy cluster") is asked again until the run's deadline.
+    RemoveMember {
+        /// The member's hex id.
+        id: String,
+        /// Its name (for the output; empty when it never started).
+        name: String,
+        /// The server whose etcd is asked (a healthy voter).
+        via: MachineRef,
+    },
+    /// Wait until the node's etcd member is a healthy voting member, asking `via`'s etcd
+    /// (`fks-bootstrap node etcd members --json` through exec).
+    WaitMemberHealthy {
+        /// The node's machine (its member is named after `<id>.vm.<app>.internal`).
+        machine: MachineRef,
+        /// Where to ask.
+        via: MachineRef,
     },
     /// Delete an app secret.
     DeleteSecret {

@@ -237,6 +237,20 @@ pub fn node_not_found(out: &ExecResponse) -> bool {
     out.exit_code != 0 && out.stderr.contains("(NotFound)")
 }
 
+/// Whether a failed kubectl call failed because the API could not serve it for now: the
+/// apiserver's 503 (`Error from server (ServiceUnavailable)`, e.g. its datastore without a
+/// leader during an election) or no connection to it yet.
+pub fn is_unavailable(out: &ExecResponse) -> bool {
+    out.exit_code != 0
+        && [
+            "(ServiceUnavailable)",
+            "connection refused",
+            "leader changed",
+        ]
+        .iter()
+        .any(|s| out.stderr.contains(s))
+}
+
 /// The Machines API exec request for one of these commands (30 s: kubectl and `cat` answer
 /// well within it; the client adds its own margin).
 pub fn exec_request(command: Vec<String>) -> ExecRequest {
@@ -394,6 +408,16 @@ mod tests {
             ..missing.clone()
         };
         assert!(!node_not_found(&refused));
+        assert!(!is_unavailable(&refused));
+        let election = ExecResponse {
+            stderr: "Error from server (ServiceUnavailable): datastore: etcd range at https://127.0.0.1:2379: 503: etcdserver: leader changed".into(),
+            ..missing.clone()
+        };
+        assert!(is_unavailable(&election));
+        assert!(!is_unavailable(&ExecResponse {
+            exit_code: 0,
+            ..election
+        }));
     }
 
     fn out(code: i64, stdout: &str, stderr: &str) -> ExecResponse {

@@ -68,6 +68,30 @@ pub enum Error {
         /// How long the wait lasted.
         waited: Duration,
     },
+    /// A node's etcd member was not a healthy voter in time.
+    #[error("node {node}: the etcd member of k3s node {k3s_node} is not a healthy voting member after {}s (last seen: {last})", waited.as_secs())]
+    MemberNotHealthy {
+        /// The node.
+        node: String,
+        /// Its k3s node name (its member is named after it).
+        k3s_node: String,
+        /// What the last check said.
+        last: String,
+        /// How long the wait lasted.
+        waited: Duration,
+    },
+    /// etcd did not remove a member.
+    #[error("node {node}: removing etcd member {member} through machine {machine} failed: {why}")]
+    RemoveMember {
+        /// The node the member belonged to.
+        node: String,
+        /// The member's hex id and name.
+        member: String,
+        /// The machine whose etcd was asked.
+        machine: String,
+        /// etcd's or the command's answer (one line).
+        why: String,
+    },
     /// The join token could not be read in time.
     #[error("node {node}: reading the join token on machine {machine} failed")]
     Token {
@@ -817,20 +841,104 @@ async fn run_step(ctx: &Ctx, node: &str, action: Action, inputs: Inputs) -> Resu
             let (app, machine) = inputs.machine(&machine)?;
             let via = inputs.machine(&via)?;
             let k3s_node = k3s::k3s_node_name(&machine, &app);
-            let out = c
-                .exec(
-                    &via.0,
-                    &via.1,
-                    &exec_request(k3s::delete_node_command(&k3s_node)),
-                )
-                .await
-                .map_err(fly_err(format!(
+            let req = exec_request(k3s::delete_node_command(&k3s_node));
+            let deadline = Instant::now() + ctx.options.k3s_timeout;
+            loop {
+                let out = c.exec(&via.0, &via.1, &req).await.map_err(fly_err(format!(
                     "node {node}: deleting k3s node {k3s_node}"
                 )))?;
-            if out.exit_code != 0 {
-                return Err(exec_failed(node, via.1, "k3s kubectl delete node", &out));
+                if out.exit_code == 0 {
+                    return Ok(Output::Done);
+                }
+                // The API answers 503 while its datastore elects a leader (a server was just
+                // lost): ask again until the deadline; any other failure is final.
+                if !k3s::is_unavailable(&out) || Instant::now() + ctx.options.poll > deadline {
+                    return Err(exec_failed(node, via.1, "k3s kubectl delete node", &out));
+                }
+                tracing::info!(%node, why = %k3s::first_line(&out.stderr), "the API is unavailable; deleting the node again");
+                tokio::time::sleep(ctx.options.poll).await;
             }
-            Ok(Output::Done)
+        }
+        Action::RemoveMember { id, name, via } => {
+            let via = inputs.machine(&via)?;
+            let member = if name.is_empty() {
+                id.clone()
+            } else {
+                format!("{id} ({name})")
+            };
+            let req = exec_request(crate::membership::remove_command(&id));
+            let deadline = Instant::now() + ctx.options.k3s_timeout;
+            loop {
+                let why = match c.exec(&via.0, &via.1, &req).await {
+                    Ok(out) => match crate::membership::parse_remove(&out) {
+                        Ok(report) => {
+                            match &report.removed {
+                                Some(m) => {
+                                    tracing::info!(%node, member = %m.id, name = %m.name, left = report.members.len(), "etcd member removed")
+                                }
+                                None => {
+                                    tracing::info!(%node, %member, "etcd member not there (removed already)")
+                                }
+                            }
+                            return Ok(Output::Done);
+                        }
+                        Err(why) => why,
+                    },
+                    Err(e) => crate::errors::chain(&e),
+                };
+                // etcd refuses a reconfiguration for a few seconds after a member started, and
+                // exec fails while the survivor is busy: ask again until the deadline.
+                if Instant::now() + ctx.options.poll > deadline
+                    || !(crate::membership::is_retryable(&why) || why.contains("exec"))
+                {
+                    return Err(Error::RemoveMember {
+                        node: node.to_string(),
+                        member,
+                        machine: via.1,
+                        why,
+                    });
+                }
+                tracing::info!(%node, %member, %why, "etcd member removal not done yet; asking again");
+                tokio::time::sleep(ctx.options.poll).await;
+            }
+        }
+        Action::WaitMemberHealthy { machine, via } => {
+            let (app, machine) = inputs.machine(&machine)?;
+            let via = inputs.machine(&via)?;
+            let k3s_node = k3s::k3s_node_name(&machine, &app);
+            let req = exec_request(crate::status::members_command());
+            let started = Instant::now();
+            let deadline = started + ctx.options.k3s_timeout;
+            loop {
+                let last = match c.exec(&via.0, &via.1, &req).await {
+                    Ok(out) => match crate::status::parse_members(&out) {
+                        Ok(report) => match report.members.iter().find(|m| {
+                            crate::status::member_node(&m.name) == Some(k3s_node.as_str())
+                        }) {
+                            Some(m) if m.healthy && !m.learner => return Ok(Output::Done),
+                            Some(m) if m.learner => "a learner (not promoted yet)".to_string(),
+                            Some(m) => {
+                                format!("unhealthy: {}", m.error.as_deref().unwrap_or("no answer"))
+                            }
+                            None => format!(
+                                "no member named after it among {} member(s)",
+                                report.members.len()
+                            ),
+                        },
+                        Err(why) => why,
+                    },
+                    Err(e) => crate::errors::chain(&e),
+                };
+                if Instant::now() + ctx.options.poll > deadline {
+                    return Err(Error::MemberNotHealthy {
+                        node: node.to_string(),
+                        k3s_node,
+                        last,
+                        waited: started.elapsed(),
+                    });
+                }
+                tokio::time::sleep(ctx.options.poll).await;
+            }
         }
         Action::MarkReady { machine } => {
             let (app, id) = inputs.machine(&machine)?;
