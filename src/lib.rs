@@ -20,6 +20,7 @@ pub mod kubeconfig;
 pub mod node;
 pub mod observe;
 pub mod plan;
+pub mod proxy;
 pub mod render;
 pub mod run;
 pub mod ssh;

@@ -20,11 +20,13 @@ pub mod credentials;
 mod destroy;
 mod image;
 mod kubeconfig;
+mod kubectl;
 mod list;
 #[cfg(target_os = "linux")]
 mod node;
 mod nodegroup_remove;
 mod output;
+mod proxy;
 mod render;
 mod ssh;
 mod status;
@@ -69,6 +71,9 @@ Examples:
   fks-bootstrap ssh cp clusters/lab -- uptime    (one command, its exit code)
   fks-bootstrap -t clusters/lab                  (same as: taint clusters/lab)
   fks-bootstrap -k clusters/lab --merge          (kubeconfig to ~/.kube/lab, merged into ~/.kube/config)
+  fks-bootstrap -k clusters/lab --tunnel         (kubeconfig for `proxy` on https://127.0.0.1:16443)
+  fks-bootstrap proxy clusters/lab               (the cluster's API on 127.0.0.1:16443, any host)
+  fks-bootstrap kubectl clusters/lab -- get nodes
   fks-bootstrap destroy clusters/lab --dry-run   (what destroy would remove)
   fks-bootstrap destroy clusters/lab --yes       (no typed confirmation)
   fks-bootstrap validate clusters/lab
@@ -134,6 +139,18 @@ pub struct ShortForms {
         requires = "kubeconfig"
     )]
     pub k_output: Option<std::path::PathBuf>,
+    /// With -k: a kubeconfig for `fks-bootstrap proxy` on this machine (https://127.0.0.1:PORT).
+    #[arg(long = "tunnel", id = "k_tunnel", requires = "kubeconfig")]
+    pub k_tunnel: bool,
+    /// With -k --tunnel: the proxy's port (default 16443).
+    #[arg(
+        long = "port",
+        id = "k_port",
+        value_name = "PORT",
+        requires = "k_tunnel",
+        value_parser = clap::value_parser!(u16).range(1..)
+    )]
+    pub k_port: Option<u16>,
     /// With -c or -a: the run's flags.
     #[command(flatten)]
     pub run: create::RunFlags,
@@ -158,6 +175,8 @@ impl Cli {
             k_merge,
             k_use_context,
             k_output,
+            k_tunnel,
+            k_port,
         } = self.short;
         let two = |flag: &str, values: Vec<String>| {
             let [target, dir]: [String; 2] = values.try_into().map_err(|_| {
@@ -241,6 +260,8 @@ impl Cli {
                     merge: k_merge,
                     use_context: k_use_context,
                     output: k_output,
+                    tunnel: k_tunnel,
+                    port: k_port,
                 })
             })
         };
@@ -298,6 +319,14 @@ pub enum Command {
     /// The built-in WireGuard tunnel's peer: `tunnel up|down CLUSTER_DIR`.
     #[command(after_help = tunnel::AFTER_HELP)]
     Tunnel(tunnel::Args),
+    /// Forward 127.0.0.1:PORT (default 16443) to the Kubernetes API of a started server,
+    /// failing over to another one; directly or through the built-in WireGuard tunnel.
+    #[command(after_help = proxy::AFTER_HELP)]
+    Proxy(proxy::Args),
+    /// Run kubectl against the cluster with the proxy up for its duration: `kubectl
+    /// CLUSTER_DIR -- ARGS`.
+    #[command(after_help = kubectl::AFTER_HELP)]
+    Kubectl(kubectl::Args),
 }
 
 /// Parse the process arguments, run the command and return its exit code.
@@ -349,6 +378,8 @@ fn run(command: Command) -> Result<(), Error> {
         Command::Node(args) => node::run(args),
         Command::Image(args) => image::run(args),
         Command::Tunnel(args) => tunnel::run(args),
+        Command::Proxy(args) => proxy::run(args),
+        Command::Kubectl(args) => kubectl::run(args),
     }
 }
 
