@@ -9,6 +9,7 @@
 //!   through and leaves no temporary kubeconfig behind;
 //! - a proxy whose server is stopped through the lab API fails over to another server within
 //!   seconds.
+//!
 //! On the host (which is on 6PN) `proxy` goes direct, without the tunnel.
 //!
 //! Figures (printed as `figure:` lines; this guest setup is too costly for a separate bench
@@ -46,10 +47,8 @@ const PORT: u16 = 26443;
 /// The annotation bytes added to each server's Node for the large GET (3 servers: ~1 MB).
 const BULK_PER_NODE: usize = 300 * 1024;
 
-fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> impl std::future::Future<Output = T> {
-    async move { tokio::task::spawn_blocking(f).await.expect("blocking task") }
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.expect("blocking task")
 }
 
 /// The cluster's machines of `app` that are not destroyed.

@@ -288,7 +288,7 @@ mod tests {
         let l = listen(0).await.expect("bind");
         let addr = l.local_addr().expect("addr");
         assert!(addr.ip().is_loopback());
-        let e = listen(addr.port()).await.err().expect("taken");
+        let e = listen(addr.port()).await.expect_err("taken");
         assert!(e.to_string().contains("--port 0"), "{e}");
     }
 }
