@@ -482,12 +482,13 @@ async fn kubectl_reaches_the_api_through_proxy_and_kubectl_from_a_namespace_with
     let used = proxy
         .log()
         .lines()
-        .find_map(|l| {
+        .filter_map(|l| {
             l.split("forwarding to the Kubernetes API of ")
                 .nth(1)
                 .and_then(|r| r.split_whitespace().next())
                 .map(str::to_string)
         })
+        .last()
         .expect("the proxy names its server");
     let victim = servers
         .iter()
@@ -501,10 +502,19 @@ async fn kubectl_reaches_the_api_through_proxy_and_kubectl_from_a_namespace_with
         assert!(Instant::now() < deadline, "{id} did not stop");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The first kubectl after the stop may also meet an etcd leader election among the two
+    // servers left (when the stopped one led): a failed try is repeated, within the bound.
     let started = Instant::now();
-    let out = kubectl(&["get", "nodes", "-o", "json"])
-        .output()
-        .expect("kubectl");
+    let mut tries = 0;
+    let out = loop {
+        tries += 1;
+        let out = kubectl(&["get", "nodes", "-o", "json"])
+            .output()
+            .expect("kubectl");
+        if out.status.success() || started.elapsed() > Duration::from_secs(20) {
+            break out;
+        }
+    };
     let took = started.elapsed();
     assert_ok(
         &format!("kubectl after stopping {used}; proxy: {}", proxy.log()),
@@ -512,7 +522,7 @@ async fn kubectl_reaches_the_api_through_proxy_and_kubectl_from_a_namespace_with
     );
     assert_eq!(node_names(&out.stdout), want);
     eprintln!(
-        "figure: first kubectl get nodes after stopping {used} (the proxy's server): {took:?}"
+        "figure: kubectl get nodes answered {took:?} after stopping {used} (the proxy's server), kubectl runs: {tries}"
     );
     assert!(
         took < Duration::from_secs(10),
