@@ -482,13 +482,13 @@ async fn kubectl_reaches_the_api_through_proxy_and_kubectl_from_a_namespace_with
     let used = proxy
         .log()
         .lines()
-        .filter_map(|l| {
+        .rev()
+        .find_map(|l| {
             l.split("forwarding to the Kubernetes API of ")
                 .nth(1)
                 .and_then(|r| r.split_whitespace().next())
                 .map(str::to_string)
         })
-        .last()
         .expect("the proxy names its server");
     let victim = servers
         .iter()
