@@ -595,4 +595,41 @@ mod tests {
             "{text}"
         );
     }
+
+    #[test]
+    fn tunnel_kubeconfig_proxy_and_kubectl_parse() {
+        let short = resolved(&["-k", "clusters/lab", "--tunnel", "--port", "20443"]);
+        assert_eq!(
+            short,
+            resolved(&["kubeconfig", "clusters/lab", "--tunnel", "--port", "20443"])
+        );
+        assert!(
+            short.contains("tunnel: true") && short.contains("port: Some(20443)"),
+            "{short}"
+        );
+        for bad in [
+            &["-k", "d", "--port", "20443"][..],
+            &["kubeconfig", "d", "--port", "20443"],
+            &["-k", "d", "--tunnel", "--port", "0"],
+            &["--tunnel"],
+        ] {
+            assert!(resolve(bad).is_err(), "{bad:?}");
+        }
+        let proxy = resolved(&["proxy", "clusters/lab"]);
+        assert!(proxy.contains("port: 16443"), "{proxy}");
+        assert!(resolved(&["proxy", "d", "--port", "0"]).contains("port: 0"));
+        let kubectl = resolved(&[
+            "kubectl",
+            "clusters/lab",
+            "--",
+            "get",
+            "nodes",
+            "-o",
+            "$(id)",
+        ]);
+        assert!(
+            kubectl.contains(r#"args: ["get", "nodes", "-o", "$(id)"]"#),
+            "{kubectl}"
+        );
+    }
 }
