@@ -8,7 +8,9 @@
 //! - `fks-bootstrap kubectl CLUSTER -- get nodes` lists them too, passes kubectl's exit status
 //!   through and leaves no temporary kubeconfig behind;
 //! - a proxy whose server is stopped through the lab API fails over to another server within
-//!   seconds.
+//!   seconds;
+//! - a running proxy keeps working after another `fks-bootstrap` process used the same
+//!   WireGuard peer (it handshakes again).
 //!
 //! On the host (which is on 6PN) `proxy` goes direct, without the tunnel.
 //!
@@ -400,6 +402,22 @@ async fn kubectl_reaches_the_api_through_proxy_and_kubectl_from_a_namespace_with
         text(&out.stderr)
     );
 
+    // Another process (`fks-bootstrap kubectl` above) used the same WireGuard peer, so the
+    // gateway's session and endpoint are its; the running proxy gets them back with a new
+    // handshake when its connect goes unanswered.
+    let started = Instant::now();
+    let out = ns_curl("/version", &[]).output().expect("curl");
+    assert!(
+        out.status.success(),
+        "the proxy after another process used the peer: {}\nproxy: {}",
+        text(&out.stderr),
+        proxy.log()
+    );
+    eprintln!(
+        "figure: first request through the running proxy after another process used the same peer: {:?}",
+        started.elapsed()
+    );
+
     // Throughput of a large GET: each server's Node gets a bulky annotation, then curl GETs
     // /api/v1/nodes directly on the host, through the host's proxy, and through the tunnel.
     let bulk: String = {
@@ -431,7 +449,12 @@ async fn kubectl_reaches_the_api_through_proxy_and_kubectl_from_a_namespace_with
         )
         .output()
         .expect("curl");
-        assert!(out.status.success(), "PATCH {name}: {}", text(&out.stderr));
+        assert!(
+            out.status.success(),
+            "PATCH {name}: {}\nproxy: {}",
+            text(&out.stderr),
+            proxy.log()
+        );
     }
     let first_ip = servers[0]["private_ip"].as_str().expect("ip").to_string();
     let direct = throughput(
