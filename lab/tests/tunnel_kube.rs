@@ -525,32 +525,45 @@ async fn kubectl_reaches_the_api_through_proxy_and_kubectl_from_a_namespace_with
         assert!(Instant::now() < deadline, "{id} did not stop");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // The first kubectl after the stop may also meet an etcd leader election among the two
-    // servers left (when the stopped one led): a failed try is repeated, within the bound.
+    // The proxy's part: the first request after the stop reaches another server within
+    // seconds (/version needs no etcd, so this is the failover alone).
     let started = Instant::now();
-    let mut tries = 0;
+    let out = ns_curl("/version", &[]).output().expect("curl");
+    let took = started.elapsed();
+    assert!(
+        out.status.success(),
+        "curl /version after stopping {used}: {}\nproxy: {}",
+        text(&out.stderr),
+        proxy.log()
+    );
+    eprintln!("figure: proxy failover: the first request after stopping {used} (the proxy's server) answered in {took:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "failover took {took:?}: {}",
+        proxy.log()
+    );
+    // kubectl lists every node again. Its first try may meet an etcd leader election among
+    // the two servers left (when the stopped one led), which k3s-standin reports as an error:
+    // a failed try is repeated.
+    let started = Instant::now();
+    let mut failures = Vec::new();
     let out = loop {
-        tries += 1;
         let out = kubectl(&["get", "nodes", "-o", "json"])
             .output()
             .expect("kubectl");
-        if out.status.success() || started.elapsed() > Duration::from_secs(20) {
+        if out.status.success() || started.elapsed() > Duration::from_secs(30) {
             break out;
         }
+        failures.push(text(&out.stderr).trim().to_string());
     };
-    let took = started.elapsed();
     assert_ok(
         &format!("kubectl after stopping {used}; proxy: {}", proxy.log()),
         &out,
     );
     assert_eq!(node_names(&out.stdout), want);
     eprintln!(
-        "figure: kubectl get nodes answered {took:?} after stopping {used} (the proxy's server), kubectl runs: {tries}"
-    );
-    assert!(
-        took < Duration::from_secs(10),
-        "failover took {took:?}: {}",
-        proxy.log()
+        "figure: kubectl get nodes listed every node {:?} after the failover; failed tries before: {failures:?}",
+        started.elapsed()
     );
     let log = proxy.log();
     assert!(
