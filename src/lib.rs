@@ -21,6 +21,7 @@ pub mod membership;
 pub mod node;
 pub mod observe;
 pub mod plan;
+pub mod proxy;
 pub mod render;
 pub mod run;
 pub mod ssh;

@@ -541,31 +541,7 @@ fn searched_files(state: &Path, env: &Env) -> Vec<PathBuf> {
 
 /// A copy of clusters/lab in the lab's directory: its own org network, fewer workers.
 fn cluster_copy(lab: &GuestLab, org: &str) -> PathBuf {
-    let cluster_dir = lab.dir.path().join("clusters/lab");
-    std::fs::create_dir_all(&cluster_dir).expect("mkdir cluster dir");
-    let config = std::fs::read_to_string(repo_root().join("clusters/lab/config"))
-        .expect("clusters/lab/config");
-    // clusters/lab has no IMAGE (its `-c` builds one); the tests run the node image pushed once.
-    let config = common::images::with_image(&config, &lab.image);
-    let config: String = config
-        .lines()
-        .map(|l| {
-            if l.starts_with("NODE_GROUP_SIZE=") {
-                format!("NODE_GROUP_SIZE={WORKERS}\n")
-            } else if l.starts_with("ORG_NAME=") {
-                format!("ORG_NAME={org}\n")
-            } else {
-                format!("{l}\n")
-            }
-        })
-        .collect();
-    assert!(config.contains(&format!("ORG_NAME={org}\n")), "{config}");
-    assert!(
-        config.contains(&format!("IMAGE={}\n", lab.image)),
-        "{config}"
-    );
-    std::fs::write(cluster_dir.join("config"), config).expect("write config");
-    cluster_dir
+    common::cluster_copy(lab.dir.path(), &lab.image, org, WORKERS)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

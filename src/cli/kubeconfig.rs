@@ -6,6 +6,11 @@
 //! `~/.kube/<cluster>` with mode 0600 and, with `--merge`, merges it into `~/.kube/config` (or
 //! `$KUBECONFIG`'s first file) after a backup. stdout: the paths written, one a line.
 //!
+//! With `--tunnel [--port P]` the server is `https://127.0.0.1:P` instead (default
+//! [`DEFAULT_PORT`]), where `fks-bootstrap proxy` forwards to the cluster's API from a machine
+//! that is not on 6PN; k3s's serving certificate includes 127.0.0.1 (reference/k3s.md §4
+//! "tls-san / SANs"), so the cluster CA still verifies it.
+//!
 //! Must not: print or log any part of the kubeconfig (it holds the admin client key), switch
 //! the current context of the merged file without `--use-context`, or touch a machine without
 //! `fks_cluster=<cluster>` metadata.
@@ -19,6 +24,7 @@ use crate::errors::chain;
 use crate::fly::Client;
 use crate::kubeconfig::{self, Kubeconfig};
 use crate::plan::{self, Target};
+use crate::proxy::DEFAULT_PORT;
 
 /// Where k3s writes its admin kubeconfig on a server (reference/k3s.md §4).
 pub use crate::contract::path::K3S_KUBECONFIG as K3S_KUBECONFIG_PATH;
@@ -37,6 +43,29 @@ pub struct Args {
     /// Write the cluster's kubeconfig here instead of ~/.kube/<cluster>.
     #[arg(long, short = 'o', value_name = "PATH")]
     pub output: Option<PathBuf>,
+    /// Point the kubeconfig at `fks-bootstrap proxy` on this machine
+    /// (https://127.0.0.1:PORT) instead of <cluster>-cp.internal, for a machine not on 6PN.
+    #[arg(long)]
+    pub tunnel: bool,
+    /// With --tunnel: the proxy's port (default 16443, the proxy's default).
+    #[arg(long, value_name = "PORT", requires = "tunnel", value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: Option<u16>,
+}
+
+impl Args {
+    /// The API server URL the kubeconfig gets.
+    fn server(&self, cluster: &str) -> String {
+        if self.tunnel {
+            local_server_url(self.port.unwrap_or(DEFAULT_PORT))
+        } else {
+            kubeconfig::cluster_server_url(cluster)
+        }
+    }
+}
+
+/// `https://127.0.0.1:PORT`: the proxy on this machine.
+pub(crate) fn local_server_url(port: u16) -> String {
+    format!("https://127.0.0.1:{port}")
 }
 
 /// Why the kubeconfig could not be exported.
@@ -113,9 +142,26 @@ pub fn run(args: Args) -> Result<(), super::Error> {
     let k3s_yaml = super::runtime()?
         .block_on(fetch(&client, &config, &args.cluster_dir, bootstrap))
         .map_err(|e| super::Error::Failed(e.into()))?;
-    let written = export(&config.cluster_name, &k3s_yaml, &targets, args.use_context)
-        .map_err(|e| super::Error::Failed(e.into()))?;
-    super::output::stdout(&written)
+    let server = args.server(&config.cluster_name);
+    let written = export(
+        &config.cluster_name,
+        &k3s_yaml,
+        &server,
+        &targets,
+        args.use_context,
+    )
+    .map_err(|e| super::Error::Failed(e.into()))?;
+    super::output::stdout(&written)?;
+    if args.tunnel {
+        let port = args.port.unwrap_or(DEFAULT_PORT);
+        eprintln!(
+            "[INFO] this kubeconfig talks to {server}: keep `fks-bootstrap proxy {} --port {port}` \
+             running while you use it (or run kubectl as `fks-bootstrap kubectl {} -- ARGS`)",
+            args.cluster_dir.display(),
+            args.cluster_dir.display()
+        );
+    }
+    Ok(())
 }
 
 /// The files to write.
@@ -160,7 +206,7 @@ impl Targets {
 
 /// Reads the k3s kubeconfig from the bootstrap server, or from the other started servers in
 /// name order when it is not started or cannot be read.
-async fn fetch(
+pub(crate) async fn fetch(
     client: &Client,
     config: &Config,
     dir: &Path,
@@ -229,6 +275,7 @@ async fn read_k3s_yaml(client: &Client, row: &Row) -> Result<String, ReadError> 
 fn export(
     cluster: &str,
     k3s_yaml: &str,
+    server: &str,
     targets: &Targets,
     use_context: bool,
 ) -> Result<String, Error> {
@@ -236,8 +283,7 @@ fn export(
         cluster: cluster.to_string(),
         source,
     };
-    let server = kubeconfig::cluster_server_url(cluster);
-    let cfg: Kubeconfig = kubeconfig::rewrite(k3s_yaml, cluster, &server).map_err(wrap)?;
+    let cfg: Kubeconfig = kubeconfig::rewrite(k3s_yaml, cluster, server).map_err(wrap)?;
     let mut written = vec![kubeconfig::write_private(&targets.cluster_file, &cfg).map_err(wrap)?];
     if let Some(merge_file) = &targets.merge_file {
         let report = kubeconfig::merge_into(merge_file, &cfg, use_context).map_err(wrap)?;
@@ -282,6 +328,8 @@ mod tests {
             merge,
             use_context: false,
             output: output.map(PathBuf::from),
+            tunnel: false,
+            port: None,
         }
     }
 
@@ -372,7 +420,8 @@ users:
         let existing = "apiVersion: v1\nkind: Config\nclusters: []\nusers: []\ncontexts:\n- name: other\n  context: {cluster: o, user: o}\ncurrent-context: other\n";
         std::fs::write(home.join(".kube/config"), existing).expect("write");
         let t = Targets::new(&args(true, None), "lab", Some(home), None).expect("targets");
-        let out = export("lab", K3S_YAML, &t, false).expect("export");
+        let out =
+            export("lab", K3S_YAML, "https://lab-cp.internal:6443", &t, false).expect("export");
         let lab = home.join(".kube/lab");
         let config = home.join(".kube/config");
         assert_eq!(out, format!("{}\n{}\n", lab.display(), config.display()));
@@ -397,7 +446,8 @@ users:
             .count();
         assert_eq!(backups, 1);
 
-        export("lab", K3S_YAML, &t, true).expect("export with use-context");
+        export("lab", K3S_YAML, "https://lab-cp.internal:6443", &t, true)
+            .expect("export with use-context");
         let merged = kubeconfig::read(&config).expect("read").expect("exists");
         assert_eq!(merged.current_context.as_deref(), Some("lab"));
     }
@@ -409,11 +459,32 @@ users:
         let e = export(
             "lab",
             "clusters: [{name: x, cluster: {server: 'https://a'}}]\nusers: []\ncontexts: []\n",
+            "https://lab-cp.internal:6443",
             &t,
             false,
         )
         .expect_err("not k3s");
         assert!(chain(&e).contains("not a k3s kubeconfig"), "{}", chain(&e));
         assert!(!tmp.path().join(".kube/lab").exists());
+    }
+
+    #[test]
+    fn tunnel_points_the_kubeconfig_at_the_local_proxy() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut a = args(false, Some(&tmp.path().join("k").display().to_string()));
+        assert_eq!(a.server("lab"), "https://lab-cp.internal:6443");
+        a.tunnel = true;
+        assert_eq!(a.server("lab"), "https://127.0.0.1:16443");
+        a.port = Some(20443);
+        assert_eq!(a.server("lab"), "https://127.0.0.1:20443");
+        let t = Targets::new(&a, "lab", None, None).expect("targets");
+        export("lab", K3S_YAML, &a.server("lab"), &t, false).expect("export");
+        let written = kubeconfig::read(&t.cluster_file)
+            .expect("read")
+            .expect("exists");
+        assert_eq!(
+            written.clusters[0].cluster.server.as_deref(),
+            Some("https://127.0.0.1:20443")
+        );
     }
 }

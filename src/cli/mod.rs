@@ -20,11 +20,13 @@ pub mod credentials;
 mod destroy;
 mod image;
 mod kubeconfig;
+mod kubectl;
 mod list;
 #[cfg(target_os = "linux")]
 mod node;
 mod nodegroup_remove;
 mod output;
+mod proxy;
 mod render;
 mod server_replace;
 mod ssh;
@@ -71,6 +73,9 @@ Examples:
   fks-bootstrap -t clusters/lab                  (same as: taint clusters/lab)
   fks-bootstrap -k clusters/lab --merge          (kubeconfig to ~/.kube/lab, merged into ~/.kube/config)
   fks-bootstrap server replace ctrl-1 clusters/lab --dry-run   (the checks and the plan)
+  fks-bootstrap -k clusters/lab --tunnel         (kubeconfig for `proxy` on https://127.0.0.1:16443)
+  fks-bootstrap proxy clusters/lab               (the cluster's API on 127.0.0.1:16443, any host)
+  fks-bootstrap kubectl clusters/lab -- get nodes
   fks-bootstrap destroy clusters/lab --dry-run   (what destroy would remove)
   fks-bootstrap destroy clusters/lab --yes       (no typed confirmation)
   fks-bootstrap validate clusters/lab
@@ -136,6 +141,18 @@ pub struct ShortForms {
         requires = "kubeconfig"
     )]
     pub k_output: Option<std::path::PathBuf>,
+    /// With -k: a kubeconfig for `fks-bootstrap proxy` on this machine (https://127.0.0.1:PORT).
+    #[arg(long = "tunnel", id = "k_tunnel", requires = "kubeconfig")]
+    pub k_tunnel: bool,
+    /// With -k --tunnel: the proxy's port (default 16443).
+    #[arg(
+        long = "port",
+        id = "k_port",
+        value_name = "PORT",
+        requires = "k_tunnel",
+        value_parser = clap::value_parser!(u16).range(1..)
+    )]
+    pub k_port: Option<u16>,
     /// With -c or -a: the run's flags.
     #[command(flatten)]
     pub run: create::RunFlags,
@@ -160,6 +177,8 @@ impl Cli {
             k_merge,
             k_use_context,
             k_output,
+            k_tunnel,
+            k_port,
         } = self.short;
         let two = |flag: &str, values: Vec<String>| {
             let [target, dir]: [String; 2] = values.try_into().map_err(|_| {
@@ -243,6 +262,8 @@ impl Cli {
                     merge: k_merge,
                     use_context: k_use_context,
                     output: k_output,
+                    tunnel: k_tunnel,
+                    port: k_port,
                 })
             })
         };
@@ -302,6 +323,14 @@ pub enum Command {
     /// The built-in WireGuard tunnel's peer: `tunnel up|down CLUSTER_DIR`.
     #[command(after_help = tunnel::AFTER_HELP)]
     Tunnel(tunnel::Args),
+    /// Forward 127.0.0.1:PORT (default 16443) to the Kubernetes API of a started server,
+    /// failing over to another one; directly or through the built-in WireGuard tunnel.
+    #[command(after_help = proxy::AFTER_HELP)]
+    Proxy(proxy::Args),
+    /// Run kubectl against the cluster with the proxy up for its duration: `kubectl
+    /// CLUSTER_DIR -- ARGS`.
+    #[command(after_help = kubectl::AFTER_HELP)]
+    Kubectl(kubectl::Args),
 }
 
 /// Parse the process arguments, run the command and return its exit code.
@@ -354,6 +383,8 @@ fn run(command: Command) -> Result<(), Error> {
         Command::Node(args) => node::run(args),
         Command::Image(args) => image::run(args),
         Command::Tunnel(args) => tunnel::run(args),
+        Command::Proxy(args) => proxy::run(args),
+        Command::Kubectl(args) => kubectl::run(args),
     }
 }
 
@@ -591,6 +622,43 @@ mod tests {
         assert!(
             text.contains("yes: true") && text.contains("dry_run: true"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn tunnel_kubeconfig_proxy_and_kubectl_parse() {
+        let short = resolved(&["-k", "clusters/lab", "--tunnel", "--port", "20443"]);
+        assert_eq!(
+            short,
+            resolved(&["kubeconfig", "clusters/lab", "--tunnel", "--port", "20443"])
+        );
+        assert!(
+            short.contains("tunnel: true") && short.contains("port: Some(20443)"),
+            "{short}"
+        );
+        for bad in [
+            &["-k", "d", "--port", "20443"][..],
+            &["kubeconfig", "d", "--port", "20443"],
+            &["-k", "d", "--tunnel", "--port", "0"],
+            &["--tunnel"],
+        ] {
+            assert!(resolve(bad).is_err(), "{bad:?}");
+        }
+        let proxy = resolved(&["proxy", "clusters/lab"]);
+        assert!(proxy.contains("port: 16443"), "{proxy}");
+        assert!(resolved(&["proxy", "d", "--port", "0"]).contains("port: 0"));
+        let kubectl = resolved(&[
+            "kubectl",
+            "clusters/lab",
+            "--",
+            "get",
+            "nodes",
+            "-o",
+            "$(id)",
+        ]);
+        assert!(
+            kubectl.contains(r#"args: ["get", "nodes", "-o", "$(id)"]"#),
+            "{kubectl}"
         );
     }
 }

@@ -17,18 +17,16 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use super::list::{self, NodeSet, Row};
+use super::tunnel::NoRoute;
 use crate::config::Config;
 use crate::fly::Client;
 use crate::ssh::{self, ClusterKeys, Exit};
+use crate::tunnel::Route;
 
 /// The user the node's SSH server lets in (keys only; `ssh::server::USER`).
 const USER: &str = "root";
-/// How long the reachability probe of a node's 6PN address waits for a TCP connect: over a
-/// WireGuard tunnel a connect takes a round trip of well under a second.
-const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
 /// The `timeout` (seconds) of a command run through exec. Fly documents no maximum (unknown);
 /// exec is for short commands, and its output arrives when the command ends.
 const EXEC_TIMEOUT_SECS: u64 = 60;
@@ -182,19 +180,24 @@ async fn session(
     let addr = address(row, config.ssh_port)?;
     let mut stream = None;
     let mut why = String::new();
-    let direct = reachable(addr).await;
-    if !direct && super::tunnel::enabled() {
-        match super::tunnel::open(config).await {
-            Ok(t) => match t.connect(&addr.ip().to_string(), addr.port()).await {
+    let direct = match super::tunnel::route(config, &[addr]).await {
+        Ok(Route::Direct) => true,
+        Ok(Route::Tunnel(t)) => {
+            match t.connect(&addr.ip().to_string(), addr.port()).await {
                 Ok(s) => {
                     tracing::info!(node = %row.name, peer = %t.peer().name, "6PN not reachable directly: through the built-in WireGuard tunnel");
                     stream = Some(s);
                 }
                 Err(e) => why = format!(" (the built-in WireGuard tunnel: {e})"),
-            },
-            Err(e) => why = format!(" (the built-in WireGuard tunnel: {e})"),
+            }
+            false
         }
-    }
+        Err(NoRoute::Off) => false,
+        Err(NoRoute::Tunnel(e)) => {
+            why = format!(" (the built-in WireGuard tunnel: {e})");
+            false
+        }
+    };
     if stream.is_none() && !direct {
         if args.command.is_empty() {
             return Err(Error::NoTunnel {
@@ -237,17 +240,6 @@ async fn session(
         tracing::debug!(error = %e, "closing the ssh connection");
     }
     Ok(exit)
-}
-
-/// Whether a TCP connect to `addr` gets an answer within [`PROBE_TIMEOUT`]: accepted, or
-/// refused (the host answered, so 6PN reaches it). A timeout or an unreachable network means
-/// this machine has no route to 6PN.
-async fn reachable(addr: SocketAddr) -> bool {
-    match tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
-        Ok(Ok(_)) => true,
-        Ok(Err(e)) => e.kind() == std::io::ErrorKind::ConnectionRefused,
-        Err(_) => false,
-    }
 }
 
 /// Runs `argv` on `row`'s machine through the Machines API exec and prints its output: the
@@ -404,24 +396,6 @@ mod tests {
         let a = address(&row("ctrl-0", "started", "fdaa:0:1::2"), 2222).expect("addr");
         assert_eq!(a.to_string(), "[fdaa:0:1::2]:2222");
         assert!(address(&row("ctrl-0", "started", ""), 2222).is_err());
-    }
-
-    #[tokio::test]
-    async fn a_refused_connect_counts_as_reachable_and_no_route_does_not() {
-        // A port nothing listens on: the host answers with a refusal, so it is reachable.
-        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = closed.local_addr().expect("addr");
-        drop(closed);
-        assert!(reachable(addr).await);
-        let open = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        assert!(reachable(open.local_addr().expect("addr")).await);
-        // The IPv6 discard prefix (RFC 6666) is never answered: no route, or no answer within
-        // the probe's time.
-        let started = std::time::Instant::now();
-        assert!(!reachable("[100::1]:22".parse().expect("addr")).await);
-        assert!(started.elapsed() < PROBE_TIMEOUT + Duration::from_secs(1));
     }
 
     #[test]

@@ -7,10 +7,11 @@
 //! (default `https://api.fly.io`, reference fly-runtime.md §5).
 //! Must not: print the private key or the token.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::config::Config;
-use crate::tunnel::{self, graphql, Tunnel};
+use crate::tunnel::{self, graphql, route, Route, Tunnel};
 
 /// Examples shown by `tunnel --help`.
 pub const AFTER_HELP: &str = "\
@@ -80,6 +81,37 @@ pub(crate) async fn open(config: &Config) -> Result<Tunnel, tunnel::Error> {
     let gql = graphql_client().map_err(prep)?;
     let dir = config_dir().map_err(prep)?;
     Tunnel::open(&gql, &dir, &config.org_name).await
+}
+
+/// Why neither way into 6PN is available.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum NoRoute {
+    /// No probe answered and `FKS_TUNNEL=off`.
+    #[error(
+        "6PN is not reachable from this host and the built-in WireGuard tunnel is off \
+         (FKS_TUNNEL=off)"
+    )]
+    Off,
+    /// No probe answered and the built-in tunnel could not be opened.
+    #[error("6PN is not reachable from this host, and the built-in WireGuard tunnel failed")]
+    Tunnel(#[source] tunnel::Error),
+}
+
+/// The way into `config`'s 6PN for reaching `probes` (node addresses and ports): direct when
+/// any of them answers a TCP probe (this host is on 6PN, or a kernel tunnel is up), else the
+/// built-in userspace tunnel unless `FKS_TUNNEL=off`. The one decision `ssh`, `proxy` and
+/// `kubectl` share.
+pub(crate) async fn route(config: &Config, probes: &[SocketAddr]) -> Result<Route, NoRoute> {
+    if route::any_reachable(probes).await {
+        return Ok(Route::Direct);
+    }
+    if !enabled() {
+        return Err(NoRoute::Off);
+    }
+    open(config)
+        .await
+        .map(Route::Tunnel)
+        .map_err(NoRoute::Tunnel)
 }
 
 /// Runs `tunnel up|down`.

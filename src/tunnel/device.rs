@@ -34,6 +34,13 @@ const PIPE: usize = 256 * 1024;
 const TIMER_TICK: Duration = Duration::from_millis(250);
 /// How long a TCP connect through the tunnel may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connect still unanswered after this long forces a new handshake. The likeliest cause
+/// through a tunnel that worked is a lost session: another process of this operator used the
+/// same peer (each `fks-bootstrap` runs its own tunnel, and the gateway keeps one endpoint and
+/// one current session per peer), so the gateway now answers that process. A new handshake
+/// makes this process current again; smoltcp's SYN retransmit (initial RTO about 0.7 s) then
+/// goes through. A server that is really down costs one extra handshake.
+const NUDGE_AFTER: Duration = Duration::from_millis(500);
 
 /// Packets between smoltcp and the tunnel.
 #[derive(Default)]
@@ -99,6 +106,8 @@ struct Conn {
     /// Until established: where the caller waits, and its end of the pipe.
     waiting: Option<(oneshot::Sender<Result<DuplexStream, Error>>, DuplexStream)>,
     deadline: tokio::time::Instant,
+    /// When an unanswered connect forces a new handshake ([`NUDGE_AFTER`]), once.
+    nudge_at: Option<tokio::time::Instant>,
     from_user: mpsc::Receiver<Vec<u8>>,
     pending: Option<(Vec<u8>, usize)>,
     user_done: bool,
@@ -368,6 +377,7 @@ impl Engine {
             addr,
             waiting: Some((reply, user)),
             deadline: tokio::time::Instant::now() + CONNECT_TIMEOUT,
+            nudge_at: Some(tokio::time::Instant::now() + NUDGE_AFTER),
             from_user,
             pending: None,
             user_done: false,
@@ -380,7 +390,11 @@ impl Engine {
         for _ in 0..64 {
             let now = smoltcp::time::Instant::now();
             self.iface.poll(now, &mut self.queues, &mut self.sockets);
-            let moved = self.service();
+            let (moved, nudge) = self.service();
+            if nudge {
+                tracing::debug!("a connect through the tunnel is unanswered: new handshake");
+                self.initiate(true).await;
+            }
             self.iface.poll(now, &mut self.queues, &mut self.sockets);
             let sent = !self.queues.tx.is_empty();
             self.flush().await;
@@ -402,9 +416,11 @@ impl Engine {
         self.out = out;
     }
 
-    /// Moves bytes between sockets and users; true when anything moved.
-    fn service(&mut self) -> bool {
+    /// Moves bytes between sockets and users: whether anything moved, and whether a connect
+    /// waited [`NUDGE_AFTER`] (time for a new handshake).
+    fn service(&mut self) -> (bool, bool) {
         let mut moved = false;
+        let mut nudge = false;
         let now = tokio::time::Instant::now();
         let mut i = 0;
         while i < self.conns.len() {
@@ -417,6 +433,10 @@ impl Engine {
                     tcp::State::Closed | tcp::State::TimeWait => Some("connection refused"),
                     _ if now >= c.deadline => Some("timed out"),
                     _ => {
+                        if c.nudge_at.is_some_and(|at| now >= at) {
+                            c.nudge_at = None;
+                            nudge = true;
+                        }
                         i += 1;
                         continue;
                     }
@@ -499,6 +519,6 @@ impl Engine {
             }
             i += 1;
         }
-        moved
+        (moved, nudge)
     }
 }

@@ -5,7 +5,8 @@
 //! - `graphql`: the peer's creation and removal through Fly's GraphQL API;
 //! - `peer`: the saved peer (private key in the config dir, 0600);
 //! - `device`: the engine (boringtun + smoltcp) that dials TCP through the tunnel;
-//! - `dns`: `.internal` names through `<org /48>::3` inside the tunnel.
+//! - `dns`: `.internal` names through `<org /48>::3` inside the tunnel;
+//! - `route`: direct or through the tunnel, the one decision every command makes.
 //!
 //! [`Tunnel::open`] reuses the saved peer while its handshake works; a failed handshake is an
 //! error that says what to do, never a hang.
@@ -15,6 +16,7 @@ pub mod device;
 pub mod dns;
 pub mod graphql;
 pub mod peer;
+pub mod route;
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -22,6 +24,7 @@ use std::time::Duration;
 
 pub use device::Handle;
 pub use peer::Peer;
+pub use route::Route;
 
 /// How long the first handshake with the gateway may take.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);

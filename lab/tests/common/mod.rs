@@ -7,6 +7,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 pub mod images;
+pub mod tunnel;
 
 /// The workspace root (for `clusters/`, fixtures and the inner `cargo build`).
 pub fn repo_root() -> PathBuf {
@@ -306,4 +307,31 @@ pub async fn registry_and_cluster(dir: &Path, token: &str) -> (LabRegistry, Stri
     lab_cluster(&cluster, &[format!("IMAGE={image}")]);
     let cluster = cluster.to_str().expect("utf8").to_string();
     (registry, cluster)
+}
+
+/// A copy of clusters/lab under `dir` (`dir/clusters/lab`) for a guest test: `image` as its
+/// IMAGE (clusters/lab has none; its `-c` would build one), its own org (`org`: its own 6PN
+/// /48) and `workers` as NODE_GROUP_SIZE.
+pub fn cluster_copy(dir: &Path, image: &str, org: &str, workers: usize) -> PathBuf {
+    let cluster_dir = dir.join("clusters/lab");
+    std::fs::create_dir_all(&cluster_dir).expect("mkdir cluster dir");
+    let config = std::fs::read_to_string(repo_root().join("clusters/lab/config"))
+        .expect("clusters/lab/config");
+    let config = images::with_image(&config, image);
+    let config: String = config
+        .lines()
+        .map(|l| {
+            if l.starts_with("NODE_GROUP_SIZE=") {
+                format!("NODE_GROUP_SIZE={workers}\n")
+            } else if l.starts_with("ORG_NAME=") {
+                format!("ORG_NAME={org}\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    assert!(config.contains(&format!("ORG_NAME={org}\n")), "{config}");
+    assert!(config.contains(&format!("IMAGE={image}\n")), "{config}");
+    std::fs::write(cluster_dir.join("config"), config).expect("write config");
+    cluster_dir
 }
