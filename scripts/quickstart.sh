@@ -5,10 +5,11 @@
 #                                  base image, create clusters/lab (a copy in
 #                                  .lab/clusters/lab naming that base) with `-c`, which
 #                                  builds and pushes the node image, and its node group 0;
-#                                  export the kubeconfig, make the host resolve .internal
-#                                  names, show the nodes
-#   scripts/quickstart.sh --down   destroy the cluster, stop the lab, remove its hosts block,
-#                                  network namespaces and bridge (idempotent)
+#                                  export a kubeconfig for `fks-bootstrap proxy`, show the
+#                                  nodes with `fks-bootstrap kubectl` (no /etc/hosts change)
+#   scripts/quickstart.sh --down   destroy the cluster, stop the lab, remove its network
+#                                  namespaces and bridge, and the hosts block an older
+#                                  quickstart wrote (idempotent)
 # Re-running converges: a running lab is reused and the cluster steps change nothing that is
 # already there. Real k3s is used when FKS_K3S=/path/to/k3s is given (verified against the
 # release's sha256sum-amd64.txt when that file sits beside it); otherwise the nodes run
@@ -51,6 +52,7 @@ down() {
     else
         info "no lab is running on $state"
     fi
+    # Older quickstarts wrote the lab's .internal names into /etc/hosts; take that block out.
     if [ -x "$lab" ]; then
         "$lab" hosts --remove --bridge "$bridge"
     fi
@@ -179,22 +181,20 @@ section "fks-bootstrap -c $cluster ${k3s_args[*]} (builds and pushes the node im
 section "fks-bootstrap -a 0 $cluster (the servers' image)"
 "$fks" -a 0 "$cluster"
 
-section "host resolves .internal names through the lab"
-"$lab" hosts --apply --bridge "$bridge" >/dev/null
+section "fks-bootstrap -k $cluster --tunnel"
+"$fks" -k "$cluster" --tunnel >/dev/null
+info "kubeconfig written to $kubeconfig (server https://127.0.0.1:16443, where \`fks-bootstrap proxy $cluster\` listens)"
 
-section "fks-bootstrap -k $cluster"
-"$fks" -k "$cluster" >/dev/null
-info "kubeconfig written to $kubeconfig (server https://lab-cp.internal:6443, resolved through /etc/hosts)"
-
-section "kubectl --kubeconfig $kubeconfig get nodes -o wide"
-kubectl --kubeconfig "$kubeconfig" get nodes -o wide
+section "fks-bootstrap kubectl $cluster -- get nodes -o wide"
+"$fks" kubectl "$cluster" -- get nodes -o wide
 "$standin_used" && standin_banner
 
 cat >&2 <<EOT
 
 The lab keeps running (pid $(cat "$state/lab.pid" 2>/dev/null || echo '?'), log $lab_dir/lab.log, state $state).
   eval "\$($lab env --state-dir $state)"   # talk to it with fks-bootstrap
-  kubectl --kubeconfig $kubeconfig get nodes -o wide
-  $lab hosts --apply   # refresh /etc/hosts after machines change
+  $fks kubectl $cluster -- get nodes -o wide   # kubectl through an in-process proxy
+  $fks proxy $cluster &                          # or: the API on https://127.0.0.1:16443,
+  kubectl --kubeconfig $kubeconfig get nodes -o wide   # for plain kubectl
 Stop it:  scripts/quickstart.sh --down
 EOT
