@@ -334,17 +334,7 @@ mod tests {
     }
 
     fn row(name: &str, state: &str) -> Row {
-        Row {
-            name: name.into(),
-            machine_id: format!("m-{name}"),
-            app: "lab-cp".into(),
-            region: "sjc".into(),
-            zone: String::new(),
-            state: state.into(),
-            private_ip: "fdaa::2".into(),
-            role: "server".into(),
-            ready: true,
-        }
+        Row::for_test(name, state, "server", "fdaa::2", true)
     }
 
     #[test]

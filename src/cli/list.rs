@@ -118,6 +118,24 @@ pub struct Row {
     pub ready: bool,
 }
 
+impl Row {
+    /// A row of app `lab-cp` in `sjc` for tests: machine id `m-<name>`, no zone.
+    #[cfg(test)]
+    pub(crate) fn for_test(name: &str, state: &str, role: &str, ip: &str, ready: bool) -> Row {
+        Row {
+            name: name.into(),
+            machine_id: format!("m-{name}"),
+            app: "lab-cp".into(),
+            region: "sjc".into(),
+            zone: String::new(),
+            state: state.into(),
+            private_ip: ip.into(),
+            role: role.into(),
+            ready,
+        }
+    }
+}
+
 const HEADER: [&str; 9] = [
     "NAME",
     "MACHINE ID",

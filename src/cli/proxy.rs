@@ -243,17 +243,7 @@ mod tests {
     use super::*;
 
     fn row(name: &str, state: &str, role: &str, ip: &str, ready: bool) -> Row {
-        Row {
-            name: name.into(),
-            machine_id: format!("m-{name}"),
-            app: "lab-cp".into(),
-            region: "sjc".into(),
-            zone: String::new(),
-            state: state.into(),
-            private_ip: ip.into(),
-            role: role.into(),
-            ready,
-        }
+        Row::for_test(name, state, role, ip, ready)
     }
 
     #[test]

@@ -355,17 +355,7 @@ mod tests {
     use super::*;
 
     fn row(name: &str, state: &str, ip: &str) -> Row {
-        Row {
-            name: name.into(),
-            machine_id: format!("m-{name}"),
-            app: "lab-cp".into(),
-            region: "sjc".into(),
-            zone: String::new(),
-            state: state.into(),
-            private_ip: ip.into(),
-            role: "server".into(),
-            ready: false,
-        }
+        Row::for_test(name, state, "server", ip, false)
     }
 
     #[test]
