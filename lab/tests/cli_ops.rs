@@ -920,3 +920,87 @@ async fn server_replace_refuses_what_it_cannot_check_and_changes_nothing() {
     assert_eq!(lab.mutations().await, before, "a refused replace mutated");
     assert_eq!(live_machines(&client, "lab-cp").await.len(), 3);
 }
+
+/// Rewrites one `KEY=VALUE` line of the cluster directory's config; returns the old value.
+fn set_config_key(dir: &str, key: &str, value: &str) -> String {
+    let path = std::path::Path::new(dir).join("config");
+    let text = std::fs::read_to_string(&path).expect("config");
+    let prefix = format!("{key}=");
+    let mut old = None;
+    let text: String = text
+        .lines()
+        .map(|l| match l.strip_prefix(&prefix) {
+            Some(v) => {
+                old = Some(v.to_string());
+                format!("{prefix}{value}\n")
+            }
+            None => format!("{l}\n"),
+        })
+        .collect();
+    std::fs::write(&path, text).expect("config");
+    old.unwrap_or_else(|| panic!("no {key} in {}", path.display()))
+}
+
+/// Config drift (issue 11 item 2): a bigger CP_VM_MEMORY reaches the existing servers as
+/// updates, one server at a time, each under a lease; the dry run shows the diff; a re-run
+/// after it changes nothing.
+#[tokio::test]
+async fn changed_server_memory_updates_each_server_under_a_lease_one_at_a_time() {
+    let lab = start_lab().await;
+    let xdg = tempfile::tempdir().expect("tempdir");
+    let (registry, dir) = common::registry_and_cluster(xdg.path(), TOKEN).await;
+    let dir = dir.as_str();
+    let client = lab.client();
+    let out = fks_keys(&lab, &registry, xdg.path(), &["-c", dir]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let old: u32 = set_config_key(dir, "CP_VM_MEMORY", "0")
+        .parse()
+        .expect("CP_VM_MEMORY");
+    let new = old * 2;
+    set_config_key(dir, "CP_VM_MEMORY", &new.to_string());
+
+    let before = lab.mutations().await;
+    let dry = fks_keys(&lab, &registry, xdg.path(), &["-c", dir, "--dry-run"]).await;
+    assert_eq!(dry.status.code(), Some(0), "{}", text(&dry.stderr));
+    let plan = text(&dry.stdout);
+    assert_eq!(
+        plan.matches(&format!("guest memory_mb: {old} -> {new}"))
+            .count(),
+        3,
+        "{plan}"
+    );
+    assert!(!plan.contains("PRIVATE KEY"), "{plan}");
+    assert_eq!(lab.mutations().await, before, "a dry run mutated:\n{plan}");
+
+    let seq = lab.last_seq().await;
+    let out = fks_keys(&lab, &registry, xdg.path(), &["-c", dir]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let writes = lab.writes_since(seq).await;
+    // Per server, in order, never interleaved: lease, update, release.
+    let mut ids = Vec::new();
+    for w in writes.chunks(3) {
+        let lease = &w[0];
+        assert_eq!(lease.0, "POST", "{writes:?}");
+        let path = lease.1.strip_suffix("/lease").expect("a lease first");
+        assert_eq!(w[1], ("POST".to_string(), path.to_string()), "{writes:?}");
+        assert_eq!(w[2], ("DELETE".to_string(), lease.1.clone()), "{writes:?}");
+        ids.push(path.rsplit('/').next().expect("id").to_string());
+    }
+    assert_eq!(ids.len(), 3, "{writes:?}");
+    assert_eq!(writes.len(), 9, "{writes:?}");
+    for m in live_machines(&client, "lab-cp").await {
+        let guest = m.config.and_then(|c| c.guest).expect("guest");
+        assert_eq!(guest.memory_mb, Some(new), "{}", m.id);
+        assert!(ids.contains(&m.id), "{} not updated: {ids:?}", m.id);
+    }
+
+    let before = lab.mutations().await;
+    let out = fks_keys(&lab, &registry, xdg.path(), &["-c", dir]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("nothing to do"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(lab.mutations().await, before, "a converged re-run mutated");
+}

@@ -558,6 +558,7 @@ fn phase_word(phase: Phase) -> &'static str {
         Phase::Started => "started",
         Phase::K3sReady => "k3s ready",
         Phase::Joined => "joined",
+        Phase::Updated => "updated",
     }
 }
 

@@ -28,6 +28,7 @@ impl Action {
                 .chain(bootstrap.as_ref().and_then(step))
                 .collect(),
             Action::StartMachine { machine }
+            | Action::UpdateMachine { machine, .. }
             | Action::WaitStarted { machine }
             | Action::MarkReady { machine }
             | Action::DestroyMachine { machine }

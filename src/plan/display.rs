@@ -122,6 +122,22 @@ impl fmt::Display for Action {
                 }
                 write!(f, ")")
             }
+            Action::UpdateMachine {
+                machine, changes, ..
+            } => {
+                write!(
+                    f,
+                    "update machine {} in app {} under a lease, wait until started ({} change{}",
+                    machine.id,
+                    machine.app,
+                    changes.len(),
+                    if changes.len() == 1 { "" } else { "s" }
+                )?;
+                for c in changes {
+                    write!(f, "\n          {c}")?;
+                }
+                write!(f, ")")
+            }
             Action::StartMachine { machine } => {
                 write!(f, "start machine {} in app {}", machine.id, machine.app)
             }

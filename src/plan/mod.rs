@@ -26,6 +26,7 @@ pub mod phases;
 pub mod replace;
 mod request;
 pub mod scale_down;
+pub mod update;
 
 pub use complete::machine_request as complete_machine_request;
 pub use phases::plan;
@@ -349,6 +350,17 @@ pub enum Action {
         /// The bootstrap server whose id goes into `FKS_BOOTSTRAP_MACHINE_ID`.
         bootstrap: Option<Ref>,
     },
+    /// Bring an existing machine to `config` ([`update`]): acquire its lease, send the whole
+    /// config with the lease's nonce, wait until the new version is `started`, release the
+    /// lease (as flyctl does; reference fly-machines-api.md §2.3.2 leases, §8.6 update).
+    UpdateMachine {
+        /// The machine.
+        machine: MachineRef,
+        /// The whole new config.
+        config: Box<crate::fly::types::MachineConfig>,
+        /// What changes, for the output (no secret values).
+        changes: Vec<update::Change>,
+    },
     /// Start a stopped machine.
     StartMachine {
         /// The machine.
@@ -478,6 +490,7 @@ impl Action {
                 | Action::CreateVolume { .. }
                 | Action::CreateMachine { .. }
                 | Action::StartMachine { .. }
+                | Action::UpdateMachine { .. }
                 | Action::SetTokenSecret { .. }
                 | Action::SetFileSecrets { .. }
                 | Action::MarkReady { .. }

@@ -193,6 +193,8 @@ pub enum Phase {
     K3sReady,
     /// It is done (tainted if a server, marked ready).
     Joined,
+    /// Its existing machine was updated to the desired config and is started again.
+    Updated,
 }
 
 /// Progress of one node, for a live view.
@@ -402,6 +404,7 @@ fn phase_of(action: &Action) -> Option<Phase> {
     match action {
         Action::CreateVolume { .. } => Some(Phase::Volume),
         Action::CreateMachine { .. } => Some(Phase::Machine),
+        Action::UpdateMachine { .. } => Some(Phase::Updated),
         Action::WaitStarted { .. } => Some(Phase::Started),
         Action::WaitK3sReady { .. } => Some(Phase::K3sReady),
         Action::MarkReady { .. } => Some(Phase::Joined),
@@ -657,6 +660,12 @@ async fn run_step(ctx: &Ctx, node: &str, action: Action, inputs: Inputs) -> Resu
             };
             tracing::debug!(%app, %node, machine = %m.id, zone = zone.as_deref().unwrap_or(""), "machine created");
             Ok(Output::Machine(Box::new(m)))
+        }
+        Action::UpdateMachine {
+            machine, config, ..
+        } => {
+            let (app, id) = inputs.machine(&machine)?;
+            update_machine(ctx, node, &app, &id, *config).await
         }
         Action::StartMachine { machine } => {
             let (app, id) = inputs.machine(&machine)?;
@@ -983,6 +992,85 @@ async fn run_step(ctx: &Ctx, node: &str, action: Action, inputs: Inputs) -> Resu
             Ok(Output::Done)
         }
     }
+}
+
+/// The lease an update holds: long enough for the update and the wait for the new version.
+fn lease_ttl(options: &Options) -> u64 {
+    options.started_timeout.as_secs() + 60
+}
+
+/// Updates machine `id` to `config` under a lease, as flyctl does (reference
+/// fly-machines-api.md §2.3.2): acquire, send the update with the nonce, wait until the new
+/// version (`instance_id` of the update's answer) is `started`, release. The lease is released
+/// also when the update or the wait failed; a failed release only logs (the lease expires).
+async fn update_machine(
+    ctx: &Ctx,
+    node: &str,
+    app: &str,
+    id: &str,
+    config: crate::fly::types::MachineConfig,
+) -> Result<Output, Error> {
+    let c = &ctx.client;
+    let lease = c
+        .acquire_lease(
+            app,
+            id,
+            lease_ttl(&ctx.options),
+            Some("fks-bootstrap update"),
+        )
+        .await
+        .map_err(fly_err(format!(
+            "node {node}: leasing machine {id} in app {app}"
+        )))?;
+    let result = async {
+        let req = crate::fly::types::UpdateMachineRequest {
+            config,
+            // The join token reaches the node only as a file, as on create.
+            skip_secrets: Some(true),
+            ..Default::default()
+        };
+        let m = c
+            .update_machine(app, id, &req, Some(&lease.nonce))
+            .await
+            .map_err(fly_err(format!(
+                "node {node}: updating machine {id} in app {app}"
+            )))?;
+        let deadline = Instant::now() + ctx.options.started_timeout;
+        match c
+            .wait(
+                app,
+                id,
+                MachineState::Started,
+                Some(&m.instance_id),
+                deadline,
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(FlyError::WaitTimeout { last, waited, .. }) => {
+                return Err(Error::Stuck {
+                    node: node.to_string(),
+                    app: app.to_string(),
+                    machine: id.to_string(),
+                    state: last.map_or_else(|| "unknown".to_string(), |s| s.to_string()),
+                    waited,
+                })
+            }
+            Err(e) => {
+                return Err(fly_err(format!(
+                    "node {node}: waiting for updated machine {id}"
+                ))(e))
+            }
+        }
+        c.get_machine(app, id)
+            .await
+            .map_err(fly_err(format!("node {node}: reading machine {id}")))
+    }
+    .await;
+    if let Err(e) = c.release_lease(app, id, &lease.nonce).await {
+        tracing::warn!(%app, %node, machine = %id, error = %crate::errors::chain(&e), "releasing the update lease failed; it expires by itself");
+    }
+    Ok(Output::Machine(Box::new(result?)))
 }
 
 /// A kubectl call on `machine` that exited non-zero, with the first line of its stderr.
