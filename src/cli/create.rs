@@ -355,7 +355,8 @@ fn converge(
     let plan_error = |e: plan::Error| match e {
         plan::Error::InvalidGroup { .. }
         | plan::Error::InvalidBootstrapIndex { .. }
-        | plan::Error::ZoneShortage { .. } => usage(e),
+        | plan::Error::ZoneShortage { .. }
+        | plan::Error::VersionSkew { .. } => usage(e),
         _ => failed(e),
     };
     let mut state = rt

@@ -26,6 +26,7 @@ pub mod phases;
 pub mod replace;
 mod request;
 pub mod scale_down;
+pub mod skew;
 pub mod update;
 
 pub use complete::machine_request as complete_machine_request;
@@ -161,6 +162,21 @@ pub enum Error {
         app: String,
         /// The server.
         node: String,
+        /// Why, with what to do.
+        why: String,
+    },
+    /// The desired k3s version is not a step the version skew policy allows from what a node
+    /// runs; nothing was changed.
+    #[error("refusing to move node {node} in app {app} from k3s {from} to {to}: {why} (nothing was changed)")]
+    VersionSkew {
+        /// The app.
+        app: String,
+        /// The node whose version forbids it.
+        node: String,
+        /// The version it runs (from its cluster config file).
+        from: String,
+        /// The desired `K3S_VERSION`.
+        to: String,
         /// Why, with what to do.
         why: String,
     },

@@ -651,6 +651,12 @@ pub fn plan(
     let cluster = config.cluster_name.as_str();
     let (desired, bootstrap_index) = desired_nodes(config, target)?;
     let existing = match_machines(&app, cluster, &desired, bootstrap_index.is_some(), state)?;
+    let running: Vec<(&str, &Machine)> = desired
+        .iter()
+        .zip(&existing)
+        .filter_map(|(d, m)| m.map(|m| (d.name.as_str(), m)))
+        .collect();
+    super::skew::check(&app, &config.k3s_version, &running, &state.control_plane)?;
     let volumes = assign_volumes(config, &app, &existing, state, options)?;
     let via_cp: Option<MachineRef> = join_point(config, target, state)?.map(|m| MachineRef {
         app: config.cp_app(),

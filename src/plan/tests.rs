@@ -974,3 +974,36 @@ fn the_dry_run_shows_each_changed_field_and_never_a_private_file() {
     assert!(!text.contains(HOST_KEY), "{text}");
     assert_eq!(p.mutations(), 3);
 }
+
+/// `v1.<minor + by>.0+k3s1` from the lab config's version.
+fn minor_plus(version: &str, by: i32) -> String {
+    let (major, minor) = skew::minor_of(version).expect("lab version");
+    format!("v{major}.{}.0+k3s1", minor as i32 + by)
+}
+
+#[test]
+fn a_k3s_version_one_minor_up_rolls_the_servers_and_two_up_or_one_down_is_refused() {
+    let state = converged_cp(true);
+    let mut config = lab_config();
+    let from = config.k3s_version.clone();
+    config.k3s_version = minor_plus(&from, 1);
+    let mut o = options(&cp_names(), Some(3), true);
+    o.image = NEXT.to_string();
+    let p = plan(&config, &cp(), &state, &o).expect("one minor up");
+    assert_eq!(p.mutations(), 3, "{p}");
+    let text = p.to_string();
+    assert!(
+        text.contains("image: ") && text.contains(&format!("file {CLUSTER_CONFIG_PATH}")),
+        "{text}"
+    );
+    for (to, why) in [
+        (minor_plus(&from, 2), "skips Kubernetes minor"),
+        (minor_plus(&from, -1), "does not support downgrading"),
+    ] {
+        config.k3s_version = to.clone();
+        match plan(&config, &cp(), &state, &o) {
+            Err(e @ Error::VersionSkew { .. }) => assert!(e.to_string().contains(why), "{e}"),
+            other => panic!("{to}: {other:?}"),
+        }
+    }
+}
