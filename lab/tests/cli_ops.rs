@@ -1004,3 +1004,88 @@ async fn changed_server_memory_updates_each_server_under_a_lease_one_at_a_time()
     );
     assert_eq!(lab.mutations().await, before, "a converged re-run mutated");
 }
+
+/// `upgrade` (issue 11 item 2): a skipped minor is refused with why and changes nothing; one
+/// minor up is written to the config, then rolled out to the servers one at a time, then to
+/// the node group; a second `upgrade` changes nothing. The API-only lab runs no guests, so
+/// the image stays the config's IMAGE and only the nodes' cluster config file changes.
+#[tokio::test]
+async fn upgrade_refuses_a_skipped_minor_then_rolls_servers_before_workers() {
+    let lab = start_lab().await;
+    let xdg = tempfile::tempdir().expect("tempdir");
+    let (registry, dir) = common::registry_and_cluster(xdg.path(), TOKEN).await;
+    let dir = dir.as_str();
+    let client = lab.client();
+    for args in [&["-c", dir][..], &["-a", "0", dir]] {
+        let out = fks_keys(&lab, &registry, xdg.path(), args).await;
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    }
+    let config_path = std::path::Path::new(dir).join("config");
+    let before_text = std::fs::read_to_string(&config_path).expect("config");
+    assert!(
+        before_text.contains("K3S_VERSION=\"v1.33.7+k3s1\""),
+        "{before_text}"
+    );
+
+    let before = lab.mutations().await;
+    let out = fks_keys(
+        &lab,
+        &registry,
+        xdg.path(),
+        &["upgrade", dir, "--k3s-version", "v1.35.0+k3s1"],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("skips Kubernetes minor(s) 1.34..1.34"),
+        "{err}"
+    );
+    assert_eq!(lab.mutations().await, before, "refused, yet mutated");
+    assert_eq!(
+        std::fs::read_to_string(&config_path).expect("config"),
+        before_text
+    );
+
+    let seq = lab.last_seq().await;
+    let out = fks_keys(
+        &lab,
+        &registry,
+        xdg.path(),
+        &["upgrade", dir, "--k3s-version", "v1.34.1+k3s1"],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(std::fs::read_to_string(&config_path)
+        .expect("config")
+        .contains("K3S_VERSION=v1.34.1+k3s1"));
+    let updates: Vec<String> = lab
+        .writes_since(seq)
+        .await
+        .into_iter()
+        .filter(|(m, p)| m == "POST" && p.contains("/machines/") && !p.ends_with("/lease"))
+        .map(|(_, p)| p)
+        .collect();
+    let cp = live_machines(&client, "lab-cp").await;
+    let ng = live_machines(&client, "lab-ng-0").await;
+    assert_eq!(updates.len(), cp.len() + ng.len(), "{updates:?}");
+    // Every server before any worker.
+    let first_worker = updates
+        .iter()
+        .position(|p| p.contains("/apps/lab-ng-0/"))
+        .expect("workers updated");
+    assert_eq!(first_worker, cp.len(), "{updates:?}");
+    for m in cp.iter().chain(&ng) {
+        assert_eq!(
+            fks_bootstrap::plan::skew::running_version(m).as_deref(),
+            Some("v1.34.1+k3s1"),
+            "{}",
+            m.id
+        );
+    }
+
+    let before = lab.mutations().await;
+    let out = fks_keys(&lab, &registry, xdg.path(), &["upgrade", dir]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(lab.mutations().await, before, "a converged upgrade mutated");
+}

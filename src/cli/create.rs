@@ -303,7 +303,7 @@ pub(super) fn bootstrap_index() -> Result<u32, super::Error> {
     }
 }
 
-fn converge(
+pub(super) fn converge(
     config: &Config,
     dir: &std::path::Path,
     target: &Target,

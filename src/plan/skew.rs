@@ -92,17 +92,23 @@ pub fn check(
         }
     }
     for s in servers {
-        let Some(from) = running_version(s) else {
+        let Some(server_version) = running_version(s) else {
             continue;
         };
-        if minor_of(&from).is_some_and(|have| want > have) {
-            let node = s.metadata(super::META_NODE).unwrap_or(&s.id);
+        if minor_of(&server_version).is_some_and(|have| want > have) {
+            let server = s.metadata(super::META_NODE).unwrap_or(&s.id);
+            let (node, from) = match machines.first() {
+                Some((n, m)) => (n.to_string(), running_version(m).unwrap_or_default()),
+                None => ("(new nodes)".to_string(), "-".to_string()),
+            };
             return Err(refuse(
                 app,
-                node,
+                &node,
                 &from,
                 desired,
-                "workers may not run a newer Kubernetes minor than the servers (version skew policy: a kubelet is never newer than kube-apiserver); upgrade the control plane first (fks-bootstrap upgrade, or -c with the new K3S_VERSION)".to_string(),
+                format!(
+                    "server {server} runs {server_version}, and workers may not run a newer Kubernetes minor than the servers (version skew policy: a kubelet is never newer than kube-apiserver); upgrade the control plane first (fks-bootstrap upgrade, or -c with the new K3S_VERSION)"
+                ),
             ));
         }
     }
