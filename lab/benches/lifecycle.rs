@@ -381,6 +381,8 @@ fn lower_bound(plan: &Plan) -> f64 {
             // which never hold them.
             Action::Cordon { .. }
             | Action::UpdateMachine { .. }
+            | Action::ReadBoot { .. }
+            | Action::WaitK3sReadyAgain { .. }
             | Action::RemoveMember { .. }
             | Action::WaitMemberHealthy { .. }
             | Action::Drain { .. }

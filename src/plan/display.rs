@@ -138,6 +138,20 @@ impl fmt::Display for Action {
                 }
                 write!(f, ")")
             }
+            Action::ReadBoot { machine, via } => write!(
+                f,
+                "read the boot id and last Ready heartbeat of k3s node {} (kubectl on {})",
+                machine.id, via.id
+            ),
+            Action::WaitK3sReadyAgain {
+                machine,
+                via,
+                before,
+            } => write!(
+                f,
+                "wait until k3s node {} is Ready from its new boot (other boot id or newer heartbeat than {before}; kubectl on {})",
+                machine.id, via.id
+            ),
             Action::StartMachine { machine } => {
                 write!(f, "start machine {} in app {}", machine.id, machine.app)
             }

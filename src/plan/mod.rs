@@ -377,6 +377,28 @@ pub enum Action {
         /// What changes, for the output (no secret values).
         changes: Vec<update::Change>,
     },
+    /// Read what the cluster last heard from a node before its machine is updated: its
+    /// `bootID` and its Ready condition's `lastHeartbeatTime` (kubectl on `via`), so the wait
+    /// after the update can tell a Ready posted by the new instance from one left over.
+    ReadBoot {
+        /// The node's machine.
+        machine: MachineRef,
+        /// Where to run kubectl.
+        via: MachineRef,
+    },
+    /// Wait until the node's k3s is Ready again after an update: Ready, and a `bootID` other
+    /// than the one `before` read, or a `lastHeartbeatTime` after it. A kubelet posts its
+    /// status when it starts, so the new instance's first post passes; the old instance's
+    /// last Ready (Kubernetes keeps a node Ready until heartbeats are missed for a grace
+    /// period) does not.
+    WaitK3sReadyAgain {
+        /// The node's machine.
+        machine: MachineRef,
+        /// Where to run kubectl.
+        via: MachineRef,
+        /// The [`Action::ReadBoot`] step before the update.
+        before: StepId,
+    },
     /// Start a stopped machine.
     StartMachine {
         /// The machine.

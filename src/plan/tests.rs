@@ -885,17 +885,29 @@ fn a_new_image_updates_servers_one_at_a_time_each_ready_and_healthy_before_the_n
     let p = plan(&lab_config(), &cp(), &converged_cp(true), &o).expect("plan");
     let mut want = Vec::new();
     for n in ["ctrl-0", "ctrl-1", "ctrl-2"] {
-        for k in ["UpdateMachine", "WaitK3sReady", "WaitMemberHealthy"] {
+        for k in [
+            "ReadBoot",
+            "UpdateMachine",
+            "WaitK3sReadyAgain",
+            "WaitMemberHealthy",
+        ] {
             want.push(format!("{n}:{k}"));
         }
     }
     assert_eq!(kinds(&p), want);
     assert_eq!(p.mutations(), 3);
-    // Each server's update waits for the previous server's member to be healthy.
+    // Each server's baseline read and update wait for the previous server's member to be
+    // healthy; its Ready wait compares with its own baseline.
     for (prev, next) in [("ctrl-0", "ctrl-1"), ("ctrl-1", "ctrl-2")] {
         let healthy = step_of(&p, prev, "WaitMemberHealthy");
+        let read = step_of(&p, next, "ReadBoot");
         let update = step_of(&p, next, "UpdateMachine");
-        assert_eq!(p.steps[update.0].depends_on, [healthy]);
+        assert_eq!(p.steps[read.0].depends_on, [healthy]);
+        assert_eq!(p.steps[update.0].depends_on, [healthy, read]);
+        match &p.steps[step_of(&p, next, "WaitK3sReadyAgain").0].action {
+            Action::WaitK3sReadyAgain { before, .. } => assert_eq!(*before, read),
+            other => panic!("{other:?}"),
+        }
     }
     // The new config is the old one with the new image only.
     for s in &p.steps {
@@ -909,8 +921,8 @@ fn a_new_image_updates_servers_one_at_a_time_each_ready_and_healthy_before_the_n
         }
     }
     // Waits after ctrl-0's reboot ask another server.
-    match &p.steps[step_of(&p, "ctrl-0", "WaitK3sReady").0].action {
-        Action::WaitK3sReady { via, .. } => assert_eq!(via.id, Ref::Known("m1".into())),
+    match &p.steps[step_of(&p, "ctrl-0", "WaitK3sReadyAgain").0].action {
+        Action::WaitK3sReadyAgain { via, .. } => assert_eq!(via.id, Ref::Known("m1".into())),
         other => panic!("{other:?}"),
     }
 }
@@ -938,14 +950,19 @@ fn a_bigger_worker_guest_updates_workers_in_batches_each_ready_before_the_next()
     let first: Vec<StepId> = (0..3)
         .map(|i| step_of(&p, &format!("worker-ng-a-{i}"), "UpdateMachine"))
         .collect();
-    for s in &first {
-        assert!(p.steps[s.0].depends_on.is_empty(), "{p}");
+    for (i, s) in first.iter().enumerate() {
+        let read = step_of(&p, &format!("worker-ng-a-{i}"), "ReadBoot");
+        assert_eq!(p.steps[s.0].depends_on, [read], "{p}");
     }
     let readies: Vec<StepId> = (0..3)
-        .map(|i| step_of(&p, &format!("worker-ng-a-{i}"), "WaitK3sReady"))
+        .map(|i| step_of(&p, &format!("worker-ng-a-{i}"), "WaitK3sReadyAgain"))
         .collect();
+    let last_read = step_of(&p, "worker-ng-a-3", "ReadBoot");
+    assert_eq!(p.steps[last_read.0].depends_on, readies);
     let last = step_of(&p, "worker-ng-a-3", "UpdateMachine");
-    assert_eq!(p.steps[last.0].depends_on, readies);
+    let mut want = readies.clone();
+    want.push(last_read);
+    assert_eq!(p.steps[last.0].depends_on, want);
     // No etcd wait for agents.
     assert!(!kinds(&p).iter().any(|k| k.ends_with("WaitMemberHealthy")));
 }

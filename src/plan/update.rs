@@ -284,11 +284,12 @@ fn sinks(b: &Builder) -> Vec<StepId> {
 }
 
 /// The rollout of `drifted` (in the plan's node order: bootstrap server first), after every
-/// step planned so far. Servers one at a time: update (under a lease, waiting for the new
-/// version started), k3s Ready and etcd member healthy asked on `via` (another server when
-/// there is one), then the next. Agents in batches of [`WORKER_BATCH`]: a batch's updates,
-/// then their Ready waits through `via`, then the next batch. Without k3s steps only the
-/// machine waits remain.
+/// step planned so far. Servers one at a time: the node's boot id and last heartbeat read,
+/// the update (under a lease, waiting for the new version started), k3s Ready from the new
+/// boot and the etcd member healthy, asked on another server when there is one; then the
+/// next. Agents in batches of [`WORKER_BATCH`]: a batch's reads and updates, then their
+/// Ready-from-the-new-boot waits through `via_cp`, then the next batch. Without k3s steps
+/// only the machine waits remain.
 pub(super) fn rollout(
     b: &mut Builder,
     drifted: Vec<Drifted>,
@@ -304,8 +305,25 @@ pub(super) fn rollout(
         drifted.into_iter().partition(|d| d.role != Role::Agent);
     for d in srv {
         let name = d.name.as_str();
+        // Ask a server that is not the one rebooted when there is one.
+        let via = servers
+            .iter()
+            .find(|s| s.id != d.machine.id)
+            .unwrap_or(&d.machine)
+            .clone();
         let mut deps = after.clone();
         deps.extend(d.started);
+        let read = k3s.then(|| {
+            b.push(
+                Some(name),
+                Action::ReadBoot {
+                    machine: d.machine.clone(),
+                    via: via.clone(),
+                },
+                deps.clone(),
+            )
+        });
+        deps.extend(read);
         let update = b.push(
             Some(name),
             Action::UpdateMachine {
@@ -316,20 +334,13 @@ pub(super) fn rollout(
             deps,
         );
         after = vec![update];
-        if !k3s {
-            continue;
-        }
-        // Ask a server that was not just rebooted when there is one.
-        let via = servers
-            .iter()
-            .find(|s| s.id != d.machine.id)
-            .unwrap_or(&d.machine)
-            .clone();
+        let Some(before) = read else { continue };
         let ready = b.push(
             Some(name),
-            Action::WaitK3sReady {
+            Action::WaitK3sReadyAgain {
                 machine: d.machine.clone(),
                 via: via.clone(),
+                before,
             },
             vec![update],
         );
@@ -347,8 +358,20 @@ pub(super) fn rollout(
         let mut done = Vec::new();
         for d in batch {
             let name = d.name.as_str();
+            let via = via_cp.filter(|_| k3s);
             let mut deps = after.clone();
             deps.extend(d.started);
+            let read = via.map(|via| {
+                b.push(
+                    Some(name),
+                    Action::ReadBoot {
+                        machine: d.machine.clone(),
+                        via: via.clone(),
+                    },
+                    deps.clone(),
+                )
+            });
+            deps.extend(read);
             let update = b.push(
                 Some(name),
                 Action::UpdateMachine {
@@ -358,12 +381,13 @@ pub(super) fn rollout(
                 },
                 deps,
             );
-            match (k3s, via_cp) {
-                (true, Some(via)) => done.push(b.push(
+            match (via, read) {
+                (Some(via), Some(before)) => done.push(b.push(
                     Some(name),
-                    Action::WaitK3sReady {
+                    Action::WaitK3sReadyAgain {
                         machine: d.machine.clone(),
                         via: via.clone(),
+                        before,
                     },
                     vec![update],
                 )),

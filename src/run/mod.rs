@@ -279,6 +279,8 @@ enum Output {
     Token(K3sToken),
     /// A secrets write; the app's secrets version it made, when Fly said.
     Secrets(Option<u64>),
+    /// What the cluster last heard from a node before its update.
+    Boot(k3s::Boot),
     Done,
 }
 
@@ -406,7 +408,7 @@ fn phase_of(action: &Action) -> Option<Phase> {
         Action::CreateMachine { .. } => Some(Phase::Machine),
         Action::UpdateMachine { .. } => Some(Phase::Updated),
         Action::WaitStarted { .. } => Some(Phase::Started),
-        Action::WaitK3sReady { .. } => Some(Phase::K3sReady),
+        Action::WaitK3sReady { .. } | Action::WaitK3sReadyAgain { .. } => Some(Phase::K3sReady),
         Action::MarkReady { .. } => Some(Phase::Joined),
         _ => None,
     }
@@ -666,6 +668,68 @@ async fn run_step(ctx: &Ctx, node: &str, action: Action, inputs: Inputs) -> Resu
         } => {
             let (app, id) = inputs.machine(&machine)?;
             update_machine(ctx, node, &app, &id, *config).await
+        }
+        Action::ReadBoot { machine, via } => {
+            let (app, machine) = inputs.machine(&machine)?;
+            let via = inputs.machine(&via)?;
+            let k3s_node = k3s::k3s_node_name(&machine, &app);
+            let req = exec_request(k3s::boot_command(&k3s_node));
+            // A node the API does not answer for has no baseline: any Ready counts after.
+            let boot = match c.exec(&via.0, &via.1, &req).await {
+                Ok(out) if out.exit_code == 0 => k3s::Boot::parse(&out.stdout),
+                Ok(out) => {
+                    tracing::warn!(%node, %k3s_node, stderr = %out.stderr.lines().next().unwrap_or(""), "no boot baseline before the update");
+                    k3s::Boot::default()
+                }
+                Err(e) => {
+                    tracing::warn!(%node, %k3s_node, error = %crate::errors::chain(&e), "no boot baseline before the update");
+                    k3s::Boot::default()
+                }
+            };
+            Ok(Output::Boot(boot))
+        }
+        Action::WaitK3sReadyAgain {
+            machine,
+            via,
+            before,
+        } => {
+            let Output::Boot(before) = inputs.get(before)?.clone() else {
+                return Err(Error::Missing {
+                    step: inputs.step,
+                    needs: before,
+                });
+            };
+            let (app, machine) = inputs.machine(&machine)?;
+            let via = inputs.machine(&via)?;
+            let k3s_node = k3s::k3s_node_name(&machine, &app);
+            let req = exec_request(k3s::boot_command(&k3s_node));
+            let started = Instant::now();
+            let deadline = started + ctx.options.k3s_timeout;
+            loop {
+                let last = match c.exec(&via.0, &via.1, &req).await {
+                    Ok(out) if out.exit_code == 0 => {
+                        let now = k3s::Boot::parse(&out.stdout);
+                        if now.ready_since(&before) {
+                            return Ok(Output::Done);
+                        }
+                        format!(
+                            "Ready={} heartbeat {} (before the update: {})",
+                            now.status, now.heartbeat, before.heartbeat
+                        )
+                    }
+                    Ok(out) => out.stderr.lines().next().unwrap_or("").to_string(),
+                    Err(e) => crate::errors::chain(&e),
+                };
+                if Instant::now() + ctx.options.poll > deadline {
+                    return Err(Error::K3sNotReady {
+                        node: node.to_string(),
+                        k3s_node,
+                        last,
+                        waited: started.elapsed(),
+                    });
+                }
+                tokio::time::sleep(ctx.options.poll).await;
+            }
         }
         Action::StartMachine { machine } => {
             let (app, id) = inputs.machine(&machine)?;
