@@ -2342,6 +2342,8 @@ async fn server_replace_after_losing_machine_and_volume_and_quorum_refusal_on_gu
 struct Probe {
     at: Instant,
     servers_ready: Option<usize>,
+    /// kubectl's first stderr line when it got no answer.
+    error: String,
 }
 
 /// Issue 11 item 2 on guests: `upgrade --k3s-version` (one minor up) on 3 servers and 3
@@ -2428,9 +2430,11 @@ async fn upgrade_rolls_servers_one_at_a_time_then_workers_on_guests() {
                         .filter(|n| n.name.ends_with(&server_suffix) && n.ready)
                         .count()
                 });
+                let error = text(&out.stderr).lines().next().unwrap_or("").to_string();
                 reads.push(Probe {
                     at: Instant::now(),
                     servers_ready,
+                    error,
                 });
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
@@ -2475,6 +2479,13 @@ async fn upgrade_rolls_servers_one_at_a_time_then_workers_on_guests() {
         reads.len(),
         reads.iter().filter(|r| r.servers_ready.is_none()).count()
     );
+    for r in reads.iter().filter(|r| r.servers_ready.is_none()) {
+        eprintln!(
+            "figure:   unanswered at {:.1}s into the upgrade: {}",
+            r.at.saturating_duration_since(started).as_secs_f64(),
+            r.error
+        );
+    }
     let updated: Vec<&str> = stderr.lines().filter(|l| l.contains(" updated ")).collect();
     eprintln!("figure: per-node update finish times (each converge from its own start):");
     for l in &updated {
