@@ -377,9 +377,12 @@ fn lower_bound(plan: &Plan) -> f64 {
                 Some((Bucket::Secrets, app.clone()))
             }
             Action::MarkReady { machine } => Some((Bucket::Metadata, machine_key(machine))),
-            // Removal and replacement steps: the benchmark times create plans only, which
-            // never hold them.
+            // Removal, replacement and update steps: the benchmark times create plans only,
+            // which never hold them.
             Action::Cordon { .. }
+            | Action::UpdateMachine { .. }
+            | Action::ReadBoot { .. }
+            | Action::WaitK3sReadyAgain { .. }
             | Action::RemoveMember { .. }
             | Action::WaitMemberHealthy { .. }
             | Action::Drain { .. }

@@ -920,3 +920,172 @@ async fn server_replace_refuses_what_it_cannot_check_and_changes_nothing() {
     assert_eq!(lab.mutations().await, before, "a refused replace mutated");
     assert_eq!(live_machines(&client, "lab-cp").await.len(), 3);
 }
+
+/// Rewrites one `KEY=VALUE` line of the cluster directory's config; returns the old value.
+fn set_config_key(dir: &str, key: &str, value: &str) -> String {
+    let path = std::path::Path::new(dir).join("config");
+    let text = std::fs::read_to_string(&path).expect("config");
+    let prefix = format!("{key}=");
+    let mut old = None;
+    let text: String = text
+        .lines()
+        .map(|l| match l.strip_prefix(&prefix) {
+            Some(v) => {
+                old = Some(v.to_string());
+                format!("{prefix}{value}\n")
+            }
+            None => format!("{l}\n"),
+        })
+        .collect();
+    std::fs::write(&path, text).expect("config");
+    old.unwrap_or_else(|| panic!("no {key} in {}", path.display()))
+}
+
+/// Config drift (issue 11 item 2): a bigger CP_VM_MEMORY reaches the existing servers as
+/// updates, one server at a time, each under a lease; the dry run shows the diff; a re-run
+/// after it changes nothing.
+#[tokio::test]
+async fn changed_server_memory_updates_each_server_under_a_lease_one_at_a_time() {
+    let lab = start_lab().await;
+    let xdg = tempfile::tempdir().expect("tempdir");
+    let (registry, dir) = common::registry_and_cluster(xdg.path(), TOKEN).await;
+    let dir = dir.as_str();
+    let client = lab.client();
+    let out = fks_keys(&lab, &registry, xdg.path(), &["-c", dir]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let old: u32 = set_config_key(dir, "CP_VM_MEMORY", "0")
+        .parse()
+        .expect("CP_VM_MEMORY");
+    let new = old * 2;
+    set_config_key(dir, "CP_VM_MEMORY", &new.to_string());
+
+    let before = lab.mutations().await;
+    let dry = fks_keys(&lab, &registry, xdg.path(), &["-c", dir, "--dry-run"]).await;
+    assert_eq!(dry.status.code(), Some(0), "{}", text(&dry.stderr));
+    let plan = text(&dry.stdout);
+    assert_eq!(
+        plan.matches(&format!("guest memory_mb: {old} -> {new}"))
+            .count(),
+        3,
+        "{plan}"
+    );
+    assert!(!plan.contains("PRIVATE KEY"), "{plan}");
+    assert_eq!(lab.mutations().await, before, "a dry run mutated:\n{plan}");
+
+    let seq = lab.last_seq().await;
+    let out = fks_keys(&lab, &registry, xdg.path(), &["-c", dir]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let writes = lab.writes_since(seq).await;
+    // Per server, in order, never interleaved: lease, update, release.
+    let mut ids = Vec::new();
+    for w in writes.chunks(3) {
+        let lease = &w[0];
+        assert_eq!(lease.0, "POST", "{writes:?}");
+        let path = lease.1.strip_suffix("/lease").expect("a lease first");
+        assert_eq!(w[1], ("POST".to_string(), path.to_string()), "{writes:?}");
+        assert_eq!(w[2], ("DELETE".to_string(), lease.1.clone()), "{writes:?}");
+        ids.push(path.rsplit('/').next().expect("id").to_string());
+    }
+    assert_eq!(ids.len(), 3, "{writes:?}");
+    assert_eq!(writes.len(), 9, "{writes:?}");
+    for m in live_machines(&client, "lab-cp").await {
+        let guest = m.config.and_then(|c| c.guest).expect("guest");
+        assert_eq!(guest.memory_mb, Some(new), "{}", m.id);
+        assert!(ids.contains(&m.id), "{} not updated: {ids:?}", m.id);
+    }
+
+    let before = lab.mutations().await;
+    let out = fks_keys(&lab, &registry, xdg.path(), &["-c", dir]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("nothing to do"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(lab.mutations().await, before, "a converged re-run mutated");
+}
+
+/// `upgrade` (issue 11 item 2): a skipped minor is refused with why and changes nothing; one
+/// minor up is written to the config, then rolled out to the servers one at a time, then to
+/// the node group; a second `upgrade` changes nothing. The API-only lab runs no guests, so
+/// the image stays the config's IMAGE and only the nodes' cluster config file changes.
+#[tokio::test]
+async fn upgrade_refuses_a_skipped_minor_then_rolls_servers_before_workers() {
+    let lab = start_lab().await;
+    let xdg = tempfile::tempdir().expect("tempdir");
+    let (registry, dir) = common::registry_and_cluster(xdg.path(), TOKEN).await;
+    let dir = dir.as_str();
+    let client = lab.client();
+    for args in [&["-c", dir][..], &["-a", "0", dir]] {
+        let out = fks_keys(&lab, &registry, xdg.path(), args).await;
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    }
+    let config_path = std::path::Path::new(dir).join("config");
+    let before_text = std::fs::read_to_string(&config_path).expect("config");
+    assert!(
+        before_text.contains("K3S_VERSION=\"v1.33.7+k3s1\""),
+        "{before_text}"
+    );
+
+    let before = lab.mutations().await;
+    let out = fks_keys(
+        &lab,
+        &registry,
+        xdg.path(),
+        &["upgrade", dir, "--k3s-version", "v1.35.0+k3s1"],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("skips Kubernetes minor(s) 1.34..1.34"),
+        "{err}"
+    );
+    assert_eq!(lab.mutations().await, before, "refused, yet mutated");
+    assert_eq!(
+        std::fs::read_to_string(&config_path).expect("config"),
+        before_text
+    );
+
+    let seq = lab.last_seq().await;
+    let out = fks_keys(
+        &lab,
+        &registry,
+        xdg.path(),
+        &["upgrade", dir, "--k3s-version", "v1.34.1+k3s1"],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(std::fs::read_to_string(&config_path)
+        .expect("config")
+        .contains("K3S_VERSION=v1.34.1+k3s1"));
+    let updates: Vec<String> = lab
+        .writes_since(seq)
+        .await
+        .into_iter()
+        .filter(|(m, p)| m == "POST" && p.contains("/machines/") && !p.ends_with("/lease"))
+        .map(|(_, p)| p)
+        .collect();
+    let cp = live_machines(&client, "lab-cp").await;
+    let ng = live_machines(&client, "lab-ng-0").await;
+    assert_eq!(updates.len(), cp.len() + ng.len(), "{updates:?}");
+    // Every server before any worker.
+    let first_worker = updates
+        .iter()
+        .position(|p| p.contains("/apps/lab-ng-0/"))
+        .expect("workers updated");
+    assert_eq!(first_worker, cp.len(), "{updates:?}");
+    for m in cp.iter().chain(&ng) {
+        assert_eq!(
+            fks_bootstrap::plan::skew::running_version(m).as_deref(),
+            Some("v1.34.1+k3s1"),
+            "{}",
+            m.id
+        );
+    }
+
+    let before = lab.mutations().await;
+    let out = fks_keys(&lab, &registry, xdg.path(), &["upgrade", dir]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(lab.mutations().await, before, "a converged upgrade mutated");
+}

@@ -15,9 +15,10 @@
 //! the tool SIGKILLed part-way through `-c` and `-a`; a third migrates a server and a worker
 //! of a live cluster to other hosts (new 6PN addresses, forked volumes).
 //!
-//! Own bridges (`fkse2e`, `fkse2f`, `fkse2m`, `fkse2s`, `fkse2d`, `fkse2r`), org networks
-//! (`e2eorg`, `e2eforg`, `e2emorg`, `e2esorg`, `e2edorg`, `e2erorg`: each its own 6PN /48) and
-//! IPv4 ranges (172.31.150-154.0/24 and 172.31.158.0/24 for `server replace`), so these run in
+//! Own bridges (`fkse2e`, `fkse2f`, `fkse2m`, `fkse2s`, `fkse2d`, `fkse2r`, `fkse2u`), org
+//! networks (`e2eorg`, `e2eforg`, `e2emorg`, `e2esorg`, `e2edorg`, `e2erorg`, `e2euorg`: each its
+//! own 6PN /48) and IPv4 ranges (172.31.150-154.0/24, 172.31.158.0/24 for `server replace`,
+//! 172.31.156.0/24 for `upgrade`), so these run in
 //! parallel with the other guest tests. Without root the
 //! guest test prints why and returns, except under `CI=true` where it fails.
 
@@ -2330,6 +2331,206 @@ async fn server_replace_after_losing_machine_and_volume_and_quorum_refusal_on_gu
     assert!(err.contains("(nothing was changed)"), "{err}");
     assert_eq!(lab.mutations().await, before, "a refused replace mutated");
     eprintln!("refusal: {err}");
+
+    let out = env.fks(&mut t, &["destroy", dir, "--yes"]).await;
+    assert_ok("destroy --yes", &out, &lab);
+    lab.stop().await;
+}
+
+/// One read of the probe: when, and how many servers kubectl showed Ready (None: the API did
+/// not answer).
+struct Probe {
+    at: Instant,
+    servers_ready: Option<usize>,
+    /// kubectl's first stderr line when it got no answer.
+    error: String,
+}
+
+/// Issue 11 item 2 on guests: `upgrade --k3s-version` (one minor up) on 3 servers and 3
+/// workers rolls every machine (a new instance each: the nodes' cluster config file carries
+/// K3S_VERSION), servers one at a time, while a probe reads the node list every 200 ms through
+/// the servers' shared name. At no answered read are fewer than 2 servers Ready; all 6 nodes
+/// are Ready at the end; a second `upgrade` changes nothing.
+///
+/// Not shown here: a new Kubernetes version in `kubectl get nodes`. The cluster runs the
+/// pinned test image (IMAGE), and k3s-standin reports the version it was compiled with, so the
+/// node image does not change; the rollout, its order, waits and leases are what is tested.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn upgrade_rolls_servers_one_at_a_time_then_workers_on_guests() {
+    if !have_root("upgrade on guests") {
+        return;
+    }
+    const NET: Net = Net {
+        bridge: "fkse2u",
+        org: "e2euorg",
+        v4: 156,
+    };
+    const NEXT: &str = "v1.34.1+k3s1";
+    let lab = GuestLab::start_with(&NET, "").await;
+    let cluster_dir = cluster_copy(&lab, NET.org);
+    set_group_size(&cluster_dir, 3);
+    let dir = cluster_dir.to_str().expect("utf-8 path");
+    let env = Env::new(&lab).await;
+    let mut t = Transcript::default();
+    let allow = "--allow-missing-kernel-options";
+    let out = env
+        .fks(&mut t, &["-c", dir, allow, "--timeout", "180"])
+        .await;
+    assert_ok("-c", &out, &lab);
+    let out = env
+        .fks(
+            &mut t,
+            &["-a", GROUP, dir, allow, "--timeout", "180", "--yes"],
+        )
+        .await;
+    assert_ok("-a 0 (3 workers)", &out, &lab);
+    let ctrl0 = node_machine(&lab, CP_APP, "ctrl-0").await;
+    let kubeconfig = exec_kubeconfig(&lab, &ctrl0).await;
+    let hosts = hosts_file(&lab, &lab.machines(CP_APP).await);
+    nodes_until(
+        &mut t,
+        &lab,
+        &kubeconfig,
+        &hosts,
+        "3 servers and 3 workers Ready",
+        |n| n.len() == 6 && n.iter().all(|n| n.ready),
+    )
+    .await;
+    let mut before: BTreeMap<String, String> = BTreeMap::new();
+    for app in [CP_APP, GROUP_APP] {
+        for m in lab.machines(app).await {
+            before.insert(
+                m["id"].as_str().expect("id").to_string(),
+                m["instance_id"].as_str().expect("instance_id").to_string(),
+            );
+        }
+    }
+    assert_eq!(before.len(), 6);
+
+    // The probe: `kubectl get nodes` every 200 ms until told to stop.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let probe = {
+        let (stop, kubeconfig, hosts) = (stop.clone(), kubeconfig.clone(), hosts.clone());
+        tokio::spawn(async move {
+            let mut reads = Vec::new();
+            let mut t = Transcript::default();
+            let server_suffix = format!(".vm.{CP_APP}.internal");
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let out = kubectl(
+                    &mut t,
+                    &kubeconfig,
+                    &hosts,
+                    &["get", "nodes", "-o", "json", "--request-timeout=2s"],
+                )
+                .await;
+                t.outputs.clear();
+                let servers_ready = (out.status.code() == Some(0)).then(|| {
+                    parse_nodes(&text(&out.stdout))
+                        .iter()
+                        .filter(|n| n.name.ends_with(&server_suffix) && n.ready)
+                        .count()
+                });
+                let error = text(&out.stderr).lines().next().unwrap_or("").to_string();
+                reads.push(Probe {
+                    at: Instant::now(),
+                    servers_ready,
+                    error,
+                });
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            reads
+        })
+    };
+
+    let upgrade = [
+        "upgrade",
+        dir,
+        "--k3s-version",
+        NEXT,
+        allow,
+        "--timeout",
+        "180",
+        "--yes",
+    ];
+    let started = Instant::now();
+    let out = env.fks(&mut t, &upgrade).await;
+    let wall = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let reads = probe.await.expect("probe task");
+    assert_ok("upgrade", &out, &lab);
+    let stderr = text(&out.stderr);
+
+    let low: Vec<usize> = reads.iter().filter_map(|r| r.servers_ready).collect();
+    assert!(!low.is_empty(), "the probe never got an answer");
+    assert!(
+        low.iter().all(|&n| n >= 2),
+        "fewer than 2 servers Ready during the upgrade: {low:?}"
+    );
+    let mut longest = Duration::ZERO;
+    let mut last_ok = started;
+    for r in &reads {
+        if r.servers_ready.is_some() {
+            longest = longest.max(r.at.saturating_duration_since(last_ok));
+            last_ok = r.at;
+        }
+    }
+    eprintln!(
+        "figure: upgrade of 3 servers + 3 workers took {wall:?}; probe: {} reads, {} unanswered, longest gap between answers {longest:?}",
+        reads.len(),
+        reads.iter().filter(|r| r.servers_ready.is_none()).count()
+    );
+    for r in reads.iter().filter(|r| r.servers_ready.is_none()) {
+        eprintln!(
+            "figure:   unanswered at {:.1}s into the upgrade: {}",
+            r.at.saturating_duration_since(started).as_secs_f64(),
+            r.error
+        );
+    }
+    let updated: Vec<&str> = stderr.lines().filter(|l| l.contains(" updated ")).collect();
+    eprintln!("figure: per-node update finish times (each converge from its own start):");
+    for l in &updated {
+        eprintln!("figure:   {l}");
+    }
+    assert_eq!(
+        updated.len(),
+        6,
+        "one progress line per node:
+{stderr}"
+    );
+
+    // Every machine was rebooted onto a config saying NEXT, and is Ready again.
+    for app in [CP_APP, GROUP_APP] {
+        for v in lab.machines(app).await {
+            let id = v["id"].as_str().expect("id").to_string();
+            assert_ne!(
+                before.get(&id).map(String::as_str),
+                v["instance_id"].as_str(),
+                "{app}/{id} was not updated"
+            );
+            let m: fks_bootstrap::fly::types::Machine =
+                serde_json::from_value(v).expect("a machine");
+            assert_eq!(
+                fks_bootstrap::plan::skew::running_version(&m).as_deref(),
+                Some(NEXT),
+                "{app}/{id}"
+            );
+        }
+    }
+    nodes_until(
+        &mut t,
+        &lab,
+        &kubeconfig,
+        &hosts,
+        "all 6 Ready after the upgrade",
+        |n| n.len() == 6 && n.iter().all(|n| n.ready),
+    )
+    .await;
+
+    let before = lab.mutations().await;
+    let again = ["upgrade", dir, allow, "--timeout", "180", "--yes"];
+    let out = env.fks(&mut t, &again).await;
+    assert_ok("upgrade again", &out, &lab);
+    assert_eq!(lab.mutations().await, before, "a converged upgrade mutated");
 
     let out = env.fks(&mut t, &["destroy", dir, "--yes"]).await;
     assert_ok("destroy --yes", &out, &lab);

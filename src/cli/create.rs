@@ -303,7 +303,7 @@ pub(super) fn bootstrap_index() -> Result<u32, super::Error> {
     }
 }
 
-fn converge(
+pub(super) fn converge(
     config: &Config,
     dir: &std::path::Path,
     target: &Target,
@@ -355,7 +355,8 @@ fn converge(
     let plan_error = |e: plan::Error| match e {
         plan::Error::InvalidGroup { .. }
         | plan::Error::InvalidBootstrapIndex { .. }
-        | plan::Error::ZoneShortage { .. } => usage(e),
+        | plan::Error::ZoneShortage { .. }
+        | plan::Error::VersionSkew { .. } => usage(e),
         _ => failed(e),
     };
     let mut state = rt
@@ -558,6 +559,7 @@ fn phase_word(phase: Phase) -> &'static str {
         Phase::Started => "started",
         Phase::K3sReady => "k3s ready",
         Phase::Joined => "joined",
+        Phase::Updated => "updated",
     }
 }
 

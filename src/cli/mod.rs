@@ -33,6 +33,7 @@ mod ssh;
 mod status;
 mod taint;
 mod tunnel;
+mod upgrade;
 mod validate;
 
 /// What a command can end with, besides success. The variant decides the exit code; the
@@ -304,6 +305,10 @@ pub enum Command {
     Kubeconfig(kubeconfig::Args),
     /// Control-plane servers: `server replace ctrl-N CLUSTER_DIR`.
     Server(server_replace::ServerArgs),
+    /// Roll a k3s version (--k3s-version V, or the config's K3S_VERSION) or any config change
+    /// out: servers one at a time, then each node group in batches; refuses a skipped or
+    /// downgraded Kubernetes minor.
+    Upgrade(upgrade::Args),
     /// Remove this cluster's machines, volumes, secrets and apps, and nothing else.
     #[command(after_help = destroy::AFTER_HELP)]
     Destroy(destroy::Args),
@@ -374,6 +379,7 @@ fn run(command: Command) -> Result<(), Error> {
         Command::Status(args) => status::run(args),
         Command::Kubeconfig(args) => kubeconfig::run(args),
         Command::Server(args) => server_replace::run(args),
+        Command::Upgrade(args) => upgrade::run(args),
         Command::Destroy(args) => destroy::run(args),
         Command::CheckKernel(args) => check_kernel::run(args),
         Command::Completions(args) => completions::run(args, &mut Cli::command()),

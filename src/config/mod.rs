@@ -20,6 +20,7 @@ mod validate;
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use parse::parse_shell;
 pub use toml::parse_toml;
+pub(crate) use validate::is_k3s_version;
 pub use validate::{
     ALLOW_IPV6_ONLY_POD_TRAFFIC, DEFAULT_FLANNEL_BACKEND, DEFAULT_NODE_IMAGE_BASE,
     DEFAULT_SSH_PORT, MAX_APP_NAME_LEN, MAX_CLUSTER_NAME_LEN, MAX_NODE_GROUP_LEN,

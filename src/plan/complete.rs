@@ -28,11 +28,22 @@ impl Action {
                 .chain(bootstrap.as_ref().and_then(step))
                 .collect(),
             Action::StartMachine { machine }
+            | Action::UpdateMachine { machine, .. }
             | Action::WaitStarted { machine }
             | Action::MarkReady { machine }
             | Action::DestroyMachine { machine }
             | Action::ReadToken { from: machine } => step(&machine.id).into_iter().collect(),
+            Action::WaitK3sReadyAgain {
+                machine,
+                via,
+                before,
+            } => step(&machine.id)
+                .into_iter()
+                .chain(step(&via.id))
+                .chain(Some(*before))
+                .collect(),
             Action::WaitK3sReady { machine, via }
+            | Action::ReadBoot { machine, via }
             | Action::Taint { machine, via }
             | Action::Cordon { machine, via }
             | Action::Drain { machine, via }

@@ -122,6 +122,36 @@ impl fmt::Display for Action {
                 }
                 write!(f, ")")
             }
+            Action::UpdateMachine {
+                machine, changes, ..
+            } => {
+                write!(
+                    f,
+                    "update machine {} in app {} under a lease, wait until started ({} change{}",
+                    machine.id,
+                    machine.app,
+                    changes.len(),
+                    if changes.len() == 1 { "" } else { "s" }
+                )?;
+                for c in changes {
+                    write!(f, "\n          {c}")?;
+                }
+                write!(f, ")")
+            }
+            Action::ReadBoot { machine, via } => write!(
+                f,
+                "read the boot id and last Ready heartbeat of k3s node {} (kubectl on {})",
+                machine.id, via.id
+            ),
+            Action::WaitK3sReadyAgain {
+                machine,
+                via,
+                before,
+            } => write!(
+                f,
+                "wait until k3s node {} is Ready from its new boot (other boot id or newer heartbeat than {before}; kubectl on {})",
+                machine.id, via.id
+            ),
             Action::StartMachine { machine } => {
                 write!(f, "start machine {} in app {}", machine.id, machine.app)
             }

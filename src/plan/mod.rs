@@ -26,6 +26,8 @@ pub mod phases;
 pub mod replace;
 mod request;
 pub mod scale_down;
+pub mod skew;
+pub mod update;
 
 pub use complete::machine_request as complete_machine_request;
 pub use phases::plan;
@@ -160,6 +162,21 @@ pub enum Error {
         app: String,
         /// The server.
         node: String,
+        /// Why, with what to do.
+        why: String,
+    },
+    /// The desired k3s version is not a step the version skew policy allows from what a node
+    /// runs; nothing was changed.
+    #[error("refusing to move node {node} in app {app} from k3s {from} to {to}: {why} (nothing was changed)")]
+    VersionSkew {
+        /// The app.
+        app: String,
+        /// The node whose version forbids it.
+        node: String,
+        /// The version it runs (from its cluster config file).
+        from: String,
+        /// The desired `K3S_VERSION`.
+        to: String,
         /// Why, with what to do.
         why: String,
     },
@@ -349,6 +366,39 @@ pub enum Action {
         /// The bootstrap server whose id goes into `FKS_BOOTSTRAP_MACHINE_ID`.
         bootstrap: Option<Ref>,
     },
+    /// Bring an existing machine to `config` ([`update`]): acquire its lease, send the whole
+    /// config with the lease's nonce, wait until the new version is `started`, release the
+    /// lease (as flyctl does; reference fly-machines-api.md §2.3.2 leases, §8.6 update).
+    UpdateMachine {
+        /// The machine.
+        machine: MachineRef,
+        /// The whole new config.
+        config: Box<crate::fly::types::MachineConfig>,
+        /// What changes, for the output (no secret values).
+        changes: Vec<update::Change>,
+    },
+    /// Read what the cluster last heard from a node before its machine is updated: its
+    /// `bootID` and its Ready condition's `lastHeartbeatTime` (kubectl on `via`), so the wait
+    /// after the update can tell a Ready posted by the new instance from one left over.
+    ReadBoot {
+        /// The node's machine.
+        machine: MachineRef,
+        /// Where to run kubectl.
+        via: MachineRef,
+    },
+    /// Wait until the node's k3s is Ready again after an update: Ready, and a `bootID` other
+    /// than the one `before` read, or a `lastHeartbeatTime` after it. A kubelet posts its
+    /// status when it starts, so the new instance's first post passes; the old instance's
+    /// last Ready (Kubernetes keeps a node Ready until heartbeats are missed for a grace
+    /// period) does not.
+    WaitK3sReadyAgain {
+        /// The node's machine.
+        machine: MachineRef,
+        /// Where to run kubectl.
+        via: MachineRef,
+        /// The [`Action::ReadBoot`] step before the update.
+        before: StepId,
+    },
     /// Start a stopped machine.
     StartMachine {
         /// The machine.
@@ -478,6 +528,7 @@ impl Action {
                 | Action::CreateVolume { .. }
                 | Action::CreateMachine { .. }
                 | Action::StartMachine { .. }
+                | Action::UpdateMachine { .. }
                 | Action::SetTokenSecret { .. }
                 | Action::SetFileSecrets { .. }
                 | Action::MarkReady { .. }

@@ -13,7 +13,9 @@
 //! 5. then, building steps: the app, the node group's token, the nodes' private files as app
 //!    secrets, each node's volume/machine/start steps, the bootstrap server's readiness and
 //!    token, and the k3s readiness, taint and ready mark of every node not yet marked;
-//! 6. for a node group, the scale-down ([`super::scale_down`]): the live nodes of index
+//! 6. existing machines whose config drifted from what a create would send now are updated
+//!    ([`super::update`]): servers one at a time, workers in batches;
+//! 7. for a node group, the scale-down ([`super::scale_down`]): the live nodes of index
 //!    `NODE_GROUP_SIZE` or more are cordoned, drained, destroyed with their volumes.
 //!
 //! Pure: no tokio, no network, no clock, no randomness.
@@ -254,6 +256,8 @@ struct Steps<'a> {
     unique_used: usize,
     nodes: Vec<NodePlan>,
     statuses: Vec<NodeStatus>,
+    /// Existing machines whose config drifted from what a create would send now.
+    drifted: Vec<super::update::Drifted>,
 }
 
 impl Steps<'_> {
@@ -399,6 +403,7 @@ impl Steps<'_> {
                     vec![],
                 )),
             };
+            self.drift(state, d, m, &mref, started, bootstrap_index, files);
             return NodeStatus {
                 machine: mref,
                 started,
@@ -492,6 +497,62 @@ impl Steps<'_> {
             machine: mref,
             started: Some(wait),
             ready: false,
+        }
+    }
+
+    /// Phase 8, an existing machine: the config a create would send now (its volume, zone and
+    /// bootstrap id as they are), compared with the observed one; a difference is kept for
+    /// the rollout ([`super::update::rollout`]).
+    #[allow(clippy::too_many_arguments)]
+    fn drift(
+        &mut self,
+        state: &State,
+        d: &Desired,
+        m: &Machine,
+        mref: &MachineRef,
+        started: Option<StepId>,
+        bootstrap_index: Option<u32>,
+        files: &[MachineFile],
+    ) {
+        let Some(observed) = m.config.as_ref() else {
+            // Host unreachable: only `incomplete_config` is known; never rewrite from it.
+            return;
+        };
+        let volume = observed
+            .mounts
+            .first()
+            .map(|mt| Ref::Known(mt.volume.clone()))
+            .unwrap_or(Ref::Known(String::new()));
+        // Private files live in app secrets once the machine exists (see `file_secrets`).
+        let mut ignored = BTreeMap::new();
+        let files = private_files_to_secrets(&d.name, files, &mut ignored);
+        let mut planned = machine_request(
+            self.config,
+            self.target,
+            bootstrap_index,
+            &d.name,
+            d.role,
+            &volume,
+            attached_zone(state, m).as_deref(),
+            None,
+            &files,
+        )
+        .config;
+        planned.image = self.options.image.clone();
+        for (k, v) in &self.options.extra_env {
+            planned.env.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        let config = super::update::desired_config(observed, &planned);
+        let changes = super::update::changes(observed, &config);
+        if !changes.is_empty() {
+            self.drifted.push(super::update::Drifted {
+                name: d.name.clone(),
+                role: d.role,
+                machine: mref.clone(),
+                config,
+                changes,
+                started,
+            });
         }
     }
 
@@ -590,6 +651,12 @@ pub fn plan(
     let cluster = config.cluster_name.as_str();
     let (desired, bootstrap_index) = desired_nodes(config, target)?;
     let existing = match_machines(&app, cluster, &desired, bootstrap_index.is_some(), state)?;
+    let running: Vec<(&str, &Machine)> = desired
+        .iter()
+        .zip(&existing)
+        .filter_map(|(d, m)| m.map(|m| (d.name.as_str(), m)))
+        .collect();
+    super::skew::check(&app, &config.k3s_version, &running, &state.control_plane)?;
     let volumes = assign_volumes(config, &app, &existing, state, options)?;
     let via_cp: Option<MachineRef> = join_point(config, target, state)?.map(|m| MachineRef {
         app: config.cp_app(),
@@ -613,6 +680,7 @@ pub fn plan(
         unique_used: 0,
         nodes: Vec::new(),
         statuses: Vec::new(),
+        drifted: Vec::new(),
     };
     s.app(state);
     s.group_token(via_cp.as_ref(), needs_join);
@@ -639,7 +707,15 @@ pub fn plan(
         };
         s.k3s(&desired, via);
     }
-    // Phase 10: a lowered NODE_GROUP_SIZE removes the group's highest-index nodes.
+    // Phase 10: existing machines whose config drifted, servers one at a time, workers in
+    // batches, after everything above.
+    let servers: Vec<MachineRef> = match target {
+        Target::ControlPlane { .. } => s.statuses.iter().map(|st| st.machine.clone()).collect(),
+        Target::NodeGroup { .. } => Vec::new(),
+    };
+    let drifted = std::mem::take(&mut s.drifted);
+    super::update::rollout(&mut s.b, drifted, &servers, via_cp.as_ref(), options.k3s);
+    // Phase 11: a lowered NODE_GROUP_SIZE removes the group's highest-index nodes.
     if let Target::NodeGroup { group } = target {
         let via = if options.k3s { via_cp.clone() } else { None };
         super::scale_down::scale_down(

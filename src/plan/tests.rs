@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::*;
-use crate::fly::types::{MachineConfig, VolumeState};
+use crate::fly::types::VolumeState;
 use crate::render::tests::lab_config;
 
 const HOST_KEY: &str = "-----BEGIN OPENSSH PRIVATE KEY-----host-key-of-";
@@ -48,21 +48,46 @@ fn cp() -> Target {
     Target::control_plane(0).expect("index 0")
 }
 
-fn machine(id: &str, node: &str, role: &str, state: MachineState) -> Machine {
-    let mut metadata = BTreeMap::new();
-    metadata.insert(META_CLUSTER.to_string(), "lab".to_string());
-    metadata.insert(META_NODE.to_string(), node.to_string());
-    metadata.insert(META_ROLE.to_string(), role.to_string());
+/// A machine as the first run made it with [`lab_config`] and [`options`]: the create
+/// path's config (bootstrap index 0, private files as secrets, the pinned image), so a plan
+/// over it finds no drift.
+fn machine(id: &str, node: &str, label: &str, state: MachineState) -> Machine {
+    let config = lab_config();
+    let (target, index, role) = match node.strip_prefix("worker-ng-") {
+        Some(rest) => (
+            Target::node_group(rest.rsplit_once('-').expect("worker-ng-G-i").0).expect("group"),
+            None,
+            Role::Agent,
+        ),
+        None if node == "ctrl-0" => (cp(), Some(0), Role::BootstrapServer),
+        None => (cp(), Some(0), Role::Server),
+    };
+    let files = node_files(&[node.to_string()]);
+    let files = private_files_to_secrets(node, &files[node], &mut BTreeMap::new());
+    let mut request = machine_request(
+        &config,
+        &target,
+        index,
+        node,
+        role,
+        &Ref::Known(format!("vol_of_{id}")),
+        None,
+        None,
+        &files,
+    );
+    request.config.image = PINNED.to_string();
+    // The role as the test states it (a foreign or mislabelled machine keeps its label).
+    request
+        .config
+        .metadata
+        .insert(META_ROLE.to_string(), label.to_string());
     Machine {
         id: id.into(),
         name: node.into(),
         state,
         region: "sjc".into(),
         private_ip: format!("fdaa::{}", id.len()),
-        config: Some(MachineConfig {
-            metadata,
-            ..MachineConfig::default()
-        }),
+        config: Some(request.config),
         ..Machine::default()
     }
 }
@@ -838,4 +863,164 @@ fn the_control_plane_plan_never_scales_down() {
     )
     .expect("plan");
     assert!(p.is_empty(), "{p}");
+}
+
+const NEXT: &str = "registry.fly.io/lab-cp@sha256:fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210";
+
+fn step_of(p: &Plan, node: &str, kind: &str) -> StepId {
+    p.steps
+        .iter()
+        .find(|s| {
+            s.node.as_deref() == Some(node)
+                && format!("{:?}", s.action).starts_with(&format!("{kind} "))
+        })
+        .map(|s| s.id)
+        .unwrap_or_else(|| panic!("no {kind} step for {node} in\n{p}"))
+}
+
+#[test]
+fn a_new_image_updates_servers_one_at_a_time_each_ready_and_healthy_before_the_next() {
+    let mut o = options(&cp_names(), Some(3), true);
+    o.image = NEXT.to_string();
+    let p = plan(&lab_config(), &cp(), &converged_cp(true), &o).expect("plan");
+    let mut want = Vec::new();
+    for n in ["ctrl-0", "ctrl-1", "ctrl-2"] {
+        for k in [
+            "ReadBoot",
+            "UpdateMachine",
+            "WaitK3sReadyAgain",
+            "WaitMemberHealthy",
+        ] {
+            want.push(format!("{n}:{k}"));
+        }
+    }
+    assert_eq!(kinds(&p), want);
+    assert_eq!(p.mutations(), 3);
+    // Each server's baseline read and update wait for the previous server's member to be
+    // healthy; its Ready wait compares with its own baseline.
+    for (prev, next) in [("ctrl-0", "ctrl-1"), ("ctrl-1", "ctrl-2")] {
+        let healthy = step_of(&p, prev, "WaitMemberHealthy");
+        let read = step_of(&p, next, "ReadBoot");
+        let update = step_of(&p, next, "UpdateMachine");
+        assert_eq!(p.steps[read.0].depends_on, [healthy]);
+        assert_eq!(p.steps[update.0].depends_on, [healthy, read]);
+        match &p.steps[step_of(&p, next, "WaitK3sReadyAgain").0].action {
+            Action::WaitK3sReadyAgain { before, .. } => assert_eq!(*before, read),
+            other => panic!("{other:?}"),
+        }
+    }
+    // The new config is the old one with the new image only.
+    for s in &p.steps {
+        if let Action::UpdateMachine {
+            config, changes, ..
+        } = &s.action
+        {
+            assert_eq!(config.image, NEXT);
+            assert_eq!(changes.len(), 1, "{changes:?}");
+            assert_eq!(changes[0].field, "image");
+        }
+    }
+    // Waits after ctrl-0's reboot ask another server.
+    match &p.steps[step_of(&p, "ctrl-0", "WaitK3sReadyAgain").0].action {
+        Action::WaitK3sReadyAgain { via, .. } => assert_eq!(via.id, Ref::Known("m1".into())),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_bigger_worker_guest_updates_workers_in_batches_each_ready_before_the_next() {
+    let mut config = lab_config();
+    config.node_group_size = 4;
+    config.worker_vm.memory_mb *= 2;
+    let mut state = converged_group();
+    state.machines.push(ready(machine(
+        "w3",
+        "worker-ng-a-3",
+        "agent",
+        MachineState::Started,
+    )));
+    state.volumes.push(volume("wvol_3", "z0", Some("w3")));
+    state
+        .secrets
+        .insert("FKS_WORKER_NG_A_3_SSH_HOST_ED25519_KEY".into());
+    let names: Vec<String> = (0..4).map(|i| format!("worker-ng-a-{i}")).collect();
+    let t = Target::node_group("a").expect("name");
+    let p = plan(&config, &t, &state, &options(&names, Some(3), true)).expect("plan");
+    assert_eq!(p.mutations(), 4, "{p}");
+    let first: Vec<StepId> = (0..3)
+        .map(|i| step_of(&p, &format!("worker-ng-a-{i}"), "UpdateMachine"))
+        .collect();
+    for (i, s) in first.iter().enumerate() {
+        let read = step_of(&p, &format!("worker-ng-a-{i}"), "ReadBoot");
+        assert_eq!(p.steps[s.0].depends_on, [read], "{p}");
+    }
+    let readies: Vec<StepId> = (0..3)
+        .map(|i| step_of(&p, &format!("worker-ng-a-{i}"), "WaitK3sReadyAgain"))
+        .collect();
+    let last_read = step_of(&p, "worker-ng-a-3", "ReadBoot");
+    assert_eq!(p.steps[last_read.0].depends_on, readies);
+    let last = step_of(&p, "worker-ng-a-3", "UpdateMachine");
+    let mut want = readies.clone();
+    want.push(last_read);
+    assert_eq!(p.steps[last.0].depends_on, want);
+    // No etcd wait for agents.
+    assert!(!kinds(&p).iter().any(|k| k.ends_with("WaitMemberHealthy")));
+}
+
+#[test]
+fn the_dry_run_shows_each_changed_field_and_never_a_private_file() {
+    let mut config = lab_config();
+    let old_mem = config.cp_vm.memory_mb;
+    config.cp_vm.memory_mb = old_mem * 2;
+    let p = plan(
+        &config,
+        &cp(),
+        &converged_cp(true),
+        &options(&cp_names(), Some(3), true),
+    )
+    .expect("plan");
+    let text = p.to_string();
+    assert!(
+        text.contains(&format!("guest memory_mb: {old_mem} -> {}", old_mem * 2)),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("file {CLUSTER_CONFIG_PATH}: inline")),
+        "{text}"
+    );
+    assert!(!text.contains(HOST_KEY), "{text}");
+    assert_eq!(p.mutations(), 3);
+}
+
+/// `v1.<minor + by>.0+k3s1` from the lab config's version.
+fn minor_plus(version: &str, by: i32) -> String {
+    let (major, minor) = skew::minor_of(version).expect("lab version");
+    format!("v{major}.{}.0+k3s1", minor as i32 + by)
+}
+
+#[test]
+fn a_k3s_version_one_minor_up_rolls_the_servers_and_two_up_or_one_down_is_refused() {
+    let state = converged_cp(true);
+    let mut config = lab_config();
+    let from = config.k3s_version.clone();
+    config.k3s_version = minor_plus(&from, 1);
+    let mut o = options(&cp_names(), Some(3), true);
+    o.image = NEXT.to_string();
+    let p = plan(&config, &cp(), &state, &o).expect("one minor up");
+    assert_eq!(p.mutations(), 3, "{p}");
+    let text = p.to_string();
+    assert!(
+        text.contains("image: ") && text.contains(&format!("file {CLUSTER_CONFIG_PATH}")),
+        "{text}"
+    );
+    for (to, why) in [
+        (minor_plus(&from, 2), "skips Kubernetes minor"),
+        (minor_plus(&from, -1), "does not support downgrading"),
+    ] {
+        config.k3s_version = to.clone();
+        match plan(&config, &cp(), &state, &o) {
+            Err(e @ Error::VersionSkew { .. }) => assert!(e.to_string().contains(why), "{e}"),
+            other => panic!("{to}: {other:?}"),
+        }
+    }
 }

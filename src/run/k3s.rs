@@ -31,6 +31,56 @@ pub fn ready_command(node: &str) -> Vec<String> {
     .collect()
 }
 
+/// `k3s kubectl get node NAME -o jsonpath=...`: `STATUS<TAB>BOOT_ID<TAB>HEARTBEAT` of its
+/// Ready condition and `status.nodeInfo.bootID`.
+pub fn boot_command(node: &str) -> Vec<String> {
+    [
+        "k3s",
+        "kubectl",
+        "get",
+        "node",
+        node,
+        "-o",
+        r#"jsonpath={.status.conditions[?(@.type=="Ready")].status}{"\t"}{.status.nodeInfo.bootID}{"\t"}{.status.conditions[?(@.type=="Ready")].lastHeartbeatTime}"#,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// What [`boot_command`] printed: the Ready status, the boot id and the last heartbeat (each
+/// empty when the node has none).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Boot {
+    /// `True`, `False`, `Unknown` or empty.
+    pub status: String,
+    /// `status.nodeInfo.bootID` (k3s-standin reports none).
+    pub boot_id: String,
+    /// The Ready condition's `lastHeartbeatTime`, RFC 3339 in UTC (`...Z`), so later times
+    /// sort later as strings.
+    pub heartbeat: String,
+}
+
+impl Boot {
+    /// Parses [`boot_command`]'s output.
+    pub fn parse(stdout: &str) -> Boot {
+        let mut parts = stdout.trim_end_matches('\n').split('\t');
+        let mut next = || parts.next().unwrap_or("").trim().to_string();
+        Boot {
+            status: next(),
+            boot_id: next(),
+            heartbeat: next(),
+        }
+    }
+
+    /// Whether this answer is Ready from a boot after `before`: another boot id, or a
+    /// heartbeat after `before`'s.
+    pub fn ready_since(&self, before: &Boot) -> bool {
+        let new_boot = !self.boot_id.is_empty() && self.boot_id != before.boot_id;
+        self.status == "True" && (new_boot || self.heartbeat > before.heartbeat)
+    }
+}
+
 /// `k3s kubectl get nodes -o jsonpath=...`: one line per registered node, `NAME<TAB>STATUS`
 /// (its Ready condition's status, empty when it has none). One call answers for every node, so
 /// the waits of a whole node group share it (see `run`'s shared Ready check).
@@ -554,5 +604,17 @@ mod tests {
             ]
         );
         assert_eq!(token_command(), vec!["cat", "/data/k3s/server/token"]);
+    }
+
+    #[test]
+    fn ready_again_needs_a_new_boot_or_a_later_heartbeat() {
+        let before = Boot::parse("True\t\t2026-12-06T12:00:05Z");
+        assert_eq!(before.heartbeat, "2026-12-06T12:00:05Z");
+        assert!(!Boot::parse("True\t\t2026-12-06T12:00:05Z").ready_since(&before));
+        assert!(Boot::parse("True\t\t2026-12-06T12:00:09Z").ready_since(&before));
+        assert!(!Boot::parse("False\t\t2026-12-06T12:00:09Z").ready_since(&before));
+        let booted = Boot::parse("True\tb1\t2026-12-06T12:00:05Z");
+        assert!(booted.ready_since(&Boot::parse("True\tb0\t2026-12-06T12:00:05Z")));
+        assert!(Boot::parse("True\t\t2026-12-06T12:00:01Z").ready_since(&Boot::default()));
     }
 }

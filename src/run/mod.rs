@@ -193,6 +193,8 @@ pub enum Phase {
     K3sReady,
     /// It is done (tainted if a server, marked ready).
     Joined,
+    /// Its existing machine was updated to the desired config and is started again.
+    Updated,
 }
 
 /// Progress of one node, for a live view.
@@ -277,6 +279,8 @@ enum Output {
     Token(K3sToken),
     /// A secrets write; the app's secrets version it made, when Fly said.
     Secrets(Option<u64>),
+    /// What the cluster last heard from a node before its update.
+    Boot(k3s::Boot),
     Done,
 }
 
@@ -402,8 +406,9 @@ fn phase_of(action: &Action) -> Option<Phase> {
     match action {
         Action::CreateVolume { .. } => Some(Phase::Volume),
         Action::CreateMachine { .. } => Some(Phase::Machine),
+        Action::UpdateMachine { .. } => Some(Phase::Updated),
         Action::WaitStarted { .. } => Some(Phase::Started),
-        Action::WaitK3sReady { .. } => Some(Phase::K3sReady),
+        Action::WaitK3sReady { .. } | Action::WaitK3sReadyAgain { .. } => Some(Phase::K3sReady),
         Action::MarkReady { .. } => Some(Phase::Joined),
         _ => None,
     }
@@ -657,6 +662,74 @@ async fn run_step(ctx: &Ctx, node: &str, action: Action, inputs: Inputs) -> Resu
             };
             tracing::debug!(%app, %node, machine = %m.id, zone = zone.as_deref().unwrap_or(""), "machine created");
             Ok(Output::Machine(Box::new(m)))
+        }
+        Action::UpdateMachine {
+            machine, config, ..
+        } => {
+            let (app, id) = inputs.machine(&machine)?;
+            update_machine(ctx, node, &app, &id, *config).await
+        }
+        Action::ReadBoot { machine, via } => {
+            let (app, machine) = inputs.machine(&machine)?;
+            let via = inputs.machine(&via)?;
+            let k3s_node = k3s::k3s_node_name(&machine, &app);
+            let req = exec_request(k3s::boot_command(&k3s_node));
+            // A node the API does not answer for has no baseline: any Ready counts after.
+            let boot = match c.exec(&via.0, &via.1, &req).await {
+                Ok(out) if out.exit_code == 0 => k3s::Boot::parse(&out.stdout),
+                Ok(out) => {
+                    tracing::warn!(%node, %k3s_node, stderr = %out.stderr.lines().next().unwrap_or(""), "no boot baseline before the update");
+                    k3s::Boot::default()
+                }
+                Err(e) => {
+                    tracing::warn!(%node, %k3s_node, error = %crate::errors::chain(&e), "no boot baseline before the update");
+                    k3s::Boot::default()
+                }
+            };
+            Ok(Output::Boot(boot))
+        }
+        Action::WaitK3sReadyAgain {
+            machine,
+            via,
+            before,
+        } => {
+            let Output::Boot(before) = inputs.get(before)?.clone() else {
+                return Err(Error::Missing {
+                    step: inputs.step,
+                    needs: before,
+                });
+            };
+            let (app, machine) = inputs.machine(&machine)?;
+            let via = inputs.machine(&via)?;
+            let k3s_node = k3s::k3s_node_name(&machine, &app);
+            let req = exec_request(k3s::boot_command(&k3s_node));
+            let started = Instant::now();
+            let deadline = started + ctx.options.k3s_timeout;
+            loop {
+                let last = match c.exec(&via.0, &via.1, &req).await {
+                    Ok(out) if out.exit_code == 0 => {
+                        let now = k3s::Boot::parse(&out.stdout);
+                        if now.ready_since(&before) {
+                            return Ok(Output::Done);
+                        }
+                        format!(
+                            "Ready={} heartbeat {} (before the update: {})",
+                            now.status, now.heartbeat, before.heartbeat
+                        )
+                    }
+                    Ok(out) => out.stderr.lines().next().unwrap_or("").to_string(),
+                    Err(e) => crate::errors::chain(&e),
+                };
+                if Instant::now() + ctx.options.poll > deadline {
+                    return Err(Error::K3sNotReady {
+                        node: node.to_string(),
+                        k3s_node,
+                        last,
+                        waited: started.elapsed(),
+                    });
+                }
+                tokio::time::sleep(ctx.options.poll).await;
+            }
         }
         Action::StartMachine { machine } => {
             let (app, id) = inputs.machine(&machine)?;
@@ -983,6 +1056,85 @@ async fn run_step(ctx: &Ctx, node: &str, action: Action, inputs: Inputs) -> Resu
             Ok(Output::Done)
         }
     }
+}
+
+/// The lease an update holds: long enough for the update and the wait for the new version.
+fn lease_ttl(options: &Options) -> u64 {
+    options.started_timeout.as_secs() + 60
+}
+
+/// Updates machine `id` to `config` under a lease, as flyctl does (reference
+/// fly-machines-api.md §2.3.2): acquire, send the update with the nonce, wait until the new
+/// version (`instance_id` of the update's answer) is `started`, release. The lease is released
+/// also when the update or the wait failed; a failed release only logs (the lease expires).
+async fn update_machine(
+    ctx: &Ctx,
+    node: &str,
+    app: &str,
+    id: &str,
+    config: crate::fly::types::MachineConfig,
+) -> Result<Output, Error> {
+    let c = &ctx.client;
+    let lease = c
+        .acquire_lease(
+            app,
+            id,
+            lease_ttl(&ctx.options),
+            Some("fks-bootstrap update"),
+        )
+        .await
+        .map_err(fly_err(format!(
+            "node {node}: leasing machine {id} in app {app}"
+        )))?;
+    let result = async {
+        let req = crate::fly::types::UpdateMachineRequest {
+            config,
+            // The join token reaches the node only as a file, as on create.
+            skip_secrets: Some(true),
+            ..Default::default()
+        };
+        let m = c
+            .update_machine(app, id, &req, Some(&lease.nonce))
+            .await
+            .map_err(fly_err(format!(
+                "node {node}: updating machine {id} in app {app}"
+            )))?;
+        let deadline = Instant::now() + ctx.options.started_timeout;
+        match c
+            .wait(
+                app,
+                id,
+                MachineState::Started,
+                Some(&m.instance_id),
+                deadline,
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(FlyError::WaitTimeout { last, waited, .. }) => {
+                return Err(Error::Stuck {
+                    node: node.to_string(),
+                    app: app.to_string(),
+                    machine: id.to_string(),
+                    state: last.map_or_else(|| "unknown".to_string(), |s| s.to_string()),
+                    waited,
+                })
+            }
+            Err(e) => {
+                return Err(fly_err(format!(
+                    "node {node}: waiting for updated machine {id}"
+                ))(e))
+            }
+        }
+        c.get_machine(app, id)
+            .await
+            .map_err(fly_err(format!("node {node}: reading machine {id}")))
+    }
+    .await;
+    if let Err(e) = c.release_lease(app, id, &lease.nonce).await {
+        tracing::warn!(%app, %node, machine = %id, error = %crate::errors::chain(&e), "releasing the update lease failed; it expires by itself");
+    }
+    Ok(Output::Machine(Box::new(result?)))
 }
 
 /// A kubectl call on `machine` that exited non-zero, with the first line of its stderr.

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::testserver::{json as answer, Answer, Seen, Server};
 use super::*;
-use crate::fly::types::{MachineConfig, MachineFile, VolumeState};
+use crate::fly::types::{MachineFile, VolumeState};
 use crate::fly::{Options as ClientOptions, RetryPolicy, Token};
 use crate::plan::{self, State, Target, META_CLUSTER, META_NODE, META_ROLE};
 use crate::render::tests::lab_config;
@@ -28,18 +28,34 @@ fn client(base: &str) -> Client {
     Client::new(base, Token::new("t"), options).expect("client")
 }
 
+/// The image [`k3s_plan`] pins.
+const IMAGE: &str = "registry.fly.io/lab-cp@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+/// A started server as the create path made it (so the plan finds no config drift to update).
 fn machine(id: &str, node: &str) -> Machine {
-    let mut metadata = BTreeMap::new();
-    metadata.insert(META_CLUSTER.to_string(), "lab".to_string());
-    metadata.insert(META_NODE.to_string(), node.to_string());
-    metadata.insert(META_ROLE.to_string(), "server".to_string());
+    let role = match node {
+        "ctrl-0" => plan::Role::BootstrapServer,
+        _ => plan::Role::Server,
+    };
+    let mut request = plan::machine_request(
+        &lab_config(),
+        &Target::control_plane(0).expect("target"),
+        Some(0),
+        node,
+        role,
+        &plan::Ref::Known(format!("vol_of_{id}")),
+        None,
+        None,
+        &[],
+    );
+    request.config.image = IMAGE.to_string();
+    debug_assert_eq!(request.config.metadata[META_CLUSTER], "lab");
+    debug_assert_eq!(request.config.metadata[META_NODE], node);
+    debug_assert_eq!(request.config.metadata[META_ROLE], "server");
     Machine {
         id: id.into(),
         state: MachineState::Started,
-        config: Some(MachineConfig {
-            metadata,
-            ..MachineConfig::default()
-        }),
+        config: Some(request.config),
         ..Machine::default()
     }
 }
@@ -77,7 +93,7 @@ fn k3s_plan() -> Plan {
         k3s: true,
         node_files: files,
         extra_env: BTreeMap::new(),
-        image: "registry.fly.io/lab-cp@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef".to_string(),
+        image: IMAGE.to_string(),
     };
     plan::plan(
         &lab_config(),
