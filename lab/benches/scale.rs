@@ -30,8 +30,9 @@
 //! nothing over Fly's own limit (Create Volume 1/s per app), above 1 s it dominates. The
 //! output says which.
 //!
-//! Run: `cargo bench -p fks-lab --bench scale` (no root; about 11 minutes). It asserts
-//! nothing about speed.
+//! Run: `cargo bench -p fks-lab --bench scale` (no root; about 10 minutes of run, 8.4 of them
+//! the 500-node group; `--profile dev` reuses the debug build). It asserts nothing about
+//! speed.
 
 use std::time::Duration;
 
