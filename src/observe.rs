@@ -163,6 +163,71 @@ pub fn cluster_apps(cluster: &str, org_apps: &[App]) -> Vec<String> {
     apps
 }
 
+/// The apps of `org_apps` named like the app of a cluster other than `cluster`
+/// (`plan::peer::cluster_of_app`), `cluster`'s own ([`cluster_apps`]) left out; sorted. Pure.
+pub fn other_cluster_apps(cluster: &str, org_apps: &[App]) -> Vec<String> {
+    let own = cluster_apps(cluster, org_apps);
+    let mut apps: Vec<String> = org_apps
+        .iter()
+        .map(|a| a.name.as_str())
+        .filter(|n| !own.iter().any(|o| o == n) && crate::plan::peer::cluster_of_app(n).is_some())
+        .map(str::to_string)
+        .collect();
+    apps.sort();
+    apps.dedup();
+    apps
+}
+
+/// The org's apps named like another cluster's ([`other_cluster_apps`]), each with its
+/// machines and secret names, read concurrently; sorted by app. What `destroy` reads to know
+/// whether the cluster it removes is the org's last (`plan::peer`). An app that vanished
+/// between the listing and its reads is left out.
+pub async fn other_clusters(client: &Client, config: &Config) -> Result<Vec<AppState>, Error> {
+    let org = &config.org_name;
+    let apps = client
+        .list_apps(org)
+        .await
+        .map_err(|source| Error::ListApps {
+            org: org.clone(),
+            source: Box::new(source),
+        })?;
+    let reads = Reads {
+        volumes: false,
+        secrets: true,
+    };
+    read_all(
+        client,
+        config,
+        other_cluster_apps(&config.cluster_name, &apps.apps),
+        reads,
+    )
+    .await
+}
+
+/// Reads `names` concurrently with `reads`; sorted by app, vanished apps left out.
+async fn read_all(
+    client: &Client,
+    config: &Config,
+    names: Vec<String>,
+    reads: Reads,
+) -> Result<Vec<AppState>, Error> {
+    let mut tasks = JoinSet::new();
+    for name in names {
+        let client = client.clone();
+        tasks.spawn(async move { app(&client, &name, reads).await });
+    }
+    let mut out = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        let done = done.map_err(|source| Error::Task {
+            cluster: config.cluster_name.clone(),
+            source,
+        })?;
+        out.extend(done?);
+    }
+    out.sort_by(|a, b| a.app.cmp(&b.app));
+    Ok(out)
+}
+
 /// Every app of the cluster in `ORG_NAME` (by name, see [`cluster_apps`]) with everything in
 /// it, read concurrently; sorted by app. An app that vanished between the listing and its
 /// reads is left out.
@@ -175,21 +240,13 @@ pub async fn cluster(client: &Client, config: &Config) -> Result<Vec<AppState>, 
             org: org.clone(),
             source: Box::new(source),
         })?;
-    let mut tasks = JoinSet::new();
-    for name in cluster_apps(&config.cluster_name, &apps.apps) {
-        let client = client.clone();
-        tasks.spawn(async move { app(&client, &name, Reads::ALL).await });
-    }
-    let mut out = Vec::new();
-    while let Some(done) = tasks.join_next().await {
-        let done = done.map_err(|source| Error::Task {
-            cluster: config.cluster_name.clone(),
-            source,
-        })?;
-        out.extend(done?);
-    }
-    out.sort_by(|a, b| a.app.cmp(&b.app));
-    Ok(out)
+    read_all(
+        client,
+        config,
+        cluster_apps(&config.cluster_name, &apps.apps),
+        Reads::ALL,
+    )
+    .await
 }
 
 /// What exists of `target` for the plan: whether its app exists (`GET /apps/{app}`, which
@@ -245,6 +302,11 @@ mod tests {
         assert_eq!(
             cluster_apps("lab", &apps),
             ["lab-cp", "lab-ng-db1", "lab-ng-web"]
+        );
+        assert_eq!(
+            other_cluster_apps("lab", &apps),
+            ["lab2-cp", "labx-ng-web"],
+            "its own apps and foreign names are left out"
         );
     }
 }

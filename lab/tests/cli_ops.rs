@@ -1,7 +1,9 @@
 //! The real `fks-bootstrap` binary's operator commands (`list`/`-l`, `destroy`) against an
 //! in-process API-only lab: a control plane made with the library (observe, plan, execute;
 //! k3s steps off) next to foreign apps in the same organization. Asserts on stdout, exit
-//! codes, the lab's state and its request log (`/lab/v1/events`).
+//! codes, the lab's state and its request log (`/lab/v1/events`). `destroy` and the
+//! operator's WireGuard peer: the lab's GraphQL endpoint (API-only: peers are recorded, no
+//! gateway runs) holds the peer list.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Output, Stdio};
@@ -15,6 +17,7 @@ use fks_bootstrap::fly::types::{
 use fks_bootstrap::fly::{Client, Options as ClientOptions, RetryPolicy, Token};
 use fks_bootstrap::plan::{self, Target, META_CLUSTER, META_NODE};
 use fks_bootstrap::run;
+use fks_bootstrap::tunnel::{self, graphql};
 use serde_json::Value;
 
 mod common;
@@ -102,16 +105,34 @@ impl Lab {
 
     /// Runs the binary with this lab's address and token, stdin not a terminal.
     async fn fks(&self, args: &[&str]) -> Output {
+        self.fks_with(args, &[]).await
+    }
+
+    /// [`Lab::fks`] with `extra` environment over the lab's; `XDG_CONFIG_HOME` is the lab's
+    /// own empty one ([`common::ApiLab::config_home`]).
+    async fn fks_with(&self, args: &[&str], extra: &[(&str, &str)]) -> Output {
         let out = tokio::process::Command::new(fks_bootstrap_binary())
             .args(args)
             .current_dir(repo_root())
             .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("XDG_CONFIG_HOME", self.config_home.path())
+            .envs(extra.iter().copied())
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .output()
             .await
             .expect("running fks-bootstrap");
         out
+    }
+
+    /// The config dir the binary uses (`$XDG_CONFIG_HOME/fks-bootstrap`).
+    fn fks_config_dir(&self) -> std::path::PathBuf {
+        self.config_home.path().join("fks-bootstrap")
+    }
+
+    /// The lab's GraphQL endpoint, as the binary reaches it (`FLY_API_BASE_URL`).
+    fn graphql(&self) -> graphql::Client {
+        graphql::Client::new(&self.base, Token::new(TOKEN)).expect("graphql client")
     }
 }
 
@@ -121,6 +142,72 @@ fn text(bytes: &[u8]) -> String {
 
 fn lab_config() -> Config {
     config::load(&repo_root().join("clusters/lab")).expect("clusters/lab loads")
+}
+
+/// The operator's peer of `org` as `tunnel up` / `-s` leave it: added at the lab's GraphQL
+/// endpoint (`addWireGuardPeer`) and saved by the product's own `tunnel::peer::save` where the
+/// binary looks. The API-only lab runs no gateway and answers without an endpoint or gateway
+/// key (`ensure_peer` refuses that), so those two are stand-ins (TEST-NET-1, a fresh key):
+/// destroy never dials them.
+async fn saved_peer(lab: &Lab, org: &str) -> tunnel::Peer {
+    let gql = lab.graphql();
+    let org_id = gql.org_id(org).await.expect("org id");
+    let (private, public) = tunnel::peer::keypair();
+    let name = tunnel::peer::new_name();
+    let answer: Value = reqwest::Client::new()
+        .post(format!("{}/graphql", lab.base))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({
+            "query": "mutation($input: AddWireGuardPeerInput!) { addWireGuardPeer(input: $input) { peerip endpointip pubkey } }",
+            "variables": {"input": {"organizationId": org_id, "name": name, "pubkey": public}},
+        }))
+        .send()
+        .await
+        .expect("graphql")
+        .json()
+        .await
+        .expect("json");
+    let peerip = answer["data"]["addWireGuardPeer"]["peerip"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no peerip: {answer}"));
+    let added = graphql::AddedPeer {
+        peerip: peerip.to_string(),
+        endpointip: "192.0.2.1".into(),
+        pubkey: tunnel::peer::keypair().1,
+    };
+    let peer = tunnel::Peer::new(org, &name, private, &added).expect("peer");
+    tunnel::peer::save(&lab.fks_config_dir(), &peer).expect("save peer");
+    peer
+}
+
+/// The names of `org`'s peers at the lab's GraphQL endpoint. The lab knows an organization
+/// only by what it holds (apps, peers; `personal` always): one that holds nothing any more
+/// answers "Could not find Organization", which here means no peer.
+async fn lab_peers(lab: &Lab, org: &str) -> Vec<String> {
+    match lab.graphql().peer_names(org).await {
+        Ok(names) => names,
+        Err(e) if e.to_string().contains("Could not find Organization") => Vec::new(),
+        Err(e) => panic!("listing the peers of {org}: {e}"),
+    }
+}
+
+/// A copy of `clusters/lab/config` in `<root>/<cluster>` with `CLUSTER_NAME` and `ORG_NAME`
+/// replaced; its directory and the loaded config.
+fn cluster_copy(root: &std::path::Path, cluster: &str, org: &str) -> (String, Config) {
+    let text = std::fs::read_to_string(repo_root().join("clusters/lab/config")).expect("config");
+    let text: String = text
+        .lines()
+        .map(|l| match l.split_once('=') {
+            Some(("CLUSTER_NAME", _)) => format!("CLUSTER_NAME={cluster}\n"),
+            Some(("ORG_NAME", _)) => format!("ORG_NAME={org}\n"),
+            _ => format!("{l}\n"),
+        })
+        .collect();
+    let dir = root.join(cluster);
+    std::fs::create_dir_all(&dir).expect("cluster dir");
+    std::fs::write(dir.join("config"), text).expect("write config");
+    let config = config::load(&dir).expect("copied config loads");
+    (dir.to_string_lossy().into_owned(), config)
 }
 
 /// Creates `lab-cp` with three nodes the way `create` will: observe, plan, execute.
@@ -446,6 +533,127 @@ async fn destroy_removes_exactly_this_clusters_objects_then_finds_nothing() {
         text(&again.stdout)
     );
     assert_eq!(lab.mutations().await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destroy_keeps_the_wireguard_peer_until_the_orgs_last_cluster_goes() {
+    let lab = start_lab().await;
+    let client = lab.client();
+    let clusters = tempfile::tempdir().expect("tempdir");
+    let (lab_dir, lab_config) = cluster_copy(clusters.path(), "lab", "peerorg");
+    let (lab2_dir, lab2_config) = cluster_copy(clusters.path(), "lab2", "peerorg");
+    make_control_plane(&client, &lab_config).await;
+    make_control_plane(&client, &lab2_config).await;
+    let peer = saved_peer(&lab, "peerorg").await;
+    assert!(peer.made_by_fks_bootstrap);
+    let at_lab = || lab_peers(&lab, "peerorg");
+    let saved = || tunnel::peer::load(&lab.fks_config_dir(), "peerorg").expect("peer file");
+
+    // lab goes, lab2 remains: the peer stays, and destroy says why.
+    let dry = lab.fks(&["destroy", &lab_dir, "--dry-run"]).await;
+    assert_eq!(dry.status.code(), Some(0), "{}", text(&dry.stderr));
+    assert!(
+        !text(&dry.stdout).contains("WireGuard"),
+        "{}",
+        text(&dry.stdout)
+    );
+    let keeping = format!(
+        "keeping WireGuard peer {} of org peerorg: cluster(s) lab2 of the org remain",
+        peer.name
+    );
+    assert!(
+        text(&dry.stderr).contains(&keeping),
+        "{}",
+        text(&dry.stderr)
+    );
+    let out = lab.fks(&["destroy", &lab_dir, "--yes"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(&keeping),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(client.get_app("lab-cp").await.is_err());
+    assert_eq!(at_lab().await, vec![peer.name.clone()]);
+    assert_eq!(saved(), Some(peer.clone()));
+
+    // lab2 is the org's last cluster: the dry run shows the peer, the destroy removes it.
+    let dry = lab.fks(&["destroy", &lab2_dir, "--dry-run"]).await;
+    assert_eq!(dry.status.code(), Some(0), "{}", text(&dry.stderr));
+    let dry_out = text(&dry.stdout);
+    assert!(
+        dry_out.contains(&format!(
+            "would remove WireGuard peer {} of org peerorg",
+            peer.name
+        )),
+        "{dry_out}"
+    );
+    assert_eq!(
+        at_lab().await,
+        vec![peer.name.clone()],
+        "a dry run changes nothing"
+    );
+    let out = lab.fks(&["destroy", &lab2_dir, "--yes"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "removed WireGuard peer {} of org peerorg",
+            peer.name
+        )),
+        "{stdout}"
+    );
+    // The peer goes after the apps: the last line of the report.
+    let app_at = stdout.find("deleted app lab2-cp").expect("app deleted");
+    let peer_at = stdout.find("removed WireGuard peer").expect("peer removed");
+    assert!(app_at < peer_at, "{stdout}");
+    assert!(
+        at_lab().await.is_empty(),
+        "the peer is gone at the platform"
+    );
+    assert_eq!(saved(), None, "the saved key is forgotten");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_peer_removal_is_reported_and_the_destroy_still_succeeds() {
+    let lab = start_lab().await;
+    let client = lab.client();
+    let clusters = tempfile::tempdir().expect("tempdir");
+    let (dir, config) = cluster_copy(clusters.path(), "lab", "peerorg");
+    make_control_plane(&client, &config).await;
+    let peer = saved_peer(&lab, "peerorg").await;
+    // GraphQL unreachable (nothing listens on port 9 here): the Machines API still works.
+    let out = lab
+        .fks_with(
+            &["destroy", &dir, "--yes"],
+            &[("FLY_API_BASE_URL", "http://127.0.0.1:9")],
+        )
+        .await;
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "the cluster is destroyed, but removing WireGuard peer {} of org peerorg failed",
+            peer.name
+        )) && stderr.contains("fks-bootstrap tunnel down"),
+        "{stderr}"
+    );
+    assert!(
+        client.get_app("lab-cp").await.is_err(),
+        "the cluster is gone"
+    );
+    assert_eq!(lab_peers(&lab, "peerorg").await, vec![peer.name.clone()]);
+    assert!(tunnel::peer::load(&lab.fks_config_dir(), "peerorg")
+        .expect("peer file")
+        .is_some());
+
+    // `tunnel down` removes it later, though the org has no app left.
+    let down = lab.fks(&["tunnel", "down", &dir]).await;
+    assert_eq!(down.status.code(), Some(0), "{}", text(&down.stderr));
+    assert!(lab_peers(&lab, "peerorg").await.is_empty());
+    assert!(tunnel::peer::load(&lab.fks_config_dir(), "peerorg")
+        .expect("peer file")
+        .is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

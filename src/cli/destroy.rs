@@ -5,13 +5,17 @@
 //! steps (pure; printing them is the dry run), and [`run::execute_reporting`] runs them. This
 //! file holds the flags, the confirmation and the output.
 //!
+//! The operator's WireGuard peer of the org (issue 12) goes with the org's last cluster, when
+//! fks-bootstrap made it ([`plan::peer`]): removed after the apps, shown by `--dry-run`; a
+//! failure to remove it is reported and does not fail the destroy.
+//!
 //! Ownership: every machine of a candidate app must carry `fks_cluster=<cluster>`; one that
 //! does not stops the destroy before any change. Volumes and secrets are only touched inside
 //! the candidate apps. Must not: delete anything outside those apps, or anything at all
 //! without `--yes` or the typed cluster name.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::anyhow;
 
@@ -19,8 +23,10 @@ use super::output;
 use crate::fly::Client;
 use crate::observe;
 use crate::plan::destroy::{removal_kind, removal_line, Destroy};
+use crate::plan::peer::PeerStep;
 use crate::plan::{self, Action, StepId};
 use crate::run;
+use crate::tunnel;
 
 /// Shown under `destroy --help`.
 pub const AFTER_HELP: &str = "\
@@ -29,6 +35,11 @@ ORG_NAME (forced, waited for), their volumes, the apps' secrets, then the apps. 
 those apps without fks_cluster=<cluster> metadata makes destroy refuse before any change; an
 app with no machine and no secret fks-bootstrap writes (K3S_TOKEN, FKS_*) is only a name match
 and is left alone.
+When no other cluster of ORG_NAME remains (no other <c>-cp or <c>-ng-<group> app holding a
+machine with fks_cluster metadata or a secret fks-bootstrap writes), the WireGuard peer that
+fks-bootstrap made for the org (tunnel up, -s, proxy, kubectl) is removed too, after the apps,
+and its saved key forgotten; a failure there is reported but does not fail the destroy
+(`tunnel down` removes it later).
 Without --yes it asks you to type the cluster name; without a terminal, pass --yes.
 Running it again when everything is gone changes nothing and exits 0.";
 
@@ -62,7 +73,13 @@ pub fn run(args: Args) -> Result<(), super::Error> {
     let apps = rt
         .block_on(observe::cluster(&client, &config))
         .map_err(|e| failed(e.into()))?;
-    let destroy = plan::destroy::destroy(&cluster, &apps).map_err(|e| failed(e.into()))?;
+    let mut destroy = plan::destroy::destroy(&cluster, &apps).map_err(|e| failed(e.into()))?;
+    if !destroy.plan.is_empty() {
+        destroy.peer = rt.block_on(peer_step(&client, &config));
+    }
+    if let Some(keep @ PeerStep::Keep { .. }) = &destroy.peer {
+        eprintln!("[INFO] {keep}");
+    }
     for app in &destroy.unclaimed {
         eprintln!(
             "[INFO] leaving app {app} alone: it is named like an app of cluster {cluster} but has no machine and no secret fks-bootstrap writes; delete it yourself if it is yours"
@@ -91,7 +108,68 @@ pub fn run(args: Args) -> Result<(), super::Error> {
         "cluster {cluster} destroyed: {} machines, {} volumes, {} secrets, {} apps",
         counts[0], counts[1], counts[2], counts[3]
     );
+    if let Some(PeerStep::Remove { org, peer }) = &destroy.peer {
+        remove_peer(&rt, org, peer, &args.cluster_dir);
+    }
     Ok(())
+}
+
+/// What to do with the operator's WireGuard peer of the org ([`plan::peer`]): `None` when no
+/// peer fks-bootstrap made is saved here, or when the org's other apps could not be read (the
+/// peer is then kept, and that is said).
+async fn peer_step(client: &Client, config: &crate::config::Config) -> Option<PeerStep> {
+    let org = &config.org_name;
+    // No config dir (no HOME): no peer can have been saved.
+    let dir = super::tunnel::config_dir().ok()?;
+    let saved = match tunnel::peer::load(&dir, org) {
+        Ok(saved) => saved?,
+        Err(e) => {
+            eprintln!("[WARN] leaving the WireGuard peer of org {org} alone: {e}");
+            return None;
+        }
+    };
+    if !saved.made_by_fks_bootstrap {
+        return None;
+    }
+    let others = match observe::other_clusters(client, config).await {
+        Ok(others) => others,
+        Err(e) => {
+            eprintln!(
+                "[WARN] keeping WireGuard peer {} of org {org}: could not tell whether another cluster of the org remains: {:#}",
+                saved.name,
+                anyhow::Error::new(e)
+            );
+            return None;
+        }
+    };
+    plan::peer::peer_step(&config.cluster_name, org, Some(&saved.name), &others)
+}
+
+/// Removes the org's peer at Fly and forgets its saved file, after the cluster is gone. A
+/// failure is reported on stderr and does not fail the destroy: the cluster is gone either
+/// way, and `tunnel down` removes the peer later.
+fn remove_peer(rt: &tokio::runtime::Runtime, org: &str, peer: &str, cluster_dir: &Path) {
+    let removed = super::tunnel::graphql_client()
+        .map_err(anyhow::Error::new)
+        .and_then(|gql| {
+            let dir = super::tunnel::config_dir().map_err(anyhow::Error::new)?;
+            rt.block_on(tunnel::remove_peer(&gql, &dir, org))
+                .map_err(anyhow::Error::new)
+        });
+    match removed {
+        Ok(true) => {
+            // The work is done; a closed stdout (`| head`) only loses the report.
+            let _ = output::stdout(&format!(
+                "removed WireGuard peer {peer} of org {org} (the org's last cluster is gone)\n"
+            ));
+        }
+        Ok(false) => {}
+        Err(e) => eprintln!(
+            "[WARN] the cluster is destroyed, but removing WireGuard peer {peer} of org {org} failed: {e:#}; \
+             the destroy still succeeded; remove the peer with `fks-bootstrap tunnel down {}`",
+            cluster_dir.display()
+        ),
+    }
 }
 
 /// Runs the destroy plan, printing each finished removal on stdout and each phase's start on

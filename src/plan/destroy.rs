@@ -8,6 +8,7 @@
 //! Pure: no tokio, no network, no clock. Must not: plan anything outside the apps it is
 //! given, or anything at all when one of their machines is not this cluster's.
 
+use super::peer::PeerStep;
 use super::{Action, AppState, Builder, Error, MachineRef, Plan, Ref, StepId};
 use crate::contract::{meta, secret};
 use crate::fly::types::{Machine, MachineState};
@@ -19,16 +20,26 @@ pub struct Destroy {
     pub plan: Plan,
     /// Apps named like the cluster's with no machine and no secret fks-bootstrap writes.
     pub unclaimed: Vec<String>,
+    /// What happens to the operator's WireGuard peer of the org once the cluster is gone
+    /// ([`super::peer`]); the caller sets it (it needs the saved peer and the org's other
+    /// apps). `None`: no peer fks-bootstrap made is saved.
+    pub peer: Option<PeerStep>,
 }
 
 impl Destroy {
     /// One line per object, in removal order: what the dry run and the confirmation show.
+    /// The WireGuard peer, when it goes, comes last (it is removed after the apps).
     pub fn describe(&self) -> Vec<String> {
-        self.plan
+        let mut lines: Vec<String> = self
+            .plan
             .steps
             .iter()
             .filter_map(|s| removal_line(&s.action, s.node.as_deref()))
-            .collect()
+            .collect();
+        if let Some(step @ PeerStep::Remove { .. }) = &self.peer {
+            lines.push(step.to_string());
+        }
+        lines
     }
 
     /// How many machines, volumes, secrets and apps the plan removes.
@@ -203,6 +214,7 @@ pub fn destroy(cluster: &str, apps: &[AppState]) -> Result<Destroy, Error> {
             keep_going: true,
         },
         unclaimed: unclaimed.iter().map(|a| a.app.clone()).collect(),
+        peer: None,
     })
 }
 

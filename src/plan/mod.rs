@@ -22,6 +22,7 @@ use crate::fly::types::{
 mod complete;
 pub mod destroy;
 mod display;
+pub mod peer;
 pub mod phases;
 pub mod replace;
 mod request;

@@ -33,6 +33,15 @@ pub struct Peer {
     pub endpoint: String,
     /// The gateway's public key, base64.
     pub gateway_key: String,
+    /// Whether fks-bootstrap made this peer (`addWireGuardPeer` in [`super::ensure_peer`]):
+    /// only such a peer goes when `destroy` removes the org's last cluster. A file saved before
+    /// this field existed was made that way too (nothing else writes it), hence the default.
+    #[serde(default = "made_here")]
+    pub made_by_fks_bootstrap: bool,
+}
+
+fn made_here() -> bool {
+    true
 }
 
 impl fmt::Debug for Peer {
@@ -44,6 +53,7 @@ impl fmt::Debug for Peer {
             .field("peerip", &self.peerip)
             .field("endpoint", &self.endpoint)
             .field("gateway_key", &self.gateway_key)
+            .field("made_by_fks_bootstrap", &self.made_by_fks_bootstrap)
             .finish()
     }
 }
@@ -111,6 +121,7 @@ impl Peer {
             peerip,
             endpoint: added.endpointip.clone(),
             gateway_key: added.pubkey.clone(),
+            made_by_fks_bootstrap: true,
         })
     }
 
@@ -231,7 +242,17 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
-        assert_eq!(load(dir.path(), "personal").expect("load"), Some(peer));
+        assert_eq!(
+            load(dir.path(), "personal").expect("load"),
+            Some(peer.clone())
+        );
+        // A file saved before `made_by_fks_bootstrap` existed was made by fks-bootstrap.
+        let mut old: serde_json::Value = serde_json::to_value(&peer).expect("json");
+        old.as_object_mut()
+            .expect("object")
+            .remove("made_by_fks_bootstrap");
+        let old: Peer = serde_json::from_value(old).expect("old file");
+        assert!(old.made_by_fks_bootstrap);
         forget(dir.path(), "personal").expect("forget");
         assert_eq!(load(dir.path(), "personal").expect("load"), None);
         assert!(new_name()

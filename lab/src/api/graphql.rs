@@ -25,20 +25,23 @@ pub fn org_id(slug: &str) -> String {
     format!("lab-org-{slug}")
 }
 
-/// The organization of a lab id, when the lab has it: `personal`, or one that owns an app.
+/// The organization of a lab id, when the lab has it: `personal`, or one that owns an app or
+/// a WireGuard peer (on Fly an organization outlives its apps; the lab knows one only by what
+/// it holds, so the peer of an org whose last app is gone can still be removed).
 fn org_slug(lab: &Lab, id: &str) -> Option<String> {
     let slug = id.strip_prefix("lab-org-")?;
     known_org(lab, slug).then(|| slug.to_string())
 }
 
 fn known_org(lab: &Lab, slug: &str) -> bool {
-    slug == "personal"
-        || lab
-            .core()
-            .state
-            .apps
-            .values()
-            .any(|a| a.app.as_ref().is_some_and(|x| x.org_slug == slug))
+    if slug == "personal" || !lab.wireguard.peers(slug).is_empty() {
+        return true;
+    }
+    lab.core()
+        .state
+        .apps
+        .values()
+        .any(|a| a.app.as_ref().is_some_and(|x| x.org_slug == slug))
 }
 
 /// The root field of a document: the first name inside the outer selection set, after an

@@ -92,6 +92,9 @@ pub struct ApiLab {
     /// What `fks-lab env` would print for it ([`fks_lab::client_env`]): the API address and
     /// token, `FKS_REGION_ZONES` and `FKS_MACHINES_ONLY=1`; give it to every `fks-bootstrap`.
     pub env: Vec<(&'static str, String)>,
+    /// An empty directory for `XDG_CONFIG_HOME` of the binaries a test runs, so the operator's
+    /// own config dir (keys, a saved WireGuard peer) is never read or changed.
+    pub config_home: tempfile::TempDir,
     _state_dir: tempfile::TempDir,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -142,6 +145,7 @@ pub async fn start_api_lab(
     ApiLab {
         env: fks_lab::client_env(&base, token, &zones, false),
         base,
+        config_home: tempfile::tempdir().expect("tempdir"),
         _state_dir: state_dir,
         shutdown: Some(tx),
     }
