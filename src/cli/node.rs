@@ -66,15 +66,8 @@ pub struct RemoveArgs {
     /// Print the report as JSON (what `server replace` reads).
     #[arg(long)]
     pub json: bool,
-    /// Prefix of every system path.
-    #[arg(long, env = "FKS_ROOT", value_name = "DIR", default_value = "/")]
-    pub root: PathBuf,
-    /// The k3s data dir [default: ROOT/data/k3s].
-    #[arg(long, env = "FKS_DATA_DIR", value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// The local member's client URL [default: https://127.0.0.1:2379].
-    #[arg(long, value_name = "URL")]
-    pub endpoint: Option<String>,
+    #[command(flatten)]
+    pub local: LocalEtcd,
 }
 
 /// List the etcd members with their health.
@@ -83,6 +76,13 @@ pub struct MembersArgs {
     /// Print the report as JSON (what `fks-bootstrap status` reads).
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub local: LocalEtcd,
+}
+
+/// Where this server's k3s data and etcd member are (the flags `node etcd` commands share).
+#[derive(Debug, clap::Args)]
+pub struct LocalEtcd {
     /// Prefix of every system path.
     #[arg(long, env = "FKS_ROOT", value_name = "DIR", default_value = "/")]
     pub root: PathBuf,
@@ -93,6 +93,19 @@ pub struct MembersArgs {
     /// client talks].
     #[arg(long, value_name = "URL")]
     pub endpoint: Option<String>,
+}
+
+impl LocalEtcd {
+    /// The k3s data dir and the member's client URL, defaults filled in.
+    fn resolve(self) -> (PathBuf, String) {
+        let data_dir = self
+            .data_dir
+            .unwrap_or_else(|| node::under(&self.root, crate::render::DATA_DIR));
+        let endpoint = self
+            .endpoint
+            .unwrap_or_else(node::etcd_status::local_endpoint);
+        (data_dir, endpoint)
+    }
 }
 
 /// Serve the node's SSH server in the foreground.
@@ -137,15 +150,9 @@ pub fn run(args: Args) -> Result<(), Error> {
 }
 
 fn etcd_remove(a: RemoveArgs) -> Result<(), Error> {
-    let data_dir = a
-        .data_dir
-        .unwrap_or_else(|| node::under(&a.root, crate::render::DATA_DIR));
+    let (data_dir, endpoint) = a.local.resolve();
     let report = super::runtime()?
-        .block_on(node::etcd_remove::remove(
-            &data_dir,
-            &a.endpoint.unwrap_or_else(node::etcd_status::local_endpoint),
-            &a.member,
-        ))
+        .block_on(node::etcd_remove::remove(&data_dir, &endpoint, &a.member))
         .map_err(|e| Error::Failed(anyhow!("node etcd remove: {}", node::chain(&e))))?;
     if a.json {
         return super::output::stdout(&super::output::json(&report)?);
@@ -171,14 +178,9 @@ fn etcd_remove(a: RemoveArgs) -> Result<(), Error> {
 }
 
 fn etcd_members(a: MembersArgs) -> Result<(), Error> {
-    let data_dir = a
-        .data_dir
-        .unwrap_or_else(|| node::under(&a.root, crate::render::DATA_DIR));
+    let (data_dir, endpoint) = a.local.resolve();
     let report = super::runtime()?
-        .block_on(node::etcd_status::members(
-            &data_dir,
-            &a.endpoint.unwrap_or_else(node::etcd_status::local_endpoint),
-        ))
+        .block_on(node::etcd_status::members(&data_dir, &endpoint))
         .map_err(|e| Error::Failed(anyhow!("node etcd members: {}", node::chain(&e))))?;
     let text = if a.json {
         super::output::json(&report)?
