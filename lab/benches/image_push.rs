@@ -19,8 +19,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use fks_bootstrap::image::{self, k3s, layer, registry, store::Store};
+use fks_bootstrap::image::{self, k3s, registry};
 use fks_lab::registry::Registry;
+
+#[path = "../tests/common/images.rs"]
+mod images;
 
 const TOKEN: &str = "image-push-bench";
 
@@ -53,55 +56,6 @@ fn debug_binary(package: &str) -> PathBuf {
     target.join("debug").join(package)
 }
 
-/// A one-layer linux/amd64 base in an OCI layout at `dir`, copied to `<host>/base/tiny:1`.
-fn push_base(dir: &Path, host: &str) {
-    let store = Store::open(dir).expect("layout");
-    let partial = store.partial("layer");
-    let file = std::fs::File::create(partial.path()).expect("create");
-    let written = layer::write(
-        &[layer::Entry {
-            path: "etc/hostname".into(),
-            mode: 0o644,
-            contents: layer::Contents::Bytes(b"tiny\n".to_vec()),
-        }],
-        file,
-    )
-    .expect("layer");
-    store.commit(partial, &written.digest).expect("commit");
-    let config = serde_json::json!({
-        "architecture": "amd64", "os": "linux",
-        "config": {"Env": ["PATH=/usr/local/bin:/usr/bin:/bin"]},
-        "rootfs": {"type": "layers", "diff_ids": [written.diff_id]},
-    })
-    .to_string();
-    let cd = store.put(config.as_bytes()).expect("config");
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": written.digest, "size": written.size}],
-    })
-    .to_string();
-    let md = store.put(manifest.as_bytes()).expect("manifest");
-    store.tag("tiny", &md, manifest.len() as u64).expect("tag");
-    let out = Command::new("skopeo")
-        .args([
-            "copy",
-            "--dest-creds",
-            &format!("x:{TOKEN}"),
-            "--dest-tls-verify=false",
-            &format!("oci:{}:tiny", dir.display()),
-            &format!("docker://{host}/base/tiny:1"),
-        ])
-        .output()
-        .expect("skopeo (scripts/setup.sh test installs it)");
-    assert!(
-        out.status.success(),
-        "skopeo copy: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn mb(bytes: u64) -> f64 {
     bytes as f64 / 1e6
 }
@@ -115,7 +69,13 @@ async fn main() {
         .await
         .expect("the lab registry (scripts/setup.sh test installs docker-registry)");
     let host = lab.host();
-    push_base(&dir.path().join("base"), &host);
+    // A one-layer linux/amd64 base, copied in by skopeo as `<host>/base/tiny:1`.
+    images::push_tiny_image(
+        &dir.path().join("base"),
+        &format!("{host}/base/tiny:1"),
+        TOKEN,
+        "amd64",
+    );
 
     let cluster = dir.path().join("cluster");
     std::fs::create_dir_all(&cluster).expect("mkdir");

@@ -7,6 +7,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 pub mod images;
+pub use images::push_tiny_image;
 pub mod tunnel;
 
 /// The workspace root (for `clusters/`, fixtures and the inner `cargo build`).
@@ -178,63 +179,6 @@ pub fn netns_with_prefix(prefix: &str) -> Vec<String> {
         .filter(|name| name.starts_with(prefix))
         .map(str::to_string)
         .collect()
-}
-
-/// Pushes a one-layer linux/`arch` image (just `etc/hostname`) to `dest`
-/// (`host/repo:tag` of a plain-http registry with user `x` and password `token`): written with
-/// the product's own layer and layout code into `layout`, copied in by skopeo (Debian's, a
-/// third-party client). Docker Hub cannot be reached from tests, so this stands in for a base
-/// image. Returns the layer's digest.
-pub fn push_tiny_image(layout: &Path, dest: &str, token: &str, arch: &str) -> String {
-    use fks_bootstrap::image::{layer, store::Store};
-    let store = Store::open(layout).expect("layout");
-    let partial = store.partial("layer");
-    let file = std::fs::File::create(partial.path()).expect("create");
-    let written = layer::write(
-        &[layer::Entry {
-            path: "etc/hostname".into(),
-            mode: 0o644,
-            contents: layer::Contents::Bytes(b"tiny\n".to_vec()),
-        }],
-        file,
-    )
-    .expect("layer");
-    store.commit(partial, &written.digest).expect("commit");
-    let config = serde_json::json!({
-        "architecture": arch, "os": "linux",
-        "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["sh"]},
-        "rootfs": {"type": "layers", "diff_ids": [written.diff_id]},
-    })
-    .to_string();
-    let config_digest = store.put(config.as_bytes()).expect("config");
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": written.digest, "size": written.size}],
-    })
-    .to_string();
-    let manifest_digest = store.put(manifest.as_bytes()).expect("manifest");
-    store
-        .tag("tiny", &manifest_digest, manifest.len() as u64)
-        .expect("tag");
-    let out = Command::new("skopeo")
-        .args([
-            "copy",
-            "--dest-creds",
-            &format!("x:{token}"),
-            "--dest-tls-verify=false",
-            &format!("oci:{}:tiny", layout.display()),
-            &format!("docker://{dest}"),
-        ])
-        .output()
-        .expect("running skopeo");
-    assert!(
-        out.status.success(),
-        "skopeo copy: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    written.digest
 }
 
 /// The lab's registry as `fks-lab serve` runs it (Debian's docker-registry, user `x`,
