@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use crate::log::{self, now_secs, VERSION};
+use crate::log::{self, now_secs};
 use crate::nodes::{Cluster, Registration};
 use crate::pki::Pair;
 use crate::store::Store;
@@ -214,10 +214,13 @@ fn wants_table(req: &Request<Incoming>) -> bool {
 
 /// The `/version` body: a k8s version whose gitVersion and platform say it is the stand-in.
 pub fn version_json() -> Value {
+    let mut parts = log::version().trim_start_matches('v').split(['.', '+']);
+    let major = parts.next().unwrap_or("");
+    let minor = parts.next().unwrap_or("");
     json!({
-        "major": "1",
-        "minor": "33",
-        "gitVersion": VERSION,
+        "major": major,
+        "minor": minor,
+        "gitVersion": log::version(),
         "gitCommit": "k3s-standin",
         "gitTreeState": "clean",
         "buildDate": "1970-01-01T00:00:00Z",

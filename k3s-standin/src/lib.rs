@@ -3,6 +3,7 @@
 //!
 //! Owns the module tree only; see each module for what it does.
 
+pub mod cli;
 pub mod config;
 pub mod etcd;
 pub mod flannel;

@@ -3,15 +3,39 @@
 //!
 //! Must not log secrets: callers never pass the token or a password here.
 
+use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// The stand-in's version: the Kubernetes line it imitates plus a `+k3s-standin` build tag, so
-/// no output can be mistaken for a real k3s release (which would end in `+k3s<N>`).
+/// The version of the `k3s-standin` binary: the Kubernetes version it imitates plus a
+/// `+k3s-standin` build tag, so no output can be mistaken for a real k3s release (which would
+/// end in `+k3s<N>`).
 pub const VERSION: &str = "v1.33.7+k3s-standin";
 
+/// The version of the `k3s-standin-next` binary: one Kubernetes minor after [`VERSION`], the
+/// target of the upgrade tests.
+pub const NEXT_VERSION: &str = "v1.34.1+k3s-standin";
+
+static RUNNING: OnceLock<&'static str> = OnceLock::new();
+
+/// Sets the version this process reports (once, first thing in `main`; later calls are
+/// ignored).
+pub fn set_version(version: &'static str) {
+    let _ = RUNNING.set(version);
+}
+
+/// The version this process reports: what [`set_version`] set, else [`VERSION`] (library
+/// users such as tests).
+pub fn version() -> &'static str {
+    RUNNING.get().copied().unwrap_or(VERSION)
+}
+
 /// The first log line of every server or agent run: says plainly this is not k3s.
-pub const BANNER: &str =
-    "k3s-standin: a test double for k3s (NOT k3s), version v1.33.7+k3s-standin";
+pub fn banner() -> String {
+    format!(
+        "k3s-standin: a test double for k3s (NOT k3s), version {}",
+        version()
+    )
+}
 
 /// Seconds since the Unix epoch, now.
 pub fn now_secs() -> u64 {

@@ -11,7 +11,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use crate::log::{rfc3339, VERSION};
+use crate::log::{self, rfc3339};
 
 /// Errors from node operations; each maps to a Kubernetes `Status`.
 #[derive(Debug, thiserror::Error)]
@@ -373,8 +373,8 @@ impl Cluster {
                 "addresses": addresses,
                 "conditions": [],
                 "nodeInfo": {
-                    "kubeletVersion": VERSION,
-                    "kubeProxyVersion": VERSION,
+                    "kubeletVersion": log::version(),
+                    "kubeProxyVersion": log::version(),
                     "osImage": os_image,
                     "kernelVersion": kernel,
                     "containerRuntimeVersion": "none://k3s-standin",

@@ -420,6 +420,8 @@ struct K8sNode {
     ready: bool,
     internal_ips: Vec<String>,
     taints: Vec<(String, String, String)>,
+    /// `status.nodeInfo.kubeletVersion`.
+    kubelet: String,
 }
 
 fn parse_nodes(json: &str) -> Vec<K8sNode> {
@@ -451,6 +453,10 @@ fn parse_nodes(json: &str) -> Vec<K8sNode> {
                     (s("key"), s("value"), s("effect"))
                 })
                 .collect(),
+            kubelet: n["status"]["nodeInfo"]["kubeletVersion"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
         })
         .collect()
 }
@@ -2347,14 +2353,13 @@ struct Probe {
 }
 
 /// Issue 11 item 2 on guests: `upgrade --k3s-version` (one minor up) on 3 servers and 3
-/// workers rolls every machine (a new instance each: the nodes' cluster config file carries
-/// K3S_VERSION), servers one at a time, while a probe reads the node list every 200 ms through
-/// the servers' shared name. At no answered read are fewer than 2 servers Ready; all 6 nodes
-/// are Ready at the end; a second `upgrade` changes nothing.
-///
-/// Not shown here: a new Kubernetes version in `kubectl get nodes`. The cluster runs the
-/// pinned test image (IMAGE), and k3s-standin reports the version it was compiled with, so the
-/// node image does not change; the rollout, its order, waits and leases are what is tested.
+/// workers. The cluster starts on the pinned v1.33.7 stand-in image; the config then drops
+/// IMAGE, so `upgrade` builds and pushes the node image of the new K3S_VERSION itself (from
+/// `k3s-standin-next`, the stand-in reporting v1.34.1) and rolls it out: servers one at a time,
+/// then the workers, while a probe reads the node list every 200 ms through the servers'
+/// shared name. At no answered read are fewer than 2 servers Ready; every machine runs the new
+/// image and every node reports kubelet v1.34.1 at the end (through kubectl and `status`); a
+/// second `upgrade` changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn upgrade_rolls_servers_one_at_a_time_then_workers_on_guests() {
     if !have_root("upgrade on guests") {
@@ -2442,11 +2447,35 @@ async fn upgrade_rolls_servers_one_at_a_time_then_workers_on_guests() {
         })
     };
 
+    // No IMAGE from here on: the cluster's own image is built for K3S_VERSION, on the lab's
+    // Debian base, with the next stand-in as its k3s.
+    let config_path = cluster_dir.join("config");
+    let config = std::fs::read_to_string(&config_path).expect("config");
+    let registry = lab.registry.host();
+    let base =
+        tokio::task::spawn_blocking(move || common::images::push_debian_base(&registry, TOKEN))
+            .await
+            .expect("base image thread");
+    let config: String = config
+        .lines()
+        .filter(|l| !l.starts_with("IMAGE="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&config_path, format!("{config}NODE_IMAGE_BASE={base}\n"))
+        .expect("write config");
+    let next_standin = tokio::task::spawn_blocking(common::k3s_standin_next_binary)
+        .await
+        .expect("build thread");
+    let next_standin = next_standin.to_str().expect("utf-8 path");
     let upgrade = [
         "upgrade",
         dir,
         "--k3s-version",
         NEXT,
+        "--k3s-source",
+        "file",
+        next_standin,
+        "--k3s-standin",
         allow,
         "--timeout",
         "180",
@@ -2516,15 +2545,44 @@ async fn upgrade_rolls_servers_one_at_a_time_then_workers_on_guests() {
             );
         }
     }
+    // The new image, built by the upgrade and pinned by digest, on every machine.
+    let mut images = BTreeSet::new();
+    for app in [CP_APP, GROUP_APP] {
+        for m in lab.machines(app).await {
+            images.insert(m["config"]["image"].as_str().expect("image").to_string());
+        }
+    }
+    assert_eq!(images.len(), 1, "{images:?}");
+    let image = images.first().expect("one image");
+    assert!(
+        image.starts_with(&format!("{}/lab-cp", lab.registry.host()))
+            && image.contains("@sha256:")
+            && *image != lab.image,
+        "{image} (before: {})",
+        lab.image
+    );
+    // Every node ends on the new Kubernetes version, as kubectl and `status` see it.
+    // k3s-standin-next's version (`k3s_standin::log::NEXT_VERSION`): NEXT's Kubernetes version.
+    let want = "v1.34.1+k3s-standin";
     nodes_until(
         &mut t,
         &lab,
         &kubeconfig,
         &hosts,
-        "all 6 Ready after the upgrade",
-        |n| n.len() == 6 && n.iter().all(|n| n.ready),
+        "all 6 Ready on the new version after the upgrade",
+        |n| n.len() == 6 && n.iter().all(|n| n.ready && n.kubelet == want),
     )
     .await;
+    let out = env.fks(&mut t, &["status", dir, "--json"]).await;
+    assert_ok("status --json", &out, &lab);
+    let report: Value = serde_json::from_slice(&out.stdout).expect("status json");
+    let versions: Vec<&str> = report["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| n["k3s_version"].as_str().unwrap_or("-"))
+        .collect();
+    assert_eq!(versions, vec![want; 6], "{report:#}");
 
     let before = lab.mutations().await;
     let again = ["upgrade", dir, allow, "--timeout", "180", "--yes"];

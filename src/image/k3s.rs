@@ -92,6 +92,20 @@ pub async fn resolve(
                 ),
             });
         }
+        // The stand-in imitates one Kubernetes version; an image claiming K3S_VERSION must
+        // run that version, or an upgrade would roll out an image that reports the old one.
+        if crate::plan::skew::kubernetes_version(&reported)
+            != crate::plan::skew::kubernetes_version(version)
+        {
+            return Err(Error::K3sIdentity {
+                path: path.clone(),
+                reason: format!(
+                    "it is k3s-standin {reported} (Kubernetes {}), but K3S_VERSION is {version} (Kubernetes {}): give the stand-in build of that version",
+                    crate::plan::skew::kubernetes_version(&reported),
+                    crate::plan::skew::kubernetes_version(version)
+                ),
+            });
+        }
         let sha256 = hash(path)?;
         return Ok(Binary {
             path: path.clone(),
@@ -280,6 +294,16 @@ mod tests {
             Kind::Standin {
                 version: "v1.33.7+k3s-standin".into()
             }
+        );
+        // A stand-in of another Kubernetes version cannot make an image of K3S_VERSION.
+        let e = resolve(&as_standin, "v1.34.1+k3s1", &cache)
+            .await
+            .expect_err("another version");
+        assert!(
+            e.to_string().contains(
+                "it is k3s-standin v1.33.7+k3s-standin (Kubernetes v1.33.7), but K3S_VERSION is v1.34.1+k3s1 (Kubernetes v1.34.1)"
+            ),
+            "{e}"
         );
         let as_real = Choice {
             source: Source::File(standin),

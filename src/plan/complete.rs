@@ -37,6 +37,7 @@ impl Action {
                 machine,
                 via,
                 before,
+                ..
             } => step(&machine.id)
                 .into_iter()
                 .chain(step(&via.id))

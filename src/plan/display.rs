@@ -147,9 +147,10 @@ impl fmt::Display for Action {
                 machine,
                 via,
                 before,
+                kubelet,
             } => write!(
                 f,
-                "wait until k3s node {} is Ready from its new boot (other boot id or newer heartbeat than {before}; kubectl on {})",
+                "wait until k3s node {} is Ready from its new boot on Kubernetes {kubelet} (other boot id or newer heartbeat than {before}; kubectl on {})",
                 machine.id, via.id
             ),
             Action::StartMachine { machine } => {

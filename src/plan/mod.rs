@@ -399,6 +399,10 @@ pub enum Action {
         via: MachineRef,
         /// The [`Action::ReadBoot`] step before the update.
         before: StepId,
+        /// The Kubernetes version (`v1.34.1`, K3S_VERSION without its build tag) the node
+        /// must report as `status.nodeInfo.kubeletVersion` (up to its `+` build tag) before
+        /// it counts as updated: a rollout that changes K3S_VERSION ends when the nodes run it.
+        kubelet: String,
     },
     /// Start a stopped machine.
     StartMachine {

@@ -714,7 +714,9 @@ pub fn plan(
         Target::NodeGroup { .. } => Vec::new(),
     };
     let drifted = std::mem::take(&mut s.drifted);
-    super::update::rollout(&mut s.b, drifted, &servers, via_cp.as_ref(), options.k3s);
+    let kubelet = super::skew::kubernetes_version(&config.k3s_version);
+    let k3s = options.k3s.then_some(kubelet);
+    super::update::rollout(&mut s.b, drifted, &servers, via_cp.as_ref(), k3s);
     // Phase 11: a lowered NODE_GROUP_SIZE removes the group's highest-index nodes.
     if let Target::NodeGroup { group } = target {
         let via = if options.k3s { via_cp.clone() } else { None };

@@ -17,6 +17,13 @@ use base64::Engine;
 use super::{Error, CLUSTER_CONFIG_PATH};
 use crate::fly::types::Machine;
 
+/// The Kubernetes version of a k3s (or stand-in) version: `v1.33.7+k3s1` and
+/// `v1.33.7+k3s-standin` are both `v1.33.7`; what a node reports as its kubeletVersion up to
+/// the build tag.
+pub fn kubernetes_version(version: &str) -> &str {
+    version.split('+').next().unwrap_or(version)
+}
+
 /// `(major, minor)` of a k3s version such as `v1.33.7+k3s1`.
 pub fn minor_of(version: &str) -> Option<(u32, u32)> {
     let rest = version.strip_prefix('v')?;

@@ -1013,6 +1013,23 @@ fn a_k3s_version_one_minor_up_rolls_the_servers_and_two_up_or_one_down_is_refuse
         text.contains("image: ") && text.contains(&format!("file {CLUSTER_CONFIG_PATH}")),
         "{text}"
     );
+    // Each server counts as updated only once its kubelet reports the new Kubernetes version.
+    let want = config
+        .k3s_version
+        .split('+')
+        .next()
+        .expect("version")
+        .to_string();
+    let waits: Vec<&String> = p
+        .steps
+        .iter()
+        .filter_map(|s| match &s.action {
+            Action::WaitK3sReadyAgain { kubelet, .. } => Some(kubelet),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(waits, vec![&want; 3], "{text}");
+    assert!(text.contains(&format!("on Kubernetes {want}")), "{text}");
     for (to, why) in [
         (minor_plus(&from, 2), "skips Kubernetes minor"),
         (minor_plus(&from, -1), "does not support downgrading"),

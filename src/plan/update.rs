@@ -288,14 +288,15 @@ fn sinks(b: &Builder) -> Vec<StepId> {
 /// the update (under a lease, waiting for the new version started), k3s Ready from the new
 /// boot and the etcd member healthy, asked on another server when there is one; then the
 /// next. Agents in batches of [`WORKER_BATCH`]: a batch's reads and updates, then their
-/// Ready-from-the-new-boot waits through `via_cp`, then the next batch. Without k3s steps
-/// only the machine waits remain.
+/// Ready-from-the-new-boot waits through `via_cp`, then the next batch. `k3s` is the
+/// Kubernetes version every updated node must then report (`None`: no k3s steps, only the
+/// machine waits remain).
 pub(super) fn rollout(
     b: &mut Builder,
     drifted: Vec<Drifted>,
     servers: &[MachineRef],
     via_cp: Option<&MachineRef>,
-    k3s: bool,
+    k3s: Option<&str>,
 ) {
     if drifted.is_empty() {
         return;
@@ -313,7 +314,7 @@ pub(super) fn rollout(
             .clone();
         let mut deps = after.clone();
         deps.extend(d.started);
-        let read = k3s.then(|| {
+        let read = k3s.is_some().then(|| {
             b.push(
                 Some(name),
                 Action::ReadBoot {
@@ -334,13 +335,16 @@ pub(super) fn rollout(
             deps,
         );
         after = vec![update];
-        let Some(before) = read else { continue };
+        let (Some(before), Some(kubelet)) = (read, k3s) else {
+            continue;
+        };
         let ready = b.push(
             Some(name),
             Action::WaitK3sReadyAgain {
                 machine: d.machine.clone(),
                 via: via.clone(),
                 before,
+                kubelet: kubelet.to_string(),
             },
             vec![update],
         );
@@ -358,7 +362,7 @@ pub(super) fn rollout(
         let mut done = Vec::new();
         for d in batch {
             let name = d.name.as_str();
-            let via = via_cp.filter(|_| k3s);
+            let via = via_cp.filter(|_| k3s.is_some());
             let mut deps = after.clone();
             deps.extend(d.started);
             let read = via.map(|via| {
@@ -381,13 +385,14 @@ pub(super) fn rollout(
                 },
                 deps,
             );
-            match (via, read) {
-                (Some(via), Some(before)) => done.push(b.push(
+            match (via, read, k3s) {
+                (Some(via), Some(before), Some(kubelet)) => done.push(b.push(
                     Some(name),
                     Action::WaitK3sReadyAgain {
                         machine: d.machine.clone(),
                         via: via.clone(),
                         before,
+                        kubelet: kubelet.to_string(),
                     },
                     vec![update],
                 )),

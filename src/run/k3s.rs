@@ -31,8 +31,8 @@ pub fn ready_command(node: &str) -> Vec<String> {
     .collect()
 }
 
-/// `k3s kubectl get node NAME -o jsonpath=...`: `STATUS<TAB>BOOT_ID<TAB>HEARTBEAT` of its
-/// Ready condition and `status.nodeInfo.bootID`.
+/// `k3s kubectl get node NAME -o jsonpath=...`: `STATUS<TAB>BOOT_ID<TAB>HEARTBEAT<TAB>KUBELET`
+/// of its Ready condition, `status.nodeInfo.bootID` and `status.nodeInfo.kubeletVersion`.
 pub fn boot_command(node: &str) -> Vec<String> {
     [
         "k3s",
@@ -41,15 +41,15 @@ pub fn boot_command(node: &str) -> Vec<String> {
         "node",
         node,
         "-o",
-        r#"jsonpath={.status.conditions[?(@.type=="Ready")].status}{"\t"}{.status.nodeInfo.bootID}{"\t"}{.status.conditions[?(@.type=="Ready")].lastHeartbeatTime}"#,
+        r#"jsonpath={.status.conditions[?(@.type=="Ready")].status}{"\t"}{.status.nodeInfo.bootID}{"\t"}{.status.conditions[?(@.type=="Ready")].lastHeartbeatTime}{"\t"}{.status.nodeInfo.kubeletVersion}"#,
     ]
     .iter()
     .map(|s| s.to_string())
     .collect()
 }
 
-/// What [`boot_command`] printed: the Ready status, the boot id and the last heartbeat (each
-/// empty when the node has none).
+/// What [`boot_command`] printed: the Ready status, the boot id, the last heartbeat and the
+/// kubelet version (each empty when the node has none).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Boot {
     /// `True`, `False`, `Unknown` or empty.
@@ -59,6 +59,8 @@ pub struct Boot {
     /// The Ready condition's `lastHeartbeatTime`, RFC 3339 in UTC (`...Z`), so later times
     /// sort later as strings.
     pub heartbeat: String,
+    /// `status.nodeInfo.kubeletVersion`: `v1.34.1+k3s1` (k3s-standin: `v1.34.1+k3s-standin`).
+    pub kubelet: String,
 }
 
 impl Boot {
@@ -70,6 +72,7 @@ impl Boot {
             status: next(),
             boot_id: next(),
             heartbeat: next(),
+            kubelet: next(),
         }
     }
 
@@ -616,5 +619,13 @@ mod tests {
         let booted = Boot::parse("True\tb1\t2026-12-06T12:00:05Z");
         assert!(booted.ready_since(&Boot::parse("True\tb0\t2026-12-06T12:00:05Z")));
         assert!(Boot::parse("True\t\t2026-12-06T12:00:01Z").ready_since(&Boot::default()));
+        // The fourth column is the kubelet version; older answers without it parse as empty.
+        let upgraded = Boot::parse("True\tb2\t2026-12-06T12:01:00Z\tv1.34.1+k3s-standin\n");
+        assert_eq!(upgraded.kubelet, "v1.34.1+k3s-standin");
+        assert_eq!(before.kubelet, "");
+        assert!(boot_command("n")
+            .last()
+            .unwrap()
+            .ends_with("{.status.nodeInfo.kubeletVersion}"));
     }
 }

@@ -692,6 +692,7 @@ async fn run_step(ctx: &Ctx, node: &str, action: Action, inputs: Inputs) -> Resu
             machine,
             via,
             before,
+            kubelet,
         } => {
             let Output::Boot(before) = inputs.get(before)?.clone() else {
                 return Err(Error::Missing {
@@ -709,12 +710,16 @@ async fn run_step(ctx: &Ctx, node: &str, action: Action, inputs: Inputs) -> Resu
                 let last = match c.exec(&via.0, &via.1, &req).await {
                     Ok(out) if out.exit_code == 0 => {
                         let now = k3s::Boot::parse(&out.stdout);
-                        if now.ready_since(&before) {
+                        let runs = crate::plan::skew::kubernetes_version(&now.kubelet);
+                        if now.ready_since(&before) && runs == kubelet {
                             return Ok(Output::Done);
                         }
                         format!(
-                            "Ready={} heartbeat {} (before the update: {})",
-                            now.status, now.heartbeat, before.heartbeat
+                            "Ready={} heartbeat {} (before the update: {}), kubelet {} (want Kubernetes {kubelet})",
+                            now.status,
+                            now.heartbeat,
+                            before.heartbeat,
+                            if now.kubelet.is_empty() { "-" } else { now.kubelet.as_str() }
                         )
                     }
                     Ok(out) => out.stderr.lines().next().unwrap_or("").to_string(),

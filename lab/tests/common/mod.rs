@@ -50,6 +50,15 @@ pub fn k3s_standin_binary() -> PathBuf {
         .clone()
 }
 
+/// `k3s-standin-next`: the same stand-in one Kubernetes minor later
+/// (`k3s_standin::log::NEXT_VERSION`), for upgrade tests.
+pub fn k3s_standin_next_binary() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| workspace_binary("k3s-standin", "k3s-standin-next"))
+        .clone()
+}
+
 /// `cargo build -p PACKAGE --bin BIN` in the workspace; the binary's path in this test's
 /// target directory.
 fn workspace_binary(package: &str, bin: &str) -> PathBuf {
