@@ -159,9 +159,17 @@ pub(crate) fn validate(raw: Raw) -> Result<Config, Diagnostics> {
         .required("CLUSTER_DNS")
         .and_then(|e| c.dns(e, service_cidr.as_ref().map(|(_, n)| n.as_slice())));
     let region = c.required("REGION").and_then(|e| c.region(e));
-    let node_group_size = c
-        .required("NODE_GROUP_SIZE")
-        .and_then(|e| c.number(e, 1, 64, "workers per node group"));
+    // Fly documents no per-app machine limit, only org quotas raised through support
+    // (reference fly-machines-api.md §5); 1000 bounds typos. What really limits a group is
+    // the pod ranges CLUSTER_CIDR holds, checked next.
+    let node_group_size = c.required("NODE_GROUP_SIZE").and_then(|e| {
+        c.number(e, 1, 1000, "workers per node group")
+            .map(|n| (e, n))
+    });
+    if let (Some((ne, n)), Some((ce, cn))) = (&node_group_size, &cluster_cidr) {
+        c.node_ranges(ne, *n, ce, cn);
+    }
+    let node_group_size = node_group_size.map(|(_, n)| n);
     let volume_size_gb = c
         .required("VOLUME_SIZE")
         .and_then(|e| c.number(e, 1, 500, "GB per volume"));

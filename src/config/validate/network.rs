@@ -163,6 +163,41 @@ impl Checker<'_> {
         }
     }
 
+    /// NODE_GROUP_SIZE workers and the 3 servers each need a pod range of CLUSTER_CIDR: with
+    /// Kubernetes' default node-cidr-mask-size (/24 per IPv4 node, /64 per IPv6 node;
+    /// reference/k3s.md "Sizes": a /56 holds 256 nodes), every family must hold that many.
+    /// Other node groups share the ranges too; that is not known here.
+    pub(super) fn node_ranges(&mut self, ne: &Entry, workers: u32, ce: &Entry, cluster: &[IpNet]) {
+        let nodes = u64::from(workers) + 3;
+        // The family with the fewest node ranges (the first one on a tie) is the limit.
+        let tightest = cluster
+            .iter()
+            .filter_map(|net| {
+                let per_node: u8 = match net {
+                    IpNet::V4(_) => 24,
+                    IpNet::V6(_) => 64,
+                };
+                // A range smaller than one node's is the CIDR check's to report; the
+                // controller allocates at most 2^16 node ranges (reference/k3s.md "Sizes").
+                let bits = per_node.checked_sub(net.prefix_len())?;
+                Some((1u64 << bits.min(16), per_node, net))
+            })
+            .min_by_key(|(ranges, _, _)| *ranges);
+        if let Some((ranges, per_node, net)) = tightest.filter(|(r, _, _)| nodes > *r) {
+            self.problem(
+                ne,
+                format!(
+                    "{workers} workers and 3 servers need {nodes} pod ranges, but CLUSTER_CIDR {net} (line {}) holds {ranges} (one /{per_node} per node)",
+                    ce.line
+                ),
+                format!(
+                    "use at most {} workers, or a larger CLUSTER_CIDR (e.g. fd00:42::/48,10.42.0.0/15 for up to 512 nodes)",
+                    ranges.saturating_sub(3)
+                ),
+            );
+        }
+    }
+
     /// CLUSTER_CIDR and SERVICE_CIDR: same families in the same order, no overlap.
     pub(super) fn cidr_pair(
         &mut self,

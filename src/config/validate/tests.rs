@@ -400,14 +400,46 @@ fn volume_and_group_numbers_are_bounded_integers() {
     assert!(bad("NODE_GROUP_SIZE", "0")
         .help
         .unwrap_or_default()
-        .contains("1 to 64"));
-    assert!(bad("NODE_GROUP_SIZE", "65")
+        .contains("1 to 1000"));
+    assert!(bad("NODE_GROUP_SIZE", "1001")
         .message
         .contains("out of range"));
     assert!(bad("NODE_GROUP_SIZE", "99999999999")
         .message
         .contains("not a whole number"));
     assert_eq!(good("VOLUME_SIZE", "500").volume_size_gb, 500);
+}
+
+#[test]
+fn a_node_group_must_fit_the_pod_ranges_of_cluster_cidr() {
+    // The base CLUSTER_CIDR is fd00:42::/56,10.42.0.0/16: 256 node ranges in each family.
+    assert_eq!(good("NODE_GROUP_SIZE", "253").node_group_size, 253);
+    let d = bad("NODE_GROUP_SIZE", "254");
+    assert!(
+        d.message.contains(
+            "254 workers and 3 servers need 257 pod ranges, but CLUSTER_CIDR fd00:42::/56 (line"
+        ) && d.message.contains("holds 256 (one /64 per node)"),
+        "{d}"
+    );
+    assert!(d.help.unwrap_or_default().contains("at most 253 workers"));
+    // A /48 and a /15 hold 65536 and 512: 500 workers fit.
+    let c = parse(&text_with(&[
+        ("NODE_GROUP_SIZE", Some("500")),
+        ("CLUSTER_CIDR", Some("\"fd00:42::/48,10.42.0.0/15\"")),
+        ("SERVICE_CIDR", Some("\"fd00:43::/112,10.44.0.0/16\"")),
+        ("CLUSTER_DNS", Some("\"fd00:43::a,10.44.0.10\"")),
+    ]))
+    .unwrap_or_else(|e| panic!("500 workers in a /48 and a /15: {e}"));
+    assert_eq!(c.node_group_size, 500);
+    // Only the IPv4 range too small: named with its own size.
+    let d = bad_with(
+        &[
+            ("NODE_GROUP_SIZE", Some("300")),
+            ("CLUSTER_CIDR", Some("\"fd00:42::/48,10.42.0.0/16\"")),
+        ],
+        "NODE_GROUP_SIZE",
+    );
+    assert!(d.message.contains("CLUSTER_CIDR 10.42.0.0/16"), "{d}");
 }
 
 #[test]
