@@ -64,6 +64,12 @@ pub struct Registration {
     /// nodes) means Ready.
     #[serde(default = "yes")]
     pub ready: bool,
+    /// The registering node's own version, which its Node reports as kubeletVersion and
+    /// kubeProxyVersion (a kubelet posts its `nodeInfo` with its status, so a node restarted
+    /// on a newer k3s shows the new version on its next post). Absent (older nodes): the
+    /// version of the server answering.
+    #[serde(default)]
+    pub version: Option<String>,
 }
 
 fn yes() -> bool {
@@ -271,9 +277,20 @@ impl Cluster {
                 .map(|ip| json!({"type": "ExternalIP", "address": ip.to_string()})),
         );
         addresses.push(json!({"type": "Hostname", "address": r.name}));
+        let version = Value::String(
+            r.version
+                .clone()
+                .unwrap_or_else(|| log::version().to_owned()),
+        );
         let rv = self.bump();
         if let Some(e) = self.nodes.get_mut(&r.name) {
             e.last_seen = now;
+            for field in ["kubeletVersion", "kubeProxyVersion"] {
+                if e.node["status"]["nodeInfo"][field] != version {
+                    e.node["status"]["nodeInfo"][field] = version.clone();
+                    self.dirty = true;
+                }
+            }
             if e.ready != r.ready {
                 e.ready = r.ready;
                 e.ready_since = now;
@@ -373,8 +390,8 @@ impl Cluster {
                 "addresses": addresses,
                 "conditions": [],
                 "nodeInfo": {
-                    "kubeletVersion": log::version(),
-                    "kubeProxyVersion": log::version(),
+                    "kubeletVersion": version.clone(),
+                    "kubeProxyVersion": version,
                     "osImage": os_image,
                     "kernelVersion": kernel,
                     "containerRuntimeVersion": "none://k3s-standin",
@@ -765,6 +782,7 @@ mod tests {
             labels: vec![("topology.kubernetes.io/region".into(), "iad".into())],
             taints: vec![],
             ready: true,
+            version: Some("v1.33.7+k3s-standin".into()),
         }
     }
 
@@ -861,6 +879,19 @@ mod tests {
         let cond = &c.get("a", 104).unwrap()["status"]["conditions"][0];
         assert_eq!(cond["status"], "True");
         assert_eq!(cond["lastTransitionTime"], rfc3339(103));
+    }
+
+    #[test]
+    fn a_node_registering_again_on_a_newer_version_reports_it() {
+        let mut c = cluster();
+        let mut r = reg("a", &["fdaa::1", "10.0.0.1"]);
+        c.register(&r, 100).unwrap();
+        let info = |c: &Cluster| c.get("a", 101).unwrap()["status"]["nodeInfo"].clone();
+        assert_eq!(info(&c)["kubeletVersion"], "v1.33.7+k3s-standin");
+        r.version = Some("v1.34.1+k3s-standin".into());
+        c.register(&r, 102).unwrap();
+        assert_eq!(info(&c)["kubeletVersion"], "v1.34.1+k3s-standin");
+        assert_eq!(info(&c)["kubeProxyVersion"], "v1.34.1+k3s-standin");
     }
 
     #[test]

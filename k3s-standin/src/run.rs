@@ -150,6 +150,7 @@ fn registration(s: &Settings, name: &str) -> Registration {
             .map(|t| (t.key.clone(), t.value.clone(), t.effect.clone()))
             .collect(),
         ready: true,
+        version: Some(crate::log::version().to_owned()),
     }
 }
 

@@ -24,7 +24,7 @@ use crate::fly::Client;
 use crate::observe;
 use crate::plan::destroy::{removal_kind, removal_line, Destroy};
 use crate::plan::peer::PeerStep;
-use crate::plan::{self, Action, StepId};
+use crate::plan::{self, Action};
 use crate::run;
 use crate::tunnel;
 
@@ -175,14 +175,14 @@ fn remove_peer(rt: &tokio::runtime::Runtime, org: &str, peer: &str, cluster_dir:
 /// Runs the destroy plan, printing each finished removal on stdout and each phase's start on
 /// stderr. Returns how many of each were removed.
 async fn execute(client: &Client, destroy: &Destroy) -> Result<[usize; 4], run::Error> {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<StepId>();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<run::Finished>();
     let plan = &destroy.plan;
     let printer = async {
         let mut counts = [0usize; 4];
         let mut phase = None;
         announce(&mut phase, 0);
-        while let Some(id) = rx.recv().await {
-            let step = &plan.steps[id.0];
+        while let Some(done) = rx.recv().await {
+            let step = &plan.steps[done.step.0];
             let Some(kind) = removal_kind(&step.action) else {
                 continue;
             };

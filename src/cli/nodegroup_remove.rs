@@ -18,7 +18,7 @@ use anyhow::anyhow;
 use super::output;
 use crate::observe;
 use crate::plan::scale_down::{remove_group, step_line};
-use crate::plan::{self, AppState, MachineRef, Ref, StepId, Target};
+use crate::plan::{self, AppState, MachineRef, Ref, Target};
 use crate::run;
 
 /// Shown under `nodegroup remove --help`.
@@ -136,10 +136,10 @@ pub(super) async fn execute(
     plan: &plan::Plan,
     options: &run::Options,
 ) -> Result<(), run::Error> {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<StepId>();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<run::Finished>();
     let printer = async {
-        while let Some(id) = rx.recv().await {
-            let step = &plan.steps[id.0];
+        while let Some(done) = rx.recv().await {
+            let step = &plan.steps[done.step.0];
             let Some(line) = step_line(&step.action, step.node.as_deref()) else {
                 continue;
             };

@@ -23,7 +23,7 @@ use crate::fly::types::{Machine, MachineState};
 use crate::image::ensure;
 use crate::observe;
 use crate::plan::replace::{replace, server_index, Replacement};
-use crate::plan::{self, StepId, Target};
+use crate::plan::{self, Target};
 use crate::run;
 use crate::ssh::{self, ClusterKeys};
 use crate::status;
@@ -261,12 +261,18 @@ async fn execute(
     options: &run::Options,
 ) -> Result<run::Summary, run::Error> {
     let lines = r.describe();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<StepId>();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<run::Finished>();
     let printer = async {
-        while let Some(id) = rx.recv().await {
-            let Some(line) = lines.get(id.0) else {
+        // The ids made so far, so a line names the new machine rather than its step.
+        let mut made = std::collections::HashMap::new();
+        while let Some(done) = rx.recv().await {
+            if let Some(id) = done.made {
+                made.insert(done.step, id);
+            }
+            let Some(line) = lines.get(done.step.0) else {
                 continue;
             };
+            let line = run::name_made(line, &made);
             // Keep going when stdout is gone (`| head`): the work matters more.
             let mut out = std::io::stdout().lock();
             if let Err(e) = writeln!(out, "done: {line}").and_then(|()| out.flush()) {

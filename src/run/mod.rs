@@ -428,14 +428,31 @@ pub async fn execute(
     execute_reporting(client, plan, options, events, None).await
 }
 
-/// [`execute`], also sending the id of every step as it finishes to `finished` (for a
-/// command that reports each step, like destroy's one line per removal).
+/// A step that finished, as [`execute_reporting`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished {
+    /// The step.
+    pub step: StepId,
+    /// The id of the machine or volume it made or returned, when it did.
+    pub made: Option<String>,
+}
+
+/// Replaces each `<made by [N]>` in `line` (a plan step's words for a machine or volume made
+/// by step N) with the id that step gave, when it has finished.
+pub fn name_made(line: &str, made: &HashMap<StepId, String>) -> String {
+    made.iter().fold(line.to_string(), |line, (step, id)| {
+        line.replace(&format!("<made by {step}>"), id)
+    })
+}
+
+/// [`execute`], also sending every step as it finishes to `finished` (for a command that
+/// reports each step, like destroy's one line per removal).
 pub async fn execute_reporting(
     client: &Client,
     plan: &Plan,
     options: &Options,
     events: Option<UnboundedSender<Event>>,
-    finished: Option<UnboundedSender<StepId>>,
+    finished: Option<UnboundedSender<Finished>>,
 ) -> Result<Summary, Error> {
     let ctx = Arc::new(Ctx {
         client: client.clone(),
@@ -546,11 +563,16 @@ pub async fn execute_reporting(
                 }
             }
         }
+        if let Some(tx) = &finished {
+            let made = match &output {
+                Output::Machine(m) => Some(m.id.clone()),
+                Output::Volume(v) => Some(v.id.clone()),
+                _ => None,
+            };
+            let _ = tx.send(Finished { step: id, made });
+        }
         done.insert(id, output);
         summary.steps += 1;
-        if let Some(tx) = &finished {
-            let _ = tx.send(id);
-        }
     }
     summary.elapsed = ctx.started.elapsed();
     match first_error {
