@@ -2177,6 +2177,11 @@ async fn server_replace_after_losing_machine_and_volume_and_quorum_refusal_on_gu
     let new = node_machine(&lab, CP_APP, "ctrl-1").await;
     let new_id = new["id"].as_str().expect("id").to_string();
     assert_ne!(new_id, old_id);
+    // The progress lines name the new machine, not the step that made it.
+    assert!(
+        said.contains(&format!("machine {new_id} ")) && !said.contains("<made by"),
+        "{said}"
+    );
     // It joined the survivor ctrl-0: never cluster-init.
     assert_eq!(
         new["config"]["env"]["FKS_BOOTSTRAP_MACHINE_ID"],
@@ -2585,7 +2590,19 @@ async fn upgrade_rolls_servers_one_at_a_time_then_workers_on_guests() {
     assert_eq!(versions, vec![want; 6], "{report:#}");
 
     let before = lab.mutations().await;
-    let again = ["upgrade", dir, allow, "--timeout", "180", "--yes"];
+    // The same build inputs (a re-run must find the image it built, by its digest).
+    let again = [
+        "upgrade",
+        dir,
+        "--k3s-source",
+        "file",
+        next_standin,
+        "--k3s-standin",
+        allow,
+        "--timeout",
+        "180",
+        "--yes",
+    ];
     let out = env.fks(&mut t, &again).await;
     assert_ok("upgrade again", &out, &lab);
     assert_eq!(lab.mutations().await, before, "a converged upgrade mutated");

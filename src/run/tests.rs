@@ -493,3 +493,18 @@ async fn cordon_and_drain_of_an_unregistered_node_are_done_and_delete_failures_a
     .expect_err("delete with --ignore-not-found failing is a real failure");
     assert!(matches!(e, Error::Exec { .. }), "{e:?}");
 }
+
+#[test]
+fn finished_lines_name_what_their_steps_made() {
+    let made = HashMap::from([
+        (StepId(3), "m-new".to_string()),
+        (StepId(2), "vol_1".to_string()),
+    ]);
+    assert_eq!(
+        name_made(
+            "ctrl-1: wait until machine <made by [3]> (volume <made by [2]>) is started, after <made by [4]>",
+            &made
+        ),
+        "ctrl-1: wait until machine m-new (volume vol_1) is started, after <made by [4]>"
+    );
+}
