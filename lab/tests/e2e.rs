@@ -2472,22 +2472,24 @@ async fn upgrade_rolls_servers_one_at_a_time_then_workers_on_guests() {
         .await
         .expect("build thread");
     let next_standin = next_standin.to_str().expect("utf-8 path");
-    let upgrade = [
-        "upgrade",
-        dir,
-        "--k3s-version",
-        NEXT,
-        "--k3s-source",
-        "file",
-        next_standin,
-        "--k3s-standin",
-        allow,
-        "--timeout",
-        "180",
-        "--yes",
-    ];
+    // Both upgrades give the same build inputs (a re-run finds the image it built by digest).
+    let upgrade = |version: &[&'static str]| -> Vec<&str> {
+        let mut args = vec!["upgrade", dir];
+        args.extend(version);
+        args.extend([
+            "--k3s-source",
+            "file",
+            next_standin,
+            "--k3s-standin",
+            allow,
+            "--timeout",
+            "180",
+            "--yes",
+        ]);
+        args
+    };
     let started = Instant::now();
-    let out = env.fks(&mut t, &upgrade).await;
+    let out = env.fks(&mut t, &upgrade(&["--k3s-version", NEXT])).await;
     let wall = started.elapsed();
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let reads = probe.await.expect("probe task");
@@ -2591,19 +2593,7 @@ async fn upgrade_rolls_servers_one_at_a_time_then_workers_on_guests() {
 
     let before = lab.mutations().await;
     // The same build inputs (a re-run must find the image it built, by its digest).
-    let again = [
-        "upgrade",
-        dir,
-        "--k3s-source",
-        "file",
-        next_standin,
-        "--k3s-standin",
-        allow,
-        "--timeout",
-        "180",
-        "--yes",
-    ];
-    let out = env.fks(&mut t, &again).await;
+    let out = env.fks(&mut t, &upgrade(&[])).await;
     assert_ok("upgrade again", &out, &lab);
     assert_eq!(lab.mutations().await, before, "a converged upgrade mutated");
 
