@@ -78,6 +78,10 @@ pub mod meta {
     pub const READY: &str = "fks_ready";
     /// A create's idempotency id (`fks_launch_id=<uuid>`; reference fly-machines-api.md §5).
     pub const LAUNCH_ID: &str = "fks_launch_id";
+    /// Set (`update`) before fks-bootstrap cordons a node for its update and deleted once the
+    /// node is uncordoned again, so a run killed in between leaves a mark the next run finds
+    /// and finishes (it uncordons only nodes it marked, never a node someone else cordoned).
+    pub const CORDONED: &str = "fks_cordoned";
 }
 
 /// App secrets (names only; values never pass through here).

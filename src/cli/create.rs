@@ -449,6 +449,14 @@ pub(super) fn converge(
 /// A scale-down (machines the plan destroys) asks destroy's confirmation unless `--yes`;
 /// without a terminal it is refused before any change.
 fn confirm_removals(config: &Config, plan: &plan::Plan, yes: bool) -> Result<(), super::Error> {
+    // An update cordons and drains too, but removes nothing: only destroys ask.
+    if !plan
+        .steps
+        .iter()
+        .any(|s| matches!(s.action, plan::Action::DestroyMachine { .. }))
+    {
+        return Ok(());
+    }
     let lines: Vec<String> = plan
         .steps
         .iter()

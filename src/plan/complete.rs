@@ -31,6 +31,7 @@ impl Action {
             | Action::UpdateMachine { machine, .. }
             | Action::WaitStarted { machine }
             | Action::MarkReady { machine }
+            | Action::SetMetadata { machine, .. }
             | Action::DestroyMachine { machine }
             | Action::ReadToken { from: machine } => step(&machine.id).into_iter().collect(),
             Action::WaitK3sReadyAgain {
@@ -47,6 +48,7 @@ impl Action {
             | Action::ReadBoot { machine, via }
             | Action::Taint { machine, via }
             | Action::Cordon { machine, via }
+            | Action::Uncordon { machine, via }
             | Action::Drain { machine, via }
             | Action::DeleteNode { machine, via }
             | Action::WaitMemberHealthy { machine, via } => {

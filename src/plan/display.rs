@@ -190,6 +190,21 @@ impl fmt::Display for Action {
                 "cordon k3s node of machine {} (kubectl on {})",
                 machine.id, via.id
             ),
+            Action::Uncordon { machine, via } => write!(
+                f,
+                "uncordon k3s node of machine {} (kubectl on {})",
+                machine.id, via.id
+            ),
+            Action::SetMetadata {
+                machine,
+                key,
+                value: Some(value),
+            } => write!(f, "set metadata {key}={value} on machine {}", machine.id),
+            Action::SetMetadata {
+                machine,
+                key,
+                value: None,
+            } => write!(f, "delete metadata {key} of machine {}", machine.id),
             Action::Drain { machine, via } => write!(
                 f,
                 "drain k3s node of machine {} --ignore-daemonsets --delete-emptydir-data (kubectl on {})",

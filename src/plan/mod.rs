@@ -43,7 +43,8 @@ pub use request::{
 mod tests;
 
 pub use crate::contract::meta::{
-    CLUSTER as META_CLUSTER, NODE as META_NODE, READY as META_READY, ROLE as META_ROLE,
+    CLUSTER as META_CLUSTER, CORDONED as META_CORDONED, NODE as META_NODE, READY as META_READY,
+    ROLE as META_ROLE,
 };
 pub use crate::contract::secret::{file_secret_name, K3S_TOKEN as TOKEN_SECRET};
 /// The number of control-plane servers (embedded etcd wants an odd count; k3s.sh used 3).
@@ -453,7 +454,26 @@ pub enum Action {
         /// The machine.
         machine: MachineRef,
     },
-    /// Mark a node unschedulable (`kubectl cordon`), before its node group shrinks.
+    /// Set (`Some`) or delete (`None`) one metadata key of a machine through the metadata
+    /// endpoint, which makes no new machine version (reference fly-machines-api.md, "Metadata
+    /// writes through the metadata endpoints do not create a new Machine version").
+    SetMetadata {
+        /// The machine.
+        machine: MachineRef,
+        /// The key.
+        key: String,
+        /// The value; `None` deletes the key.
+        value: Option<String>,
+    },
+    /// Mark a node schedulable again (`kubectl uncordon`), after its update.
+    Uncordon {
+        /// The node's machine.
+        machine: MachineRef,
+        /// Where to run kubectl: a started server.
+        via: MachineRef,
+    },
+    /// Mark a node unschedulable (`kubectl cordon`), before its node group shrinks or before
+    /// its update.
     Cordon {
         /// The node's machine (its k3s name is `<id>.vm.<app>.internal`).
         machine: MachineRef,
@@ -537,6 +557,7 @@ impl Action {
                 | Action::SetTokenSecret { .. }
                 | Action::SetFileSecrets { .. }
                 | Action::MarkReady { .. }
+                | Action::SetMetadata { .. }
                 | Action::DestroyMachine { .. }
                 | Action::DeleteVolume { .. }
                 | Action::DeleteSecret { .. }

@@ -258,6 +258,9 @@ struct Steps<'a> {
     statuses: Vec<NodeStatus>,
     /// Existing machines whose config drifted from what a create would send now.
     drifted: Vec<super::update::Drifted>,
+    /// Existing machines a killed update left cordoned (marked `fks_cordoned`) that no
+    /// longer drift.
+    left_cordoned: Vec<super::update::LeftCordoned>,
 }
 
 impl Steps<'_> {
@@ -544,6 +547,12 @@ impl Steps<'_> {
         }
         let config = super::update::desired_config(observed, &planned);
         let changes = super::update::changes(observed, &config);
+        if changes.is_empty() && observed.metadata.contains_key(super::META_CORDONED) {
+            self.left_cordoned.push(super::update::LeftCordoned {
+                name: d.name.clone(),
+                machine: mref.clone(),
+            });
+        }
         if !changes.is_empty() {
             self.drifted.push(super::update::Drifted {
                 name: d.name.clone(),
@@ -681,6 +690,7 @@ pub fn plan(
         nodes: Vec::new(),
         statuses: Vec::new(),
         drifted: Vec::new(),
+        left_cordoned: Vec::new(),
     };
     s.app(state);
     s.group_token(via_cp.as_ref(), needs_join);
@@ -714,9 +724,10 @@ pub fn plan(
         Target::NodeGroup { .. } => Vec::new(),
     };
     let drifted = std::mem::take(&mut s.drifted);
+    let left = std::mem::take(&mut s.left_cordoned);
     let kubelet = super::skew::kubernetes_version(&config.k3s_version);
     let k3s = options.k3s.then_some(kubelet);
-    super::update::rollout(&mut s.b, drifted, &servers, via_cp.as_ref(), k3s);
+    super::update::rollout(&mut s.b, drifted, left, &servers, via_cp.as_ref(), k3s);
     // Phase 11: a lowered NODE_GROUP_SIZE removes the group's highest-index nodes.
     if let Target::NodeGroup { group } = target {
         let via = if options.k3s { via_cp.clone() } else { None };

@@ -886,40 +886,68 @@ fn a_new_image_updates_servers_one_at_a_time_each_ready_and_healthy_before_the_n
     let mut want = Vec::new();
     for n in ["ctrl-0", "ctrl-1", "ctrl-2"] {
         for k in [
+            "SetMetadata",
+            "Cordon",
             "ReadBoot",
             "UpdateMachine",
             "WaitK3sReadyAgain",
             "WaitMemberHealthy",
+            "Uncordon",
+            "SetMetadata",
         ] {
             want.push(format!("{n}:{k}"));
         }
     }
     assert_eq!(kinds(&p), want);
-    assert_eq!(p.mutations(), 3);
-    // Each server's baseline read and update wait for the previous server's member to be
-    // healthy; its Ready wait compares with its own baseline.
+    // Per server: mark, update, unmark.
+    assert_eq!(p.mutations(), 9);
+    // Each server is marked only after the previous one is healthy, uncordoned and unmarked;
+    // it is cordoned before its baseline read, and its Ready wait compares with that read.
+    let steps_of = |node: &str| -> Vec<&Step> {
+        p.steps
+            .iter()
+            .filter(|s| s.node.as_deref() == Some(node))
+            .collect()
+    };
     for (prev, next) in [("ctrl-0", "ctrl-1"), ("ctrl-1", "ctrl-2")] {
+        let prev_steps = steps_of(prev);
+        let unmarked = prev_steps.last().expect("steps").id;
         let healthy = step_of(&p, prev, "WaitMemberHealthy");
+        let uncordon = step_of(&p, prev, "Uncordon");
+        assert_eq!(p.steps[uncordon.0].depends_on, [healthy]);
+        assert_eq!(p.steps[unmarked.0].depends_on, [uncordon]);
+        let marked = steps_of(next)[0].id;
+        assert_eq!(p.steps[marked.0].depends_on, [unmarked]);
+        let cordon = step_of(&p, next, "Cordon");
         let read = step_of(&p, next, "ReadBoot");
         let update = step_of(&p, next, "UpdateMachine");
-        assert_eq!(p.steps[read.0].depends_on, [healthy]);
-        assert_eq!(p.steps[update.0].depends_on, [healthy, read]);
+        assert_eq!(p.steps[cordon.0].depends_on, [marked]);
+        assert_eq!(p.steps[read.0].depends_on, [cordon]);
+        assert_eq!(p.steps[update.0].depends_on, [read]);
         match &p.steps[step_of(&p, next, "WaitK3sReadyAgain").0].action {
             Action::WaitK3sReadyAgain { before, .. } => assert_eq!(*before, read),
             other => panic!("{other:?}"),
         }
     }
-    // The new config is the old one with the new image only.
+    // The new config is the old one with the new image, and the cordon mark so a run killed
+    // after the update still finds it; only the image shows as a change.
     for s in &p.steps {
         if let Action::UpdateMachine {
             config, changes, ..
         } = &s.action
         {
             assert_eq!(config.image, NEXT);
+            assert_eq!(
+                config.metadata.get(META_CORDONED).map(String::as_str),
+                Some("update")
+            );
             assert_eq!(changes.len(), 1, "{changes:?}");
             assert_eq!(changes[0].field, "image");
         }
     }
+    let text = p.to_string();
+    assert!(text.contains("set metadata fks_cordoned=update on machine m0"), "{text}");
+    assert!(text.contains("delete metadata fks_cordoned of machine m0"), "{text}");
     // Waits after ctrl-0's reboot ask another server.
     match &p.steps[step_of(&p, "ctrl-0", "WaitK3sReadyAgain").0].action {
         Action::WaitK3sReadyAgain { via, .. } => assert_eq!(via.id, Ref::Known("m1".into())),
@@ -946,23 +974,62 @@ fn a_bigger_worker_guest_updates_workers_in_batches_each_ready_before_the_next()
     let names: Vec<String> = (0..4).map(|i| format!("worker-ng-a-{i}")).collect();
     let t = Target::node_group("a").expect("name");
     let p = plan(&config, &t, &state, &options(&names, Some(3), true)).expect("plan");
-    assert_eq!(p.mutations(), 4, "{p}");
-    let first: Vec<StepId> = (0..3)
-        .map(|i| step_of(&p, &format!("worker-ng-a-{i}"), "UpdateMachine"))
-        .collect();
-    for (i, s) in first.iter().enumerate() {
-        let read = step_of(&p, &format!("worker-ng-a-{i}"), "ReadBoot");
-        assert_eq!(p.steps[s.0].depends_on, [read], "{p}");
+    // Per worker: mark, update, unmark.
+    assert_eq!(p.mutations(), 12, "{p}");
+    // Each worker: marked, drained (not a bare cordon: its pods are evicted, honouring
+    // PodDisruptionBudgets), its boot read, updated, Ready again, uncordoned, unmarked.
+    let worker = |i: usize| -> Vec<String> {
+        let node = format!("worker-ng-a-{i}");
+        kinds(&p)
+            .into_iter()
+            .filter_map(|k| k.strip_prefix(&format!("{node}:")).map(str::to_string))
+            .collect()
+    };
+    for i in 0..4 {
+        assert_eq!(
+            worker(i),
+            [
+                "SetMetadata",
+                "Drain",
+                "ReadBoot",
+                "UpdateMachine",
+                "WaitK3sReadyAgain",
+                "Uncordon",
+                "SetMetadata"
+            ],
+            "{p}"
+        );
     }
-    let readies: Vec<StepId> = (0..3)
-        .map(|i| step_of(&p, &format!("worker-ng-a-{i}"), "WaitK3sReadyAgain"))
+    for i in 0..3 {
+        let node = format!("worker-ng-a-{i}");
+        let read = step_of(&p, &node, "ReadBoot");
+        let update = step_of(&p, &node, "UpdateMachine");
+        assert_eq!(p.steps[update.0].depends_on, [read], "{p}");
+        // The first batch starts at once.
+        let marked = p
+            .steps
+            .iter()
+            .find(|s| s.node.as_deref() == Some(node.as_str()))
+            .expect("steps");
+        assert!(marked.depends_on.is_empty(), "{p}");
+    }
+    // The fourth worker waits for the whole first batch: back, uncordoned and unmarked.
+    let unmarked: Vec<StepId> = (0..3)
+        .map(|i| {
+            p.steps
+                .iter()
+                .rev()
+                .find(|s| s.node.as_deref() == Some(format!("worker-ng-a-{i}").as_str()))
+                .expect("steps")
+                .id
+        })
         .collect();
-    let last_read = step_of(&p, "worker-ng-a-3", "ReadBoot");
-    assert_eq!(p.steps[last_read.0].depends_on, readies);
-    let last = step_of(&p, "worker-ng-a-3", "UpdateMachine");
-    let mut want = readies.clone();
-    want.push(last_read);
-    assert_eq!(p.steps[last.0].depends_on, want);
+    let fourth = p
+        .steps
+        .iter()
+        .find(|s| s.node.as_deref() == Some("worker-ng-a-3"))
+        .expect("steps");
+    assert_eq!(fourth.depends_on, unmarked, "{p}");
     // No etcd wait for agents.
     assert!(!kinds(&p).iter().any(|k| k.ends_with("WaitMemberHealthy")));
 }
@@ -989,7 +1056,49 @@ fn the_dry_run_shows_each_changed_field_and_never_a_private_file() {
         "{text}"
     );
     assert!(!text.contains(HOST_KEY), "{text}");
-    assert_eq!(p.mutations(), 3);
+    assert_eq!(p.mutations(), 9);
+}
+
+#[test]
+fn a_node_a_killed_update_left_cordoned_is_uncordoned_and_unmarked_and_no_other() {
+    let mut state = converged_cp(true);
+    // ctrl-1 carries the mark: a run was killed after its update, before its uncordon.
+    // ctrl-2 was cordoned by someone else (no mark): left alone.
+    let m1 = state
+        .machines
+        .iter_mut()
+        .find(|m| m.id == "m1")
+        .expect("m1");
+    m1.config
+        .as_mut()
+        .expect("config")
+        .metadata
+        .insert(META_CORDONED.into(), "update".into());
+    let p = plan(
+        &lab_config(),
+        &cp(),
+        &state,
+        &options(&cp_names(), Some(3), true),
+    )
+    .expect("plan");
+    assert_eq!(kinds(&p), ["ctrl-1:Uncordon", "ctrl-1:SetMetadata"], "{p}");
+    assert_eq!(p.mutations(), 1);
+    match &p.steps[0].action {
+        Action::Uncordon { machine, via } => {
+            assert_eq!(machine.id, Ref::Known("m1".into()));
+            assert_ne!(via.id, machine.id);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Machines only: nothing to uncordon with.
+    let p = plan(
+        &lab_config(),
+        &cp(),
+        &state,
+        &options(&cp_names(), Some(3), false),
+    )
+    .expect("plan");
+    assert!(p.is_empty(), "{p}");
 }
 
 /// `v1.<minor + by>.0+k3s1` from the lab config's version.
@@ -1007,7 +1116,7 @@ fn a_k3s_version_one_minor_up_rolls_the_servers_and_two_up_or_one_down_is_refuse
     let mut o = options(&cp_names(), Some(3), true);
     o.image = NEXT.to_string();
     let p = plan(&config, &cp(), &state, &o).expect("one minor up");
-    assert_eq!(p.mutations(), 3, "{p}");
+    assert_eq!(p.mutations(), 9, "{p}");
     let text = p.to_string();
     assert!(
         text.contains("image: ") && text.contains(&format!("file {CLUSTER_CONFIG_PATH}")),

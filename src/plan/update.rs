@@ -4,9 +4,13 @@
 //! new config (Fly's update replaces the config, there is no patch: reference
 //! fly-machines-api.md §8.6) and the list of [`Change`]s the `--dry-run` prints.
 //!
-//! The rollout order is planned here too: servers one at a time, each updated under a lease,
-//! started again, its k3s node Ready and its etcd member a healthy voter before the next;
-//! workers in batches of [`WORKER_BATCH`], each batch back Ready before the next one starts.
+//! The rollout order is planned here too: servers one at a time, each cordoned, updated under a
+//! lease, started again, its k3s node Ready on the new version and its etcd member a healthy
+//! voter, then uncordoned, before the next; workers in batches of [`WORKER_BATCH`], each
+//! drained first (evictions honour PodDisruptionBudgets) and the batch back Ready and
+//! uncordoned before the next one starts. A node is marked ([`META_CORDONED`]) before it is
+//! cordoned and unmarked after it is uncordoned, so a run killed in between is finished by the
+//! next (a node someone else cordoned is never uncordoned).
 //!
 //! Pure: no I/O. Must not: put a secret value into a [`Change`] (file contents are described,
 //! never shown; env never holds a secret, see [`super::Options::extra_env`]).
@@ -18,7 +22,7 @@ use base64::Engine;
 
 use super::{
     Action, Builder, MachineRef, Role, StepId, CLUSTER_CONFIG_PATH, ENV_BOOTSTRAP_MACHINE_ID,
-    ENV_ZONE,
+    ENV_ZONE, META_CORDONED,
 };
 use crate::fly::types::{MachineConfig, MachineFile, MachineGuest, MachineInit, MachineRestart};
 
@@ -283,49 +287,49 @@ fn sinks(b: &Builder) -> Vec<StepId> {
         .collect()
 }
 
-/// The rollout of `drifted` (in the plan's node order: bootstrap server first), after every
-/// step planned so far. Servers one at a time: the node's boot id and last heartbeat read,
-/// the update (under a lease, waiting for the new version started), k3s Ready from the new
-/// boot and the etcd member healthy, asked on another server when there is one; then the
-/// next. Agents in batches of [`WORKER_BATCH`]: a batch's reads and updates, then their
-/// Ready-from-the-new-boot waits through `via_cp`, then the next batch. `k3s` is the
-/// Kubernetes version every updated node must then report (`None`: no k3s steps, only the
-/// machine waits remain).
-pub(super) fn rollout(
+/// A node fks-bootstrap cordoned for an update that was not uncordoned (its machine carries
+/// [`META_CORDONED`]: the run was killed after the update), and whose config no longer drifts.
+#[derive(Debug, Clone)]
+pub(super) struct LeftCordoned {
+    /// The node.
+    pub name: String,
+    /// Its machine.
+    pub machine: MachineRef,
+}
+
+/// What marks, cordons and (for agents) drains a node before its update, and uncordons and
+/// unmarks it after: [`META_CORDONED`] set before the cordon and carried in the updated config,
+/// so a run killed anywhere in between leaves a mark the next run finishes from.
+fn mark(b: &mut Builder, name: &str, machine: &MachineRef, on: bool, deps: Vec<StepId>) -> StepId {
+    b.push(
+        Some(name),
+        Action::SetMetadata {
+            machine: machine.clone(),
+            key: META_CORDONED.to_string(),
+            value: on.then(|| CORDONED_FOR.to_string()),
+        },
+        deps,
+    )
+}
+
+/// The value of [`META_CORDONED`] while a node is cordoned for its update.
+pub const CORDONED_FOR: &str = "update";
+
+/// Pushes one node's update after `deps`: mark, cordon (a server; its workloads are critical
+/// addons only) or drain (an agent: evictions honour PodDisruptionBudgets), read its boot,
+/// update under a lease, wait Ready from the new boot on `kubelet`, [the etcd member healthy,
+/// for a server], uncordon, unmark. Without `k3s` only the update. Returns the step the next
+/// node waits for.
+fn update_node(
     b: &mut Builder,
-    drifted: Vec<Drifted>,
-    servers: &[MachineRef],
-    via_cp: Option<&MachineRef>,
+    d: Drifted,
+    via: Option<&MachineRef>,
     k3s: Option<&str>,
-) {
-    if drifted.is_empty() {
-        return;
-    }
-    let mut after: Vec<StepId> = sinks(b);
-    let (srv, agents): (Vec<Drifted>, Vec<Drifted>) =
-        drifted.into_iter().partition(|d| d.role != Role::Agent);
-    for d in srv {
-        let name = d.name.as_str();
-        // Ask a server that is not the one rebooted when there is one.
-        let via = servers
-            .iter()
-            .find(|s| s.id != d.machine.id)
-            .unwrap_or(&d.machine)
-            .clone();
-        let mut deps = after.clone();
-        deps.extend(d.started);
-        let read = k3s.is_some().then(|| {
-            b.push(
-                Some(name),
-                Action::ReadBoot {
-                    machine: d.machine.clone(),
-                    via: via.clone(),
-                },
-                deps.clone(),
-            )
-        });
-        deps.extend(read);
-        let update = b.push(
+    deps: Vec<StepId>,
+) -> StepId {
+    let name = d.name.as_str();
+    let (Some(via), Some(kubelet)) = (via, k3s) else {
+        return b.push(
             Some(name),
             Action::UpdateMachine {
                 machine: d.machine.clone(),
@@ -334,70 +338,130 @@ pub(super) fn rollout(
             },
             deps,
         );
-        after = vec![update];
-        let (Some(before), Some(kubelet)) = (read, k3s) else {
-            continue;
-        };
-        let ready = b.push(
-            Some(name),
-            Action::WaitK3sReadyAgain {
-                machine: d.machine.clone(),
-                via: via.clone(),
-                before,
-                kubelet: kubelet.to_string(),
-            },
-            vec![update],
-        );
-        let healthy = b.push(
+    };
+    let marked = mark(b, name, &d.machine, true, deps);
+    let unschedulable = if d.role == Role::Agent {
+        Action::Drain {
+            machine: d.machine.clone(),
+            via: via.clone(),
+        }
+    } else {
+        Action::Cordon {
+            machine: d.machine.clone(),
+            via: via.clone(),
+        }
+    };
+    let cordoned = b.push(Some(name), unschedulable, vec![marked]);
+    let read = b.push(
+        Some(name),
+        Action::ReadBoot {
+            machine: d.machine.clone(),
+            via: via.clone(),
+        },
+        vec![cordoned],
+    );
+    let mut config = d.config;
+    config
+        .metadata
+        .insert(META_CORDONED.to_string(), CORDONED_FOR.to_string());
+    let update = b.push(
+        Some(name),
+        Action::UpdateMachine {
+            machine: d.machine.clone(),
+            config: Box::new(config),
+            changes: d.changes,
+        },
+        vec![read],
+    );
+    let mut back = b.push(
+        Some(name),
+        Action::WaitK3sReadyAgain {
+            machine: d.machine.clone(),
+            via: via.clone(),
+            before: read,
+            kubelet: kubelet.to_string(),
+        },
+        vec![update],
+    );
+    if d.role != Role::Agent {
+        back = b.push(
             Some(name),
             Action::WaitMemberHealthy {
                 machine: d.machine.clone(),
-                via,
+                via: via.clone(),
             },
-            vec![ready],
+            vec![back],
         );
-        after = vec![healthy];
+    }
+    let uncordoned = b.push(
+        Some(name),
+        Action::Uncordon {
+            machine: d.machine.clone(),
+            via: via.clone(),
+        },
+        vec![back],
+    );
+    mark(b, name, &d.machine, false, vec![uncordoned])
+}
+
+/// The rollout of `drifted` (in the plan's node order: bootstrap server first), after every
+/// step planned so far. Servers one at a time, each through [`update_node`] with kubectl on
+/// another server when there is one; then agents in batches of [`WORKER_BATCH`] through
+/// `via_cp`, each batch back before the next. `k3s` is the Kubernetes version every updated
+/// node must then report (`None`: no k3s steps, only the updates). `left` (nodes a killed run
+/// left cordoned) are uncordoned and unmarked at once.
+pub(super) fn rollout(
+    b: &mut Builder,
+    drifted: Vec<Drifted>,
+    left: Vec<LeftCordoned>,
+    servers: &[MachineRef],
+    via_cp: Option<&MachineRef>,
+    k3s: Option<&str>,
+) {
+    // Another server when there is one: the rebooted one cannot answer for itself.
+    let via_for = |machine: &MachineRef| -> Option<MachineRef> {
+        servers
+            .iter()
+            .find(|s| s.id != machine.id)
+            .or(via_cp)
+            .or(servers.first())
+            .cloned()
+    };
+    if k3s.is_some() {
+        for l in left {
+            let Some(via) = via_for(&l.machine) else {
+                continue;
+            };
+            let name = l.name.as_str();
+            let uncordoned = b.push(
+                Some(name),
+                Action::Uncordon {
+                    machine: l.machine.clone(),
+                    via,
+                },
+                Vec::new(),
+            );
+            mark(b, name, &l.machine, false, vec![uncordoned]);
+        }
+    }
+    if drifted.is_empty() {
+        return;
+    }
+    let mut after: Vec<StepId> = sinks(b);
+    let (srv, agents): (Vec<Drifted>, Vec<Drifted>) =
+        drifted.into_iter().partition(|d| d.role != Role::Agent);
+    for d in srv {
+        let via = via_for(&d.machine);
+        let mut deps = after.clone();
+        deps.extend(d.started);
+        after = vec![update_node(b, d, via.as_ref(), k3s, deps)];
     }
     for batch in agents.chunks(WORKER_BATCH) {
         let mut done = Vec::new();
         for d in batch {
-            let name = d.name.as_str();
-            let via = via_cp.filter(|_| k3s.is_some());
             let mut deps = after.clone();
             deps.extend(d.started);
-            let read = via.map(|via| {
-                b.push(
-                    Some(name),
-                    Action::ReadBoot {
-                        machine: d.machine.clone(),
-                        via: via.clone(),
-                    },
-                    deps.clone(),
-                )
-            });
-            deps.extend(read);
-            let update = b.push(
-                Some(name),
-                Action::UpdateMachine {
-                    machine: d.machine.clone(),
-                    config: Box::new(d.config.clone()),
-                    changes: d.changes.clone(),
-                },
-                deps,
-            );
-            match (via, read, k3s) {
-                (Some(via), Some(before), Some(kubelet)) => done.push(b.push(
-                    Some(name),
-                    Action::WaitK3sReadyAgain {
-                        machine: d.machine.clone(),
-                        via: via.clone(),
-                        before,
-                        kubelet: kubelet.to_string(),
-                    },
-                    vec![update],
-                )),
-                _ => done.push(update),
-            }
+            done.push(update_node(b, d.clone(), via_cp, k3s, deps));
         }
         after = done;
     }

@@ -245,6 +245,14 @@ pub fn cordon_command(node: &str) -> Vec<String> {
         .collect()
 }
 
+/// `k3s kubectl uncordon NAME`: marks the node schedulable again.
+pub fn uncordon_command(node: &str) -> Vec<String> {
+    ["k3s", "kubectl", "uncordon", node]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
 /// How long one drain call may evict before kubectl gives up; the run calls it again until
 /// its own deadline. Under the 60 s a Machines API call may block (reference
 /// fly-machines-api.md §2.3.1, the proxy limit; the exec endpoint's own limit is not stated).

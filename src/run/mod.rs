@@ -913,6 +913,42 @@ async fn run_step(ctx: &Ctx, node: &str, action: Action, inputs: Inputs) -> Resu
             }
             Ok(Output::Done)
         }
+        Action::Uncordon { machine, via } => {
+            let (app, machine) = inputs.machine(&machine)?;
+            let via = inputs.machine(&via)?;
+            let k3s_node = k3s::k3s_node_name(&machine, &app);
+            let req = exec_request(k3s::uncordon_command(&k3s_node));
+            let out = c
+                .exec(&via.0, &via.1, &req)
+                .await
+                .map_err(fly_err(format!("node {node}: uncordoning {k3s_node}")))?;
+            if out.exit_code != 0 {
+                return Err(exec_failed(node, via.1, "k3s kubectl uncordon", &out));
+            }
+            Ok(Output::Done)
+        }
+        Action::SetMetadata {
+            machine,
+            key,
+            value,
+        } => {
+            let (app, id) = inputs.machine(&machine)?;
+            match value {
+                Some(value) => c
+                    .set_metadata(&app, &id, &key, &value)
+                    .await
+                    .map_err(fly_err(format!(
+                        "node {node}: setting {key}={value} on machine {id}"
+                    )))?,
+                None => c
+                    .delete_metadata(&app, &id, &key)
+                    .await
+                    .map_err(fly_err(format!(
+                        "node {node}: deleting {key} of machine {id}"
+                    )))?,
+            }
+            Ok(Output::Done)
+        }
         Action::Drain { machine, via } => {
             let (app, machine) = inputs.machine(&machine)?;
             let via = inputs.machine(&via)?;
