@@ -422,6 +422,8 @@ struct K8sNode {
     taints: Vec<(String, String, String)>,
     /// `status.nodeInfo.kubeletVersion`.
     kubelet: String,
+    /// `spec.unschedulable` (cordoned).
+    unschedulable: bool,
 }
 
 fn parse_nodes(json: &str) -> Vec<K8sNode> {
@@ -457,6 +459,7 @@ fn parse_nodes(json: &str) -> Vec<K8sNode> {
                 .as_str()
                 .unwrap_or("")
                 .to_string(),
+            unschedulable: n["spec"]["unschedulable"].as_bool().unwrap_or(false),
         })
         .collect()
 }
@@ -2353,6 +2356,8 @@ async fn server_replace_after_losing_machine_and_volume_and_quorum_refusal_on_gu
 struct Probe {
     at: Instant,
     servers_ready: Option<usize>,
+    /// The nodes this read showed unschedulable (cordoned).
+    cordoned: Vec<String>,
     /// kubectl's first stderr line when it got no answer.
     error: String,
 }
@@ -2434,16 +2439,24 @@ async fn upgrade_rolls_servers_one_at_a_time_then_workers_on_guests() {
                 )
                 .await;
                 t.outputs.clear();
-                let servers_ready = (out.status.code() == Some(0)).then(|| {
-                    parse_nodes(&text(&out.stdout))
+                let nodes = (out.status.code() == Some(0)).then(|| parse_nodes(&text(&out.stdout)));
+                let servers_ready = nodes.as_ref().map(|nodes| {
+                    nodes
                         .iter()
                         .filter(|n| n.name.ends_with(&server_suffix) && n.ready)
                         .count()
                 });
+                let cordoned = nodes
+                    .iter()
+                    .flatten()
+                    .filter(|n| n.unschedulable)
+                    .map(|n| n.name.clone())
+                    .collect();
                 let error = text(&out.stderr).lines().next().unwrap_or("").to_string();
                 reads.push(Probe {
                     at: Instant::now(),
                     servers_ready,
+                    cordoned,
                     error,
                 });
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -2580,6 +2593,23 @@ async fn upgrade_rolls_servers_one_at_a_time_then_workers_on_guests() {
         |n| n.len() == 6 && n.iter().all(|n| n.ready && n.kubelet == want),
     )
     .await;
+    // Nodes were cordoned (servers) or drained (workers) for their update, and every one is
+    // schedulable again, with no cordon mark left on its machine.
+    let seen: BTreeSet<&String> = reads.iter().flat_map(|r| &r.cordoned).collect();
+    eprintln!("figure: nodes the probe saw cordoned during the upgrade: {seen:?}");
+    assert!(!seen.is_empty(), "the probe never saw a node cordoned");
+    let out = kubectl(&mut t, &kubeconfig, &hosts, &["get", "nodes", "-o", "json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let nodes = parse_nodes(&text(&out.stdout));
+    assert!(nodes.iter().all(|n| !n.unschedulable), "{nodes:#?}");
+    for app in [CP_APP, GROUP_APP] {
+        for m in lab.machines(app).await {
+            assert!(
+                m["config"]["metadata"]["fks_cordoned"].is_null(),
+                "{app}: {m}"
+            );
+        }
+    }
     let out = env.fks(&mut t, &["status", dir, "--json"]).await;
     assert_ok("status --json", &out, &lab);
     let report: Value = serde_json::from_slice(&out.stdout).expect("status json");

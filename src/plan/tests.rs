@@ -946,8 +946,14 @@ fn a_new_image_updates_servers_one_at_a_time_each_ready_and_healthy_before_the_n
         }
     }
     let text = p.to_string();
-    assert!(text.contains("set metadata fks_cordoned=update on machine m0"), "{text}");
-    assert!(text.contains("delete metadata fks_cordoned of machine m0"), "{text}");
+    assert!(
+        text.contains("set metadata fks_cordoned=update on machine m0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("delete metadata fks_cordoned of machine m0"),
+        "{text}"
+    );
     // Waits after ctrl-0's reboot ask another server.
     match &p.steps[step_of(&p, "ctrl-0", "WaitK3sReadyAgain").0].action {
         Action::WaitK3sReadyAgain { via, .. } => assert_eq!(via.id, Ref::Known("m1".into())),
