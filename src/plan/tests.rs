@@ -1080,13 +1080,7 @@ fn a_node_a_killed_update_left_cordoned_is_uncordoned_and_unmarked_and_no_other(
         .expect("config")
         .metadata
         .insert(META_CORDONED.into(), "update".into());
-    let p = plan(
-        &lab_config(),
-        &cp(),
-        &state,
-        &options(&cp_names(), Some(3), true),
-    )
-    .expect("plan");
+    let p = lab_cp_plan(&state, true);
     assert_eq!(kinds(&p), ["ctrl-1:Uncordon", "ctrl-1:SetMetadata"], "{p}");
     assert_eq!(p.mutations(), 1);
     match &p.steps[0].action {
@@ -1097,14 +1091,19 @@ fn a_node_a_killed_update_left_cordoned_is_uncordoned_and_unmarked_and_no_other(
         other => panic!("{other:?}"),
     }
     // Machines only: nothing to uncordon with.
-    let p = plan(
+    assert!(lab_cp_plan(&state, false).is_empty());
+}
+
+/// The lab config's control-plane plan over `state` in 3 zones, with or
+/// without k3s steps.
+fn lab_cp_plan(state: &State, k3s: bool) -> Plan {
+    plan(
         &lab_config(),
         &cp(),
-        &state,
-        &options(&cp_names(), Some(3), false),
+        state,
+        &options(&cp_names(), Some(3), k3s),
     )
-    .expect("plan");
-    assert!(p.is_empty(), "{p}");
+    .expect("plan")
 }
 
 /// `v1.<minor + by>.0+k3s1` from the lab config's version.

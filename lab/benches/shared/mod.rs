@@ -317,10 +317,13 @@ fn bucket_of(a: &Action) -> Option<(Bucket, String)> {
         Action::SetTokenSecret { app, .. } | Action::SetFileSecrets { app, .. } => {
             Some((Bucket::Secrets, app.clone()))
         }
-        Action::MarkReady { machine } => Some((Bucket::Metadata, machine_key(machine))),
+        Action::MarkReady { machine } | Action::SetMetadata { machine, .. } => {
+            Some((Bucket::Metadata, machine_key(machine)))
+        }
         // Removal, replacement and update steps: the benchmarks time create plans only,
         // which never hold them.
         Action::Cordon { .. }
+        | Action::Uncordon { .. }
         | Action::UpdateMachine { .. }
         | Action::ReadBoot { .. }
         | Action::WaitK3sReadyAgain { .. }
