@@ -245,6 +245,10 @@ async fn create_builds_pushes_and_pins_the_image_and_a_rerun_pushes_and_creates_
         .as_str()
         .expect("k3s label")
         .starts_with("stand-in"));
+    assert_eq!(
+        info["Labels"]["fks-bootstrap.kubernetes.version"],
+        "v1.33.7"
+    );
 
     // Warm: nothing pushed, nothing created, the same digest.
     let registry_before = env.storage();
@@ -280,6 +284,31 @@ async fn create_builds_pushes_and_pins_the_image_and_a_rerun_pushes_and_creates_
         assert_eq!(image_of(m), pinned, "worker {}", m.id);
     }
     assert_eq!(env.storage(), registry_before, "-a pushed again");
+
+    // That image as IMAGE of a config one minor up: its label says v1.33.7, so the run stops
+    // before anything changes (an upgrade would otherwise wait in vain for v1.34.1 nodes).
+    let next = env.cluster(&[format!("IMAGE={pinned}")]);
+    let config = std::fs::read_to_string(next.join("config")).expect("config");
+    assert!(config.contains("K3S_VERSION=\"v1.33.7+k3s1\""), "{config}");
+    std::fs::write(
+        next.join("config"),
+        config.replace(
+            "K3S_VERSION=\"v1.33.7+k3s1\"",
+            "K3S_VERSION=\"v1.34.1+k3s1\"",
+        ),
+    )
+    .expect("config");
+    let before = env.mutations().await;
+    let out = env.fks(&["-c", next.to_str().expect("utf8")]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(&format!(
+            "IMAGE {pinned} runs Kubernetes v1.33.7 (its label fks-bootstrap.kubernetes.version), but K3S_VERSION is v1.34.1+k3s1"
+        )),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(env.mutations().await, before, "refused, yet mutated");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -168,6 +168,14 @@ pub enum Error {
         node: String,
         other: String,
     },
+    /// `IMAGE` was built for another Kubernetes version than `K3S_VERSION` (its label says).
+    #[error("IMAGE {reference} runs Kubernetes {image} (its label {label}), but K3S_VERSION is {k3s_version}: build the image of that version (fks-bootstrap image build CLUSTER_DIR --push) and set IMAGE to it, or remove IMAGE so the cluster's own image is built")]
+    ImageVersion {
+        reference: String,
+        label: &'static str,
+        image: String,
+        k3s_version: String,
+    },
     /// `IMAGE` could not be resolved to a digest.
     #[error("resolving IMAGE {reference} through registry {registry}")]
     Resolve {
@@ -216,6 +224,7 @@ impl Error {
             | Error::Build { source, .. }
             | Error::Lookup { source, .. }
             | Error::Push { source, .. } => source.is_usage(),
+            Error::ImageVersion { .. } => true,
             Error::App { .. } | Error::ControlPlaneImages { .. } => false,
         }
     }
@@ -238,7 +247,7 @@ pub fn pin(reference: &oci_client::Reference, digest: &str) -> String {
 pub async fn ensure(config: &Config, inputs: &Inputs, fly: &fly::Client) -> Result<Image, Error> {
     let client = registry::client(&inputs.settings);
     if let Some(configured) = &config.image {
-        return resolve(configured, &inputs.settings, &client).await;
+        return resolve(configured, &config.k3s_version, &inputs.settings, &client).await;
     }
     let build_error = |source| Error::Build {
         cluster: config.cluster_name.clone(),
@@ -313,9 +322,14 @@ pub async fn ensure(config: &Config, inputs: &Inputs, fly: &fly::Client) -> Resu
 }
 
 /// Resolves the configured `IMAGE` to its digest through its own registry (the cluster's
-/// credentials only when it is on the cluster's registry).
+/// credentials only when it is on the cluster's registry), and refuses it when its
+/// [`super::LABEL_KUBERNETES_VERSION`] names another Kubernetes version than `k3s_version`
+/// (nodes would run, and an upgrade would wait in vain for, the wrong version). An image
+/// without that label (not built by fks-bootstrap) is taken as it is; one whose labels cannot
+/// be read is too, with a warning.
 async fn resolve(
     configured: &str,
+    k3s_version: &str,
     settings: &Settings,
     client: &oci_client::Client,
 ) -> Result<Image, Error> {
@@ -340,6 +354,26 @@ async fn resolve(
                 },
             )
         })?;
+    let pinned_ref = reference.clone_with_digest(digest.clone());
+    match registry::labels(client, &pinned_ref, &settings.auth_for(&reference)).await {
+        Ok(labels) => {
+            let want = crate::plan::skew::kubernetes_version(k3s_version);
+            if let Some(image) = labels.get(super::LABEL_KUBERNETES_VERSION) {
+                if image != want {
+                    return Err(Error::ImageVersion {
+                        reference: configured.to_string(),
+                        label: super::LABEL_KUBERNETES_VERSION,
+                        image: image.clone(),
+                        k3s_version: k3s_version.to_string(),
+                    });
+                }
+            }
+        }
+        Err(e) => eprintln!(
+            "fks-bootstrap: warning: could not read the labels of IMAGE {configured} ({}); its Kubernetes version is not checked against K3S_VERSION",
+            crate::errors::chain(&e)
+        ),
+    }
     Ok(Image {
         reference: configured.to_string(),
         pinned: pin(&reference, &digest),

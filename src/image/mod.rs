@@ -40,6 +40,9 @@ pub const LABEL_SHA256: &str = "fks-bootstrap.sha256";
 pub const LABEL_K3S: &str = "fks-bootstrap.k3s";
 /// Label: the k3s version (real k3s only).
 pub const LABEL_K3S_VERSION: &str = "fks-bootstrap.k3s.version";
+/// Label: the Kubernetes version the k3s inside runs (`v1.33.7`; the stand-in's too, since it
+/// imitates one), what `-c`/`-a` check a configured `IMAGE` against `K3S_VERSION`.
+pub const LABEL_KUBERNETES_VERSION: &str = "fks-bootstrap.kubernetes.version";
 /// Label: sha256 of the k3s binary inside.
 pub const LABEL_K3S_SHA256: &str = "fks-bootstrap.k3s.sha256";
 /// Label: what verified the k3s binary.
@@ -322,6 +325,11 @@ pub async fn build(
     labels.insert(LABEL_SHA256.to_string(), fks_sha);
     labels.insert(LABEL_K3S_SHA256.to_string(), k3s.sha256.clone());
     labels.insert(LABEL_CA.to_string(), ca_label);
+    let (k3s::Kind::Real { version, .. } | k3s::Kind::Standin { version }) = &k3s.kind;
+    labels.insert(
+        LABEL_KUBERNETES_VERSION.to_string(),
+        crate::plan::skew::kubernetes_version(version).to_string(),
+    );
     match &k3s.kind {
         k3s::Kind::Real {
             version,

@@ -457,6 +457,32 @@ fn short(digest: &str) -> &str {
     digest.get(..19).unwrap_or(digest)
 }
 
+/// The labels of image `reference` (its config's `config.Labels`; an index is resolved to its
+/// linux/amd64 image by the client).
+pub async fn labels(
+    client: &Client,
+    reference: &Reference,
+    auth: &RegistryAuth,
+) -> Result<std::collections::BTreeMap<String, String>> {
+    let name = reference.whole();
+    let (_, _, config) = client
+        .pull_manifest_and_config(reference, auth)
+        .await
+        .map_err(|e| classify("reading the image config of", &name, None, e))?;
+    let config: serde_json::Value =
+        serde_json::from_str(&config).map_err(|e| Error::BadDocument {
+            reference: name.clone(),
+            what: "the config",
+            reason: format!("not JSON: {e}"),
+        })?;
+    Ok(config["config"]["Labels"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+        .collect())
+}
+
 /// Whether the image `reference` (by tag or digest) exists, for callers that skip pushes.
 pub async fn manifest_digest(
     client: &Client,
