@@ -272,6 +272,7 @@ async fn bench() {
     // The config the cluster runs (K3S_VERSION moves with the upgrade).
     let mut config = cp_config.clone();
     let cp = Target::control_plane(0).expect("cp target");
+    let mut upgrade = None;
     let control_plane = run_case(&lab, &config, &cp, &keys).await;
     println!("  -c (3 servers):        {:.1?}", control_plane.wall);
     if cases.create_100 {
@@ -297,6 +298,7 @@ async fn bench() {
             let up_group = run_case(&lab, &group_config(&config, WORKERS_100), &g100, &keys).await;
             assert_updates_all(&up_group, WORKERS_100 as usize);
             println!("  upgrade w97 (97 workers): {:.1?}", up_group.wall);
+            upgrade = Some(rows.len());
             rows.push(Row {
                 case: "upgrade (100 nodes)".into(),
                 runs: vec![up_cp, up_group],
@@ -348,6 +350,9 @@ async fn bench() {
         fks_bootstrap::plan::update::WORKER_BATCH
     );
 
+    if let Some(i) = upgrade {
+        explain_upgrade(&rows[i]);
+    }
     // What the 500-node bound is made of, and how it grows with slower volume creates.
     if let Some(i) = group_500 {
         explain_500(&rows[i].runs[0]);
@@ -355,6 +360,43 @@ async fn bench() {
 
     let _ = tx.send(());
     server.await.expect("lab task").expect("lab run");
+}
+
+/// The longest chain of updates in `plan`, each waiting for the one before: servers one at a
+/// time count one each, a batch of workers one.
+fn update_rounds(plan: &Plan) -> usize {
+    let mut depth = vec![0usize; plan.steps.len()];
+    for s in &plan.steps {
+        let before = s.depends_on.iter().map(|d| depth[d.0]).max().unwrap_or(0);
+        let own = usize::from(matches!(s.action, Action::UpdateMachine { .. }));
+        depth[s.id.0] = before + own;
+    }
+    depth.into_iter().max().unwrap_or(0)
+}
+
+/// What the upgrade's bound is made of, and what the worker batches cost.
+fn explain_upgrade(row: &Row) {
+    let rounds: Vec<usize> = row.runs.iter().map(|m| update_rounds(&m.plan)).collect();
+    let unbatched: Vec<usize> = row
+        .runs
+        .iter()
+        .map(|m| update_rounds(&without_worker_batches(&m.plan)))
+        .collect();
+    let total: usize = rounds.iter().sum();
+    println!(
+        "upgrade: each update waits for the previous round (servers {} one at a time, then \
+         {} batches of <= {} workers), so LB ~ {total} x update until started ({:?}) = {:.1} s; \
+         Fly's per-machine buckets alone (an update takes one Lease, Update, Wait and Get \
+         token of its own machine) would allow {} rounds = {:.1} s: the batches cost {:.1} s.",
+        rounds[0],
+        rounds[1..].iter().sum::<usize>(),
+        fks_bootstrap::plan::update::WORKER_BATCH,
+        LATENCIES.update,
+        total as f64 * LATENCIES.update.as_secs_f64(),
+        unbatched.iter().sum::<usize>(),
+        unbatched.iter().sum::<usize>() as f64 * LATENCIES.update.as_secs_f64(),
+        row.bound(&LATENCIES, Plan::clone) - row.bound(&LATENCIES, without_worker_batches),
+    );
 }
 
 /// What the 500-node bound is made of, and how it grows with slower volume creates.

@@ -714,7 +714,14 @@ pub fn plan(
         Target::NodeGroup { .. } => Vec::new(),
     };
     let drifted = std::mem::take(&mut s.drifted);
-    super::update::rollout(&mut s.b, drifted, &servers, via_cp.as_ref(), options.k3s);
+    super::update::rollout(
+        &mut s.b,
+        drifted,
+        &servers,
+        via_cp.as_ref(),
+        options.k3s,
+        options.max_unavailable,
+    );
     // Phase 11: a lowered NODE_GROUP_SIZE removes the group's highest-index nodes.
     if let Target::NodeGroup { group } = target {
         let via = if options.k3s { via_cp.clone() } else { None };

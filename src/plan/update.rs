@@ -22,7 +22,8 @@ use super::{
 };
 use crate::fly::types::{MachineConfig, MachineFile, MachineGuest, MachineInit, MachineRestart};
 
-/// How many workers of one node group are updated at once. Fly limits mutating Machines calls
+/// How many workers of one node group are updated at once unless `--max-unavailable` says
+/// otherwise ([`super::Options::max_unavailable`]). Fly limits mutating Machines calls
 /// per app (reference fly-machines-api.md, rate limits; the client's token buckets in
 /// `fly::ratelimit` keep within them whatever this is); the batch bounds how much of a group's
 /// capacity is rebooting at the same time.
@@ -287,7 +288,7 @@ fn sinks(b: &Builder) -> Vec<StepId> {
 /// step planned so far. Servers one at a time: the node's boot id and last heartbeat read,
 /// the update (under a lease, waiting for the new version started), k3s Ready from the new
 /// boot and the etcd member healthy, asked on another server when there is one; then the
-/// next. Agents in batches of [`WORKER_BATCH`]: a batch's reads and updates, then their
+/// next. Agents in batches of `max_unavailable` (at least 1): a batch's reads and updates, then their
 /// Ready-from-the-new-boot waits through `via_cp`, then the next batch. Without k3s steps
 /// only the machine waits remain.
 pub(super) fn rollout(
@@ -296,6 +297,7 @@ pub(super) fn rollout(
     servers: &[MachineRef],
     via_cp: Option<&MachineRef>,
     k3s: bool,
+    max_unavailable: usize,
 ) {
     if drifted.is_empty() {
         return;
@@ -354,7 +356,7 @@ pub(super) fn rollout(
         );
         after = vec![healthy];
     }
-    for batch in agents.chunks(WORKER_BATCH) {
+    for batch in agents.chunks(max_unavailable.max(1)) {
         let mut done = Vec::new();
         for d in batch {
             let name = d.name.as_str();

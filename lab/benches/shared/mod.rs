@@ -256,6 +256,7 @@ pub async fn converge(lab: &Lab, config: &Config, target: &Target, c: &Converge<
             .image
             .clone()
             .expect("the bench's cluster config names its IMAGE"),
+        max_unavailable: plan::update::WORKER_BATCH,
     };
     tokio::time::sleep(c.refill).await;
     let client = lab.client();
