@@ -1,10 +1,13 @@
 //! Issue 11's "Figures for the note", scale: creating 100 nodes (the control plane, then a
-//! node group of 97 workers) and one node group of 500 workers, on the lab in API-only mode
-//! (machines change state, nothing runs: guests for 100 nodes are too heavy for one small
-//! host) with Fly-like latencies and the lab's rate limits on. One table: wall time, the lower
-//! bound (`shared/mod.rs`: dependency chain of the plan + Fly's token buckets), their ratio
-//! (target <= 1.1), the bound without the plan's volume-create chain, mutating API calls per
-//! node (lab `GET /lab/v1/stats` `mutations` delta / nodes) and the 429s the lab answered.
+//! node group of 97 workers), upgrading those 100 nodes, and creating one node group of 500
+//! workers, on the lab in API-only mode (machines change state, nothing runs: guests for 100
+//! nodes are too heavy for one small host) with Fly-like latencies and the lab's rate limits
+//! on. One table: wall time, the lower bound of the same plans (`shared/mod.rs`: dependency
+//! chain of the plan + Fly's token buckets), their ratio (target <= 1.1 for creates, <= 1.15
+//! for the upgrade), the bound Fly's rate limits alone would set (`LB Fly-only`: creates
+//! without the plan's volume-create chain, the upgrade without its worker batches), mutating
+//! API calls per node (lab `GET /lab/v1/stats` `mutations` delta / nodes) and the 429s the lab
+//! answered.
 //!
 //! The library is driven as the CLI drives it with `--machines-only` (what `fks-lab env`
 //! prints for an API-only lab, `FKS_MACHINES_ONLY=1`): `run::observe`, `plan::plan` with k3s
@@ -14,11 +17,22 @@
 //! `fly::Client` with its default options, so its token buckets hold Fly's documented limits
 //! (reference fly-machines-api.md §5: 1 req/s, bursts of 3, per action and app or machine).
 //!
+//! The upgrade is `fks-bootstrap upgrade --k3s-version` one minor up, as `cli::upgrade` runs
+//! it: K3S_VERSION is set on the config (the cluster config file every node gets carries it,
+//! so every machine drifts; the bench's config pins IMAGE, so no image is built and the image
+//! stays), then the control plane is converged (servers one at a time), then the group (workers
+//! in batches of `plan::update::WORKER_BATCH`, each after the previous batch); each update is
+//! `run::update_machine`: lease, update with the nonce, wait for the new version `started`,
+//! GET, release. The bench panics unless each plan is exactly one update per machine.
+//!
 //! Stated latencies (printed), the same as the `lifecycle` bench's: volume create
 //! [`VOLUME_CREATE`] and machine create [`MACHINE_CREATE`] are lab `latency` faults; boot is
-//! the lab's `launch` + `boot` timings [`LAUNCH`] + [`STARTING`]. Fly publishes no latency
-//! for these calls (unknown): the figures are round guesses, and the table also gives the
-//! 500-node bound for slower volume creates, computed (not run).
+//! the lab's `launch` + `boot` timings [`LAUNCH`] + [`STARTING`]; an update until its new
+//! version is started is the lab `latency` fault of the update call [`UPDATE_CALL`] + the
+//! `boot` timing (the API-only lab answers an update with the machine `starting` and does not
+//! model the old instance's stop). Fly publishes no latency for these calls (unknown): the
+//! figures are round guesses, and the table also gives the 500-node bound for slower volume
+//! creates, computed (not run).
 //!
 //! `NODE_GROUP_SIZE` is capped at 64 by the config's validation, so 97 and 500 workers are set
 //! on the loaded `Config` past it (said in the output): the figures time the plan, the run and
@@ -30,9 +44,27 @@
 //! nothing over Fly's own limit (Create Volume 1/s per app), above 1 s it dominates. The
 //! output says which.
 //!
-//! Run: `cargo bench -p fks-lab --bench scale` (no root; about 10 minutes of run, 8.4 of them
-//! the 500-node group; `--profile dev` reuses the debug build). It asserts nothing about
-//! speed.
+//! Why the upgrade takes 36 s and not 4: every update round waits for the one before (3
+//! servers, then ceil(97 / 3) = 33 worker batches), so the bound is 36 x update until started;
+//! Fly's buckets are per machine for update, lease, wait and GET (reference §5: "Stop/start/
+//! update calls on different Machines have separate buckets"), so without the batches the
+//! bound would be 3 + 1 rounds. The batch bounds how much of a group reboots at once; that
+//! is what it costs.
+//!
+//! Figures (release build, 2-core shared host; `--profile dev` in brackets for the upgrade):
+//!
+//! | case | nodes | wall | LB | wall/LB | LB Fly-only | mutations/node | 429s |
+//! |---|---|---|---|---|---|---|---|
+//! | -c + -a 97 | 100 | 103.3 s | 103.0 s | 1.003 | 100.5 s | 2.04 | 0 |
+//! | upgrade (cp, then w97) | 100 | 36.6 s (37.0 s) | 36.4 s | 1.005 (1.016) | 4.0 s | 3.00 | 0 |
+//! | -a 500 | 500 | 503.0 s | 501.5 s | 1.003 | 499.5 s | 2.00 | 0 |
+//!
+//! The upgrade's 3 mutations per node are the lease acquire, the update and the lease release.
+//!
+//! Run: `cargo bench -p fks-lab --bench scale [-- CASE...]` with CASE among `100`, `upgrade`
+//! (runs the 100-node create first), `500`; none: all (no root; about 12 minutes of run, 8.4
+//! of them the 500-node group, 2.5 for `-- upgrade`; `--profile dev` reuses the debug build).
+//! It asserts nothing about speed.
 
 use std::time::Duration;
 
