@@ -234,6 +234,7 @@ async fn make_control_plane(client: &Client, config: &Config) {
         node_files: files,
         extra_env: BTreeMap::new(),
         image: LAB_IMAGE.to_string(),
+        max_unavailable: plan::update::WORKER_BATCH,
     };
     let p = plan::plan(config, &target, &state, &options).expect("plan");
     run::execute(client, &p, &run::Options::default(), None)

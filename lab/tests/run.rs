@@ -112,6 +112,7 @@ async fn plan_with(
         node_files: node_files(plan::node_names(config, target)),
         extra_env: BTreeMap::new(),
         image: LAB_IMAGE.to_string(),
+        max_unavailable: plan::update::WORKER_BATCH,
     };
     plan::plan(config, target, &state, &options)
 }
@@ -131,6 +132,7 @@ async fn make_plan(
         node_files: node_files(plan::node_names(config, target)),
         extra_env: BTreeMap::new(),
         image: LAB_IMAGE.to_string(),
+        max_unavailable: plan::update::WORKER_BATCH,
     };
     plan::plan(config, target, &state, &options)
 }

@@ -109,6 +109,11 @@ pub struct RunFlags {
     /// FKS_ALLOW_MISSING_KERNEL_OPTIONS=1 on the machines); for kernels like the lab host's.
     #[arg(long)]
     pub allow_missing_kernel_options: bool,
+    /// With config drift to roll out (an upgrade, a changed image or VM size): how many
+    /// workers of a node group are updated (rebooted) at once, each batch back Ready before the
+    /// next. Servers are always updated one at a time.
+    #[arg(long, value_name = "N", default_value_t = plan::update::WORKER_BATCH, value_parser = parse_max_unavailable)]
+    pub max_unavailable: usize,
     /// Deadline of every wait (machine started, k3s Ready), in seconds.
     #[arg(long, value_name = "SECS", default_value_t = DEFAULT_TIMEOUT, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
@@ -211,6 +216,16 @@ pub enum ZonesError {
     Empty,
 }
 
+/// Parses `--max-unavailable`: a whole number of workers, at least 1.
+fn parse_max_unavailable(value: &str) -> Result<usize, String> {
+    match value.trim().parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!(
+            "{value:?} is not a worker count: want a whole number of at least 1 (workers updated at once)"
+        )),
+    }
+}
+
 /// Parses `N` or `REGION=N,REGION=N` (N at least 1).
 pub fn parse_zones(value: &str) -> Result<Zones, ZonesError> {
     let count = |s: &str| -> Result<u32, ZonesError> {
@@ -253,6 +268,7 @@ impl Default for RunFlags {
             zones: None,
             machines_only: false,
             allow_missing_kernel_options: false,
+            max_unavailable: plan::update::WORKER_BATCH,
             timeout: DEFAULT_TIMEOUT,
             k3s: super::image::K3sFlags::default(),
         }
@@ -350,6 +366,7 @@ pub(super) fn converge(
         node_files,
         extra_env,
         image: String::new(),
+        max_unavailable: flags.max_unavailable,
     };
 
     let plan_error = |e: plan::Error| match e {
@@ -650,6 +667,23 @@ mod tests {
         assert_eq!(
             chain(&p, Some(Phase::Machine)),
             "volume → [machine] → started"
+        );
+    }
+
+    #[test]
+    fn max_unavailable_is_a_worker_count_of_at_least_one() {
+        assert_eq!(parse_max_unavailable("1"), Ok(1));
+        assert_eq!(parse_max_unavailable("10"), Ok(10));
+        for bad in ["0", "-1", "x", ""] {
+            assert!(parse_max_unavailable(bad).is_err(), "{bad} accepted");
+        }
+        assert_eq!(
+            parse_max_unavailable("0").expect_err("zero"),
+            "\"0\" is not a worker count: want a whole number of at least 1 (workers updated at once)"
+        );
+        assert_eq!(
+            RunFlags::default().max_unavailable,
+            plan::update::WORKER_BATCH
         );
     }
 

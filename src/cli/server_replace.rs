@@ -159,6 +159,7 @@ pub fn run(args: ServerArgs) -> Result<(), super::Error> {
         .into(),
         extra_env,
         image,
+        max_unavailable: plan::update::WORKER_BATCH,
     };
     let r = replace(&config, index, &state, &members, &options).map_err(|e| match e {
         plan::Error::NotAServer { .. } | plan::Error::ZoneShortage { .. } => usage(e.into()),

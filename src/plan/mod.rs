@@ -299,6 +299,9 @@ pub struct Options {
     /// The image every machine made gets as `config.image`: `<repo>@sha256:<digest>`, pinned
     /// by `image::ensure` (never a moving tag).
     pub image: String,
+    /// How many workers of a node group a config rollout updates at once (`--max-unavailable`,
+    /// default [`update::WORKER_BATCH`]); 0 counts as 1. Servers are always one at a time.
+    pub max_unavailable: usize,
 }
 
 /// A step's index in [`Plan::steps`].

@@ -727,7 +727,15 @@ pub fn plan(
     let left = std::mem::take(&mut s.left_cordoned);
     let kubelet = super::skew::kubernetes_version(&config.k3s_version);
     let k3s = options.k3s.then_some(kubelet);
-    super::update::rollout(&mut s.b, drifted, left, &servers, via_cp.as_ref(), k3s);
+    super::update::rollout(
+        &mut s.b,
+        drifted,
+        left,
+        &servers,
+        via_cp.as_ref(),
+        k3s,
+        options.max_unavailable,
+    );
     // Phase 11: a lowered NODE_GROUP_SIZE removes the group's highest-index nodes.
     if let Target::NodeGroup { group } = target {
         let via = if options.k3s { via_cp.clone() } else { None };

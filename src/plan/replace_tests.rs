@@ -104,6 +104,7 @@ fn options(zones: Option<usize>) -> Options {
         node_files: files,
         extra_env: BTreeMap::new(),
         image: IMAGE.into(),
+        max_unavailable: crate::plan::update::WORKER_BATCH,
     }
 }
 

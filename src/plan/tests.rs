@@ -38,6 +38,7 @@ fn options(names: &[String], zones: Option<usize>, k3s: bool) -> Options {
         node_files: node_files(names),
         extra_env: BTreeMap::new(),
         image: PINNED.to_string(),
+        max_unavailable: update::WORKER_BATCH,
     }
 }
 
@@ -1038,6 +1039,72 @@ fn a_bigger_worker_guest_updates_workers_in_batches_each_ready_before_the_next()
     assert_eq!(fourth.depends_on, unmarked, "{p}");
     // No etcd wait for agents.
     assert!(!kinds(&p).iter().any(|k| k.ends_with("WaitMemberHealthy")));
+}
+
+#[test]
+fn max_unavailable_sets_how_many_workers_update_at_once() {
+    // Five converged workers whose VM size grew, machines only (the updates alone).
+    let mut config = lab_config();
+    config.node_group_size = 5;
+    config.worker_vm.memory_mb *= 2;
+    let mut state = converged_group();
+    for i in 3..5 {
+        let id = format!("w{i}");
+        let node = format!("worker-ng-a-{i}");
+        state
+            .machines
+            .push(ready(machine(&id, &node, "agent", MachineState::Started)));
+        state
+            .volumes
+            .push(volume(&format!("wvol_{i}"), "z0", Some(&id)));
+        state
+            .secrets
+            .insert(format!("FKS_WORKER_NG_A_{i}_SSH_HOST_ED25519_KEY"));
+    }
+    let names: Vec<String> = (0..5).map(|i| format!("worker-ng-a-{i}")).collect();
+    let t = Target::node_group("a").expect("name");
+    let batches = |max_unavailable: usize| -> Vec<Vec<StepId>> {
+        let mut o = options(&names, Some(3), false);
+        o.max_unavailable = max_unavailable;
+        let p = plan(&config, &t, &state, &o).expect("plan");
+        assert_eq!(p.mutations(), 5, "{p}");
+        let updates: Vec<StepId> = names
+            .iter()
+            .map(|n| step_of(&p, n, "UpdateMachine"))
+            .collect();
+        updates
+            .iter()
+            .map(|u| p.steps[u.0].depends_on.clone())
+            .collect()
+    };
+    let u = |i: usize| StepId(i);
+    // The plan holds the five updates only, in node order: step i updates worker i.
+    assert_eq!(
+        batches(2),
+        [
+            vec![],
+            vec![],
+            vec![u(0), u(1)],
+            vec![u(0), u(1)],
+            vec![u(2), u(3)]
+        ]
+    );
+    assert_eq!(batches(5), vec![Vec::<StepId>::new(); 5]);
+    assert_eq!(
+        batches(update::WORKER_BATCH),
+        [
+            vec![],
+            vec![],
+            vec![],
+            vec![u(0), u(1), u(2)],
+            vec![u(0), u(1), u(2)]
+        ]
+    );
+    // 0 is taken as 1: one worker at a time.
+    assert_eq!(
+        batches(0),
+        [vec![], vec![u(0)], vec![u(1)], vec![u(2)], vec![u(3)]]
+    );
 }
 
 #[test]

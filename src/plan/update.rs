@@ -26,7 +26,8 @@ use super::{
 };
 use crate::fly::types::{MachineConfig, MachineFile, MachineGuest, MachineInit, MachineRestart};
 
-/// How many workers of one node group are updated at once. Fly limits mutating Machines calls
+/// How many workers of one node group are updated at once unless `--max-unavailable` says
+/// otherwise ([`super::Options::max_unavailable`]). Fly limits mutating Machines calls
 /// per app (reference fly-machines-api.md, rate limits; the client's token buckets in
 /// `fly::ratelimit` keep within them whatever this is); the batch bounds how much of a group's
 /// capacity is rebooting at the same time.
@@ -406,10 +407,11 @@ fn update_node(
 
 /// The rollout of `drifted` (in the plan's node order: bootstrap server first), after every
 /// step planned so far. Servers one at a time, each through [`update_node`] with kubectl on
-/// another server when there is one; then agents in batches of [`WORKER_BATCH`] through
-/// `via_cp`, each batch back before the next. `k3s` is the Kubernetes version every updated
-/// node must then report (`None`: no k3s steps, only the updates). `left` (nodes a killed run
-/// left cordoned) are uncordoned and unmarked at once.
+/// another server when there is one; then agents in batches of `max_unavailable`
+/// (`--max-unavailable`, default [`WORKER_BATCH`]) through `via_cp`, each batch back before
+/// the next. `k3s` is the Kubernetes version every updated node must then report (`None`: no
+/// k3s steps, only the updates). `left` (nodes a killed run left cordoned) are uncordoned and
+/// unmarked at once.
 pub(super) fn rollout(
     b: &mut Builder,
     drifted: Vec<Drifted>,
@@ -417,6 +419,7 @@ pub(super) fn rollout(
     servers: &[MachineRef],
     via_cp: Option<&MachineRef>,
     k3s: Option<&str>,
+    max_unavailable: usize,
 ) {
     // Another server when there is one: the rebooted one cannot answer for itself.
     let via_for = |machine: &MachineRef| -> Option<MachineRef> {
@@ -456,7 +459,7 @@ pub(super) fn rollout(
         deps.extend(d.started);
         after = vec![update_node(b, d, via.as_ref(), k3s, deps)];
     }
-    for batch in agents.chunks(WORKER_BATCH) {
+    for batch in agents.chunks(max_unavailable.max(1)) {
         let mut done = Vec::new();
         for d in batch {
             let mut deps = after.clone();

@@ -94,6 +94,7 @@ fn k3s_plan() -> Plan {
         node_files: files,
         extra_env: BTreeMap::new(),
         image: IMAGE.to_string(),
+        max_unavailable: plan::update::WORKER_BATCH,
     };
     plan::plan(
         &lab_config(),

@@ -1,40 +1,49 @@
 //! What the create benchmarks share (`lifecycle`, with guests; `scale`, API-only): the lab
 //! they drive (`/lab/v1/stats` counters, force-destroying an app), the bench's copy of
 //! `clusters/lab/config`, one CLI-like converge (observe, plan, execute, timed), and the lower
-//! bound of a create plan ([`lower_bound`]): the finish time of an ideal run of the same plan
-//! under stated latencies and Fly's token buckets.
+//! bound of a create or update plan ([`lower_bound`]): the finish time of an ideal run of the
+//! same plan under stated latencies and Fly's token buckets.
 //!
-//! The lower bound model: every step starts as soon as its dependencies are done and its
-//! rate-limit bucket has a token, and takes only its stated latency (every other call counts
-//! as instantaneous):
-//! - duration: CreateVolume = volume create, CreateMachine = machine create, WaitStarted = boot
-//!   (from its create's end); WaitK3sReady cannot end before its node's WaitStarted end + k3s
-//!   ready (one Ready check exactly then); all other steps 0;
+//! The lower bound model: every step starts as soon as its dependencies are done, makes its
+//! calls one after another, each as soon as its rate-limit bucket has a token, and a call takes
+//! only its stated latency (every other call counts as instantaneous):
+//! - latency: CreateVolume = volume create, CreateMachine = machine create, WaitStarted = boot
+//!   (from its create's end); UpdateMachine = lease acquire, then the update until its new
+//!   version is started = update, then the wait's answer, a GET of the machine and the lease
+//!   release (the calls `run::update_machine` makes); WaitK3sReady and WaitK3sReadyAgain
+//!   cannot end before their node's WaitStarted or UpdateMachine end + k3s ready (one Ready
+//!   check exactly then); all other steps 0;
 //! - buckets: one per (Fly action, app or machine) as `fly::ratelimit::Action::limit` gives
-//!   (1/s, burst 3, reference fly-machines-api.md §5; the exec calls of Ready checks, token
-//!   read and taints share the bucket of the machine they run on), taken in order of the
-//!   steps' ready times;
-//! - so LB = max over steps of finish(s), with finish(s) = send(s) + duration(s) and
-//!   send(s) = the first time >= max(finish of its dependencies[, started + k3s ready]) at which
-//!   its bucket has a token.
+//!   (1/s, burst 3, reference fly-machines-api.md §5; the exec calls of Ready checks, boot
+//!   reads, member checks, token read and taints share the bucket of the machine they run on;
+//!   an update's lease, update, wait and GET calls take the updated machine's own buckets),
+//!   taken in order of the steps' ready times (a step's later calls take theirs when the step
+//!   is taken: exact while no two steps share those buckets, as in an update rollout);
+//! - so LB = max over steps of finish(s), with finish(s) the end of its last call and each
+//!   call sent at the first time >= the end of the call before (for the first: max(finish of
+//!   its dependencies[, started + k3s ready])) at which its bucket has a token.
 //!
 //! For a node group the plan serialises the volume creates of one app (so an ambiguous create
 //! can be told apart), hence LB ~ N x max(volume create, 1 s) + machine create + boot
 //! [+ k3s ready]. [`without_volume_chain`] drops that chain, for the bound Fly's rate limits
-//! alone would set.
+//! alone would set. An update rollout (`plan::update::rollout`) has servers one after another
+//! and workers in batches of `WORKER_BATCH`, each batch after the previous one, hence LB ~
+//! (servers + ceil(workers / batch)) x update; [`without_worker_batches`] drops the batches
+//! (Fly's per-machine buckets never bind one update per machine, so that bound is ~ (servers
+//! + 1) x update).
 //!
 //! Bench code: panics on a failed setup, asserts nothing about speed. Each bench uses a subset,
 //! hence the `dead_code` allowance below.
 #![allow(dead_code)]
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use fks_bootstrap::config::{self, Config};
 use fks_bootstrap::fly::ratelimit::Action as Bucket;
 use fks_bootstrap::fly::{self, Client, Token};
-use fks_bootstrap::plan::{self, Action, MachineRef, Plan, Ref, Target};
+use fks_bootstrap::plan::{self, Action, MachineRef, Plan, Ref, Role, Target};
 use fks_bootstrap::run;
 use fks_bootstrap::ssh::ClusterKeys;
 use serde_json::Value;
@@ -50,6 +59,9 @@ pub struct Latencies {
     pub boot: Duration,
     /// From `started` to k3s Ready (0 when no k3s steps are planned).
     pub k3s_ready: Duration,
+    /// From sending `POST /apps/{app}/machines/{id}` (an update) to its new version
+    /// `started` (0 for a bench that times no update).
+    pub update: Duration,
 }
 
 /// The workspace root.
@@ -244,6 +256,7 @@ pub async fn converge(lab: &Lab, config: &Config, target: &Target, c: &Converge<
             .image
             .clone()
             .expect("the bench's cluster config names its IMAGE"),
+        max_unavailable: plan::update::WORKER_BATCH,
     };
     tokio::time::sleep(c.refill).await;
     let client = lab.client();
@@ -299,42 +312,68 @@ fn machine_key(m: &MachineRef) -> String {
     }
 }
 
-/// The bucket a step's call takes a token from, if any.
-fn bucket_of(a: &Action) -> Option<(Bucket, String)> {
+/// One call of a step in the ideal run: the bucket it takes a token from (if any) and how long
+/// after it is sent the next call (or the step's end) can follow.
+type IdealCall = (Option<(Bucket, String)>, f64);
+
+/// The calls a step makes, one after another (see the module doc).
+fn calls_of(a: &Action, lat: &Latencies) -> Vec<IdealCall> {
+    let secs = |d: Duration| d.as_secs_f64();
+    let one = |b: Bucket, scope: String, d: f64| vec![(Some((b, scope)), d)];
     match a {
-        Action::CreateApp { request } => Some((
+        Action::CreateApp { request } => one(
             Bucket::CreateApp,
             request.app_name().unwrap_or_default().to_string(),
-        )),
-        Action::CreateVolume { app, .. } => Some((Bucket::CreateVolume, app.clone())),
-        Action::CreateMachine { app, .. } => Some((Bucket::CreateMachine, app.clone())),
-        Action::StartMachine { machine } => Some((Bucket::StartMachine, machine_key(machine))),
-        Action::WaitStarted { .. } => None,
-        Action::WaitK3sReady { via, .. } | Action::Taint { via, .. } => {
-            Some((Bucket::ExecMachine, machine_key(via)))
+            0.0,
+        ),
+        Action::CreateVolume { app, .. } => {
+            one(Bucket::CreateVolume, app.clone(), secs(lat.volume_create))
         }
-        Action::ReadToken { from } => Some((Bucket::ExecMachine, machine_key(from))),
+        Action::CreateMachine { app, .. } => {
+            one(Bucket::CreateMachine, app.clone(), secs(lat.machine_create))
+        }
+        Action::StartMachine { machine } => one(Bucket::StartMachine, machine_key(machine), 0.0),
+        Action::WaitStarted { .. } => vec![(None, secs(lat.boot))],
+        Action::WaitK3sReady { via, .. } | Action::Taint { via, .. } => {
+            one(Bucket::ExecMachine, machine_key(via), 0.0)
+        }
+        Action::ReadToken { from } => one(Bucket::ExecMachine, machine_key(from), 0.0),
         Action::SetTokenSecret { app, .. } | Action::SetFileSecrets { app, .. } => {
-            Some((Bucket::Secrets, app.clone()))
+            one(Bucket::Secrets, app.clone(), 0.0)
         }
         Action::MarkReady { machine } | Action::SetMetadata { machine, .. } => {
-            Some((Bucket::Metadata, machine_key(machine)))
+            one(Bucket::Metadata, machine_key(machine), 0.0)
         }
-        // Removal, replacement and update steps: the benchmarks time create plans only,
+        // `run::update_machine`: lease acquire, the update (with the nonce) until the new
+        // version is started, the wait call's answer, a GET of the machine, lease release.
+        // All buckets are the machine's own (reference fly-machines-api.md §5: "Stop/start/
+        // update calls on different Machines have separate buckets").
+        Action::UpdateMachine { machine, .. } => {
+            let m = machine_key(machine);
+            vec![
+                (Some((Bucket::Lease, m.clone())), 0.0),
+                (Some((Bucket::UpdateMachine, m.clone())), secs(lat.update)),
+                (Some((Bucket::WaitMachine, m.clone())), 0.0),
+                (Some((Bucket::GetMachine, m.clone())), 0.0),
+                (Some((Bucket::Lease, m)), 0.0),
+            ]
+        }
+        // Planned only with k3s steps: kubectl (exec) on `via`. WaitK3sReadyAgain is released
+        // no earlier than the update's end + k3s ready, like WaitK3sReady.
+        Action::ReadBoot { via, .. }
+        | Action::Uncordon { via, .. }
+        | Action::WaitK3sReadyAgain { via, .. }
+        | Action::WaitMemberHealthy { via, .. } => one(Bucket::ExecMachine, machine_key(via), 0.0),
+        // Removal and replacement steps: the benchmarks time create and update plans only,
         // which never hold them.
         Action::Cordon { .. }
-        | Action::Uncordon { .. }
-        | Action::UpdateMachine { .. }
-        | Action::ReadBoot { .. }
-        | Action::WaitK3sReadyAgain { .. }
         | Action::RemoveMember { .. }
-        | Action::WaitMemberHealthy { .. }
         | Action::Drain { .. }
         | Action::DeleteNode { .. }
         | Action::DestroyMachine { .. }
         | Action::DeleteVolume { .. }
         | Action::DeleteSecret { .. }
-        | Action::DeleteApp { .. } => None,
+        | Action::DeleteApp { .. } => vec![(None, 0.0)],
     }
 }
 
@@ -355,7 +394,9 @@ pub fn lower_bound(plan: &Plan, lat: &Latencies) -> f64 {
             let deps: Option<Vec<f64>> = s.depends_on.iter().map(|d| finish[d.0]).collect();
             let Some(deps) = deps else { continue };
             let mut release = deps.into_iter().fold(0.0, f64::max);
-            if let Action::WaitK3sReady { machine, .. } = &s.action {
+            if let Action::WaitK3sReady { machine, .. }
+            | Action::WaitK3sReadyAgain { machine, .. } = &s.action
+            {
                 if let Some(t) = started.get(&machine_key(machine)) {
                     release = release.max(t + secs(lat.k3s_ready));
                 }
@@ -370,10 +411,11 @@ pub fn lower_bound(plan: &Plan, lat: &Latencies) -> f64 {
         // `remove` keeps the scan in plan order, so ties go to the earlier step.
         pending.remove(slot);
         let step = &plan.steps[i];
-        let send = match bucket_of(&step.action) {
-            Some((b, scope)) => {
+        let mut t = release;
+        for (bucket, after) in calls_of(&step.action, lat) {
+            if let Some((b, scope)) = bucket {
                 let limit = b.limit();
-                buckets
+                t = buckets
                     .entry((b, scope))
                     .or_insert(IdealBucket {
                         tokens: limit.burst,
@@ -381,23 +423,64 @@ pub fn lower_bound(plan: &Plan, lat: &Latencies) -> f64 {
                         rate: limit.per_second,
                         burst: limit.burst,
                     })
-                    .take(release)
+                    .take(t);
             }
-            None => release,
-        };
-        let duration = match &step.action {
-            Action::CreateVolume { .. } => secs(lat.volume_create),
-            Action::CreateMachine { .. } => secs(lat.machine_create),
-            Action::WaitStarted { .. } => secs(lat.boot),
-            _ => 0.0,
-        };
-        let done = send + duration;
-        if let Action::WaitStarted { machine } = &step.action {
-            started.insert(machine_key(machine), done);
+            t += after;
+        }
+        let done = t;
+        match &step.action {
+            Action::WaitStarted { machine } => {
+                started.insert(machine_key(machine), done);
+            }
+            // An update's step ends when the new version is started.
+            Action::UpdateMachine { machine, .. } => {
+                started.insert(machine_key(machine), done);
+            }
+            _ => {}
         }
         finish[i] = Some(done);
     }
     finish.into_iter().flatten().fold(0.0, f64::max)
+}
+
+/// `plan` with its workers' updates not batched: every rollout step of an agent (ReadBoot,
+/// UpdateMachine, WaitK3sReadyAgain) drops its dependencies on other agents' rollout steps,
+/// keeping those on what came before the rollout and on its own node's steps. What the bound
+/// would be if Fly's per-machine buckets alone paced the workers; servers stay one after
+/// another (a plan of a control plane is unchanged).
+pub fn without_worker_batches(plan: &Plan) -> Plan {
+    let mut p = plan.clone();
+    let agents: HashSet<&str> = plan
+        .nodes
+        .iter()
+        .filter(|n| n.role == Role::Agent)
+        .map(|n| n.name.as_str())
+        .collect();
+    let rollout = |s: &plan::Step| {
+        matches!(
+            s.action,
+            Action::ReadBoot { .. }
+                | Action::UpdateMachine { .. }
+                | Action::WaitK3sReadyAgain { .. }
+        )
+    };
+    let agent_rollout: Vec<Option<&str>> = plan
+        .steps
+        .iter()
+        .map(|s| {
+            s.node
+                .as_deref()
+                .filter(|n| agents.contains(n) && rollout(s))
+        })
+        .collect();
+    for (i, s) in p.steps.iter_mut().enumerate() {
+        let Some(node) = agent_rollout[i] else {
+            continue;
+        };
+        s.depends_on
+            .retain(|d| agent_rollout[d.0].is_none_or(|other| other == node));
+    }
+    p
 }
 
 /// `plan` without the chain that serialises its volume creates (each CreateVolume's
