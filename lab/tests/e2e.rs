@@ -988,8 +988,9 @@ async fn taint_and_kubeconfig_without_a_control_plane_exit_1_and_write_nothing()
 }
 
 /// Against an API-only lab (no root needed; `create` stops at "machine started"): exec is
-/// unavailable there, so `-t` reports every server as failed and exits 1, and `-k` tries each
-/// started server, says why none answered, exits 1 and writes nothing.
+/// unavailable there, so `-t` reports every server as failed and exits 1 (`taint --dry-run`
+/// shows its plan and exits 0), and `-k` tries each started server, says why none answered,
+/// exits 1 and writes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn taint_and_kubeconfig_report_unreachable_servers_and_exit_1() {
     let bin = tokio::task::spawn_blocking(fks_bootstrap_binary)
@@ -1025,9 +1026,23 @@ async fn taint_and_kubeconfig_report_unreachable_servers_and_exit_1() {
     let out = run(&["-c", "clusters/lab"]).await.expect("join");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 
+    // The dry run prints one taint step per server, each through ctrl-0's machine first.
+    let out = run(&["taint", "clusters/lab", "--dry-run"])
+        .await
+        .expect("join");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let plan = text(&out.stdout);
+    assert!(
+        plan.starts_with("dry run: nothing was changed\n")
+            && (0..3).all(|i| plan.contains(&format!("ctrl-{i}: taint k3s node ")))
+            && plan.contains("3 steps, 0 changes on Fly"),
+        "{plan}"
+    );
+
     let out = run(&["-t", "clusters/lab"]).await.expect("join");
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let report = text(&out.stdout);
+    eprintln!("taint --dry-run:\n{plan}-t:\n{report}{}", text(&out.stderr));
     let lines: Vec<&str> = report.lines().skip(1).collect();
     assert_eq!(lines.len(), 3, "{report}");
     for (i, line) in lines.iter().enumerate() {

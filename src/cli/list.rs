@@ -175,7 +175,7 @@ pub async fn rows(
 }
 
 /// `nodes`' app through the observer; a missing app is the sentence that says how to make it.
-async fn read(
+pub(super) async fn read(
     client: &Client,
     config: &Config,
     nodes: &NodeSet,
@@ -191,8 +191,9 @@ async fn read(
 }
 
 /// The machines of `nodes`' app that carry `fks_cluster=<cluster>` (destroyed ones left out),
-/// for the commands that act on a cluster's nodes (`taint`, `kubeconfig`): a machine without
-/// that metadata was not made by fks-bootstrap for this cluster and is never touched.
+/// for the read-only commands that act on a cluster's nodes (`kubeconfig`, `proxy`): a machine
+/// without that metadata was not made by fks-bootstrap for this cluster and is never touched.
+/// (`taint` plans instead: `plan::taint` applies the same filter.)
 pub async fn owned_machines(
     client: &Client,
     config: &Config,

@@ -255,7 +255,10 @@ impl Cli {
                 json,
             }))
         } else if let Some(cluster_dir) = taint {
-            Some(Command::Taint(taint::Args { cluster_dir }))
+            Some(Command::Taint(taint::Args {
+                cluster_dir,
+                dry_run: false,
+            }))
         } else {
             kubeconfig.map(|cluster_dir| {
                 Command::Kubeconfig(kubeconfig::Args {

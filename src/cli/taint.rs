@@ -1,52 +1,37 @@
-//! `fks-bootstrap taint CLUSTER_DIR` (k3s.sh's `-t`): taints every server of the control
-//! plane `CriticalAddonsOnly=true:NoExecute` with `--overwrite` (so re-running changes
-//! nothing), running `k3s kubectl` through the Machines API exec endpoint on a started server
-//! of this cluster, and reports the result per node on stdout (exit 1 when any failed).
+//! `fks-bootstrap taint CLUSTER_DIR [--dry-run]` (k3s.sh's `-t`): taints every server of the
+//! control plane `CriticalAddonsOnly=true:NoExecute` with `--overwrite` (so re-running
+//! changes nothing) and reports the result per node on stdout (exit 1 when any failed). It
+//! goes the one way every mutating command goes: the observer reads the control-plane app's
+//! machines ([`list::read`] over [`crate::observe::app`], which names the fix when the app is
+//! missing), [`plan::taint`] makes one [`Action::Taint`] step per server (which machines, through
+//! which started server; the refusals), and [`run::execute_each`] runs them, each `k3s
+//! kubectl` through the Machines API exec on the first started server that answers. This file
+//! holds the flag and the output.
 //!
-//! Must not: touch a machine without `fks_cluster=<cluster>` metadata, go through a local
-//! shell, or change anything but the taints (no machine, volume or metadata call).
+//! Must not: touch a machine without `fks_cluster=<cluster>` metadata (the plan leaves it
+//! out), go through a local shell, or change anything but the taints (no machine, volume or
+//! metadata call).
 
+use std::collections::HashMap;
 use std::path::PathBuf;
+
+use anyhow::anyhow;
 
 use super::list::{self, NodeSet};
 use super::output;
-use crate::config::Config;
-use crate::fly::types::{Machine, MachineState};
 use crate::fly::Client;
-use crate::plan::{META_NODE, META_ROLE, SERVER_TAINT};
-use crate::run::k3s;
+use crate::observe::Reads;
+use crate::plan::{self, Action, Plan, Ref, StepId, SERVER_TAINT};
+use crate::run::{self, k3s};
 
 /// Taint the control plane's servers.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The cluster directory holding `config` or `cluster.toml`, e.g. clusters/lab.
     pub cluster_dir: PathBuf,
-}
-
-/// Why no server could be tainted at all.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The control-plane app holds no machine of this cluster.
-    #[error("app {app} has no server of cluster {cluster} (no machine with fks_cluster={cluster}): create the control plane with fks-bootstrap -c {dir}")]
-    NoServers {
-        /// The control-plane app.
-        app: String,
-        /// Cluster name.
-        cluster: String,
-        /// The cluster directory as the user gave it.
-        dir: String,
-    },
-    /// None of the servers is started, so there is no kubectl to run.
-    #[error("app {app} has no started server to run kubectl on (servers: {states})")]
-    NoStartedServer {
-        /// The control-plane app.
-        app: String,
-        /// `node=state` of every server, comma separated.
-        states: String,
-    },
-    /// Finding the servers failed.
-    #[error(transparent)]
-    List(#[from] Box<list::Error>),
+    /// Print the plan (each server, and which servers kubectl runs on) and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// The result for one server.
@@ -62,116 +47,143 @@ pub struct Outcome {
     pub result: Result<(), String>,
 }
 
-/// Runs `taint` / `-t`.
+/// Runs `taint` / `-t`: config, observe, plan, dry run or run, then the table.
 pub fn run(args: Args) -> Result<(), super::Error> {
+    let failed = |e: anyhow::Error| super::Error::Failed(e);
     let config = super::load_config(&args.cluster_dir)?;
     let client = super::fly_client()?;
-    let (outcomes, unreachable) = super::runtime()?
-        .block_on(taint_all(&client, &config, &args))
-        .map_err(|e| super::Error::Failed(e.into()))?;
+    let rt = super::runtime()?;
+    let cp = rt
+        .block_on(list::read(
+            &client,
+            &config,
+            &NodeSet::ControlPlane,
+            &args.cluster_dir,
+            Reads::MACHINES,
+        ))
+        .map_err(|e| failed(e.into()))?;
+    let plan = plan::taint::taint(
+        &config.cluster_name,
+        &cp,
+        &args.cluster_dir.display().to_string(),
+    )
+    .map_err(|e| failed(e.into()))?;
+    if args.dry_run {
+        return output::stdout(&format!("dry run: nothing was changed\n{plan}"));
+    }
+    let ends = rt.block_on(execute(&client, &plan)).map_err(|e| {
+        failed(anyhow!(e).context(format!("tainting the servers of app {}", plan.app)))
+    })?;
+    let (outcomes, unreachable) = outcomes(&plan, ends);
     output::stdout(&table(&outcomes))?;
-    let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
-    if failed > 0 {
+    let failures = outcomes.iter().filter(|o| o.result.is_err()).count();
+    if failures > 0 {
         let why = if unreachable.is_empty() {
             String::new()
         } else {
             format!("; exec failed on {}", unreachable.join("; "))
         };
-        return Err(super::Error::Failed(anyhow::anyhow!(
-            "tainting {failed} of {} servers of app {} failed{why}",
+        return Err(failed(anyhow!(
+            "tainting {failures} of {} servers of app {} failed{why}",
             outcomes.len(),
-            config.cp_app()
+            plan.app
         )));
     }
     Ok(())
 }
 
-/// Taints every server of the cluster, one after another (three kubectl calls), through the
-/// first started server that answers exec. Also returns `node: error` for each server whose
-/// exec call failed (it is not used again).
-async fn taint_all(
+/// Runs the plan; returns how each step ended (a failed one with its error). An error of the
+/// run itself (a step task that stopped unexpectedly) is returned as such.
+async fn execute(
     client: &Client,
-    config: &Config,
-    args: &Args,
-) -> Result<(Vec<Outcome>, Vec<String>), Error> {
-    let app = config.cp_app();
-    let machines = list::owned_machines(client, config, &NodeSet::ControlPlane, &args.cluster_dir)
-        .await
-        .map_err(Box::new)?;
-    let servers = servers(machines);
-    if servers.is_empty() {
-        return Err(Error::NoServers {
-            app,
-            cluster: config.cluster_name.clone(),
-            dir: args.cluster_dir.display().to_string(),
-        });
+    plan: &Plan,
+) -> Result<HashMap<StepId, Result<(), run::Error>>, run::Error> {
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (failed_tx, mut failed_rx) = tokio::sync::mpsc::unbounded_channel();
+    let result =
+        run::execute_each(client, plan, &run::Options::default(), done_tx, failed_tx).await;
+    match result {
+        Ok(_) | Err(run::Error::StepsFailed { .. }) => {}
+        Err(e) => return Err(e),
     }
-    let mut vias: Vec<&Machine> = servers
+    let mut ends = HashMap::new();
+    while let Ok(id) = done_rx.try_recv() {
+        ends.insert(id, Ok(()));
+    }
+    while let Ok((id, e)) = failed_rx.try_recv() {
+        ends.insert(id, Err(e));
+    }
+    Ok(ends)
+}
+
+/// Pure: one [`Outcome`] per taint step of `plan`, in plan order, from how each step ended; and
+/// `node: why` for every server whose exec call failed, each once, in the order the plan asks
+/// them (what the error line adds). A kubectl that ran and failed is reported as it was run:
+/// `kubectl on ctrl-0 exited with 1: <first stderr line>`.
+fn outcomes(
+    plan: &Plan,
+    mut ends: HashMap<StepId, Result<(), run::Error>>,
+) -> (Vec<Outcome>, Vec<String>) {
+    let node_of: HashMap<String, &str> = plan
+        .steps
         .iter()
-        .filter(|m| m.state == MachineState::Started)
+        .filter_map(|s| match (&s.action, &s.node) {
+            (
+                Action::Taint {
+                    machine:
+                        plan::MachineRef {
+                            id: Ref::Known(id), ..
+                        },
+                    ..
+                },
+                Some(node),
+            ) => Some((id.clone(), node.as_str())),
+            _ => None,
+        })
         .collect();
-    if vias.is_empty() {
-        return Err(Error::NoStartedServer {
-            app,
-            states: servers
-                .iter()
-                .map(|m| format!("{}={}", node_name(m), m.state))
-                .collect::<Vec<_>>()
-                .join(", "),
-        });
-    }
-    let mut outcomes = Vec::with_capacity(servers.len());
-    let mut unreachable = Vec::new();
-    for server in &servers {
-        let k3s_node = k3s::k3s_node_name(&server.id, &app);
-        let req = k3s::exec_request(k3s::taint_command(&k3s_node));
-        let mut result = Err("no started server answers exec".to_string());
-        // A server whose exec call fails (it is restarting, say) is dropped as a way in; a
-        // kubectl that ran and failed is that node's answer.
-        while let Some(via) = vias.first() {
-            match client.exec(&app, &via.id, &req).await {
-                Ok(out) if out.exit_code == 0 => {
-                    result = Ok(());
-                    break;
+    let name = |machine: &str| node_of.get(machine).copied().unwrap_or(machine).to_string();
+    let mut outcomes = Vec::new();
+    let mut unreachable: Vec<(String, String)> = Vec::new();
+    for step in &plan.steps {
+        let Action::Taint { machine, .. } = &step.action else {
+            continue;
+        };
+        let machine_id = machine.id.to_string();
+        let result = match ends.remove(&step.id) {
+            Some(Ok(())) => Ok(()),
+            Some(Err(run::Error::Exec {
+                machine: via,
+                code,
+                stderr,
+                ..
+            })) => Err(format!(
+                "kubectl on {} exited with {code}{}{stderr}",
+                name(&via),
+                if stderr.is_empty() { "" } else { ": " }
+            )),
+            Some(Err(run::Error::NoExec { tried, .. })) => {
+                for t in tried {
+                    if !unreachable.iter().any(|(m, _)| *m == t.machine) {
+                        unreachable.push((t.machine, t.why));
+                    }
                 }
-                Ok(out) => {
-                    let why = k3s::first_line(&out.stderr);
-                    result = Err(format!(
-                        "kubectl on {} exited with {}{}{why}",
-                        node_name(via),
-                        out.exit_code,
-                        if why.is_empty() { "" } else { ": " }
-                    ));
-                    break;
-                }
-                Err(e) => {
-                    let why = crate::errors::chain(&e);
-                    tracing::debug!(machine = %via.id, error = %why, "exec failed; trying another server");
-                    unreachable.push(format!("{}: {why}", node_name(via)));
-                    vias.remove(0);
-                }
+                Err("no started server answers exec".to_string())
             }
-        }
+            Some(Err(e)) => Err(crate::errors::chain(&e)),
+            None => Err("not run".to_string()),
+        };
         outcomes.push(Outcome {
-            node: node_name(server).to_string(),
-            machine_id: server.id.clone(),
-            k3s_node,
+            node: step.node.clone().unwrap_or_default(),
+            k3s_node: k3s::k3s_node_name(&machine_id, &machine.app),
+            machine_id,
             result,
         });
     }
-    Ok((outcomes, unreachable))
-}
-
-/// The servers among a control-plane app's machines (a machine marked as an agent is left
-/// out), sorted by node name.
-fn servers(mut machines: Vec<Machine>) -> Vec<Machine> {
-    machines.retain(|m| m.metadata(META_ROLE).is_none_or(|r| r == "server"));
-    machines.sort_by(|a, b| node_name(a).cmp(node_name(b)).then(a.id.cmp(&b.id)));
-    machines
-}
-
-fn node_name(m: &Machine) -> &str {
-    m.metadata(META_NODE).unwrap_or(&m.name)
+    let unreachable = unreachable
+        .into_iter()
+        .map(|(m, why)| format!("{}: {why}", name(&m)))
+        .collect();
+    (outcomes, unreachable)
 }
 
 const HEADER: [&str; 4] = ["NAME", "MACHINE ID", "K3S NODE", "RESULT"];
@@ -198,14 +210,14 @@ fn table(outcomes: &[Outcome]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fly::types::MachineConfig;
+    use crate::fly::types::{Machine, MachineConfig, MachineState};
+    use crate::plan::{AppState, META_CLUSTER, META_NODE, META_ROLE};
 
-    fn machine(id: &str, node: &str, role: Option<&str>) -> Machine {
+    fn server(id: &str, node: &str) -> Machine {
         let mut config = MachineConfig::default();
         config.metadata.insert(META_NODE.into(), node.into());
-        if let Some(r) = role {
-            config.metadata.insert(META_ROLE.into(), r.into());
-        }
+        config.metadata.insert(META_CLUSTER.into(), "lab".into());
+        config.metadata.insert(META_ROLE.into(), "server".into());
         Machine {
             id: id.into(),
             name: format!("machine-{id}"),
@@ -215,16 +227,86 @@ mod tests {
         }
     }
 
+    fn three() -> Plan {
+        let cp = AppState {
+            app: "lab-cp".into(),
+            machines: vec![
+                server("m0", "ctrl-0"),
+                server("m1", "ctrl-1"),
+                server("m2", "ctrl-2"),
+            ],
+            ..AppState::default()
+        };
+        plan::taint::taint("lab", &cp, "clusters/lab").expect("plan")
+    }
+
+    fn tried(machines: &[&str]) -> run::Error {
+        run::Error::NoExec {
+            node: "n".into(),
+            k3s_node: "k".into(),
+            tried: machines
+                .iter()
+                .map(|m| run::ExecFailure {
+                    machine: m.to_string(),
+                    why: format!("exec on {m}: API-only"),
+                })
+                .collect(),
+        }
+    }
+
     #[test]
-    fn servers_are_sorted_by_node_and_agents_left_out() {
-        let got = servers(vec![
-            machine("c", "ctrl-2", Some("server")),
-            machine("a", "ctrl-0", None),
-            machine("x", "worker-1", Some("agent")),
-            machine("b", "ctrl-1", Some("server")),
+    fn outcomes_name_the_node_of_the_server_kubectl_ran_on() {
+        let plan = three();
+        let ends = HashMap::from([
+            (StepId(0), Ok(())),
+            (
+                StepId(1),
+                Err(run::Error::Exec {
+                    node: "ctrl-1".into(),
+                    machine: "m0".into(),
+                    program: "k3s kubectl taint".into(),
+                    code: 1,
+                    stderr: "nodes \"m1.vm.lab-cp.internal\" not found".into(),
+                }),
+            ),
         ]);
-        let names: Vec<&str> = got.iter().map(node_name).collect();
-        assert_eq!(names, ["ctrl-0", "ctrl-1", "ctrl-2"]);
+        let (got, unreachable) = outcomes(&plan, ends);
+        assert_eq!(
+            got.iter().map(|o| o.result.clone()).collect::<Vec<_>>(),
+            [
+                Ok(()),
+                Err(
+                    "kubectl on ctrl-0 exited with 1: nodes \"m1.vm.lab-cp.internal\" not found"
+                        .into()
+                ),
+                Err("not run".into()),
+            ]
+        );
+        assert_eq!(got[1].k3s_node, "m1.vm.lab-cp.internal");
+        assert_eq!(got[1].machine_id, "m1");
+        assert!(unreachable.is_empty());
+    }
+
+    #[test]
+    fn servers_whose_exec_failed_are_named_once_in_the_order_asked() {
+        let plan = three();
+        let ends = HashMap::from([
+            (StepId(0), Err(tried(&["m0", "m1", "m2"]))),
+            (StepId(1), Err(tried(&["m0", "m1", "m2"]))),
+            (StepId(2), Err(tried(&["m0", "m1", "m2"]))),
+        ]);
+        let (got, unreachable) = outcomes(&plan, ends);
+        assert!(got
+            .iter()
+            .all(|o| o.result == Err("no started server answers exec".into())));
+        assert_eq!(
+            unreachable,
+            [
+                "ctrl-0: exec on m0: API-only",
+                "ctrl-1: exec on m1: API-only",
+                "ctrl-2: exec on m2: API-only"
+            ]
+        );
     }
 
     #[test]

@@ -44,9 +44,17 @@ impl Action {
                 .chain(step(&via.id))
                 .chain(Some(*before))
                 .collect(),
+            Action::Taint {
+                machine,
+                via,
+                fallback,
+            } => step(&machine.id)
+                .into_iter()
+                .chain(step(&via.id))
+                .chain(fallback.iter().filter_map(|f| step(&f.id)))
+                .collect(),
             Action::WaitK3sReady { machine, via }
             | Action::ReadBoot { machine, via }
-            | Action::Taint { machine, via }
             | Action::Cordon { machine, via }
             | Action::Uncordon { machine, via }
             | Action::Drain { machine, via }

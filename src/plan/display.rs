@@ -180,11 +180,22 @@ impl fmt::Display for Action {
                     "store the token from {token} as secret {TOKEN_SECRET} of app {app}"
                 )
             }
-            Action::Taint { machine, via } => write!(
-                f,
-                "taint k3s node {} {SERVER_TAINT} (kubectl on {})",
-                machine.id, via.id
-            ),
+            Action::Taint {
+                machine,
+                via,
+                fallback,
+            } => {
+                write!(
+                    f,
+                    "taint k3s node {} {SERVER_TAINT} (kubectl on {}",
+                    machine.id, via.id
+                )?;
+                if !fallback.is_empty() {
+                    let others: Vec<String> = fallback.iter().map(|m| m.id.to_string()).collect();
+                    write!(f, ", else {}", others.join(", "))?;
+                }
+                f.write_str(")")
+            }
             Action::Cordon { machine, via } => write!(
                 f,
                 "cordon k3s node of machine {} (kubectl on {})",

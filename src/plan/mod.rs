@@ -28,6 +28,7 @@ pub mod replace;
 mod request;
 pub mod scale_down;
 pub mod skew;
+pub mod taint;
 pub mod update;
 
 pub use complete::machine_request as complete_machine_request;
@@ -181,6 +182,24 @@ pub enum Error {
         to: String,
         /// Why, with what to do.
         why: String,
+    },
+    /// `taint` found no server of this cluster in the control-plane app.
+    #[error("app {app} has no server of cluster {cluster} (no machine with fks_cluster={cluster}): create the control plane with fks-bootstrap -c {dir}")]
+    NoServer {
+        /// The control-plane app.
+        app: String,
+        /// Cluster name.
+        cluster: String,
+        /// The cluster directory as the user gave it.
+        dir: String,
+    },
+    /// `taint` found servers, but none is started, so there is no kubectl to run.
+    #[error("app {app} has no started server to run kubectl on (servers: {states})")]
+    NoStartedServer {
+        /// The control-plane app.
+        app: String,
+        /// `node=state` of every server, comma separated.
+        states: String,
     },
     /// The ssh files of a node were not supplied.
     #[error(
@@ -445,12 +464,19 @@ pub enum Action {
         /// The `ReadToken` step.
         token: StepId,
     },
-    /// Taint a server `CriticalAddonsOnly=true:NoExecute`.
+    /// Taint a server `CriticalAddonsOnly=true:NoExecute` (`kubectl taint --overwrite`, so
+    /// a node that has it already stays as it is).
     Taint {
         /// The server's machine.
         machine: MachineRef,
         /// Where to run kubectl.
         via: MachineRef,
+        /// Other started servers to run kubectl on, in order, when the exec call on `via`
+        /// (and on the ones before) fails: `fks-bootstrap taint` goes through whichever
+        /// started server answers. A kubectl that ran and failed is the answer, not a reason
+        /// to try another. Empty for `-c` and `server replace` (their `via` is the server
+        /// they just waited for).
+        fallback: Vec<MachineRef>,
     },
     /// Record in machine metadata (`fks_ready=true`) that the node is done.
     MarkReady {

@@ -632,6 +632,7 @@ impl Steps<'_> {
                     Action::Taint {
                         machine: status.machine.clone(),
                         via: via.clone(),
+                        fallback: Vec::new(),
                     },
                     vec![ready],
                 );

@@ -481,6 +481,7 @@ pub fn replace(
             Action::Taint {
                 machine: made.clone(),
                 via: via_ref.clone(),
+                fallback: Vec::new(),
             },
             vec![member],
         );

@@ -117,6 +117,25 @@ pub enum Error {
         /// The first line of stderr.
         stderr: String,
     },
+    /// No server a kubectl step could run on answered the exec call.
+    #[error("node {node}: no started server answers exec to run kubectl for k3s node {k3s_node} (exec failed on {})", tried.iter().map(|t| format!("{}: {}", t.machine, t.why)).collect::<Vec<_>>().join("; "))]
+    NoExec {
+        /// The node.
+        node: String,
+        /// Its k3s node name.
+        k3s_node: String,
+        /// Each server asked, in order, and why its exec call failed.
+        tried: Vec<ExecFailure>,
+    },
+    /// Steps of a plan that keeps going failed; each was sent to the caller with its error
+    /// ([`execute_each`]).
+    #[error("{failed} of {steps} steps failed")]
+    StepsFailed {
+        /// How many failed.
+        failed: usize,
+        /// How many the plan has.
+        steps: usize,
+    },
     /// No zone was left for a volume of its own.
     #[error(
         "node {node}: no zone of region {region} is left for a volume of its own in app {app} \
@@ -150,6 +169,15 @@ pub enum Error {
         /// The step it needs.
         needs: StepId,
     },
+}
+
+/// An exec call that failed (the API did not run the command), and on which machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecFailure {
+    /// The machine id.
+    pub machine: String,
+    /// Why, the error chain in one line.
+    pub why: String,
 }
 
 /// Deadlines and pacing of a run.
@@ -454,6 +482,31 @@ pub async fn execute_reporting(
     events: Option<UnboundedSender<Event>>,
     finished: Option<UnboundedSender<Finished>>,
 ) -> Result<Summary, Error> {
+    run_plan(client, plan, options, events, finished, None).await
+}
+
+/// [`execute_reporting`] for a plan that keeps going ([`Plan::keep_going`]) and a caller that
+/// reports every step: each finished step's id goes to `finished`, each failed step goes to
+/// `failed` with its error (not logged here: the caller says it). When any step failed the
+/// result is [`Error::StepsFailed`].
+pub async fn execute_each(
+    client: &Client,
+    plan: &Plan,
+    options: &Options,
+    finished: UnboundedSender<StepId>,
+    failed: UnboundedSender<(StepId, Error)>,
+) -> Result<Summary, Error> {
+    run_plan(client, plan, options, None, Some(finished), Some(failed)).await
+}
+
+async fn run_plan(
+    client: &Client,
+    plan: &Plan,
+    options: &Options,
+    events: Option<UnboundedSender<Event>>,
+    finished: Option<UnboundedSender<StepId>>,
+    failed: Option<UnboundedSender<(StepId, Error)>>,
+) -> Result<Summary, Error> {
     let ctx = Arc::new(Ctx {
         client: client.clone(),
         options: options.clone(),
@@ -481,6 +534,9 @@ pub async fn execute_reporting(
     let mut tasks: JoinSet<(StepId, Result<Output, Error>)> = JoinSet::new();
     let mut task_steps: HashMap<tokio::task::Id, StepId> = HashMap::new();
     let mut first_error: Option<Error> = None;
+    // The steps that failed in a plan that keeps going: never started again.
+    let mut failed_steps: BTreeSet<StepId> = BTreeSet::new();
+    let mut failures = 0usize;
     // One step at a time is k3s.sh's way: each node is finished (through k3s Ready) before the
     // next one starts, so steps go node by node. Otherwise plan order.
     let mut order: Vec<&Step> = plan.steps.iter().collect();
@@ -495,7 +551,10 @@ pub async fn execute_reporting(
     }
     loop {
         for step in order.iter().copied() {
-            if done.contains_key(&step.id) || running.contains(&step.id) {
+            if done.contains_key(&step.id)
+                || running.contains(&step.id)
+                || failed_steps.contains(&step.id)
+            {
                 continue;
             }
             if !step.depends_on.iter().all(|d| done.contains_key(d)) {
@@ -531,6 +590,17 @@ pub async fn execute_reporting(
         let output = match result {
             Ok(output) => output,
             Err(e) if plan.keep_going => {
+                failed_steps.insert(id);
+                failures += 1;
+                // A caller that takes the failures reports them; a closed receiver gives the
+                // error back, and it is kept as below.
+                let e = match &failed {
+                    Some(tx) => match tx.send((id, e)) {
+                        Ok(()) => continue,
+                        Err(tokio::sync::mpsc::error::SendError((_, e))) => e,
+                    },
+                    None => e,
+                };
                 tracing::error!("{}", crate::errors::chain(&e));
                 first_error.get_or_insert(e);
                 continue;
@@ -577,6 +647,10 @@ pub async fn execute_reporting(
     summary.elapsed = ctx.started.elapsed();
     match first_error {
         Some(e) => Err(e),
+        None if failures > 0 => Err(Error::StepsFailed {
+            failed: failures,
+            steps: plan.steps.len(),
+        }),
         None => Ok(summary),
     }
 }
@@ -870,31 +944,37 @@ async fn run_step(ctx: &Ctx, node: &str, action: Action, inputs: Inputs) -> Resu
                 )))?;
             Ok(Output::Secrets(written.version))
         }
-        Action::Taint { machine, via } => {
+        Action::Taint {
+            machine,
+            via,
+            fallback,
+        } => {
             let (app, machine) = inputs.machine(&machine)?;
-            let via = inputs.machine(&via)?;
             let k3s_node = k3s::k3s_node_name(&machine, &app);
-            let out = c
-                .exec(&via.0, &via.1, &exec_request(k3s::taint_command(&k3s_node)))
-                .await
-                .map_err(fly_err(format!("node {node}: tainting {k3s_node}")))?;
-            if out.exit_code != 0 {
-                return Err(Error::Exec {
-                    node: node.to_string(),
-                    machine: via.1,
-                    program: "k3s kubectl taint".to_string(),
-                    code: out.exit_code,
-                    stderr: out
-                        .stderr
-                        .lines()
-                        .next()
-                        .unwrap_or("")
-                        .chars()
-                        .take(200)
-                        .collect(),
-                });
+            let req = exec_request(k3s::taint_command(&k3s_node));
+            let mut tried = Vec::new();
+            // The first server whose exec call answers runs kubectl; a kubectl that ran and
+            // failed is the node's answer.
+            for via in std::iter::once(&via).chain(&fallback) {
+                let (via_app, via_id) = inputs.machine(via)?;
+                match c.exec(&via_app, &via_id, &req).await {
+                    Ok(out) if out.exit_code == 0 => return Ok(Output::Done),
+                    Ok(out) => return Err(exec_failed(node, via_id, "k3s kubectl taint", &out)),
+                    Err(e) => {
+                        let why = crate::errors::chain(&e);
+                        tracing::debug!(%node, machine = %via_id, error = %why, "exec failed; trying another server");
+                        tried.push(ExecFailure {
+                            machine: via_id,
+                            why,
+                        });
+                    }
+                }
             }
-            Ok(Output::Done)
+            Err(Error::NoExec {
+                node: node.to_string(),
+                k3s_node,
+                tried,
+            })
         }
         Action::Cordon { machine, via } => {
             let (app, machine) = inputs.machine(&machine)?;

@@ -404,6 +404,181 @@ fn worker_and_via() -> (MachineRef, MachineRef) {
     )
 }
 
+fn cp_ref(id: &str) -> MachineRef {
+    MachineRef {
+        app: "lab-cp".into(),
+        id: Ref::Known(id.into()),
+    }
+}
+
+/// Exec answers by machine: `m0` and the ones in `down` fail as API errors (503), the others
+/// run kubectl, which fails (exit 1) for the k3s nodes of the machines in `refused`.
+fn taint_api(
+    down: &'static [&'static str],
+    refused: &'static [&'static str],
+) -> impl FnMut(&Seen, &[Seen]) -> Answer {
+    move |req: &Seen, _: &[Seen]| {
+        let path = req.path();
+        let Some(machine) = path
+            .strip_prefix("/v1/apps/lab-cp/machines/")
+            .and_then(|p| p.strip_suffix("/exec"))
+        else {
+            return answer(404, json!({"error": "unscripted"}));
+        };
+        if down.contains(&machine) {
+            return answer(503, json!({"error": "exec is not available here"}));
+        }
+        if refused
+            .iter()
+            .any(|m| req.body.contains(&format!("{m}.vm.lab-cp.internal")))
+        {
+            return answer(
+                200,
+                json!({"stdout": "", "stderr": "Error from server (NotFound): nodes not found\nmore", "exit_code": 1}),
+            );
+        }
+        answer(
+            200,
+            json!({"stdout": "node/x tainted", "stderr": "", "exit_code": 0}),
+        )
+    }
+}
+
+fn exec_paths(server: &Server) -> Vec<String> {
+    server
+        .seen()
+        .into_iter()
+        .filter(|s| s.path().ends_with("/exec"))
+        .map(|s| s.path().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_taint_goes_through_the_first_server_whose_exec_answers() {
+    let taint = Action::Taint {
+        machine: cp_ref("m2"),
+        via: cp_ref("m0"),
+        fallback: vec![cp_ref("m1"), cp_ref("m2")],
+    };
+    let server = Server::start(taint_api(&["m0"], &[])).await;
+    let out = removal_step(&server, taint.clone(), Duration::from_secs(5)).await;
+    assert!(matches!(out, Ok(Output::Done)), "{out:?}");
+    assert_eq!(
+        exec_paths(&server),
+        [
+            "/v1/apps/lab-cp/machines/m0/exec",
+            "/v1/apps/lab-cp/machines/m1/exec"
+        ],
+        "m2 is not asked once m1 ran kubectl"
+    );
+
+    // A kubectl that ran and failed is the answer: no other server is asked.
+    let server = Server::start(taint_api(&["m0"], &["m2"])).await;
+    let e = removal_step(&server, taint.clone(), Duration::from_secs(5))
+        .await
+        .expect_err("kubectl failed");
+    match &e {
+        Error::Exec {
+            machine, stderr, ..
+        } => {
+            assert_eq!(machine, "m1");
+            assert_eq!(stderr, "Error from server (NotFound): nodes not found");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(exec_paths(&server).len(), 2);
+
+    // No server answers: each is named with why, in the order asked.
+    let server = Server::start(taint_api(&["m0", "m1", "m2"], &[])).await;
+    let e = removal_step(&server, taint, Duration::from_secs(5))
+        .await
+        .expect_err("nobody answers");
+    let Error::NoExec {
+        tried, k3s_node, ..
+    } = &e
+    else {
+        panic!("{e:?}");
+    };
+    assert_eq!(k3s_node, "m2.vm.lab-cp.internal");
+    assert_eq!(
+        tried.iter().map(|t| t.machine.as_str()).collect::<Vec<_>>(),
+        ["m0", "m1", "m2"]
+    );
+    let text = e.to_string();
+    assert!(
+        text.contains("no started server answers exec")
+            && text.contains("exec failed on m0: ")
+            && text.contains("; m2: "),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn execute_each_reports_every_step_and_a_failure_does_not_stop_the_others() {
+    let server_machine = |id: &str, node: &str| Machine {
+        name: node.into(),
+        ..machine(id, node)
+    };
+    let cp = plan::AppState {
+        app: "lab-cp".into(),
+        machines: vec![
+            server_machine("m0", "ctrl-0"),
+            server_machine("m1", "ctrl-1"),
+            server_machine("m2", "ctrl-2"),
+        ],
+        ..plan::AppState::default()
+    };
+    let plan = plan::taint::taint("lab", &cp, "clusters/lab").expect("plan");
+    let server = Server::start(taint_api(&[], &["m1"])).await;
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (failed_tx, mut failed_rx) = tokio::sync::mpsc::unbounded_channel();
+    let result = execute_each(
+        &client(&server.base),
+        &plan,
+        &Options::default(),
+        done_tx,
+        failed_tx,
+    )
+    .await;
+    assert!(
+        matches!(
+            result,
+            Err(Error::StepsFailed {
+                failed: 1,
+                steps: 3
+            })
+        ),
+        "{result:?}"
+    );
+    let mut done = Vec::new();
+    while let Ok(id) = done_rx.try_recv() {
+        done.push(id.0);
+    }
+    done.sort();
+    assert_eq!(done, [0, 2], "the steps after the failed one still ran");
+    let (id, e) = failed_rx.try_recv().expect("one failure");
+    assert_eq!(id, StepId(1));
+    assert!(
+        matches!(&e, Error::Exec { node, machine, .. } if node == "ctrl-1" && machine == "m0"),
+        "{e:?}"
+    );
+    assert!(failed_rx.try_recv().is_err());
+    assert_eq!(
+        exec_paths(&server).len(),
+        3,
+        "the failed step is not started again"
+    );
+
+    // Without a receiver for the failures, the first one is the run's error.
+    let e = execute(&client(&server.base), &plan, &Options::default(), None)
+        .await
+        .expect_err("ctrl-1 fails");
+    assert!(
+        matches!(&e, Error::Exec { node, .. } if node == "ctrl-1"),
+        "{e:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_drain_held_up_by_a_disruption_budget_is_called_again_until_it_passes() {
     const PDB: &str = "error when evicting pods/\"web-1\" -n \"default\" (will retry after 5s): Cannot evict pod as it would violate the pod's disruption budget.";
