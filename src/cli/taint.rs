@@ -107,8 +107,8 @@ async fn execute(
         Err(e) => return Err(e),
     }
     let mut ends = HashMap::new();
-    while let Ok(id) = done_rx.try_recv() {
-        ends.insert(id, Ok(()));
+    while let Ok(done) = done_rx.try_recv() {
+        ends.insert(done.step, Ok(()));
     }
     while let Ok((id, e)) = failed_rx.try_recv() {
         ends.insert(id, Err(e));

@@ -486,14 +486,14 @@ pub async fn execute_reporting(
 }
 
 /// [`execute_reporting`] for a plan that keeps going ([`Plan::keep_going`]) and a caller that
-/// reports every step: each finished step's id goes to `finished`, each failed step goes to
+/// reports every step: each finished step goes to `finished`, each failed step goes to
 /// `failed` with its error (not logged here: the caller says it). When any step failed the
 /// result is [`Error::StepsFailed`].
 pub async fn execute_each(
     client: &Client,
     plan: &Plan,
     options: &Options,
-    finished: UnboundedSender<StepId>,
+    finished: UnboundedSender<Finished>,
     failed: UnboundedSender<(StepId, Error)>,
 ) -> Result<Summary, Error> {
     run_plan(client, plan, options, None, Some(finished), Some(failed)).await
@@ -504,7 +504,7 @@ async fn run_plan(
     plan: &Plan,
     options: &Options,
     events: Option<UnboundedSender<Event>>,
-    finished: Option<UnboundedSender<StepId>>,
+    finished: Option<UnboundedSender<Finished>>,
     failed: Option<UnboundedSender<(StepId, Error)>>,
 ) -> Result<Summary, Error> {
     let ctx = Arc::new(Ctx {

@@ -551,8 +551,8 @@ async fn execute_each_reports_every_step_and_a_failure_does_not_stop_the_others(
         "{result:?}"
     );
     let mut done = Vec::new();
-    while let Ok(id) = done_rx.try_recv() {
-        done.push(id.0);
+    while let Ok(finished) = done_rx.try_recv() {
+        done.push(finished.step.0);
     }
     done.sort();
     assert_eq!(done, [0, 2], "the steps after the failed one still ran");
