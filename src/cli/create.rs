@@ -416,6 +416,7 @@ pub(super) fn converge(
         k3s_timeout: Duration::from_secs(flags.timeout),
         poll: Duration::from_secs(1),
         max_parallel: None,
+        ..run::Options::default()
     };
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let names: Vec<String> = plan.nodes.iter().map(|n| n.name.clone()).collect();
