@@ -83,20 +83,41 @@ pub fn run(args: Args) -> Result<(), super::Error> {
         .machines
         .iter()
         .any(|m| !matches!(m.state, crate::fly::types::MachineState::Destroyed));
-    let via = if k3s && has_nodes {
-        let server = plan::phases::join_point(&config, &target, &state).map_err(|e| {
-            failed(anyhow!(e).context(format!(
-                "draining the nodes of app {app} needs kubectl on a started server; pass --machines-only to remove the machines without draining"
-            )))
-        })?;
-        server.map(|m| MachineRef {
+    // Without machines left, a started server is still asked (when there is one) for the
+    // Nodes an interrupted removal may have left; it is needed only to drain.
+    let via = match k3s.then(|| plan::phases::join_point(&config, &target, &state)) {
+        None => None,
+        Some(Ok(server)) => server.map(|m| MachineRef {
             app: config.cp_app(),
             id: Ref::Known(m.id.clone()),
-        })
-    } else {
-        None
+        }),
+        Some(Err(_)) if !has_nodes => None,
+        Some(Err(e)) => {
+            return Err(failed(anyhow!(e).context(format!(
+                "draining the nodes of app {app} needs kubectl on a started server; pass --machines-only to remove the machines without draining"
+            ))))
+        }
     };
-    let removal = remove_group(&cluster, group_app.as_ref(), &via).map_err(|e| failed(e.into()))?;
+    // The Nodes, so those of machines an interrupted run destroyed are deleted too.
+    let k8s_nodes = match &via {
+        Some(_) => {
+            let vias = crate::status::started_servers(&cluster, &state.control_plane);
+            match rt.block_on(crate::status::k8s_node_names(
+                &client,
+                &config.cp_app(),
+                &vias,
+            )) {
+                Ok(names) => Some(names),
+                Err(why) => {
+                    tracing::warn!(%app, "could not list the Kubernetes nodes ({why}); Nodes that an interrupted removal left are not looked for in this run");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    let removal = remove_group(&cluster, group_app.as_ref(), &via, k8s_nodes.as_deref())
+        .map_err(|e| failed(e.into()))?;
     if removal.plan.is_empty() {
         return output::stdout(&format!(
             "nothing to remove: node group {} of cluster {cluster} has no app ({app})\n",

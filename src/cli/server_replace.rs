@@ -115,17 +115,30 @@ pub fn run(args: ServerArgs) -> Result<(), super::Error> {
     let rt = super::runtime()?;
     let started = Instant::now();
     let target = Target::ControlPlane { bootstrap_index: 0 };
-    let state = rt
+    let mut state = rt
         .block_on(observe::target(&client, &config, &target))
         .map_err(|e| failed(e.into()))?;
     let survivors = survivors(&cluster, &node, &state.machines);
-    let members = rt.block_on(status::ask(
-        &client,
-        &app,
-        &survivors,
-        status::members_command(),
-        status::parse_members,
-    ));
+    // The members for the quorum check, and the Nodes so that one an interrupted replace left
+    // (its machine gone, its member removed already) is deleted too.
+    let (members, k8s_nodes) = rt.block_on(async {
+        tokio::join!(
+            status::ask(
+                &client,
+                &app,
+                &survivors,
+                status::members_command(),
+                status::parse_members,
+            ),
+            status::k8s_node_names(&client, &app, &survivors),
+        )
+    });
+    match k8s_nodes {
+        Ok(names) => state.k8s_nodes = Some(names),
+        Err(why) => {
+            tracing::warn!(%app, "could not list the Kubernetes nodes ({why}); Nodes that an interrupted replace left are not looked for in this run")
+        }
+    }
     let image = ensure::from_control_plane(
         &cluster,
         &survivors.iter().map(|m| (*m).clone()).collect::<Vec<_>>(),

@@ -715,9 +715,16 @@ pub fn plan(
     };
     let drifted = std::mem::take(&mut s.drifted);
     super::update::rollout(&mut s.b, drifted, &servers, via_cp.as_ref(), options.k3s);
-    // Phase 11: a lowered NODE_GROUP_SIZE removes the group's highest-index nodes.
+    // Phase 11: a lowered NODE_GROUP_SIZE removes the group's highest-index nodes; what an
+    // interrupted removal left (Nodes, volumes) goes too.
     if let Target::NodeGroup { group } = target {
         let via = if options.k3s { via_cp.clone() } else { None };
+        let reused: std::collections::BTreeSet<&str> = volumes
+            .reuse
+            .iter()
+            .flatten()
+            .map(|v| v.id.as_str())
+            .collect();
         super::scale_down::scale_down(
             &mut s.b,
             cluster,
@@ -727,6 +734,10 @@ pub fn plan(
             &state.machines,
             &state.volumes,
             &via,
+            super::scale_down::Leftovers {
+                k8s_nodes: state.k8s_nodes.as_deref(),
+                reused: &reused,
+            },
         )?;
     }
 

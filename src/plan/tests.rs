@@ -132,6 +132,7 @@ fn converged_cp(marked: bool) -> State {
         machines,
         secrets,
         control_plane: Vec::new(),
+        k8s_nodes: None,
     }
 }
 
@@ -778,6 +779,7 @@ fn converged_group() -> State {
         machines,
         secrets,
         control_plane: converged_cp(true).machines,
+        k8s_nodes: None,
     }
 }
 
