@@ -929,6 +929,32 @@ fn a_new_image_updates_servers_one_at_a_time_each_ready_and_healthy_before_the_n
     }
 }
 
+/// An upgrade killed after ctrl-0's update: ctrl-0 already runs the new config (and may still
+/// be rebooting onto it). The next run updates ctrl-1 only once ctrl-0's etcd member is a
+/// healthy voter again, asked of another server, so two servers are never down at once.
+#[test]
+fn a_rerun_waits_for_a_server_updated_before_the_kill_to_be_healthy_before_the_next() {
+    let mut o = options(&cp_names(), Some(3), true);
+    o.image = NEXT.to_string();
+    let mut state = converged_cp(true);
+    for m in state.machines.iter_mut().filter(|m| m.id == "m0") {
+        m.config.as_mut().expect("config").image = NEXT.to_string();
+    }
+    let p = plan(&lab_config(), &cp(), &state, &o).expect("plan");
+    let gate = &p.steps[0];
+    match &gate.action {
+        Action::WaitMemberHealthy { machine, via } => {
+            assert_eq!(machine.id, Ref::Known("m0".into()));
+            assert_eq!(via.id, Ref::Known("m1".into()));
+        }
+        other => panic!("{other:?}\n{p}"),
+    }
+    let read = step_of(&p, "ctrl-1", "ReadBoot");
+    assert_eq!(p.steps[read.0].depends_on, [gate.id]);
+    assert_eq!(p.mutations(), 2);
+    assert!(!kinds(&p).iter().any(|k| k.starts_with("ctrl-0:")), "{p}");
+}
+
 #[test]
 fn a_bigger_worker_guest_updates_workers_in_batches_each_ready_before_the_next() {
     let mut config = lab_config();

@@ -284,7 +284,8 @@ fn sinks(b: &Builder) -> Vec<StepId> {
 }
 
 /// The rollout of `drifted` (in the plan's node order: bootstrap server first), after every
-/// step planned so far. Servers one at a time: the node's boot id and last heartbeat read,
+/// step planned so far and after the servers that are not updated are healthy etcd voters
+/// (one may still be rebooting from an interrupted run). Servers one at a time: the node's boot id and last heartbeat read,
 /// the update (under a lease, waiting for the new version started), k3s Ready from the new
 /// boot and the etcd member healthy, asked on another server when there is one; then the
 /// next. Agents in batches of [`WORKER_BATCH`]: a batch's reads and updates, then their
@@ -303,6 +304,28 @@ pub(super) fn rollout(
     let mut after: Vec<StepId> = sinks(b);
     let (srv, agents): (Vec<Drifted>, Vec<Drifted>) =
         drifted.into_iter().partition(|d| d.role != Role::Agent);
+    // A server that needs no update may be rebooting onto its new config all the same: a run
+    // killed after updating it, before its waits. The first update waits until every such
+    // server's etcd member is a healthy voter again, so that two servers are never down at
+    // once (with three, that would lose etcd's quorum).
+    if k3s && !srv.is_empty() {
+        let mut gates = Vec::new();
+        for s in servers
+            .iter()
+            .filter(|s| srv.iter().all(|d| d.machine.id != s.id))
+        {
+            let via = servers.iter().find(|o| o.id != s.id).unwrap_or(s).clone();
+            gates.push(b.push(
+                None,
+                Action::WaitMemberHealthy {
+                    machine: s.clone(),
+                    via,
+                },
+                after.clone(),
+            ));
+        }
+        after.extend(gates);
+    }
     for d in srv {
         let name = d.name.as_str();
         // Ask a server that is not the one rebooted when there is one.
