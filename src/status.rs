@@ -345,6 +345,26 @@ pub async fn k8s_node_names(
         .map(|nodes| nodes.into_iter().map(|n| n.name).collect())
 }
 
+/// The Kubernetes Node names asked of the started servers of `cluster` among `cp_machines`
+/// (its control plane's), for a command that removes nodes of `app` and finishes what an
+/// interrupted run left; `None`, said in a warning, when no server answered.
+pub async fn node_names_for_cleanup(
+    client: &Client,
+    cluster: &str,
+    cp_app: &str,
+    cp_machines: &[Machine],
+    app: &str,
+) -> Option<Vec<String>> {
+    let vias = started_servers(cluster, cp_machines);
+    match k8s_node_names(client, cp_app, &vias).await {
+        Ok(names) => Some(names),
+        Err(why) => {
+            tracing::warn!(%app, "could not list the Kubernetes nodes ({why}); Nodes that an interrupted run left are not looked for in this run");
+            None
+        }
+    }
+}
+
 /// Runs `command` on the first of `vias` whose exec call answers and reads its answer with
 /// `parse`; an exec call that fails moves on to the next server, an answer is final.
 pub async fn ask<T>(

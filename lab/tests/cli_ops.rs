@@ -1381,3 +1381,53 @@ async fn an_update_waits_out_the_lease_a_killed_run_left_behind() {
         "{on_lease:?}"
     );
 }
+
+/// A scale-down right after an update run was killed: the worker to remove still carries the
+/// killed run's lease (here taken by the test, 12 s, never released). The destroy is refused
+/// with 409 while it lives; `-a` waits it out, says so, and removes the worker.
+#[tokio::test]
+async fn a_scale_down_waits_out_the_lease_a_killed_run_left_on_the_doomed_worker() {
+    const STALE_TTL: u64 = 12;
+    let lab = start_lab().await;
+    let xdg = tempfile::tempdir().expect("tempdir");
+    let (registry, dir) = common::registry_and_cluster(xdg.path(), TOKEN).await;
+    let dir = dir.as_str();
+    let client = lab.client();
+    for args in [&["-c", dir][..], &["-a", "web", dir]] {
+        let out = fks_keys(&lab, &registry, xdg.path(), args).await;
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    }
+    let doomed = live_machines(&client, "lab-ng-web")
+        .await
+        .into_iter()
+        .find(|m| m.metadata(META_NODE) == Some("worker-ng-web-2"))
+        .expect("worker 2");
+    let stale = client
+        .acquire_lease(
+            "lab-ng-web",
+            &doomed.id,
+            STALE_TTL,
+            Some("fks-bootstrap update"),
+        )
+        .await
+        .expect("the killed run's lease");
+    set_group_size(dir, 2);
+    let out = fks_keys(&lab, &registry, xdg.path(), &["-a", "web", dir, "--yes"]).await;
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains(&format!(
+            "machine {} in app lab-ng-web is leased by lab@tokens.fly.io (fks-bootstrap update) until {}",
+            doomed.id, stale.expires_at
+        )),
+        "{err}"
+    );
+    let left: Vec<String> = live_machines(&client, "lab-ng-web")
+        .await
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(!left.contains(&doomed.id), "{left:?}");
+    assert_eq!(live_volumes(&client, "lab-ng-web").await.len(), 2);
+}

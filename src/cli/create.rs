@@ -389,17 +389,13 @@ pub(super) fn converge(
     }
     // A node group's Nodes, so the plan finds those an interrupted removal left behind.
     if k3s && state.app_exists && matches!(target, Target::NodeGroup { .. }) {
-        let vias = crate::status::started_servers(&config.cluster_name, &state.control_plane);
-        match rt.block_on(crate::status::k8s_node_names(
+        state.k8s_nodes = rt.block_on(crate::status::node_names_for_cleanup(
             &client,
+            &config.cluster_name,
             &config.cp_app(),
-            &vias,
-        )) {
-            Ok(names) => state.k8s_nodes = Some(names),
-            Err(why) => {
-                tracing::warn!(%app, "could not list the Kubernetes nodes ({why}); Nodes that an interrupted removal left are not looked for in this run")
-            }
-        }
+            &state.control_plane,
+            &app,
+        ));
     }
     options.image = image.pinned.clone();
     let plan = plan::plan(config, target, &state, &options).map_err(plan_error)?;

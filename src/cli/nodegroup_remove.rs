@@ -30,7 +30,8 @@ PodDisruptionBudgets, and a drain a budget holds up is retried until --timeout),
 destroyed, its Kubernetes node and its volume deleted; then the app's secrets and the app.
 The control plane is never touched. Without --yes it asks you to type the cluster name;
 without a terminal, pass --yes. With --machines-only (or FKS_MACHINES_ONLY=1) no kubectl step
-is run. Running it again when the group is gone changes nothing and exits 0.";
+is run. Interrupted, running it again finishes the job (the Kubernetes nodes of machines already
+destroyed are deleted too); when the group is gone it changes nothing and exits 0.";
 
 /// Remove worker node group GROUP: drain its nodes, destroy its machines and volumes, delete
 /// its app.
@@ -100,20 +101,13 @@ pub fn run(args: Args) -> Result<(), super::Error> {
     };
     // The Nodes, so those of machines an interrupted run destroyed are deleted too.
     let k8s_nodes = match &via {
-        Some(_) => {
-            let vias = crate::status::started_servers(&cluster, &state.control_plane);
-            match rt.block_on(crate::status::k8s_node_names(
-                &client,
-                &config.cp_app(),
-                &vias,
-            )) {
-                Ok(names) => Some(names),
-                Err(why) => {
-                    tracing::warn!(%app, "could not list the Kubernetes nodes ({why}); Nodes that an interrupted removal left are not looked for in this run");
-                    None
-                }
-            }
-        }
+        Some(_) => rt.block_on(crate::status::node_names_for_cleanup(
+            &client,
+            &cluster,
+            &config.cp_app(),
+            &state.control_plane,
+            &app,
+        )),
         None => None,
     };
     let removal = remove_group(&cluster, group_app.as_ref(), &via, k8s_nodes.as_deref())

@@ -92,42 +92,15 @@ pub async fn acquire(
 ) -> Result<Held, Error> {
     let started = Instant::now();
     let secs = ttl_secs(ttl);
+    let what = format!("node {node}: leasing machine {id} in app {app}");
     let lease = loop {
-        let err = match client.acquire_lease(app, id, secs, Some(description)).await {
+        match client.acquire_lease(app, id, secs, Some(description)).await {
             Ok(lease) => break lease,
-            Err(e) if e.status_code() == Some(409) => e,
-            Err(e) => return Err(leasing(node, app, id)(e)),
-        };
-        let Some(held) = client
-            .get_lease(app, id)
-            .await
-            .map_err(leasing(node, app, id))?
-        else {
-            // Released or lapsed between the two calls: try again at once, but not in a
-            // tight loop should the two answers keep disagreeing.
-            if Instant::now() + MARGIN > wait_until {
-                return Err(leasing(node, app, id)(err));
+            Err(e) if e.status_code() == Some(409) => {
+                wait_out(client, node, app, id, started, wait_until, e, &what).await?;
             }
-            tokio::time::sleep(MARGIN).await;
-            continue;
-        };
-        let wait = wait_for(held.expires_at, unix_now());
-        if Instant::now() + wait > wait_until {
-            return Err(Error::LeaseHeld {
-                node: node.to_string(),
-                app: app.to_string(),
-                machine: id.to_string(),
-                holder: holder(&held),
-                expires_at: held.expires_at,
-                waited: started.elapsed(),
-            });
+            Err(e) => return Err(fly_error(&what)(e)),
         }
-        tracing::info!(
-            %app, %node, machine = %id,
-            "machine {id} in app {app} is leased by {} until {} (unix seconds); waiting {}s for that lease to expire",
-            holder(&held), held.expires_at, wait.as_secs()
-        );
-        tokio::time::sleep(wait).await;
     };
     let (stop, stopped) = oneshot::channel();
     let refresher = tokio::spawn(refresh_until_stopped(
@@ -147,11 +120,56 @@ pub async fn acquire(
     })
 }
 
-fn leasing<'a>(node: &'a str, app: &'a str, id: &'a str) -> impl FnOnce(FlyError) -> Error + 'a {
+fn fly_error(what: &str) -> impl FnOnce(FlyError) -> Error + '_ {
     move |source| Error::Fly {
-        what: format!("node {node}: leasing machine {id} in app {app}"),
+        what: what.to_string(),
         source: Box::new(source),
     }
+}
+
+/// After a 409 (`conflict`) from a call on machine `id` (`what`, in words), waits out the
+/// lease someone else holds on it: reads it and sleeps until it has expired plus [`MARGIN`],
+/// saying so, then returns for the caller to try again. The lease outliving `wait_until` is
+/// [`Error::LeaseHeld`]; no lease to be found (released meanwhile) returns after a short pause,
+/// or `conflict` itself once past `wait_until`. `started` is when the caller began.
+#[allow(clippy::too_many_arguments)]
+pub async fn wait_out(
+    client: &Client,
+    node: &str,
+    app: &str,
+    id: &str,
+    started: Instant,
+    wait_until: Instant,
+    conflict: FlyError,
+    what: &str,
+) -> Result<(), Error> {
+    let Some(held) = client.get_lease(app, id).await.map_err(fly_error(what))? else {
+        // Released or lapsed between the two calls: try again at once, but not in a tight
+        // loop should the two answers keep disagreeing.
+        if Instant::now() + MARGIN > wait_until {
+            return Err(fly_error(what)(conflict));
+        }
+        tokio::time::sleep(MARGIN).await;
+        return Ok(());
+    };
+    let wait = wait_for(held.expires_at, unix_now());
+    if Instant::now() + wait > wait_until {
+        return Err(Error::LeaseHeld {
+            node: node.to_string(),
+            app: app.to_string(),
+            machine: id.to_string(),
+            holder: holder(&held),
+            expires_at: held.expires_at,
+            waited: started.elapsed(),
+        });
+    }
+    tracing::info!(
+        %app, %node, machine = %id,
+        "machine {id} in app {app} is leased by {} until {} (unix seconds); waiting {}s for that lease to expire",
+        holder(&held), held.expires_at, wait.as_secs()
+    );
+    tokio::time::sleep(wait).await;
+    Ok(())
 }
 
 /// Refreshes the lease every [`refresh_every`] until told to stop; a refresh in flight is

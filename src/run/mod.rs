@@ -758,9 +758,19 @@ async fn run_step(ctx: &Ctx, node: &str, action: Action, inputs: Inputs) -> Resu
         }
         Action::StartMachine { machine } => {
             let (app, id) = inputs.machine(&machine)?;
-            c.start_machine(&app, &id, None)
-                .await
-                .map_err(fly_err(format!("node {node}: starting machine {id}")))?;
+            let what = format!("node {node}: starting machine {id}");
+            let started = Instant::now();
+            let deadline = started + ctx.options.started_timeout;
+            // A lease a killed run left (a 409) is waited out (see `lease::wait_out`).
+            loop {
+                match c.start_machine(&app, &id, None).await {
+                    Ok(_) => break,
+                    Err(e) if e.status_code() == Some(409) => {
+                        lease::wait_out(c, node, &app, &id, started, deadline, e, &what).await?;
+                    }
+                    Err(e) => return Err(fly_err(what)(e)),
+                }
+            }
             Ok(Output::Done)
         }
         Action::WaitStarted { machine } => {
@@ -1047,9 +1057,19 @@ async fn run_step(ctx: &Ctx, node: &str, action: Action, inputs: Inputs) -> Resu
         }
         Action::DestroyMachine { machine } => {
             let (app, id) = inputs.machine(&machine)?;
-            c.destroy_machine(&app, &id, None)
-                .await
-                .map_err(fly_err(format!("destroying machine {id} in app {app}")))?;
+            let what = format!("destroying machine {id} in app {app}");
+            let started = Instant::now();
+            let deadline = started + ctx.options.started_timeout;
+            // A lease a killed run left (a 409) is waited out (see `lease::wait_out`).
+            loop {
+                match c.destroy_machine(&app, &id, None).await {
+                    Ok(()) => break,
+                    Err(e) if e.status_code() == Some(409) => {
+                        lease::wait_out(c, node, &app, &id, started, deadline, e, &what).await?;
+                    }
+                    Err(e) => return Err(fly_err(what)(e)),
+                }
+            }
             let deadline = Instant::now() + ctx.options.started_timeout;
             c.wait(&app, &id, MachineState::Destroyed, None, deadline)
                 .await
