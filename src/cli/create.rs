@@ -485,12 +485,21 @@ fn confirm_removals(config: &Config, plan: &plan::Plan, yes: bool) -> Result<(),
         .filter_map(|s| s.node.as_deref())
         .collect();
     removed.dedup();
-    eprintln!(
-        "[INFO] app {}: NODE_GROUP_SIZE={} removes {}",
-        plan.app,
-        config.node_group_size,
-        removed.join(", ")
-    );
+    if removed.is_empty() {
+        // Only what an interrupted removal left (a Node whose machine is gone, a spare volume).
+        eprintln!(
+            "[INFO] app {}: finishing an interrupted removal: {}",
+            plan.app,
+            lines.join("; ")
+        );
+    } else {
+        eprintln!(
+            "[INFO] app {}: NODE_GROUP_SIZE={} removes {}",
+            plan.app,
+            config.node_group_size,
+            removed.join(", ")
+        );
+    }
     if yes {
         return Ok(());
     }
