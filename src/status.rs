@@ -315,6 +315,56 @@ fn vias<'a>(cluster: &'a str, apps: &'a [AppState], cp_app: &str) -> Vec<&'a Mac
     vias
 }
 
+/// The started servers of `cluster` among `machines` (its control-plane app's), in node name
+/// order: where the day-2 commands run their kubectl and etcd reads.
+pub fn started_servers<'a>(cluster: &str, machines: &'a [Machine]) -> Vec<&'a Machine> {
+    let mut out: Vec<&Machine> = machines
+        .iter()
+        .filter(|m| m.state == MachineState::Started)
+        .filter(|m| m.metadata(META_CLUSTER) == Some(cluster))
+        .filter(|m| m.metadata(META_ROLE) == Some("server"))
+        .collect();
+    out.sort_by_key(|m| {
+        (
+            m.metadata(META_NODE).unwrap_or(&m.name).to_string(),
+            m.id.clone(),
+        )
+    });
+    out
+}
+
+/// The Kubernetes Node names (`k3s kubectl get nodes`), asked of the first of `vias` that
+/// answers.
+pub async fn k8s_node_names(
+    client: &Client,
+    app: &str,
+    vias: &[&Machine],
+) -> Result<Vec<String>, String> {
+    ask(client, app, vias, k3s::nodes_command(), k3s::parse_nodes)
+        .await
+        .map(|nodes| nodes.into_iter().map(|n| n.name).collect())
+}
+
+/// The Kubernetes Node names asked of the started servers of `cluster` among `cp_machines`
+/// (its control plane's), for a command that removes nodes of `app` and finishes what an
+/// interrupted run left; `None`, said in a warning, when no server answered.
+pub async fn node_names_for_cleanup(
+    client: &Client,
+    cluster: &str,
+    cp_app: &str,
+    cp_machines: &[Machine],
+    app: &str,
+) -> Option<Vec<String>> {
+    let vias = started_servers(cluster, cp_machines);
+    match k8s_node_names(client, cp_app, &vias).await {
+        Ok(names) => Some(names),
+        Err(why) => {
+            tracing::warn!(%app, "could not list the Kubernetes nodes ({why}); Nodes that an interrupted run left are not looked for in this run");
+            None
+        }
+    }
+}
+
 /// Runs `command` on the first of `vias` whose exec call answers and reads its answer with
 /// `parse`; an exec call that fails moves on to the next server, an answer is final.
 pub async fn ask<T>(

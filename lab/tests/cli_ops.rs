@@ -1298,3 +1298,137 @@ async fn upgrade_refuses_a_skipped_minor_then_rolls_servers_before_workers() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(lab.mutations().await, before, "a converged upgrade mutated");
 }
+
+/// A run SIGKILLed while it held an update lease leaves that lease behind; here the test takes
+/// it (12 s, longer than the client's own 409 retries) and never releases it. The next `-c`
+/// with drifted memory reads the lease, says in a log line whose lease it waits for and until
+/// when, waits it out and updates every server; no lease is left afterwards.
+#[tokio::test]
+async fn an_update_waits_out_the_lease_a_killed_run_left_behind() {
+    const STALE_TTL: u64 = 12;
+    let lab = start_lab().await;
+    let xdg = tempfile::tempdir().expect("tempdir");
+    let (registry, dir) = common::registry_and_cluster(xdg.path(), TOKEN).await;
+    let dir = dir.as_str();
+    let client = lab.client();
+    let out = fks_keys(&lab, &registry, xdg.path(), &["-c", dir]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let old: u32 = set_config_key(dir, "CP_VM_MEMORY", "0")
+        .parse()
+        .expect("CP_VM_MEMORY");
+    let new = old * 2;
+    set_config_key(dir, "CP_VM_MEMORY", &new.to_string());
+
+    let cp = live_machines(&client, "lab-cp").await;
+    let victim = cp[1].id.clone();
+    let stale = client
+        .acquire_lease("lab-cp", &victim, STALE_TTL, Some("fks-bootstrap update"))
+        .await
+        .expect("the killed run's lease");
+
+    let seq = lab.last_seq().await;
+    let started = std::time::Instant::now();
+    let out = fks_keys(&lab, &registry, xdg.path(), &["-c", dir]).await;
+    let took = started.elapsed();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains(&format!(
+            "machine {victim} in app lab-cp is leased by lab@tokens.fly.io (fks-bootstrap update) until {}",
+            stale.expires_at
+        )) && err.contains("for that lease to expire"),
+        "{err}"
+    );
+    eprintln!("figure: -c with a {STALE_TTL} s stale lease on one server took {took:?}");
+    for m in live_machines(&client, "lab-cp").await {
+        let guest = m.config.and_then(|c| c.guest).expect("guest");
+        assert_eq!(guest.memory_mb, Some(new), "{}", m.id);
+        assert_eq!(
+            client.get_lease("lab-cp", &m.id).await.expect("lease"),
+            None,
+            "{}",
+            m.id
+        );
+    }
+    // The victim's lease was refused while the stale one lived, then taken and released.
+    let lease_path = format!("/apps/lab-cp/machines/{victim}/lease");
+    let events = lab.lab_get(&format!("/lab/v1/events?since={seq}")).await;
+    let on_lease: Vec<(String, u64)> = events["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| {
+            e["path"].as_str().is_some_and(|p| p.ends_with(&lease_path)) && e["method"] != "GET"
+        })
+        .map(|e| {
+            (
+                e["method"].as_str().expect("method").to_string(),
+                e["status"].as_u64().expect("status"),
+            )
+        })
+        .collect();
+    let first_ok = on_lease
+        .iter()
+        .position(|(m, s)| m == "POST" && *s == 201)
+        .expect("the lease taken at last");
+    assert!(first_ok > 0, "{on_lease:?}");
+    assert!(
+        on_lease[..first_ok].iter().all(|(_, s)| *s == 409),
+        "{on_lease:?}"
+    );
+    assert_eq!(
+        on_lease.last(),
+        Some(&("DELETE".to_string(), 200)),
+        "{on_lease:?}"
+    );
+}
+
+/// A scale-down right after an update run was killed: the worker to remove still carries the
+/// killed run's lease (here taken by the test, 12 s, never released). The destroy is refused
+/// with 409 while it lives; `-a` waits it out, says so, and removes the worker.
+#[tokio::test]
+async fn a_scale_down_waits_out_the_lease_a_killed_run_left_on_the_doomed_worker() {
+    const STALE_TTL: u64 = 12;
+    let lab = start_lab().await;
+    let xdg = tempfile::tempdir().expect("tempdir");
+    let (registry, dir) = common::registry_and_cluster(xdg.path(), TOKEN).await;
+    let dir = dir.as_str();
+    let client = lab.client();
+    for args in [&["-c", dir][..], &["-a", "web", dir]] {
+        let out = fks_keys(&lab, &registry, xdg.path(), args).await;
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    }
+    let doomed = live_machines(&client, "lab-ng-web")
+        .await
+        .into_iter()
+        .find(|m| m.metadata(META_NODE) == Some("worker-ng-web-2"))
+        .expect("worker 2");
+    let stale = client
+        .acquire_lease(
+            "lab-ng-web",
+            &doomed.id,
+            STALE_TTL,
+            Some("fks-bootstrap update"),
+        )
+        .await
+        .expect("the killed run's lease");
+    set_group_size(dir, 2);
+    let out = fks_keys(&lab, &registry, xdg.path(), &["-a", "web", dir, "--yes"]).await;
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains(&format!(
+            "machine {} in app lab-ng-web is leased by lab@tokens.fly.io (fks-bootstrap update) until {}",
+            doomed.id, stale.expires_at
+        )),
+        "{err}"
+    );
+    let left: Vec<String> = live_machines(&client, "lab-ng-web")
+        .await
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(!left.contains(&doomed.id), "{left:?}");
+    assert_eq!(live_volumes(&client, "lab-ng-web").await.len(), 2);
+}

@@ -21,6 +21,7 @@
 //! 172.31.156.0/24 for `upgrade`), so these run in
 //! parallel with the other guest tests. Without root the
 //! guest test prints why and returns, except under `CI=true` where it fails.
+//! The day-2 kill test (at the end) has bridge `fkse2k`, org `e2ekorg` and 172.31.162.0/24.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{CStr, CString};
@@ -2645,4 +2646,355 @@ async fn upgrade_rolls_servers_one_at_a_time_then_workers_on_guests() {
     let out = env.fks(&mut t, &["destroy", dir, "--yes"]).await;
     assert_ok("destroy --yes", &out, &lab);
     lab.stop().await;
+}
+
+/// The seed of the day-2 kill points: `FKS_KILL_SEED` when set (to replay a failure), else
+/// drawn from the clock.
+fn kill_seed() -> u64 {
+    match std::env::var("FKS_KILL_SEED") {
+        Ok(s) => s
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("FKS_KILL_SEED={s:?} is not a u64")),
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64),
+    }
+}
+
+/// Kill points from a seed: splitmix64, so a seed gives the same points on every machine.
+struct KillPoints(u64);
+
+impl KillPoints {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A kill point in `1..=max`.
+    fn pick(&mut self, max: u64) -> u64 {
+        1 + self.next() % max
+    }
+}
+
+/// Runs `args`, SIGKILLed after a seeded number of mutations in `1..=max` (printed), then
+/// runs `args` again to completion.
+async fn killed_then_rerun(
+    env: &Env,
+    lab: &GuestLab,
+    t: &mut Transcript,
+    points: &mut KillPoints,
+    what: &str,
+    args: &[&str],
+    max: u64,
+) {
+    let n = points.pick(max);
+    eprintln!(
+        "figure: kill point: {what} SIGKILLed after {n} of at least {} mutations",
+        max + 1
+    );
+    assert!(
+        kill_after_mutations(env, lab, args, n).await,
+        "{what} ended before {n} mutations"
+    );
+    let started = Instant::now();
+    let out = env.fks(t, args).await;
+    assert_ok(&format!("{what} after the kill at {n}"), &out, lab);
+    eprintln!(
+        "figure: {what} re-run after the kill at {n} took {:?}",
+        started.elapsed()
+    );
+}
+
+/// 0 duplicates and 0 orphans in `app`: `n` live machines, one per `fks_node`, and exactly
+/// `n` live volumes, each attached to one of them.
+async fn assert_one_machine_and_volume_per_node(lab: &GuestLab, app: &str, n: usize) {
+    let ms = lab.machines(app).await;
+    let nodes: BTreeSet<&str> = ms
+        .iter()
+        .filter_map(|m| m["config"]["metadata"]["fks_node"].as_str())
+        .collect();
+    assert_eq!((ms.len(), nodes.len()), (n, n), "{app}: {ms:#?}");
+    let ids: BTreeSet<&str> = ms.iter().filter_map(|m| m["id"].as_str()).collect();
+    let (status, vols) = lab.get(&format!("/v1/apps/{app}/volumes")).await;
+    assert_eq!(status, 200, "{vols}");
+    let vols: Vec<&Value> = vols
+        .as_array()
+        .expect("volume list")
+        .iter()
+        .filter(|v| !matches!(v["state"].as_str(), Some("destroyed" | "pending_destroy")))
+        .collect();
+    assert_eq!(vols.len(), n, "{app}: orphan volumes? {vols:#?}");
+    for v in vols {
+        let owner = v["attached_machine_id"].as_str().unwrap_or("");
+        assert!(ids.contains(owner), "{app}: volume {} orphaned", v["id"]);
+    }
+}
+
+/// `status --json` healthy (every node Ready, no orphan Node or member), with the 3 servers'
+/// etcd members healthy voters.
+async fn assert_status_healthy(env: &Env, t: &mut Transcript, lab: &GuestLab, dir: &str) {
+    let report = status_until(env, t, lab, dir, "status healthy", |r| r["healthy"] == true).await;
+    let servers: Vec<&Value> = report["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter(|n| n["role"] == "server")
+        .collect();
+    assert_eq!(servers.len(), 3, "{report:#}");
+    for s in servers {
+        assert_eq!(s["member"]["healthy"], true, "{s:#}");
+        assert_eq!(s["member"]["learner"], false, "{s:#}");
+    }
+}
+
+/// `args` again changes nothing on the platform.
+async fn assert_rerun_mutates_nothing(
+    env: &Env,
+    t: &mut Transcript,
+    lab: &GuestLab,
+    what: &str,
+    args: &[&str],
+) {
+    let before = lab.mutations().await;
+    let out = env.fks(t, args).await;
+    assert_ok(what, &out, lab);
+    assert_eq!(
+        lab.mutations().await,
+        before,
+        "{what}: a converged re-run mutated"
+    );
+}
+
+/// Issue 11 "Killed mid-way" on guests: on one cluster (3 servers, a node group of 3), each
+/// day-2 operation is SIGKILLed once after a seeded number of mutations, then run again:
+/// `upgrade` (every machine's config changes: the nodes' cluster config file carries
+/// K3S_VERSION), scale down 3 -> 2, `server replace ctrl-1` of a running server, and
+/// `nodegroup remove`. After each re-run: one machine per node and every volume attached to
+/// one (0 duplicates, 0 orphans), every k3s node Ready through kubectl, `status` healthy with
+/// 3 healthy voting members, and a further run changes nothing; after the removal nothing of
+/// the group is left. The seed is printed; `FKS_KILL_SEED=<seed>` replays its kill points.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn day2_operations_killed_mid_way_converge_on_the_next_run_on_guests() {
+    if !have_root("day-2 operations killed mid-way on guests") {
+        return;
+    }
+    const NET: Net = Net {
+        bridge: "fkse2k",
+        org: "e2ekorg",
+        v4: 162,
+    };
+    const NEXT: &str = "v1.34.1+k3s1";
+    // Kill points: below the fewest mutations each operation makes uninterrupted, so the kill
+    // lands before it ends. `upgrade`: a lease, an update and a release for each of the 6
+    // machines (18; lease refreshes add more). Scale down: the machine destroy and the volume
+    // delete (2). Replace of a running server: destroy, old volume delete, new volume, new
+    // machine, ready mark (5). Group removal of 2 workers: 2 destroys, 2 volume deletes, the
+    // app's secrets and the app (6 or more).
+    const UPGRADE_KILLS: u64 = 17;
+    const SCALE_DOWN_KILLS: u64 = 1;
+    const REPLACE_KILLS: u64 = 4;
+    const REMOVE_KILLS: u64 = 5;
+    let wall = Instant::now();
+    let seed = kill_seed();
+    eprintln!("seed: FKS_KILL_SEED={seed}");
+    let mut points = KillPoints(seed);
+
+    let lab = GuestLab::start_with(&NET, "").await;
+    let cluster_dir = cluster_copy(&lab, NET.org);
+    set_group_size(&cluster_dir, 3);
+    let dir = cluster_dir.to_str().expect("utf-8 path");
+    let env = Env::new(&lab).await;
+    let mut t = Transcript::default();
+    let allow = "--allow-missing-kernel-options";
+    let create = ["-c", dir, allow, "--timeout", "180"];
+    let add = ["-a", GROUP, dir, allow, "--timeout", "180", "--yes"];
+    let out = env.fks(&mut t, &create).await;
+    assert_ok("-c", &out, &lab);
+    let out = env.fks(&mut t, &add).await;
+    assert_ok("-a 0 (3 workers)", &out, &lab);
+    let ctrl0 = node_machine(&lab, CP_APP, "ctrl-0").await;
+    let kubeconfig = exec_kubeconfig(&lab, &ctrl0).await;
+    let hosts = hosts_file(&lab, &lab.machines(CP_APP).await);
+    nodes_until(
+        &mut t,
+        &lab,
+        &kubeconfig,
+        &hosts,
+        "3 servers and 3 workers Ready",
+        |n| n.len() == 6 && n.iter().all(|n| n.ready),
+    )
+    .await;
+
+    // 1. upgrade: every machine updated under a lease.
+    let upgrade = [
+        "upgrade",
+        dir,
+        "--k3s-version",
+        NEXT,
+        allow,
+        "--timeout",
+        "180",
+        "--yes",
+    ];
+    killed_then_rerun(
+        &env,
+        &lab,
+        &mut t,
+        &mut points,
+        "upgrade",
+        &upgrade,
+        UPGRADE_KILLS,
+    )
+    .await;
+    for (app, n) in [(CP_APP, 3), (GROUP_APP, 3)] {
+        assert_one_machine_and_volume_per_node(&lab, app, n).await;
+        for v in lab.machines(app).await {
+            let m: fks_bootstrap::fly::types::Machine =
+                serde_json::from_value(v).expect("a machine");
+            assert_eq!(
+                fks_bootstrap::plan::skew::running_version(&m).as_deref(),
+                Some(NEXT),
+                "{app}/{}",
+                m.id
+            );
+            assert_eq!(m.state.to_string(), "started", "{app}/{}", m.id);
+        }
+    }
+    nodes_until(
+        &mut t,
+        &lab,
+        &kubeconfig,
+        &hosts,
+        "all 6 Ready after the upgrade",
+        |n| n.len() == 6 && n.iter().all(|n| n.ready),
+    )
+    .await;
+    assert_status_healthy(&env, &mut t, &lab, dir).await;
+    assert_rerun_mutates_nothing(&env, &mut t, &lab, "upgrade again", &upgrade).await;
+
+    // 2. scale down 3 -> 2.
+    let doomed = node_machine(&lab, GROUP_APP, &format!("worker-ng-{GROUP}-2")).await;
+    let doomed_id = doomed["id"].as_str().expect("id").to_string();
+    set_group_size(&cluster_dir, 2);
+    killed_then_rerun(
+        &env,
+        &lab,
+        &mut t,
+        &mut points,
+        "scale down 3 -> 2",
+        &add,
+        SCALE_DOWN_KILLS,
+    )
+    .await;
+    assert_one_machine_and_volume_per_node(&lab, GROUP_APP, 2).await;
+    let doomed_k8s = format!("{doomed_id}.vm.{GROUP_APP}.internal");
+    let nodes = nodes_until(
+        &mut t,
+        &lab,
+        &kubeconfig,
+        &hosts,
+        "5 nodes Ready, worker 2's gone",
+        |n| n.len() == 5 && n.iter().all(|n| n.ready),
+    )
+    .await;
+    assert!(nodes.iter().all(|n| n.name != doomed_k8s), "{nodes:#?}");
+    assert!(
+        netns_with_prefix(&format!("{}-{doomed_id}", NET.bridge)).is_empty(),
+        "the removed worker's guest is still there"
+    );
+    assert_status_healthy(&env, &mut t, &lab, dir).await;
+    assert_rerun_mutates_nothing(&env, &mut t, &lab, "-a 0 at 2", &add).await;
+
+    // 3. server replace of the running ctrl-1.
+    let old1 = node_machine(&lab, CP_APP, "ctrl-1").await;
+    let replace = [
+        "server",
+        "replace",
+        "ctrl-1",
+        dir,
+        "--yes",
+        "--timeout",
+        "240",
+    ];
+    killed_then_rerun(
+        &env,
+        &lab,
+        &mut t,
+        &mut points,
+        "server replace ctrl-1",
+        &replace,
+        REPLACE_KILLS,
+    )
+    .await;
+    let new1 = node_machine(&lab, CP_APP, "ctrl-1").await;
+    assert_ne!(new1["id"], old1["id"]);
+    assert_one_machine_and_volume_per_node(&lab, CP_APP, 3).await;
+    assert_one_machine_and_volume_per_node(&lab, GROUP_APP, 2).await;
+    let hosts = hosts_file(&lab, &lab.machines(CP_APP).await);
+    nodes_until(
+        &mut t,
+        &lab,
+        &kubeconfig,
+        &hosts,
+        "5 nodes Ready after the replace",
+        |n| n.len() == 5 && n.iter().all(|n| n.ready),
+    )
+    .await;
+    assert_status_healthy(&env, &mut t, &lab, dir).await;
+    assert_rerun_mutates_nothing(&env, &mut t, &lab, "-c after the replace", &create).await;
+    assert_rerun_mutates_nothing(&env, &mut t, &lab, "-a after the replace", &add).await;
+
+    // 4. nodegroup remove.
+    let machines = lab.machines(GROUP_APP).await;
+    let (_, volumes) = lab.get(&format!("/v1/apps/{GROUP_APP}/volumes")).await;
+    let remove = ["nodegroup", "remove", GROUP, dir, "--yes"];
+    killed_then_rerun(
+        &env,
+        &lab,
+        &mut t,
+        &mut points,
+        "nodegroup remove",
+        &remove,
+        REMOVE_KILLS,
+    )
+    .await;
+    let (status, _) = lab.get(&format!("/v1/apps/{GROUP_APP}")).await;
+    assert_eq!(status, 404, "the group's app is still there");
+    for m in &machines {
+        let id = m["id"].as_str().expect("id");
+        let (status, _) = lab
+            .get(&format!("/v1/apps/{GROUP_APP}/machines/{id}"))
+            .await;
+        assert_eq!(status, 404, "machine {id}");
+        assert!(netns_with_prefix(&format!("{}-{id}", NET.bridge)).is_empty());
+    }
+    for v in volumes.as_array().expect("volumes") {
+        let id = v["id"].as_str().expect("id");
+        let (status, _) = lab.get(&format!("/v1/apps/{GROUP_APP}/volumes/{id}")).await;
+        assert_eq!(status, 404, "volume {id}");
+    }
+    assert_one_machine_and_volume_per_node(&lab, CP_APP, 3).await;
+    nodes_until(
+        &mut t,
+        &lab,
+        &kubeconfig,
+        &hosts,
+        "only the 3 servers left, Ready",
+        |n| n.len() == 3 && n.iter().all(|n| n.ready),
+    )
+    .await;
+    assert_status_healthy(&env, &mut t, &lab, dir).await;
+    assert_rerun_mutates_nothing(&env, &mut t, &lab, "nodegroup remove again", &remove).await;
+
+    let out = env.fks(&mut t, &["destroy", dir, "--yes"]).await;
+    assert_ok("destroy --yes", &out, &lab);
+    lab.stop().await;
+    eprintln!(
+        "figure: day-2 kill test (seed {seed}) took {:?}",
+        wall.elapsed()
+    );
 }

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fks_bootstrap::config::{self, Config};
 use fks_bootstrap::contract::env as node_env;
@@ -488,4 +488,162 @@ async fn unknown_zone_count_shares_a_zone_only_when_allowed() {
     assert_one_each(&plan::node_names(&config, &target), &vols, &ms);
     let zones: BTreeSet<&str> = vols.iter().map(|v| v.zone.as_str()).collect();
     assert_eq!(zones.len(), 2);
+}
+
+/// An update that takes longer than its lease's TTL keeps the lease: machines boot in 5 s here
+/// and the lease lives 3 s, so only the background refresh keeps it. A second client (its own
+/// rate-limit buckets) reads each server's lease while the updates run: the same nonce is seen
+/// over more than the TTL plus a second, with a later `expires_at`; every release then finds its
+/// lease (200, not "lease not found"), and no lease is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_slower_than_its_lease_ttl_keeps_the_lease_by_refreshing_it() {
+    const TTL: Duration = Duration::from_secs(3);
+    let lab = common::start_api_lab("sjc=3", "", 7, Duration::from_secs(5), TOKEN).await;
+    let client = lab.client(51);
+    let mut config = lab_config();
+    let target = Target::control_plane(0).expect("target");
+    converge(&lab, &client, &config, &target).await;
+    config.cp_vm.memory_mb *= 2;
+    let p = make_plan(&lab, &client, &config, &target, false)
+        .await
+        .expect("plan");
+    let updates = p
+        .steps
+        .iter()
+        .filter(|s| matches!(s.action, plan::Action::UpdateMachine { .. }))
+        .count();
+    assert_eq!(updates, 3, "{p}");
+    let ids: Vec<String> = inventory(&client, "lab-cp")
+        .await
+        .1
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (done, observer, ids) = (done.clone(), lab.client(52), ids.clone());
+        tokio::spawn(async move {
+            // (machine, nonce) -> (first seen, last seen, first expires_at, last expires_at)
+            let mut seen: BTreeMap<(String, String), (Instant, Instant, i64, i64)> =
+                BTreeMap::new();
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                for id in &ids {
+                    if let Ok(Some(l)) = observer.get_lease("lab-cp", id).await {
+                        let now = Instant::now();
+                        seen.entry((id.clone(), l.nonce))
+                            .and_modify(|e| {
+                                e.1 = now;
+                                e.3 = l.expires_at;
+                            })
+                            .or_insert((now, now, l.expires_at, l.expires_at));
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            seen
+        })
+    };
+    let seq = lab.lab_get("/lab/v1/events").await["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["seq"].as_u64())
+        .max()
+        .unwrap_or(0);
+    let options = run::Options {
+        lease_ttl: TTL,
+        ..run::Options::default()
+    };
+    let started = Instant::now();
+    run::execute(&client, &p, &options, None)
+        .await
+        .expect("the update run");
+    eprintln!(
+        "figure: 3 server updates with 5 s boots under a 3 s lease took {:?}",
+        started.elapsed()
+    );
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let seen = watcher.await.expect("watcher");
+
+    let held_past_ttl: Vec<_> = seen
+        .iter()
+        .filter(|(_, (first, last, e0, e1))| {
+            last.duration_since(*first) > TTL + Duration::from_secs(1) && e1 > e0
+        })
+        .map(|((id, _), (first, last, ..))| (id.clone(), last.duration_since(*first)))
+        .collect();
+    assert!(
+        !held_past_ttl.is_empty(),
+        "no lease outlived its TTL: {seen:?}"
+    );
+    eprintln!("figure: leases held past their 3 s TTL: {held_past_ttl:?}");
+    let events = lab.lab_get(&format!("/lab/v1/events?since={seq}")).await;
+    let releases: Vec<u64> = events["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| {
+            e["method"] == "DELETE" && e["path"].as_str().is_some_and(|p| p.ends_with("/lease"))
+        })
+        .filter_map(|e| e["status"].as_u64())
+        .collect();
+    assert_eq!(releases, [200, 200, 200], "{events:#}");
+    for id in &ids {
+        assert_eq!(client.get_lease("lab-cp", id).await.expect("lease"), None);
+    }
+    let (_, ms) = inventory(&client, "lab-cp").await;
+    for m in ms {
+        let guest = m.config.and_then(|c| c.guest).expect("guest");
+        assert_eq!(guest.memory_mb, Some(config.cp_vm.memory_mb), "{}", m.id);
+    }
+}
+
+/// A lease someone keeps past what an update may wait for (here 60 s, the run's deadline
+/// 3 s) is not taken over: the run stops with an error naming the machine, the holder and
+/// the expiry, and the machine keeps its old config.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_held_past_the_deadline_stops_the_update_naming_its_holder() {
+    let lab = start_lab("sjc=3", "").await;
+    let client = lab.client(61);
+    let mut config = lab_config();
+    let target = Target::control_plane(0).expect("target");
+    converge(&lab, &client, &config, &target).await;
+    let old = config.cp_vm.memory_mb;
+    config.cp_vm.memory_mb *= 2;
+    let (_, ms) = inventory(&client, "lab-cp").await;
+    let first = ms
+        .iter()
+        .find(|m| m.metadata(META_NODE) == Some("ctrl-0"))
+        .expect("ctrl-0")
+        .id
+        .clone();
+    let theirs = client
+        .acquire_lease("lab-cp", &first, 60, Some("someone else's deploy"))
+        .await
+        .expect("lease");
+    let p = make_plan(&lab, &client, &config, &target, false)
+        .await
+        .expect("plan");
+    let options = run::Options {
+        started_timeout: Duration::from_secs(3),
+        ..run::Options::default()
+    };
+    let e = run::execute(&client, &p, &options, None)
+        .await
+        .expect_err("leased by someone else");
+    assert!(matches!(e, run::Error::LeaseHeld { .. }), "{e:?}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains(&format!(
+            "node ctrl-0: machine {first} in app lab-cp is leased by lab@tokens.fly.io (someone else's deploy) until {}",
+            theirs.expires_at
+        )),
+        "{msg}"
+    );
+    let m = client.get_machine("lab-cp", &first).await.expect("machine");
+    let guest = m.config.and_then(|c| c.guest).expect("guest");
+    assert_eq!(guest.memory_mb, Some(old));
+    let still = client.get_lease("lab-cp", &first).await.expect("lease");
+    assert_eq!(still.map(|l| l.nonce), Some(theirs.nonce));
 }

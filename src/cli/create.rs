@@ -404,6 +404,16 @@ pub(super) fn converge(
             .block_on(run::observe(&client, config, target))
             .map_err(failed)?;
     }
+    // A node group's Nodes, so the plan finds those an interrupted removal left behind.
+    if k3s && state.app_exists && matches!(target, Target::NodeGroup { .. }) {
+        state.k8s_nodes = rt.block_on(crate::status::node_names_for_cleanup(
+            &client,
+            &config.cluster_name,
+            &config.cp_app(),
+            &state.control_plane,
+            &app,
+        ));
+    }
     options.image = image.pinned.clone();
     let plan = plan::plan(config, target, &state, &options).map_err(plan_error)?;
     if flags.dry_run {
@@ -433,6 +443,7 @@ pub(super) fn converge(
         k3s_timeout: Duration::from_secs(flags.timeout),
         poll: Duration::from_secs(1),
         max_parallel: None,
+        ..run::Options::default()
     };
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let names: Vec<String> = plan.nodes.iter().map(|n| n.name.clone()).collect();
@@ -499,12 +510,21 @@ fn confirm_removals(config: &Config, plan: &plan::Plan, yes: bool) -> Result<(),
         .filter_map(|s| s.node.as_deref())
         .collect();
     removed.dedup();
-    eprintln!(
-        "[INFO] app {}: NODE_GROUP_SIZE={} removes {}",
-        plan.app,
-        config.node_group_size,
-        removed.join(", ")
-    );
+    if removed.is_empty() {
+        // Only what an interrupted removal left (a Node whose machine is gone, a spare volume).
+        eprintln!(
+            "[INFO] app {}: finishing an interrupted removal: {}",
+            plan.app,
+            lines.join("; ")
+        );
+    } else {
+        eprintln!(
+            "[INFO] app {}: NODE_GROUP_SIZE={} removes {}",
+            plan.app,
+            config.node_group_size,
+            removed.join(", ")
+        );
+    }
     if yes {
         return Ok(());
     }

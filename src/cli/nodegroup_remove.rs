@@ -30,7 +30,8 @@ PodDisruptionBudgets, and a drain a budget holds up is retried until --timeout),
 destroyed, its Kubernetes node and its volume deleted; then the app's secrets and the app.
 The control plane is never touched. Without --yes it asks you to type the cluster name;
 without a terminal, pass --yes. With --machines-only (or FKS_MACHINES_ONLY=1) no kubectl step
-is run. Running it again when the group is gone changes nothing and exits 0.";
+is run. Interrupted, running it again finishes the job (the Kubernetes nodes of machines already
+destroyed are deleted too); when the group is gone it changes nothing and exits 0.";
 
 /// Remove worker node group GROUP: drain its nodes, destroy its machines and volumes, delete
 /// its app.
@@ -83,20 +84,34 @@ pub fn run(args: Args) -> Result<(), super::Error> {
         .machines
         .iter()
         .any(|m| !matches!(m.state, crate::fly::types::MachineState::Destroyed));
-    let via = if k3s && has_nodes {
-        let server = plan::phases::join_point(&config, &target, &state).map_err(|e| {
-            failed(anyhow!(e).context(format!(
-                "draining the nodes of app {app} needs kubectl on a started server; pass --machines-only to remove the machines without draining"
-            )))
-        })?;
-        server.map(|m| MachineRef {
+    // Without machines left, a started server is still asked (when there is one) for the
+    // Nodes an interrupted removal may have left; it is needed only to drain.
+    let via = match k3s.then(|| plan::phases::join_point(&config, &target, &state)) {
+        None => None,
+        Some(Ok(server)) => server.map(|m| MachineRef {
             app: config.cp_app(),
             id: Ref::Known(m.id.clone()),
-        })
-    } else {
-        None
+        }),
+        Some(Err(_)) if !has_nodes => None,
+        Some(Err(e)) => {
+            return Err(failed(anyhow!(e).context(format!(
+                "draining the nodes of app {app} needs kubectl on a started server; pass --machines-only to remove the machines without draining"
+            ))))
+        }
     };
-    let removal = remove_group(&cluster, group_app.as_ref(), &via).map_err(|e| failed(e.into()))?;
+    // The Nodes, so those of machines an interrupted run destroyed are deleted too.
+    let k8s_nodes = match &via {
+        Some(_) => rt.block_on(crate::status::node_names_for_cleanup(
+            &client,
+            &cluster,
+            &config.cp_app(),
+            &state.control_plane,
+            &app,
+        )),
+        None => None,
+    };
+    let removal = remove_group(&cluster, group_app.as_ref(), &via, k8s_nodes.as_deref())
+        .map_err(|e| failed(e.into()))?;
     if removal.plan.is_empty() {
         return output::stdout(&format!(
             "nothing to remove: node group {} of cluster {cluster} has no app ({app})\n",

@@ -115,17 +115,24 @@ pub fn run(args: ServerArgs) -> Result<(), super::Error> {
     let rt = super::runtime()?;
     let started = Instant::now();
     let target = Target::ControlPlane { bootstrap_index: 0 };
-    let state = rt
+    let mut state = rt
         .block_on(observe::target(&client, &config, &target))
         .map_err(|e| failed(e.into()))?;
     let survivors = survivors(&cluster, &node, &state.machines);
-    let members = rt.block_on(status::ask(
-        &client,
-        &app,
-        &survivors,
-        status::members_command(),
-        status::parse_members,
-    ));
+    // The members for the quorum check, and the Nodes so that one an interrupted replace left
+    // (its machine gone, its member removed already) is deleted too.
+    let (members, k8s_nodes) = rt.block_on(async {
+        tokio::join!(
+            read_members(&client, &app, &survivors),
+            status::k8s_node_names(&client, &app, &survivors),
+        )
+    });
+    match k8s_nodes {
+        Ok(names) => state.k8s_nodes = Some(names),
+        Err(why) => {
+            tracing::warn!(%app, "could not list the Kubernetes nodes ({why}); Nodes that an interrupted replace left are not looked for in this run")
+        }
+    }
     let image = ensure::from_control_plane(
         &cluster,
         &survivors.iter().map(|m| (*m).clone()).collect::<Vec<_>>(),
@@ -220,6 +227,54 @@ fn survivors<'a>(cluster: &str, node: &str, machines: &'a [Machine]) -> Vec<&'a 
     out
 }
 
+/// How long the member read waits for every survivor's member to be healthy. Right after the
+/// leader is lost (say, a replace that destroyed it was interrupted, and is run again at once)
+/// the survivors' health reads fail ("leader changed", "no leader", or time out) until their
+/// election is over (a few election timeouts), and the quorum check would refuse on that
+/// passing state. A survivor that stays unhealthy costs this much before the check decides.
+const ELECTION_WAIT: Duration = Duration::from_secs(30);
+
+/// Whether the read answered and every started survivor's member is healthy (see
+/// [`ELECTION_WAIT`]). The replaced server's own member does not count: it may be gone.
+fn settled(members: &plan::replace::Members, survivors: &[&Machine], app: &str) -> bool {
+    let Ok(report) = members else {
+        return false;
+    };
+    survivors.iter().all(|s| {
+        let node = crate::run::k3s::k3s_node_name(&s.id, app);
+        report
+            .members
+            .iter()
+            .any(|m| m.healthy && status::member_node(&m.name) == Some(node.as_str()))
+    })
+}
+
+/// The members and their health through the first survivor that answers, read again (every
+/// 2 s, up to [`ELECTION_WAIT`]) until every survivor's member is healthy.
+async fn read_members(
+    client: &crate::fly::Client,
+    app: &str,
+    survivors: &[&Machine],
+) -> plan::replace::Members {
+    let deadline = Instant::now() + ELECTION_WAIT;
+    let pause = Duration::from_secs(2);
+    loop {
+        let members = status::ask(
+            client,
+            app,
+            survivors,
+            status::members_command(),
+            status::parse_members,
+        )
+        .await;
+        if settled(&members, survivors, app) || Instant::now() + pause > deadline {
+            return members;
+        }
+        tracing::info!(%app, "a surviving server's etcd member is not healthy yet (an election after a lost leader?); reading the members again in 2s");
+        tokio::time::sleep(pause).await;
+    }
+}
+
 /// What the checks found, before the plan: the members removed, the quorum left, the survivor
 /// joined and the survivors' zones.
 fn checks(r: &Replacement) -> String {
@@ -284,4 +339,72 @@ async fn execute(
     let work = run::execute_reporting(client, &r.plan, options, None, Some(tx));
     let (result, ()) = tokio::join!(work, printer);
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fly::types::MachineConfig;
+    use crate::status::{MemberHealth, MembersReport};
+
+    fn member(machine: &str, healthy: bool, error: Option<&str>) -> MemberHealth {
+        MemberHealth {
+            id: format!("a{machine}"),
+            name: format!("{machine}.vm.lab-cp.internal-0a1b2c3d"),
+            peer_urls: vec![],
+            client_urls: vec![],
+            learner: false,
+            leader: false,
+            healthy,
+            error: error.map(str::to_string),
+        }
+    }
+
+    fn report(members: Vec<MemberHealth>) -> plan::replace::Members {
+        Ok(MembersReport {
+            endpoint: "https://127.0.0.1:2379".into(),
+            members,
+        })
+    }
+
+    fn server(id: &str) -> Machine {
+        Machine {
+            id: id.into(),
+            state: MachineState::Started,
+            config: Some(MachineConfig::default()),
+            ..Machine::default()
+        }
+    }
+
+    #[test]
+    fn the_read_is_settled_when_every_survivors_member_is_healthy() {
+        let (m0, m2) = (server("m0"), server("m2"));
+        let survivors = [&m0, &m2];
+        let electing =
+            "etcd health at https://[fdaa::2]:2379: 503: RANGE ERROR:etcdserver: leader changed";
+        assert!(!settled(
+            &report(vec![
+                member("m0", true, None),
+                member("m1", true, None),
+                member("m2", false, Some(electing)),
+            ]),
+            &survivors,
+            "lab-cp"
+        ));
+        assert!(!settled(
+            &Err("etcdserver: no leader".into()),
+            &survivors,
+            "lab-cp"
+        ));
+        // The replaced server's member may be dead: it does not count.
+        assert!(settled(
+            &report(vec![
+                member("m0", true, None),
+                member("m1", false, Some("operation timed out")),
+                member("m2", true, None),
+            ]),
+            &survivors,
+            "lab-cp"
+        ));
+    }
 }

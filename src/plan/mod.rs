@@ -280,6 +280,10 @@ pub struct State {
     /// For a node group: the machines of the control-plane app (the bootstrap server is found
     /// there by metadata). Empty for the control plane.
     pub control_plane: Vec<Machine>,
+    /// The Kubernetes Node names a started server listed (`k3s kubectl get nodes`), read by the
+    /// commands that remove nodes so a re-run finds the Nodes an interrupted run left behind
+    /// (their machines gone); `None` when not read.
+    pub k8s_nodes: Option<Vec<String>>,
 }
 
 /// What exists in one app, as the observer listed it (destroyed machines and volumes on their

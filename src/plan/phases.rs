@@ -737,9 +737,16 @@ pub fn plan(
         k3s,
         options.max_unavailable,
     );
-    // Phase 11: a lowered NODE_GROUP_SIZE removes the group's highest-index nodes.
+    // Phase 11: a lowered NODE_GROUP_SIZE removes the group's highest-index nodes; what an
+    // interrupted removal left (Nodes, volumes) goes too.
     if let Target::NodeGroup { group } = target {
         let via = if options.k3s { via_cp.clone() } else { None };
+        let reused: std::collections::BTreeSet<&str> = volumes
+            .reuse
+            .iter()
+            .flatten()
+            .map(|v| v.id.as_str())
+            .collect();
         super::scale_down::scale_down(
             &mut s.b,
             cluster,
@@ -749,6 +756,10 @@ pub fn plan(
             &state.machines,
             &state.volumes,
             &via,
+            super::scale_down::Leftovers {
+                k8s_nodes: state.k8s_nodes.as_deref(),
+                reused: &reused,
+            },
         )?;
     }
 

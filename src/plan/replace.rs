@@ -38,7 +38,7 @@ use super::{
 use crate::config::Config;
 use crate::fly::types::{Machine, MachineState, SecretString, Volume};
 use crate::membership::Quorum;
-use crate::run::k3s::k3s_node_name;
+use crate::run::k3s::{k3s_node_name, machine_of_k3s_node};
 use crate::status::{member_node, MemberHealth, MembersReport};
 
 /// What the member list said, or why no survivor could be asked.
@@ -116,13 +116,6 @@ fn peer_host(url: &str) -> Option<&str> {
         None => rest.rsplit_once(':').map_or(rest, |(h, _)| h),
     };
     (!host.is_empty()).then_some(host)
-}
-
-/// The machine id in a k3s node name `<id>.vm.<app>.internal` of app `app`.
-fn machine_of_k3s_node<'a>(k3s_node: &'a str, app: &str) -> Option<&'a str> {
-    k3s_node
-        .strip_suffix(&format!(".vm.{app}.internal"))
-        .filter(|id| !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric()))
 }
 
 /// Plans the replacement of server `ctrl-<index>` of `config`'s control plane. `state` is the
@@ -305,7 +298,29 @@ pub fn replace(
             vec![],
         )
     });
-    let after_destroy: Vec<StepId> = destroy.into_iter().collect();
+    let mut after_destroy: Vec<StepId> = destroy.into_iter().collect();
+    // A destroy an interrupted replace sent and Fly has not finished: sent again and waited
+    // for (see `scale_down::nodes`), so ctrl-N's volume is free to delete after it.
+    let destroying: Vec<&Machine> = state
+        .machines
+        .iter()
+        .filter(|m| m.state == MachineState::Destroying)
+        .filter(|m| {
+            m.metadata(META_CLUSTER) == Some(cluster) && m.metadata(META_NODE) == Some(&node)
+        })
+        .collect();
+    for m in &destroying {
+        after_destroy.push(b.push(
+            n,
+            Action::DestroyMachine {
+                machine: MachineRef {
+                    app: app.clone(),
+                    id: Ref::Known(m.id.clone()),
+                },
+            },
+            vec![],
+        ));
+    }
     let mut removals = Vec::new();
     for m in &doomed {
         removals.push(b.push(
@@ -318,12 +333,21 @@ pub fn replace(
             after_destroy.clone(),
         ));
     }
-    // The Node objects of the old machine(s): ctrl-N's, and those its removed members name.
-    let mut old_ids: BTreeSet<String> = old.map(|m| m.id.clone()).into_iter().collect();
+    // The Node objects of the old machine(s): ctrl-N's, those its removed members name, and
+    // any other of the app whose machine is gone (a replace killed after removing the member
+    // but before deleting the Node leaves one that no member names any more).
+    let mut old_ids: BTreeSet<String> = old
+        .into_iter()
+        .chain(destroying.iter().copied())
+        .map(|m| m.id.clone())
+        .collect();
     for m in &doomed {
         if let Some(id) = member_node(&m.name).and_then(|k| machine_of_k3s_node(k, &app)) {
             old_ids.insert(id.to_string());
         }
+    }
+    if let Some(k8s) = &state.k8s_nodes {
+        old_ids.extend(super::scale_down::stale_nodes(&app, k8s, &state.machines));
     }
     let mut cleanup = removals.clone();
     if options.k3s {

@@ -70,6 +70,7 @@ fn cluster() -> (State, MembersReport) {
         ],
         secrets: ["K3S_TOKEN".to_string()].into(),
         control_plane: vec![],
+        k8s_nodes: None,
     };
     let members = MembersReport {
         endpoint: "https://127.0.0.1:2379".into(),
@@ -281,6 +282,69 @@ fn a_server_whose_machine_and_volume_are_gone_is_found_by_its_orphan_member() {
         other => panic!("{other:?}"),
     }
     assert_eq!(r.old_machine, None);
+}
+
+/// A replace killed after its member removal but before the old Node was deleted (the old
+/// machine and volume gone, the member too): nothing names the old machine any more but its
+/// Node, which the next run deletes because the survivors' Nodes list it.
+#[test]
+fn a_replace_killed_before_deleting_the_old_node_deletes_it_on_the_next_run() {
+    let (mut state, mut members) = cluster();
+    state.machines.retain(|m| m.id != "m1");
+    state.volumes.retain(|v| v.id != "vol_1");
+    members.members.remove(1);
+    state.k8s_nodes = Some(
+        ["m0", "m1", "m2"]
+            .iter()
+            .map(|id| format!("{id}.vm.lab-cp.internal"))
+            .collect(),
+    );
+    let r = replace(&lab_config(), 1, &state, &Ok(members), &options(Some(3))).expect("plan");
+    assert!(r.members.is_empty());
+    assert_eq!(kinds(&r.plan)[0], "delete-node ctrl-1");
+    match &r.plan.steps[0].action {
+        Action::DeleteNode { machine, .. } => assert_eq!(machine.id, Ref::Known("m1".into())),
+        other => panic!("{other:?}"),
+    }
+    let deletes = r
+        .plan
+        .steps
+        .iter()
+        .filter(|s| matches!(s.action, Action::DeleteNode { .. }))
+        .count();
+    assert_eq!(deletes, 1, "the survivors' Nodes stay");
+}
+
+/// A replace killed right after its destroy call: ctrl-1's machine is still `destroying` and
+/// holds its volume. The next run waits for that destroy before deleting the volume, and
+/// deletes that machine's Node.
+#[test]
+fn a_destroying_old_machine_is_waited_for_before_its_volume_goes() {
+    let (mut state, mut members) = cluster();
+    state.machines[1].state = MachineState::Destroying;
+    members.members[1].healthy = false;
+    let r = replace(&lab_config(), 1, &state, &Ok(members), &options(Some(3))).expect("plan");
+    assert_eq!(r.old_machine, None);
+    let k = kinds(&r.plan);
+    assert_eq!(k[0], "destroy ctrl-1", "{k:?}");
+    let destroy = r.plan.steps[0].id;
+    let vol = r
+        .plan
+        .steps
+        .iter()
+        .find(|s| matches!(&s.action, Action::DeleteVolume { volume, .. } if volume == "vol_1"))
+        .expect("ctrl-1's volume deleted");
+    assert_eq!(vol.depends_on, [destroy]);
+    let node = r
+        .plan
+        .steps
+        .iter()
+        .find(|s| matches!(s.action, Action::DeleteNode { .. }))
+        .expect("its Node deleted");
+    match &node.action {
+        Action::DeleteNode { machine, .. } => assert_eq!(machine.id, Ref::Known("m1".into())),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]

@@ -11,9 +11,17 @@
 //! here), which would leave a NotReady node behind. Volumes go after machines
 //! (a volume stays attached until its machine is gone), the app after everything.
 //!
+//! A run killed part-way leaves what it had not removed yet: a Node whose machine is gone, a
+//! volume whose machine is gone, a machine still `destroying`. The next run finds them from
+//! what it observes (the Nodes a server lists, the app's volumes and machines) and finishes
+//! the job: [`stale_nodes`] are deleted, spare volumes deleted, a `destroying` machine's
+//! destroy waited for before its volume goes.
+//!
 //! Pure: no tokio, no network, no clock. Must not: plan anything for the control-plane app
 //! or for a machine whose `fks_role` is `server`; remove a node not named
 //! `worker-ng-<group>-<i>` when scaling down; act on a machine that is not this cluster's.
+
+use std::collections::BTreeSet;
 
 use super::destroy::{check_ownership, removal_line};
 use super::{
@@ -37,6 +45,71 @@ fn live(m: &Machine) -> bool {
     !matches!(m.state, MachineState::Destroyed | MachineState::Destroying)
 }
 
+/// Not destroyed yet: a `destroying` machine (its destroy sent by a run that was then killed)
+/// still holds its volume until it is gone.
+fn present(m: &Machine) -> bool {
+    m.state != MachineState::Destroyed
+}
+
+/// The machine ids of the Kubernetes Nodes of `app` among `k8s_nodes` whose machine is gone
+/// (no machine of `machines` that is not destroyed has that id): what a run killed between a
+/// machine's destroy and its Node's delete leaves. Sorted, without repeats.
+pub fn stale_nodes(app: &str, k8s_nodes: &[String], machines: &[Machine]) -> Vec<String> {
+    let present: BTreeSet<&str> = machines
+        .iter()
+        .filter(|m| present(m))
+        .map(|m| m.id.as_str())
+        .collect();
+    k8s_nodes
+        .iter()
+        .filter_map(|n| crate::run::k3s::machine_of_k3s_node(n, app))
+        .filter(|id| !present.contains(id))
+        .map(str::to_string)
+        .collect::<BTreeSet<String>>()
+        .into_iter()
+        .collect()
+}
+
+/// The volumes of the app that no machine holds any more (unattached, or attached to a
+/// machine that is destroyed) and that `reused` does not name: spares of an interrupted run.
+fn spare_volumes<'a>(
+    volumes: &'a [Volume],
+    machines: &[Machine],
+    reused: &BTreeSet<&str>,
+) -> Vec<&'a Volume> {
+    let mut out: Vec<&Volume> = volumes
+        .iter()
+        .filter(|v| !v.state.is_being_destroyed() && !reused.contains(v.id.as_str()))
+        .filter(|v| {
+            v.attached_machine_id
+                .as_deref()
+                .filter(|a| !a.is_empty())
+                .is_none_or(|a| !machines.iter().any(|m| m.id == a && present(m)))
+        })
+        .collect();
+    out.sort_by(|x, y| x.id.cmp(&y.id));
+    out
+}
+
+/// A [`Action::DeleteNode`] for each of `ids` (machines gone), through `via`.
+fn delete_stale_nodes(b: &mut Builder, app: &str, ids: &[String], via: &MachineRef) -> Vec<StepId> {
+    ids.iter()
+        .map(|id| {
+            b.push(
+                None,
+                Action::DeleteNode {
+                    machine: MachineRef {
+                        app: app.to_string(),
+                        id: Ref::Known(id.clone()),
+                    },
+                    via: via.clone(),
+                },
+                vec![],
+            )
+        })
+        .collect()
+}
+
 fn node_name(m: &Machine) -> &str {
     m.metadata(META_NODE).unwrap_or(&m.name)
 }
@@ -56,8 +129,9 @@ fn refuse_servers(app: &str, machines: &[&Machine]) -> Result<(), Error> {
     }
 }
 
-/// The live machines of `cluster` in the group's app whose index is `keep` or more, highest
-/// index first (the ones a lowered `NODE_GROUP_SIZE` removes).
+/// The machines of `cluster` in the group's app whose index is `keep` or more and that are not
+/// destroyed (a `destroying` one included), highest index first (the ones a lowered
+/// `NODE_GROUP_SIZE` removes).
 pub fn surplus<'a>(
     cluster: &str,
     group: &str,
@@ -66,7 +140,7 @@ pub fn surplus<'a>(
 ) -> Vec<(u32, &'a Machine)> {
     let mut out: Vec<(u32, &Machine)> = machines
         .iter()
-        .filter(|m| live(m) && m.metadata(META_CLUSTER) == Some(cluster))
+        .filter(|m| present(m) && m.metadata(META_CLUSTER) == Some(cluster))
         .filter_map(|m| node_index(group, node_name(m)).map(|i| (i, m)))
         .filter(|(i, _)| *i >= keep)
         .collect();
@@ -87,6 +161,10 @@ pub struct Removed {
 /// Pushes the removal of `machines` (in the order given) onto `b`: cordon each (through
 /// `via`), drain them one after the other, destroy each machine once drained, then delete its
 /// Kubernetes node and its attached volume. `after` are the steps the first ones wait for.
+/// A machine already `destroying` (an interrupted run sent its destroy) is not cordoned or
+/// drained, nothing runs there any more: its destroy is sent again and waited for (the lab
+/// answers a destroy of a `destroying` machine with 200; what Fly answers is not documented),
+/// so its volume is free to delete.
 pub(super) fn nodes(
     b: &mut Builder,
     app: &str,
@@ -105,7 +183,7 @@ pub(super) fn nodes(
         .collect();
     let mut cordons = Vec::new();
     if let Some(via) = via {
-        for (m, r) in machines.iter().zip(&refs) {
+        for (m, r) in machines.iter().zip(&refs).filter(|(m, _)| live(m)) {
             cordons.push(b.push(
                 Some(node_name(m)),
                 Action::Cordon {
@@ -120,7 +198,7 @@ pub(super) fn nodes(
     for (m, r) in machines.iter().zip(&refs) {
         let node = node_name(m);
         let before_destroy = match via {
-            Some(via) => {
+            Some(via) if live(m) => {
                 let mut deps = cordons.clone();
                 deps.extend(last_drain);
                 let drain = b.push(
@@ -134,7 +212,7 @@ pub(super) fn nodes(
                 last_drain = Some(drain);
                 vec![drain]
             }
-            None => after.to_vec(),
+            _ => after.to_vec(),
         };
         let destroy = b.push(
             Some(node),
@@ -174,9 +252,21 @@ pub(super) fn nodes(
     out
 }
 
+/// What an interrupted removal may have left, as observed, for [`scale_down`].
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Leftovers<'a> {
+    /// The Kubernetes Node names a server listed (`None`: not read; stale Nodes are then not
+    /// looked for).
+    pub k8s_nodes: Option<&'a [String]>,
+    /// The volumes the converge phase reuses for nodes it makes (not spares).
+    pub reused: &'a BTreeSet<&'a str>,
+}
+
 /// The scale-down phase of `-a GROUP` (appended to the converge plan by [`super::plan`]):
-/// removes the live nodes of index `keep` (= `NODE_GROUP_SIZE`) or more. Their machines are
-/// checked to be this cluster's agents.
+/// removes the nodes of index `keep` (= `NODE_GROUP_SIZE`) or more that are not destroyed.
+/// Their machines are checked to be this cluster's agents. What a killed run left is finished
+/// too: the Nodes of machines that are gone ([`stale_nodes`]) and the volumes no machine holds
+/// that the converge phase does not reuse.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn scale_down(
     b: &mut Builder,
@@ -187,6 +277,7 @@ pub(super) fn scale_down(
     machines: &[Machine],
     volumes: &[Volume],
     via: &Via,
+    left: Leftovers<'_>,
 ) -> Result<(), Error> {
     let doomed: Vec<&Machine> = surplus(cluster, group, keep, machines)
         .into_iter()
@@ -194,6 +285,21 @@ pub(super) fn scale_down(
         .collect();
     refuse_servers(app, &doomed)?;
     nodes(b, app, &doomed, volumes, via, &[]);
+    if let (Some(via), Some(k8s)) = (via, left.k8s_nodes) {
+        delete_stale_nodes(b, app, &stale_nodes(app, k8s, machines), via);
+    }
+    for v in spare_volumes(volumes, machines, left.reused) {
+        b.push(
+            None,
+            Action::DeleteVolume {
+                app: app.to_string(),
+                volume: v.id.clone(),
+                name: v.name.clone(),
+                zone: v.zone.clone(),
+            },
+            vec![],
+        );
+    }
     Ok(())
 }
 
@@ -237,13 +343,16 @@ pub fn step_line(action: &Action, node: Option<&str>) -> Option<String> {
     })
 }
 
-/// Plans `nodegroup remove GROUP`: every live node of the group's app (highest index first)
-/// cordoned, drained, destroyed, its node and volume deleted; then any other volume and every
-/// secret of the app; then the app. `group_app` is `None` when the app does not exist.
+/// Plans `nodegroup remove GROUP`: every node of the group's app that is not destroyed
+/// (highest index first) cordoned, drained, destroyed, its node and volume deleted; the Nodes
+/// among `k8s_nodes` (when read) whose machines are gone ([`stale_nodes`]: an interrupted
+/// run's) deleted; then any other volume and every secret of the app; then the app.
+/// `group_app` is `None` when the app does not exist.
 pub fn remove_group(
     cluster: &str,
     group_app: Option<&AppState>,
     via: &Via,
+    k8s_nodes: Option<&[String]>,
 ) -> Result<GroupRemoval, Error> {
     let mut b = Builder { steps: Vec::new() };
     let Some(app) = group_app else {
@@ -252,7 +361,7 @@ pub fn remove_group(
         });
     };
     check_ownership(cluster, std::slice::from_ref(app))?;
-    let mut doomed: Vec<&Machine> = app.machines.iter().filter(|m| live(m)).collect();
+    let mut doomed: Vec<&Machine> = app.machines.iter().filter(|m| present(m)).collect();
     // Highest index first, as a scale-down to 0; names that are no index sort after.
     doomed.sort_by(|x, y| {
         let key = |m: &Machine| {
@@ -278,6 +387,10 @@ pub fn remove_group(
     spare.sort_by(|x, y| x.id.cmp(&y.id));
     let mut barrier = removed.after_machines.clone();
     barrier.extend(&removed.machines);
+    if let (Some(via), Some(k8s)) = (via, k8s_nodes) {
+        let stale = stale_nodes(&app.app, k8s, &app.machines);
+        barrier.extend(delete_stale_nodes(&mut b, &app.app, &stale, via));
+    }
     for v in spare {
         barrier.push(b.push(
             None,
@@ -376,6 +489,14 @@ mod tests {
         }
     }
 
+    fn no_leftovers() -> Leftovers<'static> {
+        static NONE: BTreeSet<&str> = BTreeSet::new();
+        Leftovers {
+            k8s_nodes: None,
+            reused: &NONE,
+        }
+    }
+
     fn via() -> Via {
         Some(MachineRef {
             app: "lab-cp".into(),
@@ -434,6 +555,7 @@ mod tests {
             &app.machines,
             &app.volumes,
             &via(),
+            no_leftovers(),
         )
         .expect("plan");
         let plan = empty_plan("lab", app.app.clone(), &b);
@@ -498,6 +620,7 @@ mod tests {
             &app.machines,
             &app.volumes,
             &None,
+            no_leftovers(),
         )
         .expect("plan");
         let plan = empty_plan("lab", app.app.clone(), &b);
@@ -522,17 +645,18 @@ mod tests {
             &app.machines,
             &app.volumes,
             &via(),
+            no_leftovers(),
         )
         .expect_err("server");
         assert!(e.to_string().contains("s9"), "{e}");
-        assert!(remove_group("lab", Some(&app), &via()).is_err());
+        assert!(remove_group("lab", Some(&app), &via(), None).is_err());
     }
 
     #[test]
     fn group_removal_removes_nodes_then_volumes_then_secrets_then_the_app() {
         let mut app = group();
         app.volumes.push(volume("vol_9", "z1", None));
-        let r = remove_group("lab", Some(&app), &via()).expect("plan");
+        let r = remove_group("lab", Some(&app), &via(), None).expect("plan");
         let k = kinds(&r.plan);
         assert_eq!(
             k[..3],
@@ -586,19 +710,19 @@ mod tests {
 
     #[test]
     fn removing_a_missing_group_plans_nothing_and_a_foreign_machine_stops_it() {
-        assert!(remove_group("lab", None, &via())
+        assert!(remove_group("lab", None, &via(), None)
             .expect("plan")
             .plan
             .is_empty());
         let mut app = group();
         app.machines[0].config = Some(MachineConfig::default());
-        let e = remove_group("lab", Some(&app), &via()).expect_err("foreign");
+        let e = remove_group("lab", Some(&app), &via(), None).expect_err("foreign");
         assert!(e.to_string().contains("m0"), "{e}");
     }
 
     #[test]
     fn the_dry_run_text_shows_the_kubectl_steps_and_where_they_run() {
-        let r = remove_group("lab", Some(&group()), &via()).expect("plan");
+        let r = remove_group("lab", Some(&group()), &via(), None).expect("plan");
         let text = r.plan.to_string();
         assert!(
             text.contains("[0]  worker-ng-web-2: cordon k3s node of machine m2 (kubectl on s0)"),
@@ -612,5 +736,178 @@ mod tests {
             text.contains("delete k3s node of machine m2 (kubectl on s0)"),
             "{text}"
         );
+    }
+
+    fn k8s(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    }
+
+    #[test]
+    fn stale_nodes_are_this_apps_nodes_whose_machine_is_gone() {
+        let app = group();
+        let nodes = k8s(&[
+            "m0.vm.lab-ng-web.internal",
+            "m9.vm.lab-ng-web.internal",
+            "gone.vm.lab-ng-web.internal",
+            "m9.vm.lab-ng-web.internal",
+            "s0.vm.lab-cp.internal",
+            "m8.vm.lab-ng-webby.internal",
+        ]);
+        // `gone` is destroyed: its Node is stale too.
+        assert_eq!(
+            stale_nodes("lab-ng-web", &nodes, &app.machines),
+            ["gone", "m9"]
+        );
+    }
+
+    /// A scale-down killed after destroying worker 2's machine: the next run deletes its Node
+    /// (listed, machine gone) and its volume (attached to nothing), and touches nothing else.
+    #[test]
+    fn a_scale_down_killed_after_the_destroy_is_finished_by_the_next_run() {
+        let mut app = group();
+        app.machines.retain(|m| m.id != "m2");
+        app.volumes[2].attached_machine_id = None;
+        let nodes = k8s(&[
+            "m0.vm.lab-ng-web.internal",
+            "m1.vm.lab-ng-web.internal",
+            "m2.vm.lab-ng-web.internal",
+        ]);
+        let reused = BTreeSet::new();
+        let mut b = Builder { steps: Vec::new() };
+        scale_down(
+            &mut b,
+            "lab",
+            "web",
+            2,
+            &app.app,
+            &app.machines,
+            &app.volumes,
+            &via(),
+            Leftovers {
+                k8s_nodes: Some(&nodes),
+                reused: &reused,
+            },
+        )
+        .expect("plan");
+        let plan = empty_plan("lab", app.app.clone(), &b);
+        assert_eq!(kinds(&plan), ["delete-node -", "volume -"]);
+        match (&plan.steps[0].action, &plan.steps[1].action) {
+            (Action::DeleteNode { machine, .. }, Action::DeleteVolume { volume, .. }) => {
+                assert_eq!(machine.id, Ref::Known("m2".into()));
+                assert_eq!(volume, "vol_2");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Converged (the Node gone too): nothing.
+        let nodes = k8s(&["m0.vm.lab-ng-web.internal", "m1.vm.lab-ng-web.internal"]);
+        app.volumes.truncate(2);
+        let mut b = Builder { steps: Vec::new() };
+        scale_down(
+            &mut b,
+            "lab",
+            "web",
+            2,
+            &app.app,
+            &app.machines,
+            &app.volumes,
+            &via(),
+            Leftovers {
+                k8s_nodes: Some(&nodes),
+                reused: &reused,
+            },
+        )
+        .expect("plan");
+        assert!(b.steps.is_empty(), "{:?}", b.steps);
+    }
+
+    /// Killed right after the destroy call: the machine is still `destroying` and holds its
+    /// volume. It is not cordoned or drained; its destroy is waited for, then its Node and
+    /// volume go.
+    #[test]
+    fn a_destroying_surplus_machine_is_destroyed_then_its_node_and_volume_deleted() {
+        let mut app = group();
+        app.machines[1].state = MachineState::Destroying;
+        let mut b = Builder { steps: Vec::new() };
+        scale_down(
+            &mut b,
+            "lab",
+            "web",
+            2,
+            &app.app,
+            &app.machines,
+            &app.volumes,
+            &via(),
+            no_leftovers(),
+        )
+        .expect("plan");
+        let plan = empty_plan("lab", app.app.clone(), &b);
+        assert_eq!(
+            kinds(&plan),
+            [
+                "destroy worker-ng-web-2",
+                "delete-node worker-ng-web-2",
+                "volume worker-ng-web-2"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_spare_volume_the_converge_phase_reuses_is_kept() {
+        let mut app = group();
+        app.volumes.push(volume("vol_9", "z1", None));
+        app.volumes.push(volume("vol_8", "z2", Some("gone")));
+        let reused: BTreeSet<&str> = ["vol_9"].into();
+        let mut b = Builder { steps: Vec::new() };
+        scale_down(
+            &mut b,
+            "lab",
+            "web",
+            3,
+            &app.app,
+            &app.machines,
+            &app.volumes,
+            &via(),
+            Leftovers {
+                k8s_nodes: None,
+                reused: &reused,
+            },
+        )
+        .expect("plan");
+        let plan = empty_plan("lab", app.app.clone(), &b);
+        assert_eq!(kinds(&plan), ["volume -"]);
+        match &plan.steps[0].action {
+            Action::DeleteVolume { volume, .. } => assert_eq!(volume, "vol_8"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A group removal killed after destroying worker 2: its Node (machine gone) is deleted
+    /// before the app goes.
+    #[test]
+    fn a_group_removal_deletes_the_nodes_of_machines_already_gone() {
+        let mut app = group();
+        app.machines.retain(|m| m.id != "m2");
+        app.volumes[2].attached_machine_id = None;
+        let nodes = k8s(&[
+            "m0.vm.lab-ng-web.internal",
+            "m1.vm.lab-ng-web.internal",
+            "m2.vm.lab-ng-web.internal",
+        ]);
+        let r = remove_group("lab", Some(&app), &via(), Some(&nodes)).expect("plan");
+        let stale = r
+            .plan
+            .steps
+            .iter()
+            .find(|s| {
+                matches!(&s.action, Action::DeleteNode { machine, .. } if machine.id == Ref::Known("m2".into()))
+            })
+            .expect("the stale Node deleted");
+        let app_step = r.plan.steps.last().expect("app");
+        assert!(matches!(app_step.action, Action::DeleteApp { .. }));
+        let secret = &r.plan.steps[r.plan.steps.len() - 2];
+        assert!(secret.depends_on.contains(&stale.id), "{secret}");
+        assert!(r
+            .describe()
+            .contains(&"delete the k3s node of machine m2".to_string()));
     }
 }

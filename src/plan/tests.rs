@@ -133,6 +133,7 @@ fn converged_cp(marked: bool) -> State {
         machines,
         secrets,
         control_plane: Vec::new(),
+        k8s_nodes: None,
     }
 }
 
@@ -779,6 +780,7 @@ fn converged_group() -> State {
         machines,
         secrets,
         control_plane: converged_cp(true).machines,
+        k8s_nodes: None,
     }
 }
 
@@ -960,6 +962,39 @@ fn a_new_image_updates_servers_one_at_a_time_each_ready_and_healthy_before_the_n
         Action::WaitK3sReadyAgain { via, .. } => assert_eq!(via.id, Ref::Known("m1".into())),
         other => panic!("{other:?}"),
     }
+}
+
+/// An upgrade killed after ctrl-0's update: ctrl-0 already runs the new config (and may still
+/// be rebooting onto it). The next run updates ctrl-1 only once ctrl-0's etcd member is a
+/// healthy voter again, asked of another server, so two servers are never down at once.
+#[test]
+fn a_rerun_waits_for_a_server_updated_before_the_kill_to_be_healthy_before_the_next() {
+    let mut o = options(&cp_names(), Some(3), true);
+    o.image = NEXT.to_string();
+    let mut state = converged_cp(true);
+    for m in state.machines.iter_mut().filter(|m| m.id == "m0") {
+        m.config.as_mut().expect("config").image = NEXT.to_string();
+    }
+    let p = plan(&lab_config(), &cp(), &state, &o).expect("plan");
+    let gate = &p.steps[0];
+    match &gate.action {
+        Action::WaitMemberHealthy { machine, via } => {
+            assert_eq!(machine.id, Ref::Known("m0".into()));
+            assert_eq!(via.id, Ref::Known("m1".into()));
+        }
+        other => panic!("{other:?}\n{p}"),
+    }
+    // ctrl-1's first step (its cordon mark) waits for the gate.
+    let first = p
+        .steps
+        .iter()
+        .find(|s| s.node.as_deref() == Some("ctrl-1"))
+        .expect("ctrl-1 steps");
+    assert!(matches!(first.action, Action::SetMetadata { .. }), "{p}");
+    assert_eq!(first.depends_on, [gate.id]);
+    // Mark, update and unmark for ctrl-1 and ctrl-2.
+    assert_eq!(p.mutations(), 6);
+    assert!(!kinds(&p).iter().any(|k| k.starts_with("ctrl-0:")), "{p}");
 }
 
 #[test]

@@ -406,7 +406,8 @@ fn update_node(
 }
 
 /// The rollout of `drifted` (in the plan's node order: bootstrap server first), after every
-/// step planned so far. Servers one at a time, each through [`update_node`] with kubectl on
+/// step planned so far and after the servers that are not updated are healthy etcd voters
+/// (one may still be rebooting from an interrupted run). Servers one at a time, each through [`update_node`] with kubectl on
 /// another server when there is one; then agents in batches of `max_unavailable`
 /// (`--max-unavailable`, default [`WORKER_BATCH`]) through `via_cp`, each batch back before
 /// the next. `k3s` is the Kubernetes version every updated node must then report (`None`: no
@@ -453,6 +454,28 @@ pub(super) fn rollout(
     let mut after: Vec<StepId> = sinks(b);
     let (srv, agents): (Vec<Drifted>, Vec<Drifted>) =
         drifted.into_iter().partition(|d| d.role != Role::Agent);
+    // A server that needs no update may be rebooting onto its new config all the same: a run
+    // killed after updating it, before its waits. The first update waits until every such
+    // server's etcd member is a healthy voter again, so that two servers are never down at
+    // once (with three, that would lose etcd's quorum).
+    if k3s.is_some() && !srv.is_empty() {
+        let mut gates = Vec::new();
+        for s in servers
+            .iter()
+            .filter(|s| srv.iter().all(|d| d.machine.id != s.id))
+        {
+            let via = servers.iter().find(|o| o.id != s.id).unwrap_or(s).clone();
+            gates.push(b.push(
+                None,
+                Action::WaitMemberHealthy {
+                    machine: s.clone(),
+                    via,
+                },
+                after.clone(),
+            ));
+        }
+        after.extend(gates);
+    }
     for d in srv {
         let via = via_for(&d.machine);
         let mut deps = after.clone();

@@ -15,6 +15,14 @@ pub fn k3s_node_name(machine_id: &str, app: &str) -> String {
     format!("{machine_id}.vm.{app}.internal")
 }
 
+/// The machine id in a k3s node name `<id>.vm.<app>.internal` of app `app` (the inverse of
+/// [`k3s_node_name`]); `None` for a node of another app or a name of another shape.
+pub fn machine_of_k3s_node<'a>(k3s_node: &'a str, app: &str) -> Option<&'a str> {
+    k3s_node
+        .strip_suffix(&format!(".vm.{app}.internal"))
+        .filter(|id| !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric()))
+}
+
 /// `k3s kubectl get node NAME -o jsonpath=...`: prints the Ready condition's status.
 pub fn ready_command(node: &str) -> Vec<String> {
     [

@@ -26,6 +26,7 @@ use crate::plan::{
 use crate::sync::lock;
 
 pub mod k3s;
+pub mod lease;
 
 use k3s::{exec_request, K3sToken, NodesReadiness, Readiness, TokenError};
 
@@ -152,6 +153,26 @@ pub enum Error {
         #[source]
         source: Box<FlyError>,
     },
+    /// A machine stayed leased by someone else past the time an update may wait for it.
+    #[error(
+        "node {node}: machine {machine} in app {app} is leased by {holder} until {expires_at} \
+         (unix seconds), still after waiting {}s: another run is changing it; run again once \
+         it is done", waited.as_secs()
+    )]
+    LeaseHeld {
+        /// The node.
+        node: String,
+        /// The app.
+        app: String,
+        /// The machine id.
+        machine: String,
+        /// The lease's owner and description.
+        holder: String,
+        /// When the lease expires unless its holder refreshes it (unix seconds).
+        expires_at: i64,
+        /// How long this run waited.
+        waited: Duration,
+    },
     /// A step task panicked or was cancelled.
     #[error("step {step} stopped unexpectedly")]
     Task {
@@ -195,6 +216,9 @@ pub struct Options {
     /// runs the steps one after another, node by node, as k3s.sh did: the baseline the
     /// lifecycle benchmark compares with.
     pub max_parallel: Option<usize>,
+    /// The TTL of the lease an update holds, refreshed in the background while it is held
+    /// ([`lease`]): how long a run killed mid-update keeps the next run waiting, at most.
+    pub lease_ttl: Duration,
 }
 
 impl Default for Options {
@@ -204,6 +228,7 @@ impl Default for Options {
             k3s_timeout: Duration::from_secs(600),
             poll: Duration::from_secs(1),
             max_parallel: None,
+            lease_ttl: lease::DEFAULT_TTL,
         }
     }
 }
@@ -834,9 +859,19 @@ async fn run_step(ctx: &Ctx, node: &str, action: Action, inputs: Inputs) -> Resu
         }
         Action::StartMachine { machine } => {
             let (app, id) = inputs.machine(&machine)?;
-            c.start_machine(&app, &id, None)
-                .await
-                .map_err(fly_err(format!("node {node}: starting machine {id}")))?;
+            let what = format!("node {node}: starting machine {id}");
+            let started = Instant::now();
+            let deadline = started + ctx.options.started_timeout;
+            // A lease a killed run left (a 409) is waited out (see `lease::wait_out`).
+            loop {
+                match c.start_machine(&app, &id, None).await {
+                    Ok(_) => break,
+                    Err(e) if e.status_code() == Some(409) => {
+                        lease::wait_out(c, node, &app, &id, started, deadline, e, &what).await?;
+                    }
+                    Err(e) => return Err(fly_err(what)(e)),
+                }
+            }
             Ok(Output::Done)
         }
         Action::WaitStarted { machine } => {
@@ -1165,9 +1200,19 @@ async fn run_step(ctx: &Ctx, node: &str, action: Action, inputs: Inputs) -> Resu
         }
         Action::DestroyMachine { machine } => {
             let (app, id) = inputs.machine(&machine)?;
-            c.destroy_machine(&app, &id, None)
-                .await
-                .map_err(fly_err(format!("destroying machine {id} in app {app}")))?;
+            let what = format!("destroying machine {id} in app {app}");
+            let started = Instant::now();
+            let deadline = started + ctx.options.started_timeout;
+            // A lease a killed run left (a 409) is waited out (see `lease::wait_out`).
+            loop {
+                match c.destroy_machine(&app, &id, None).await {
+                    Ok(()) => break,
+                    Err(e) if e.status_code() == Some(409) => {
+                        lease::wait_out(c, node, &app, &id, started, deadline, e, &what).await?;
+                    }
+                    Err(e) => return Err(fly_err(what)(e)),
+                }
+            }
             let deadline = Instant::now() + ctx.options.started_timeout;
             c.wait(&app, &id, MachineState::Destroyed, None, deadline)
                 .await
@@ -1201,15 +1246,11 @@ async fn run_step(ctx: &Ctx, node: &str, action: Action, inputs: Inputs) -> Resu
     }
 }
 
-/// The lease an update holds: long enough for the update and the wait for the new version.
-fn lease_ttl(options: &Options) -> u64 {
-    options.started_timeout.as_secs() + 60
-}
-
 /// Updates machine `id` to `config` under a lease, as flyctl does (reference
-/// fly-machines-api.md §2.3.2): acquire, send the update with the nonce, wait until the new
-/// version (`instance_id` of the update's answer) is `started`, release. The lease is released
-/// also when the update or the wait failed; a failed release only logs (the lease expires).
+/// fly-machines-api.md §2.3.2): acquire (waiting out a lease someone else holds, see
+/// [`lease`]), send the update with the nonce, wait until the new version (`instance_id` of
+/// the update's answer) is `started`, release. The lease is refreshed in the background
+/// meanwhile and released also when the update or the wait failed.
 async fn update_machine(
     ctx: &Ctx,
     node: &str,
@@ -1218,17 +1259,16 @@ async fn update_machine(
     config: crate::fly::types::MachineConfig,
 ) -> Result<Output, Error> {
     let c = &ctx.client;
-    let lease = c
-        .acquire_lease(
-            app,
-            id,
-            lease_ttl(&ctx.options),
-            Some("fks-bootstrap update"),
-        )
-        .await
-        .map_err(fly_err(format!(
-            "node {node}: leasing machine {id} in app {app}"
-        )))?;
+    let held = lease::acquire(
+        c,
+        node,
+        app,
+        id,
+        ctx.options.lease_ttl,
+        "fks-bootstrap update",
+        Instant::now() + ctx.options.started_timeout,
+    )
+    .await?;
     let result = async {
         let req = crate::fly::types::UpdateMachineRequest {
             config,
@@ -1237,7 +1277,7 @@ async fn update_machine(
             ..Default::default()
         };
         let m = c
-            .update_machine(app, id, &req, Some(&lease.nonce))
+            .update_machine(app, id, &req, Some(held.nonce()))
             .await
             .map_err(fly_err(format!(
                 "node {node}: updating machine {id} in app {app}"
@@ -1274,9 +1314,7 @@ async fn update_machine(
             .map_err(fly_err(format!("node {node}: reading machine {id}")))
     }
     .await;
-    if let Err(e) = c.release_lease(app, id, &lease.nonce).await {
-        tracing::warn!(%app, %node, machine = %id, error = %crate::errors::chain(&e), "releasing the update lease failed; it expires by itself");
-    }
+    held.release(c, node).await;
     Ok(Output::Machine(Box::new(result?)))
 }
 

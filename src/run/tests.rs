@@ -81,6 +81,7 @@ fn state() -> State {
         machines: vec![machine("m0", "ctrl-0"), machine("m1", "ctrl-1")],
         secrets: BTreeSet::new(),
         control_plane: Vec::new(),
+        k8s_nodes: None,
     }
 }
 
