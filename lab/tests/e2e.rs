@@ -2367,6 +2367,49 @@ async fn server_replace_after_losing_machine_and_volume_and_quorum_refusal_on_gu
     lab.stop().await;
 }
 
+/// Drops IMAGE from the cluster config in `cluster_dir` and names the lab's Debian base as
+/// NODE_IMAGE_BASE, so that from now on `-c`/`upgrade` build the cluster's own node image (for
+/// its K3S_VERSION, on that base); returns the path of `k3s-standin-next`, the stand-in of the
+/// next minor to build it with.
+async fn own_image_from_now_on(lab: &GuestLab, cluster_dir: &Path) -> String {
+    let config_path = cluster_dir.join("config");
+    let config = std::fs::read_to_string(&config_path).expect("config");
+    let registry = lab.registry.host();
+    let base =
+        tokio::task::spawn_blocking(move || common::images::push_debian_base(&registry, TOKEN))
+            .await
+            .expect("base image thread");
+    let config: String = config
+        .lines()
+        .filter(|l| !l.starts_with("IMAGE="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&config_path, format!("{config}NODE_IMAGE_BASE={base}\n"))
+        .expect("write config");
+    let next_standin = tokio::task::spawn_blocking(common::k3s_standin_next_binary)
+        .await
+        .expect("build thread");
+    next_standin.to_str().expect("utf-8 path").to_string()
+}
+
+/// `upgrade DIR [VERSION ARGS] --k3s-source file STANDIN --k3s-standin` with the guest tests'
+/// kernel allowance, timeout and `--yes`.
+fn upgrade_args<'a>(dir: &'a str, standin: &'a str, version: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["upgrade", dir];
+    args.extend(version);
+    args.extend([
+        "--k3s-source",
+        "file",
+        standin,
+        "--k3s-standin",
+        "--allow-missing-kernel-options",
+        "--timeout",
+        "180",
+        "--yes",
+    ]);
+    args
+}
+
 /// One read of the probe: when, and how many servers kubectl showed Ready (None: the API did
 /// not answer).
 struct Probe {
@@ -2481,42 +2524,9 @@ async fn upgrade_rolls_servers_one_at_a_time_then_workers_on_guests() {
         })
     };
 
-    // No IMAGE from here on: the cluster's own image is built for K3S_VERSION, on the lab's
-    // Debian base, with the next stand-in as its k3s.
-    let config_path = cluster_dir.join("config");
-    let config = std::fs::read_to_string(&config_path).expect("config");
-    let registry = lab.registry.host();
-    let base =
-        tokio::task::spawn_blocking(move || common::images::push_debian_base(&registry, TOKEN))
-            .await
-            .expect("base image thread");
-    let config: String = config
-        .lines()
-        .filter(|l| !l.starts_with("IMAGE="))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    std::fs::write(&config_path, format!("{config}NODE_IMAGE_BASE={base}\n"))
-        .expect("write config");
-    let next_standin = tokio::task::spawn_blocking(common::k3s_standin_next_binary)
-        .await
-        .expect("build thread");
-    let next_standin = next_standin.to_str().expect("utf-8 path");
+    let next_standin = own_image_from_now_on(&lab, &cluster_dir).await;
     // Both upgrades give the same build inputs (a re-run finds the image it built by digest).
-    let upgrade = |version: &[&'static str]| -> Vec<&str> {
-        let mut args = vec!["upgrade", dir];
-        args.extend(version);
-        args.extend([
-            "--k3s-source",
-            "file",
-            next_standin,
-            "--k3s-standin",
-            allow,
-            "--timeout",
-            "180",
-            "--yes",
-        ]);
-        args
-    };
+    let upgrade = |version: &[&'static str]| upgrade_args(dir, &next_standin, version);
     let started = Instant::now();
     let out = env.fks(&mut t, &upgrade(&["--k3s-version", NEXT])).await;
     let wall = started.elapsed();
@@ -2829,17 +2839,10 @@ async fn day2_operations_killed_mid_way_converge_on_the_next_run_on_guests() {
     )
     .await;
 
-    // 1. upgrade: every machine updated under a lease.
-    let upgrade = [
-        "upgrade",
-        dir,
-        "--k3s-version",
-        NEXT,
-        allow,
-        "--timeout",
-        "180",
-        "--yes",
-    ];
+    // 1. upgrade: every machine updated under a lease, onto the image the upgrade builds for
+    // NEXT (the nodes wait for their kubelet to report it).
+    let next_standin = own_image_from_now_on(&lab, &cluster_dir).await;
+    let upgrade = upgrade_args(dir, &next_standin, &["--k3s-version", NEXT]);
     killed_then_rerun(
         &env,
         &lab,
