@@ -1148,26 +1148,8 @@ async fn crashes_at_boot_and_kills_during_the_k3s_steps_converge_on_guests() {
 
     // One machine per node, every volume attached to one of them; every machine crashed once.
     for (app, n) in [(CP_APP, 3), (GROUP_APP, WORKERS)] {
+        assert_one_machine_and_volume_per_node(&lab, app, n).await;
         let ms = lab.machines(app).await;
-        let nodes: BTreeSet<&str> = ms
-            .iter()
-            .filter_map(|m| m["config"]["metadata"]["fks_node"].as_str())
-            .collect();
-        assert_eq!((ms.len(), nodes.len()), (n, n), "{app}: {ms:#?}");
-        let ids: BTreeSet<&str> = ms.iter().filter_map(|m| m["id"].as_str()).collect();
-        let (status, vols) = lab.get(&format!("/v1/apps/{app}/volumes")).await;
-        assert_eq!(status, 200, "{vols}");
-        let vols: Vec<&Value> = vols
-            .as_array()
-            .expect("volume list")
-            .iter()
-            .filter(|v| !matches!(v["state"].as_str(), Some("destroyed" | "pending_destroy")))
-            .collect();
-        assert_eq!(vols.len(), n, "{app}: orphan volumes? {vols:#?}");
-        for v in vols {
-            let owner = v["attached_machine_id"].as_str().unwrap_or("");
-            assert!(ids.contains(owner), "{app}: volume {} orphaned", v["id"]);
-        }
         for m in &ms {
             let crashed = m["events"]
                 .as_array()

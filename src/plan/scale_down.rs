@@ -489,6 +489,24 @@ mod tests {
         }
     }
 
+    /// The plan of shrinking group `web` of cluster `lab` (app `app`) to `keep` nodes.
+    fn shrink(app: &AppState, keep: u32, via: &Via, leftovers: Leftovers) -> Plan {
+        let mut b = Builder { steps: Vec::new() };
+        scale_down(
+            &mut b,
+            "lab",
+            "web",
+            keep,
+            &app.app,
+            &app.machines,
+            &app.volumes,
+            via,
+            leftovers,
+        )
+        .expect("plan");
+        empty_plan("lab", app.app.clone(), &b)
+    }
+
     fn no_leftovers() -> Leftovers<'static> {
         static NONE: BTreeSet<&str> = BTreeSet::new();
         Leftovers {
@@ -545,20 +563,7 @@ mod tests {
     #[test]
     fn scale_down_drains_before_destroy_and_destroys_before_node_and_volume() {
         let app = group();
-        let mut b = Builder { steps: Vec::new() };
-        scale_down(
-            &mut b,
-            "lab",
-            "web",
-            1,
-            &app.app,
-            &app.machines,
-            &app.volumes,
-            &via(),
-            no_leftovers(),
-        )
-        .expect("plan");
-        let plan = empty_plan("lab", app.app.clone(), &b);
+        let plan = shrink(&app, 1, &via(), no_leftovers());
         assert_eq!(
             kinds(&plan),
             [
@@ -610,20 +615,7 @@ mod tests {
     #[test]
     fn machines_only_scale_down_destroys_machines_and_volumes_without_kubectl() {
         let app = group();
-        let mut b = Builder { steps: Vec::new() };
-        scale_down(
-            &mut b,
-            "lab",
-            "web",
-            2,
-            &app.app,
-            &app.machines,
-            &app.volumes,
-            &None,
-            no_leftovers(),
-        )
-        .expect("plan");
-        let plan = empty_plan("lab", app.app.clone(), &b);
+        let plan = shrink(&app, 2, &None, no_leftovers());
         assert_eq!(
             kinds(&plan),
             ["destroy worker-ng-web-2", "volume worker-ng-web-2"]
@@ -773,23 +765,15 @@ mod tests {
             "m2.vm.lab-ng-web.internal",
         ]);
         let reused = BTreeSet::new();
-        let mut b = Builder { steps: Vec::new() };
-        scale_down(
-            &mut b,
-            "lab",
-            "web",
+        let plan = shrink(
+            &app,
             2,
-            &app.app,
-            &app.machines,
-            &app.volumes,
             &via(),
             Leftovers {
                 k8s_nodes: Some(&nodes),
                 reused: &reused,
             },
-        )
-        .expect("plan");
-        let plan = empty_plan("lab", app.app.clone(), &b);
+        );
         assert_eq!(kinds(&plan), ["delete-node -", "volume -"]);
         match (&plan.steps[0].action, &plan.steps[1].action) {
             (Action::DeleteNode { machine, .. }, Action::DeleteVolume { volume, .. }) => {
@@ -827,20 +811,7 @@ mod tests {
     fn a_destroying_surplus_machine_is_destroyed_then_its_node_and_volume_deleted() {
         let mut app = group();
         app.machines[1].state = MachineState::Destroying;
-        let mut b = Builder { steps: Vec::new() };
-        scale_down(
-            &mut b,
-            "lab",
-            "web",
-            2,
-            &app.app,
-            &app.machines,
-            &app.volumes,
-            &via(),
-            no_leftovers(),
-        )
-        .expect("plan");
-        let plan = empty_plan("lab", app.app.clone(), &b);
+        let plan = shrink(&app, 2, &via(), no_leftovers());
         assert_eq!(
             kinds(&plan),
             [
@@ -857,23 +828,15 @@ mod tests {
         app.volumes.push(volume("vol_9", "z1", None));
         app.volumes.push(volume("vol_8", "z2", Some("gone")));
         let reused: BTreeSet<&str> = ["vol_9"].into();
-        let mut b = Builder { steps: Vec::new() };
-        scale_down(
-            &mut b,
-            "lab",
-            "web",
+        let plan = shrink(
+            &app,
             3,
-            &app.app,
-            &app.machines,
-            &app.volumes,
             &via(),
             Leftovers {
                 k8s_nodes: None,
                 reused: &reused,
             },
-        )
-        .expect("plan");
-        let plan = empty_plan("lab", app.app.clone(), &b);
+        );
         assert_eq!(kinds(&plan), ["volume -"]);
         match &plan.steps[0].action {
             Action::DeleteVolume { volume, .. } => assert_eq!(volume, "vol_8"),
