@@ -210,22 +210,8 @@ fn table(outcomes: &[Outcome]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fly::types::{Machine, MachineConfig, MachineState};
-    use crate::plan::{AppState, META_CLUSTER, META_NODE, META_ROLE};
-
-    fn server(id: &str, node: &str) -> Machine {
-        let mut config = MachineConfig::default();
-        config.metadata.insert(META_NODE.into(), node.into());
-        config.metadata.insert(META_CLUSTER.into(), "lab".into());
-        config.metadata.insert(META_ROLE.into(), "server".into());
-        Machine {
-            id: id.into(),
-            name: format!("machine-{id}"),
-            state: MachineState::Started,
-            config: Some(config),
-            ..Machine::default()
-        }
-    }
+    use crate::plan::taint::tests::server;
+    use crate::plan::AppState;
 
     fn three() -> Plan {
         let cp = AppState {

@@ -90,11 +90,17 @@ pub fn taint(cluster: &str, cp: &AppState, cluster_dir: &str) -> Result<Plan, Er
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::fly::types::MachineConfig;
 
-    fn machine(id: &str, node: &str, cluster: Option<&str>, role: Option<&str>) -> Machine {
+    /// A started machine `id` named `node`, with `fks_cluster`/`fks_role` when given.
+    pub(crate) fn machine(
+        id: &str,
+        node: &str,
+        cluster: Option<&str>,
+        role: Option<&str>,
+    ) -> Machine {
         let mut config = MachineConfig::default();
         config.metadata.insert(META_NODE.into(), node.into());
         if let Some(c) = cluster {
@@ -112,7 +118,8 @@ mod tests {
         }
     }
 
-    fn server(id: &str, node: &str) -> Machine {
+    /// A started server of cluster `lab`.
+    pub(crate) fn server(id: &str, node: &str) -> Machine {
         machine(id, node, Some("lab"), Some("server"))
     }
 
