@@ -1015,32 +1015,21 @@ async fn run_step(ctx: &Ctx, node: &str, action: Action, inputs: Inputs) -> Resu
             let (app, machine) = inputs.machine(&machine)?;
             let via = inputs.machine(&via)?;
             let k3s_node = k3s::k3s_node_name(&machine, &app);
-            let out = c
-                .exec(
-                    &via.0,
-                    &via.1,
-                    &exec_request(k3s::cordon_command(&k3s_node)),
-                )
-                .await
-                .map_err(fly_err(format!("node {node}: cordoning {k3s_node}")))?;
-            if out.exit_code != 0 && !k3s::node_not_found(&out) {
-                return Err(exec_failed(node, via.1, "k3s kubectl cordon", &out));
-            }
-            Ok(Output::Done)
+            let req = exec_request(k3s::cordon_command(&k3s_node));
+            kubectl_answered(ctx, node, &via, &req, "k3s kubectl cordon", |out| {
+                out.exit_code == 0 || k3s::node_not_found(out)
+            })
+            .await
         }
         Action::Uncordon { machine, via } => {
             let (app, machine) = inputs.machine(&machine)?;
             let via = inputs.machine(&via)?;
             let k3s_node = k3s::k3s_node_name(&machine, &app);
             let req = exec_request(k3s::uncordon_command(&k3s_node));
-            let out = c
-                .exec(&via.0, &via.1, &req)
-                .await
-                .map_err(fly_err(format!("node {node}: uncordoning {k3s_node}")))?;
-            if out.exit_code != 0 {
-                return Err(exec_failed(node, via.1, "k3s kubectl uncordon", &out));
-            }
-            Ok(Output::Done)
+            kubectl_answered(ctx, node, &via, &req, "k3s kubectl uncordon", |out| {
+                out.exit_code == 0
+            })
+            .await
         }
         Action::SetMetadata {
             machine,
@@ -1093,22 +1082,10 @@ async fn run_step(ctx: &Ctx, node: &str, action: Action, inputs: Inputs) -> Resu
             let via = inputs.machine(&via)?;
             let k3s_node = k3s::k3s_node_name(&machine, &app);
             let req = exec_request(k3s::delete_node_command(&k3s_node));
-            let deadline = Instant::now() + ctx.options.k3s_timeout;
-            loop {
-                let out = c.exec(&via.0, &via.1, &req).await.map_err(fly_err(format!(
-                    "node {node}: deleting k3s node {k3s_node}"
-                )))?;
-                if out.exit_code == 0 {
-                    return Ok(Output::Done);
-                }
-                // The API answers 503 while its datastore elects a leader (a server was just
-                // lost): ask again until the deadline; any other failure is final.
-                if !k3s::is_unavailable(&out) || Instant::now() + ctx.options.poll > deadline {
-                    return Err(exec_failed(node, via.1, "k3s kubectl delete node", &out));
-                }
-                tracing::info!(%node, why = %k3s::first_line(&out.stderr), "the API is unavailable; deleting the node again");
-                tokio::time::sleep(ctx.options.poll).await;
-            }
+            kubectl_answered(ctx, node, &via, &req, "k3s kubectl delete node", |out| {
+                out.exit_code == 0
+            })
+            .await
         }
         Action::RemoveMember { id, name, via } => {
             let via = inputs.machine(&via)?;
@@ -1319,6 +1296,39 @@ async fn update_machine(
 }
 
 /// A kubectl call on `machine` that exited non-zero, with the first line of its stderr.
+/// Runs the kubectl call `req` on `via` until `done` accepts its answer. The API answers 503
+/// while its datastore elects a leader (a server was just lost or restarted, e.g. by an update
+/// or a run killed during one): such answers are asked again until the k3s deadline; any
+/// other failure is final.
+async fn kubectl_answered(
+    ctx: &Ctx,
+    node: &str,
+    via: &(String, String),
+    req: &crate::fly::ExecRequest,
+    program: &str,
+    done: impl Fn(&ExecResponse) -> bool,
+) -> Result<Output, Error> {
+    let deadline = Instant::now() + ctx.options.k3s_timeout;
+    loop {
+        let out = ctx
+            .client
+            .exec(&via.0, &via.1, req)
+            .await
+            .map_err(fly_err(format!(
+                "node {node}: {program} on machine {}",
+                via.1
+            )))?;
+        if done(&out) {
+            return Ok(Output::Done);
+        }
+        if !k3s::is_unavailable(&out) || Instant::now() + ctx.options.poll > deadline {
+            return Err(exec_failed(node, via.1.clone(), program, &out));
+        }
+        tracing::info!(%node, why = %k3s::first_line(&out.stderr), "the API is unavailable; {program} again");
+        tokio::time::sleep(ctx.options.poll).await;
+    }
+}
+
 fn exec_failed(node: &str, machine: String, program: &str, out: &ExecResponse) -> Error {
     Error::Exec {
         node: node.to_string(),

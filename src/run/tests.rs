@@ -685,3 +685,60 @@ fn finished_lines_name_what_their_steps_made() {
         "ctrl-1: wait until machine m-new (volume vol_1) is started, after <made by [4]>"
     );
 }
+
+/// The API answering 503 while etcd elects a leader (a server restarting under an update, or
+/// a run killed during one): uncordon and cordon ask again until it answers; another failure
+/// is final at once.
+#[tokio::test]
+async fn cordon_and_uncordon_ask_again_while_the_api_elects_a_leader() {
+    let unavailable = json!({"stdout": "", "stderr": "Error from server (ServiceUnavailable): datastore: etcd range at https://127.0.0.1:2379: 503: etcdserver: leader changed", "exit_code": 1});
+    let (machine, via) = worker_and_via();
+    for action in [
+        Action::Uncordon {
+            machine: machine.clone(),
+            via: via.clone(),
+        },
+        Action::Cordon {
+            machine: machine.clone(),
+            via: via.clone(),
+        },
+    ] {
+        let mut calls = 0;
+        let body = unavailable.clone();
+        let server = Server::start(move |req: &Seen, _: &[Seen]| {
+            if !req.path().ends_with("/exec") {
+                return answer(404, json!({"error": "unscripted"}));
+            }
+            calls += 1;
+            if calls < 3 {
+                answer(200, body.clone())
+            } else {
+                answer(
+                    200,
+                    json!({"stdout": "node/x done", "stderr": "", "exit_code": 0}),
+                )
+            }
+        })
+        .await;
+        let out = removal_step(&server, action.clone(), Duration::from_secs(5)).await;
+        assert!(matches!(out, Ok(Output::Done)), "{action:?}: {out:?}");
+        assert_eq!(exec_paths(&server).len(), 3, "{action:?}");
+    }
+    // Any other failure is the answer.
+    let server = Server::start(|_: &Seen, _: &[Seen]| {
+        answer(
+            200,
+            json!({"stdout": "", "stderr": "error: forbidden", "exit_code": 1}),
+        )
+    })
+    .await;
+    let e = removal_step(
+        &server,
+        Action::Uncordon { machine, via },
+        Duration::from_secs(5),
+    )
+    .await
+    .expect_err("forbidden");
+    assert!(matches!(e, Error::Exec { .. }), "{e:?}");
+    assert_eq!(exec_paths(&server).len(), 1);
+}
