@@ -183,14 +183,7 @@ pub fn other_cluster_apps(cluster: &str, org_apps: &[App]) -> Vec<String> {
 /// whether the cluster it removes is the org's last (`plan::peer`). An app that vanished
 /// between the listing and its reads is left out.
 pub async fn other_clusters(client: &Client, config: &Config) -> Result<Vec<AppState>, Error> {
-    let org = &config.org_name;
-    let apps = client
-        .list_apps(org)
-        .await
-        .map_err(|source| Error::ListApps {
-            org: org.clone(),
-            source: Box::new(source),
-        })?;
+    let apps = org_apps(client, config).await?;
     let reads = Reads {
         volumes: false,
         secrets: true,
@@ -202,6 +195,20 @@ pub async fn other_clusters(client: &Client, config: &Config) -> Result<Vec<AppS
         reads,
     )
     .await
+}
+
+/// The apps of the config's `ORG_NAME`.
+async fn org_apps(
+    client: &Client,
+    config: &Config,
+) -> Result<crate::fly::types::ListAppsResponse, Error> {
+    client
+        .list_apps(&config.org_name)
+        .await
+        .map_err(|source| Error::ListApps {
+            org: config.org_name.clone(),
+            source: Box::new(source),
+        })
 }
 
 /// Reads `names` concurrently with `reads`; sorted by app, vanished apps left out.
@@ -232,14 +239,7 @@ async fn read_all(
 /// it, read concurrently; sorted by app. An app that vanished between the listing and its
 /// reads is left out.
 pub async fn cluster(client: &Client, config: &Config) -> Result<Vec<AppState>, Error> {
-    let org = &config.org_name;
-    let apps = client
-        .list_apps(org)
-        .await
-        .map_err(|source| Error::ListApps {
-            org: org.clone(),
-            source: Box::new(source),
-        })?;
+    let apps = org_apps(client, config).await?;
     read_all(
         client,
         config,

@@ -507,6 +507,20 @@ mod tests {
         empty_plan("lab", app.app.clone(), &b)
     }
 
+    /// Group `web` after a run killed right after destroying worker 2's machine: its volume is
+    /// detached, its Node still listed with the others.
+    fn killed_after_destroying_worker_2() -> (AppState, Vec<String>) {
+        let mut app = group();
+        app.machines.retain(|m| m.id != "m2");
+        app.volumes[2].attached_machine_id = None;
+        let nodes = k8s(&[
+            "m0.vm.lab-ng-web.internal",
+            "m1.vm.lab-ng-web.internal",
+            "m2.vm.lab-ng-web.internal",
+        ]);
+        (app, nodes)
+    }
+
     fn no_leftovers() -> Leftovers<'static> {
         static NONE: BTreeSet<&str> = BTreeSet::new();
         Leftovers {
@@ -756,14 +770,7 @@ mod tests {
     /// (listed, machine gone) and its volume (attached to nothing), and touches nothing else.
     #[test]
     fn a_scale_down_killed_after_the_destroy_is_finished_by_the_next_run() {
-        let mut app = group();
-        app.machines.retain(|m| m.id != "m2");
-        app.volumes[2].attached_machine_id = None;
-        let nodes = k8s(&[
-            "m0.vm.lab-ng-web.internal",
-            "m1.vm.lab-ng-web.internal",
-            "m2.vm.lab-ng-web.internal",
-        ]);
+        let (mut app, nodes) = killed_after_destroying_worker_2();
         let reused = BTreeSet::new();
         let plan = shrink(
             &app,
@@ -848,14 +855,7 @@ mod tests {
     /// before the app goes.
     #[test]
     fn a_group_removal_deletes_the_nodes_of_machines_already_gone() {
-        let mut app = group();
-        app.machines.retain(|m| m.id != "m2");
-        app.volumes[2].attached_machine_id = None;
-        let nodes = k8s(&[
-            "m0.vm.lab-ng-web.internal",
-            "m1.vm.lab-ng-web.internal",
-            "m2.vm.lab-ng-web.internal",
-        ]);
+        let (app, nodes) = killed_after_destroying_worker_2();
         let r = remove_group("lab", Some(&app), &via(), Some(&nodes)).expect("plan");
         let stale = r
             .plan
