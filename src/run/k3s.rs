@@ -23,37 +23,36 @@ pub fn machine_of_k3s_node<'a>(k3s_node: &'a str, app: &str) -> Option<&'a str> 
         .filter(|id| !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric()))
 }
 
+/// `k3s kubectl ARGS` as an argument vector (run without a shell).
+fn kubectl(args: &[&str]) -> Vec<String> {
+    ["k3s", "kubectl"]
+        .iter()
+        .chain(args)
+        .map(|s| s.to_string())
+        .collect()
+}
+
 /// `k3s kubectl get node NAME -o jsonpath=...`: prints the Ready condition's status.
 pub fn ready_command(node: &str) -> Vec<String> {
-    [
-        "k3s",
-        "kubectl",
+    kubectl(&[
         "get",
         "node",
         node,
         "-o",
         r#"jsonpath={.status.conditions[?(@.type=="Ready")].status}"#,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    ])
 }
 
 /// `k3s kubectl get node NAME -o jsonpath=...`: `STATUS<TAB>BOOT_ID<TAB>HEARTBEAT<TAB>KUBELET`
 /// of its Ready condition, `status.nodeInfo.bootID` and `status.nodeInfo.kubeletVersion`.
 pub fn boot_command(node: &str) -> Vec<String> {
-    [
-        "k3s",
-        "kubectl",
+    kubectl(&[
         "get",
         "node",
         node,
         "-o",
         r#"jsonpath={.status.conditions[?(@.type=="Ready")].status}{"\t"}{.status.nodeInfo.bootID}{"\t"}{.status.conditions[?(@.type=="Ready")].lastHeartbeatTime}{"\t"}{.status.nodeInfo.kubeletVersion}"#,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    ])
 }
 
 /// What [`boot_command`] printed: the Ready status, the boot id, the last heartbeat and the
@@ -96,17 +95,12 @@ impl Boot {
 /// (its Ready condition's status, empty when it has none). One call answers for every node, so
 /// the waits of a whole node group share it (see `run`'s shared Ready check).
 pub fn ready_all_command() -> Vec<String> {
-    [
-        "k3s",
-        "kubectl",
+    kubectl(&[
         "get",
         "nodes",
         "-o",
         r#"jsonpath={range .items[*]}{.metadata.name}{"\t"}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}"#,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    ])
 }
 
 /// What [`ready_all_command`] said: the Ready status by node name, or why kubectl could not
@@ -164,10 +158,7 @@ pub fn parse_ready_all(out: &ExecResponse) -> NodesReadiness {
 /// `k3s kubectl get nodes -o json`: every registered node with its conditions and node info
 /// (the kubelet's version is the node's k3s version), for `status`.
 pub fn nodes_command() -> Vec<String> {
-    ["k3s", "kubectl", "get", "nodes", "-o", "json"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+    kubectl(&["get", "nodes", "-o", "json"])
 }
 
 /// One node of [`nodes_command`]'s answer.
@@ -231,34 +222,17 @@ pub fn token_command() -> Vec<String> {
 
 /// `k3s kubectl taint node NAME CriticalAddonsOnly=true:NoExecute --overwrite` (idempotent).
 pub fn taint_command(node: &str) -> Vec<String> {
-    [
-        "k3s",
-        "kubectl",
-        "taint",
-        "node",
-        node,
-        SERVER_TAINT,
-        "--overwrite",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    kubectl(&["taint", "node", node, SERVER_TAINT, "--overwrite"])
 }
 
 /// `k3s kubectl cordon NAME`: marks the node unschedulable (`spec.unschedulable`).
 pub fn cordon_command(node: &str) -> Vec<String> {
-    ["k3s", "kubectl", "cordon", node]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+    kubectl(&["cordon", node])
 }
 
 /// `k3s kubectl uncordon NAME`: marks the node schedulable again.
 pub fn uncordon_command(node: &str) -> Vec<String> {
-    ["k3s", "kubectl", "uncordon", node]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+    kubectl(&["uncordon", node])
 }
 
 /// How long one drain call may evict before kubectl gives up; the run calls it again until
@@ -271,33 +245,18 @@ pub const DRAIN_CALL_SECS: u64 = 45;
 /// a PodDisruptionBudget (kubectl retries those until its timeout).
 pub fn drain_command(node: &str) -> Vec<String> {
     let timeout = format!("--timeout={DRAIN_CALL_SECS}s");
-    [
-        "k3s",
-        "kubectl",
+    kubectl(&[
         "drain",
         node,
         "--ignore-daemonsets",
         "--delete-emptydir-data",
         timeout.as_str(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    ])
 }
 
 /// `k3s kubectl delete node NAME --ignore-not-found` (idempotent).
 pub fn delete_node_command(node: &str) -> Vec<String> {
-    [
-        "k3s",
-        "kubectl",
-        "delete",
-        "node",
-        node,
-        "--ignore-not-found",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    kubectl(&["delete", "node", node, "--ignore-not-found"])
 }
 
 /// Whether a failed kubectl call failed only because the node is not registered (a node that
