@@ -1184,6 +1184,36 @@ async fn crashes_at_boot_and_kills_during_the_k3s_steps_converge_on_guests() {
     lab.stop().await;
 }
 
+/// `-c` then `-a 0` (with `--yes`) on the cluster in `dir` (3 workers), then waits until
+/// kubectl on the host sees its 3 servers and 3 workers Ready; returns the kubeconfig read from
+/// ctrl-0 and the hosts file that resolves the servers' name.
+async fn six_ready_nodes(
+    env: &Env,
+    t: &mut Transcript,
+    lab: &GuestLab,
+    dir: &str,
+) -> (PathBuf, PathBuf) {
+    let allow = "--allow-missing-kernel-options";
+    let out = env.fks(t, &["-c", dir, allow, "--timeout", "180"]).await;
+    assert_ok("-c", &out, lab);
+    let add = ["-a", GROUP, dir, allow, "--timeout", "180", "--yes"];
+    let out = env.fks(t, &add).await;
+    assert_ok("-a 0 (3 workers)", &out, lab);
+    let ctrl0 = node_machine(lab, CP_APP, "ctrl-0").await;
+    let kubeconfig = exec_kubeconfig(lab, &ctrl0).await;
+    let hosts = hosts_file(lab, &lab.machines(CP_APP).await);
+    nodes_until(
+        t,
+        lab,
+        &kubeconfig,
+        &hosts,
+        "3 servers and 3 workers Ready",
+        |n| n.len() == 6 && n.iter().all(|n| n.ready),
+    )
+    .await;
+    (kubeconfig, hosts)
+}
+
 /// A machine of `app` by its `fks_node` metadata.
 async fn node_machine(lab: &GuestLab, app: &str, node: &str) -> Value {
     lab.machines(app)
@@ -1817,26 +1847,8 @@ async fn scale_down_and_nodegroup_remove_on_guests() {
     let env = Env::new(&lab).await;
     let mut t = Transcript::default();
     let allow = "--allow-missing-kernel-options";
-    let out = env
-        .fks(&mut t, &["-c", dir, allow, "--timeout", "180"])
-        .await;
-    assert_ok("-c", &out, &lab);
     let add = ["-a", GROUP, dir, allow, "--timeout", "180", "--yes"];
-    let out = env.fks(&mut t, &add).await;
-    assert_ok("-a 0 (3 workers)", &out, &lab);
-
-    let ctrl0 = node_machine(&lab, CP_APP, "ctrl-0").await;
-    let kubeconfig = exec_kubeconfig(&lab, &ctrl0).await;
-    let hosts = hosts_file(&lab, &lab.machines(CP_APP).await);
-    nodes_until(
-        &mut t,
-        &lab,
-        &kubeconfig,
-        &hosts,
-        "3 servers and 3 workers Ready",
-        |n| n.len() == 6 && n.iter().all(|n| n.ready),
-    )
-    .await;
+    let (kubeconfig, hosts) = six_ready_nodes(&env, &mut t, &lab, dir).await;
     let doomed = node_machine(&lab, GROUP_APP, &format!("worker-ng-{GROUP}-2")).await;
     let id = doomed["id"].as_str().expect("id").to_string();
     let volume = doomed["config"]["mounts"][0]["volume"]
@@ -2428,30 +2440,7 @@ async fn upgrade_rolls_servers_one_at_a_time_then_workers_on_guests() {
     let dir = cluster_dir.to_str().expect("utf-8 path");
     let env = Env::new(&lab).await;
     let mut t = Transcript::default();
-    let allow = "--allow-missing-kernel-options";
-    let out = env
-        .fks(&mut t, &["-c", dir, allow, "--timeout", "180"])
-        .await;
-    assert_ok("-c", &out, &lab);
-    let out = env
-        .fks(
-            &mut t,
-            &["-a", GROUP, dir, allow, "--timeout", "180", "--yes"],
-        )
-        .await;
-    assert_ok("-a 0 (3 workers)", &out, &lab);
-    let ctrl0 = node_machine(&lab, CP_APP, "ctrl-0").await;
-    let kubeconfig = exec_kubeconfig(&lab, &ctrl0).await;
-    let hosts = hosts_file(&lab, &lab.machines(CP_APP).await);
-    nodes_until(
-        &mut t,
-        &lab,
-        &kubeconfig,
-        &hosts,
-        "3 servers and 3 workers Ready",
-        |n| n.len() == 6 && n.iter().all(|n| n.ready),
-    )
-    .await;
+    let (kubeconfig, hosts) = six_ready_nodes(&env, &mut t, &lab, dir).await;
     let mut before: BTreeMap<String, String> = BTreeMap::new();
     for app in [CP_APP, GROUP_APP] {
         for m in lab.machines(app).await {
@@ -2802,24 +2791,8 @@ async fn day2_operations_killed_mid_way_converge_on_the_next_run_on_guests() {
     let env = Env::new(&lab).await;
     let mut t = Transcript::default();
     let allow = "--allow-missing-kernel-options";
-    let create = ["-c", dir, allow, "--timeout", "180"];
     let add = ["-a", GROUP, dir, allow, "--timeout", "180", "--yes"];
-    let out = env.fks(&mut t, &create).await;
-    assert_ok("-c", &out, &lab);
-    let out = env.fks(&mut t, &add).await;
-    assert_ok("-a 0 (3 workers)", &out, &lab);
-    let ctrl0 = node_machine(&lab, CP_APP, "ctrl-0").await;
-    let kubeconfig = exec_kubeconfig(&lab, &ctrl0).await;
-    let hosts = hosts_file(&lab, &lab.machines(CP_APP).await);
-    nodes_until(
-        &mut t,
-        &lab,
-        &kubeconfig,
-        &hosts,
-        "3 servers and 3 workers Ready",
-        |n| n.len() == 6 && n.iter().all(|n| n.ready),
-    )
-    .await;
+    let (kubeconfig, hosts) = six_ready_nodes(&env, &mut t, &lab, dir).await;
 
     // 1. upgrade: every machine updated under a lease, onto the image the upgrade builds for
     // NEXT (the nodes wait for their kubelet to report it).

@@ -792,23 +792,16 @@ mod tests {
         // Converged (the Node gone too): nothing.
         let nodes = k8s(&["m0.vm.lab-ng-web.internal", "m1.vm.lab-ng-web.internal"]);
         app.volumes.truncate(2);
-        let mut b = Builder { steps: Vec::new() };
-        scale_down(
-            &mut b,
-            "lab",
-            "web",
+        let plan = shrink(
+            &app,
             2,
-            &app.app,
-            &app.machines,
-            &app.volumes,
             &via(),
             Leftovers {
                 k8s_nodes: Some(&nodes),
                 reused: &reused,
             },
-        )
-        .expect("plan");
-        assert!(b.steps.is_empty(), "{:?}", b.steps);
+        );
+        assert!(plan.steps.is_empty(), "{:?}", plan.steps);
     }
 
     /// Killed right after the destroy call: the machine is still `destroying` and holds its
