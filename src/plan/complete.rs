@@ -63,7 +63,9 @@ impl Action {
                 step(&machine.id).into_iter().chain(step(&via.id)).collect()
             }
             Action::SetTokenSecret { token, .. } => vec![*token],
-            Action::RemoveMember { via, .. } => step(&via.id).into_iter().collect(),
+            Action::RemoveMember { via, .. } | Action::RemoveMembersOf { via, .. } => {
+                step(&via.id).into_iter().collect()
+            }
             Action::CreateApp { .. }
             | Action::CreateVolume { .. }
             | Action::SetFileSecrets { .. }

@@ -232,6 +232,16 @@ impl fmt::Display for Action {
                 if name.is_empty() { "unnamed" } else { name },
                 via.id
             ),
+            Action::RemoveMembersOf { machines, via, .. } => write!(
+                f,
+                "remove any etcd member of destroyed machine(s) {} still listed, through the etcd of machine {} (node etcd remove)",
+                machines
+                    .iter()
+                    .map(|m| m.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                via.id
+            ),
             Action::WaitMemberHealthy { machine, via } => write!(
                 f,
                 "wait until the etcd member of machine {} is a healthy voter (asked on {})",

@@ -364,6 +364,15 @@ pub struct MachineRef {
     pub id: Ref,
 }
 
+/// A server machine a plan destroys, as [`Action::RemoveMembersOf`] knows its etcd members.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GoneServer {
+    /// Its machine id (its members are named after `<id>.vm.<app>.internal`).
+    pub id: String,
+    /// Its 6PN address (an unnamed member's peer URL holds it); empty when unknown.
+    pub private_ip: String,
+}
+
 /// One thing to do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
@@ -552,6 +561,21 @@ pub enum Action {
         id: String,
         /// Its name (for the output; empty when it never started).
         name: String,
+        /// The server whose etcd is asked (a healthy voter).
+        via: MachineRef,
+    },
+    /// Remove every etcd member that belongs to one of `machines` (destroyed by earlier
+    /// steps), as `via`'s etcd lists them when the step runs: by k3s node name
+    /// (`<id>.vm.<app>.internal`), or, for a member added that never started, by its peer
+    /// address. A server that was still booting when its member list was read can add itself
+    /// between that read and its destroy (a run killed right after creating it, replaced
+    /// again); a member left that way would block every later join (etcd allows one learner,
+    /// and a fourth voter with one dead needs three healthy).
+    RemoveMembersOf {
+        /// The app of the machines.
+        app: String,
+        /// The destroyed machines.
+        machines: Vec<GoneServer>,
         /// The server whose etcd is asked (a healthy voter).
         via: MachineRef,
     },

@@ -32,8 +32,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::{
     machine_request, node_machine, private_files_to_secrets, volume_request, Action, Builder,
-    Error, MachineRef, NodePlan, Options, Plan, Ref, Role, State, StepId, Target, META_CLUSTER,
-    META_NODE, META_ROLE, SERVERS, TOKEN_SECRET,
+    Error, GoneServer, MachineRef, NodePlan, Options, Plan, Ref, Role, State, StepId, Target,
+    META_CLUSTER, META_NODE, META_ROLE, SERVERS, TOKEN_SECRET,
 };
 use crate::config::Config;
 use crate::fly::types::{Machine, MachineState, SecretString, Volume};
@@ -116,6 +116,35 @@ fn peer_host(url: &str) -> Option<&str> {
         None => rest.rsplit_once(':').map_or(rest, |(h, _)| h),
     };
     (!host.is_empty()).then_some(host)
+}
+
+/// The members of `members` that belong to one of `gone` (machines of `app`): those named
+/// after a gone machine's k3s node, and unnamed ones (added, never started) whose peer URL
+/// holds a gone machine's address.
+pub fn members_of<'a>(
+    members: &'a [MemberHealth],
+    app: &str,
+    gone: &[GoneServer],
+) -> Vec<&'a MemberHealth> {
+    let names: BTreeSet<String> = gone.iter().map(|g| k3s_node_name(&g.id, app)).collect();
+    let ips: BTreeSet<&str> = gone
+        .iter()
+        .map(|g| g.private_ip.as_str())
+        .filter(|ip| !ip.is_empty())
+        .collect();
+    members
+        .iter()
+        .filter(|m| match member_node(&m.name) {
+            Some(node) => names.contains(node),
+            None => {
+                m.name.is_empty()
+                    && m.peer_urls
+                        .iter()
+                        .filter_map(|u| peer_host(u))
+                        .any(|h| ips.contains(h))
+            }
+        })
+        .collect()
 }
 
 /// Plans the replacement of server `ctrl-<index>` of `config`'s control plane. `state` is the
@@ -331,6 +360,31 @@ pub fn replace(
                 via: via_ref.clone(),
             },
             after_destroy.clone(),
+        ));
+    }
+    // A ctrl-N machine still booting when the members were read (made by a run killed right
+    // after its create) may have added itself since: once it is destroyed, whatever member it
+    // left is removed too, as etcd lists them then. After the removals above, so no member is
+    // removed twice at once.
+    let gone: Vec<GoneServer> = old
+        .into_iter()
+        .chain(destroying.iter().copied())
+        .map(|m| GoneServer {
+            id: m.id.clone(),
+            private_ip: m.private_ip.clone(),
+        })
+        .collect();
+    if options.k3s && !gone.is_empty() {
+        let mut deps = after_destroy.clone();
+        deps.extend(removals.iter().copied());
+        removals.push(b.push(
+            n,
+            Action::RemoveMembersOf {
+                app: app.clone(),
+                machines: gone,
+                via: via_ref.clone(),
+            },
+            deps,
         ));
     }
     // The Node objects of the old machine(s): ctrl-N's, those its removed members name, and

@@ -117,6 +117,7 @@ fn kinds(plan: &Plan) -> Vec<String> {
             let kind = match &s.action {
                 Action::DestroyMachine { .. } => "destroy",
                 Action::RemoveMember { .. } => "remove-member",
+                Action::RemoveMembersOf { .. } => "sweep-members",
                 Action::DeleteNode { .. } => "delete-node",
                 Action::DeleteVolume { .. } => "delete-volume",
                 Action::SetFileSecrets { .. } => "secrets",
@@ -160,6 +161,7 @@ fn a_running_server_is_destroyed_before_its_member_goes_and_the_new_one_joins_af
         [
             "destroy ctrl-1",
             "remove-member ctrl-1",
+            "sweep-members ctrl-1",
             "delete-node ctrl-1",
             "delete-volume ctrl-1",
             "secrets -",
@@ -175,15 +177,32 @@ fn a_running_server_is_destroyed_before_its_member_goes_and_the_new_one_joins_af
     let deps = |s: &str| r.plan.steps[step_of(&r.plan, s).0].depends_on.clone();
     let destroy = step_of(&r.plan, "destroy");
     assert_eq!(deps("remove-member"), [destroy]);
-    // The old Node is deleted once the removal proved etcd has a leader again.
-    assert_eq!(deps("delete-node"), [step_of(&r.plan, "remove-member")]);
+    // What the old machine added after the member list was read goes once it is destroyed,
+    // after the removal (never two removals of one member at once).
+    let removal = step_of(&r.plan, "remove-member");
+    let sweep = step_of(&r.plan, "sweep-members");
+    assert_eq!(deps("sweep-members"), [destroy, removal]);
+    match &r.plan.steps[sweep.0].action {
+        Action::RemoveMembersOf { app, machines, via } => {
+            assert_eq!(app, "lab-cp");
+            assert_eq!(
+                machines,
+                &[GoneServer {
+                    id: "m1".into(),
+                    private_ip: "fdaa::a1".into()
+                }]
+            );
+            assert_eq!(via.id, Ref::Known("m0".into()));
+        }
+        other => panic!("{other:?}"),
+    }
+    // The old Node is deleted once the removals proved etcd has a leader again.
+    assert_eq!(deps("delete-node"), [removal, sweep]);
     assert_eq!(deps("delete-volume"), [destroy]);
     assert_eq!(deps("volume"), [step_of(&r.plan, "delete-volume")]);
     let machine = deps("machine");
-    assert!(
-        machine.contains(&step_of(&r.plan, "remove-member")),
-        "{machine:?}"
-    );
+    assert!(machine.contains(&removal), "{machine:?}");
+    assert!(machine.contains(&sweep), "{machine:?}");
     assert!(machine.contains(&step_of(&r.plan, "volume")), "{machine:?}");
     match &r.plan.steps[step_of(&r.plan, "remove-member").0].action {
         Action::RemoveMember { id, via, .. } => {
@@ -494,9 +513,10 @@ fn the_dry_run_lists_every_step_and_where_it_runs() {
         "ctrl-0               server              machine to create, zone new volume",
         "[0]  ctrl-0: remove machine m0 in app lab-cp",
         "[1]  ctrl-0: remove etcd member a0 (m0.vm.lab-cp.internal-0a1b2c3d) through the etcd of machine m1 (node etcd remove)  (after [0])",
+        "[2]  ctrl-0: remove any etcd member of destroyed machine(s) m0 still listed, through the etcd of machine m1 (node etcd remove)  (after [0] [1])",
         "ctrl-0: create machine ctrl-0 in app lab-cp (server,",
         ", joins m1, token from secret K3S_TOKEN)",
-        "ctrl-0: wait until the etcd member of machine <made by [6]> is a healthy voter (asked on m1)",
+        "ctrl-0: wait until the etcd member of machine <made by [7]> is a healthy voter (asked on m1)",
     ] {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
     }
@@ -514,4 +534,42 @@ fn the_dry_run_lists_every_step_and_where_it_runs() {
     assert_eq!(server_index("ctrl-2"), Some(2));
     assert_eq!(server_index("ctrl-3"), None);
     assert_eq!(server_index("worker-ng-a-0"), None);
+}
+
+#[test]
+fn the_members_of_destroyed_machines_are_found_by_name_or_unnamed_by_peer_address() {
+    let gone = [
+        GoneServer {
+            id: "m1".into(),
+            private_ip: "fdaa::b1".into(),
+        },
+        GoneServer {
+            id: "m3".into(),
+            private_ip: String::new(),
+        },
+    ];
+    let mut unnamed = member("b1", "x", false);
+    unnamed.name = String::new();
+    let mut unnamed_other = member("c9", "x", false);
+    unnamed_other.name = String::new();
+    let mut named_elsewhere = member("b1", "m0", true);
+    named_elsewhere.id = "d0".into();
+    let members = [
+        member("a0", "m0", true),
+        member("a1", "m1", false),
+        unnamed,
+        unnamed_other,
+        named_elsewhere,
+        member("a3", "m3", true),
+    ];
+    let found: Vec<&str> = members_of(&members, "lab-cp", &gone)
+        .iter()
+        .map(|m| m.id.as_str())
+        .collect();
+    // A named member is its node's, whatever its peer address; an unnamed one (added, never
+    // started) is known by its peer address only.
+    assert_eq!(found, ["a1", "b1", "a3"]);
+    assert!(members_of(&members, "other-cp", &gone)
+        .iter()
+        .all(|m| m.name.is_empty()));
 }

@@ -1089,46 +1089,44 @@ async fn run_step(ctx: &Ctx, node: &str, action: Action, inputs: Inputs) -> Resu
         }
         Action::RemoveMember { id, name, via } => {
             let via = inputs.machine(&via)?;
-            let member = if name.is_empty() {
-                id.clone()
-            } else {
-                format!("{id} ({name})")
-            };
-            let req = exec_request(crate::membership::remove_command(&id));
+            remove_member(ctx, node, &via, &id, &name).await?;
+            Ok(Output::Done)
+        }
+        Action::RemoveMembersOf { app, machines, via } => {
+            let via = inputs.machine(&via)?;
+            let req = exec_request(crate::status::members_command());
             let deadline = Instant::now() + ctx.options.k3s_timeout;
-            loop {
+            let report = loop {
                 let why = match c.exec(&via.0, &via.1, &req).await {
-                    Ok(out) => match crate::membership::parse_remove(&out) {
-                        Ok(report) => {
-                            match &report.removed {
-                                Some(m) => {
-                                    tracing::info!(%node, member = %m.id, name = %m.name, left = report.members.len(), "etcd member removed")
-                                }
-                                None => {
-                                    tracing::info!(%node, %member, "etcd member not there (removed already)")
-                                }
-                            }
-                            return Ok(Output::Done);
-                        }
+                    Ok(out) => match crate::status::parse_members(&out) {
+                        Ok(report) => break report,
                         Err(why) => why,
                     },
                     Err(e) => crate::errors::chain(&e),
                 };
-                // etcd refuses a reconfiguration for a few seconds after a member started, and
-                // exec fails while the survivor is busy: ask again until the deadline.
-                if Instant::now() + ctx.options.poll > deadline
-                    || !(crate::membership::is_retryable(&why) || why.contains("exec"))
-                {
+                if Instant::now() + ctx.options.poll > deadline {
                     return Err(Error::RemoveMember {
                         node: node.to_string(),
-                        member,
+                        member: format!(
+                            "of machine(s) {}",
+                            machines
+                                .iter()
+                                .map(|m| m.id.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
                         machine: via.1,
-                        why,
+                        why: format!("reading the member list: {why}"),
                     });
                 }
-                tracing::info!(%node, %member, %why, "etcd member removal not done yet; asking again");
+                tracing::info!(%node, %why, "etcd member list not read yet; asking again");
                 tokio::time::sleep(ctx.options.poll).await;
+            };
+            for m in crate::plan::replace::members_of(&report.members, &app, &machines) {
+                tracing::info!(%node, member = %m.id, name = %m.name, "an etcd member of a destroyed machine is still listed");
+                remove_member(ctx, node, &via, &m.id, &m.name).await?;
             }
+            Ok(Output::Done)
         }
         Action::WaitMemberHealthy { machine, via } => {
             let (app, machine) = inputs.machine(&machine)?;
@@ -1293,6 +1291,57 @@ async fn update_machine(
     .await;
     held.release(c, node).await;
     Ok(Output::Machine(Box::new(result?)))
+}
+
+/// Removes etcd member `id` (named `name`, empty when it never started) through `via`'s etcd
+/// (`node etcd remove`). etcd refuses a reconfiguration for a few seconds after a member
+/// started, and exec fails while the survivor is busy: both are asked again until the k3s
+/// deadline. A member removed already is not an error.
+async fn remove_member(
+    ctx: &Ctx,
+    node: &str,
+    via: &(String, String),
+    id: &str,
+    name: &str,
+) -> Result<(), Error> {
+    let member = if name.is_empty() {
+        id.to_string()
+    } else {
+        format!("{id} ({name})")
+    };
+    let req = exec_request(crate::membership::remove_command(id));
+    let deadline = Instant::now() + ctx.options.k3s_timeout;
+    loop {
+        let why = match ctx.client.exec(&via.0, &via.1, &req).await {
+            Ok(out) => match crate::membership::parse_remove(&out) {
+                Ok(report) => {
+                    match &report.removed {
+                        Some(m) => {
+                            tracing::info!(%node, member = %m.id, name = %m.name, left = report.members.len(), "etcd member removed")
+                        }
+                        None => {
+                            tracing::info!(%node, %member, "etcd member not there (removed already)")
+                        }
+                    }
+                    return Ok(());
+                }
+                Err(why) => why,
+            },
+            Err(e) => crate::errors::chain(&e),
+        };
+        if Instant::now() + ctx.options.poll > deadline
+            || !(crate::membership::is_retryable(&why) || why.contains("exec"))
+        {
+            return Err(Error::RemoveMember {
+                node: node.to_string(),
+                member,
+                machine: via.1.clone(),
+                why,
+            });
+        }
+        tracing::info!(%node, %member, %why, "etcd member removal not done yet; asking again");
+        tokio::time::sleep(ctx.options.poll).await;
+    }
 }
 
 /// A kubectl call on `machine` that exited non-zero, with the first line of its stderr.
