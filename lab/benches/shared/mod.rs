@@ -368,6 +368,7 @@ fn calls_of(a: &Action, lat: &Latencies) -> Vec<IdealCall> {
         // which never hold them.
         Action::Cordon { .. }
         | Action::RemoveMember { .. }
+        | Action::RemoveMembersOf { .. }
         | Action::Drain { .. }
         | Action::DeleteNode { .. }
         | Action::DestroyMachine { .. }
