@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::fly::types::{Machine, MachineState, Volume};
 use crate::fly::Client;
 use crate::observe::{self, Reads};
-use crate::plan::{self, ENV_ZONE, META_CLUSTER, META_NODE, META_READY, META_ROLE};
+use crate::plan::{self, ENV_ZONE, META_NODE, META_READY, META_ROLE};
 
 /// List the nodes of the control plane (cp) or of one node group.
 #[derive(Debug, clap::Args)]
@@ -193,7 +193,7 @@ pub(super) async fn read(
 /// The machines of `nodes`' app that carry `fks_cluster=<cluster>` (destroyed ones left out),
 /// for the read-only commands that act on a cluster's nodes (`kubeconfig`, `proxy`): a machine
 /// without that metadata was not made by fks-bootstrap for this cluster and is never touched.
-/// (`taint` plans instead: `plan::taint` applies the same filter.)
+/// (`taint` plans instead: `plan::taint` applies the same [`plan::owned_by`].)
 pub async fn owned_machines(
     client: &Client,
     config: &Config,
@@ -208,7 +208,7 @@ pub async fn owned_machines(
 pub fn owned(cluster: &str, machines: Vec<Machine>) -> Vec<Machine> {
     machines
         .into_iter()
-        .filter(|m| m.state != MachineState::Destroyed && m.metadata(META_CLUSTER) == Some(cluster))
+        .filter(|m| plan::owned_by(m, cluster))
         .collect()
 }
 

@@ -10,9 +10,7 @@
 //! machine without `fks_cluster=<cluster>` metadata, or one marked as an agent; plan anything
 //! but taints (no machine, volume or metadata change).
 
-use super::{
-    Action, AppState, Builder, Error, MachineRef, Plan, Ref, META_CLUSTER, META_NODE, META_ROLE,
-};
+use super::{Action, AppState, Builder, Error, MachineRef, Plan, Ref, META_NODE, META_ROLE};
 use crate::fly::types::{Machine, MachineState};
 
 /// The node name of a machine: its `fks_node`, else its machine name.
@@ -26,7 +24,7 @@ fn node_name(m: &Machine) -> &str {
 pub fn servers<'a>(cluster: &str, machines: &'a [Machine]) -> Vec<&'a Machine> {
     let mut servers: Vec<&Machine> = machines
         .iter()
-        .filter(|m| m.state != MachineState::Destroyed && m.metadata(META_CLUSTER) == Some(cluster))
+        .filter(|m| super::owned_by(m, cluster))
         .filter(|m| m.metadata(META_ROLE).is_none_or(|r| r == "server"))
         .collect();
     servers.sort_by(|a, b| node_name(a).cmp(node_name(b)).then(a.id.cmp(&b.id)));
@@ -93,6 +91,7 @@ pub fn taint(cluster: &str, cp: &AppState, cluster_dir: &str) -> Result<Plan, Er
 pub(crate) mod tests {
     use super::*;
     use crate::fly::types::MachineConfig;
+    use crate::plan::META_CLUSTER;
 
     /// A started machine `id` named `node`, with `fks_cluster`/`fks_role` when given.
     pub(crate) fn machine(
