@@ -362,19 +362,84 @@ fn assert_ok(what: &str, out: &Output, lab: &GuestLab) {
 /// `kubectl --kubeconfig KUBECONFIG ARGS` in a private mount namespace whose /etc/hosts is
 /// `hosts` (the host's own file is not touched).
 async fn kubectl(t: &mut Transcript, kubeconfig: &Path, hosts: &Path, args: &[&str]) -> Output {
+    kubectl_with(t, kubeconfig, &[(hosts, c"/etc/hosts")], args).await
+}
+
+/// `kubectl` resolving names through the lab's DNS, as a client inside Fly's private network
+/// does: `<app>.internal` answers the app's started machines only (reference
+/// fly-runtime.md, DNS row), so a server being updated drops out of the answer instead of
+/// black-holing the dial. (A fixed list in /etc/hosts keeps a stopped server first; Go's
+/// dialer gives the first address at least 2 s of the request's budget, `partialDeadline` in
+/// net/dial.go, so a read with `--request-timeout=2s` then times out on it.)
+async fn kubectl_dns(
+    t: &mut Transcript,
+    kubeconfig: &Path,
+    names: &DnsNames,
+    args: &[&str],
+) -> Output {
+    kubectl_with(
+        t,
+        kubeconfig,
+        &[
+            (names.hosts.as_path(), c"/etc/hosts"),
+            (names.resolv.as_path(), c"/etc/resolv.conf"),
+        ],
+        args,
+    )
+    .await
+}
+
+/// A hosts file without `.internal` names and a resolv.conf naming the lab's DNS
+/// (`<org prefix>::3`, as `fdaa::3` inside Fly), for [`kubectl_dns`].
+struct DnsNames {
+    hosts: PathBuf,
+    resolv: PathBuf,
+}
+
+impl DnsNames {
+    fn new(lab: &GuestLab, net: &Net) -> DnsNames {
+        let prefix = fks_lab::ids::network_prefix(net.org).segments();
+        let dns = std::net::Ipv6Addr::new(prefix[0], prefix[1], prefix[2], 0, 0, 0, 0, 3);
+        let hosts = lab.dir.path().join("hosts-dns");
+        std::fs::write(&hosts, "127.0.0.1 localhost\n::1 localhost\n").expect("write hosts");
+        let resolv = lab.dir.path().join("resolv.conf");
+        std::fs::write(
+            &resolv,
+            format!("nameserver {dns}\noptions timeout:1 attempts:1\n"),
+        )
+        .expect("write resolv.conf");
+        DnsNames { hosts, resolv }
+    }
+}
+
+/// `kubectl --kubeconfig KUBECONFIG ARGS` in a private mount namespace with each `(file,
+/// target)` of `binds` bind-mounted onto its target (the host's own files are not touched).
+async fn kubectl_with(
+    t: &mut Transcript,
+    kubeconfig: &Path,
+    binds: &[(&Path, &'static CStr)],
+    args: &[&str],
+) -> Output {
     let mut cmd = Command::new("kubectl");
     cmd.arg("--kubeconfig")
         .arg(kubeconfig)
         .args(args)
         .stdin(Stdio::null());
-    let source = CString::new(hosts.as_os_str().as_bytes()).expect("hosts path without NUL");
+    let binds: Vec<(CString, &'static CStr)> = binds
+        .iter()
+        .map(|(file, target)| {
+            let source =
+                CString::new(file.as_os_str().as_bytes()).expect("bind source without NUL");
+            (source, *target)
+        })
+        .collect();
     // SAFETY: the closure runs in the forked child before exec; it calls only unshare and
     // mount (async-signal-safe system calls) on C strings made before the fork, allocating
     // nothing.
     unsafe {
         cmd.pre_exec(move || {
             nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
-            // Private: the bind below must not propagate back to the host's namespace.
+            // Private: the binds below must not propagate back to the host's namespace.
             nix::mount::mount(
                 None::<&CStr>,
                 c"/",
@@ -382,13 +447,15 @@ async fn kubectl(t: &mut Transcript, kubeconfig: &Path, hosts: &Path, args: &[&s
                 nix::mount::MsFlags::MS_PRIVATE | nix::mount::MsFlags::MS_REC,
                 None::<&CStr>,
             )?;
-            nix::mount::mount(
-                Some(source.as_c_str()),
-                c"/etc/hosts",
-                None::<&CStr>,
-                nix::mount::MsFlags::MS_BIND,
-                None::<&CStr>,
-            )?;
+            for (source, target) in &binds {
+                nix::mount::mount(
+                    Some(source.as_c_str()),
+                    *target,
+                    None::<&CStr>,
+                    nix::mount::MsFlags::MS_BIND,
+                    None::<&CStr>,
+                )?;
+            }
             Ok(())
         });
     }
@@ -2454,17 +2521,20 @@ async fn upgrade_rolls_servers_one_at_a_time_then_workers_on_guests() {
 
     // The probe: `kubectl get nodes` every 200 ms until told to stop.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // It resolves the servers' shared name through the lab's DNS, as a client on Fly's
+    // private network would (see `kubectl_dns`).
+    let names = DnsNames::new(&lab, &NET);
     let probe = {
-        let (stop, kubeconfig, hosts) = (stop.clone(), kubeconfig.clone(), hosts.clone());
+        let (stop, kubeconfig) = (stop.clone(), kubeconfig.clone());
         tokio::spawn(async move {
             let mut reads = Vec::new();
             let mut t = Transcript::default();
             let server_suffix = format!(".vm.{CP_APP}.internal");
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                let out = kubectl(
+                let out = kubectl_dns(
                     &mut t,
                     &kubeconfig,
-                    &hosts,
+                    &names,
                     &["get", "nodes", "-o", "json", "--request-timeout=2s"],
                 )
                 .await;
