@@ -167,6 +167,10 @@ pub fn ensure_bridge(bridge: &BridgeConfig) -> Result<()> {
     ip_batch(
         None,
         &[
+            // A fixed MAC: a Linux bridge left to itself takes the lowest MAC of its ports,
+            // so it changed whenever a guest's veth came or went, and every guest's neighbour
+            // entry for the gateway and the DNS address went stale for seconds (see `mac`).
+            format!("link set {name} address {}", mac(&format!("bridge {name}"))),
             format!(
                 "addr replace {}/{} dev {name} nodad",
                 bridge.gateway6, bridge.prefix6
@@ -193,19 +197,44 @@ pub(crate) struct NetNames {
     pub netns: String,
     /// Host end of the veth pair: `fkv` + 12 hex digits of a hash of the netns name.
     pub veth: String,
+    /// The guest's eth0 MAC, the same at every boot of the machine (see [`mac`]).
+    pub mac: String,
+}
+
+/// FNV-1a of `text`: a stable digest for names that must fit the kernel's limits.
+fn fnv1a(text: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+/// A locally administered unicast MAC (`02:…`) derived from `key`, the same every time.
+///
+/// Why stable: on Fly, 6PN traffic goes straight from Machine to Machine over a routed
+/// WireGuard mesh (reference fly-machines-api.md §7), so a restarted Machine is reachable at its
+/// address as soon as it listens. The lab's guests share a bridge instead, and a veth made anew
+/// at each boot got a new random MAC: every peer (the host, the other guests) kept sending to
+/// the old MAC until its neighbour entry failed (Linux NUD: a 5 s delay, then 3 unicast
+/// probes), so a restarted server was unreachable for seconds after it was up again, a stall
+/// Fly does not have. A MAC per machine, like a VM's NIC, keeps those entries valid.
+pub(crate) fn mac(key: &str) -> String {
+    let h = fnv1a(key).to_be_bytes();
+    format!(
+        "02:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        h[3], h[4], h[5], h[6], h[7]
+    )
 }
 
 impl NetNames {
     pub(crate) fn new(bridge: &str, machine_id: &str) -> Self {
         let netns = format!("{bridge}-{machine_id}");
-        // FNV-1a: interface names are limited to 15 bytes, so the veth gets a stable digest.
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in netns.bytes() {
-            hash ^= u64::from(b);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
-        let veth = format!("fkv{:012x}", hash & 0xffff_ffff_ffff);
-        NetNames { netns, veth }
+        // Interface names are limited to 15 bytes, so the veth gets a stable digest.
+        let veth = format!("fkv{:012x}", fnv1a(&netns) & 0xffff_ffff_ffff);
+        let mac = mac(&netns);
+        NetNames { netns, veth, mac }
     }
 
     /// Path of the namespace file `ip netns add` creates.
@@ -263,6 +292,7 @@ fn configure(
             // checksum offload off, which needs ethtool and does not matter on a veth: not
             // modelled.
             format!("link set eth0 mtu {GUEST_MTU}"),
+            format!("link set eth0 address {}", names.mac),
             "link set eth0 up".to_string(),
             // 6PN: the whole fdaa::/16 is on the link, so guests on the bridge reach each
             // other (§7).
@@ -310,5 +340,21 @@ mod tests {
         assert_eq!(a.veth.len(), 15);
         assert_eq!(a, NetNames::new("fkslab0", "1857156b526dd8"));
         assert_ne!(a.veth, NetNames::new("fkslab1", "1857156b526dd8").veth);
+    }
+
+    #[test]
+    fn a_guest_keeps_one_locally_administered_mac_across_boots() {
+        let a = NetNames::new("fkslab0", "1857156b526dd8");
+        assert_eq!(a.mac, NetNames::new("fkslab0", "1857156b526dd8").mac);
+        assert_ne!(a.mac, NetNames::new("fkslab0", "1857156b526dd9").mac);
+        let bytes: Vec<u8> = a
+            .mac
+            .split(':')
+            .map(|b| u8::from_str_radix(b, 16).expect("hex byte"))
+            .collect();
+        assert_eq!(bytes.len(), 6);
+        // Locally administered (bit 1 set), unicast (bit 0 clear).
+        assert_eq!(bytes[0] & 0b11, 0b10);
+        assert_ne!(mac("bridge fkslab0"), a.mac);
     }
 }

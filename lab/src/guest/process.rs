@@ -655,7 +655,9 @@ pub fn cleanup_orphans(state_dir: &Path) -> Result<Vec<String>> {
             tracing::warn!(marker = %marker.display(), "ignoring unreadable guest marker");
             continue;
         };
-        let names = NetNames { netns, veth };
+        // Teardown needs the names only; the MAC follows from the netns name.
+        let mac = network::mac(&netns);
+        let names = NetNames { netns, veth, mac };
         if let Ok(netns_id) = ns_id(&names.netns_path()) {
             kill_netns_processes(&machine_id, netns_id)?;
         }
