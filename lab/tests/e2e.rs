@@ -2758,6 +2758,15 @@ async fn killed_then_rerun(
         "figure: {what} re-run after the kill at {n} took {:?}",
         started.elapsed()
     );
+    // Which way a replace killed right after creating the new server went: whether that
+    // server added its etcd member before the re-run read the list or only after (the re-run
+    // then removes it once the machine is destroyed, `Action::RemoveMembersOf`).
+    for line in text(&out.stderr)
+        .lines()
+        .filter(|l| l.contains("an etcd member of a destroyed machine is still listed"))
+    {
+        eprintln!("figure:   the re-run said: {line}");
+    }
 }
 
 /// 0 duplicates and 0 orphans in `app`: `n` live machines, one per `fks_node`, and exactly

@@ -216,10 +216,11 @@ fn fnv1a(text: &str) -> u64 {
 /// Why stable: on Fly, 6PN traffic goes straight from Machine to Machine over a routed
 /// WireGuard mesh (reference fly-machines-api.md §7), so a restarted Machine is reachable at its
 /// address as soon as it listens. The lab's guests share a bridge instead, and a veth made anew
-/// at each boot got a new random MAC: every peer (the host, the other guests) kept sending to
-/// the old MAC until its neighbour entry failed (Linux NUD: a 5 s delay, then 3 unicast
-/// probes), so a restarted server was unreachable for seconds after it was up again, a stall
-/// Fly does not have. A MAC per machine, like a VM's NIC, keeps those entries valid.
+/// at each boot got a new random MAC: a peer (the host, another guest) could keep sending to
+/// the old MAC until its neighbour entry failed (Linux NUD: a delay, then unicast probes) or
+/// the guest's own traffic refreshed it, a stall Fly does not have. A MAC per machine, like a
+/// VM's NIC, keeps those entries valid. (Not measured: the upgrade test's probe gap did not
+/// change beyond its noise.)
 pub(crate) fn mac(key: &str) -> String {
     let h = fnv1a(key).to_be_bytes();
     format!(
