@@ -202,7 +202,7 @@ pub(crate) struct NetNames {
 }
 
 /// FNV-1a of `text`: a stable digest for names that must fit the kernel's limits.
-fn fnv1a(text: &str) -> u64 {
+pub(crate) fn fnv1a(text: &str) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for b in text.bytes() {
         hash ^= u64::from(b);
