@@ -115,6 +115,9 @@ struct Case {
     full: Option<String>,
     /// Every command run so far with its result (for failure messages).
     log: String,
+    /// Log lines (tracing's ` WARN `/` INFO `) the commands wrote to stderr, all of them
+    /// plain text (a pipe gets no colour escapes).
+    log_lines: usize,
 }
 
 impl Case {
@@ -162,6 +165,7 @@ impl Case {
             registry,
             full,
             log: String::new(),
+            log_lines: 0,
         }
     }
 
@@ -301,6 +305,16 @@ impl Case {
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         };
+        assert!(
+            !o.stderr.contains('\u{1b}'),
+            "colour escapes on a pipe: {:?}",
+            o.stderr
+        );
+        self.log_lines += o
+            .stderr
+            .lines()
+            .filter(|l| l.contains(" WARN ") || l.contains(" INFO "))
+            .count();
         let _ = writeln!(
             self.log,
             "  $ fks-bootstrap {} -> exit {:?} after {:?}\n{}",
@@ -724,6 +738,8 @@ async fn ambiguous_creates_converge_with_no_duplicate_or_orphan() {
         "no create was answered ambiguously\n{}",
         case.context()
     );
+    // The recoveries were logged (and, checked on every call, without colour escapes).
+    assert!(case.log_lines > 0, "nothing logged\n{}", case.context());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
