@@ -356,7 +356,7 @@ fn stop(state_dir: &Path) -> Result<()> {
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        // Colours only on a terminal: the lab's log file stays plain text.
+        // Colours only on a terminal: a redirected stderr stays plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .init();

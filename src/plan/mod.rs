@@ -735,7 +735,6 @@ struct NodeStatus {
     ready: bool,
 }
 
-/// A live machine of this cluster with this node name. More than one is an error.
 /// Whether `m` is a machine fks-bootstrap made for `cluster` that is still there: it carries
 /// `fks_cluster=<cluster>` and is not destroyed. A machine without that metadata was not made
 /// for this cluster and is never touched (`taint`, `kubeconfig`, `proxy`).
@@ -743,6 +742,7 @@ pub fn owned_by(m: &Machine, cluster: &str) -> bool {
     m.state != MachineState::Destroyed && m.metadata(META_CLUSTER) == Some(cluster)
 }
 
+/// A live machine of this cluster with this node name. More than one is an error.
 fn node_machine<'a>(
     app: &str,
     cluster: &str,

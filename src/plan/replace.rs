@@ -374,7 +374,7 @@ pub fn replace(
             private_ip: m.private_ip.clone(),
         })
         .collect();
-    if options.k3s && !gone.is_empty() {
+    if !gone.is_empty() {
         let mut deps = after_destroy.clone();
         deps.extend(removals.iter().copied());
         removals.push(b.push(

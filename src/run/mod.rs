@@ -93,6 +93,18 @@ pub enum Error {
         /// etcd's or the command's answer (one line).
         why: String,
     },
+    /// The etcd member list could not be read to remove the members of destroyed machines.
+    #[error("node {node}: reading the etcd member list through machine {machine}, to remove any member of destroyed machine(s) {gone}, failed: {why}")]
+    MemberList {
+        /// The node replaced.
+        node: String,
+        /// The machine whose etcd was asked.
+        machine: String,
+        /// The destroyed machines, comma-separated.
+        gone: String,
+        /// etcd's or the command's answer (one line).
+        why: String,
+    },
     /// The join token could not be read in time.
     #[error("node {node}: reading the join token on machine {machine} failed")]
     Token {
@@ -1089,11 +1101,17 @@ async fn run_step(ctx: &Ctx, node: &str, action: Action, inputs: Inputs) -> Resu
         }
         Action::RemoveMember { id, name, via } => {
             let via = inputs.machine(&via)?;
-            remove_member(ctx, node, &via, &id, &name).await?;
+            let deadline = Instant::now() + ctx.options.k3s_timeout;
+            remove_member(ctx, node, &via, &id, &name, deadline).await?;
             Ok(Output::Done)
         }
         Action::RemoveMembersOf { app, machines, via } => {
             let via = inputs.machine(&via)?;
+            let gone = machines
+                .iter()
+                .map(|m| m.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
             let req = exec_request(crate::status::members_command());
             let deadline = Instant::now() + ctx.options.k3s_timeout;
             let report = loop {
@@ -1104,19 +1122,16 @@ async fn run_step(ctx: &Ctx, node: &str, action: Action, inputs: Inputs) -> Resu
                     },
                     Err(e) => crate::errors::chain(&e),
                 };
-                if Instant::now() + ctx.options.poll > deadline {
-                    return Err(Error::RemoveMember {
+                // As for a removal: etcd's temporary answers and a busy exec are asked again
+                // until the deadline; anything else is final.
+                if Instant::now() + ctx.options.poll > deadline
+                    || !(crate::membership::is_retryable(&why) || why.contains("exec"))
+                {
+                    return Err(Error::MemberList {
                         node: node.to_string(),
-                        member: format!(
-                            "of machine(s) {}",
-                            machines
-                                .iter()
-                                .map(|m| m.id.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ),
                         machine: via.1,
-                        why: format!("reading the member list: {why}"),
+                        gone,
+                        why,
                     });
                 }
                 tracing::info!(%node, %why, "etcd member list not read yet; asking again");
@@ -1124,7 +1139,7 @@ async fn run_step(ctx: &Ctx, node: &str, action: Action, inputs: Inputs) -> Resu
             };
             for m in crate::plan::replace::members_of(&report.members, &app, &machines) {
                 tracing::info!(%node, member = %m.id, name = %m.name, "an etcd member of a destroyed machine is still listed");
-                remove_member(ctx, node, &via, &m.id, &m.name).await?;
+                remove_member(ctx, node, &via, &m.id, &m.name, deadline).await?;
             }
             Ok(Output::Done)
         }
@@ -1295,14 +1310,15 @@ async fn update_machine(
 
 /// Removes etcd member `id` (named `name`, empty when it never started) through `via`'s etcd
 /// (`node etcd remove`). etcd refuses a reconfiguration for a few seconds after a member
-/// started, and exec fails while the survivor is busy: both are asked again until the k3s
-/// deadline. A member removed already is not an error.
+/// started, and exec fails while the survivor is busy: both are asked again until `deadline`
+/// (the step's). A member removed already is not an error.
 async fn remove_member(
     ctx: &Ctx,
     node: &str,
     via: &(String, String),
     id: &str,
     name: &str,
+    deadline: Instant,
 ) -> Result<(), Error> {
     let member = if name.is_empty() {
         id.to_string()
@@ -1310,7 +1326,6 @@ async fn remove_member(
         format!("{id} ({name})")
     };
     let req = exec_request(crate::membership::remove_command(id));
-    let deadline = Instant::now() + ctx.options.k3s_timeout;
     loop {
         let why = match ctx.client.exec(&via.0, &via.1, &req).await {
             Ok(out) => match crate::membership::parse_remove(&out) {

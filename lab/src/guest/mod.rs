@@ -40,7 +40,6 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub(crate) use network::fnv1a;
 pub use network::{ensure_bridge, remove_bridge, BridgeConfig};
 pub use process::{cleanup_orphans, ExecOutput, Guest};
 

@@ -163,14 +163,25 @@ pub fn ensure_bridge(bridge: &BridgeConfig) -> Result<()> {
             true,
         )?;
     }
+    // A fixed MAC: a Linux bridge left to itself takes the lowest MAC of its ports, so it
+    // changed whenever a guest's veth came or went, leaving the guests' neighbour entries for
+    // the gateway and the DNS address on a MAC that was gone (see `mac`). Set only when it
+    // differs: setting a MAC, even the same one, makes the kernel flush the bridge's
+    // neighbour entries, and this runs at every guest start.
+    let fixed = mac(&format!("bridge {name}"));
+    let current = std::fs::read_to_string(
+        std::path::Path::new("/sys/class/net")
+            .join(name)
+            .join("address"),
+    )
+    .unwrap_or_default();
+    if current.trim() != fixed {
+        ip(&["link", "set", name, "address", &fixed], true)?;
+    }
     // nodad: the addresses are usable at once; nothing else on the bridge can own them.
     ip_batch(
         None,
         &[
-            // A fixed MAC: a Linux bridge left to itself takes the lowest MAC of its ports,
-            // so it changed whenever a guest's veth came or went, and every guest's neighbour
-            // entry for the gateway and the DNS address went stale for seconds (see `mac`).
-            format!("link set {name} address {}", mac(&format!("bridge {name}"))),
             format!(
                 "addr replace {}/{} dev {name} nodad",
                 bridge.gateway6, bridge.prefix6
@@ -201,16 +212,6 @@ pub(crate) struct NetNames {
     pub mac: String,
 }
 
-/// FNV-1a of `text`: a stable digest for names that must fit the kernel's limits.
-pub(crate) fn fnv1a(text: &str) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.bytes() {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    hash
-}
-
 /// A locally administered unicast MAC (`02:…`) derived from `key`, the same every time.
 ///
 /// Why stable: on Fly, 6PN traffic goes straight from Machine to Machine over a routed
@@ -222,7 +223,7 @@ pub(crate) fn fnv1a(text: &str) -> u64 {
 /// VM's NIC, keeps those entries valid. (Not measured: the upgrade test's probe gap did not
 /// change beyond its noise.)
 pub(crate) fn mac(key: &str) -> String {
-    let h = fnv1a(key).to_be_bytes();
+    let h = crate::ids::fnv1a(key.as_bytes()).to_be_bytes();
     format!(
         "02:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
         h[3], h[4], h[5], h[6], h[7]
@@ -233,7 +234,10 @@ impl NetNames {
     pub(crate) fn new(bridge: &str, machine_id: &str) -> Self {
         let netns = format!("{bridge}-{machine_id}");
         // Interface names are limited to 15 bytes, so the veth gets a stable digest.
-        let veth = format!("fkv{:012x}", fnv1a(&netns) & 0xffff_ffff_ffff);
+        let veth = format!(
+            "fkv{:012x}",
+            crate::ids::fnv1a(netns.as_bytes()) & 0xffff_ffff_ffff
+        );
         let mac = mac(&netns);
         NetNames { netns, veth, mac }
     }

@@ -19,7 +19,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::guest::{fnv1a, BridgeConfig};
+use crate::guest::BridgeConfig;
+use crate::ids::fnv1a;
 
 /// The UDP port peers send to: flyctl dials `<endpointip>:51820` (reference fly-runtime.md §5).
 pub const PORT: u16 = 51820;
@@ -94,15 +95,21 @@ impl Layout {
     pub fn new(bridge: &BridgeConfig) -> Layout {
         let name = bridge.name.as_str();
         let short: String = name.chars().take(13).collect();
-        let h = fnv1a(name);
+        let h = fnv1a(name.as_bytes());
         let x = (h % 250) as u8 + 1;
         let g = bridge.gateway6.segments();
         Layout {
             netns: format!("wg-{name}"),
             iface: format!("wg{}", name.chars().take(13).collect::<String>()),
             public_bridge: format!("{short}wg"),
-            veth6: format!("fkg{:012x}", fnv1a(&format!("{name}/6")) & 0xffff_ffff_ffff),
-            veth4: format!("fkg{:012x}", fnv1a(&format!("{name}/4")) & 0xffff_ffff_ffff),
+            veth6: format!(
+                "fkg{:012x}",
+                fnv1a(format!("{name}/6").as_bytes()) & 0xffff_ffff_ffff
+            ),
+            veth4: format!(
+                "fkg{:012x}",
+                fnv1a(format!("{name}/4").as_bytes()) & 0xffff_ffff_ffff
+            ),
             host4: Ipv4Addr::new(100, 64, x, 1),
             public4: Ipv4Addr::new(100, 64, x, 2),
             addr6: Ipv6Addr::new(g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7] | 0x4),
