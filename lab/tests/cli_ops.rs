@@ -1150,6 +1150,24 @@ fn set_config_key(dir: &str, key: &str, value: &str) -> String {
     old.unwrap_or_else(|| panic!("no {key} in {}", path.display()))
 }
 
+/// Creates the control plane from `dir`, then doubles CP_VM_MEMORY in its config (config
+/// drift for the next run). Returns the old and the new memory.
+async fn created_then_memory_doubled(
+    lab: &Lab,
+    registry: &common::LabRegistry,
+    xdg: &std::path::Path,
+    dir: &str,
+) -> (u32, u32) {
+    let out = fks_keys(lab, registry, xdg, &["-c", dir]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let old: u32 = set_config_key(dir, "CP_VM_MEMORY", "0")
+        .parse()
+        .expect("CP_VM_MEMORY");
+    let new = old * 2;
+    set_config_key(dir, "CP_VM_MEMORY", &new.to_string());
+    (old, new)
+}
+
 /// Config drift (issue 11 item 2): a bigger CP_VM_MEMORY reaches the existing servers as
 /// updates, one server at a time, each under a lease; the dry run shows the diff; a re-run
 /// after it changes nothing.
@@ -1160,13 +1178,7 @@ async fn changed_server_memory_updates_each_server_under_a_lease_one_at_a_time()
     let (registry, dir) = common::registry_and_cluster(xdg.path(), TOKEN).await;
     let dir = dir.as_str();
     let client = lab.client();
-    let out = fks_keys(&lab, &registry, xdg.path(), &["-c", dir]).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let old: u32 = set_config_key(dir, "CP_VM_MEMORY", "0")
-        .parse()
-        .expect("CP_VM_MEMORY");
-    let new = old * 2;
-    set_config_key(dir, "CP_VM_MEMORY", &new.to_string());
+    let (old, new) = created_then_memory_doubled(&lab, &registry, xdg.path(), dir).await;
 
     let before = lab.mutations().await;
     let dry = fks_keys(&lab, &registry, xdg.path(), &["-c", dir, "--dry-run"]).await;
@@ -1311,13 +1323,7 @@ async fn an_update_waits_out_the_lease_a_killed_run_left_behind() {
     let (registry, dir) = common::registry_and_cluster(xdg.path(), TOKEN).await;
     let dir = dir.as_str();
     let client = lab.client();
-    let out = fks_keys(&lab, &registry, xdg.path(), &["-c", dir]).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let old: u32 = set_config_key(dir, "CP_VM_MEMORY", "0")
-        .parse()
-        .expect("CP_VM_MEMORY");
-    let new = old * 2;
-    set_config_key(dir, "CP_VM_MEMORY", &new.to_string());
+    let (_, new) = created_then_memory_doubled(&lab, &registry, xdg.path(), dir).await;
 
     let cp = live_machines(&client, "lab-cp").await;
     let victim = cp[1].id.clone();

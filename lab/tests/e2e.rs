@@ -82,6 +82,19 @@ struct Net {
     v4: u8,
 }
 
+impl Net {
+    /// `<org /48>::<last>` on this bridge (`::1` the gateway, `::3` the DNS).
+    fn at(&self, last: u16) -> std::net::Ipv6Addr {
+        let p = fks_lab::ids::network_prefix(self.org).segments();
+        std::net::Ipv6Addr::new(p[0], p[1], p[2], 0, 0, 0, 0, last)
+    }
+
+    /// The lab's DNS address, as `fdaa::3` inside Fly.
+    fn dns(&self) -> std::net::Ipv6Addr {
+        self.at(3)
+    }
+}
+
 /// The lifecycle test's network.
 const LIFECYCLE: Net = Net {
     bridge: BRIDGE,
@@ -100,14 +113,11 @@ impl GuestLab {
     }
 
     async fn start_with(net: &Net, faults: &str) -> GuestLab {
-        let prefix = fks_lab::ids::network_prefix(net.org).segments();
-        let at =
-            |last: u16| std::net::Ipv6Addr::new(prefix[0], prefix[1], prefix[2], 0, 0, 0, 0, last);
         let bridge = BridgeConfig {
             name: net.bridge.to_string(),
-            gateway6: at(1),
+            gateway6: net.at(1),
             prefix6: 48,
-            dns6: at(3),
+            dns6: net.dns(),
             gateway4: Ipv4Addr::new(172, 31, net.v4, 1),
             prefix4: 24,
         };
@@ -398,8 +408,7 @@ struct DnsNames {
 
 impl DnsNames {
     fn new(lab: &GuestLab, net: &Net) -> DnsNames {
-        let prefix = fks_lab::ids::network_prefix(net.org).segments();
-        let dns = std::net::Ipv6Addr::new(prefix[0], prefix[1], prefix[2], 0, 0, 0, 0, 3);
+        let dns = net.dns();
         let hosts = lab.dir.path().join("hosts-dns");
         std::fs::write(&hosts, "127.0.0.1 localhost\n::1 localhost\n").expect("write hosts");
         let resolv = lab.dir.path().join("resolv.conf");
@@ -1473,11 +1482,7 @@ async fn migrated_server_and_worker_come_back_ready_with_new_addresses_on_guests
     );
 
     // The lab DNS answers the new addresses (and no longer the old ones).
-    let prefix = fks_lab::ids::network_prefix(NET.org).segments();
-    let dns = std::net::SocketAddr::new(
-        std::net::Ipv6Addr::new(prefix[0], prefix[1], prefix[2], 0, 0, 0, 0, 3).into(),
-        53,
-    );
+    let dns = std::net::SocketAddr::new(NET.dns().into(), 53);
     let entries = tokio::task::spawn_blocking(move || fks_lab::hosts::lookup(dns))
         .await
         .expect("join")
@@ -1985,21 +1990,7 @@ async fn scale_down_and_nodegroup_remove_on_guests() {
         .fks(&mut t, &["nodegroup", "remove", GROUP, dir, "--yes"])
         .await;
     assert_ok("nodegroup remove", &out, &lab);
-    let (status, _) = lab.get(&format!("/v1/apps/{GROUP_APP}")).await;
-    assert_eq!(status, 404, "the group's app is still there");
-    for m in &machines {
-        let id = m["id"].as_str().expect("id");
-        let (status, _) = lab
-            .get(&format!("/v1/apps/{GROUP_APP}/machines/{id}"))
-            .await;
-        assert_eq!(status, 404, "machine {id}");
-        assert!(netns_with_prefix(&format!("{}-{id}", NET.bridge)).is_empty());
-    }
-    for v in volumes.as_array().expect("volumes") {
-        let id = v["id"].as_str().expect("id");
-        let (status, _) = lab.get(&format!("/v1/apps/{GROUP_APP}/volumes/{id}")).await;
-        assert_eq!(status, 404, "volume {id}");
-    }
+    assert_group_gone(&lab, &NET, &machines, &volumes).await;
     let nodes = nodes_until(
         &mut t,
         &lab,
@@ -2769,6 +2760,26 @@ async fn killed_then_rerun(
     }
 }
 
+/// After `nodegroup remove`: the group's app, each of its `machines` and `volumes` (as listed
+/// before) answer 404, and no machine's netns is left on `net`'s bridge.
+async fn assert_group_gone(lab: &GuestLab, net: &Net, machines: &[Value], volumes: &Value) {
+    let (status, _) = lab.get(&format!("/v1/apps/{GROUP_APP}")).await;
+    assert_eq!(status, 404, "the group's app is still there");
+    for m in machines {
+        let id = m["id"].as_str().expect("id");
+        let (status, _) = lab
+            .get(&format!("/v1/apps/{GROUP_APP}/machines/{id}"))
+            .await;
+        assert_eq!(status, 404, "machine {id}");
+        assert!(netns_with_prefix(&format!("{}-{id}", net.bridge)).is_empty());
+    }
+    for v in volumes.as_array().expect("volumes") {
+        let id = v["id"].as_str().expect("id");
+        let (status, _) = lab.get(&format!("/v1/apps/{GROUP_APP}/volumes/{id}")).await;
+        assert_eq!(status, 404, "volume {id}");
+    }
+}
+
 /// 0 duplicates and 0 orphans in `app`: `n` live machines, one per `fks_node`, and exactly
 /// `n` live volumes, each attached to one of them.
 async fn assert_one_machine_and_volume_per_node(lab: &GuestLab, app: &str, n: usize) {
@@ -3011,21 +3022,7 @@ async fn day2_operations_killed_mid_way_converge_on_the_next_run_on_guests() {
         REMOVE_KILLS,
     )
     .await;
-    let (status, _) = lab.get(&format!("/v1/apps/{GROUP_APP}")).await;
-    assert_eq!(status, 404, "the group's app is still there");
-    for m in &machines {
-        let id = m["id"].as_str().expect("id");
-        let (status, _) = lab
-            .get(&format!("/v1/apps/{GROUP_APP}/machines/{id}"))
-            .await;
-        assert_eq!(status, 404, "machine {id}");
-        assert!(netns_with_prefix(&format!("{}-{id}", NET.bridge)).is_empty());
-    }
-    for v in volumes.as_array().expect("volumes") {
-        let id = v["id"].as_str().expect("id");
-        let (status, _) = lab.get(&format!("/v1/apps/{GROUP_APP}/volumes/{id}")).await;
-        assert_eq!(status, 404, "volume {id}");
-    }
+    assert_group_gone(&lab, &NET, &machines, &volumes).await;
     assert_one_machine_and_volume_per_node(&lab, CP_APP, 3).await;
     nodes_until(
         &mut t,
